@@ -1,0 +1,823 @@
+/**
+ * The op table: every primitive is declared once, with its shape rule, its ONNX emission and its
+ * vector-Jacobian product written in the same primitives (so the backward pass is just more graph,
+ * in the spirit of tinygrad's gradient table).
+ */
+import { GraphError, Tensor, isFloat, shapeEq, shapeSize, type AttrValue, type Attrs, type DType, type GraphNode, type Shape } from './graph.ts';
+
+/** Emits ONNX nodes for one graph node (see onnx-export.ts). */
+export interface Emitter {
+  /** The ONNX value name of a tensor. */
+  name(t: Tensor): string;
+  /** Append an ONNX node. */
+  node(opType: string, inputs: readonly string[], outputs: readonly string[], attrs?: Readonly<Record<string, AttrValue>>, domain?: string): void;
+  /** Name of a 1-D int64 constant holding `values`. */
+  i64(values: readonly number[]): string;
+  /** A fresh intermediate value name. */
+  temp(): string;
+}
+
+export interface TypeInfo {
+  shape: Shape;
+  dtype: DType;
+}
+
+/** One primitive op. */
+export interface OpDef {
+  readonly name: string;
+  /** Output types from input types and attributes; throws GraphError on a mismatch. */
+  infer(inputs: readonly Tensor[], attrs: Attrs): TypeInfo[];
+  /** Emit ONNX. */
+  emit(e: Emitter, node: GraphNode): void;
+  /**
+   * Gradients of the inputs given the gradients of the outputs (null = no gradient flows into that output).
+   * Absent: the op is not differentiable; asking for a gradient through it raises GradientError.
+   */
+  vjp?(node: GraphNode, gradOuts: readonly (Tensor | null)[], needs: readonly boolean[]): (Tensor | null)[];
+}
+
+const OPS = new Map<string, OpDef>();
+
+function defineOp(def: OpDef): OpDef {
+  if (OPS.has(def.name)) throw new Error(`op ${def.name} declared twice`);
+  OPS.set(def.name, def);
+  return def;
+}
+
+/** The op definition for a name; throws GraphError naming an unknown op. */
+export function getOp(name: string): OpDef {
+  const op = OPS.get(name);
+  if (!op) throw new GraphError(name, 'unknown op');
+  return op;
+}
+
+/** All declared op names (for tests asserting every op is gradchecked). */
+export function opNames(): string[] {
+  return [...OPS.keys()].sort();
+}
+
+function apply(op: string, inputs: readonly Tensor[], attrs: Attrs = {}): Tensor[] {
+  if (inputs.length === 0) throw new GraphError(op, 'needs at least one input');
+  const g = inputs[0].graph;
+  const types = getOp(op).infer(inputs, attrs);
+  return g.addNode(op, inputs, attrs, types);
+}
+
+function apply1(op: string, inputs: readonly Tensor[], attrs: Attrs = {}): Tensor {
+  return apply(op, inputs, attrs)[0];
+}
+
+function emitSame(onnxType: string, domain?: string) {
+  return (e: Emitter, n: GraphNode): void => {
+    e.node(onnxType, n.inputs.map((t) => e.name(t)), n.outputs.map((t) => e.name(t)), n.attrs, domain);
+  };
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Shape helpers
+
+/** numpy broadcasting of two shapes. */
+export function broadcastShapes(op: string, a: Shape, b: Shape): number[] {
+  const n = Math.max(a.length, b.length);
+  const out: number[] = new Array(n);
+  for (let i = 0; i < n; i++) {
+    const da = a[a.length - n + i] ?? 1;
+    const db = b[b.length - n + i] ?? 1;
+    if (da !== db && da !== 1 && db !== 1) {
+      throw new GraphError(op, `shapes [${a.join(',')}] and [${b.join(',')}] do not broadcast`);
+    }
+    out[i] = da === 1 ? db : da;
+  }
+  return out;
+}
+
+function normAxis(op: string, axis: number, rank: number): number {
+  const a = axis < 0 ? axis + rank : axis;
+  if (!Number.isInteger(a) || a < 0 || a >= rank) throw new GraphError(op, `axis ${axis} out of range for rank ${rank}`);
+  return a;
+}
+
+function sameFloat(op: string, ts: readonly Tensor[]): DType {
+  const dt = ts[0].dtype;
+  for (const t of ts) {
+    if (t.dtype !== dt) throw new GraphError(op, `dtype mismatch: ${ts.map((x) => x.dtype).join(' vs ')}`);
+  }
+  if (!isFloat(dt)) throw new GraphError(op, `needs float inputs, got ${dt}`);
+  return dt;
+}
+
+/**
+ * Reduce a broadcast gradient back to `shape`: sum over the leading axes the input lacked and over the axes
+ * where the input had size 1 (numpy broadcasting in reverse).
+ */
+export function sumToShape(grad: Tensor, shape: Shape): Tensor {
+  if (shapeEq(grad.shape, shape)) return grad;
+  const lead = grad.rank - shape.length;
+  const axes: number[] = [];
+  for (let i = 0; i < grad.rank; i++) {
+    if (i < lead) axes.push(i);
+    else if (shape[i - lead] === 1 && grad.shape[i] !== 1) axes.push(i);
+  }
+  let r = axes.length > 0 ? reduceSum(grad, axes, true) : grad;
+  if (!shapeEq(r.shape, shape)) r = reshape(r, shape);
+  return r;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Elementwise binary ops with broadcasting
+
+function binaryInfer(name: string) {
+  return (ins: readonly Tensor[]): TypeInfo[] => {
+    const dt = ins[0].dtype;
+    if (ins[1].dtype !== dt) throw new GraphError(name, `dtype mismatch ${dt} vs ${ins[1].dtype}`);
+    return [{ shape: broadcastShapes(name, ins[0].shape, ins[1].shape), dtype: dt }];
+  };
+}
+
+defineOp({
+  name: 'Add',
+  infer: binaryInfer('Add'),
+  emit: emitSame('Add'),
+  vjp: (n, [g]) => [sumToShape(g!, n.inputs[0].shape), sumToShape(g!, n.inputs[1].shape)],
+});
+
+defineOp({
+  name: 'Sub',
+  infer: binaryInfer('Sub'),
+  emit: emitSame('Sub'),
+  vjp: (n, [g], needs) => [sumToShape(g!, n.inputs[0].shape), needs[1] ? sumToShape(neg(g!), n.inputs[1].shape) : null],
+});
+
+defineOp({
+  name: 'Mul',
+  infer: binaryInfer('Mul'),
+  emit: emitSame('Mul'),
+  vjp: (n, [g], needs) => {
+    const [a, b] = n.inputs;
+    return [needs[0] ? sumToShape(mul(g!, b), a.shape) : null, needs[1] ? sumToShape(mul(g!, a), b.shape) : null];
+  },
+});
+
+defineOp({
+  name: 'Div',
+  infer: binaryInfer('Div'),
+  emit: emitSame('Div'),
+  vjp: (n, [g], needs) => {
+    const [a, b] = n.inputs;
+    const y = n.outputs[0];
+    return [
+      needs[0] ? sumToShape(div(g!, b), a.shape) : null,
+      needs[1] ? sumToShape(neg(div(mul(g!, y), b)), b.shape) : null,
+    ];
+  },
+});
+
+defineOp({
+  name: 'Pow',
+  infer: (ins) => {
+    sameFloat('Pow', ins);
+    return [{ shape: broadcastShapes('Pow', ins[0].shape, ins[1].shape), dtype: ins[0].dtype }];
+  },
+  emit: emitSame('Pow'),
+  vjp: (n, [g], needs) => {
+    const [a, p] = n.inputs;
+    const y = n.outputs[0];
+    const dt = a.dtype;
+    const one = a.graph.scalar(1, dt);
+    // d/da a^p = p a^(p-1); d/dp a^p = a^p ln a (defined for a > 0).
+    return [
+      needs[0] ? sumToShape(mul(g!, mul(p, pow(a, sub(p, one)))), a.shape) : null,
+      needs[1] ? sumToShape(mul(g!, mul(y, log(a))), p.shape) : null,
+    ];
+  },
+});
+
+/** Comparison ops produce bool and carry no gradient. */
+for (const name of ['Equal', 'Greater', 'Less']) {
+  defineOp({
+    name,
+    infer: (ins) => {
+      if (ins[0].dtype !== ins[1].dtype) throw new GraphError(name, 'dtype mismatch');
+      return [{ shape: broadcastShapes(name, ins[0].shape, ins[1].shape), dtype: 'bool' }];
+    },
+    emit: emitSame(name),
+    vjp: () => [null, null],
+  });
+}
+
+defineOp({
+  name: 'Where',
+  infer: (ins) => {
+    const [c, a, b] = ins;
+    if (c.dtype !== 'bool') throw new GraphError('Where', 'condition must be bool');
+    if (a.dtype !== b.dtype) throw new GraphError('Where', 'branch dtype mismatch');
+    return [{ shape: broadcastShapes('Where', broadcastShapes('Where', c.shape, a.shape), b.shape), dtype: a.dtype }];
+  },
+  emit: emitSame('Where'),
+  vjp: (n, [g], needs) => {
+    const [c, a, b] = n.inputs;
+    const z = zerosLike(g!);
+    return [
+      null,
+      needs[1] ? sumToShape(where(c, g!, z), a.shape) : null,
+      needs[2] ? sumToShape(where(c, z, g!), b.shape) : null,
+    ];
+  },
+});
+
+// ---------------------------------------------------------------------------------------------------------
+// Elementwise unary ops
+
+function unaryFloat(name: string, vjp: OpDef['vjp'], onnxType = name): void {
+  defineOp({
+    name,
+    infer: (ins) => [{ shape: ins[0].shape, dtype: sameFloat(name, ins) }],
+    emit: emitSame(onnxType),
+    vjp,
+  });
+}
+
+unaryFloat('Neg', (_n, [g]) => [neg(g!)]);
+unaryFloat('Exp', (n, [g]) => [mul(g!, n.outputs[0])]);
+unaryFloat('Log', (n, [g]) => [div(g!, n.inputs[0])]);
+unaryFloat('Sqrt', (n, [g]) => [div(mul(g!, g!.graph.scalar(0.5, g!.dtype)), n.outputs[0])]);
+unaryFloat('Tanh', (n, [g]) => {
+  const y = n.outputs[0];
+  return [mul(g!, sub(y.graph.scalar(1, y.dtype), mul(y, y)))];
+});
+unaryFloat('Sigmoid', (n, [g]) => {
+  const y = n.outputs[0];
+  return [mul(g!, mul(y, sub(y.graph.scalar(1, y.dtype), y)))];
+});
+unaryFloat('Erf', (n, [g]) => {
+  const x = n.inputs[0];
+  // d/dx erf(x) = 2/sqrt(pi) * exp(-x^2)
+  return [mul(g!, mul(x.graph.scalar(2 / Math.sqrt(Math.PI), x.dtype), exp(neg(mul(x, x)))))];
+});
+unaryFloat('Relu', (n, [g]) => {
+  const x = n.inputs[0];
+  return [where(greater(x, x.graph.scalar(0, x.dtype)), g!, zerosLike(g!))];
+});
+
+/** Floor: piecewise constant; declared without a VJP so a gradient through it is a GradientError. */
+unaryFloat('Floor', undefined);
+
+/** Index of the maximum along an axis (int64, keepdims 0). Not differentiable (integer output). */
+defineOp({
+  name: 'ArgMax',
+  infer: (ins, attrs) => {
+    const axis = normAxis('ArgMax', attrs.axis as number, ins[0].rank);
+    return [{ shape: ins[0].shape.filter((_, i) => i !== axis), dtype: 'int64' }];
+  },
+  emit: (e, n) => e.node('ArgMax', [e.name(n.inputs[0])], [e.name(n.outputs[0])], { axis: n.attrs.axis as number, keepdims: 0 }),
+});
+
+defineOp({
+  name: 'Identity',
+  infer: (ins) => [{ shape: ins[0].shape, dtype: ins[0].dtype }],
+  emit: emitSame('Identity'),
+  vjp: (_n, [g]) => [g],
+});
+
+/** Identity in the forward pass; blocks the gradient. */
+defineOp({
+  name: 'StopGradient',
+  infer: (ins) => [{ shape: ins[0].shape, dtype: ins[0].dtype }],
+  emit: (e, n) => e.node('Identity', [e.name(n.inputs[0])], [e.name(n.outputs[0])]),
+  vjp: () => [null],
+});
+
+defineOp({
+  name: 'Cast',
+  infer: (ins, attrs) => [{ shape: ins[0].shape, dtype: attrs.to as DType }],
+  emit: (e, n) => {
+    const codes: Record<string, number> = { float32: 1, uint8: 2, int32: 6, int64: 7, bool: 9, float64: 11 };
+    e.node('Cast', [e.name(n.inputs[0])], [e.name(n.outputs[0])], { to: codes[n.attrs.to as string] });
+  },
+  vjp: (n, [g]) => {
+    const x = n.inputs[0];
+    if (!isFloat(x.dtype)) return [null];
+    return [cast(g!, x.dtype)];
+  },
+});
+
+// ---------------------------------------------------------------------------------------------------------
+// MatMul (batched, numpy semantics; both operands rank >= 2)
+
+defineOp({
+  name: 'MatMul',
+  infer: (ins) => {
+    const [a, b] = ins;
+    const dt = sameFloat('MatMul', ins);
+    if (a.rank < 2 || b.rank < 2) throw new GraphError('MatMul', 'operands must have rank >= 2');
+    const [m, k] = a.shape.slice(-2);
+    const [k2, n] = b.shape.slice(-2);
+    if (k !== k2) throw new GraphError('MatMul', `inner dims differ: [${a.shape.join(',')}] x [${b.shape.join(',')}]`);
+    const batch = broadcastShapes('MatMul', a.shape.slice(0, -2), b.shape.slice(0, -2));
+    return [{ shape: [...batch, m, n], dtype: dt }];
+  },
+  emit: emitSame('MatMul'),
+  vjp: (n, [g], needs) => {
+    const [a, b] = n.inputs;
+    let ga: Tensor | null = null;
+    let gb: Tensor | null = null;
+    if (needs[0]) ga = sumToShape(matmul(g!, transposeLast2(b)), a.shape);
+    if (needs[1]) {
+      if (b.rank === 2 && a.rank > 2) {
+        // Weight gradient of a batched activation: flatten the batch into rows (one GEMM, no reduction).
+        const k = a.shape[a.rank - 1];
+        const a2 = reshape(a, [-1, k]);
+        const g2 = reshape(g!, [-1, g!.shape[g!.rank - 1]]);
+        gb = matmul(transpose(a2, [1, 0]), g2);
+      } else {
+        gb = sumToShape(matmul(transposeLast2(a), g!), b.shape);
+      }
+    }
+    return [ga, gb];
+  },
+});
+
+function transposeLast2(t: Tensor): Tensor {
+  const perm = t.shape.map((_, i) => i);
+  perm[t.rank - 2] = t.rank - 1;
+  perm[t.rank - 1] = t.rank - 2;
+  return transpose(t, perm);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Reductions
+
+function reduceInfer(name: string) {
+  return (ins: readonly Tensor[], attrs: Attrs): TypeInfo[] => {
+    const x = ins[0];
+    const axes = (attrs.axes as number[]).map((a) => normAxis(name, a, x.rank));
+    if (new Set(axes).size !== axes.length) throw new GraphError(name, 'repeated axis');
+    const keep = attrs.keepdims === 1;
+    const shape: number[] = [];
+    x.shape.forEach((d, i) => {
+      if (axes.includes(i)) {
+        if (keep) shape.push(1);
+      } else shape.push(d);
+    });
+    return [{ shape, dtype: x.dtype }];
+  };
+}
+
+/** Broadcast a reduced gradient back over the reduced axes. */
+function unreduce(g: Tensor, x: Tensor, axes: readonly number[], keep: boolean): Tensor {
+  const norm = axes.map((a) => (a < 0 ? a + x.rank : a)).sort((p, q) => p - q);
+  const gk = keep ? g : reshape(g, x.shape.map((d, i) => (norm.includes(i) ? 1 : d)));
+  return expand(gk, x.shape);
+}
+
+defineOp({
+  name: 'ReduceSum',
+  infer: reduceInfer('ReduceSum'),
+  emit: (e, n) => {
+    // opset 13+: axes is an input.
+    e.node('ReduceSum', [e.name(n.inputs[0]), e.i64(n.attrs.axes as number[])], [e.name(n.outputs[0])], { keepdims: n.attrs.keepdims as number });
+  },
+  vjp: (n, [g]) => [unreduce(g!, n.inputs[0], n.attrs.axes as number[], n.attrs.keepdims === 1)],
+});
+
+defineOp({
+  name: 'ReduceMean',
+  infer: reduceInfer('ReduceMean'),
+  emit: emitSame('ReduceMean'), // opset 17: axes is an attribute
+  vjp: (n, [g]) => {
+    const x = n.inputs[0];
+    const axes = (n.attrs.axes as number[]).map((a) => (a < 0 ? a + x.rank : a));
+    const count = axes.reduce((p, a) => p * x.shape[a], 1);
+    return [mul(unreduce(g!, x, axes, n.attrs.keepdims === 1), x.graph.scalar(1 / count, x.dtype))];
+  },
+});
+
+/** ReduceMax: gradient goes to the arg-max positions (split evenly between ties). */
+defineOp({
+  name: 'ReduceMax',
+  infer: reduceInfer('ReduceMax'),
+  emit: emitSame('ReduceMax'),
+  vjp: (n, [g]) => {
+    const x = n.inputs[0];
+    const axes = n.attrs.axes as number[];
+    const keep = n.attrs.keepdims === 1;
+    const y = unreduce(n.outputs[0], x, axes, keep);
+    const mask = cast(equal(x, y), x.dtype);
+    const cnt = unreduce(reduceSum(mask, axes, keep), x, axes, keep);
+    return [div(mul(unreduce(g!, x, axes, keep), mask), cnt)];
+  },
+});
+
+// ---------------------------------------------------------------------------------------------------------
+// Softmax (opset 13 semantics: one axis)
+
+defineOp({
+  name: 'Softmax',
+  infer: (ins, attrs) => {
+    normAxis('Softmax', attrs.axis as number, ins[0].rank);
+    return [{ shape: ins[0].shape, dtype: sameFloat('Softmax', ins) }];
+  },
+  emit: emitSame('Softmax'),
+  vjp: (n, [g]) => {
+    const y = n.outputs[0];
+    const axis = n.attrs.axis as number;
+    // dx = y * (g - sum(g * y, axis))
+    return [mul(y, sub(g!, reduceSum(mul(g!, y), [axis], true)))];
+  },
+});
+
+// ---------------------------------------------------------------------------------------------------------
+// Shape ops
+
+function resolveReshape(op: string, from: Shape, to: readonly number[]): number[] {
+  const out = to.map((d, i) => (d === 0 ? from[i] : d));
+  const minus = out.filter((d) => d === -1).length;
+  if (minus > 1) throw new GraphError(op, 'at most one -1 in a reshape');
+  const known = out.reduce((p, d) => (d === -1 ? p : p * d), 1);
+  const total = shapeSize(from);
+  if (minus === 1) {
+    if (known === 0 || total % known !== 0) throw new GraphError(op, `cannot reshape [${from.join(',')}] to [${to.join(',')}]`);
+    out[out.indexOf(-1)] = total / known;
+  }
+  if (shapeSize(out) !== total) throw new GraphError(op, `cannot reshape [${from.join(',')}] to [${to.join(',')}]`);
+  return out;
+}
+
+defineOp({
+  name: 'Reshape',
+  infer: (ins, attrs) => [{ shape: resolveReshape('Reshape', ins[0].shape, attrs.shape as number[]), dtype: ins[0].dtype }],
+  emit: (e, n) => e.node('Reshape', [e.name(n.inputs[0]), e.i64(n.outputs[0].shape)], [e.name(n.outputs[0])]),
+  vjp: (n, [g]) => [reshape(g!, n.inputs[0].shape)],
+});
+
+defineOp({
+  name: 'Transpose',
+  infer: (ins, attrs) => {
+    const perm = attrs.perm as number[];
+    const x = ins[0];
+    if (perm.length !== x.rank || [...perm].sort((a, b) => a - b).some((p, i) => p !== i)) {
+      throw new GraphError('Transpose', `perm [${perm.join(',')}] is not a permutation of rank ${x.rank}`);
+    }
+    return [{ shape: perm.map((p) => x.shape[p]), dtype: x.dtype }];
+  },
+  emit: emitSame('Transpose'),
+  vjp: (n, [g]) => {
+    const perm = n.attrs.perm as number[];
+    const inv = new Array<number>(perm.length);
+    perm.forEach((p, i) => (inv[p] = i));
+    return [transpose(g!, inv)];
+  },
+});
+
+defineOp({
+  name: 'Expand',
+  infer: (ins, attrs) => [{ shape: broadcastShapes('Expand', ins[0].shape, attrs.shape as number[]), dtype: ins[0].dtype }],
+  emit: (e, n) => e.node('Expand', [e.name(n.inputs[0]), e.i64(n.attrs.shape as number[])], [e.name(n.outputs[0])]),
+  vjp: (n, [g]) => [sumToShape(g!, n.inputs[0].shape)],
+});
+
+defineOp({
+  name: 'Unsqueeze',
+  infer: (ins, attrs) => {
+    const x = ins[0];
+    const outRank = x.rank + (attrs.axes as number[]).length;
+    const axes = (attrs.axes as number[]).map((a) => normAxis('Unsqueeze', a, outRank));
+    const shape: number[] = [];
+    let j = 0;
+    for (let i = 0; i < outRank; i++) shape.push(axes.includes(i) ? 1 : x.shape[j++]);
+    return [{ shape, dtype: x.dtype }];
+  },
+  emit: (e, n) => e.node('Unsqueeze', [e.name(n.inputs[0]), e.i64(n.attrs.axes as number[])], [e.name(n.outputs[0])]),
+  vjp: (n, [g]) => [reshape(g!, n.inputs[0].shape)],
+});
+
+defineOp({
+  name: 'Squeeze',
+  infer: (ins, attrs) => {
+    const x = ins[0];
+    const axes = (attrs.axes as number[]).map((a) => normAxis('Squeeze', a, x.rank));
+    for (const a of axes) if (x.shape[a] !== 1) throw new GraphError('Squeeze', `axis ${a} has size ${x.shape[a]}, not 1`);
+    return [{ shape: x.shape.filter((_, i) => !axes.includes(i)), dtype: x.dtype }];
+  },
+  emit: (e, n) => e.node('Squeeze', [e.name(n.inputs[0]), e.i64(n.attrs.axes as number[])], [e.name(n.outputs[0])]),
+  vjp: (n, [g]) => [reshape(g!, n.inputs[0].shape)],
+});
+
+defineOp({
+  name: 'Concat',
+  infer: (ins, attrs) => {
+    const axis = normAxis('Concat', attrs.axis as number, ins[0].rank);
+    const shape = [...ins[0].shape];
+    for (const t of ins.slice(1)) {
+      if (t.rank !== ins[0].rank || t.dtype !== ins[0].dtype || t.shape.some((d, i) => i !== axis && d !== shape[i])) {
+        throw new GraphError('Concat', `incompatible operand [${t.shape.join(',')}] vs [${ins[0].shape.join(',')}] on axis ${axis}`);
+      }
+      shape[axis] += t.shape[axis];
+    }
+    return [{ shape, dtype: ins[0].dtype }];
+  },
+  emit: emitSame('Concat'),
+  vjp: (n, [g], needs) => {
+    const axis = normAxis('Concat', n.attrs.axis as number, g!.rank);
+    let off = 0;
+    return n.inputs.map((t, i) => {
+      const start = off;
+      off += t.shape[axis];
+      return needs[i] ? slice(g!, [start], [off], [axis]) : null;
+    });
+  },
+});
+
+defineOp({
+  name: 'Slice',
+  infer: (ins, attrs) => {
+    const x = ins[0];
+    const starts = attrs.starts as number[];
+    const ends = attrs.ends as number[];
+    const axes = (attrs.axes as number[]).map((a) => normAxis('Slice', a, x.rank));
+    const shape = [...x.shape];
+    axes.forEach((a, i) => {
+      const d = x.shape[a];
+      const s = clampIdx(starts[i], d);
+      const e = clampIdx(ends[i], d);
+      if (e < s) throw new GraphError('Slice', `empty slice ${starts[i]}:${ends[i]} on axis ${a}`);
+      shape[a] = e - s;
+    });
+    return [{ shape, dtype: x.dtype }];
+  },
+  emit: (e, n) => {
+    const x = n.inputs[0];
+    const axes = (n.attrs.axes as number[]).map((a) => normAxis('Slice', a, x.rank));
+    const starts = (n.attrs.starts as number[]).map((s, i) => clampIdx(s, x.shape[axes[i]]));
+    const ends = (n.attrs.ends as number[]).map((s, i) => clampIdx(s, x.shape[axes[i]]));
+    e.node('Slice', [e.name(x), e.i64(starts), e.i64(ends), e.i64(axes)], [e.name(n.outputs[0])]);
+  },
+  vjp: (n, [g]) => {
+    const x = n.inputs[0];
+    const axes = (n.attrs.axes as number[]).map((a) => normAxis('Slice', a, x.rank));
+    const before = new Array<number>(x.rank).fill(0);
+    const after = new Array<number>(x.rank).fill(0);
+    axes.forEach((a, i) => {
+      const s = clampIdx((n.attrs.starts as number[])[i], x.shape[a]);
+      const e = clampIdx((n.attrs.ends as number[])[i], x.shape[a]);
+      before[a] = s;
+      after[a] = x.shape[a] - e;
+    });
+    return [pad(g!, before, after)];
+  },
+});
+
+function clampIdx(i: number, d: number): number {
+  const v = i < 0 ? i + d : i;
+  return Math.max(0, Math.min(d, v));
+}
+
+/** Zero padding (constant mode). */
+defineOp({
+  name: 'Pad',
+  infer: (ins, attrs) => {
+    const b = attrs.before as number[];
+    const a = attrs.after as number[];
+    if (b.length !== ins[0].rank || a.length !== ins[0].rank || [...a, ...b].some((p) => p < 0)) {
+      throw new GraphError('Pad', 'pads must be non-negative, one per axis');
+    }
+    return [{ shape: ins[0].shape.map((d, i) => d + b[i] + a[i]), dtype: ins[0].dtype }];
+  },
+  emit: (e, n) => {
+    e.node('Pad', [e.name(n.inputs[0]), e.i64([...(n.attrs.before as number[]), ...(n.attrs.after as number[])])], [e.name(n.outputs[0])], { mode: 'constant' });
+  },
+  vjp: (n, [g]) => {
+    const b = n.attrs.before as number[];
+    const x = n.inputs[0];
+    const axes = x.shape.map((_, i) => i);
+    return [slice(g!, b, b.map((s, i) => s + x.shape[i]), axes)];
+  },
+});
+
+defineOp({
+  name: 'Gather',
+  infer: (ins, attrs) => {
+    const [x, idx] = ins;
+    if (idx.dtype !== 'int64' && idx.dtype !== 'int32') throw new GraphError('Gather', 'indices must be int32 or int64');
+    const axis = normAxis('Gather', attrs.axis as number, x.rank);
+    return [{ shape: [...x.shape.slice(0, axis), ...idx.shape, ...x.shape.slice(axis + 1)], dtype: x.dtype }];
+  },
+  emit: emitSame('Gather'),
+  vjp: (n, [g], needs) => {
+    if (!needs[0]) return [null, null];
+    const [x, idx] = n.inputs;
+    const axis = normAxis('Gather', n.attrs.axis as number, x.rank);
+    // Scatter-add the gradient rows back: ScatterElements(zeros, indices broadcast to g, g, reduction=add).
+    const k = idx.size;
+    const gShape = [...x.shape.slice(0, axis), k, ...x.shape.slice(axis + 1)];
+    const g2 = reshape(g!, gShape);
+    const idxShape = gShape.map((_, i) => (i === axis ? k : 1));
+    const idxB = expand(reshape(cast(idx, 'int64'), idxShape), gShape);
+    return [scatterAdd(zerosLike(x), idxB, g2, axis), null];
+  },
+});
+
+/** ScatterElements with reduction 'add' (opset 16). Indices must be in range and non-negative. */
+defineOp({
+  name: 'ScatterAdd',
+  infer: (ins) => {
+    const [x, idx, upd] = ins;
+    if (!shapeEq(idx.shape, upd.shape)) throw new GraphError('ScatterAdd', 'indices and updates must have one shape');
+    if (upd.dtype !== x.dtype) throw new GraphError('ScatterAdd', 'dtype mismatch');
+    return [{ shape: x.shape, dtype: x.dtype }];
+  },
+  emit: (e, n) => e.node('ScatterElements', n.inputs.map((t) => e.name(t)), [e.name(n.outputs[0])], { axis: n.attrs.axis as number, reduction: 'add' }),
+  vjp: (n, [g], needs) => {
+    const [, idx] = n.inputs;
+    const axis = n.attrs.axis as number;
+    return [needs[0] ? g : null, null, needs[2] ? gatherElements(g!, idx, axis) : null];
+  },
+});
+
+defineOp({
+  name: 'GatherElements',
+  infer: (ins) => [{ shape: ins[1].shape, dtype: ins[0].dtype }],
+  emit: emitSame('GatherElements'),
+  vjp: (n, [g], needs) => {
+    const [x, idx] = n.inputs;
+    return [needs[0] ? scatterAdd(zerosLike(x), idx, g!, n.attrs.axis as number) : null, null];
+  },
+});
+
+/** A zero tensor shaped like `t` (built from a scalar zero, so it costs no initializer bytes). */
+export function zerosLike(t: Tensor): Tensor {
+  return expand(t.graph.scalar(0, t.dtype), t.shape);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Fused ops (used where they measurably beat the composed form; each with its own VJP)
+
+/**
+ * LayerNormalization over the last axis (opset 17), returning [y, mean, invStdDev]. The VJP reuses the saved
+ * statistics: with xh = (x - mean) * inv and gy = g * gamma,
+ * dx = inv * (gy - mean(gy) - xh * mean(gy * xh)), dgamma = sum(g * xh), dbeta = sum(g).
+ */
+defineOp({
+  name: 'LayerNorm',
+  infer: (ins, attrs) => {
+    const [x, w, b] = ins;
+    const dt = sameFloat('LayerNorm', ins);
+    // onnxruntime's CPU LayerNormalization keeps its statistics in float32 (stash_type 1) and has no float64 kernel.
+    if (dt !== 'float32') throw new GraphError('LayerNorm', 'the fused op is float32 only; use layerNormComposed for float64');
+    const d = x.shape[x.rank - 1];
+    if (w.rank !== 1 || w.shape[0] !== d || b.rank !== 1 || b.shape[0] !== d) {
+      throw new GraphError('LayerNorm', `scale and bias must be [${d}]`);
+    }
+    if (typeof attrs.epsilon !== 'number' || !(attrs.epsilon > 0)) throw new GraphError('LayerNorm', 'epsilon must be > 0');
+    const statShape = [...x.shape.slice(0, -1), 1];
+    return [
+      { shape: x.shape, dtype: dt },
+      { shape: statShape, dtype: dt },
+      { shape: statShape, dtype: dt },
+    ];
+  },
+  emit: (e, n) => {
+    e.node('LayerNormalization', n.inputs.map((t) => e.name(t)), n.outputs.map((t) => e.name(t)), { axis: -1, epsilon: n.attrs.epsilon as number });
+  },
+  vjp: (n, [g], needs) => {
+    const [x, w, b] = n.inputs;
+    const [, mean, inv] = n.outputs;
+    if (g === null) return [null, null, null];
+    const xh = mul(sub(x, mean), inv);
+    let gx: Tensor | null = null;
+    if (needs[0]) {
+      const gy = mul(g, w);
+      const last = x.rank - 1;
+      gx = mul(inv, sub(sub(gy, reduceMean(gy, [last], true)), mul(xh, reduceMean(mul(gy, xh), [last], true))));
+    }
+    const lead = x.shape.slice(0, -1).map((_, i) => i);
+    return [
+      gx,
+      needs[1] ? reduceSum(mul(g, xh), lead, false) : null,
+      needs[2] ? (lead.length ? reduceSum(g, lead, false) : g) : null,
+    ].map((t, i) => (t !== null && i > 0 && !shapeEq(t.shape, b.shape) ? reshape(t, b.shape) : t));
+  },
+});
+
+/** Exact GELU as ORT's contrib op com.microsoft.Gelu (x * Phi(x)); VJP: Phi(x) + x * phi(x). */
+defineOp({
+  name: 'GeluFused',
+  infer: (ins) => [{ shape: ins[0].shape, dtype: sameFloat('GeluFused', ins) }],
+  emit: (e, n) => e.node('Gelu', [e.name(n.inputs[0])], [e.name(n.outputs[0])], {}, 'com.microsoft'),
+  vjp: (n, [g]) => [mul(g!, geluDerivative(n.inputs[0]))],
+});
+
+function geluDerivative(x: Tensor): Tensor {
+  const gr = x.graph;
+  const dt = x.dtype;
+  // Phi(x) = 0.5 (1 + erf(x / sqrt 2)); phi(x) = exp(-x^2/2) / sqrt(2 pi). Uses Mul by 1/sqrt2 (the forward
+  // composed form uses Div) so that CSE cannot merge it into the forward chain and break ORT's Gelu fusion.
+  const cdf = mul(add(erf(mul(x, gr.scalar(Math.SQRT1_2, dt))), gr.scalar(1, dt)), gr.scalar(0.5, dt));
+  const pdf = mul(exp(mul(mul(x, x), gr.scalar(-0.5, dt))), gr.scalar(1 / Math.sqrt(2 * Math.PI), dt));
+  return add(cdf, mul(x, pdf));
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// The builder API
+
+export function add(a: Tensor, b: Tensor): Tensor { return apply1('Add', [a, b]); }
+export function sub(a: Tensor, b: Tensor): Tensor { return apply1('Sub', [a, b]); }
+export function mul(a: Tensor, b: Tensor): Tensor { return apply1('Mul', [a, b]); }
+export function div(a: Tensor, b: Tensor): Tensor { return apply1('Div', [a, b]); }
+export function pow(a: Tensor, p: Tensor): Tensor { return apply1('Pow', [a, p]); }
+export function equal(a: Tensor, b: Tensor): Tensor { return apply1('Equal', [a, b]); }
+export function greater(a: Tensor, b: Tensor): Tensor { return apply1('Greater', [a, b]); }
+export function less(a: Tensor, b: Tensor): Tensor { return apply1('Less', [a, b]); }
+export function where(c: Tensor, a: Tensor, b: Tensor): Tensor { return apply1('Where', [c, a, b]); }
+export function neg(x: Tensor): Tensor { return apply1('Neg', [x]); }
+export function exp(x: Tensor): Tensor { return apply1('Exp', [x]); }
+export function log(x: Tensor): Tensor { return apply1('Log', [x]); }
+export function sqrt(x: Tensor): Tensor { return apply1('Sqrt', [x]); }
+export function tanh(x: Tensor): Tensor { return apply1('Tanh', [x]); }
+export function sigmoid(x: Tensor): Tensor { return apply1('Sigmoid', [x]); }
+export function erf(x: Tensor): Tensor { return apply1('Erf', [x]); }
+export function relu(x: Tensor): Tensor { return apply1('Relu', [x]); }
+export function identity(x: Tensor): Tensor { return apply1('Identity', [x]); }
+export function floor(x: Tensor): Tensor { return apply1('Floor', [x]); }
+export function argMax(x: Tensor, axis = -1): Tensor { return apply1('ArgMax', [x], { axis }); }
+export function stopGradient(x: Tensor): Tensor { return apply1('StopGradient', [x]); }
+export function cast(x: Tensor, to: DType): Tensor { return apply1('Cast', [x], { to }); }
+export function matmul(a: Tensor, b: Tensor): Tensor { return apply1('MatMul', [a, b]); }
+export function reduceSum(x: Tensor, axes: readonly number[], keepdims = false): Tensor {
+  return apply1('ReduceSum', [x], { axes: [...axes], keepdims: keepdims ? 1 : 0 });
+}
+export function reduceMean(x: Tensor, axes: readonly number[], keepdims = false): Tensor {
+  return apply1('ReduceMean', [x], { axes: [...axes], keepdims: keepdims ? 1 : 0 });
+}
+export function reduceMax(x: Tensor, axes: readonly number[], keepdims = false): Tensor {
+  return apply1('ReduceMax', [x], { axes: [...axes], keepdims: keepdims ? 1 : 0 });
+}
+export function softmax(x: Tensor, axis = -1): Tensor { return apply1('Softmax', [x], { axis }); }
+export function reshape(x: Tensor, shape: readonly number[]): Tensor {
+  const resolved = resolveReshape('Reshape', x.shape, shape);
+  if (shapeEq(resolved, x.shape)) return x;
+  return apply1('Reshape', [x], { shape: resolved });
+}
+export function transpose(x: Tensor, perm: readonly number[]): Tensor { return apply1('Transpose', [x], { perm: [...perm] }); }
+export function expand(x: Tensor, shape: readonly number[]): Tensor {
+  if (shapeEq(x.shape, shape)) return x;
+  return apply1('Expand', [x], { shape: [...shape] });
+}
+export function unsqueeze(x: Tensor, axes: readonly number[]): Tensor { return apply1('Unsqueeze', [x], { axes: [...axes] }); }
+export function squeeze(x: Tensor, axes: readonly number[]): Tensor { return apply1('Squeeze', [x], { axes: [...axes] }); }
+export function concat(xs: readonly Tensor[], axis: number): Tensor { return apply1('Concat', xs, { axis }); }
+export function slice(x: Tensor, starts: readonly number[], ends: readonly number[], axes: readonly number[]): Tensor {
+  if (starts.length !== ends.length || starts.length !== axes.length) throw new GraphError('Slice', 'starts, ends and axes must have one length');
+  return apply1('Slice', [x], { starts: [...starts], ends: [...ends], axes: [...axes] });
+}
+export function pad(x: Tensor, before: readonly number[], after: readonly number[]): Tensor {
+  return apply1('Pad', [x], { before: [...before], after: [...after] });
+}
+export function gather(x: Tensor, indices: Tensor, axis = 0): Tensor { return apply1('Gather', [x, indices], { axis }); }
+export function gatherElements(x: Tensor, indices: Tensor, axis: number): Tensor { return apply1('GatherElements', [x, indices], { axis }); }
+export function scatterAdd(x: Tensor, indices: Tensor, updates: Tensor, axis: number): Tensor {
+  return apply1('ScatterAdd', [x, indices, updates], { axis });
+}
+/** Fused LayerNormalization over the last axis; returns the normalized output only. */
+export function layerNorm(x: Tensor, weight: Tensor, bias: Tensor, epsilon = 1e-5): Tensor {
+  return apply('LayerNorm', [x, weight, bias], { epsilon })[0];
+}
+/** LayerNorm composed from primitives (reference for the fused op). */
+export function layerNormComposed(x: Tensor, weight: Tensor, bias: Tensor, epsilon = 1e-5): Tensor {
+  const last = x.rank - 1;
+  const mu = reduceMean(x, [last], true);
+  const xc = sub(x, mu);
+  const v = reduceMean(mul(xc, xc), [last], true);
+  return add(mul(div(xc, sqrt(add(v, x.graph.scalar(epsilon, x.dtype)))), weight), bias);
+}
+/** Exact GELU composed from Erf: 0.5 x (1 + erf(x / sqrt 2)). ORT's optimizer fuses this pattern. */
+export function gelu(x: Tensor): Tensor {
+  const gr = x.graph;
+  const dt = x.dtype;
+  return mul(mul(x, add(erf(div(x, gr.scalar(Math.SQRT2, dt))), gr.scalar(1, dt))), gr.scalar(0.5, dt));
+}
+/** Exact GELU as ORT's fused contrib op. */
+export function geluFused(x: Tensor): Tensor { return apply1('GeluFused', [x]); }
+
+/**
+ * Mean softmax cross-entropy of `logits` [B, C] against integer `labels` [B], composed from primitives:
+ * mean_b( logsumexp(z_b) - z_b[y_b] ) with z = logits - stopGradient(max(logits)) for stability.
+ */
+export function softmaxCrossEntropy(logits: Tensor, labels: Tensor): Tensor {
+  if (logits.rank !== 2) throw new GraphError('SoftmaxCrossEntropy', 'logits must be [batch, classes]');
+  if (labels.rank !== 1 || labels.shape[0] !== logits.shape[0]) throw new GraphError('SoftmaxCrossEntropy', 'labels must be [batch]');
+  if (labels.dtype !== 'int64' && labels.dtype !== 'int32') throw new GraphError('SoftmaxCrossEntropy', 'labels must be int32 or int64');
+  const g = logits.graph;
+  const c = logits.shape[1];
+  const z = sub(logits, stopGradient(reduceMax(logits, [1], true)));
+  const lse = log(reduceSum(exp(z), [1], true));
+  const classes = g.constant(Array.from({ length: c }, (_, i) => i), [1, c], labels.dtype);
+  const onehot = cast(equal(unsqueeze(labels, [1]), classes), logits.dtype);
+  const picked = reduceSum(mul(z, onehot), [1], true);
+  return reduceMean(sub(lse, picked), [0, 1], false);
+}
+
+/** Sum of all elements to a scalar. */
+export function sumAll(x: Tensor): Tensor {
+  return reduceSum(x, x.shape.map((_, i) => i), false);
+}
