@@ -1,0 +1,19 @@
+export { DATASET_NAMES, SPLITS, IMAGE_SIZE, IMAGE_PIXELS, NUM_CLASSES, DatasetError } from './types.ts';
+export type { Dataset, DatasetName, Split } from './types.ts';
+export { loadDataset, subsetDataset, balancedIndices } from './dataset.ts';
+export type { LoadDatasetOptions } from './dataset.ts';
+export { defaultCacheDir, cachePath, DATASET_CACHE_VERSION } from './cache.ts';
+export { FASHION_TEST_PER_CLASS, MNIST_TEST_PER_CLASS } from './sources.ts';
+export { toFloatBatch, toLabelBatch, toLabelBatchInt64, toOneHotBatch, PIXEL_MEAN, PIXEL_STD } from './batch.ts';
+export {
+  partitionIid,
+  partitionDirichlet,
+  parseShardSpec,
+  shardIndices,
+  labelHistogram,
+  partitionHistograms,
+  formatHistograms,
+  DEFAULT_MIN_CLIENT_SAMPLES,
+  DEFAULT_DIRICHLET_RETRIES,
+} from './partition.ts';
+export type { Partition, DirichletOptions, ShardSpec, ShardOptions } from './partition.ts';
