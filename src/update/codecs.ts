@@ -1,0 +1,340 @@
+import { Rng } from '../util/rng.ts';
+import { UpdateError, UpdateRefusal, check } from './errors.ts';
+import { f16BitsToF32, f32ToF16Bits } from './fp16.ts';
+import { IndexCodec, ValueCodec } from './pb/update.ts';
+import { varintSize, writeVarint } from './varint.ts';
+
+export { IndexCodec, ValueCodec };
+
+/** Smallest quantization block accepted on the wire. */
+export const MIN_BLOCK_SIZE = 8;
+/** Largest quantization block accepted on the wire. */
+export const MAX_BLOCK_SIZE = 65536;
+/**
+ * Default quantization block: 128 values share one f32 scale (0.25 bit/value of overhead). Block-wise absmax
+ * scaling as in Dettmers et al., "8-bit Optimizers via Block-wise Quantization" (ICLR 2022), who use 2048;
+ * smaller blocks suit LoRA factors of a few hundred values.
+ */
+export const DEFAULT_BLOCK_SIZE = 128;
+
+/** Options for a value encoder. */
+export interface ValueEncodeOptions {
+  /** Values per quantization block (Q8/Q4); default {@link DEFAULT_BLOCK_SIZE}. */
+  blockSize?: number;
+  /** Source of the stochastic-rounding draws (Q8/Q4). Required unless `stochastic` is false. */
+  rng?: Rng;
+  /** Stochastic (unbiased) rounding, default true; false rounds to nearest (biased, half the error). */
+  stochastic?: boolean;
+}
+
+/** What the value decoder needs besides the bytes: taken from the (already range-checked) TensorDelta. */
+export interface ValueDecodeParams {
+  /** Number of values coded. */
+  count: number;
+  /** Block size from the wire (Q8/Q4), else ignored. */
+  blockSize: number;
+}
+
+/** A value codec: one wire enum value, a byte layout, an encoder and a validating decoder. */
+export interface ValueCodecImpl {
+  readonly id: ValueCodec;
+  /** Bits per value, excluding per-block scales. */
+  readonly bits: number;
+  /** Bytes `encode` produces for `count` values. */
+  byteLength(count: number, blockSize: number): number;
+  encode(values: Float32Array, opts?: ValueEncodeOptions): { bytes: Uint8Array; blockSize: number };
+  /** Decode and validate; throws only {@link UpdateError}. */
+  decode(bytes: Uint8Array, params: ValueDecodeParams): Float32Array;
+}
+
+/** An index codec: positions of the transmitted values of a sparse tensor. */
+export interface IndexCodecImpl {
+  readonly id: IndexCodec;
+  /** Bytes `encode` produces for these strictly increasing positions in a tensor of `n` elements. */
+  byteLength(indices: Uint32Array, n: number): number;
+  encode(indices: Uint32Array, n: number): Uint8Array;
+  /** Decode and validate (strictly increasing, all < n, exactly nnz); throws only {@link UpdateError}. */
+  decode(bytes: Uint8Array, n: number, nnz: number): Uint32Array;
+}
+
+function assertFinite(values: Float32Array): void {
+  for (let i = 0; i < values.length; i++) {
+    if (!Number.isFinite(values[i])) {
+      throw new UpdateError(UpdateRefusal.INVALID_ARGUMENT, `value ${i} is ${values[i]}; updates must be finite`);
+    }
+  }
+}
+
+const f32Codec: ValueCodecImpl = {
+  id: ValueCodec.VALUE_F32,
+  bits: 32,
+  byteLength: (count) => count * 4,
+  encode(values) {
+    assertFinite(values);
+    const out = new Uint8Array(values.length * 4);
+    const dv = new DataView(out.buffer);
+    for (let i = 0; i < values.length; i++) dv.setFloat32(i * 4, values[i], true);
+    return { bytes: out, blockSize: 0 };
+  },
+  decode(bytes, { count }) {
+    check(bytes.length === count * 4, UpdateRefusal.BAD_LENGTH, () => `f32 values: ${bytes.length} bytes for ${count} values`);
+    const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    const out = new Float32Array(count);
+    for (let i = 0; i < count; i++) {
+      const v = dv.getFloat32(i * 4, true);
+      check(Number.isFinite(v), UpdateRefusal.NON_FINITE, () => `f32 value ${i} is not finite`);
+      out[i] = v;
+    }
+    return out;
+  },
+};
+
+const f16Codec: ValueCodecImpl = {
+  id: ValueCodec.VALUE_F16,
+  bits: 16,
+  byteLength: (count) => count * 2,
+  encode(values) {
+    assertFinite(values);
+    const out = new Uint8Array(values.length * 2);
+    for (let i = 0; i < values.length; i++) {
+      const h = f32ToF16Bits(values[i]);
+      out[2 * i] = h & 0xff;
+      out[2 * i + 1] = h >>> 8;
+    }
+    return { bytes: out, blockSize: 0 };
+  },
+  decode(bytes, { count }) {
+    check(bytes.length === count * 2, UpdateRefusal.BAD_LENGTH, () => `f16 values: ${bytes.length} bytes for ${count} values`);
+    const out = new Float32Array(count);
+    for (let i = 0; i < count; i++) {
+      const h = bytes[2 * i] | (bytes[2 * i + 1] << 8);
+      check((h & 0x7c00) !== 0x7c00, UpdateRefusal.NON_FINITE, () => `f16 value ${i} is not finite`);
+      out[i] = f16BitsToF32(h);
+    }
+    return out;
+  },
+};
+
+/**
+ * Block-wise absmax stochastic quantization to `levels` = 2^(bits-1) - 1 symmetric steps (QSGD-style,
+ * Alistarh et al., NeurIPS 2017, with per-block scales). Unbiased: E[decode] = x. Error per value < scale/levels
+ * (stochastic) or ≤ scale/(2·levels) (nearest).
+ */
+function quantCodec(id: ValueCodec, bits: 8 | 4): ValueCodecImpl {
+  const levels = (1 << (bits - 1)) - 1;
+  const codeBytes = (count: number): number => (bits === 8 ? count : Math.ceil(count / 2));
+  const blocks = (count: number, bs: number): number => Math.ceil(count / bs);
+  return {
+    id,
+    bits,
+    byteLength: (count, bs) => 4 * blocks(count, bs) + codeBytes(count),
+    encode(values, opts = {}) {
+      assertFinite(values);
+      const bs = opts.blockSize ?? DEFAULT_BLOCK_SIZE;
+      check(Number.isInteger(bs) && bs >= MIN_BLOCK_SIZE && bs <= MAX_BLOCK_SIZE, UpdateRefusal.INVALID_ARGUMENT,
+        `block size ${bs} outside [${MIN_BLOCK_SIZE}, ${MAX_BLOCK_SIZE}]`);
+      const stochastic = opts.stochastic ?? true;
+      const rng = opts.rng;
+      if (stochastic && rng === undefined) {
+        throw new UpdateError(UpdateRefusal.INVALID_ARGUMENT, `${bits}-bit stochastic quantization needs an rng (pass opts.rng)`);
+      }
+      const n = values.length;
+      const nb = blocks(n, bs);
+      const out = new Uint8Array(4 * nb + codeBytes(n));
+      const dv = new DataView(out.buffer);
+      const codes = out.subarray(4 * nb);
+      for (let b = 0; b < nb; b++) {
+        const lo = b * bs;
+        const hi = Math.min(n, lo + bs);
+        let amax = 0;
+        for (let i = lo; i < hi; i++) {
+          const a = Math.abs(values[i]);
+          if (a > amax) amax = a;
+        }
+        dv.setFloat32(4 * b, amax, true);
+        const scale = Math.fround(amax);
+        const inv = scale > 0 ? levels / scale : 0;
+        for (let i = lo; i < hi; i++) {
+          const q = values[i] * inv;
+          let c = stochastic ? Math.floor(q + rng!.next()) : Math.round(q);
+          if (c > levels) c = levels;
+          else if (c < -levels) c = -levels;
+          if (bits === 8) codes[i] = c & 0xff;
+          else codes[i >> 1] |= (c & 0xf) << ((i & 1) * 4);
+        }
+      }
+      return { bytes: out, blockSize: bs };
+    },
+    decode(bytes, { count, blockSize }) {
+      check(Number.isInteger(blockSize) && blockSize >= MIN_BLOCK_SIZE && blockSize <= MAX_BLOCK_SIZE,
+        UpdateRefusal.BAD_CODEC_PARAMS, () => `block size ${blockSize} outside [${MIN_BLOCK_SIZE}, ${MAX_BLOCK_SIZE}]`);
+      const nb = blocks(count, blockSize);
+      check(bytes.length === 4 * nb + codeBytes(count), UpdateRefusal.BAD_LENGTH,
+        () => `q${bits} values: ${bytes.length} bytes for ${count} values in blocks of ${blockSize}`);
+      const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+      const codes = bytes.subarray(4 * nb);
+      const out = new Float32Array(count);
+      for (let b = 0; b < nb; b++) {
+        const scale = dv.getFloat32(4 * b, true);
+        check(Number.isFinite(scale), UpdateRefusal.NON_FINITE, () => `q${bits} block ${b} scale is not finite`);
+        check(scale >= 0, UpdateRefusal.BAD_CODEC_PARAMS, () => `q${bits} block ${b} scale is negative`);
+        const step = scale / levels;
+        const lo = b * blockSize;
+        const hi = Math.min(count, lo + blockSize);
+        for (let i = lo; i < hi; i++) {
+          let c: number;
+          if (bits === 8) c = (codes[i] << 24) >> 24;
+          else c = (((codes[i >> 1] >> ((i & 1) * 4)) & 0xf) << 28) >> 28;
+          check(c >= -levels, UpdateRefusal.NON_FINITE, () => `q${bits} code ${c} at ${i} outside [-${levels}, ${levels}]`);
+          out[i] = c * step;
+        }
+      }
+      if (bits === 4 && count % 2 === 1) {
+        check((codes[codes.length - 1] & 0xf0) === 0, UpdateRefusal.BAD_LENGTH, 'q4 padding nibble is not zero');
+      }
+      return out;
+    },
+  };
+}
+
+/** Varint byte size of the gap coding of `indices`. */
+function deltaVarintSize(indices: Uint32Array): number {
+  let size = 0;
+  let prev = -1;
+  for (let i = 0; i < indices.length; i++) {
+    size += varintSize(indices[i] - prev - 1);
+    prev = indices[i];
+  }
+  return size;
+}
+
+const deltaVarintCodec: IndexCodecImpl = {
+  id: IndexCodec.INDEX_DELTA_VARINT,
+  byteLength: (indices) => deltaVarintSize(indices),
+  encode(indices) {
+    const out = new Uint8Array(deltaVarintSize(indices));
+    let pos = 0;
+    let prev = -1;
+    for (let i = 0; i < indices.length; i++) {
+      pos = writeVarint(out, pos, indices[i] - prev - 1);
+      prev = indices[i];
+    }
+    return out;
+  },
+  decode(bytes, n, nnz) {
+    const out = new Uint32Array(nnz);
+    let pos = 0;
+    let prev = -1;
+    for (let k = 0; k < nnz; k++) {
+      let v = 0;
+      let shift = 0;
+      for (;;) {
+        check(pos < bytes.length, UpdateRefusal.BAD_INDEX, () => `index varints end after ${k} of ${nnz}`);
+        const b = bytes[pos++];
+        check(shift < 28 || (b & 0xf0) === 0, UpdateRefusal.BAD_INDEX, 'index varint exceeds 32 bits');
+        v += (b & 0x7f) * 2 ** shift;
+        if ((b & 0x80) === 0) break;
+        shift += 7;
+      }
+      const idx = prev + 1 + v;
+      check(idx < n, UpdateRefusal.BAD_INDEX, () => `index ${idx} out of range [0, ${n})`);
+      out[k] = idx;
+      prev = idx;
+    }
+    check(pos === bytes.length, UpdateRefusal.BAD_INDEX, () => `${bytes.length - pos} trailing bytes after ${nnz} index varints`);
+    return out;
+  },
+};
+
+const bitmapCodec: IndexCodecImpl = {
+  id: IndexCodec.INDEX_BITMAP,
+  byteLength: (_indices, n) => Math.ceil(n / 8),
+  encode(indices, n) {
+    const out = new Uint8Array(Math.ceil(n / 8));
+    for (let i = 0; i < indices.length; i++) out[indices[i] >>> 3] |= 1 << (indices[i] & 7);
+    return out;
+  },
+  decode(bytes, n, nnz) {
+    check(bytes.length === Math.ceil(n / 8), UpdateRefusal.BAD_LENGTH, () => `bitmap of ${bytes.length} bytes for ${n} elements`);
+    if (n % 8 !== 0 && bytes.length > 0) {
+      check((bytes[bytes.length - 1] >> (n % 8)) === 0, UpdateRefusal.BAD_INDEX, 'bitmap has bits set past the tensor end');
+    }
+    const out = new Uint32Array(nnz);
+    let k = 0;
+    for (let byte = 0; byte < bytes.length; byte++) {
+      let b = bytes[byte];
+      while (b !== 0) {
+        const bit = 31 - Math.clz32(b & -b);
+        check(k < nnz, UpdateRefusal.BAD_INDEX, () => `bitmap has more than nnz=${nnz} bits set`);
+        out[k++] = byte * 8 + bit;
+        b &= b - 1;
+      }
+    }
+    check(k === nnz, UpdateRefusal.BAD_INDEX, () => `bitmap has ${k} bits set, nnz says ${nnz}`);
+    return out;
+  },
+};
+
+/** Every value codec; {@link assertCodecRegistry} checks it covers the wire enum exactly once. */
+const VALUE_CODECS: readonly ValueCodecImpl[] = [f32Codec, f16Codec, quantCodec(ValueCodec.VALUE_Q8, 8), quantCodec(ValueCodec.VALUE_Q4, 4)];
+/** Every sparse index codec (INDEX_DENSE carries no bytes and has no codec). */
+const INDEX_CODECS: readonly IndexCodecImpl[] = [deltaVarintCodec, bitmapCodec];
+
+/**
+ * Start-up check: every wire enum value (except the reserved 0 = unspecified / dense) has exactly one codec,
+ * and no codec claims an id outside the enum. Throws a plain Error: this is a programming error, not input.
+ */
+export function assertCodecRegistry(): void {
+  const want = (e: Record<string, unknown>, skip: string): string[] =>
+    Object.values(e).filter((v): v is string => typeof v === 'string' && v !== skip);
+  const one = (ids: string[], have: readonly { id: string }[], what: string): void => {
+    for (const id of ids) {
+      const n = have.filter((c) => c.id === id).length;
+      if (n !== 1) throw new Error(`${what} registry: ${n} codecs for wire id ${id}, expected exactly 1`);
+    }
+    for (const c of have) if (!ids.includes(c.id)) throw new Error(`${what} registry: codec id ${c.id} is not in the wire enum`);
+  };
+  one(want(ValueCodec as unknown as Record<string, unknown>, ValueCodec.VALUE_CODEC_UNSPECIFIED), VALUE_CODECS, 'value codec');
+  one(want(IndexCodec as unknown as Record<string, unknown>, IndexCodec.INDEX_DENSE), INDEX_CODECS, 'index codec');
+}
+assertCodecRegistry();
+
+const VALUE_BY_ID = new Map(VALUE_CODECS.map((c) => [c.id, c]));
+const INDEX_BY_ID = new Map(INDEX_CODECS.map((c) => [c.id, c]));
+
+/** The value codec for a wire id; throws {@link UpdateError} UNKNOWN_CODEC for unspecified / unknown ids. */
+export function valueCodec(id: ValueCodec): ValueCodecImpl {
+  const c = VALUE_BY_ID.get(id);
+  if (c === undefined) throw new UpdateError(UpdateRefusal.UNKNOWN_CODEC, `no value codec for ${String(id)}`);
+  return c;
+}
+
+/** The index codec for a wire id; throws {@link UpdateError} UNKNOWN_CODEC for unknown ids. */
+export function indexCodec(id: IndexCodec): IndexCodecImpl {
+  const c = INDEX_BY_ID.get(id);
+  if (c === undefined) throw new UpdateError(UpdateRefusal.UNKNOWN_CODEC, `no index codec for ${String(id)}`);
+  return c;
+}
+
+/** Value bit widths offered to users (`--bits`): 32 = f32, 16 = f16, 8 / 4 = stochastic block quantization. */
+export type ValueBits = 32 | 16 | 8 | 4;
+
+/** The wire codec for a bit width. */
+export function valueCodecForBits(bits: ValueBits): ValueCodec {
+  switch (bits) {
+    case 32: return ValueCodec.VALUE_F32;
+    case 16: return ValueCodec.VALUE_F16;
+    case 8: return ValueCodec.VALUE_Q8;
+    case 4: return ValueCodec.VALUE_Q4;
+    default: throw new UpdateError(UpdateRefusal.INVALID_ARGUMENT, `bits must be 32, 16, 8 or 4, got ${String(bits)}`);
+  }
+}
+
+/**
+ * Index coding for a sparse tensor: INDEX_DENSE when every element is sent, else the smaller of delta-varint
+ * and bitmap (ties go to the bitmap, which decodes faster).
+ */
+export function chooseIndexCodec(indices: Uint32Array, n: number): IndexCodec {
+  if (indices.length === n) return IndexCodec.INDEX_DENSE;
+  return deltaVarintSize(indices) < Math.ceil(n / 8) ? IndexCodec.INDEX_DELTA_VARINT : IndexCodec.INDEX_BITMAP;
+}

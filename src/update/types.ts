@@ -1,0 +1,59 @@
+/** A named tensor of the model: row-major `shape`. */
+export interface TensorSpec {
+  name: string;
+  shape: readonly number[];
+  /**
+   * Axis whose size is the sender's LoRA rank rather than `shape[loraAxis]` (which then gives the manifest's
+   * default rank). Lets one manifest validate rank-heterogeneous updates (HetLoRA).
+   */
+  loraAxis?: number;
+}
+
+/** Per-exit prototype geometry the manifest expects (optional: updates without prototypes are valid). */
+export interface PrototypeSpec {
+  exits: number;
+  classes: number;
+  dim: number;
+}
+
+/** The backbone manifest an update is validated against. */
+export interface UpdateManifest {
+  tensors: readonly TensorSpec[];
+  prototypes?: PrototypeSpec;
+}
+
+/** Tensors by name. Values are row-major Float32Arrays of the spec's element count. */
+export type TensorMap = Map<string, Float32Array>;
+
+/** One exit's prototype statistics: per class a feature sum (row of `sums`, [classes, dim]) and a sample count. */
+export interface PrototypeTable {
+  exit: number;
+  dim: number;
+  /** Per class sample count; 0 means the class was never seen (its sum row must be zero). */
+  counts: number[];
+  /** Row-major [counts.length, dim] feature sums. */
+  sums: Float32Array;
+}
+
+/** A node's contribution to one round, in memory. */
+export interface ModelUpdate {
+  federation: string;
+  round: number;
+  /** Global model version the deltas were computed against. */
+  baseVersion: number;
+  /** libp2p peer id string of the sender. */
+  sender: string;
+  /** Local training samples behind the deltas (FedAvg weight). */
+  sampleCount: number;
+  /** LoRA rank of the sender's adapters. */
+  loraRank: number;
+  deltas: TensorMap;
+  prototypes: PrototypeTable[];
+}
+
+/** Element count of a shape. */
+export function numel(shape: readonly number[]): number {
+  let n = 1;
+  for (const d of shape) n *= d;
+  return n;
+}
