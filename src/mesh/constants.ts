@@ -1,0 +1,101 @@
+/**
+ * Every wire limit and protocol constant of the fmfl mesh, in one place. protocols/LIMITS.md lists the same
+ * values; a unit test keeps the two in step.
+ */
+
+/** Version string advertised in heartbeats; bump the trailing number on any incompatible wire change. */
+export const MESH_PROTOCOL_VERSION = 'fmfl-mesh/1';
+
+/** Version field of Envelope, Heartbeat and StreamRequest frames. */
+export const WIRE_VERSION = 1;
+
+/**
+ * Payloads up to this many bytes travel inline inside a gossip Envelope; larger ones are announced on gossip
+ * by SHA-256 and pulled hop by hop over the sync stream (`/fmfl/<federation>/sync/1.0.0`, method `blob`).
+ */
+export const STREAM_CUTOVER_BYTES = 64 * 1024;
+
+/** Largest encoded Envelope accepted from gossip (inline payload + header). */
+export const MAX_ENVELOPE_BYTES = STREAM_CUTOVER_BYTES + 1024;
+
+/** Largest payload that can be published at all (announced blob pulled over the stream). */
+export const MAX_BLOB_BYTES = 64 * 1024 * 1024;
+
+/** Largest gossipsub RPC frame accepted from a peer (gossipsub `maxInboundDataLength`). */
+export const MAX_GOSSIP_RPC_BYTES = 1024 * 1024;
+
+/** Largest encoded Heartbeat. */
+export const MAX_HEARTBEAT_BYTES = 4096;
+
+/** Most listen addresses a heartbeat may carry. */
+export const MAX_HEARTBEAT_ADDRS = 16;
+
+/** Longest multiaddr string in a heartbeat. */
+export const MAX_ADDR_CHARS = 256;
+
+/** Most feature flags in a heartbeat's capabilities, and the longest flag or device string. */
+export const MAX_FEATURES = 16;
+export const MAX_SHORT_STRING_CHARS = 64;
+
+/** Largest StreamRequest frame (method + body). */
+export const MAX_REQUEST_BYTES = 1024 * 1024;
+
+/** Size of each data frame of a streamed response body. */
+export const RESPONSE_CHUNK_BYTES = 256 * 1024;
+
+/** Largest single frame on a request/response stream (a data chunk plus framing slack). */
+export const MAX_FRAME_BYTES = RESPONSE_CHUNK_BYTES + 1024;
+
+/** Default cap on a response body; `request()` callers may lower it, never raise it above MAX_BLOB_BYTES. */
+export const DEFAULT_MAX_RESPONSE_BYTES = MAX_BLOB_BYTES;
+
+/** Longest refusal message in a StreamResponse. */
+export const MAX_REFUSAL_MESSAGE_CHARS = 256;
+
+/** A stream method name: 1..64 characters of [a-z0-9._-]. */
+export const METHOD_NAME_RE = /^[a-z0-9._-]{1,64}$/;
+
+/** A federation or topic name: 1..64 characters of [a-zA-Z0-9._-]. */
+export const NAME_RE = /^[a-zA-Z0-9._-]{1,64}$/;
+
+/** Default timeout of one whole request/response exchange. */
+export const DEFAULT_REQUEST_TIMEOUT_MS = 30_000;
+
+/** Concurrent inbound / outbound streams per connection on each request/response protocol. */
+export const MAX_STREAMS_PER_CONNECTION = 32;
+
+/** Tolerated clock skew: envelopes or heartbeats timestamped further in the future are rejected. */
+export const MAX_CLOCK_SKEW_MS = 30_000;
+
+/** Default heartbeat interval and membership expiry (CLI); tests use far shorter values. */
+export const DEFAULT_HEARTBEAT_INTERVAL_MS = 2_000;
+export const DEFAULT_MEMBER_EXPIRY_MS = 10_000;
+
+/** Most members a membership view holds; heartbeats from further new peers are ignored. */
+export const MAX_MEMBERS = 1024;
+
+/** Large payloads a node keeps for re-serving to its neighbours, by count and by total bytes. */
+export const BLOB_CACHE_MAX_ENTRIES = 64;
+export const BLOB_CACHE_MAX_BYTES = 256 * 1024 * 1024;
+/** How long a cached blob stays available to neighbours. */
+export const BLOB_CACHE_TTL_MS = 120_000;
+
+/** Redial backoff for configured peers: first delay, cap and multiplier. */
+export const REDIAL_BASE_MS = 500;
+export const REDIAL_MAX_MS = 30_000;
+export const REDIAL_FACTOR = 2;
+
+/** Gossip topic id: `/fmfl/<federation>/<topic>/1`. */
+export function topicId(federation: string, topic: string): string {
+  return `/fmfl/${federation}/${topic}/1`;
+}
+
+/** Stream protocol id: `/fmfl/<federation>/<name>/<semver>`. */
+export function protocolId(federation: string, name: string, semver = '1.0.0'): string {
+  return `/fmfl/${federation}/${name}/${semver}`;
+}
+
+/** The membership topic name (inside a federation). */
+export const MEMBERSHIP_TOPIC = 'membership';
+/** The sync stream protocol name (inside a federation). */
+export const SYNC_PROTOCOL = 'sync';

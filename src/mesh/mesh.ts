@@ -1,0 +1,619 @@
+import { EventEmitter } from 'node:events';
+import { createLibp2p } from 'libp2p';
+import { tcp } from '@libp2p/tcp';
+import { noise } from '@chainsafe/libp2p-noise';
+import { yamux } from '@chainsafe/libp2p-yamux';
+import { identify } from '@libp2p/identify';
+import { gossipsub } from '@chainsafe/libp2p-gossipsub';
+import { preSharedKey } from '@libp2p/pnet';
+import { peerIdFromString } from '@libp2p/peer-id';
+import { multiaddr, type Multiaddr } from '@multiformats/multiaddr';
+import { TopicValidatorResult } from '@libp2p/interface';
+import type { Libp2p, Message, PeerId, PubSub, ConnectionGater } from '@libp2p/interface';
+import type { Identify } from '@libp2p/identify';
+import type { GossipsubEvents } from '@chainsafe/libp2p-gossipsub';
+import type { Logger } from '../util/log.ts';
+import { silentLogger } from '../util/log.ts';
+import { Envelope } from './pb/envelope.ts';
+import { RefusalError, RefusalReason, MeshError, isBenign } from './errors.ts';
+import { BlobStore, sha256 } from './blob-store.ts';
+import { CountingProtector, type WireCounters } from './wire-counter.ts';
+import { RequestResponseProtocol, type RequestHandler, type RequestOptions, type RequestResponseLimits } from './request-response.ts';
+import { Membership, type Capabilities } from './membership.ts';
+import { ephemeralIdentity, type Identity } from './identity.ts';
+import {
+  DEFAULT_HEARTBEAT_INTERVAL_MS,
+  DEFAULT_MEMBER_EXPIRY_MS,
+  MAX_BLOB_BYTES,
+  MAX_CLOCK_SKEW_MS,
+  MAX_ENVELOPE_BYTES,
+  MAX_GOSSIP_RPC_BYTES,
+  MEMBERSHIP_TOPIC,
+  NAME_RE,
+  REDIAL_BASE_MS,
+  REDIAL_FACTOR,
+  REDIAL_MAX_MS,
+  STREAM_CUTOVER_BYTES,
+  SYNC_PROTOCOL,
+  WIRE_VERSION,
+  protocolId,
+  topicId,
+} from './constants.ts';
+
+/** Options of `createMesh`. Every field has a documented default. */
+export interface MeshOptions {
+  /** Federation name (1..64 chars of [a-zA-Z0-9._-]): namespaces every topic and protocol id. */
+  federation: string;
+  /** Node identity (default: a fresh ephemeral Ed25519 key). */
+  identity?: Identity;
+  /** Listen multiaddrs (default `/ip4/127.0.0.1/tcp/0`). */
+  listen?: string[];
+  /** Peers to dial at start and redial with backoff when their connection drops; each must end in `/p2p/<id>`. */
+  peers?: string[];
+  /** Private-network swarm key (file bytes, see `parseSwarmKey`): peers without the same key cannot connect. */
+  swarmKey?: Uint8Array;
+  /** When set, only these PeerIds may connect (in or out); everyone else is refused by the connection gater. */
+  allow?: string[];
+  /** Membership heartbeat interval (default 2000 ms). */
+  heartbeatIntervalMs?: number;
+  /** A member not heard from for this long leaves the view (default 10000 ms). */
+  memberExpiryMs?: number;
+  /** Gossipsub heartbeat (mesh maintenance) interval (default 1000 ms). */
+  gossipHeartbeatMs?: number;
+  /** Capabilities advertised in heartbeats. */
+  capabilities?: Partial<Capabilities>;
+  /** Redial backoff of configured peers: first delay and cap (defaults 500 ms, 30000 ms). */
+  redialBaseMs?: number;
+  redialMaxMs?: number;
+  /** Logger (default: silent). */
+  logger?: Logger;
+}
+
+/** Metadata handed to topic validators and handlers with each payload. */
+export interface MessageMeta {
+  /** Short topic name (as given to `subscribe`). */
+  topic: string;
+  /** Author of the message (gossipsub StrictSign signer). */
+  from: PeerId;
+  /** The neighbour that forwarded it to us. */
+  via: PeerId;
+  /** Author's timestamp (ms since epoch). */
+  timestampMs: number;
+  /** Whether the payload was pulled over the sync stream (above STREAM_CUTOVER_BYTES). */
+  viaStream: boolean;
+}
+
+/**
+ * Application validator of a topic: return `undefined` to accept, or a refusal reason. Benign reasons
+ * (`isBenign`) drop the message silently (gossipsub Ignore); others reject it (gossipsub Reject, the sender's
+ * score drops). Must not throw; a throw counts as APPLICATION.
+ */
+export type PayloadValidator = (
+  payload: Uint8Array,
+  meta: MessageMeta,
+) => RefusalReason | undefined | Promise<RefusalReason | undefined>;
+
+/** Handler of accepted messages; errors are logged and swallowed. */
+export type MessageHandler = (payload: Uint8Array, meta: MessageMeta) => void | Promise<void>;
+
+/** Options of `Mesh.subscribe`. */
+export interface SubscribeOptions {
+  /** Application validator, run after the envelope checks. */
+  validator?: PayloadValidator;
+  /** Largest payload accepted on this topic (default and ceiling MAX_BLOB_BYTES). */
+  maxPayloadBytes?: number;
+  /** Refuse (STALE) messages whose author timestamp is older than this (default: no age bound). */
+  maxAgeMs?: number;
+}
+
+/** Result of `Mesh.publish`. */
+export interface PublishResult {
+  /** Number of neighbours the message was sent to directly. */
+  recipients: number;
+  /** Whether the payload was announced and left to be pulled over streams. */
+  viaStream: boolean;
+}
+
+/** One refusal of inbound data, as emitted in the `refused` event. */
+export interface RefusalEvent {
+  reason: RefusalReason;
+  /** Topic name or stream protocol id. */
+  where: string;
+  peer?: string;
+}
+
+interface TopicEntry {
+  name: string;
+  handler: MessageHandler;
+  opts: SubscribeOptions;
+}
+
+interface Redial {
+  addr: Multiaddr;
+  peerId: PeerId;
+  attempt: number;
+  timer?: NodeJS.Timeout;
+}
+
+type MeshLibp2p = Libp2p<{ identify: Identify; pubsub: PubSub<GossipsubEvents> }>;
+
+/** Parse and check a `--peers` entry: it must be a multiaddr ending in `/p2p/<PeerId>`. */
+export function parsePeerAddr(s: string): { addr: Multiaddr; peerId: PeerId } {
+  let addr: Multiaddr;
+  try {
+    addr = multiaddr(s);
+  } catch (err) {
+    throw new MeshError('BAD_PEER_ADDR', `"${s}" is not a multiaddr (${(err as Error).message})`, { cause: err });
+  }
+  const id = addr.getPeerId();
+  if (id === null) {
+    throw new MeshError('BAD_PEER_ADDR', `"${s}" has no /p2p/<PeerId> suffix: copy the full address the peer printed at start`);
+  }
+  let peerId: PeerId;
+  try {
+    peerId = peerIdFromString(id);
+  } catch (err) {
+    throw new MeshError('BAD_PEER_ADDR', `"${s}" carries an invalid PeerId`, { cause: err });
+  }
+  return { addr, peerId };
+}
+
+/**
+ * A running fmfl mesh peer: libp2p (TCP, Noise, Yamux, optional pnet, allowlist gater), gossipsub with
+ * StrictSign and per-topic validators, the `/fmfl/<federation>/sync/1.0.0` request/response stream, a
+ * membership view from signed heartbeats, and large-payload cutover (gossip announces, streams carry).
+ *
+ * Events: `refused` (RefusalEvent), `peer:connect` / `peer:disconnect` (PeerId string).
+ */
+export class Mesh extends EventEmitter {
+  /** The underlying libp2p node (for diagnostics and tests; prefer the Mesh methods). */
+  readonly libp2p: MeshLibp2p;
+  readonly federation: string;
+  readonly peerId: PeerId;
+  /** The membership view. */
+  readonly membership: Membership;
+  /** The sync request/response protocol (`/fmfl/<federation>/sync/1.0.0`). */
+  readonly sync: RequestResponseProtocol;
+  /** Raw transport bytes sent and received. */
+  readonly wire: WireCounters;
+  /** Count of refusals of inbound data by reason. */
+  readonly refusals = new Map<RefusalReason, number>();
+
+  private readonly log: Logger;
+  private readonly topics = new Map<string, TopicEntry>();
+  private readonly payloads = new WeakMap<Message, { payload: Uint8Array; meta: MessageMeta }>();
+  private readonly blobs = new BlobStore();
+  private readonly protocols: RequestResponseProtocol[] = [];
+  private readonly blocked = new Set<string>();
+  private readonly allow: Set<string> | undefined;
+  private readonly redials = new Map<string, Redial>();
+  private readonly redialBaseMs: number;
+  private readonly redialMaxMs: number;
+  private readonly loggedRefusals = new Set<string>();
+  private running = false;
+
+  /** Use `createMesh`. */
+  constructor(libp2p: MeshLibp2p, opts: MeshOptions, wire: WireCounters, allow: Set<string> | undefined, blocked: Set<string>) {
+    super();
+    this.libp2p = libp2p;
+    this.federation = opts.federation;
+    this.peerId = libp2p.peerId;
+    this.wire = wire;
+    this.allow = allow;
+    this.blocked = blocked;
+    this.log = opts.logger ?? silentLogger();
+    this.redialBaseMs = opts.redialBaseMs ?? REDIAL_BASE_MS;
+    this.redialMaxMs = opts.redialMaxMs ?? REDIAL_MAX_MS;
+    for (const p of opts.peers ?? []) {
+      const { addr, peerId } = parsePeerAddr(p);
+      if (!peerId.equals(this.peerId)) this.redials.set(peerId.toString(), { addr, peerId, attempt: 0 });
+    }
+    this.sync = this.createProtocol(SYNC_PROTOCOL);
+    this.sync.handle('blob', (body) => {
+      const data = this.blobs.get(body);
+      if (data === undefined) throw new RefusalError(RefusalReason.UNAVAILABLE, 'blob not cached here');
+      return data;
+    });
+    this.membership = new Membership(this, {
+      intervalMs: opts.heartbeatIntervalMs ?? DEFAULT_HEARTBEAT_INTERVAL_MS,
+      expiryMs: opts.memberExpiryMs ?? DEFAULT_MEMBER_EXPIRY_MS,
+      capabilities: opts.capabilities ?? {},
+      topic: MEMBERSHIP_TOPIC,
+      logger: this.log,
+    });
+  }
+
+  private get pubsub(): PubSub<GossipsubEvents> {
+    return this.libp2p.services.pubsub;
+  }
+
+  /** Start libp2p, the stream protocols and membership, then dial the configured peers. */
+  async start(): Promise<void> {
+    if (this.running) return;
+    this.running = true;
+    this.pubsub.addEventListener('gossipsub:message', this.onGossip);
+    this.libp2p.addEventListener('peer:connect', this.onConnect);
+    this.libp2p.addEventListener('peer:disconnect', this.onDisconnect);
+    await this.libp2p.start();
+    for (const p of this.protocols) await p.start();
+    await this.membership.start();
+    for (const r of this.redials.values()) void this.dialConfigured(r);
+  }
+
+  /**
+   * Stop: announce departure (best effort), close every connection, stop libp2p. Idempotent; never throws on
+   * network errors.
+   */
+  async stop(): Promise<void> {
+    if (!this.running) return;
+    this.running = false;
+    for (const r of this.redials.values()) clearTimeout(r.timer);
+    await this.membership.stop().catch((err: unknown) => this.log.debug({ err: String(err) }, 'membership stop'));
+    for (const p of this.protocols) await p.stop();
+    this.pubsub.removeEventListener('gossipsub:message', this.onGossip);
+    this.libp2p.removeEventListener('peer:connect', this.onConnect);
+    this.libp2p.removeEventListener('peer:disconnect', this.onDisconnect);
+    await this.libp2p.stop();
+    this.blobs.clear();
+  }
+
+  /** Whether `start` ran and `stop` did not. */
+  get isRunning(): boolean {
+    return this.running;
+  }
+
+  /** Full listen multiaddrs, each ending in `/p2p/<PeerId>`: what others pass to `--peers`. */
+  multiaddrs(): string[] {
+    return this.libp2p.getMultiaddrs().map((m) => m.toString());
+  }
+
+  /** PeerIds of currently connected neighbours. */
+  connectedPeers(): string[] {
+    return [...new Set(this.libp2p.getConnections().map((c) => c.remotePeer.toString()))];
+  }
+
+  /**
+   * Add a configured peer at run time (multiaddr with `/p2p/<id>`): dialled now and redialled with backoff
+   * whenever its connection drops, like the `peers` option.
+   */
+  addPeer(addr: string): void {
+    const { addr: ma, peerId } = parsePeerAddr(addr);
+    const id = peerId.toString();
+    if (peerId.equals(this.peerId) || this.redials.has(id)) return;
+    const r: Redial = { addr: ma, peerId, attempt: 0 };
+    this.redials.set(id, r);
+    if (this.running) void this.dialConfigured(r);
+  }
+
+  /** Dial a peer by multiaddr (with `/p2p/<id>`) once, without redial. */
+  async dial(addr: string): Promise<void> {
+    const { addr: ma } = parsePeerAddr(addr);
+    await this.libp2p.dial(ma);
+  }
+
+  /** Topic id of a short topic name in this federation. */
+  topicId(name: string): string {
+    return topicId(this.federation, name);
+  }
+
+  /**
+   * Subscribe to `/fmfl/<federation>/<name>/1`. Each inbound message is size-capped, decoded, checked (version,
+   * timestamp, inline or blob), large payloads are pulled over the sync stream and hash-checked, then
+   * `opts.validator` runs; only accepted messages reach `handler` and are forwarded by gossipsub.
+   */
+  subscribe(name: string, handler: MessageHandler, opts: SubscribeOptions = {}): void {
+    if (!NAME_RE.test(name)) throw new RangeError(`invalid topic name "${name}"`);
+    const id = this.topicId(name);
+    this.topics.set(id, { name, handler, opts });
+    this.pubsub.topicValidators.set(id, (peer, msg) => this.validateGossip(id, peer, msg));
+    this.pubsub.subscribe(id);
+  }
+
+  /** Leave a topic. */
+  unsubscribe(name: string): void {
+    const id = this.topicId(name);
+    this.topics.delete(id);
+    this.pubsub.topicValidators.delete(id);
+    this.pubsub.unsubscribe(id);
+  }
+
+  /** PeerIds of neighbours subscribed to a topic (the gossipsub view). */
+  topicPeers(name: string): string[] {
+    return this.pubsub.getSubscribers(this.topicId(name)).map((p) => p.toString());
+  }
+
+  /**
+   * Publish `payload` on a topic. Payloads up to STREAM_CUTOVER_BYTES go inline in the gossip envelope; larger
+   * ones (up to MAX_BLOB_BYTES) are cached here and announced by SHA-256, and each hop pulls them from its
+   * forwarder over the sync stream before forwarding the announcement.
+   */
+  async publish(name: string, payload: Uint8Array): Promise<PublishResult> {
+    if (!this.running) throw new MeshError('NOT_RUNNING', 'publish on a stopped mesh');
+    if (payload.byteLength > MAX_BLOB_BYTES) {
+      throw new MeshError('TOO_LARGE', `payload of ${payload.byteLength} bytes exceeds MAX_BLOB_BYTES (${MAX_BLOB_BYTES})`);
+    }
+    const viaStream = payload.byteLength > STREAM_CUTOVER_BYTES;
+    const env: Envelope = { version: WIRE_VERSION, timestampMs: BigInt(Date.now()) };
+    if (viaStream) {
+      const hash = this.blobs.put(payload);
+      env.blob = { sha256: hash, size: BigInt(payload.byteLength) };
+    } else {
+      env.inline = payload;
+    }
+    const res = await this.pubsub.publish(this.topicId(name), Envelope.encode(env));
+    return { recipients: res.recipients.length, viaStream };
+  }
+
+  /**
+   * A further request/response protocol `/fmfl/<federation>/<name>/<semver>` with the same framing and limits as
+   * sync (e.g. `infer`). Call before `start()`, or call `start()` on it yourself.
+   */
+  createProtocol(name: string, semver = '1.0.0', limits: RequestResponseLimits = {}): RequestResponseProtocol {
+    if (!NAME_RE.test(name)) throw new RangeError(`invalid protocol name "${name}"`);
+    const id = protocolId(this.federation, name, semver);
+    const p = new RequestResponseProtocol(this.libp2p, id, limits, (reason, peer) => this.refuse(reason, id, peer?.toString()));
+    this.protocols.push(p);
+    return p;
+  }
+
+  /** Shorthand: register a handler for `method` on the sync protocol. */
+  handleRequest(method: string, handler: RequestHandler): void {
+    this.sync.handle(method, handler);
+  }
+
+  /** Shorthand: send a request on the sync protocol. */
+  async request(peer: PeerId | string, method: string, body: Uint8Array, opts?: RequestOptions): Promise<Uint8Array> {
+    return this.sync.request(typeof peer === 'string' ? peerIdFromString(peer) : peer, method, body, opts);
+  }
+
+  /**
+   * Refuse every connection to and from these peers and close the current ones (bans, fault injection).
+   * Configured peers among them stop being redialled until `unblock`.
+   */
+  async block(peerIds: string[]): Promise<void> {
+    for (const id of peerIds) this.blocked.add(id);
+    await Promise.all(peerIds.map(async (id) => this.libp2p.hangUp(peerIdFromString(id)).catch(() => {})));
+  }
+
+  /** Lift a `block`; configured peers among them are redialled at once. */
+  unblock(peerIds: string[]): void {
+    for (const id of peerIds) {
+      this.blocked.delete(id);
+      const r = this.redials.get(id);
+      if (r !== undefined && this.running) {
+        clearTimeout(r.timer);
+        r.attempt = 0;
+        void this.dialConfigured(r);
+      }
+    }
+  }
+
+  /** Whether a peer may connect (allowlist and block list). */
+  isPermitted(peerId: string): boolean {
+    if (this.blocked.has(peerId)) return false;
+    return this.allow === undefined || this.allow.has(peerId);
+  }
+
+  /** Record a refusal: counted, emitted, logged at warn once per (peer, reason, where) and at debug after. */
+  refuse(reason: RefusalReason, where: string, peer?: string): void {
+    this.refusals.set(reason, (this.refusals.get(reason) ?? 0) + 1);
+    const key = `${peer ?? '?'}|${reason}|${where}`;
+    const fields = { reason: RefusalReason[reason], where, peer };
+    if (!this.loggedRefusals.has(key) && this.loggedRefusals.size < 10_000) {
+      this.loggedRefusals.add(key);
+      this.log.warn(fields, 'refused inbound data');
+    } else {
+      this.log.debug(fields, 'refused inbound data');
+    }
+    this.emit('refused', { reason, where, peer } satisfies RefusalEvent);
+  }
+
+  /** Number of refusals recorded for `reason`. */
+  refusalCount(reason: RefusalReason): number {
+    return this.refusals.get(reason) ?? 0;
+  }
+
+  private async validateGossip(topic: string, via: PeerId, msg: Message): Promise<TopicValidatorResult> {
+    const entry = this.topics.get(topic);
+    if (entry === undefined) return TopicValidatorResult.Ignore;
+    try {
+      if (msg.type !== 'signed') throw new RefusalError(RefusalReason.BAD_SIGNATURE, 'unsigned message');
+      const { payload, meta } = await this.openEnvelope(entry, via, msg);
+      let verdict: RefusalReason | undefined;
+      try {
+        verdict = await entry.opts.validator?.(payload, meta);
+      } catch (err) {
+        this.log.debug({ err: String(err), topic }, 'validator threw');
+        verdict = RefusalReason.APPLICATION;
+      }
+      if (verdict !== undefined) throw new RefusalError(verdict, 'refused by the topic validator');
+      this.payloads.set(msg, { payload, meta });
+      return TopicValidatorResult.Accept;
+    } catch (err) {
+      const reason = err instanceof RefusalError ? err.reason : RefusalReason.MALFORMED;
+      this.refuse(reason, entry.name, msg.type === 'signed' ? msg.from.toString() : via.toString());
+      return isBenign(reason) ? TopicValidatorResult.Ignore : TopicValidatorResult.Reject;
+    }
+  }
+
+  private async openEnvelope(
+    entry: TopicEntry,
+    via: PeerId,
+    msg: Message & { type: 'signed' },
+  ): Promise<{ payload: Uint8Array; meta: MessageMeta }> {
+    if (msg.data.byteLength > MAX_ENVELOPE_BYTES) {
+      throw new RefusalError(RefusalReason.OVERSIZED, `envelope of ${msg.data.byteLength} bytes`);
+    }
+    let env: Envelope;
+    try {
+      env = Envelope.decode(msg.data);
+    } catch (err) {
+      throw new RefusalError(RefusalReason.MALFORMED, 'envelope does not decode', { cause: err });
+    }
+    if (env.version !== WIRE_VERSION) throw new RefusalError(RefusalReason.UNSUPPORTED_VERSION, `envelope v${env.version}`);
+    const now = Date.now();
+    const ts = Number(env.timestampMs);
+    if (ts > now + MAX_CLOCK_SKEW_MS) throw new RefusalError(RefusalReason.STALE, 'timestamp in the future');
+    if (entry.opts.maxAgeMs !== undefined && now - ts > entry.opts.maxAgeMs) {
+      throw new RefusalError(RefusalReason.STALE, 'message too old');
+    }
+    const maxPayload = Math.min(entry.opts.maxPayloadBytes ?? MAX_BLOB_BYTES, MAX_BLOB_BYTES);
+    const meta: MessageMeta = { topic: entry.name, from: msg.from, via, timestampMs: ts, viaStream: false };
+    if ((env.inline === undefined) === (env.blob === undefined)) {
+      throw new RefusalError(RefusalReason.INVALID_FIELD, 'envelope needs exactly one of inline and blob');
+    }
+    if (env.inline !== undefined) {
+      if (env.inline.byteLength > Math.min(maxPayload, STREAM_CUTOVER_BYTES)) {
+        throw new RefusalError(RefusalReason.OVERSIZED, `inline payload of ${env.inline.byteLength} bytes`);
+      }
+      return { payload: env.inline, meta };
+    }
+    const blob = env.blob!;
+    if (blob.sha256.byteLength !== 32) throw new RefusalError(RefusalReason.INVALID_FIELD, 'blob hash is not 32 bytes');
+    if (blob.size <= BigInt(STREAM_CUTOVER_BYTES)) {
+      throw new RefusalError(RefusalReason.INVALID_FIELD, 'blob small enough to go inline');
+    }
+    if (blob.size > BigInt(maxPayload)) throw new RefusalError(RefusalReason.OVERSIZED, `blob of ${blob.size} bytes`);
+    const size = Number(blob.size);
+    meta.viaStream = true;
+    let payload = this.blobs.get(blob.sha256);
+    if (payload === undefined) {
+      const sources = via.equals(msg.from) ? [via] : [via, msg.from];
+      for (const src of sources) {
+        try {
+          const got = await this.sync.request(src, 'blob', blob.sha256, { maxResponseBytes: size });
+          if (got.byteLength !== size || !Buffer.from(sha256(got)).equals(Buffer.from(blob.sha256))) {
+            this.refuse(RefusalReason.BLOB_MISMATCH, entry.name, src.toString());
+            continue;
+          }
+          payload = got;
+          break;
+        } catch (err) {
+          this.log.debug({ err: String(err), from: src.toString() }, 'blob fetch failed');
+        }
+      }
+      if (payload === undefined) throw new RefusalError(RefusalReason.UNAVAILABLE, 'announced blob could not be fetched');
+      this.blobs.put(payload, blob.sha256);
+    }
+    return { payload, meta };
+  }
+
+  private readonly onGossip = (evt: CustomEvent<GossipsubEvents['gossipsub:message']['detail']>): void => {
+    const { msg } = evt.detail;
+    const got = this.payloads.get(msg);
+    if (got === undefined) return;
+    this.payloads.delete(msg);
+    const entry = this.topics.get(msg.topic);
+    if (entry === undefined) return;
+    try {
+      const r = entry.handler(got.payload, got.meta);
+      if (r instanceof Promise) r.catch((err: unknown) => this.log.error({ err: String(err), topic: entry.name }, 'handler failed'));
+    } catch (err) {
+      this.log.error({ err: String(err), topic: entry.name }, 'handler failed');
+    }
+  };
+
+  private readonly onConnect = (evt: CustomEvent<PeerId>): void => {
+    const id = evt.detail.toString();
+    const r = this.redials.get(id);
+    if (r !== undefined) {
+      r.attempt = 0;
+      clearTimeout(r.timer);
+      r.timer = undefined;
+    }
+    this.emit('peer:connect', id);
+  };
+
+  private readonly onDisconnect = (evt: CustomEvent<PeerId>): void => {
+    const id = evt.detail.toString();
+    this.emit('peer:disconnect', id);
+    const r = this.redials.get(id);
+    if (r !== undefined && this.running) this.scheduleRedial(r);
+  };
+
+  private scheduleRedial(r: Redial): void {
+    if (!this.running || r.timer !== undefined) return;
+    const delay = Math.min(this.redialMaxMs, this.redialBaseMs * REDIAL_FACTOR ** r.attempt);
+    r.attempt = Math.min(r.attempt + 1, 30);
+    r.timer = setTimeout(() => {
+      r.timer = undefined;
+      void this.dialConfigured(r);
+    }, delay);
+    r.timer.unref();
+  }
+
+  private async dialConfigured(r: Redial): Promise<void> {
+    if (!this.running) return;
+    if (this.libp2p.getConnections(r.peerId).length > 0) return;
+    if (this.blocked.has(r.peerId.toString())) {
+      this.scheduleRedial(r);
+      return;
+    }
+    try {
+      await this.libp2p.dial(r.addr, { signal: AbortSignal.timeout(10_000) });
+      this.log.debug({ peer: r.peerId.toString() }, 'dialled configured peer');
+    } catch (err) {
+      this.log.debug({ peer: r.peerId.toString(), err: String(err) }, 'dial failed; will retry');
+      this.scheduleRedial(r);
+    }
+  }
+}
+
+/**
+ * Build (but do not start) a mesh peer from options. Validates names and peer addresses (throws `MeshError` /
+ * `RangeError` with a message saying what to fix).
+ */
+export async function createMesh(opts: MeshOptions): Promise<Mesh> {
+  if (!NAME_RE.test(opts.federation)) {
+    throw new MeshError('BAD_FEDERATION', `federation name "${opts.federation}" must be 1..64 characters of [a-zA-Z0-9._-]`);
+  }
+  for (const p of opts.peers ?? []) parsePeerAddr(p);
+  const identity = opts.identity ?? (await ephemeralIdentity());
+  const wire: WireCounters = { bytesIn: 0, bytesOut: 0 };
+  const blocked = new Set<string>();
+  const allow = opts.allow !== undefined ? new Set(opts.allow.map((a) => peerIdFromString(a).toString())) : undefined;
+  if (allow !== undefined) allow.add(identity.peerId.toString());
+  const permitted = (p: PeerId): boolean => {
+    const id = p.toString();
+    return !blocked.has(id) && (allow === undefined || allow.has(id));
+  };
+  const gater: ConnectionGater = {
+    denyDialPeer: (p) => !permitted(p),
+    denyInboundEncryptedConnection: (p) => !permitted(p),
+    denyOutboundEncryptedConnection: (p) => !permitted(p),
+  };
+  const swarmKey = opts.swarmKey;
+  const libp2p = (await createLibp2p({
+    privateKey: identity.privateKey,
+    start: false,
+    addresses: { listen: opts.listen ?? ['/ip4/127.0.0.1/tcp/0'] },
+    transports: [tcp()],
+    connectionEncrypters: [noise()],
+    streamMuxers: [yamux()],
+    connectionProtector: (components) =>
+      new CountingProtector(wire, swarmKey !== undefined ? preSharedKey({ psk: swarmKey })(components) : undefined),
+    connectionGater: gater,
+    services: {
+      identify: identify(),
+      pubsub: gossipsub({
+        globalSignaturePolicy: 'StrictSign',
+        allowPublishToZeroTopicPeers: true,
+        emitSelf: false,
+        floodPublish: true,
+        doPX: false,
+        heartbeatInterval: opts.gossipHeartbeatMs ?? 1000,
+        maxInboundDataLength: MAX_GOSSIP_RPC_BYTES,
+        decodeRpcLimits: {
+          maxSubscriptions: 256,
+          maxMessages: 256,
+          maxIhaveMessageIDs: 5000,
+          maxIwantMessageIDs: 5000,
+          maxIdontwantMessageIDs: 5000,
+          maxControlMessages: 256,
+          maxPeerInfos: 64,
+        },
+      }),
+    },
+  })) as unknown as MeshLibp2p;
+  return new Mesh(libp2p, opts, wire, allow, blocked);
+}
