@@ -1,0 +1,148 @@
+import test from 'ava';
+import fc from 'fast-check';
+import {
+  ValueCodec, IndexCodec, valueCodec, indexCodec, chooseIndexCodec, assertCodecRegistry, selectTopK,
+  f32ToF16Bits, f16BitsToF32, F16_MAX,
+} from '../../src/update/index.ts';
+import { Rng } from '../../src/util/rng.ts';
+
+const RUNS = { numRuns: 60 };
+const finiteF32 = fc.float({ noNaN: true, noDefaultInfinity: true, min: Math.fround(-1e30), max: Math.fround(1e30) });
+const vec = (max = 400) => fc.float32Array({ noNaN: true, noDefaultInfinity: true, min: Math.fround(-1e6), max: Math.fround(1e6), maxLength: max });
+
+test('registry covers every wire enum value exactly once', (t) => {
+  t.notThrows(() => assertCodecRegistry());
+  for (const id of [ValueCodec.VALUE_F32, ValueCodec.VALUE_F16, ValueCodec.VALUE_Q8, ValueCodec.VALUE_Q4]) t.is(valueCodec(id).id, id);
+  for (const id of [IndexCodec.INDEX_DELTA_VARINT, IndexCodec.INDEX_BITMAP]) t.is(indexCodec(id).id, id);
+  t.throws(() => valueCodec(ValueCodec.VALUE_CODEC_UNSPECIFIED), { message: /unknown-codec/ });
+});
+
+test('f32 round trip is exact', (t) => {
+  fc.assert(fc.property(vec(), (v) => {
+    const c = valueCodec(ValueCodec.VALUE_F32);
+    const { bytes } = c.encode(v);
+    const back = c.decode(bytes, { count: v.length, blockSize: 0 });
+    return bytes.length === 4 * v.length && back.every((x, i) => Object.is(x, v[i]) || (x === 0 && v[i] === 0));
+  }), RUNS);
+  t.pass();
+});
+
+test('f16 round trip: relative error <= 2^-11 in the normal range, absolute <= 2^-25 below it, saturating above', (t) => {
+  fc.assert(fc.property(finiteF32, (x) => {
+    const y = f16BitsToF32(f32ToF16Bits(x));
+    const ax = Math.abs(x);
+    if (ax > F16_MAX) return Math.abs(y) === F16_MAX && Math.sign(y) === Math.sign(x);
+    if (ax >= 2 ** -14) return Math.abs(y - x) <= ax * 2 ** -11;
+    return Math.abs(y - x) <= 2 ** -25;
+  }), { numRuns: 2000 });
+  t.is(f16BitsToF32(f32ToF16Bits(1)), 1);
+  t.is(f16BitsToF32(f32ToF16Bits(-2.5)), -2.5);
+  t.is(f16BitsToF32(f32ToF16Bits(65504)), 65504);
+});
+
+for (const [id, levels] of [[ValueCodec.VALUE_Q8, 127], [ValueCodec.VALUE_Q4, 7]] as const) {
+  test(`${id}: stochastic error < block absmax / ${levels}, nearest error <= absmax / ${2 * levels}`, (t) => {
+    fc.assert(fc.property(vec(), fc.constantFrom(8, 16, 64, 128), fc.integer(), (v, bs, seed) => {
+      const c = valueCodec(id);
+      for (const stochastic of [true, false]) {
+        const { bytes, blockSize } = c.encode(v, { blockSize: bs, rng: new Rng(seed), stochastic });
+        if (bytes.length !== c.byteLength(v.length, bs)) return false;
+        const back = c.decode(bytes, { count: v.length, blockSize });
+        for (let b = 0; b * bs < v.length; b++) {
+          let amax = 0;
+          for (let i = b * bs; i < Math.min(v.length, (b + 1) * bs); i++) amax = Math.max(amax, Math.abs(v[i]));
+          const bound = stochastic ? amax / levels : amax / (2 * levels);
+          for (let i = b * bs; i < Math.min(v.length, (b + 1) * bs); i++) {
+            const err = Math.abs(back[i] - v[i]);
+            if (!(stochastic ? err < bound * (1 + 1e-6) || err === 0 : err <= bound * (1 + 1e-6))) return false;
+          }
+        }
+      }
+      return true;
+    }), RUNS);
+    t.pass();
+  });
+
+  test(`${id}: stochastic quantization is unbiased (mean over draws)`, (t) => {
+    const rng = new Rng(11);
+    const n = 64;
+    const x = new Float32Array(n);
+    for (let i = 0; i < n; i++) x[i] = rng.normal();
+    const amax = x.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
+    const step = amax / levels;
+    const draws = 3000;
+    const mean = new Float64Array(n);
+    const c = valueCodec(id);
+    for (let d = 0; d < draws; d++) {
+      const { bytes } = c.encode(x, { blockSize: 64, rng });
+      const y = c.decode(bytes, { count: n, blockSize: 64 });
+      for (let i = 0; i < n; i++) mean[i] += y[i] / draws;
+    }
+    // Each draw lies within one step of x with variance <= step^2/4, so the mean's std is <= step/(2 sqrt(draws)).
+    const tol = 5 * step / (2 * Math.sqrt(draws));
+    let worst = 0;
+    for (let i = 0; i < n; i++) worst = Math.max(worst, Math.abs(mean[i] - x[i]));
+    t.true(worst < tol, `max |mean - x| = ${worst}, tolerance ${tol}`);
+    // Deterministic rounding is biased for values between levels: the check above would catch it.
+    const { bytes } = c.encode(x, { blockSize: 64, stochastic: false });
+    const near = c.decode(bytes, { count: n, blockSize: 64 });
+    t.true(near.some((v, i) => Math.abs(v - x[i]) > tol));
+  });
+}
+
+test('index codecs round trip; the chosen one is the smaller', (t) => {
+  fc.assert(fc.property(fc.integer({ min: 1, max: 3000 }), fc.double({ min: 0, max: 1, noNaN: true }), fc.integer(), (n, density, seed) => {
+    const rng = new Rng(seed);
+    const idx: number[] = [];
+    for (let i = 0; i < n; i++) if (rng.next() < density) idx.push(i);
+    const indices = Uint32Array.from(idx);
+    const sizes: number[] = [];
+    for (const id of [IndexCodec.INDEX_DELTA_VARINT, IndexCodec.INDEX_BITMAP]) {
+      const c = indexCodec(id);
+      const bytes = c.encode(indices, n);
+      sizes.push(bytes.length);
+      if (bytes.length !== c.byteLength(indices, n)) return false;
+      const back = c.decode(bytes, n, indices.length);
+      if (back.length !== indices.length || back.some((v, i) => v !== indices[i])) return false;
+    }
+    const chosen = chooseIndexCodec(indices, n);
+    if (indices.length === n) return chosen === IndexCodec.INDEX_DENSE;
+    return chosen === (sizes[0] < sizes[1] ? IndexCodec.INDEX_DELTA_VARINT : IndexCodec.INDEX_BITMAP);
+  }), RUNS);
+  t.pass();
+});
+
+test('top-k keeps the largest magnitudes, per tensor and globally', (t) => {
+  fc.assert(fc.property(fc.array(vec(300), { minLength: 1, maxLength: 4 }), fc.double({ min: 0.001, max: 1, noNaN: true }), fc.constantFrom('tensor', 'global') as fc.Arbitrary<'tensor' | 'global'>, (ts, fraction, scope) => {
+    const sel = selectTopK(ts, { fraction, scope });
+    if (fraction === 1) return sel.every((s) => s === null);
+    const kept: number[] = [];
+    const dropped: number[] = [];
+    let total = 0;
+    for (let j = 0; j < ts.length; j++) {
+      const s = sel[j]!;
+      for (let i = 1; i < s.length; i++) if (s[i] <= s[i - 1]) return false;
+      const set = new Set(s);
+      const keptHere: number[] = [];
+      const droppedHere: number[] = [];
+      ts[j].forEach((v, i) => (set.has(i) ? keptHere : droppedHere).push(Math.abs(v)));
+      if (keptHere.some((m) => m === 0)) return false;
+      const nz = ts[j].filter((v) => v !== 0).length;
+      if (scope === 'tensor') {
+        if (s.length !== Math.min(Math.ceil(fraction * ts[j].length), nz)) return false;
+        if (keptHere.length > 0 && droppedHere.length > 0 && Math.min(...keptHere) < Math.max(...droppedHere)) return false;
+      }
+      kept.push(...keptHere);
+      dropped.push(...droppedHere);
+      total += s.length;
+    }
+    if (scope === 'global') {
+      const n = ts.reduce((s, a) => s + a.length, 0);
+      const nz = ts.reduce((s, a) => s + a.filter((v) => v !== 0).length, 0);
+      if (total !== Math.min(Math.ceil(fraction * n), nz)) return false;
+      if (kept.length > 0 && dropped.length > 0 && Math.min(...kept) < Math.max(...dropped)) return false;
+    }
+    return true;
+  }), RUNS);
+  t.pass();
+});

@@ -1,0 +1,134 @@
+import test from 'ava';
+import fc from 'fast-check';
+import { decodeUpdate, encodeUpdate, UpdateError, UpdateRefusal, type ModelUpdate } from '../../src/update/index.ts';
+import * as pb from '../../src/update/pb/update.ts';
+import { Rng } from '../../src/util/rng.ts';
+import { vitTinyManifest, randomDeltas, makeUpdate } from '../unit/update-vit-tiny.fixture.ts';
+
+const manifest = vitTinyManifest(2, 16, 2, 4);
+const rng = new Rng(5);
+const deltas = randomDeltas(manifest, rng, 2);
+const prototypes: ModelUpdate['prototypes'] = [{ exit: 1, dim: 16, counts: [3, 0, 1, 7], sums: new Float32Array(64).map((_, i) => (i >= 16 && i < 32 ? 0 : (i % 7) - 3)) }];
+const base = makeUpdate(deltas, { loraRank: 2, prototypes });
+const valid = [
+  encodeUpdate(base, manifest).bytes,
+  encodeUpdate(base, manifest, { bits: 8, seed: 1, topk: { fraction: 0.2, scope: 'global' } }).bytes,
+  encodeUpdate(base, manifest, { bits: 4, seed: 2, topk: { fraction: 0.05, scope: 'tensor' }, prototypeBits: 16 }).bytes,
+  encodeUpdate(base, manifest, { bits: 16, brotli: true }).bytes,
+];
+
+/** Decoding either succeeds with a manifest-conformant update or throws UpdateError; anything else fails. */
+function decodesOrRefuses(bytes: Uint8Array): boolean {
+  try {
+    const u = decodeUpdate(bytes, manifest);
+    for (const s of manifest.tensors) {
+      const d = u.deltas.get(s.name);
+      if (d === undefined || !d.every(Number.isFinite)) return false;
+    }
+    return true;
+  } catch (err) {
+    return err instanceof UpdateError && Object.values(UpdateRefusal).includes(err.reason);
+  }
+}
+
+test('valid encodings decode', (t) => {
+  for (const b of valid) {
+    const u = decodeUpdate(b, manifest);
+    t.is(u.sender, base.sender);
+    t.is(u.round, 3);
+    t.deepEqual(u.prototypes[0].counts, [3, 0, 1, 7]);
+  }
+});
+
+test('random bytes: the decoder only ever throws its typed error', (t) => {
+  fc.assert(fc.property(fc.uint8Array({ maxLength: 600 }), decodesOrRefuses), { numRuns: 400 });
+  t.pass();
+});
+
+test('mutated valid encodings: typed refusal or a valid update, never a crash', (t) => {
+  const mutation = fc.record({
+    which: fc.integer({ min: 0, max: valid.length - 1 }),
+    edits: fc.array(fc.tuple(fc.nat(), fc.integer({ min: 0, max: 255 })), { minLength: 1, maxLength: 6 }),
+    cut: fc.option(fc.nat()),
+    tail: fc.uint8Array({ maxLength: 8 }),
+  });
+  fc.assert(fc.property(mutation, ({ which, edits, cut, tail }) => {
+    let b = Uint8Array.from(valid[which]);
+    for (const [pos, v] of edits) b[pos % b.length] = v;
+    if (cut !== null) b = b.subarray(0, cut % (b.length + 1));
+    const out = new Uint8Array(b.length + tail.length);
+    out.set(b);
+    out.set(tail, b.length);
+    return decodesOrRefuses(out);
+  }), { numRuns: 400 });
+  t.pass();
+});
+
+function refusal(t: import('ava').ExecutionContext, bytes: Uint8Array, reason: UpdateRefusal, limits = {}): void {
+  const err = t.throws(() => decodeUpdate(bytes, manifest, limits), { instanceOf: UpdateError });
+  t.is(err?.reason, reason, err?.message);
+}
+
+function rewrap(mutate: (u: pb.Update) => void): Uint8Array {
+  const env = pb.UpdateEnvelope.decode(Uint8Array.from(valid[0]));
+  const u = pb.Update.decode(env.body);
+  mutate(u);
+  const body = pb.Update.encode(u);
+  return pb.UpdateEnvelope.encode({ compression: pb.PayloadCompression.COMPRESSION_NONE, bodyLength: body.length, body });
+}
+
+test('each validation rule refuses with its reason', (t) => {
+  refusal(t, valid[0], UpdateRefusal.TOO_LARGE, { maxMessageBytes: 100 });
+  refusal(t, rewrap((u) => { u.formatVersion = 2; }), UpdateRefusal.UNSUPPORTED_VERSION);
+  refusal(t, rewrap((u) => { u.sender = ''; }), UpdateRefusal.BAD_HEADER);
+  refusal(t, rewrap((u) => { u.sampleCount = 0n; }), UpdateRefusal.BAD_HEADER);
+  refusal(t, rewrap((u) => { u.round = 2n ** 60n; }), UpdateRefusal.BAD_HEADER);
+  refusal(t, rewrap((u) => { u.loraRank = 0; }), UpdateRefusal.BAD_HEADER);
+  refusal(t, rewrap((u) => { u.loraRank = 3; }), UpdateRefusal.BAD_SHAPE);
+  refusal(t, rewrap((u) => { u.tensors[0].name = 'blocks.9.evil'; }), UpdateRefusal.BAD_SHAPE);
+  refusal(t, rewrap((u) => { u.tensors[1].name = u.tensors[0].name; u.tensors[1].shape = u.tensors[0].shape; }), UpdateRefusal.BAD_SHAPE);
+  refusal(t, rewrap((u) => { u.tensors[0].values = u.tensors[0].values.subarray(4); }), UpdateRefusal.BAD_LENGTH);
+  refusal(t, rewrap((u) => { u.tensors[0].values.set([0, 0, 0xc0, 0x7f], 0); }), UpdateRefusal.NON_FINITE);
+  refusal(t, rewrap((u) => { u.tensors[0].blockSize = 64; }), UpdateRefusal.BAD_CODEC_PARAMS);
+  refusal(t, rewrap((u) => { u.tensors[0].codec = pb.ValueCodec.VALUE_CODEC_UNSPECIFIED; }), UpdateRefusal.UNKNOWN_CODEC);
+  refusal(t, rewrap((u) => { u.tensors[0].nnz = 3; }), UpdateRefusal.BAD_CODEC_PARAMS);
+  // sparse with an out-of-range position (delta varint: first gap 200 >= n = 32)
+  refusal(t, rewrap((u) => {
+    Object.assign(u.tensors[0], { indexCodec: pb.IndexCodec.INDEX_DELTA_VARINT, nnz: 1, indices: Uint8Array.of(200, 1), values: new Uint8Array(4) });
+  }), UpdateRefusal.BAD_INDEX);
+  // overlong varint
+  refusal(t, rewrap((u) => {
+    Object.assign(u.tensors[0], { indexCodec: pb.IndexCodec.INDEX_DELTA_VARINT, nnz: 1, indices: Uint8Array.of(0x80, 0x80, 0x80, 0x80, 0x10), values: new Uint8Array(4) });
+  }), UpdateRefusal.BAD_INDEX);
+  // q8 code -128 is outside the symmetric range
+  refusal(t, rewrap((u) => {
+    const v = new Uint8Array(4 + 32);
+    new DataView(v.buffer).setFloat32(0, 1, true);
+    v[4] = 0x80;
+    Object.assign(u.tensors[0], { codec: pb.ValueCodec.VALUE_Q8, blockSize: 32, values: v });
+  }), UpdateRefusal.NON_FINITE);
+  // q8 with a block size below the minimum
+  refusal(t, rewrap((u) => {
+    Object.assign(u.tensors[0], { codec: pb.ValueCodec.VALUE_Q8, blockSize: 1, values: new Uint8Array(4 * 32 + 32) });
+  }), UpdateRefusal.BAD_CODEC_PARAMS);
+  refusal(t, rewrap((u) => { u.prototypes[0].counts[0] = 0n; }), UpdateRefusal.BAD_PROTOTYPES);
+  refusal(t, rewrap((u) => { u.prototypes[0].exit = 7; }), UpdateRefusal.BAD_PROTOTYPES);
+  refusal(t, rewrap((u) => { u.prototypes.push(u.prototypes[0]); }), UpdateRefusal.BAD_PROTOTYPES);
+  refusal(t, rewrap((u) => { u.tensors = Array.from({ length: 5 }, () => u.tensors[0]); }), UpdateRefusal.MALFORMED, { maxTensors: 4 });
+});
+
+test('brotli: bombs and length lies are refused', (t) => {
+  const { brotliCompressSync } = require_zlib();
+  const big = new Uint8Array(10_000_000);
+  const bomb = pb.UpdateEnvelope.encode({ compression: pb.PayloadCompression.COMPRESSION_BROTLI, bodyLength: 1000, body: new Uint8Array(brotliCompressSync(big)) });
+  refusal(t, bomb, UpdateRefusal.BAD_COMPRESSION);
+  const env = pb.UpdateEnvelope.decode(valid[3]);
+  refusal(t, pb.UpdateEnvelope.encode({ ...env, bodyLength: env.bodyLength + 1 }), UpdateRefusal.BAD_COMPRESSION);
+  refusal(t, pb.UpdateEnvelope.encode({ ...env, bodyLength: 2 ** 31 }), UpdateRefusal.TOO_LARGE);
+  refusal(t, pb.UpdateEnvelope.encode({ ...env, body: env.body.subarray(0, env.body.length - 3) }), UpdateRefusal.BAD_COMPRESSION);
+});
+
+import * as zlib from 'node:zlib';
+function require_zlib(): typeof zlib {
+  return zlib;
+}

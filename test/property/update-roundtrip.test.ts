@@ -1,0 +1,90 @@
+import test from 'ava';
+import fc from 'fast-check';
+import { decodeUpdate, encodeUpdate, encodeWithErrorFeedback, ErrorFeedback, type ValueBits } from '../../src/update/index.ts';
+import { Rng } from '../../src/util/rng.ts';
+import { vitTinyManifest, randomDeltas, makeUpdate } from '../unit/update-vit-tiny.fixture.ts';
+
+const manifest = vitTinyManifest(4, 32, 2, 5);
+
+const opts = fc.record({
+  bits: fc.constantFrom<ValueBits>(32, 16, 8, 4),
+  fraction: fc.constantFrom(0.01, 0.05, 0.3, 1),
+  scope: fc.constantFrom<'tensor' | 'global'>('tensor', 'global'),
+  brotli: fc.boolean(),
+  seed: fc.integer(),
+  rank: fc.integer({ min: 1, max: 6 }),
+});
+
+test('decode(encode(u)) equals the encoder-side reconstruction; byte accounting is exact', (t) => {
+  fc.assert(fc.property(opts, ({ bits, fraction, scope, brotli, seed, rank }) => {
+    const deltas = randomDeltas(manifest, new Rng(seed), rank);
+    const u = makeUpdate(deltas, { loraRank: rank });
+    const enc = encodeUpdate(u, manifest, { bits, topk: { fraction, scope }, brotli, seed });
+    const back = decodeUpdate(enc.bytes, manifest);
+    if (back.loraRank !== rank || back.sampleCount !== u.sampleCount || back.baseVersion !== u.baseVersion) return false;
+    for (const [name, rec] of enc.reconstruction) {
+      const got = back.deltas.get(name)!;
+      if (got.length !== rec.length || got.some((v, i) => v !== rec[i])) return false;
+    }
+    const a = enc.accounting;
+    const parts = a.headerBytes + a.prototypeBytes + a.tensors.reduce((s, x) => s + x.totalBytes, 0);
+    if (parts !== a.bodyBytes || a.wireBytes !== enc.bytes.length) return false;
+    if (!brotli && a.wireBytes !== a.bodyBytes + a.envelopeBytes) return false;
+    // lossless settings reproduce the input exactly
+    if (bits === 32 && fraction === 1) for (const [n, d] of deltas) if (back.deltas.get(n)!.some((v, i) => v !== d[i])) return false;
+    return true;
+  }), { numRuns: 40 });
+  t.pass();
+});
+
+test('error feedback loses nothing: sum of transmitted + residual = sum of true deltas, over many rounds', (t) => {
+  fc.assert(fc.property(opts, fc.integer({ min: 5, max: 25 }), ({ bits, fraction, scope, seed, rank }, rounds) => {
+    const rng = new Rng(seed);
+    const ef = new ErrorFeedback();
+    const sumTrue = new Map<string, Float64Array>();
+    const sumSent = new Map<string, Float64Array>();
+    for (let r = 0; r < rounds; r++) {
+      const deltas = randomDeltas(manifest, rng, rank);
+      const enc = encodeWithErrorFeedback(makeUpdate(deltas, { loraRank: rank, round: r }), manifest, ef, { bits, topk: { fraction, scope }, rng });
+      const recv = decodeUpdate(enc.bytes, manifest);
+      for (const [n, d] of deltas) {
+        const st = sumTrue.get(n) ?? new Float64Array(d.length);
+        const ss = sumSent.get(n) ?? new Float64Array(d.length);
+        const got = recv.deltas.get(n)!;
+        for (let i = 0; i < d.length; i++) { st[i] += d[i]; ss[i] += got[i]; }
+        sumTrue.set(n, st);
+        sumSent.set(n, ss);
+      }
+    }
+    for (const [n, st] of sumTrue) {
+      const ss = sumSent.get(n)!;
+      const res = ef.residualOf(n, st.length);
+      for (let i = 0; i < st.length; i++) if (Math.abs(ss[i] + res[i] - st[i]) > 1e-12 * rounds) return false;
+    }
+    return true;
+  }), { numRuns: 15 });
+  t.pass();
+});
+
+test('error feedback: residual stays bounded and the sent sum tracks the true sum (top-5% global + 4 bit)', (t) => {
+  const rng = new Rng(3);
+  const ef = new ErrorFeedback();
+  const rounds = 200;
+  let trueNorm = 0;
+  const sumTrue = new Map<string, Float64Array>();
+  for (let r = 0; r < rounds; r++) {
+    const deltas = randomDeltas(manifest, rng, 4);
+    encodeWithErrorFeedback(makeUpdate(deltas, { loraRank: 4 }), manifest, ef, { bits: 4, topk: { fraction: 0.05, scope: 'global' }, rng });
+    for (const [n, d] of deltas) {
+      const s = sumTrue.get(n) ?? new Float64Array(d.length);
+      for (let i = 0; i < d.length; i++) s[i] += d[i];
+      sumTrue.set(n, s);
+    }
+  }
+  for (const s of sumTrue.values()) for (const v of s) trueNorm += v * v;
+  // Without feedback 95% of each delta would be lost; with it the residual is a small fraction of the total.
+  t.true(ef.residualNormSq() < 0.5 * trueNorm, `residual² ${ef.residualNormSq()} vs total² ${trueNorm}`);
+  const snap = ef.snapshot();
+  const restored = ErrorFeedback.restore(snap);
+  t.is(restored.residualNormSq(), ef.residualNormSq());
+});
