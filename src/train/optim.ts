@@ -394,3 +394,33 @@ export function globalNorm(grads: ParamSet): number {
   for (const [, g] of entriesOf(grads)) for (let j = 0; j < g.length; j++) sq += g[j] * g[j];
   return Math.sqrt(sq);
 }
+
+/** The JSON part of an {@link OptimizerState} (everything except the buffers). */
+export type OptimizerStateMeta = Omit<OptimizerState, 'buffers'>;
+
+/**
+ * Split an optimizer state into JSON metadata and named tensors `<prefix><slot>:<param>`, ready for a
+ * checkpoint's metadata and tensor set.
+ */
+export function splitOptimizerState(s: OptimizerState, prefix = 'optim/'): { meta: OptimizerStateMeta; tensors: Map<string, Float32Array> } {
+  const { buffers, ...meta } = s;
+  const tensors = new Map<string, Float32Array>();
+  for (const [k, v] of Object.entries(buffers)) tensors.set(prefix + k, v);
+  return { meta: { ...meta, hyper: { ...meta.hyper }, params: [...meta.params] }, tensors };
+}
+
+/**
+ * Reassemble an optimizer state from {@link splitOptimizerState}'s parts; `tensors` may be a checkpoint's
+ * tensor map (entries with `.data`). Tensors without the prefix are ignored.
+ */
+export function joinOptimizerState(
+  meta: OptimizerStateMeta,
+  tensors: ReadonlyMap<string, Float32Array | { readonly data: Float32Array }>,
+  prefix = 'optim/',
+): OptimizerState {
+  const buffers: Record<string, Float32Array> = {};
+  for (const [k, v] of tensors) {
+    if (k.startsWith(prefix)) buffers[k.slice(prefix.length)] = v instanceof Float32Array ? v : v.data;
+  }
+  return { ...meta, buffers };
+}
