@@ -1,0 +1,11 @@
+export { AggregateError, AggregateRefusal } from './types.ts';
+export type { AggregateInput, AggregateOptions, AggregateResult, Aggregator, ServerOptimizerState } from './types.ts';
+export { fedavg, weightsOf } from './fedavg.ts';
+export { median, trimmedMean, normBound, updateNorm, DEFAULT_TRIM_FRACTION } from './robust.ts';
+export { serverOptimizerStep, DEFAULT_SERVER_LR, DEFAULT_BETA1, DEFAULT_BETA2, DEFAULT_TAU } from './server-opt.ts';
+export { flexlora, hetlora, ffaLora, loraPairs, resizeLora, resizeRankAxis, DEFAULT_LORA_SUFFIXES } from './lora.ts';
+export type { LoraPair } from './lora.ts';
+export { aggregatePrototypes, prototypeMeans } from './prototypes.ts';
+export { AGGREGATORS, AGGREGATOR_NAMES, DEFAULT_AGGREGATOR, DEFAULT_ROBUST_AGGREGATOR, getAggregator } from './registry.ts';
+export { svd, qr, lowRankSvd, matmul, transpose, mat } from './linalg.ts';
+export type { Mat } from './linalg.ts';

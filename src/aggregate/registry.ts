@@ -1,0 +1,56 @@
+import { fedavg } from './fedavg.ts';
+import { ffaLora, flexlora, hetlora } from './lora.ts';
+import { median, normBound, trimmedMean } from './robust.ts';
+import { withServerOptimizer } from './server-opt.ts';
+import { AggregateError, AggregateRefusal, type Aggregator } from './types.ts';
+
+const BASE_RULES: Record<string, Aggregator> = {
+  fedavg,
+  median: (u) => median(u),
+  'trimmed-mean': trimmedMean,
+  'norm-bound': normBound,
+  flexlora,
+  'hetlora-zero': hetlora('zero'),
+  'hetlora-replicate': hetlora('replicate'),
+  'ffa-lora': ffaLora,
+};
+
+function inner(name: string): Aggregator {
+  const r = BASE_RULES[name];
+  if (r === undefined) {
+    throw new AggregateError(AggregateRefusal.UNKNOWN_AGGREGATOR, `inner rule "${name}" must be one of ${Object.keys(BASE_RULES).join(', ')}`);
+  }
+  return r;
+}
+
+/**
+ * Every aggregation rule by the name `--aggregator <name>` accepts. Server optimizers (fedadam, fedyogi,
+ * fedadagrad) run on the output of `opts.inner` (default fedavg).
+ */
+export const AGGREGATORS: Readonly<Record<string, Aggregator>> = Object.freeze({
+  ...BASE_RULES,
+  fedadam: withServerOptimizer('adam', inner),
+  fedyogi: withServerOptimizer('yogi', inner),
+  fedadagrad: withServerOptimizer('adagrad', inner),
+});
+
+/** Names of all rules, for CLI help. */
+export const AGGREGATOR_NAMES: readonly string[] = Object.freeze(Object.keys(AGGREGATORS));
+
+/** Default rule: FedAvg, the survey's baseline, for meshes of trusted members. */
+export const DEFAULT_AGGREGATOR = 'fedavg';
+/**
+ * Default robust rule: norm bounding at the round's median update norm. Unlike median / trimmed mean it keeps
+ * FedAvg's sample weighting and convergence on benign non-IID data, while capping any single update's pull
+ * (Sun et al. 2019). Use `trimmed-mean` / `median` when a known fraction of members may be Byzantine.
+ */
+export const DEFAULT_ROBUST_AGGREGATOR = 'norm-bound';
+
+/** The rule with this name; a typed error lists the valid names. */
+export function getAggregator(name: string): Aggregator {
+  const r = Object.hasOwn(AGGREGATORS, name) ? AGGREGATORS[name] : undefined;
+  if (r === undefined) {
+    throw new AggregateError(AggregateRefusal.UNKNOWN_AGGREGATOR, `unknown aggregator "${name}"; choose one of ${AGGREGATOR_NAMES.join(', ')}`);
+  }
+  return r;
+}

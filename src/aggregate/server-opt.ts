@@ -1,0 +1,68 @@
+import type { TensorMap } from '../update/index.ts';
+import { AggregateError, AggregateRefusal, type AggregateInput, type AggregateOptions, type AggregateResult, type Aggregator, type ServerOptimizerState } from './types.ts';
+
+/** Default server learning rate η (Reddi et al., "Adaptive Federated Optimization", ICLR 2021; Flower FedYogi). */
+export const DEFAULT_SERVER_LR = 0.01;
+/** Default β1 (Reddi et al. 2021). */
+export const DEFAULT_BETA1 = 0.9;
+/** Default β2 (Reddi et al. 2021). */
+export const DEFAULT_BETA2 = 0.99;
+/** Default adaptivity τ (Reddi et al. 2021, who find τ ≈ 1e-3 works across tasks). */
+export const DEFAULT_TAU = 1e-3;
+
+type Variant = 'adam' | 'yogi' | 'adagrad';
+
+/**
+ * One server-optimizer step on the pseudo-gradient Δ (the inner rule's averaged delta), Reddi et al. 2021 Alg. 2:
+ * m ← β1·m + (1−β1)·Δ;  v ← β2·v + (1−β2)·Δ² (Adam) | v − (1−β2)·Δ²·sign(v − Δ²) (Yogi) | v + Δ² (Adagrad);
+ * step = η·m / (√v + τ). v starts at τ². Pure: returns the new state.
+ */
+export function serverOptimizerStep(
+  pseudoGrad: TensorMap, variant: Variant, opts: AggregateOptions = {},
+): { deltas: TensorMap; state: ServerOptimizerState } {
+  const lr = opts.serverLr ?? DEFAULT_SERVER_LR;
+  const b1 = opts.beta1 ?? DEFAULT_BETA1;
+  const b2 = opts.beta2 ?? DEFAULT_BETA2;
+  const tau = opts.tau ?? DEFAULT_TAU;
+  for (const [k, v, lo, hi] of [['serverLr', lr, 0, Infinity], ['beta1', b1, 0, 1], ['beta2', b2, 0, 1], ['tau', tau, 0, Infinity]] as const) {
+    if (!(v > lo && v < hi) && !(k === 'beta1' && v === 0)) throw new AggregateError(AggregateRefusal.BAD_OPTION, `${k} ${v} outside (${lo}, ${hi})`);
+  }
+  const prev = opts.state;
+  const state: ServerOptimizerState = { m: new Map(), v: new Map(), step: (prev?.step ?? 0) + 1 };
+  const deltas: TensorMap = new Map();
+  for (const [name, g] of pseudoGrad) {
+    const m0 = prev?.m.get(name);
+    const v0 = prev?.v.get(name);
+    if ((m0 && m0.length !== g.length) || (v0 && v0.length !== g.length)) {
+      throw new AggregateError(AggregateRefusal.SHAPE_MISMATCH, `optimizer state for ${name} has the wrong length; reset it after a shape change`);
+    }
+    const m = new Float64Array(g.length);
+    const v = new Float64Array(g.length);
+    const out = new Float32Array(g.length);
+    for (let i = 0; i < g.length; i++) {
+      const gi = g[i];
+      const g2 = gi * gi;
+      m[i] = b1 * (m0 ? m0[i] : 0) + (1 - b1) * gi;
+      const vp = v0 ? v0[i] : tau * tau;
+      if (variant === 'adam') v[i] = b2 * vp + (1 - b2) * g2;
+      else if (variant === 'yogi') v[i] = vp - (1 - b2) * g2 * Math.sign(vp - g2);
+      else v[i] = vp + g2;
+      out[i] = (lr * m[i]) / (Math.sqrt(v[i]) + tau);
+    }
+    state.m.set(name, m);
+    state.v.set(name, v);
+    deltas.set(name, out);
+  }
+  return { deltas, state };
+}
+
+/** Wrap an inner rule with a server optimizer (FedAdam / FedYogi / FedAdagrad). */
+export function withServerOptimizer(variant: Variant, resolveInner: (name: string) => Aggregator): Aggregator {
+  return (updates: readonly AggregateInput[], opts: AggregateOptions = {}): AggregateResult => {
+    const innerName = opts.inner ?? 'fedavg';
+    const inner = resolveInner(innerName);
+    const avg = inner(updates, opts);
+    const { deltas, state } = serverOptimizerStep(avg.deltas, variant, opts);
+    return { deltas, sampleCount: avg.sampleCount, state, loraRank: avg.loraRank };
+  };
+}

@@ -1,0 +1,127 @@
+import test from 'ava';
+import {
+  AGGREGATOR_NAMES, AggregateError, AggregateRefusal, aggregatePrototypes, ffaLora, getAggregator, hetlora, prototypeMeans,
+  resizeLora, type AggregateInput,
+} from '../../src/aggregate/index.ts';
+import type { UpdateManifest } from '../../src/update/index.ts';
+
+const u = (x: number[], n = 1, extra: Record<string, number[]> = {}): AggregateInput => ({
+  deltas: new Map([['x', Float32Array.from(x)], ...Object.entries(extra).map(([k, v]) => [k, Float32Array.from(v)] as [string, Float32Array])]),
+  sampleCount: n,
+});
+const get = (r: { deltas: Map<string, Float32Array> }, k = 'x'): number[] => Array.from(r.deltas.get(k)!);
+const close = (t: import('ava').ExecutionContext, a: number[], b: number[], tol = 1e-6): void => {
+  t.is(a.length, b.length);
+  a.forEach((v, i) => t.true(Math.abs(v - b[i]) <= tol, `index ${i}: ${v} vs ${b[i]}`));
+};
+
+test('fedavg weights by sample count; uniform weighting is the plain mean', (t) => {
+  const ups = [u([1, 2], 1), u([3, 6], 3)];
+  const r = getAggregator('fedavg')(ups);
+  close(t, get(r), [2.5, 5]);
+  t.is(r.sampleCount, 4);
+  close(t, get(getAggregator('fedavg')(ups, { weighting: 'uniform' })), [2, 4]);
+});
+
+test('median and trimmed mean, hand-computed', (t) => {
+  close(t, get(getAggregator('median')([u([1]), u([5]), u([3])])), [3]);
+  close(t, get(getAggregator('median')([u([1, 0]), u([2, 0]), u([10, 0]), u([20, 1])])), [6, 0]);
+  close(t, get(getAggregator('trimmed-mean')([u([1]), u([2]), u([10]), u([20])], { trimFraction: 0.25 })), [6]);
+  close(t, get(getAggregator('trimmed-mean')([u([0]), u([1]), u([2]), u([3]), u([100])], { trimFraction: 0.2 })), [2]);
+  // default 10% trims nothing from 5 updates: plain (unweighted) mean
+  close(t, get(getAggregator('trimmed-mean')([u([0]), u([1]), u([2]), u([3]), u([100], 50)])), [21.2], 1e-4);
+});
+
+test('norm-bound clips to the median norm by default, or to maxNorm', (t) => {
+  const ups = [u([3, 4]), u([0, 1]), u([0, 2])];
+  close(t, get(getAggregator('norm-bound')(ups)), [1.2 / 3, (1.6 + 1 + 2) / 3], 1e-6);
+  close(t, get(getAggregator('norm-bound')(ups, { maxNorm: 1 })), [0.6 / 3, (0.8 + 1 + 1) / 3], 1e-6);
+});
+
+test('fedadam / fedyogi: one and two steps, hand-computed (Reddi et al. 2021, v0 = tau^2)', (t) => {
+  const ups = [u([0.5], 1), u([0.5], 1)];
+  const tau = 1e-3, lr = 0.01;
+  const a1 = getAggregator('fedadam')(ups);
+  const m1 = 0.1 * 0.5;
+  const v1 = 0.99 * tau * tau + 0.01 * 0.25;
+  close(t, get(a1), [(lr * m1) / (Math.sqrt(v1) + tau)], 1e-7);
+  const a2 = getAggregator('fedadam')([u([-1])], { state: a1.state });
+  const m2 = 0.9 * m1 + 0.1 * -1;
+  const v2 = 0.99 * v1 + 0.01 * 1;
+  close(t, get(a2), [(lr * m2) / (Math.sqrt(v2) + tau)], 1e-7);
+  t.is(a2.state!.step, 2);
+  const y1 = getAggregator('fedyogi')(ups);
+  const vy = tau * tau + 0.01 * 0.25; // v - (1-b2) g^2 sign(v - g^2) with v < g^2
+  close(t, get(y1), [(lr * m1) / (Math.sqrt(vy) + tau)], 1e-7);
+  const g1 = getAggregator('fedadagrad')(ups);
+  close(t, get(g1), [(lr * m1) / (Math.sqrt(tau * tau + 0.25) + tau)], 1e-7);
+  // server optimizer over a robust inner rule
+  const med = getAggregator('fedadam')([u([0.5]), u([0.5]), u([100])], { inner: 'median' });
+  close(t, get(med), get(a1), 1e-7);
+  t.throws(() => getAggregator('fedadam')(ups, { inner: 'fedadam' }), { instanceOf: AggregateError });
+});
+
+const manifest: UpdateManifest = {
+  tensors: [
+    { name: 'l.lora_a', shape: [2, 2], loraAxis: 1 },
+    { name: 'l.lora_b', shape: [2, 2], loraAxis: 0 },
+    { name: 'head', shape: [2] },
+  ],
+};
+
+test('hetlora: zero padding vs replication padding, hand-computed', (t) => {
+  const r1: AggregateInput = { sampleCount: 1, loraRank: 1, deltas: new Map([
+    ['l.lora_a', Float32Array.from([1, 1])], ['l.lora_b', Float32Array.from([1, 1])], ['head', Float32Array.from([0, 2])]]) };
+  const r2: AggregateInput = { sampleCount: 1, loraRank: 2, deltas: new Map([
+    ['l.lora_a', Float32Array.from([3, 5, 3, 5])], ['l.lora_b', Float32Array.from([3, 3, 7, 7])], ['head', Float32Array.from([2, 2])]]) };
+  const z = hetlora('zero')([r1, r2], { manifest });
+  close(t, get(z, 'l.lora_a'), [2, 2.5, 2, 2.5]);
+  close(t, get(z, 'l.lora_b'), [2, 2, 3.5, 3.5]);
+  close(t, get(z, 'head'), [1, 2]);
+  t.is(z.loraRank, 2);
+  const p = getAggregator('hetlora-replicate')([r1, r2], { manifest });
+  close(t, get(p, 'l.lora_a'), [2, 5, 2, 5]);
+  close(t, get(p, 'l.lora_b'), [2, 2, 7, 7]);
+  // truncation back to a node's rank keeps the leading slices
+  const back = resizeLora(p.deltas, manifest, 2, 1);
+  close(t, get({ deltas: back }, 'l.lora_a'), [2, 2]);
+  close(t, get({ deltas: back }, 'l.lora_b'), [2, 2]);
+  t.throws(() => getAggregator('fedavg')([r1, r2]), { instanceOf: AggregateError, message: /shape-mismatch/ });
+});
+
+test('ffa-lora: plain averaging of B is exact when A is frozen; changed A is refused', (t) => {
+  const A = [0.3, -1, 2, 0.5]; // shared frozen A (2x2)
+  const b1 = [1, 2, 3, 4], b2 = [-1, 0, 5, 2];
+  const mk = (b: number[], n: number, a = [0, 0, 0, 0]): AggregateInput => ({ sampleCount: n, loraRank: 2, deltas: new Map([
+    ['l.lora_a', Float32Array.from(a)], ['l.lora_b', Float32Array.from(b)], ['head', new Float32Array(2)]]) });
+  const r = ffaLora([mk(b1, 1), mk(b2, 3)], { manifest });
+  const mm = (a: number[], b: number[]): number[] => [a[0] * b[0] + a[1] * b[2], a[0] * b[1] + a[1] * b[3], a[2] * b[0] + a[3] * b[2], a[2] * b[1] + a[3] * b[3]];
+  const avgProduct = mm(A, b1).map((v, i) => 0.25 * v + 0.75 * mm(A, b2)[i]);
+  close(t, mm(A, get(r, 'l.lora_b')), avgProduct, 1e-5);
+  const err = t.throws(() => ffaLora([mk(b1, 1), mk(b2, 1, [0, 1e-3, 0, 0])], { manifest }), { instanceOf: AggregateError });
+  t.is(err?.reason, AggregateRefusal.FROZEN_A_CHANGED);
+});
+
+test('prototypes: count-weighted class means; unseen classes do not dilute', (t) => {
+  const n1 = [{ exit: 0, dim: 2, counts: [2, 0], sums: Float32Array.from([2, 4, 0, 0]) }];
+  const n2 = [{ exit: 0, dim: 2, counts: [1, 3], sums: Float32Array.from([4, 4, 3, 6]) }, { exit: 1, dim: 2, counts: [0, 1], sums: Float32Array.from([0, 0, 9, 9]) }];
+  const agg = aggregatePrototypes([n1, n2]);
+  t.deepEqual(agg.map((a) => a.exit), [0, 1]);
+  t.deepEqual(agg[0].counts, [3, 3]);
+  const means = prototypeMeans(agg[0]);
+  close(t, Array.from(means[0]!), [2, 8 / 3]);
+  close(t, Array.from(means[1]!), [1, 2]);
+  t.is(prototypeMeans(agg[1])[0], null);
+});
+
+test('registry: every name resolves, unknown names are a typed error, empty input is refused', (t) => {
+  for (const n of ['fedavg', 'fedadam', 'fedyogi', 'median', 'trimmed-mean', 'norm-bound', 'flexlora', 'hetlora-zero', 'hetlora-replicate', 'ffa-lora']) {
+    t.true(AGGREGATOR_NAMES.includes(n), n);
+    t.is(typeof getAggregator(n), 'function');
+  }
+  t.is(t.throws(() => getAggregator('krum'), { instanceOf: AggregateError })?.reason, AggregateRefusal.UNKNOWN_AGGREGATOR);
+  t.is(t.throws(() => getAggregator('toString'), { instanceOf: AggregateError })?.reason, AggregateRefusal.UNKNOWN_AGGREGATOR);
+  t.is(t.throws(() => getAggregator('fedavg')([]), { instanceOf: AggregateError })?.reason, AggregateRefusal.NO_UPDATES);
+  t.is(t.throws(() => getAggregator('trimmed-mean')([u([1])], { trimFraction: 0.5 }), { instanceOf: AggregateError })?.reason, AggregateRefusal.BAD_OPTION);
+  t.is(t.throws(() => getAggregator('fedavg')([u([1], 0)]), { instanceOf: AggregateError })?.reason, AggregateRefusal.NON_FINITE);
+});
