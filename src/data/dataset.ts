@@ -2,7 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { atomicWriteFile } from '../util/atomic.ts';
 import { Rng } from '../util/rng.ts';
 import { cachePath, decodeDatasetCache, defaultCacheDir, encodeDatasetCache } from './cache.ts';
-import { parseSource, sourceInfo } from './sources.ts';
+import { parseSource, sourceInfo, type RawSplit } from './sources.ts';
 import {
   DATASET_NAMES,
   DatasetError,
@@ -25,7 +25,7 @@ export interface LoadDatasetOptions {
   onBuild?: (info: { name: DatasetName; reason: string; ms: number }) => void;
 }
 
-const building = new Map<string, Promise<void>>();
+const building = new Map<string, Promise<Record<Split, RawSplit>>>();
 
 function assertName(name: unknown): asserts name is DatasetName {
   if (!DATASET_NAMES.includes(name as DatasetName)) {
@@ -90,12 +90,7 @@ export async function loadDataset(name: DatasetName, split: Split, opts: LoadDat
     job = buildCache(dir, name, packageVersion, first.reason, opts.onBuild).finally(() => building.delete(key));
     building.set(key, job);
   }
-  const parsed = await job.then(() => null, (err: unknown) => err);
-  if (parsed instanceof DatasetError) throw parsed;
-  const second = await tryReadCache(path, name, split);
-  if (second.ds) return second.ds;
-  // Cache not writable (or raced away): fall back to a direct parse.
-  const raw = await parseSource(name);
+  const raw = await job;
   return makeDataset(name, split, raw[split].images, raw[split].labels);
 }
 
@@ -105,7 +100,7 @@ async function buildCache(
   packageVersion: string,
   reason: string,
   onBuild: LoadDatasetOptions['onBuild'],
-): Promise<void> {
+): Promise<Record<Split, RawSplit>> {
   const t0 = performance.now();
   const raw = await parseSource(name);
   for (const split of SPLITS) {
@@ -113,10 +108,11 @@ async function buildCache(
     try {
       await atomicWriteFile(cachePath(dir, name, split, packageVersion), bytes, 0o644);
     } catch {
-      // Unwritable cache folder: loadDataset falls back to parsing.
+      // Unwritable cache folder: the parsed data is still returned; the next process parses again.
     }
   }
   onBuild?.({ name, reason, ms: performance.now() - t0 });
+  return raw;
 }
 
 /**

@@ -54,6 +54,16 @@ test('fashion-mnist class 0: the two empty entries (raw positions 1000 and 7001)
   t.deepEqual(Array.from(train.images.subarray(1000 * 784, 1001 * 784)), raw[1001]);
   t.deepEqual(Array.from(test_.images.subarray(0, 784)), raw[6001]);
   t.deepEqual(Array.from(test_.images.subarray(999 * 784, 1000 * 784)), raw[7000]);
+  // Every pixel of class 0 matches JSON.parse (the loader scans the bytes without JSON.parse).
+  const kept = raw.filter((x) => x.length > 0);
+  let mismatches = 0;
+  kept.forEach((img, k) => {
+    const src = k < 6000 ? train.images : test_.images;
+    const base = (k < 6000 ? k : k - 6000) * 784;
+    for (let p = 0; p < 784; p++) if (src[base + p] !== img[p]) mismatches++;
+  });
+  t.is(kept.length, 7000);
+  t.is(mismatches, 0);
 });
 
 test('mnist: 10,000 digits, last 100 per class are test, pixels = round(v * 255)', async (t) => {
