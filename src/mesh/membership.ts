@@ -16,6 +16,9 @@ import {
   WIRE_VERSION,
 } from './constants.ts';
 
+/** How long `stop()` waits after the goodbye heartbeat so it is flushed before connections close. */
+export const LEAVE_FLUSH_MS = 250;
+
 /** What a node advertises about itself in every heartbeat. */
 export interface Capabilities {
   /** Execution device, e.g. "cpu" or "cuda". */
@@ -128,7 +131,11 @@ export class Membership extends EventEmitter {
     clearInterval(this.sweeper);
     this.timer = undefined;
     this.sweeper = undefined;
-    if (this.mesh.connectedPeers().length > 0) await this.beat(true);
+    if (this.mesh.connectedPeers().length > 0) {
+      await this.beat(true);
+      // Let the goodbye leave the send buffers before the connections close (bounded).
+      await new Promise((r) => setTimeout(r, Math.min(LEAVE_FLUSH_MS, this.opts.intervalMs)));
+    }
     this.view.clear();
   }
 

@@ -163,6 +163,8 @@ export function parsePeerAddr(s: string): { addr: Multiaddr; peerId: PeerId } {
  * StrictSign and per-topic validators, the `/fmfl/<federation>/sync/1.0.0` request/response stream, a
  * membership view from signed heartbeats, and large-payload cutover (gossip announces, streams carry).
  *
+ * Built-in sync methods: `blob` (body: SHA-256 → cached large payload), `ping` (echoes the body).
+ *
  * Events: `refused` (RefusalEvent), `peer:connect` / `peer:disconnect` (PeerId string).
  */
 export class Mesh extends EventEmitter {
@@ -214,6 +216,7 @@ export class Mesh extends EventEmitter {
       if (data === undefined) throw new RefusalError(RefusalReason.UNAVAILABLE, 'blob not cached here');
       return data;
     });
+    this.sync.handle('ping', (body) => body);
     this.membership = new Membership(this, {
       intervalMs: opts.heartbeatIntervalMs ?? DEFAULT_HEARTBEAT_INTERVAL_MS,
       expiryMs: opts.memberExpiryMs ?? DEFAULT_MEMBER_EXPIRY_MS,
