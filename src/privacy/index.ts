@@ -1,0 +1,9 @@
+export { PrivacyError, RdpAccountant, computeRdp, rdpSampledGaussian, rdpToEpsilon, logErfc, DEFAULT_RDP_ORDERS } from './rdp.ts';
+export type { RdpConversion } from './rdp.ts';
+export { l2Norm, clipToNorm, addGaussianNoise, privatizeUpdate } from './dp.ts';
+export type { ClientDpOptions } from './dp.ts';
+export {
+  SecAggError, SecAggRefusal, generateSecAggKeyPair, bindingMessage, announce, verifyAnnouncements, derivePairSeeds,
+  expandMask, fixedPointFor, toFixedPoint, fromFixedPoint, maskInput, revealSeeds, unmaskSum,
+} from './secagg.ts';
+export type { SecAggContext, SecAggKeyPair, SecAggAnnouncement, Signer, Verifier, FixedPoint } from './secagg.ts';

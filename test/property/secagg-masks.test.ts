@@ -1,0 +1,112 @@
+import test from 'ava';
+import fc from 'fast-check';
+import { generateKeyPair } from '@libp2p/crypto/keys';
+import { peerIdFromPrivateKey, peerIdFromString } from '@libp2p/peer-id';
+import {
+  announce, derivePairSeeds, fixedPointFor, generateSecAggKeyPair, maskInput, revealSeeds, SecAggError, SecAggRefusal,
+  toFixedPoint, unmaskSum, verifyAnnouncements, type SecAggAnnouncement, type SecAggKeyPair, type Verifier,
+} from '../../src/privacy/index.ts';
+import { Rng } from '../../src/util/rng.ts';
+
+interface Member { id: string; sign: (d: Uint8Array) => Uint8Array | Promise<Uint8Array>; keys: SecAggKeyPair; seeds?: Map<string, Uint8Array> }
+
+const verify: Verifier = (peerId, data, sig) => {
+  const pk = peerIdFromString(peerId).publicKey;
+  return pk === undefined ? false : pk.verify(data, sig);
+};
+const ctx = { federation: 'fed-secagg', round: 7 };
+
+async function makeMembers(n: number): Promise<{ members: Member[]; anns: SecAggAnnouncement[] }> {
+  const members: Member[] = [];
+  for (let i = 0; i < n; i++) {
+    const identity = await generateKeyPair('Ed25519');
+    members.push({ id: peerIdFromPrivateKey(identity).toString(), sign: (d) => identity.sign(d), keys: generateSecAggKeyPair() });
+  }
+  const anns = await Promise.all(members.map((m) => announce(ctx, m.id, m.keys, m.sign)));
+  await verifyAnnouncements(ctx, anns, verify);
+  for (const m of members) m.seeds = derivePairSeeds(ctx, m.id, m.keys, anns);
+  return { members, anns };
+}
+
+let pool: { members: Member[]; anns: SecAggAnnouncement[] };
+test.before(async () => {
+  pool = await makeMembers(8);
+});
+
+test('pair seeds agree on both ends and differ between pairs', (t) => {
+  const [a, b, c] = pool.members;
+  t.deepEqual(a.seeds!.get(b.id), b.seeds!.get(a.id));
+  t.notDeepEqual(a.seeds!.get(b.id), a.seeds!.get(c.id));
+  t.is(a.seeds!.size, 7);
+});
+
+test('masks cancel exactly in the sum, also when members drop out after masking', (t) => {
+  fc.assert(fc.property(
+    fc.integer({ min: 2, max: 8 }), fc.integer({ min: 1, max: 300 }), fc.integer(), fc.array(fc.boolean(), { minLength: 8, maxLength: 8 }), fc.boolean(),
+    (n, len, seed, dropMask, stochastic) => {
+      const rng = new Rng(seed);
+      const members = pool.members.slice(0, n);
+      // everyone's seeds cover exactly this round's member set
+      const seedsOf = (m: Member): Map<string, Uint8Array> => new Map([...m.seeds!].filter(([p]) => members.some((x) => x.id === p)));
+      const fp = fixedPointFor(1, n);
+      const inputs = members.map(() => Float64Array.from({ length: len }, () => rng.uniform(-1, 1)));
+      const masked = new Map(members.map((m, i) => [m.id, maskInput(inputs[i], m.id, seedsOf(m), fp, stochastic ? new Rng(seed + i) : undefined)]));
+      // at least one survivor
+      let dropped = members.filter((_, i) => dropMask[i]).map((m) => m.id);
+      if (dropped.length === n) dropped = dropped.slice(1);
+      for (const d of dropped) masked.delete(d);
+      const revealed = new Map([...masked.keys()].map((s) => [s, revealSeeds(seedsOf(members.find((m) => m.id === s)!), dropped)]));
+      const { sum, count } = unmaskSum(masked, dropped, revealed, fp, len);
+      if (count !== n - dropped.length) return false;
+      // exact: equals the sum of the survivors' fixed-point encodings (deterministic rounding reproduces them)
+      const scale = 2 ** fp.fracBits;
+      for (let j = 0; j < len; j++) {
+        let want = 0;
+        members.forEach((m, i) => { if (!dropped.includes(m.id)) want += inputs[i][j]; });
+        if (!stochastic) {
+          let exact = 0;
+          members.forEach((m, i) => { if (!dropped.includes(m.id)) exact += toFixedPoint([inputs[i][j]], fp)[0] | 0; });
+          if (sum[j] !== exact / scale) return false;
+        }
+        if (Math.abs(sum[j] - want) > n / scale) return false;
+      }
+      return true;
+    }), { numRuns: 40 });
+  t.pass();
+});
+
+test('a single masked input reveals nothing obvious: it differs from the plaintext encoding', (t) => {
+  const [a, b] = pool.members;
+  const fp = fixedPointFor(1, 2);
+  const x = new Float64Array(64).fill(0.5);
+  const m = maskInput(x, a.id, new Map([[b.id, a.seeds!.get(b.id)!]]), fp);
+  const plain = toFixedPoint(x, fp);
+  t.true(m.filter((w, i) => w === plain[i]).length < 2);
+});
+
+test('key binding: tampered keys, foreign signatures and other rounds are refused', async (t) => {
+  const anns = pool.anns.slice(0, 3);
+  const tampered = anns.map((a, i) => (i === 1 ? { ...a, publicKey: generateSecAggKeyPair().publicKey } : a));
+  const e1 = await t.throwsAsync(verifyAnnouncements(ctx, tampered, verify), { instanceOf: SecAggError });
+  t.is(e1?.reason, SecAggRefusal.BAD_SIGNATURE);
+  const swapped = [{ ...anns[0], signature: anns[1].signature }, anns[1]];
+  t.is((await t.throwsAsync(verifyAnnouncements(ctx, swapped, verify), { instanceOf: SecAggError }))?.reason, SecAggRefusal.BAD_SIGNATURE);
+  t.is((await t.throwsAsync(verifyAnnouncements({ ...ctx, round: 8 }, anns, verify), { instanceOf: SecAggError }))?.reason, SecAggRefusal.BAD_SIGNATURE);
+  t.is((await t.throwsAsync(verifyAnnouncements(ctx, [anns[0], anns[0]], verify), { instanceOf: SecAggError }))?.reason, SecAggRefusal.DUPLICATE_MEMBER);
+  t.is((await t.throwsAsync(verifyAnnouncements(ctx, [{ ...anns[0], publicKey: new Uint8Array(31) }], verify), { instanceOf: SecAggError }))?.reason, SecAggRefusal.BAD_KEY);
+  await t.notThrowsAsync(verifyAnnouncements(ctx, anns, verify));
+});
+
+test('refusals: missing reveals, out-of-range values, bad lengths, low-order keys', (t) => {
+  const [a, b, c] = pool.members;
+  const fp = fixedPointFor(1, 3);
+  const seeds = (m: Member): Map<string, Uint8Array> => new Map([...m.seeds!].filter(([p]) => [a.id, b.id, c.id].includes(p)));
+  const masked = new Map([[a.id, maskInput([0.1], a.id, seeds(a), fp)], [b.id, maskInput([0.2], b.id, seeds(b), fp)]]);
+  const e = t.throws(() => unmaskSum(masked, [c.id], new Map([[a.id, revealSeeds(seeds(a), [c.id])]]), fp, 1), { instanceOf: SecAggError });
+  t.is(e?.reason, SecAggRefusal.MISSING_SEED);
+  t.is(t.throws(() => maskInput([1.5], a.id, seeds(a), fp), { instanceOf: SecAggError })?.reason, SecAggRefusal.OUT_OF_RANGE);
+  t.is(t.throws(() => unmaskSum(masked, [], new Map(), fp, 2), { instanceOf: SecAggError })?.reason, SecAggRefusal.LENGTH_MISMATCH);
+  t.is(t.throws(() => unmaskSum(masked, [a.id], new Map(), fp, 1), { instanceOf: SecAggError })?.reason, SecAggRefusal.DUPLICATE_MEMBER);
+  const zeroKey = { peerId: 'evil', publicKey: new Uint8Array(32), signature: new Uint8Array(64) };
+  t.is(t.throws(() => derivePairSeeds(ctx, a.id, a.keys, [zeroKey]), { instanceOf: SecAggError })?.reason, SecAggRefusal.BAD_KEY);
+});
