@@ -61,6 +61,9 @@ export const NAME_RE = /^[a-zA-Z0-9._-]{1,64}$/;
 /** Default timeout of one whole request/response exchange. */
 export const DEFAULT_REQUEST_TIMEOUT_MS = 30_000;
 
+/** Deadline of one dial (connect + pnet + Noise + Yamux) and of an inbound connection upgrade. */
+export const DEFAULT_DIAL_TIMEOUT_MS = 10_000;
+
 /** Concurrent inbound / outbound streams per connection on each request/response protocol. */
 export const MAX_STREAMS_PER_CONNECTION = 32;
 

@@ -34,6 +34,8 @@ export enum RefusalReason {
   BLOB_MISMATCH = 13,
   /** The membership view is full. */
   CAPACITY = 14,
+  /** The peer is not on the allowlist, or is blocked (connection gater). */
+  NOT_ALLOWED = 15,
 }
 
 /** Refusals that are not evidence of misbehaviour (mapped to gossipsub Ignore rather than Reject). */

@@ -24,6 +24,7 @@ import { ephemeralIdentity, type Identity } from './identity.ts';
 import {
   DEFAULT_HEARTBEAT_INTERVAL_MS,
   DEFAULT_MEMBER_EXPIRY_MS,
+  DEFAULT_DIAL_TIMEOUT_MS,
   MAX_BLOB_BYTES,
   MAX_CLOCK_SKEW_MS,
   MAX_ENVELOPE_BYTES,
@@ -65,6 +66,8 @@ export interface MeshOptions {
   /** Redial backoff of configured peers: first delay and cap (defaults 500 ms, 30000 ms). */
   redialBaseMs?: number;
   redialMaxMs?: number;
+  /** Deadline of one outbound dial including the connection upgrade, and of an inbound upgrade (default 10000 ms). */
+  dialTimeoutMs?: number;
   /** Logger (default: silent). */
   logger?: Logger;
 }
@@ -553,7 +556,7 @@ export class Mesh extends EventEmitter {
       return;
     }
     try {
-      await this.libp2p.dial(r.addr, { signal: AbortSignal.timeout(10_000) });
+      await this.libp2p.dial(r.addr);
       this.log.debug({ peer: r.peerId.toString() }, 'dialled configured peer');
     } catch (err) {
       this.log.debug({ peer: r.peerId.toString(), err: String(err) }, 'dial failed; will retry');
@@ -576,9 +579,12 @@ export async function createMesh(opts: MeshOptions): Promise<Mesh> {
   const blocked = new Set<string>();
   const allow = opts.allow !== undefined ? new Set(opts.allow.map((a) => peerIdFromString(a).toString())) : undefined;
   if (allow !== undefined) allow.add(identity.peerId.toString());
+  let mesh: Mesh | undefined;
   const permitted = (p: PeerId): boolean => {
     const id = p.toString();
-    return !blocked.has(id) && (allow === undefined || allow.has(id));
+    const ok = !blocked.has(id) && (allow === undefined || allow.has(id));
+    if (!ok) mesh?.refuse(RefusalReason.NOT_ALLOWED, 'connection-gater', id);
+    return ok;
   };
   const gater: ConnectionGater = {
     denyDialPeer: (p) => !permitted(p),
@@ -596,6 +602,10 @@ export async function createMesh(opts: MeshOptions): Promise<Mesh> {
     connectionProtector: (components) =>
       new CountingProtector(wire, swarmKey !== undefined ? preSharedKey({ psk: swarmKey })(components) : undefined),
     connectionGater: gater,
+    connectionManager: {
+      dialTimeout: opts.dialTimeoutMs ?? DEFAULT_DIAL_TIMEOUT_MS,
+      inboundUpgradeTimeout: opts.dialTimeoutMs ?? DEFAULT_DIAL_TIMEOUT_MS,
+    },
     services: {
       identify: identify(),
       pubsub: gossipsub({
@@ -618,5 +628,6 @@ export async function createMesh(opts: MeshOptions): Promise<Mesh> {
       }),
     },
   })) as unknown as MeshLibp2p;
-  return new Mesh(libp2p, opts, wire, allow, blocked);
+  mesh = new Mesh(libp2p, opts, wire, allow, blocked);
+  return mesh;
 }

@@ -8,6 +8,7 @@ export const FAST: Partial<MeshOptions> = {
   gossipHeartbeatMs: 200,
   redialBaseMs: 100,
   redialMaxMs: 1000,
+  dialTimeoutMs: 3000,
 };
 
 /** Generous deadline for convergence conditions (never a speed assertion). */
