@@ -65,6 +65,7 @@ export function exportOnnx(graph: Graph, opts: ExportOptions = {}): Uint8Array {
       return name;
     },
     temp: () => `tmp${tempId++}`,
+    isLive: (t) => liveTensors.has(t.id),
   };
   for (const n of graph.nodes) {
     if (live.has(n.id)) getOp(n.op).emit(emitter, n);

@@ -15,6 +15,8 @@ export interface Emitter {
   i64(values: readonly number[]): string;
   /** A fresh intermediate value name. */
   temp(): string;
+  /** Whether a node output is used by the exported graph (unused optional outputs can be left empty). */
+  isLive(t: Tensor): boolean;
 }
 
 export interface TypeInfo {
@@ -38,7 +40,8 @@ export interface OpDef {
 
 const OPS = new Map<string, OpDef>();
 
-function defineOp(def: OpDef): OpDef {
+/** Register an op (each name once). Exported so that extensions can add ops with their own VJPs. */
+export function defineOp(def: OpDef): OpDef {
   if (OPS.has(def.name)) throw new Error(`op ${def.name} declared twice`);
   OPS.set(def.name, def);
   return def;
@@ -677,7 +680,10 @@ defineOp({
     ];
   },
   emit: (e, n) => {
-    e.node('LayerNormalization', n.inputs.map((t) => e.name(t)), n.outputs.map((t) => e.name(t)), { axis: -1, epsilon: n.attrs.epsilon as number });
+    // Mean and InvStdDev are optional outputs: leave them off when the backward pass does not use them.
+    const outs = n.outputs.map((t, i) => (i === 0 || e.isLive(t) ? e.name(t) : ''));
+    while (outs[outs.length - 1] === '') outs.pop();
+    e.node('LayerNormalization', n.inputs.map((t) => e.name(t)), outs, { axis: -1, epsilon: n.attrs.epsilon as number });
   },
   vjp: (n, [g], needs) => {
     const [x, w, b] = n.inputs;

@@ -20,7 +20,12 @@ export async function atomicWriteFile(path: string, data: Uint8Array | string, m
     throw err;
   }
   await fh.close();
-  await rename(tmp, path);
+  try {
+    await rename(tmp, path);
+  } catch (err) {
+    await unlink(tmp).catch(() => {});
+    throw err;
+  }
   try {
     const dh = await open(dir, 'r');
     try {

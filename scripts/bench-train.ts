@@ -1,0 +1,112 @@
+/**
+ * Training-engine benchmark (not part of `npm test`):
+ *   npm run bench:train -- [--json] [--steps 40] [--batch 64] [--threads N] [--device cpu|cuda|auto]
+ * Measures, at batch 64 on the embedded backbone (or a fresh vit-tiny when none is committed):
+ *   (a) forward-only evaluation of all exits, (b) a LoRA r=8 train step including AdamW, (c) a full-parameter
+ *   train step including AdamW; ms/step, samples/s, the (b)/(a) ratio, batch-1 forward latency and peak RSS.
+ */
+import { Command } from 'commander';
+import { cpus } from 'node:os';
+import { buildInferGraph, IMAGES, type BuiltGraph } from '../src/model/graphs.ts';
+import { DEFAULT_LORA, VIT_TINY, backboneSpecs, exitSpecs, initWeights, loraSpecs, trainableSpecs, type Weights } from '../src/model/vit.ts';
+import { Session, ortVersion, type ExecutionProvider, type FeedValue } from '../src/runtime/index.ts';
+import { Trainer } from '../src/train/trainer.ts';
+import { loadDataset } from '../src/data/index.ts';
+
+const program = new Command()
+  .option('--json', 'print JSON only')
+  .option('--steps <n>', 'timed steps per case', '40')
+  .option('--batch <n>', 'batch size', '64')
+  .option('--threads <n>', 'onnxruntime intra-op threads (default: cores)')
+  .option('--device <d>', 'cpu | cuda | auto', 'cpu')
+  .option('--fused-gelu', 'use com.microsoft.Gelu instead of the Erf composition')
+  .parse(process.argv);
+const o = program.opts<{ json?: boolean; steps: string; batch: string; threads?: string; device: ExecutionProvider; fusedGelu?: boolean }>();
+const steps = Number(o.steps);
+const batch = Number(o.batch);
+const threads = o.threads ? Number(o.threads) : undefined;
+const log = (...a: unknown[]): void => {
+  if (!o.json) console.error(...a);
+};
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)];
+}
+
+async function timeIt(n: number, fn: () => Promise<unknown>): Promise<number> {
+  for (let i = 0; i < 5; i++) await fn(); // warm-up (first runs allocate arenas)
+  const ts: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const t = performance.now();
+    await fn();
+    ts.push(performance.now() - t);
+  }
+  return median(ts);
+}
+
+const cfg = VIT_TINY;
+let weights: Weights;
+let source = 'embedded backbone models/vit-tiny-mnist';
+try {
+  const { loadBackbone } = await import('../src/model/backbone.ts');
+  weights = (await loadBackbone()).weights;
+} catch {
+  weights = initWeights([...backboneSpecs(cfg), ...exitSpecs(cfg)], 1);
+  source = 'fresh vit-tiny (no embedded backbone found)';
+}
+const ds = await loadDataset('fashion-mnist', 'train');
+const idx = Uint32Array.from({ length: batch }, (_, i) => (i * 937) % ds.n);
+
+// (a) forward-only, all exits, LoRA tensors as inputs (as the node evaluates).
+const loraW = initWeights(trainableSpecs(cfg, 'lora+heads', DEFAULT_LORA), 3);
+const specs = trainableSpecs(cfg, 'lora+heads', DEFAULT_LORA);
+const frozen: Weights = new Map([...weights].filter(([k]) => !specs.some((s) => s.name === k)));
+async function forwardSession(b: number, blocks?: number): Promise<{ s: Session; feeds: Record<string, FeedValue>; g: BuiltGraph }> {
+  const g = buildInferGraph({ cfg, lora: DEFAULT_LORA, trainable: specs, frozen, batch: b, blocks, fusedGelu: o.fusedGelu });
+  const s = await Session.create(g.onnx, { provider: o.device, threads });
+  const feeds: Record<string, FeedValue> = {};
+  for (const sp of specs) feeds[sp.name] = { data: loraW.get(sp.name)!, dims: sp.shape };
+  feeds[IMAGES] = { data: new Float32Array(b * 784).map((_, i) => Math.sin(i)), dims: [b, 1, 28, 28] };
+  return { s, feeds, g };
+}
+const fwd = await forwardSession(batch);
+const fwdMs = await timeIt(steps, () => fwd.s.run(fwd.feeds));
+log(`forward b${batch}: ${fwdMs.toFixed(2)} ms`);
+const fwd1 = await forwardSession(1);
+const fwd1Ms = await timeIt(steps * 5, () => fwd1.s.run(fwd1.feeds));
+const exit1 = await forwardSession(1, 1);
+const exit1Ms = await timeIt(steps * 5, () => exit1.s.run(exit1.feeds));
+log(`forward b1: ${fwd1Ms.toFixed(3)} ms; exit 1 only: ${exit1Ms.toFixed(3)} ms`);
+
+// (b) LoRA + heads train step, (c) full train step; both including AdamW.
+async function trainCase(set: 'lora+heads' | 'all'): Promise<{ ms: number; params: number }> {
+  const tr = await Trainer.create({ cfg, lora: DEFAULT_LORA, trainableSet: set, weights, batch, threads, provider: o.device, fusedGelu: o.fusedGelu, seed: 1 });
+  const ms = await timeIt(steps, () => tr.step(ds, idx));
+  const params = [...tr.params.values()].reduce((a, p) => a + p.length, 0);
+  await tr.release();
+  return { ms, params };
+}
+const lora = await trainCase('lora+heads');
+log(`LoRA step: ${lora.ms.toFixed(2)} ms (${lora.params} trainable)`);
+const full = await trainCase('all');
+log(`full step: ${full.ms.toFixed(2)} ms (${full.params} trainable)`);
+
+const backboneParams = backboneSpecs(cfg).reduce((a, s) => a + s.shape.reduce((x, y) => x * y, 1), 0);
+const result = {
+  bench: 'train',
+  machine: { cpu: cpus()[0]?.model ?? 'unknown', cores: cpus().length, threads: threads ?? 'default', device: o.device, ort: ortVersion(), node: process.versions.node },
+  model: { config: 'vit-tiny', weights: source, backboneParams, loraTrainableParams: lora.params, fullTrainableParams: full.params, fusedGelu: !!o.fusedGelu },
+  batch,
+  forward: { msPerBatch: round(fwdMs), samplesPerSec: Math.round((batch * 1000) / fwdMs), batch1Ms: round(fwd1Ms, 3), exit1Batch1Ms: round(exit1Ms, 3) },
+  loraStep: { msPerStep: round(lora.ms), samplesPerSec: Math.round((batch * 1000) / lora.ms) },
+  fullStep: { msPerStep: round(full.ms), samplesPerSec: Math.round((batch * 1000) / full.ms) },
+  ratioLoraStepToForward: round(lora.ms / fwdMs),
+  ratioFullStepToForward: round(full.ms / fwdMs),
+  peakRssMB: Math.round(process.resourceUsage().maxRSS / 1024),
+};
+console.log(JSON.stringify(result, null, o.json ? 0 : 2));
+
+function round(x: number, d = 2): number {
+  return Math.round(x * 10 ** d) / 10 ** d;
+}

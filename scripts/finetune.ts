@@ -1,0 +1,78 @@
+/**
+ * Centralized fine-tuning of the embedded backbone on Fashion-MNIST (the training-engine issue's recipe):
+ *   npm run finetune -- --set lora+heads|heads|all [--epochs 3] [--rank 8] [--alpha 16] [--targets q,v]
+ *                       [--lr 1e-3] [--wd 0.01] [--batch 64] [--seed 1] [--limit N] [--backbone NAME] [--json]
+ * Exit heads are re-initialized (fresh heads); prints per-exit test accuracy after every epoch and a JSON summary.
+ */
+import { Command } from 'commander';
+import cliProgress from 'cli-progress';
+import { loadBackbone, DEFAULT_BACKBONE } from '../src/model/backbone.ts';
+import { LORA_TARGETS, TRAINABLE_SETS, backboneSpecs, type LoraTarget, type TrainableSet } from '../src/model/vit.ts';
+import { runRecipe } from '../src/train/recipes.ts';
+import type { ExecutionProvider } from '../src/runtime/index.ts';
+
+const o = new Command()
+  .option('--set <set>', `trainable set: ${TRAINABLE_SETS.join(' | ')}`, 'lora+heads')
+  .option('--epochs <n>', 'passes over the train split', '3')
+  .option('--rank <n>', 'LoRA rank', '8')
+  .option('--alpha <x>', 'LoRA alpha', '16')
+  .option('--targets <list>', `LoRA targets, comma-separated (${LORA_TARGETS.join(',')})`, 'q,v')
+  .option('--lr <x>', 'AdamW learning rate', '1e-3')
+  .option('--wd <x>', 'AdamW weight decay', '0.01')
+  .option('--batch <n>', 'batch size', '64')
+  .option('--seed <n>', 'seed', '1')
+  .option('--limit <n>', 'train on a random subset of this many samples')
+  .option('--dataset <name>', 'fashion-mnist | mnist', 'fashion-mnist')
+  .option('--backbone <name>', 'backbone in models/', DEFAULT_BACKBONE)
+  .option('--device <d>', 'cpu | cuda | auto', 'cpu')
+  .option('--threads <n>', 'onnxruntime threads')
+  .option('--json', 'print only the JSON summary on stdout')
+  .parse(process.argv)
+  .opts<Record<string, string | boolean | undefined>>();
+
+const set = String(o.set) as TrainableSet;
+if (!TRAINABLE_SETS.includes(set)) {
+  console.error(`--set must be one of ${TRAINABLE_SETS.join(', ')}`);
+  process.exit(2);
+}
+const targets = String(o.targets).split(',').map((s) => s.trim()) as LoraTarget[];
+for (const t of targets) {
+  if (!LORA_TARGETS.includes(t)) {
+    console.error(`--targets: unknown projection ${t}; use ${LORA_TARGETS.join(',')}`);
+    process.exit(2);
+  }
+}
+const bb = await loadBackbone(String(o.backbone));
+const lora = set === 'lora+heads' ? { rank: Number(o.rank), alpha: Number(o.alpha), targets } : null;
+const bar = new cliProgress.SingleBar({ format: `${set} [{bar}] {value}/{total} steps  loss {loss}`, stream: process.stderr }, cliProgress.Presets.shades_classic);
+let started = false;
+const res = await runRecipe({
+  cfg: bb.cfg, weights: bb.weights, dataset: String(o.dataset) as 'fashion-mnist', trainableSet: set, lora,
+  epochs: Number(o.epochs), batch: Number(o.batch), seed: Number(o.seed), freshHeads: true,
+  optimizer: { kind: 'adamw', lr: Number(o.lr), weightDecay: Number(o.wd) },
+  limit: o.limit ? Number(o.limit) : undefined,
+  threads: o.threads ? Number(o.threads) : undefined,
+  provider: String(o.device) as ExecutionProvider,
+  onStep: (s, total, loss) => {
+    if (!started) { bar.start(total, 0, { loss: '-' }); started = true; }
+    bar.update(s, { loss: loss.toFixed(3) });
+  },
+  onEpoch: (e, ev, l) => {
+    bar.stop();
+    started = false;
+    console.error(`epoch ${e}: train loss ${l.toFixed(4)}; test accuracy per exit ${ev.accuracy.map((a) => (a * 100).toFixed(2)).join(' / ')}; exit ensemble ${(ev.ensembleAccuracy * 100).toFixed(2)}`);
+  },
+});
+const backboneParams = backboneSpecs(bb.cfg).reduce((a, s) => a + s.shape.reduce((x, y) => x * y, 1), 0);
+const summary = {
+  recipe: { set, dataset: o.dataset, epochs: Number(o.epochs), batch: Number(o.batch), lr: Number(o.lr), wd: Number(o.wd), seed: Number(o.seed), lora, backbone: bb.manifest.name, limit: o.limit ? Number(o.limit) : null },
+  trainableParams: res.trainableParams,
+  backboneParams,
+  trainableFraction: Math.round((res.trainableParams / backboneParams) * 10000) / 10000,
+  testAccuracyPerExit: res.test.accuracy.map((a) => Math.round(a * 10000) / 100),
+  exitEnsembleAccuracy: Math.round(res.test.ensembleAccuracy * 10000) / 100,
+  perEpoch: res.epochs.map((e) => ({ epoch: e.epoch, trainLoss: Math.round(e.meanLoss * 1e4) / 1e4, lastExit: Math.round(e.test.accuracy[e.test.accuracy.length - 1] * 10000) / 100 })),
+  seconds: Math.round(res.seconds),
+};
+await res.trainer.release();
+console.log(JSON.stringify(summary, null, o.json ? 0 : 2));

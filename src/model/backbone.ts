@@ -1,0 +1,109 @@
+/**
+ * The embedded foundation model: a vit-tiny pretrained on MNIST (scripts/pretrain-backbone.ts), committed as
+ * `models/vit-tiny-mnist.fmfl` (checkpoint format, src/model/checkpoint.ts) with a JSON manifest recording the
+ * architecture, every tensor's name and shape, the checkpoint's SHA-256 and the per-exit test accuracy.
+ */
+import { createHash } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { atomicWriteFile } from '../util/atomic.ts';
+import { FmflError } from '../util/errors.ts';
+import { decodeCheckpoint, encodeCheckpoint, type JsonValue } from './checkpoint.ts';
+import { backboneSpecs, exitSpecs, validateVitConfig, type VitConfig, type Weights } from './vit.ts';
+
+/** Folder of the committed models (project root `models/`). */
+export const MODELS_DIR = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', 'models');
+/** Name of the embedded backbone. */
+export const DEFAULT_BACKBONE = 'vit-tiny-mnist';
+
+export class BackboneError extends FmflError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('BACKBONE', message, options);
+  }
+}
+
+export interface BackboneManifest {
+  name: string;
+  format: 'fmfl-backbone/1';
+  config: VitConfig;
+  /** File name of the checkpoint, next to the manifest. */
+  checkpoint: string;
+  /** SHA-256 (hex) of the checkpoint file. */
+  sha256: string;
+  tensors: { name: string; shape: number[] }[];
+  params: number;
+  /** How it was made: dataset, epochs, optimizer, seed, ... */
+  training: Record<string, JsonValue>;
+  /** Test accuracy per exit on the pretraining dataset's test split. */
+  testAccuracy: number[];
+}
+
+export interface Backbone {
+  manifest: BackboneManifest;
+  cfg: VitConfig;
+  /** Backbone and exit-head tensors. */
+  weights: Weights;
+}
+
+export function manifestPath(name = DEFAULT_BACKBONE, dir = MODELS_DIR): string {
+  return join(dir, `${name}.json`);
+}
+
+/** Load and verify a backbone (checksum, tensor names and shapes against its architecture). */
+export async function loadBackbone(name = DEFAULT_BACKBONE, dir = MODELS_DIR): Promise<Backbone> {
+  let manifest: BackboneManifest;
+  try {
+    manifest = JSON.parse(await readFile(manifestPath(name, dir), 'utf8')) as BackboneManifest;
+  } catch (err) {
+    throw new BackboneError(`cannot read the manifest of backbone ${name} in ${dir}: ${(err as Error).message}. Run \`npm run pretrain\` to create it.`, { cause: err });
+  }
+  if (manifest.format !== 'fmfl-backbone/1') throw new BackboneError(`backbone ${name}: unknown manifest format ${String(manifest.format)}`);
+  const cfg = validateVitConfig(manifest.config);
+  const bytes = new Uint8Array(await readFile(join(dir, manifest.checkpoint)));
+  const sha = createHash('sha256').update(bytes).digest('hex');
+  if (sha !== manifest.sha256) throw new BackboneError(`backbone ${name}: checkpoint checksum ${sha} does not match the manifest (${manifest.sha256}); the file is corrupt or was replaced`);
+  const ckpt = decodeCheckpoint(bytes, { copy: true });
+  const weights: Weights = new Map();
+  for (const s of [...backboneSpecs(cfg), ...exitSpecs(cfg)]) {
+    const t = ckpt.tensors.get(s.name);
+    if (!t) throw new BackboneError(`backbone ${name}: tensor ${s.name} is missing`);
+    if (t.shape.length !== s.shape.length || t.shape.some((d, i) => d !== s.shape[i])) {
+      throw new BackboneError(`backbone ${name}: tensor ${s.name} has shape [${t.shape.join(',')}], the architecture needs [${s.shape.join(',')}]`);
+    }
+    weights.set(s.name, t.data);
+  }
+  return { manifest, cfg, weights };
+}
+
+/** Write a backbone checkpoint and its manifest (atomically). */
+export async function saveBackbone(
+  name: string,
+  cfg: VitConfig,
+  weights: Weights,
+  info: { training: Record<string, JsonValue>; testAccuracy: number[] },
+  dir = MODELS_DIR,
+): Promise<BackboneManifest> {
+  const specs = [...backboneSpecs(cfg), ...exitSpecs(cfg)];
+  const tensors = new Map(specs.map((s) => {
+    const data = weights.get(s.name);
+    if (!data) throw new BackboneError(`saveBackbone: tensor ${s.name} is missing`);
+    return [s.name, { shape: s.shape, data }] as const;
+  }));
+  const bytes = encodeCheckpoint(tensors, { kind: 'backbone', name, config: cfg as unknown as JsonValue });
+  const file = `${name}.fmfl`;
+  await atomicWriteFile(join(dir, file), bytes, 0o644);
+  const manifest: BackboneManifest = {
+    name,
+    format: 'fmfl-backbone/1',
+    config: cfg,
+    checkpoint: file,
+    sha256: createHash('sha256').update(bytes).digest('hex'),
+    tensors: specs.map((s) => ({ name: s.name, shape: s.shape })),
+    params: specs.reduce((a, s) => a + s.shape.reduce((x, y) => x * y, 1), 0),
+    training: info.training,
+    testAccuracy: info.testAccuracy,
+  };
+  await atomicWriteFile(manifestPath(name, dir), JSON.stringify(manifest, null, 2) + '\n', 0o644);
+  return manifest;
+}

@@ -1,0 +1,138 @@
+/**
+ * ONNX graphs of the ViT: the training graph (forward, loss, gradients of the trainable tensors) and the
+ * inference graph (per-exit logits and embeddings). Frozen weights are initializers; trainable tensors are
+ * graph inputs, so one onnxruntime session serves every step and every weight version.
+ */
+import * as G from '../graph/index.ts';
+import type { Tensor } from '../graph/index.ts';
+import { ConfigError } from '../util/errors.ts';
+import { backboneSpecs, exitSpecs, loraSpecs, vitForward, type LoraConfig, type ParamSpec, type VitConfig, type Weights } from './vit.ts';
+
+export interface GraphSpec {
+  cfg: VitConfig;
+  lora: LoraConfig | null;
+  /** Tensors fed at run time (trainable), with shapes. */
+  trainable: readonly ParamSpec[];
+  /** Every other tensor of the model, baked in as initializers. */
+  frozen: Weights;
+  batch: number;
+  /** Use ORT's fused com.microsoft.Gelu (default false: the Erf composition, which ORT fuses itself). */
+  fusedGelu?: boolean;
+}
+
+export interface TrainGraphSpec extends GraphSpec {
+  /**
+   * Weight of the prototype term: loss += protoWeight * mean_exits mean_batch mask[e, y] ||z_e - p[e, y]||^2.
+   * When > 0 the graph takes inputs `prototypes` [exits, classes, dim] and `proto_mask` [exits, classes].
+   */
+  protoWeight?: number;
+}
+
+/** Input names of the graphs. */
+export const IMAGES = 'images';
+export const LABELS = 'labels';
+export const PROTOTYPES = 'prototypes';
+export const PROTO_MASK = 'proto_mask';
+export const gradName = (param: string): string => `grad:${param}`;
+export const logitsName = (exit: number): string => `logits:${exit}`;
+export const embeddingName = (exit: number): string => `embedding:${exit}`;
+
+function paramSource(g: G.Graph, spec: GraphSpec): (name: string) => Tensor {
+  const trainable = new Map(spec.trainable.map((s) => [s.name, s]));
+  const shapes = new Map(modelSpecs(spec.cfg, spec.lora).map((s) => [s.name, s.shape]));
+  const made = new Map<string, Tensor>();
+  return (name: string): Tensor => {
+    let t = made.get(name);
+    if (t) return t;
+    const ts = trainable.get(name);
+    if (ts) t = g.input(name, ts.shape);
+    else {
+      const data = spec.frozen.get(name);
+      if (!data) throw new ConfigError(`the model needs tensor ${name}, which is neither trainable nor in the frozen weights`);
+      const shape = shapes.get(name);
+      if (!shape) throw new ConfigError(`unknown model tensor ${name}`);
+      t = g.initializer(name, data, shape);
+    }
+    made.set(name, t);
+    return t;
+  };
+}
+
+function imagesInput(g: G.Graph, spec: GraphSpec): Tensor {
+  return g.input(IMAGES, [spec.batch, spec.cfg.channels, spec.cfg.image, spec.cfg.image]);
+}
+
+/** Every tensor of the model (backbone, exits, LoRA when configured). */
+export function modelSpecs(cfg: VitConfig, lora: LoraConfig | null): ParamSpec[] {
+  return [...backboneSpecs(cfg), ...exitSpecs(cfg), ...(lora ? loraSpecs(cfg, lora) : [])];
+}
+
+export interface BuiltGraph {
+  onnx: Uint8Array;
+  /** Trainable tensor names, in input order. */
+  params: string[];
+  /** Number of graph nodes (forward + backward) before ORT's optimizations. */
+  nodes: number;
+}
+
+/**
+ * Training graph. Inputs: images [B, C, H, W] float32, labels [B] int64, every trainable tensor, and the
+ * prototype inputs when protoWeight > 0. Outputs: `loss` (scalar), `loss_ce`, `logits:<last exit>` and
+ * `grad:<name>` per trainable tensor. Loss = mean over exits of the softmax cross-entropy (+ prototype term).
+ */
+export function buildTrainGraph(spec: TrainGraphSpec): BuiltGraph {
+  const g = new G.Graph();
+  const images = imagesInput(g, spec);
+  const labels = g.input(LABELS, [spec.batch], 'int64');
+  const param = paramSource(g, spec);
+  const trainTensors = spec.trainable.map((s) => param(s.name));
+  const { logits, embeddings } = vitForward(spec.cfg, images, param, { lora: spec.lora, fusedGelu: spec.fusedGelu });
+  const E = logits.length;
+  let ce = G.softmaxCrossEntropy(logits[0], labels);
+  for (let e = 1; e < E; e++) ce = G.add(ce, G.softmaxCrossEntropy(logits[e], labels));
+  ce = G.mul(ce, g.scalar(1 / E));
+  let loss = ce;
+  const pw = spec.protoWeight ?? 0;
+  if (pw > 0) {
+    const protos = g.input(PROTOTYPES, [E, spec.cfg.classes, spec.cfg.dim]);
+    const mask = g.input(PROTO_MASK, [E, spec.cfg.classes]);
+    let term: Tensor | null = null;
+    for (let e = 0; e < E; e++) {
+      const pe = G.reshape(G.slice(protos, [e], [e + 1], [0]), [spec.cfg.classes, spec.cfg.dim]);
+      const me = G.reshape(G.slice(mask, [e], [e + 1], [0]), [spec.cfg.classes]);
+      const target = G.gather(pe, labels, 0);
+      const w = G.gather(me, labels, 0);
+      const diff = G.sub(embeddings[e], target);
+      const sq = G.reduceSum(G.mul(diff, diff), [1], false);
+      const t = G.reduceMean(G.mul(sq, w), [0], false);
+      term = term ? G.add(term, t) : t;
+    }
+    loss = G.add(ce, G.mul(term!, g.scalar(pw / E)));
+  }
+  const grads = G.grad(loss, trainTensors);
+  g.output(loss, 'loss');
+  g.output(ce, 'loss_ce');
+  g.output(logits[E - 1], logitsName(E - 1));
+  spec.trainable.forEach((s, i) => g.output(grads[i], gradName(s.name)));
+  return { onnx: G.exportOnnx(g, { name: 'fmfl-vit-train' }), params: spec.trainable.map((s) => s.name), nodes: g.nodes.length };
+}
+
+export interface InferGraphSpec extends GraphSpec {
+  /** Blocks to run (exits 0..blocks-1 are produced); default all. */
+  blocks?: number;
+}
+
+/**
+ * Inference graph: inputs images + trainable tensors; outputs `logits:<e>` and `embedding:<e>` for every exit
+ * up to `blocks`. One pass: stopping at exit k runs only blocks 0..k.
+ */
+export function buildInferGraph(spec: InferGraphSpec): BuiltGraph {
+  const g = new G.Graph();
+  const images = imagesInput(g, spec);
+  const param = paramSource(g, spec);
+  for (const s of spec.trainable) param(s.name);
+  const { logits, embeddings } = vitForward(spec.cfg, images, param, { lora: spec.lora, fusedGelu: spec.fusedGelu, blocks: spec.blocks });
+  logits.forEach((l, e) => g.output(l, logitsName(e)));
+  embeddings.forEach((z, e) => g.output(z, embeddingName(e)));
+  return { onnx: G.exportOnnx(g, { name: 'fmfl-vit-infer' }), params: spec.trainable.map((s) => s.name), nodes: g.nodes.length };
+}

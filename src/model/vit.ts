@@ -1,0 +1,272 @@
+/**
+ * A Vision Transformer for 28x28x1 images with an exit head after every block, LoRA on chosen projections,
+ * built as an fmfl graph (src/graph) so that the same description yields the inference graph and the
+ * training graph (forward + loss + gradients of the trainable tensors).
+ *
+ * Weight layout: every Linear stores W as [in, out] (y = x W + b). LoRA adds (alpha / r) * x A B with
+ * A [in, r] (Kaiming-uniform) and B [r, out] (zero), so the low-rank update is Delta W = (alpha / r) A B.
+ */
+import { z } from 'zod';
+import * as G from '../graph/index.ts';
+import type { Tensor } from '../graph/index.ts';
+import { ConfigError } from '../util/errors.ts';
+import { Rng } from '../util/rng.ts';
+
+/** Projections LoRA can attach to. */
+export const LORA_TARGETS = ['q', 'k', 'v', 'proj', 'fc1', 'fc2'] as const;
+export type LoraTarget = (typeof LORA_TARGETS)[number];
+
+export const VitConfigSchema = z.object({
+  image: z.number().int().min(4).max(256).default(28),
+  channels: z.number().int().min(1).max(4).default(1),
+  patch: z.number().int().min(1).max(32).default(4),
+  dim: z.number().int().min(4).max(1024).default(64),
+  depth: z.number().int().min(1).max(24).default(4),
+  heads: z.number().int().min(1).max(32).default(4),
+  mlp: z.number().int().min(4).max(4096).default(128),
+  classes: z.number().int().min(2).max(1000).default(10),
+  /** LayerNorm epsilon (PyTorch's default). */
+  eps: z.number().positive().max(0.1).default(1e-5),
+});
+export type VitConfig = z.infer<typeof VitConfigSchema>;
+
+/** `vit-tiny`: patch 4 (49 patches), dim 64, depth 4, 4 heads, MLP 128, 10 classes. */
+export const VIT_TINY: VitConfig = VitConfigSchema.parse({});
+
+export const LoraConfigSchema = z.object({
+  rank: z.number().int().min(1).max(256),
+  alpha: z.number().positive().max(4096),
+  targets: z.array(z.enum(LORA_TARGETS)).min(1),
+});
+export type LoraConfig = z.infer<typeof LoraConfigSchema>;
+
+/** LoRA r = 8, alpha = 16 on q and v (Hu et al. 2021's default placement). */
+export const DEFAULT_LORA: LoraConfig = { rank: 8, alpha: 16, targets: ['q', 'v'] };
+
+/** Which tensors train: LoRA + exit heads (default), exit heads only (linear probe), or every weight. */
+export const TRAINABLE_SETS = ['lora+heads', 'heads', 'all'] as const;
+export type TrainableSet = (typeof TRAINABLE_SETS)[number];
+
+export type InitKind = { kind: 'uniform'; bound: number } | { kind: 'const'; value: number } | { kind: 'trunc-normal'; std: number };
+
+export interface ParamSpec {
+  name: string;
+  shape: number[];
+  init: InitKind;
+  /** What the tensor belongs to. */
+  group: 'backbone' | 'exit' | 'lora';
+}
+
+export function validateVitConfig(cfg: VitConfig): VitConfig {
+  const parsed = VitConfigSchema.safeParse(cfg);
+  if (!parsed.success) throw new ConfigError(`invalid model config: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
+  const c = parsed.data;
+  if (c.image % c.patch !== 0) throw new ConfigError(`model config: image ${c.image} is not a multiple of patch ${c.patch}`);
+  if (c.dim % c.heads !== 0) throw new ConfigError(`model config: dim ${c.dim} is not divisible by heads ${c.heads}`);
+  return c;
+}
+
+export function numPatches(cfg: VitConfig): number {
+  return (cfg.image / cfg.patch) ** 2;
+}
+
+function linear(name: string, fanIn: number, fanOut: number, group: ParamSpec['group']): ParamSpec[] {
+  // PyTorch nn.Linear default: kaiming_uniform(a = sqrt 5) => U(-1/sqrt(fan_in), 1/sqrt(fan_in)); bias likewise.
+  const bound = 1 / Math.sqrt(fanIn);
+  return [
+    { name: `${name}.weight`, shape: [fanIn, fanOut], init: { kind: 'uniform', bound }, group },
+    { name: `${name}.bias`, shape: [fanOut], init: { kind: 'uniform', bound }, group },
+  ];
+}
+
+function norm(name: string, d: number, group: ParamSpec['group']): ParamSpec[] {
+  return [
+    { name: `${name}.weight`, shape: [d], init: { kind: 'const', value: 1 }, group },
+    { name: `${name}.bias`, shape: [d], init: { kind: 'const', value: 0 }, group },
+  ];
+}
+
+/** Backbone tensors (patch embedding, CLS, positions, blocks), in a fixed order. */
+export function backboneSpecs(cfg: VitConfig): ParamSpec[] {
+  const d = cfg.dim;
+  const pp = cfg.patch * cfg.patch * cfg.channels;
+  const specs: ParamSpec[] = [
+    ...linear('patch_embed', pp, d, 'backbone'),
+    { name: 'cls_token', shape: [1, 1, d], init: { kind: 'trunc-normal', std: 0.02 }, group: 'backbone' },
+    { name: 'pos_embed', shape: [1, numPatches(cfg) + 1, d], init: { kind: 'trunc-normal', std: 0.02 }, group: 'backbone' },
+  ];
+  for (let i = 0; i < cfg.depth; i++) {
+    const p = `blocks.${i}`;
+    specs.push(
+      ...norm(`${p}.norm1`, d, 'backbone'),
+      ...linear(`${p}.attn.q`, d, d, 'backbone'),
+      ...linear(`${p}.attn.k`, d, d, 'backbone'),
+      ...linear(`${p}.attn.v`, d, d, 'backbone'),
+      ...linear(`${p}.attn.proj`, d, d, 'backbone'),
+      ...norm(`${p}.norm2`, d, 'backbone'),
+      ...linear(`${p}.mlp.fc1`, d, cfg.mlp, 'backbone'),
+      ...linear(`${p}.mlp.fc2`, cfg.mlp, d, 'backbone'),
+    );
+  }
+  return specs;
+}
+
+/** Exit head tensors: per block, LayerNorm(CLS) then Linear to classes. */
+export function exitSpecs(cfg: VitConfig): ParamSpec[] {
+  const specs: ParamSpec[] = [];
+  for (let i = 0; i < cfg.depth; i++) specs.push(...norm(`exits.${i}.norm`, cfg.dim, 'exit'), ...linear(`exits.${i}.head`, cfg.dim, cfg.classes, 'exit'));
+  return specs;
+}
+
+function loraDims(cfg: VitConfig, target: LoraTarget): [string, number, number] {
+  switch (target) {
+    case 'q':
+    case 'k':
+    case 'v':
+    case 'proj':
+      return [`attn.${target}`, cfg.dim, cfg.dim];
+    case 'fc1':
+      return ['mlp.fc1', cfg.dim, cfg.mlp];
+    case 'fc2':
+      return ['mlp.fc2', cfg.mlp, cfg.dim];
+  }
+}
+
+/** LoRA tensors `blocks.{i}.<proj>.lora_a` [in, r] and `.lora_b` [r, out]. */
+export function loraSpecs(cfg: VitConfig, lora: LoraConfig): ParamSpec[] {
+  const specs: ParamSpec[] = [];
+  for (let i = 0; i < cfg.depth; i++) {
+    for (const t of LORA_TARGETS) {
+      if (!lora.targets.includes(t)) continue;
+      const [mod, fin, fout] = loraDims(cfg, t);
+      // peft's init: A kaiming_uniform(a = sqrt 5) over fan_in = in; B zero, so training starts at the backbone.
+      specs.push(
+        { name: `blocks.${i}.${mod}.lora_a`, shape: [fin, lora.rank], init: { kind: 'uniform', bound: 1 / Math.sqrt(fin) }, group: 'lora' },
+        { name: `blocks.${i}.${mod}.lora_b`, shape: [lora.rank, fout], init: { kind: 'const', value: 0 }, group: 'lora' },
+      );
+    }
+  }
+  return specs;
+}
+
+/** The tensors that train under a trainable set. */
+export function trainableSpecs(cfg: VitConfig, set: TrainableSet, lora: LoraConfig | null): ParamSpec[] {
+  switch (set) {
+    case 'heads':
+      return exitSpecs(cfg);
+    case 'lora+heads':
+      if (!lora) throw new ConfigError('trainable set lora+heads needs a LoRA config');
+      return [...loraSpecs(cfg, lora), ...exitSpecs(cfg)];
+    case 'all':
+      return [...backboneSpecs(cfg), ...exitSpecs(cfg)];
+  }
+}
+
+export type Weights = Map<string, Float32Array>;
+
+/** Initialize tensors from their specs with a seeded generator (PyTorch's default inits). */
+export function initWeights(specs: readonly ParamSpec[], seed: number): Weights {
+  const rng = new Rng(seed);
+  const w: Weights = new Map();
+  for (const s of specs) {
+    const n = s.shape.reduce((a, b) => a * b, 1);
+    const a = new Float32Array(n);
+    const init = s.init;
+    if (init.kind === 'uniform') for (let i = 0; i < n; i++) a[i] = rng.uniform(-init.bound, init.bound);
+    else if (init.kind === 'const') a.fill(init.value);
+    else {
+      // Truncated normal on [-2 std, 2 std] (timm's trunc_normal_ with a = -2, b = 2 at std 0.02 is effectively this).
+      for (let i = 0; i < n; i++) {
+        let v: number;
+        do v = rng.normal(); while (v < -2 || v > 2);
+        a[i] = v * init.std;
+      }
+    }
+    w.set(s.name, a);
+  }
+  return w;
+}
+
+/** Resolves a parameter name to a graph tensor (a graph input when it trains, an initializer when frozen). */
+export type ParamSource = (name: string) => Tensor;
+
+export interface ForwardOptions {
+  /** Blocks to run (1..depth); exits 0..blocks-1 are produced. Default: all. */
+  blocks?: number;
+  lora?: LoraConfig | null;
+  /** Use com.microsoft.Gelu (fused) instead of the Erf composition. */
+  fusedGelu?: boolean;
+  /**
+   * Use ONNX LayerNormalization instead of the composition from primitives. Off by default: onnxruntime 1.29's
+   * CPU LayerNormalization kernel measured 2-3x slower than the composed form on [64, 50, 64] (scripts/bench-train).
+   */
+  fusedLayerNorm?: boolean;
+}
+
+export interface ForwardResult {
+  /** Logits per exit, [B, classes]. */
+  logits: Tensor[];
+  /** Exit embeddings z = LayerNorm(CLS) per exit, [B, dim] (the prototype space). */
+  embeddings: Tensor[];
+}
+
+/**
+ * The forward pass on `images` [B, channels, image, image]. Patches are flattened row-major inside each
+ * patch (channel-major, then rows, then columns), patches in raster order.
+ */
+export function vitForward(cfg: VitConfig, images: Tensor, param: ParamSource, opts: ForwardOptions = {}): ForwardResult {
+  const B = images.shape[0];
+  const d = cfg.dim;
+  const gp = cfg.image / cfg.patch;
+  const np = gp * gp;
+  const blocks = opts.blocks ?? cfg.depth;
+  if (!Number.isInteger(blocks) || blocks < 1 || blocks > cfg.depth) throw new ConfigError(`blocks must be in 1..${cfg.depth}`);
+  const lora = opts.lora ?? null;
+  const gr = images.graph;
+  const dt = 'float32';
+
+  const lin = (x: Tensor, name: string, target?: LoraTarget): Tensor => {
+    let y = G.add(G.matmul(x, param(`${name}.weight`)), param(`${name}.bias`));
+    if (lora && target && lora.targets.includes(target)) {
+      const low = G.matmul(G.matmul(x, param(`${name}.lora_a`)), param(`${name}.lora_b`));
+      y = G.add(y, G.mul(low, gr.scalar(lora.alpha / lora.rank, dt)));
+    }
+    return y;
+  };
+  const ln = (x: Tensor, name: string): Tensor =>
+    (opts.fusedLayerNorm ? G.layerNorm : G.layerNormComposed)(x, param(`${name}.weight`), param(`${name}.bias`), cfg.eps);
+  const act = (x: Tensor): Tensor => (opts.fusedGelu ? G.geluFused(x) : G.gelu(x));
+
+  // [B, C, H, W] -> [B, gp, P, gp, P] per channel -> [B, gp, gp, C, P, P] -> [B, np, C*P*P]
+  let p = G.reshape(images, [B, cfg.channels, gp, cfg.patch, gp, cfg.patch]);
+  p = G.transpose(p, [0, 2, 4, 1, 3, 5]);
+  p = G.reshape(p, [B, np, cfg.channels * cfg.patch * cfg.patch]);
+  const tokens = lin(p, 'patch_embed');
+  const cls = G.expand(param('cls_token'), [B, 1, d]);
+  let x = G.add(G.concat([cls, tokens], 1), param('pos_embed'));
+
+  const h = cfg.heads;
+  const hd = d / h;
+  const n = np + 1;
+  const logits: Tensor[] = [];
+  const embeddings: Tensor[] = [];
+  for (let i = 0; i < blocks; i++) {
+    const pre = `blocks.${i}`;
+    const a = ln(x, `${pre}.norm1`);
+    const q = G.transpose(G.reshape(lin(a, `${pre}.attn.q`, 'q'), [B, n, h, hd]), [0, 2, 1, 3]);
+    const k = G.transpose(G.reshape(lin(a, `${pre}.attn.k`, 'k'), [B, n, h, hd]), [0, 2, 3, 1]);
+    const v = G.transpose(G.reshape(lin(a, `${pre}.attn.v`, 'v'), [B, n, h, hd]), [0, 2, 1, 3]);
+    const scores = G.mul(G.matmul(q, k), gr.scalar(1 / Math.sqrt(hd), dt));
+    const attn = G.matmul(G.softmax(scores, -1), v);
+    const merged = G.reshape(G.transpose(attn, [0, 2, 1, 3]), [B, n, d]);
+    x = G.add(x, lin(merged, `${pre}.attn.proj`, 'proj'));
+    const m = ln(x, `${pre}.norm2`);
+    x = G.add(x, lin(act(lin(m, `${pre}.mlp.fc1`, 'fc1')), `${pre}.mlp.fc2`, 'fc2'));
+
+    const clsTok = G.reshape(G.slice(x, [0], [1], [1]), [B, d]);
+    const zExit = ln(clsTok, `exits.${i}.norm`);
+    embeddings.push(zExit);
+    logits.push(lin(zExit, `exits.${i}.head`));
+  }
+  return { logits, embeddings };
+}

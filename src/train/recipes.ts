@@ -1,0 +1,81 @@
+/**
+ * Centralized training recipes used by scripts/pretrain-backbone.ts and scripts/finetune.ts: pretraining a
+ * backbone on MNIST, and fine-tuning it on Fashion-MNIST as a linear probe, LoRA + heads or full fine-tuning.
+ */
+import { loadDataset, type Dataset, type DatasetName } from '../data/index.ts';
+import { exitSpecs, type LoraConfig, type TrainableSet, type VitConfig, type Weights } from '../model/vit.ts';
+import type { ExecutionProvider } from '../runtime/index.ts';
+import { Rng } from '../util/rng.ts';
+import { Trainer, type EvalResult, type OptimizerConfig } from './trainer.ts';
+
+export interface RecipeOptions {
+  cfg: VitConfig;
+  /** Starting weights; exit heads are re-initialized when `freshHeads` is set. */
+  weights: Weights;
+  dataset: DatasetName;
+  trainableSet: TrainableSet;
+  lora: LoraConfig | null;
+  epochs: number;
+  batch?: number;
+  optimizer?: OptimizerConfig;
+  seed: number;
+  freshHeads?: boolean;
+  /** Train on at most this many samples (a seeded random subset); default all. */
+  limit?: number;
+  threads?: number;
+  provider?: ExecutionProvider;
+  /** Called after every step with (step, totalSteps, loss). */
+  onStep?: (step: number, total: number, loss: number) => void;
+  /** Called after every epoch with its test evaluation. */
+  onEpoch?: (epoch: number, ev: EvalResult, meanLoss: number) => void;
+}
+
+export interface RecipeResult {
+  trainer: Trainer;
+  test: EvalResult;
+  epochs: { epoch: number; meanLoss: number; test: EvalResult }[];
+  trainableParams: number;
+  trainSamples: number;
+  seconds: number;
+}
+
+/** Train `epochs` passes over the dataset's train split and evaluate every exit on its test split after each. */
+export async function runRecipe(o: RecipeOptions): Promise<RecipeResult> {
+  const t0 = performance.now();
+  const [train, test] = await Promise.all([loadDataset(o.dataset, 'train'), loadDataset(o.dataset, 'test')]);
+  let weights = o.weights;
+  if (o.freshHeads) {
+    const heads = new Set(exitSpecs(o.cfg).map((s) => s.name));
+    weights = new Map([...weights].filter(([k]) => !heads.has(k)));
+  }
+  const trainer = await Trainer.create({
+    cfg: o.cfg, lora: o.lora, trainableSet: o.trainableSet, weights, batch: o.batch ?? 64,
+    optimizer: o.optimizer, seed: o.seed, threads: o.threads, provider: o.provider,
+  });
+  const indices = subset(train, o.limit, o.seed);
+  const perEpoch = Math.floor(indices.length / trainer.batch);
+  const total = perEpoch * o.epochs;
+  const epochs: RecipeResult['epochs'] = [];
+  let step = 0;
+  for (let e = 0; e < o.epochs; e++) {
+    const meanLoss = await trainer.trainSteps(train, indices, perEpoch, (_i, loss) => o.onStep?.(++step, total, loss));
+    const ev = await trainer.evaluate(test);
+    epochs.push({ epoch: e + 1, meanLoss, test: ev });
+    o.onEpoch?.(e + 1, ev, meanLoss);
+  }
+  return {
+    trainer,
+    test: epochs[epochs.length - 1].test,
+    epochs,
+    trainableParams: [...trainer.params.values()].reduce((a, p) => a + p.length, 0),
+    trainSamples: indices.length,
+    seconds: (performance.now() - t0) / 1000,
+  };
+}
+
+function subset(ds: Dataset, limit: number | undefined, seed: number): Uint32Array {
+  const all = Uint32Array.from({ length: ds.n }, (_, i) => i);
+  if (limit === undefined || limit >= ds.n) return all;
+  new Rng(seed ^ 0x11).shuffle(all);
+  return all.slice(0, limit);
+}
