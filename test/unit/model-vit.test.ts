@@ -85,14 +85,14 @@ test('LoRA with B = 0 leaves the model unchanged; exits stop early without chang
   const a = await plain.run({ [IMAGES]: images });
   const b = await withLora.run({ [IMAGES]: images, ...feedsFor(loraT, w) });
   const c = await early.run({ [IMAGES]: images });
-  t.deepEqual(Array.from(a[logitsName(1)]), Array.from(b[logitsName(1)]));
-  t.deepEqual(Array.from(a[logitsName(0)]), Array.from(c[logitsName(0)]));
+  t.deepEqual(Array.from(a[logitsName(1)] as Float32Array), Array.from(b[logitsName(1)] as Float32Array));
+  t.deepEqual(Array.from(a[logitsName(0)] as Float32Array), Array.from(c[logitsName(0)] as Float32Array));
   t.false(logitsName(1) in c);
   // A non-zero B changes the output.
   const w2 = new Map(w);
   for (const s of loraT) if (s.name.endsWith('lora_b')) w2.set(s.name, new Float32Array(s.shape[0] * s.shape[1]).fill(0.5));
   const d = await withLora.run({ [IMAGES]: images, ...feedsFor(loraT, w2) });
-  t.notDeepEqual(Array.from(a[logitsName(1)]), Array.from(d[logitsName(1)]));
+  t.notDeepEqual(Array.from(a[logitsName(1)] as Float32Array), Array.from(d[logitsName(1)] as Float32Array));
 });
 
 test('configs are validated with clear errors', (t) => {
