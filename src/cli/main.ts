@@ -96,6 +96,7 @@ export async function main(argv: string[], io: CliIo = defaultIo): Promise<numbe
   const program = new Command('fmfl-node')
     .description('Peer-to-peer federated-learning mesh node')
     .exitOverride()
+    .enablePositionalOptions()
     .configureOutput({ writeOut: io.stdout, writeErr: io.stderr })
     .showHelpAfterError(false)
     .addOption(new Option('--listen <multiaddr,...>', 'listen multiaddrs (default /ip4/127.0.0.1/tcp/0)').argParser(list))

@@ -55,9 +55,9 @@ export class FmflNode extends EventEmitter {
   static async create(config: NodeConfig | unknown, opts: FmflNodeOptions = {}): Promise<FmflNode> {
     const cfg = parseNodeConfig(config);
     const log = opts.logger ?? createLogger({ level: cfg.logLevel, json: cfg.jsonLogs, name: cfg.name ?? 'fmfl-node' });
+    const swarmKey = cfg.swarmKey !== undefined ? await loadSwarmKey(cfg.swarmKey) : undefined;
     const identity = cfg.stateDir !== undefined ? await loadOrCreateIdentity(cfg.stateDir) : await ephemeralIdentity();
     if (identity.created && cfg.stateDir !== undefined) log.info({ peer: identity.peerId.toString() }, 'created a new identity');
-    const swarmKey = cfg.swarmKey !== undefined ? await loadSwarmKey(cfg.swarmKey) : undefined;
     const mesh = await createMesh({
       federation: cfg.federation,
       identity,
