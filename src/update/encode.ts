@@ -8,7 +8,7 @@ import { UpdateError, UpdateRefusal, check } from './errors.ts';
 import { DEFAULT_DECODE_LIMITS, UPDATE_FORMAT_VERSION, type DecodeLimits } from './limits.ts';
 import * as pb from './pb/update.ts';
 import { selectTopK, type TopKOptions } from './topk.ts';
-import { numel, type ModelUpdate, type PrototypeTable, type TensorMap, type TensorSpec, type UpdateManifest } from './types.ts';
+import { manifestDigest, numel, type ModelUpdate, type PrototypeTable, type TensorMap, type TensorSpec, type UpdateManifest } from './types.ts';
 import { varintSize } from './varint.ts';
 
 /** How to encode one tensor's values. */
@@ -110,6 +110,11 @@ export interface UpdateEncodeOptions extends Omit<TensorEncodeOptions, 'rng'> {
   prototypeBits?: 32 | 16;
   /** Brotli over the whole encoded Update; `true` = quality 5; a number is the quality 0..11. */
   brotli?: boolean | number;
+  /**
+   * How tensors are referenced: `index` (default) by manifest position plus an 8-byte manifest digest in the
+   * header (saves the names: ~1 KB on a vit-tiny update); `name` by full name (self-describing, for debugging).
+   */
+  tensorRefs?: 'index' | 'name';
 }
 
 /** Exact byte accounting of one encoded update: every wire byte is attributed once. */
@@ -173,11 +178,18 @@ export function encodeUpdate(update: ModelUpdate, manifest: UpdateManifest, opts
   const tensors: pb.TensorDelta[] = [];
   const acct: ByteAccounting['tensors'] = [];
   let denseF32Bytes = 0;
+  const byIndex = (opts.tensorRefs ?? 'index') === 'index';
+  check(opts.tensorRefs === undefined || opts.tensorRefs === 'index' || opts.tensorRefs === 'name', UpdateRefusal.INVALID_ARGUMENT, 'tensorRefs must be "index" or "name"');
+  const position = new Map(manifest.tensors.map((s, i) => [s.name, i]));
   specs.forEach((s, i) => {
     const shape = resolveShape(s, update.loraRank);
     const { msg, reconstruction: rec } = encodeTensor(s.name, shape, arrays[i], selections[i], {
       bits, blockSize: opts.blockSize, stochastic: opts.stochastic, rng,
     });
+    if (byIndex) {
+      msg.name = '';
+      msg.tensorIndex = position.get(s.name);
+    }
     tensors.push(msg);
     reconstruction.set(s.name, rec);
     acct.push({
@@ -198,6 +210,7 @@ export function encodeUpdate(update: ModelUpdate, manifest: UpdateManifest, opts
     loraRank: update.loraRank,
     tensors,
     prototypes,
+    manifestDigest: byIndex ? manifestDigest(manifest) : new Uint8Array(0),
   });
   const useBrotli = opts.brotli !== undefined && opts.brotli !== false;
   let payload = body;
@@ -312,8 +325,19 @@ function decodeUnsafe(bytes: Uint8Array, manifest: UpdateManifest, lim: DecodeLi
     shapes.set(s.name, shape);
   }
   check(total <= lim.maxTotalElements, UpdateRefusal.LIMIT_EXCEEDED, () => `update would hold ${total} elements`);
+  if (msg.manifestDigest.length > 0) {
+    const ours = manifestDigest(manifest);
+    check(msg.manifestDigest.length === ours.length && msg.manifestDigest.every((b, i) => b === ours[i]), UpdateRefusal.MANIFEST_MISMATCH,
+      'the sender\'s manifest differs from ours (different backbone or exit heads)');
+  }
   const deltas: TensorMap = new Map();
   for (const t of msg.tensors) {
+    if (t.tensorIndex !== undefined) {
+      check(msg.manifestDigest.length > 0, UpdateRefusal.MANIFEST_MISMATCH, 'tensor referenced by index without a manifest digest');
+      check(t.name === '', UpdateRefusal.MALFORMED, 'tensor has both a name and an index');
+      check(t.tensorIndex < manifest.tensors.length, UpdateRefusal.BAD_SHAPE, () => `tensor index ${t.tensorIndex} outside the manifest`);
+      t.name = manifest.tensors[t.tensorIndex].name;
+    }
     check(t.name.length <= lim.maxNameLength, UpdateRefusal.LIMIT_EXCEEDED, 'tensor name too long');
     const shape = shapes.get(t.name);
     check(shape !== undefined, UpdateRefusal.BAD_SHAPE, () => `tensor ${JSON.stringify(t.name)} is not in the manifest`);

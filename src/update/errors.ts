@@ -20,6 +20,8 @@ export const UpdateRefusal = {
   BAD_INDEX: 'bad-index',
   /** A decoded value is NaN or infinite, or a quantized code lies outside its symmetric range. */
   NON_FINITE: 'non-finite',
+  /** The sender references tensors by manifest index but its manifest digest differs from ours. */
+  MANIFEST_MISMATCH: 'manifest-mismatch',
   /** A tensor is not in the manifest, is listed twice, or its shape differs from the manifest. */
   BAD_SHAPE: 'bad-shape',
   /** A header field (federation, round, sender, sample count, rank) is missing or out of range. */

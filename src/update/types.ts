@@ -1,3 +1,5 @@
+import { createHash } from 'node:crypto';
+
 /** A named tensor of the model: row-major `shape`. */
 export interface TensorSpec {
   name: string;
@@ -56,4 +58,17 @@ export function numel(shape: readonly number[]): number {
   let n = 1;
   for (const d of shape) n *= d;
   return n;
+}
+
+/**
+ * 8-byte digest of a manifest: SHA-256 over its canonical JSON (names, shapes with the rank axis blanked, rank
+ * axes, prototype geometry). Two nodes with equal digests agree on tensor order and shapes at any LoRA rank,
+ * so updates may reference tensors by index.
+ */
+export function manifestDigest(manifest: UpdateManifest): Uint8Array {
+  const canon = JSON.stringify({
+    t: manifest.tensors.map((s) => [s.name, s.shape.map((d, i) => (i === s.loraAxis ? -1 : d)), s.loraAxis ?? null]),
+    p: manifest.prototypes ? [manifest.prototypes.exits, manifest.prototypes.classes, manifest.prototypes.dim] : null,
+  });
+  return new Uint8Array(createHash('sha256').update(canon).digest().subarray(0, 8));
 }

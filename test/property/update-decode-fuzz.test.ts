@@ -15,6 +15,7 @@ const valid = [
   encodeUpdate(base, manifest, { bits: 8, seed: 1, topk: { fraction: 0.2, scope: 'global' } }).bytes,
   encodeUpdate(base, manifest, { bits: 4, seed: 2, topk: { fraction: 0.05, scope: 'tensor' }, prototypeBits: 16 }).bytes,
   encodeUpdate(base, manifest, { bits: 16, brotli: true }).bytes,
+  encodeUpdate(base, manifest, { bits: 8, seed: 3, tensorRefs: 'name', topk: { fraction: 0.5, scope: 'tensor' } }).bytes,
 ];
 
 /** Decoding either succeeds with a manifest-conformant update or throws UpdateError; anything else fails. */
@@ -85,8 +86,12 @@ test('each validation rule refuses with its reason', (t) => {
   refusal(t, rewrap((u) => { u.round = 2n ** 60n; }), UpdateRefusal.BAD_HEADER);
   refusal(t, rewrap((u) => { u.loraRank = 0; }), UpdateRefusal.BAD_HEADER);
   refusal(t, rewrap((u) => { u.loraRank = 3; }), UpdateRefusal.BAD_SHAPE);
-  refusal(t, rewrap((u) => { u.tensors[0].name = 'blocks.9.evil'; }), UpdateRefusal.BAD_SHAPE);
-  refusal(t, rewrap((u) => { u.tensors[1].name = u.tensors[0].name; u.tensors[1].shape = u.tensors[0].shape; }), UpdateRefusal.BAD_SHAPE);
+  refusal(t, rewrap((u) => { u.tensors[0].name = 'blocks.9.evil'; u.tensors[0].tensorIndex = undefined; }), UpdateRefusal.BAD_SHAPE);
+  refusal(t, rewrap((u) => { u.tensors[0].name = 'blocks.0.attn.q.lora_a'; }), UpdateRefusal.MALFORMED);
+  refusal(t, rewrap((u) => { u.tensors[0].tensorIndex = manifest.tensors.length; }), UpdateRefusal.BAD_SHAPE);
+  refusal(t, rewrap((u) => { u.manifestDigest = new Uint8Array(0); }), UpdateRefusal.MANIFEST_MISMATCH);
+  refusal(t, rewrap((u) => { u.manifestDigest = u.manifestDigest.map((b) => b ^ 1); }), UpdateRefusal.MANIFEST_MISMATCH);
+  refusal(t, rewrap((u) => { u.tensors[1].tensorIndex = u.tensors[0].tensorIndex; u.tensors[1].shape = u.tensors[0].shape; }), UpdateRefusal.BAD_SHAPE);
   refusal(t, rewrap((u) => { u.tensors[0].values = u.tensors[0].values.subarray(4); }), UpdateRefusal.BAD_LENGTH);
   refusal(t, rewrap((u) => { u.tensors[0].values.set([0, 0, 0xc0, 0x7f], 0); }), UpdateRefusal.NON_FINITE);
   refusal(t, rewrap((u) => { u.tensors[0].blockSize = 64; }), UpdateRefusal.BAD_CODEC_PARAMS);
@@ -115,6 +120,17 @@ test('each validation rule refuses with its reason', (t) => {
   refusal(t, rewrap((u) => { u.prototypes[0].exit = 7; }), UpdateRefusal.BAD_PROTOTYPES);
   refusal(t, rewrap((u) => { u.prototypes.push(u.prototypes[0]); }), UpdateRefusal.BAD_PROTOTYPES);
   refusal(t, rewrap((u) => { u.tensors = Array.from({ length: 5 }, () => u.tensors[0]); }), UpdateRefusal.MALFORMED, { maxTensors: 4 });
+});
+
+test('manifest digest: a peer with another backbone is refused when tensors are referenced by index', (t) => {
+  const other = vitTinyManifest(2, 16, 2, 5); // 5 classes instead of 4
+  const err = t.throws(() => decodeUpdate(valid[0], other), { instanceOf: UpdateError });
+  t.is(err?.reason, UpdateRefusal.MANIFEST_MISMATCH);
+  // by name, the same mismatch surfaces as a shape refusal
+  const byName = encodeUpdate({ ...base, prototypes: [] }, manifest, { tensorRefs: 'name' }).bytes;
+  t.is(t.throws(() => decodeUpdate(byName, other), { instanceOf: UpdateError })?.reason, UpdateRefusal.BAD_SHAPE);
+  // the digest ignores the rank axis: a manifest declaring another default rank still matches
+  t.notThrows(() => decodeUpdate(valid[0], vitTinyManifest(8, 16, 2, 4)));
 });
 
 test('brotli: bombs and length lies are refused', (t) => {

@@ -60,6 +60,7 @@ export interface TensorDelta {
   indexCodec: IndexCodec
   nnz: number
   indices: Uint8Array
+  tensorIndex?: number
 }
 
 export namespace TensorDelta {
@@ -112,6 +113,11 @@ export namespace TensorDelta {
         if ((obj.indices != null && obj.indices.byteLength > 0)) {
           w.uint32(66)
           w.bytes(obj.indices)
+        }
+
+        if (obj.tensorIndex != null) {
+          w.uint32(72)
+          w.uint32(obj.tensorIndex)
         }
 
         if (opts.lengthDelimited !== false) {
@@ -169,6 +175,10 @@ export namespace TensorDelta {
             }
             case 8: {
               obj.indices = reader.bytes()
+              break
+            }
+            case 9: {
+              obj.tensorIndex = reader.uint32()
               break
             }
             default: {
@@ -293,6 +303,7 @@ export interface Update {
   loraRank: number
   tensors: TensorDelta[]
   prototypes: PrototypeTable[]
+  manifestDigest: Uint8Array
 }
 
 export namespace Update {
@@ -354,6 +365,11 @@ export namespace Update {
           }
         }
 
+        if ((obj.manifestDigest != null && obj.manifestDigest.byteLength > 0)) {
+          w.uint32(82)
+          w.bytes(obj.manifestDigest)
+        }
+
         if (opts.lengthDelimited !== false) {
           w.ldelim()
         }
@@ -367,7 +383,8 @@ export namespace Update {
           sampleCount: 0n,
           loraRank: 0,
           tensors: [],
-          prototypes: []
+          prototypes: [],
+          manifestDigest: uint8ArrayAlloc(0)
         }
 
         const end = length == null ? reader.len : reader.pos + length
@@ -422,6 +439,10 @@ export namespace Update {
               obj.prototypes.push(PrototypeTable.codec().decode(reader, reader.uint32(), {
                 limits: opts.limits?.prototypes$
               }))
+              break
+            }
+            case 10: {
+              obj.manifestDigest = reader.bytes()
               break
             }
             default: {
