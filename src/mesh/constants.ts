@@ -24,6 +24,17 @@ export const MAX_BLOB_BYTES = 64 * 1024 * 1024;
 /** Largest gossipsub RPC frame accepted from a peer (gossipsub `maxInboundDataLength`). */
 export const MAX_GOSSIP_RPC_BYTES = 1024 * 1024;
 
+/** Bounds on one decoded gossipsub RPC (gossipsub `decodeRpcLimits`; its defaults are unbounded). */
+export const GOSSIP_RPC_LIMITS = {
+  maxSubscriptions: 256,
+  maxMessages: 256,
+  maxIhaveMessageIDs: 5000,
+  maxIwantMessageIDs: 5000,
+  maxIdontwantMessageIDs: 5000,
+  maxControlMessages: 256,
+  maxPeerInfos: 64,
+} as const;
+
 /** Largest encoded Heartbeat. */
 export const MAX_HEARTBEAT_BYTES = 4096;
 
@@ -73,6 +84,9 @@ export const MAX_CLOCK_SKEW_MS = 30_000;
 /** Default heartbeat interval and membership expiry (CLI); tests use far shorter values. */
 export const DEFAULT_HEARTBEAT_INTERVAL_MS = 2_000;
 export const DEFAULT_MEMBER_EXPIRY_MS = 10_000;
+
+/** How long `stop()` waits after the goodbye heartbeat so it is flushed before connections close. */
+export const LEAVE_FLUSH_MS = 250;
 
 /** Most members a membership view holds; heartbeats from further new peers are ignored. */
 export const MAX_MEMBERS = 1024;

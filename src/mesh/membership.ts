@@ -5,6 +5,7 @@ import { Heartbeat, type Capabilities as PbCapabilities } from './pb/membership.
 import { RefusalReason } from './errors.ts';
 import type { Mesh, MessageMeta } from './mesh.ts';
 import {
+  LEAVE_FLUSH_MS,
   MAX_ADDR_CHARS,
   MAX_CLOCK_SKEW_MS,
   MAX_FEATURES,
@@ -15,9 +16,6 @@ import {
   MESH_PROTOCOL_VERSION,
   WIRE_VERSION,
 } from './constants.ts';
-
-/** How long `stop()` waits after the goodbye heartbeat so it is flushed before connections close. */
-export const LEAVE_FLUSH_MS = 250;
 
 /** What a node advertises about itself in every heartbeat. */
 export interface Capabilities {
