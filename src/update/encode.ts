@@ -41,7 +41,7 @@ export function encodeTensor(
     name,
     shape: [...shape],
     codec: vc,
-    blockSize,
+    blockSize: blockSize === DEFAULT_BLOCK_SIZE ? 0 : blockSize,
     values: bytes,
     indexCodec: ic,
     nnz: picked.length,
@@ -67,24 +67,26 @@ function scatter(values: Float32Array, idx: Uint32Array, n: number): Float32Arra
 const VALUE_CODEC_IDS = new Set<string>(Object.values(pb.ValueCodec).filter((v) => typeof v === 'string'));
 
 /**
- * Decode and validate one TensorDelta against the shape the receiver expects. Throws only {@link UpdateError}.
+ * Decode and validate one TensorDelta against the shape the receiver expects. With `shapeImplied` (tensor
+ * referenced by manifest index) an empty `shape` stands for the expected one. Throws only {@link UpdateError}.
  */
-export function decodeTensor(msg: pb.TensorDelta, expectedShape: readonly number[]): Float32Array {
-  check(msg.shape.length === expectedShape.length && msg.shape.every((d, i) => d === expectedShape[i]), UpdateRefusal.BAD_SHAPE,
+export function decodeTensor(msg: pb.TensorDelta, expectedShape: readonly number[], shapeImplied = false): Float32Array {
+  check((shapeImplied && msg.shape.length === 0) || msg.shape.length === expectedShape.length && msg.shape.every((d, i) => d === expectedShape[i]), UpdateRefusal.BAD_SHAPE,
     () => `${msg.name}: shape [${msg.shape.join(', ')}], manifest says [${expectedShape.join(', ')}]`);
   const n = numel(expectedShape);
   check(VALUE_CODEC_IDS.has(msg.codec), UpdateRefusal.UNKNOWN_CODEC, `${msg.name}: unknown value codec`);
   const codec = valueCodec(msg.codec);
   const quantized = msg.codec === ValueCodec.VALUE_Q8 || msg.codec === ValueCodec.VALUE_Q4;
   check(quantized || msg.blockSize === 0, UpdateRefusal.BAD_CODEC_PARAMS, () => `${msg.name}: block size set for ${msg.codec}`);
+  const blockSize = msg.blockSize === 0 ? DEFAULT_BLOCK_SIZE : msg.blockSize;
   if (msg.indexCodec === IndexCodec.INDEX_DENSE) {
     check(msg.nnz === n, UpdateRefusal.BAD_CODEC_PARAMS, () => `${msg.name}: dense tensor with nnz ${msg.nnz} != ${n}`);
     check(msg.indices.length === 0, UpdateRefusal.BAD_LENGTH, () => `${msg.name}: dense tensor carries index bytes`);
-    return codec.decode(msg.values, { count: n, blockSize: msg.blockSize });
+    return codec.decode(msg.values, { count: n, blockSize });
   }
   check(msg.nnz <= n, UpdateRefusal.BAD_CODEC_PARAMS, () => `${msg.name}: nnz ${msg.nnz} > ${n} elements`);
   const idx = indexCodec(msg.indexCodec).decode(msg.indices, n, msg.nnz);
-  const vals = codec.decode(msg.values, { count: msg.nnz, blockSize: msg.blockSize });
+  const vals = codec.decode(msg.values, { count: msg.nnz, blockSize });
   return scatter(vals, idx, n);
 }
 
@@ -160,7 +162,8 @@ function validateInMemory(update: ModelUpdate, manifest: UpdateManifest): void {
 
 /**
  * Encode an update: sparsify (top-k), quantize, index-code, frame as protobuf, optionally brotli. Tensors are
- * written in manifest order; a manifest tensor absent from `update.deltas` is not sent (decodes as zeros).
+ * written in manifest order; a manifest tensor absent from `update.deltas`, or with nothing selected by top-k,
+ * is not sent (decodes as zeros). `accounting.tensors` lists the tensors actually sent.
  */
 export function encodeUpdate(update: ModelUpdate, manifest: UpdateManifest, opts: UpdateEncodeOptions = {}): EncodedUpdate {
   validateInMemory(update, manifest);
@@ -183,11 +186,17 @@ export function encodeUpdate(update: ModelUpdate, manifest: UpdateManifest, opts
   const position = new Map(manifest.tensors.map((s, i) => [s.name, i]));
   specs.forEach((s, i) => {
     const shape = resolveShape(s, update.loraRank);
+    denseF32Bytes += 4 * arrays[i].length;
+    if (selections[i]?.length === 0) {
+      reconstruction.set(s.name, new Float32Array(arrays[i].length));
+      return;
+    }
     const { msg, reconstruction: rec } = encodeTensor(s.name, shape, arrays[i], selections[i], {
       bits, blockSize: opts.blockSize, stochastic: opts.stochastic, rng,
     });
     if (byIndex) {
       msg.name = '';
+      msg.shape = [];
       msg.tensorIndex = position.get(s.name);
     }
     tensors.push(msg);
@@ -196,7 +205,6 @@ export function encodeUpdate(update: ModelUpdate, manifest: UpdateManifest, opts
       name: s.name, totalBytes: fieldBytes(pb.TensorDelta.encode(msg).length), valueBytes: msg.values.length,
       indexBytes: msg.indices.length, nnz: msg.nnz, numel: arrays[i].length,
     });
-    denseF32Bytes += 4 * arrays[i].length;
   });
   const prototypes = update.prototypes.map((p) => encodePrototypes(p, manifest, opts.prototypeBits ?? 32));
   const prototypeBytes = prototypes.reduce((s, p) => s + fieldBytes(pb.PrototypeTable.encode(p).length), 0);
@@ -342,7 +350,7 @@ function decodeUnsafe(bytes: Uint8Array, manifest: UpdateManifest, lim: DecodeLi
     const shape = shapes.get(t.name);
     check(shape !== undefined, UpdateRefusal.BAD_SHAPE, () => `tensor ${JSON.stringify(t.name)} is not in the manifest`);
     check(!deltas.has(t.name), UpdateRefusal.BAD_SHAPE, () => `tensor ${t.name} appears twice`);
-    deltas.set(t.name, decodeTensor(t, shape));
+    deltas.set(t.name, decodeTensor(t, shape, t.tensorIndex !== undefined));
   }
   for (const [name, shape] of shapes) if (!deltas.has(name)) deltas.set(name, new Float32Array(numel(shape)));
 

@@ -1,5 +1,5 @@
 export { UpdateError, UpdateRefusal } from './errors.ts';
-export { numel, manifestDigest } from './types.ts';
+export { numel, manifestDigest, toUpdateManifest } from './types.ts';
 export type { TensorSpec, PrototypeSpec, UpdateManifest, TensorMap, PrototypeTable, ModelUpdate } from './types.ts';
 export { DEFAULT_DECODE_LIMITS, UPDATE_FORMAT_VERSION } from './limits.ts';
 export type { DecodeLimits } from './limits.ts';

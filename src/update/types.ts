@@ -72,3 +72,22 @@ export function manifestDigest(manifest: UpdateManifest): Uint8Array {
   });
   return new Uint8Array(createHash('sha256').update(canon).digest().subarray(0, 8));
 }
+
+/**
+ * Build an {@link UpdateManifest} from the model's tensor specs (anything with `name` and `shape`): tensors named
+ * `*<a suffix>` get rank axis 1 ([in, r]) and `*<b suffix>` rank axis 0 ([r, out]). Order is kept: it is the
+ * wire order and part of the digest.
+ */
+export function toUpdateManifest(
+  specs: readonly { name: string; shape: readonly number[] }[],
+  opts: { prototypes?: PrototypeSpec; loraSuffixes?: { a: string; b: string } } = {},
+): UpdateManifest {
+  const sfx = opts.loraSuffixes ?? { a: '.lora_a', b: '.lora_b' };
+  const tensors: TensorSpec[] = specs.map((s) => {
+    const t: TensorSpec = { name: s.name, shape: [...s.shape] };
+    if (s.shape.length === 2 && s.name.endsWith(sfx.a)) t.loraAxis = 1;
+    else if (s.shape.length === 2 && s.name.endsWith(sfx.b)) t.loraAxis = 0;
+    return t;
+  });
+  return opts.prototypes ? { tensors, prototypes: opts.prototypes } : { tensors };
+}

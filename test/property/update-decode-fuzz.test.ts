@@ -70,8 +70,8 @@ function refusal(t: import('ava').ExecutionContext, bytes: Uint8Array, reason: U
   t.is(err?.reason, reason, err?.message);
 }
 
-function rewrap(mutate: (u: pb.Update) => void): Uint8Array {
-  const env = pb.UpdateEnvelope.decode(Uint8Array.from(valid[0]));
+function rewrap(mutate: (u: pb.Update) => void, from = 0): Uint8Array {
+  const env = pb.UpdateEnvelope.decode(Uint8Array.from(valid[from]));
   const u = pb.Update.decode(env.body);
   mutate(u);
   const body = pb.Update.encode(u);
@@ -85,7 +85,9 @@ test('each validation rule refuses with its reason', (t) => {
   refusal(t, rewrap((u) => { u.sampleCount = 0n; }), UpdateRefusal.BAD_HEADER);
   refusal(t, rewrap((u) => { u.round = 2n ** 60n; }), UpdateRefusal.BAD_HEADER);
   refusal(t, rewrap((u) => { u.loraRank = 0; }), UpdateRefusal.BAD_HEADER);
-  refusal(t, rewrap((u) => { u.loraRank = 3; }), UpdateRefusal.BAD_SHAPE);
+  refusal(t, rewrap((u) => { u.loraRank = 3; }, 4), UpdateRefusal.BAD_SHAPE);
+  refusal(t, rewrap((u) => { u.loraRank = 3; }), UpdateRefusal.BAD_CODEC_PARAMS);
+  refusal(t, rewrap((u) => { u.tensors[0].shape = [16, 3]; }), UpdateRefusal.BAD_SHAPE);
   refusal(t, rewrap((u) => { u.tensors[0].name = 'blocks.9.evil'; u.tensors[0].tensorIndex = undefined; }), UpdateRefusal.BAD_SHAPE);
   refusal(t, rewrap((u) => { u.tensors[0].name = 'blocks.0.attn.q.lora_a'; }), UpdateRefusal.MALFORMED);
   refusal(t, rewrap((u) => { u.tensors[0].tensorIndex = manifest.tensors.length; }), UpdateRefusal.BAD_SHAPE);

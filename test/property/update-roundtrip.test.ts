@@ -88,3 +88,10 @@ test('error feedback: residual stays bounded and the sent sum tracks the true su
   const restored = ErrorFeedback.restore(snap);
   t.is(restored.residualNormSq(), ef.residualNormSq());
 });
+
+test('toUpdateManifest marks LoRA rank axes by suffix and keeps order', async (t) => {
+  const { toUpdateManifest, manifestDigest } = await import('../../src/update/index.ts');
+  const m = toUpdateManifest(manifest.tensors.map((s) => ({ name: s.name, shape: s.shape })), { prototypes: manifest.prototypes });
+  t.deepEqual(m.tensors.map((s) => [s.name, s.loraAxis]), manifest.tensors.map((s) => [s.name, s.loraAxis]));
+  t.deepEqual(manifestDigest(m), manifestDigest(manifest));
+});
