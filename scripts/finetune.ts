@@ -2,13 +2,18 @@
  * Centralized fine-tuning of the embedded backbone on Fashion-MNIST (the training-engine issue's recipe):
  *   npm run finetune -- --set lora+heads|heads|all [--epochs 3] [--rank 8] [--alpha 16] [--targets q,v]
  *                       [--lr 1e-3] [--wd 0.01] [--batch 64] [--seed 1] [--limit N] [--backbone NAME] [--json]
+ *                       [--save model.fmfl] [--model-version NAME]
  * Exit heads are re-initialized (fresh heads); prints per-exit test accuracy after every epoch and a JSON summary.
+ * `--save` writes the trainable tensors with per-exit class prototypes (from up to 1,000 train images per class)
+ * as a model checkpoint (src/model/model-checkpoint.ts), the file `fmfl-node infer --checkpoint` loads.
  */
 import { Command } from 'commander';
 import cliProgress from 'cli-progress';
 import { loadBackbone, DEFAULT_BACKBONE } from '../src/model/backbone.ts';
 import { LORA_TARGETS, TRAINABLE_SETS, backboneSpecs, type LoraTarget, type TrainableSet } from '../src/model/vit.ts';
 import { runRecipe } from '../src/train/recipes.ts';
+import { loadDataset, balancedIndices } from '../src/data/index.ts';
+import { saveModelCheckpoint, prototypesFromStats } from '../src/model/model-checkpoint.ts';
 import type { ExecutionProvider } from '../src/runtime/index.ts';
 
 const o = new Command()
@@ -27,6 +32,8 @@ const o = new Command()
   .option('--device <d>', 'cpu | cuda | auto', 'cpu')
   .option('--threads <n>', 'onnxruntime threads')
   .option('--json', 'print only the JSON summary on stdout')
+  .option('--save <file>', 'write the trained model (trainable tensors + prototypes) as a model checkpoint')
+  .option('--model-version <name>', 'model version recorded in the saved checkpoint (default central-<set>-s<seed>)')
   .parse(process.argv)
   .opts<Record<string, string | boolean | undefined>>();
 
@@ -74,5 +81,16 @@ const summary = {
   perEpoch: res.epochs.map((e) => ({ epoch: e.epoch, trainLoss: Math.round(e.meanLoss * 1e4) / 1e4, lastExit: Math.round(e.test.accuracy[e.test.accuracy.length - 1] * 10000) / 100 })),
   seconds: Math.round(res.seconds),
 };
+if (o.save) {
+  const train = await loadDataset(String(o.dataset) as 'fashion-mnist', 'train');
+  const stats = await res.trainer.prototypeStats(train, balancedIndices(train.labels, Math.min(1000, Math.floor(train.n / 10)), Number(o.seed)));
+  await saveModelCheckpoint(String(o.save), {
+    backbone: bb.manifest.name, cfg: bb.cfg, lora: res.trainer.lora, trainableSet: set,
+    version: o.modelVersion ? String(o.modelVersion) : `central-${set}-s${String(o.seed)}`, round: 0, source: 'centralized',
+    weights: res.trainer.snapshot(), prototypes: prototypesFromStats(stats),
+    info: { recipe: summary.recipe as never, testAccuracyPerExit: summary.testAccuracyPerExit, exitEnsembleAccuracy: summary.exitEnsembleAccuracy },
+  });
+  console.error(`saved model checkpoint ${String(o.save)}`);
+}
 await res.trainer.release();
 console.log(JSON.stringify(summary, null, o.json ? 0 : 2));

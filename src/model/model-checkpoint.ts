@@ -1,0 +1,151 @@
+/**
+ * The model checkpoint a node deploys: the trainable state (LoRA A/B and exit heads, or whatever the trainable
+ * set holds) on top of a named backbone, with per-exit class prototypes and a model version. Stored in the
+ * generic checkpoint format (src/model/checkpoint.ts); the metadata says how to rebuild the model.
+ *
+ * Tensors: every trainable tensor by its model name, plus `prototypes` [E, C, D] (per exit, per class mean
+ * exit embedding) and `prototype_counts` [E, C] (samples behind each mean; 0 = no prototype).
+ * Metadata (`kind: "fmfl-model"`, `format: 1`): backbone name, model config, LoRA config, trainable set,
+ * model version and round, and where the weights came from (`source`: "centralized" or "federated").
+ */
+import { z } from 'zod';
+import { FmflError } from '../util/errors.ts';
+import { loadCheckpoint, saveCheckpoint, type JsonValue, type LoadCheckpointOptions } from './checkpoint.ts';
+import { LoraConfigSchema, TRAINABLE_SETS, VitConfigSchema, trainableSpecs, validateVitConfig, type LoraConfig, type TrainableSet, type VitConfig, type Weights } from './vit.ts';
+
+/** Tensor name of the per-exit class prototypes [E, C, D]. */
+export const PROTOTYPES_TENSOR = 'prototypes';
+/** Tensor name of the per-exit class prototype counts [E, C]. */
+export const PROTOTYPE_COUNTS_TENSOR = 'prototype_counts';
+/** Metadata `kind` of a model checkpoint. */
+export const MODEL_CHECKPOINT_KIND = 'fmfl-model';
+/** Metadata format version this build writes and reads. */
+export const MODEL_CHECKPOINT_FORMAT = 1;
+
+/** A model checkpoint is structurally valid but does not describe a usable model. */
+export class ModelCheckpointError extends FmflError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('MODEL_CHECKPOINT', message, options);
+  }
+}
+
+const MetadataSchema = z.object({
+  kind: z.literal(MODEL_CHECKPOINT_KIND),
+  format: z.literal(MODEL_CHECKPOINT_FORMAT),
+  backbone: z.string().min(1).max(128),
+  config: VitConfigSchema,
+  lora: LoraConfigSchema.nullable(),
+  trainableSet: z.enum(TRAINABLE_SETS),
+  version: z.string().min(1).max(128),
+  round: z.number().int().min(0),
+  source: z.enum(['centralized', 'federated']),
+  info: z.record(z.string(), z.unknown()).optional(),
+});
+
+/** Per-exit, per-class prototypes. */
+export interface Prototypes {
+  /** [E * C * D] means (row-major [E, C, D]). */
+  means: Float32Array;
+  /** [E * C] counts (0: the class has no prototype at that exit). */
+  counts: Float32Array;
+}
+
+/** A deployable model: backbone reference, trainable tensors, prototypes, version. */
+export interface ModelCheckpoint {
+  backbone: string;
+  cfg: VitConfig;
+  lora: LoraConfig | null;
+  trainableSet: TrainableSet;
+  /** Model version string (e.g. `r12-3fa1c0`, or `central-seed1`). Peers echo it in collaborative answers. */
+  version: string;
+  /** Federation round that produced it (0 for a centralized checkpoint). */
+  round: number;
+  source: 'centralized' | 'federated';
+  /** The trainable tensors, by model name. */
+  weights: Weights;
+  prototypes: Prototypes | null;
+  /** Free-form provenance (recipe, accuracy, ...). */
+  info?: Record<string, JsonValue>;
+}
+
+/** Write a model checkpoint atomically. @throws ModelCheckpointError on missing or misshapen tensors. */
+export async function saveModelCheckpoint(path: string, m: ModelCheckpoint): Promise<void> {
+  const cfg = validateVitConfig(m.cfg);
+  const specs = trainableSpecs(cfg, m.trainableSet, m.lora);
+  const tensors = new Map<string, { shape: number[]; data: Float32Array }>();
+  for (const s of specs) {
+    const data = m.weights.get(s.name);
+    if (!data) throw new ModelCheckpointError(`saveModelCheckpoint: trainable tensor ${s.name} is missing`);
+    if (data.length !== s.shape.reduce((a, b) => a * b, 1)) throw new ModelCheckpointError(`saveModelCheckpoint: ${s.name} has ${data.length} values, expected [${s.shape.join(',')}]`);
+    tensors.set(s.name, { shape: s.shape, data });
+  }
+  if (m.prototypes) {
+    const E = cfg.depth, C = cfg.classes, D = cfg.dim;
+    if (m.prototypes.means.length !== E * C * D || m.prototypes.counts.length !== E * C) throw new ModelCheckpointError('saveModelCheckpoint: prototypes must be [E, C, D] and counts [E, C]');
+    tensors.set(PROTOTYPES_TENSOR, { shape: [E, C, D], data: m.prototypes.means });
+    tensors.set(PROTOTYPE_COUNTS_TENSOR, { shape: [E, C], data: m.prototypes.counts });
+  }
+  const metadata = {
+    kind: MODEL_CHECKPOINT_KIND,
+    format: MODEL_CHECKPOINT_FORMAT,
+    backbone: m.backbone,
+    config: cfg as unknown as JsonValue,
+    lora: (m.lora ?? null) as unknown as JsonValue,
+    trainableSet: m.trainableSet,
+    version: m.version,
+    round: m.round,
+    source: m.source,
+    ...(m.info ? { info: m.info } : {}),
+  } satisfies Record<string, JsonValue>;
+  await saveCheckpoint(path, tensors, metadata);
+}
+
+/**
+ * Read and validate a model checkpoint: the generic checks (checksum, layout), then the metadata schema,
+ * every trainable tensor's presence and shape, finite values, and the prototype tensors when present.
+ * @throws CheckpointError (file-level) or ModelCheckpointError (content-level).
+ */
+export async function loadModelCheckpoint(path: string, opts: LoadCheckpointOptions = {}): Promise<ModelCheckpoint> {
+  const ck = await loadCheckpoint(path, { ...opts, copy: true });
+  const parsed = MetadataSchema.safeParse(ck.metadata);
+  if (!parsed.success) {
+    throw new ModelCheckpointError(`${path} is not an fmfl model checkpoint (${parsed.error.issues.slice(0, 3).map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}); make one with \`npm run finetune -- --save <file>\``);
+  }
+  const md = parsed.data;
+  const cfg = validateVitConfig(md.config);
+  const specs = trainableSpecs(cfg, md.trainableSet, md.lora);
+  const weights: Weights = new Map();
+  for (const s of specs) {
+    const t = ck.tensors.get(s.name);
+    if (!t) throw new ModelCheckpointError(`${path}: trainable tensor ${s.name} is missing`);
+    if (t.shape.length !== s.shape.length || t.shape.some((d, i) => d !== s.shape[i])) throw new ModelCheckpointError(`${path}: ${s.name} has shape [${t.shape.join(',')}], expected [${s.shape.join(',')}]`);
+    if (!t.data.every(Number.isFinite)) throw new ModelCheckpointError(`${path}: ${s.name} holds a non-finite value`);
+    weights.set(s.name, t.data);
+  }
+  let prototypes: Prototypes | null = null;
+  const p = ck.tensors.get(PROTOTYPES_TENSOR);
+  const c = ck.tensors.get(PROTOTYPE_COUNTS_TENSOR);
+  if (p || c) {
+    const E = cfg.depth, C = cfg.classes, D = cfg.dim;
+    if (!p || !c || p.data.length !== E * C * D || c.data.length !== E * C) throw new ModelCheckpointError(`${path}: prototypes must be [${E},${C},${D}] with counts [${E},${C}]`);
+    if (!p.data.every(Number.isFinite) || !c.data.every((x) => Number.isFinite(x) && x >= 0)) throw new ModelCheckpointError(`${path}: prototypes hold non-finite values or negative counts`);
+    prototypes = { means: p.data, counts: c.data };
+  }
+  return {
+    backbone: md.backbone, cfg, lora: md.lora, trainableSet: md.trainableSet, version: md.version, round: md.round, source: md.source,
+    weights, prototypes, info: md.info as Record<string, JsonValue> | undefined,
+  };
+}
+
+/** Prototype means from summed statistics (Trainer.prototypeStats): mean = sum / count, 0 where count is 0. */
+export function prototypesFromStats(st: { exits: number; classes: number; dim: number; sums: ArrayLike<number>; counts: ArrayLike<number> }): Prototypes {
+  const { exits: E, classes: C, dim: D } = st;
+  const means = new Float32Array(E * C * D);
+  const counts = new Float32Array(E * C);
+  for (let ec = 0; ec < E * C; ec++) {
+    const n = st.counts[ec];
+    counts[ec] = n;
+    if (n > 0) for (let k = 0; k < D; k++) means[ec * D + k] = st.sums[ec * D + k] / n;
+  }
+  return { means, counts };
+}
