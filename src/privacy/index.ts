@@ -7,3 +7,7 @@ export {
   expandMask, fixedPointFor, toFixedPoint, fromFixedPoint, maskInput, revealSeeds, unmaskSum,
 } from './secagg.ts';
 export type { SecAggContext, SecAggKeyPair, SecAggAnnouncement, Signer, Verifier, FixedPoint } from './secagg.ts';
+export {
+  SECAGG_FORMAT_VERSION, DEFAULT_SECAGG_LIMITS, encodeAnnounce, decodeAnnounce, encodeMasked, decodeMasked, encodeReveal, decodeReveal,
+} from './secagg-wire.ts';
+export type { SecAggLimits } from './secagg-wire.ts';

@@ -16,8 +16,12 @@ export const SecAggRefusal = {
   MISSING_SEED: 'missing-seed',
   /** A value lies outside [-clip, clip], so the fixed-point sum could wrap. */
   OUT_OF_RANGE: 'out-of-range',
-  /** A parameter (clip, participant count, round) is invalid. */
+  /** A parameter (clip, participant count, round, fixed point) is invalid or differs from the round's. */
   BAD_PARAMS: 'bad-params',
+  /** A message is not well-formed protobuf, has an unknown version, or exceeds a size limit. */
+  MALFORMED: 'malformed',
+  /** A message belongs to another federation or round. */
+  WRONG_ROUND: 'wrong-round',
 } as const;
 export type SecAggRefusal = (typeof SecAggRefusal)[keyof typeof SecAggRefusal];
 

@@ -110,3 +110,31 @@ test('refusals: missing reveals, out-of-range values, bad lengths, low-order key
   const zeroKey = { peerId: 'evil', publicKey: new Uint8Array(32), signature: new Uint8Array(64) };
   t.is(t.throws(() => derivePairSeeds(ctx, a.id, a.keys, [zeroKey]), { instanceOf: SecAggError })?.reason, SecAggRefusal.BAD_KEY);
 });
+
+test('wire: the full exchange through bytes sums correctly; hostile bytes only raise SecAggError', async (t) => {
+  const { encodeAnnounce, decodeAnnounce, encodeMasked, decodeMasked, encodeReveal, decodeReveal } = await import('../../src/privacy/index.ts');
+  const members = pool.members.slice(0, 4);
+  const annBytes = pool.anns.slice(0, 4).map((a) => encodeAnnounce(ctx, a));
+  const anns = annBytes.map((b) => decodeAnnounce(b, ctx));
+  await verifyAnnouncements(ctx, anns, verify);
+  const fp = fixedPointFor(1, 4);
+  const seeds = members.map((m) => derivePairSeeds(ctx, m.id, m.keys, anns));
+  const xs = members.map((_, i) => [0.25 * i, -0.5]);
+  const wire = members.map((m, i) => encodeMasked(ctx, m.id, fp.fracBits, maskInput(xs[i], m.id, seeds[i], fp)));
+  const dropped = [members[3].id];
+  const masked = new Map(wire.slice(0, 3).map((b) => { const d = decodeMasked(b, ctx, { length: 2, fracBits: fp.fracBits }); return [d.peerId, d.words]; }));
+  const reveals = new Map(members.slice(0, 3).map((m, i) => {
+    const r = decodeReveal(encodeReveal(ctx, m.id, revealSeeds(seeds[i], dropped)), ctx);
+    return [r.peerId, r.seeds];
+  }));
+  const { sum } = unmaskSum(masked, dropped, reveals, fp, 2);
+  t.deepEqual(Array.from(sum), [0 + 0.25 + 0.5, -1.5]);
+  t.is(t.throws(() => decodeMasked(wire[0], { ...ctx, round: 8 }, { length: 2, fracBits: fp.fracBits }), { instanceOf: SecAggError })?.reason, SecAggRefusal.WRONG_ROUND);
+  t.is(t.throws(() => decodeMasked(wire[0], ctx, { length: 3, fracBits: fp.fracBits }), { instanceOf: SecAggError })?.reason, SecAggRefusal.LENGTH_MISMATCH);
+  fc.assert(fc.property(fc.uint8Array({ maxLength: 200 }), (b) => {
+    for (const f of [() => decodeAnnounce(b, ctx), () => decodeMasked(b, ctx, { length: 2, fracBits: fp.fracBits }), () => decodeReveal(b, ctx)]) {
+      try { f(); } catch (e) { if (!(e instanceof SecAggError)) return false; }
+    }
+    return true;
+  }), { numRuns: 300 });
+});

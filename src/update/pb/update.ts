@@ -565,3 +565,416 @@ export namespace UpdateEnvelope {
     return decodeMessage(buf, UpdateEnvelope.codec(), opts)
   }
 }
+
+export interface SecAggAnnounce {
+  formatVersion: number
+  federation: string
+  round: bigint
+  peerId: string
+  x25519PublicKey: Uint8Array
+  signature: Uint8Array
+}
+
+export namespace SecAggAnnounce {
+  let _codec: Codec<SecAggAnnounce>
+
+  export const codec = (): Codec<SecAggAnnounce> => {
+    if (_codec == null) {
+      _codec = message<SecAggAnnounce>((obj, w, opts = {}) => {
+        if (opts.lengthDelimited !== false) {
+          w.fork()
+        }
+
+        if ((obj.formatVersion != null && obj.formatVersion !== 0)) {
+          w.uint32(8)
+          w.uint32(obj.formatVersion)
+        }
+
+        if ((obj.federation != null && obj.federation !== '')) {
+          w.uint32(18)
+          w.string(obj.federation)
+        }
+
+        if ((obj.round != null && obj.round !== 0n)) {
+          w.uint32(24)
+          w.uint64(obj.round)
+        }
+
+        if ((obj.peerId != null && obj.peerId !== '')) {
+          w.uint32(34)
+          w.string(obj.peerId)
+        }
+
+        if ((obj.x25519PublicKey != null && obj.x25519PublicKey.byteLength > 0)) {
+          w.uint32(42)
+          w.bytes(obj.x25519PublicKey)
+        }
+
+        if ((obj.signature != null && obj.signature.byteLength > 0)) {
+          w.uint32(50)
+          w.bytes(obj.signature)
+        }
+
+        if (opts.lengthDelimited !== false) {
+          w.ldelim()
+        }
+      }, (reader, length, opts = {}) => {
+        const obj: any = {
+          formatVersion: 0,
+          federation: '',
+          round: 0n,
+          peerId: '',
+          x25519PublicKey: uint8ArrayAlloc(0),
+          signature: uint8ArrayAlloc(0)
+        }
+
+        const end = length == null ? reader.len : reader.pos + length
+
+        while (reader.pos < end) {
+          const tag = reader.uint32()
+
+          switch (tag >>> 3) {
+            case 1: {
+              obj.formatVersion = reader.uint32()
+              break
+            }
+            case 2: {
+              obj.federation = reader.string()
+              break
+            }
+            case 3: {
+              obj.round = reader.uint64()
+              break
+            }
+            case 4: {
+              obj.peerId = reader.string()
+              break
+            }
+            case 5: {
+              obj.x25519PublicKey = reader.bytes()
+              break
+            }
+            case 6: {
+              obj.signature = reader.bytes()
+              break
+            }
+            default: {
+              reader.skipType(tag & 7)
+              break
+            }
+          }
+        }
+
+        return obj
+      })
+    }
+
+    return _codec
+  }
+
+  export const encode = (obj: Partial<SecAggAnnounce>): Uint8Array => {
+    return encodeMessage(obj, SecAggAnnounce.codec())
+  }
+
+  export const decode = (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<SecAggAnnounce>): SecAggAnnounce => {
+    return decodeMessage(buf, SecAggAnnounce.codec(), opts)
+  }
+}
+
+export interface SecAggMasked {
+  formatVersion: number
+  federation: string
+  round: bigint
+  peerId: string
+  fracBits: number
+  words: Uint8Array
+}
+
+export namespace SecAggMasked {
+  let _codec: Codec<SecAggMasked>
+
+  export const codec = (): Codec<SecAggMasked> => {
+    if (_codec == null) {
+      _codec = message<SecAggMasked>((obj, w, opts = {}) => {
+        if (opts.lengthDelimited !== false) {
+          w.fork()
+        }
+
+        if ((obj.formatVersion != null && obj.formatVersion !== 0)) {
+          w.uint32(8)
+          w.uint32(obj.formatVersion)
+        }
+
+        if ((obj.federation != null && obj.federation !== '')) {
+          w.uint32(18)
+          w.string(obj.federation)
+        }
+
+        if ((obj.round != null && obj.round !== 0n)) {
+          w.uint32(24)
+          w.uint64(obj.round)
+        }
+
+        if ((obj.peerId != null && obj.peerId !== '')) {
+          w.uint32(34)
+          w.string(obj.peerId)
+        }
+
+        if ((obj.fracBits != null && obj.fracBits !== 0)) {
+          w.uint32(40)
+          w.uint32(obj.fracBits)
+        }
+
+        if ((obj.words != null && obj.words.byteLength > 0)) {
+          w.uint32(50)
+          w.bytes(obj.words)
+        }
+
+        if (opts.lengthDelimited !== false) {
+          w.ldelim()
+        }
+      }, (reader, length, opts = {}) => {
+        const obj: any = {
+          formatVersion: 0,
+          federation: '',
+          round: 0n,
+          peerId: '',
+          fracBits: 0,
+          words: uint8ArrayAlloc(0)
+        }
+
+        const end = length == null ? reader.len : reader.pos + length
+
+        while (reader.pos < end) {
+          const tag = reader.uint32()
+
+          switch (tag >>> 3) {
+            case 1: {
+              obj.formatVersion = reader.uint32()
+              break
+            }
+            case 2: {
+              obj.federation = reader.string()
+              break
+            }
+            case 3: {
+              obj.round = reader.uint64()
+              break
+            }
+            case 4: {
+              obj.peerId = reader.string()
+              break
+            }
+            case 5: {
+              obj.fracBits = reader.uint32()
+              break
+            }
+            case 6: {
+              obj.words = reader.bytes()
+              break
+            }
+            default: {
+              reader.skipType(tag & 7)
+              break
+            }
+          }
+        }
+
+        return obj
+      })
+    }
+
+    return _codec
+  }
+
+  export const encode = (obj: Partial<SecAggMasked>): Uint8Array => {
+    return encodeMessage(obj, SecAggMasked.codec())
+  }
+
+  export const decode = (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<SecAggMasked>): SecAggMasked => {
+    return decodeMessage(buf, SecAggMasked.codec(), opts)
+  }
+}
+
+export interface PairSeed {
+  peerId: string
+  seed: Uint8Array
+}
+
+export namespace PairSeed {
+  let _codec: Codec<PairSeed>
+
+  export const codec = (): Codec<PairSeed> => {
+    if (_codec == null) {
+      _codec = message<PairSeed>((obj, w, opts = {}) => {
+        if (opts.lengthDelimited !== false) {
+          w.fork()
+        }
+
+        if ((obj.peerId != null && obj.peerId !== '')) {
+          w.uint32(10)
+          w.string(obj.peerId)
+        }
+
+        if ((obj.seed != null && obj.seed.byteLength > 0)) {
+          w.uint32(18)
+          w.bytes(obj.seed)
+        }
+
+        if (opts.lengthDelimited !== false) {
+          w.ldelim()
+        }
+      }, (reader, length, opts = {}) => {
+        const obj: any = {
+          peerId: '',
+          seed: uint8ArrayAlloc(0)
+        }
+
+        const end = length == null ? reader.len : reader.pos + length
+
+        while (reader.pos < end) {
+          const tag = reader.uint32()
+
+          switch (tag >>> 3) {
+            case 1: {
+              obj.peerId = reader.string()
+              break
+            }
+            case 2: {
+              obj.seed = reader.bytes()
+              break
+            }
+            default: {
+              reader.skipType(tag & 7)
+              break
+            }
+          }
+        }
+
+        return obj
+      })
+    }
+
+    return _codec
+  }
+
+  export const encode = (obj: Partial<PairSeed>): Uint8Array => {
+    return encodeMessage(obj, PairSeed.codec())
+  }
+
+  export const decode = (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<PairSeed>): PairSeed => {
+    return decodeMessage(buf, PairSeed.codec(), opts)
+  }
+}
+
+export interface SecAggReveal {
+  formatVersion: number
+  federation: string
+  round: bigint
+  peerId: string
+  seeds: PairSeed[]
+}
+
+export namespace SecAggReveal {
+  let _codec: Codec<SecAggReveal>
+
+  export const codec = (): Codec<SecAggReveal> => {
+    if (_codec == null) {
+      _codec = message<SecAggReveal>((obj, w, opts = {}) => {
+        if (opts.lengthDelimited !== false) {
+          w.fork()
+        }
+
+        if ((obj.formatVersion != null && obj.formatVersion !== 0)) {
+          w.uint32(8)
+          w.uint32(obj.formatVersion)
+        }
+
+        if ((obj.federation != null && obj.federation !== '')) {
+          w.uint32(18)
+          w.string(obj.federation)
+        }
+
+        if ((obj.round != null && obj.round !== 0n)) {
+          w.uint32(24)
+          w.uint64(obj.round)
+        }
+
+        if ((obj.peerId != null && obj.peerId !== '')) {
+          w.uint32(34)
+          w.string(obj.peerId)
+        }
+
+        if (obj.seeds != null) {
+          for (const value of obj.seeds) {
+            w.uint32(42)
+            PairSeed.codec().encode(value, w)
+          }
+        }
+
+        if (opts.lengthDelimited !== false) {
+          w.ldelim()
+        }
+      }, (reader, length, opts = {}) => {
+        const obj: any = {
+          formatVersion: 0,
+          federation: '',
+          round: 0n,
+          peerId: '',
+          seeds: []
+        }
+
+        const end = length == null ? reader.len : reader.pos + length
+
+        while (reader.pos < end) {
+          const tag = reader.uint32()
+
+          switch (tag >>> 3) {
+            case 1: {
+              obj.formatVersion = reader.uint32()
+              break
+            }
+            case 2: {
+              obj.federation = reader.string()
+              break
+            }
+            case 3: {
+              obj.round = reader.uint64()
+              break
+            }
+            case 4: {
+              obj.peerId = reader.string()
+              break
+            }
+            case 5: {
+              if (opts.limits?.seeds != null && obj.seeds.length === opts.limits.seeds) {
+                throw new MaxLengthError('Decode error - map field "seeds" had too many elements')
+              }
+
+              obj.seeds.push(PairSeed.codec().decode(reader, reader.uint32(), {
+                limits: opts.limits?.seeds$
+              }))
+              break
+            }
+            default: {
+              reader.skipType(tag & 7)
+              break
+            }
+          }
+        }
+
+        return obj
+      })
+    }
+
+    return _codec
+  }
+
+  export const encode = (obj: Partial<SecAggReveal>): Uint8Array => {
+    return encodeMessage(obj, SecAggReveal.codec())
+  }
+
+  export const decode = (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<SecAggReveal>): SecAggReveal => {
+    return decodeMessage(buf, SecAggReveal.codec(), opts)
+  }
+}
