@@ -13,6 +13,7 @@ import {
   RefusalReason,
   MAX_ENVELOPE_BYTES,
   MESH_PROTOCOL_VERSION,
+  sha256,
   type Identity,
   type Mesh,
 } from '../../src/mesh/index.ts';
@@ -91,13 +92,17 @@ test.serial('malformed, oversized, mis-attributed, stale and replayed gossip is 
     maxPayloadBytes: 1024,
     validator: (p) => (p[0] === 0x21 ? RefusalReason.APPLICATION : undefined),
   });
+  const bulk: Uint8Array[] = [];
+  victim.subscribe('bulk', (p) => void bulk.push(p));
   honest.subscribe('data', () => {});
   attacker.subscribe('data', () => {});
   link(all, [[0, 1], [0, 2]]);
   await waitFor(() => viewsConverged(all), 'initial convergence');
+  await waitFor(() => attacker.topicPeers('bulk').includes(victim.peerId.toString()), 'attacker knows the victim takes bulk');
   const ps = attacker.libp2p.services.pubsub;
   const hbTopic = attacker.topicId('membership');
   const dataTopic = attacker.topicId('data');
+  const bulkTopic = attacker.topicId('bulk');
   const before = (r: RefusalReason): number => victim.refusalCount(r);
   const expect = async (reason: RefusalReason, what: string, send: () => Promise<unknown>): Promise<void> => {
     const n0 = before(reason);
@@ -130,6 +135,14 @@ test.serial('malformed, oversized, mis-attributed, stale and replayed gossip is 
       capabilities: { device: 'cpu', trainThroughput: Number.NaN, maxExitDepth: 0, datasetSize: 0n, loraRank: 0, features: [] },
     }))));
 
+  // A large-payload announcement whose bytes, served over the sync stream, do not match the announced hash.
+  const real = new Uint8Array(100 * 1024).fill(1);
+  attacker.handleRequest('blob', () => new Uint8Array(real.byteLength).fill(2));
+  await expect(RefusalReason.BLOB_MISMATCH, 'a blob whose bytes do not match its hash', () =>
+    ps.publish(bulkTopic, Envelope.encode({ version: 1, timestampMs: BigInt(Date.now()), blob: { sha256: sha256(real), size: BigInt(real.byteLength) } })));
+  await expect(RefusalReason.INVALID_FIELD, 'a blob announcement small enough to be inline', () =>
+    ps.publish(bulkTopic, Envelope.encode({ version: 1, timestampMs: BigInt(Date.now()), blob: { sha256: sha256(real), size: 10n } })));
+
   // Wrongly signed at the gossipsub layer: a raw RPC on the meshsub stream. The forged heartbeat (bad signature)
   // must never reach the view, while a correctly signed one sent the same way does.
   const forged = await ephemeralIdentity();
@@ -149,6 +162,10 @@ test.serial('malformed, oversized, mis-attributed, stale and replayed gossip is 
   await honest.publish('data', new TextEncoder().encode('still-alive'));
   await waitFor(() => received.includes('still-alive'), 'honest message delivered after the attack');
   t.false(received.some((r) => r.startsWith('!')), 'refused payloads never reach the handler');
+  t.is(bulk.length, 0, 'the mismatching blob never reaches the handler');
+  await honest.publish('bulk', real);
+  await waitFor(() => bulk.length === 1, 'a genuine large payload still arrives over the stream');
+  t.deepEqual(bulk[0], real);
   t.deepEqual(await honest.request(victim.peerId, 'ping', new Uint8Array([1, 2, 3])), new Uint8Array([1, 2, 3]));
   t.true(victim.isRunning);
 });
