@@ -1,10 +1,10 @@
 import { createMesh, type Mesh, type MeshOptions } from '../../src/mesh/index.ts';
 import { Rng } from '../../src/util/rng.ts';
 
-/** Fast timings for tests: 200 ms heartbeats, 1.5 s expiry, quick gossipsub heartbeat and redial. */
+/** Fast timings for tests: 200 ms heartbeats, 2 s expiry (10 missed beats), quick gossipsub heartbeat and redial. */
 export const FAST: Partial<MeshOptions> = {
   heartbeatIntervalMs: 200,
-  memberExpiryMs: 1500,
+  memberExpiryMs: 2000,
   gossipHeartbeatMs: 200,
   redialBaseMs: 100,
   redialMaxMs: 1000,

@@ -23,7 +23,7 @@ test.serial('partition into two halves, then heal: views split, then converge ag
   for (const i of a) meshes[i].unblock(ids(b));
   for (const i of b) meshes[i].unblock(ids(a));
   await waitFor(() => viewsConverged(meshes), 'views converge after the heal (configured peers redialled)');
-  t.deepEqual([...rejoined].sort(), ids(b).sort(), 'node 0 saw the other half join again');
+  t.true(ids(b).every((id) => rejoined.includes(id)), 'node 0 saw every node of the other half join again');
 });
 
 test.serial('a node that crashes (no goodbye) expires from every view', async (t) => {
@@ -32,8 +32,8 @@ test.serial('a node that crashes (no goodbye) expires from every view', async (t
   link(meshes, topologies.full(4));
   await waitFor(() => viewsConverged(meshes), 'initial convergence');
   const reasons: string[] = [];
-  meshes[0].membership.on('leave', (_m: unknown, why: string) => reasons.push(why));
   const crashed = meshes[3].peerId.toString();
+  meshes[0].membership.on('leave', (m: { peerId: string }, why: string) => void (m.peerId === crashed && reasons.push(why)));
   await meshes[3].libp2p.stop(); // skips the goodbye heartbeat
   await waitFor(() => viewsConverged(meshes, [0, 1, 2]), 'the crashed node expires');
   t.deepEqual(reasons, ['expired']);
