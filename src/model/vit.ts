@@ -210,63 +210,93 @@ export interface ForwardResult {
   embeddings: Tensor[];
 }
 
-/**
- * The forward pass on `images` [B, channels, image, image]. Patches are flattened row-major inside each
- * patch (channel-major, then rows, then columns), patches in raster order.
- */
-export function vitForward(cfg: VitConfig, images: Tensor, param: ParamSource, opts: ForwardOptions = {}): ForwardResult {
-  const B = images.shape[0];
-  const d = cfg.dim;
-  const gp = cfg.image / cfg.patch;
-  const np = gp * gp;
-  const blocks = opts.blocks ?? cfg.depth;
-  if (!Number.isInteger(blocks) || blocks < 1 || blocks > cfg.depth) throw new ConfigError(`blocks must be in 1..${cfg.depth}`);
-  const lora = opts.lora ?? null;
-  const gr = images.graph;
-  const dt = 'float32';
+interface Ops {
+  lin: (x: Tensor, name: string, target?: LoraTarget) => Tensor;
+  ln: (x: Tensor, name: string) => Tensor;
+  act: (x: Tensor) => Tensor;
+}
 
+function ops(cfg: VitConfig, gr: G.Graph, param: ParamSource, opts: ForwardOptions): Ops {
+  const lora = opts.lora ?? null;
   const lin = (x: Tensor, name: string, target?: LoraTarget): Tensor => {
     let y = G.add(G.matmul(x, param(`${name}.weight`)), param(`${name}.bias`));
     if (lora && target && lora.targets.includes(target)) {
       const low = G.matmul(G.matmul(x, param(`${name}.lora_a`)), param(`${name}.lora_b`));
-      y = G.add(y, G.mul(low, gr.scalar(lora.alpha / lora.rank, dt)));
+      y = G.add(y, G.mul(low, gr.scalar(lora.alpha / lora.rank, 'float32')));
     }
     return y;
   };
   const ln = (x: Tensor, name: string): Tensor =>
     (opts.fusedLayerNorm ? G.layerNorm : G.layerNormComposed)(x, param(`${name}.weight`), param(`${name}.bias`), cfg.eps);
   const act = (x: Tensor): Tensor => (opts.fusedGelu ? G.geluFused(x) : G.gelu(x));
+  return { lin, ln, act };
+}
 
+/**
+ * Patch embedding: `images` [B, channels, image, image] to the token sequence [B, patches + 1, dim] (CLS first,
+ * positions added). Patches are flattened row-major inside each patch (channel-major, then rows, then columns),
+ * patches in raster order.
+ */
+export function vitEmbed(cfg: VitConfig, images: Tensor, param: ParamSource, opts: ForwardOptions = {}): Tensor {
+  const B = images.shape[0];
+  const gp = cfg.image / cfg.patch;
+  const np = gp * gp;
+  const { lin } = ops(cfg, images.graph, param, opts);
   // [B, C, H, W] -> [B, gp, P, gp, P] per channel -> [B, gp, gp, C, P, P] -> [B, np, C*P*P]
   let p = G.reshape(images, [B, cfg.channels, gp, cfg.patch, gp, cfg.patch]);
   p = G.transpose(p, [0, 2, 4, 1, 3, 5]);
   p = G.reshape(p, [B, np, cfg.channels * cfg.patch * cfg.patch]);
   const tokens = lin(p, 'patch_embed');
-  const cls = G.expand(param('cls_token'), [B, 1, d]);
-  let x = G.add(G.concat([cls, tokens], 1), param('pos_embed'));
+  const cls = G.expand(param('cls_token'), [B, 1, cfg.dim]);
+  return G.add(G.concat([cls, tokens], 1), param('pos_embed'));
+}
 
+/** Transformer block `i` (pre-norm attention + MLP, LoRA where configured) on the hidden state [B, n, dim]. */
+export function vitBlock(cfg: VitConfig, x: Tensor, i: number, param: ParamSource, opts: ForwardOptions = {}): Tensor {
+  const [B, n] = x.shape;
+  const d = cfg.dim;
   const h = cfg.heads;
   const hd = d / h;
-  const n = np + 1;
+  const gr = x.graph;
+  const { lin, ln, act } = ops(cfg, gr, param, opts);
+  const pre = `blocks.${i}`;
+  const a = ln(x, `${pre}.norm1`);
+  const q = G.transpose(G.reshape(lin(a, `${pre}.attn.q`, 'q'), [B, n, h, hd]), [0, 2, 1, 3]);
+  const k = G.transpose(G.reshape(lin(a, `${pre}.attn.k`, 'k'), [B, n, h, hd]), [0, 2, 3, 1]);
+  const v = G.transpose(G.reshape(lin(a, `${pre}.attn.v`, 'v'), [B, n, h, hd]), [0, 2, 1, 3]);
+  const scores = G.mul(G.matmul(q, k), gr.scalar(1 / Math.sqrt(hd), 'float32'));
+  const attn = G.matmul(G.softmax(scores, -1), v);
+  const merged = G.reshape(G.transpose(attn, [0, 2, 1, 3]), [B, n, d]);
+  let y = G.add(x, lin(merged, `${pre}.attn.proj`, 'proj'));
+  const m = ln(y, `${pre}.norm2`);
+  y = G.add(y, lin(act(lin(m, `${pre}.mlp.fc1`, 'fc1')), `${pre}.mlp.fc2`, 'fc2'));
+  return y;
+}
+
+/** Exit head `i` on the hidden state after block i: z = LayerNorm(CLS) [B, dim], logits = z W + b [B, classes]. */
+export function vitExit(cfg: VitConfig, x: Tensor, i: number, param: ParamSource, opts: ForwardOptions = {}): { logits: Tensor; embedding: Tensor } {
+  const B = x.shape[0];
+  const { lin, ln } = ops(cfg, x.graph, param, opts);
+  const clsTok = G.reshape(G.slice(x, [0], [1], [1]), [B, cfg.dim]);
+  const embedding = ln(clsTok, `exits.${i}.norm`);
+  return { embedding, logits: lin(embedding, `exits.${i}.head`) };
+}
+
+/**
+ * The forward pass on `images` [B, channels, image, image]: {@link vitEmbed}, then per block {@link vitBlock}
+ * and {@link vitExit}, for the first `opts.blocks` blocks.
+ */
+export function vitForward(cfg: VitConfig, images: Tensor, param: ParamSource, opts: ForwardOptions = {}): ForwardResult {
+  const blocks = opts.blocks ?? cfg.depth;
+  if (!Number.isInteger(blocks) || blocks < 1 || blocks > cfg.depth) throw new ConfigError(`blocks must be in 1..${cfg.depth}`);
+  let x = vitEmbed(cfg, images, param, opts);
   const logits: Tensor[] = [];
   const embeddings: Tensor[] = [];
   for (let i = 0; i < blocks; i++) {
-    const pre = `blocks.${i}`;
-    const a = ln(x, `${pre}.norm1`);
-    const q = G.transpose(G.reshape(lin(a, `${pre}.attn.q`, 'q'), [B, n, h, hd]), [0, 2, 1, 3]);
-    const k = G.transpose(G.reshape(lin(a, `${pre}.attn.k`, 'k'), [B, n, h, hd]), [0, 2, 3, 1]);
-    const v = G.transpose(G.reshape(lin(a, `${pre}.attn.v`, 'v'), [B, n, h, hd]), [0, 2, 1, 3]);
-    const scores = G.mul(G.matmul(q, k), gr.scalar(1 / Math.sqrt(hd), dt));
-    const attn = G.matmul(G.softmax(scores, -1), v);
-    const merged = G.reshape(G.transpose(attn, [0, 2, 1, 3]), [B, n, d]);
-    x = G.add(x, lin(merged, `${pre}.attn.proj`, 'proj'));
-    const m = ln(x, `${pre}.norm2`);
-    x = G.add(x, lin(act(lin(m, `${pre}.mlp.fc1`, 'fc1')), `${pre}.mlp.fc2`, 'fc2'));
-
-    const clsTok = G.reshape(G.slice(x, [0], [1], [1]), [B, d]);
-    const zExit = ln(clsTok, `exits.${i}.norm`);
-    embeddings.push(zExit);
-    logits.push(lin(zExit, `exits.${i}.head`));
+    x = vitBlock(cfg, x, i, param, opts);
+    const e = vitExit(cfg, x, i, param, opts);
+    embeddings.push(e.embedding);
+    logits.push(e.logits);
   }
   return { logits, embeddings };
 }
