@@ -14,3 +14,4 @@ export { encodeTensor, decodeTensor, encodeUpdate, decodeUpdate, resolveShape } 
 export type { TensorEncodeOptions, UpdateEncodeOptions, ByteAccounting, EncodedUpdate } from './encode.ts';
 export { ErrorFeedback, encodeWithErrorFeedback } from './error-feedback.ts';
 export { f32ToF16Bits, f16BitsToF32, F16_MAX } from './fp16.ts';
+export { tensorDelta, applyDelta, flattenTensors, unflattenTensors } from './tensor-math.ts';

@@ -1,6 +1,6 @@
 import test from 'ava';
 import fc from 'fast-check';
-import { decodeUpdate, encodeUpdate, UpdateError, UpdateRefusal, type ModelUpdate } from '../../src/update/index.ts';
+import { decodeUpdate, encodeUpdate, manifestDigest, UpdateError, UpdateRefusal, type ModelUpdate } from '../../src/update/index.ts';
 import * as pb from '../../src/update/pb/update.ts';
 import { Rng } from '../../src/util/rng.ts';
 import { vitTinyManifest, randomDeltas, makeUpdate } from '../unit/update-vit-tiny.fixture.ts';
@@ -150,3 +150,60 @@ import * as zlib from 'node:zlib';
 function require_zlib(): typeof zlib {
   return zlib;
 }
+
+test('structured fuzz: random protobuf Updates (valid framing, hostile contents) only raise UpdateError', (t) => {
+  const codecs = Object.values(pb.ValueCodec).filter((v): v is pb.ValueCodec => typeof v === 'string');
+  const indexCodecs = Object.values(pb.IndexCodec).filter((v): v is pb.IndexCodec => typeof v === 'string');
+  const body = {
+    codec: fc.constantFrom(...codecs),
+    blockSize: fc.oneof(fc.constant(0), fc.nat({ max: 300 })),
+    values: fc.uint8Array({ maxLength: 200 }),
+    indexCodec: fc.constantFrom(...indexCodecs),
+    nnz: fc.nat({ max: 80 }),
+    indices: fc.uint8Array({ maxLength: 20 }),
+  };
+  const shapeAt2 = (i: number): number[] => manifest.tensors[i].shape.map((d, ax) => (ax === manifest.tensors[i].loraAxis ? 2 : d));
+  const tensor = fc.oneof(
+    // referenced by index, shape implied
+    fc.nat({ max: manifest.tensors.length - 1 }).chain((i) => fc.record({ ...body, name: fc.constant(''), shape: fc.constant([]), tensorIndex: fc.constant(i) })),
+    // referenced by name with the right shape
+    fc.nat({ max: manifest.tensors.length - 1 }).chain((i) => fc.record({ ...body, name: fc.constant(manifest.tensors[i].name), shape: fc.constant(shapeAt2(i)), tensorIndex: fc.constant(undefined) })),
+    // anything
+    fc.record({
+      ...body,
+      name: fc.oneof(fc.constantFrom(...manifest.tensors.map((s) => s.name)), fc.string({ maxLength: 8 })),
+      shape: fc.array(fc.nat({ max: 70 }), { maxLength: 3 }),
+      tensorIndex: fc.option(fc.nat({ max: manifest.tensors.length + 2 }), { nil: undefined }),
+    }),
+  );
+  const update = fc.record({
+    formatVersion: fc.constantFrom(0, 1, 1, 1, 1, 1, 2),
+    federation: fc.string({ minLength: 1, maxLength: 5 }),
+    round: fc.oneof({ arbitrary: fc.bigInt({ min: 0n, max: 100n }), weight: 4 }, { arbitrary: fc.bigInt({ min: 0n, max: 2n ** 64n - 1n }), weight: 1 }),
+    baseVersion: fc.oneof({ arbitrary: fc.bigInt({ min: 0n, max: 100n }), weight: 4 }, { arbitrary: fc.bigInt({ min: 0n, max: 2n ** 64n - 1n }), weight: 1 }),
+    sender: fc.string({ minLength: 1, maxLength: 5 }),
+    sampleCount: fc.oneof({ arbitrary: fc.bigInt({ min: 1n, max: 100n }), weight: 4 }, { arbitrary: fc.bigInt({ min: 0n, max: 2n ** 64n - 1n }), weight: 1 }),
+    loraRank: fc.oneof({ arbitrary: fc.constant(2), weight: 4 }, { arbitrary: fc.nat({ max: 4 }), weight: 1 }),
+    tensors: fc.array(tensor, { maxLength: 4 }),
+    prototypes: fc.array(fc.record({ exit: fc.nat({ max: 3 }), counts: fc.array(fc.bigInt({ min: 0n, max: 10n }), { maxLength: 5 }), sums: fc.option(tensor, { nil: undefined }) }), { maxLength: 2 }),
+    manifestDigest: fc.oneof(fc.constant(new Uint8Array(0)), fc.constant(manifestDigest(manifest)), fc.uint8Array({ minLength: 8, maxLength: 8 })),
+  });
+  const reasons = new Map<string, number>();
+  fc.assert(fc.property(update, fc.boolean(), (u, brotli) => {
+    const body = pb.Update.encode(u as pb.Update);
+    const wire = brotli
+      ? pb.UpdateEnvelope.encode({ compression: pb.PayloadCompression.COMPRESSION_BROTLI, bodyLength: body.length, body: new Uint8Array(zlib.brotliCompressSync(body)) })
+      : pb.UpdateEnvelope.encode({ compression: pb.PayloadCompression.COMPRESSION_NONE, bodyLength: body.length, body });
+    try {
+      decodeUpdate(wire, manifest);
+      reasons.set('ok', (reasons.get('ok') ?? 0) + 1);
+    } catch (err) {
+      if (!(err instanceof UpdateError)) return false;
+      reasons.set(err.reason, (reasons.get(err.reason) ?? 0) + 1);
+    }
+    return true;
+  }), { numRuns: 500 });
+  // the generator reaches past the header into tensor validation
+  t.true(reasons.size >= 8 && reasons.has("ok"), JSON.stringify([...reasons]));
+  t.log(JSON.stringify([...reasons]));
+});

@@ -95,3 +95,19 @@ test('toUpdateManifest marks LoRA rank axes by suffix and keeps order', async (t
   t.deepEqual(m.tensors.map((s) => [s.name, s.loraAxis]), manifest.tensors.map((s) => [s.name, s.loraAxis]));
   t.deepEqual(manifestDigest(m), manifestDigest(manifest));
 });
+
+test('tensor math: delta then apply restores the weights; flatten/unflatten round-trips at any rank', async (t) => {
+  const { tensorDelta, applyDelta, flattenTensors, unflattenTensors } = await import('../../src/update/index.ts');
+  fc.assert(fc.property(fc.integer(), fc.integer({ min: 1, max: 6 }), (seed, rank) => {
+    const rng = new Rng(seed);
+    const before = randomDeltas(manifest, rng, rank, 1);
+    const after = randomDeltas(manifest, rng, rank, 1);
+    const back = applyDelta(before, tensorDelta(after, before));
+    for (const [n, a] of after) if (back.get(n)!.some((v, i) => Math.abs(v - a[i]) > 1e-6)) return false;
+    const flat = flattenTensors(after, manifest, rank);
+    const un = unflattenTensors(flat, manifest, rank);
+    for (const [n, a] of after) if (un.get(n)!.some((v, i) => v !== a[i])) return false;
+    return true;
+  }), { numRuns: 20 });
+  t.pass();
+});
