@@ -94,6 +94,9 @@ export const MAX_MEMBERS = 1024;
 /** Large payloads a node keeps for re-serving to its neighbours, by count and by total bytes. */
 export const BLOB_CACHE_MAX_ENTRIES = 64;
 export const BLOB_CACHE_MAX_BYTES = 256 * 1024 * 1024;
+/** Large payloads fetched at once; further announcements wait in a queue of bounded length, then are ignored (CAPACITY). */
+export const MAX_CONCURRENT_BLOB_FETCHES = 8;
+export const MAX_QUEUED_BLOB_FETCHES = 256;
 /** How long a cached blob stays available to neighbours. */
 export const BLOB_CACHE_TTL_MS = 120_000;
 

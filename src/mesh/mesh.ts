@@ -26,6 +26,8 @@ import {
   DEFAULT_MEMBER_EXPIRY_MS,
   DEFAULT_DIAL_TIMEOUT_MS,
   GOSSIP_RPC_LIMITS,
+  MAX_CONCURRENT_BLOB_FETCHES,
+  MAX_QUEUED_BLOB_FETCHES,
   MAX_BLOB_BYTES,
   MAX_CLOCK_SKEW_MS,
   MAX_ENVELOPE_BYTES,
@@ -190,7 +192,8 @@ export class Mesh extends EventEmitter {
   private readonly payloads = new WeakMap<Message, { payload: Uint8Array; meta: MessageMeta }>();
   private readonly blobs = new BlobStore();
   private readonly protocols: RequestResponseProtocol[] = [];
-  private readonly blocked = new Set<string>();
+  private readonly blocked: Set<string>;
+  private readonly fetchSlots = new Semaphore(MAX_CONCURRENT_BLOB_FETCHES, MAX_QUEUED_BLOB_FETCHES);
   private readonly allow: Set<string> | undefined;
   private readonly redials = new Map<string, Redial>();
   private readonly redialBaseMs: number;
@@ -353,13 +356,14 @@ export class Mesh extends EventEmitter {
 
   /**
    * A further request/response protocol `/fmfl/<federation>/<name>/<semver>` with the same framing and limits as
-   * sync (e.g. `infer`). Call before `start()`, or call `start()` on it yourself.
+   * sync (e.g. `infer`). Registered with libp2p at `start()`, or at once when the mesh already runs.
    */
   createProtocol(name: string, semver = '1.0.0', limits: RequestResponseLimits = {}): RequestResponseProtocol {
     if (!NAME_RE.test(name)) throw new RangeError(`invalid protocol name "${name}"`);
     const id = protocolId(this.federation, name, semver);
     const p = new RequestResponseProtocol(this.libp2p, id, limits, (reason, peer) => this.refuse(reason, id, peer?.toString()));
     this.protocols.push(p);
+    if (this.running) void p.start().catch((err: unknown) => this.log.error({ err: String(err), protocol: id }, 'protocol start failed'));
     return p;
   }
 
@@ -485,21 +489,35 @@ export class Mesh extends EventEmitter {
     meta.viaStream = true;
     let payload = this.blobs.get(blob.sha256);
     if (payload === undefined) {
-      const sources = via.equals(msg.from) ? [via] : [via, msg.from];
-      for (const src of sources) {
-        try {
-          const got = await this.sync.request(src, 'blob', blob.sha256, { maxResponseBytes: size });
-          if (got.byteLength !== size || !Buffer.from(sha256(got)).equals(Buffer.from(blob.sha256))) {
-            this.refuse(RefusalReason.BLOB_MISMATCH, entry.name, src.toString());
-            continue;
-          }
-          payload = got;
-          break;
-        } catch (err) {
-          this.log.debug({ err: String(err), from: src.toString() }, 'blob fetch failed');
-        }
+      if (!(await this.fetchSlots.acquire())) {
+        throw new RefusalError(RefusalReason.CAPACITY, 'too many large payloads being fetched');
       }
-      if (payload === undefined) throw new RefusalError(RefusalReason.UNAVAILABLE, 'announced blob could not be fetched');
+      let mismatch = false;
+      try {
+        payload = this.blobs.get(blob.sha256);
+        const sources = via.equals(msg.from) ? [via] : [via, msg.from];
+        for (const src of payload === undefined ? sources : []) {
+          try {
+            const got = await this.sync.request(src, 'blob', blob.sha256, { maxResponseBytes: size });
+            if (got.byteLength !== size || !Buffer.from(sha256(got)).equals(Buffer.from(blob.sha256))) {
+              mismatch = true;
+              this.log.debug({ from: src.toString(), topic: entry.name }, 'blob does not match its announcement');
+              continue;
+            }
+            payload = got;
+            break;
+          } catch (err) {
+            this.log.debug({ err: String(err), from: src.toString() }, 'blob fetch failed');
+          }
+        }
+      } finally {
+        this.fetchSlots.release();
+      }
+      if (payload === undefined) {
+        throw mismatch
+          ? new RefusalError(RefusalReason.BLOB_MISMATCH, 'served blob does not match its announced hash or size')
+          : new RefusalError(RefusalReason.UNAVAILABLE, 'announced blob could not be fetched');
+      }
       this.blobs.put(payload, blob.sha256);
     }
     return { payload, meta };
@@ -563,6 +581,32 @@ export class Mesh extends EventEmitter {
       this.log.debug({ peer: r.peerId.toString(), err: String(err) }, 'dial failed; will retry');
       this.scheduleRedial(r);
     }
+  }
+}
+
+/** Counting semaphore with a bounded wait queue: `acquire` resolves false when the queue is full. */
+class Semaphore {
+  private free: number;
+  private readonly waiters: Array<() => void> = [];
+  constructor(
+    slots: number,
+    private readonly maxQueue: number,
+  ) {
+    this.free = slots;
+  }
+  async acquire(): Promise<boolean> {
+    if (this.free > 0) {
+      this.free--;
+      return true;
+    }
+    if (this.waiters.length >= this.maxQueue) return false;
+    await new Promise<void>((resolve) => this.waiters.push(resolve));
+    return true;
+  }
+  release(): void {
+    const next = this.waiters.shift();
+    if (next !== undefined) next();
+    else this.free++;
   }
 }
 
