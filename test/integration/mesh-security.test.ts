@@ -205,4 +205,13 @@ test.serial('bad bytes on the sync stream are refused with a reason code; the no
   t.is(tooSmall.reason, RefusalReason.OVERSIZED);
   t.deepEqual(await client.request(server.peerId, 'echo', big), big, 'multi-chunk responses arrive intact');
   t.true(server.refusalCount(RefusalReason.MALFORMED) >= 3);
+
+  // A further protocol with the same framing (what /fmfl/<federation>/infer/1.0.0 will use), added while running.
+  const infer = server.createProtocol('infer', '1.0.0', { maxRequestBytes: 16 });
+  infer.handle('predict', (b, ctx) => new TextEncoder().encode(`${b.byteLength} from ${ctx.peer.toString().slice(-4)}`));
+  const inferClient = client.createProtocol('infer');
+  t.is(infer.protocol, '/fmfl/test/infer/1.0.0');
+  t.is(new TextDecoder().decode(await inferClient.request(server.peerId, 'predict', new Uint8Array(3))), `3 from ${client.peerId.toString().slice(-4)}`);
+  const tooBig = await t.throwsAsync(inferClient.request(server.peerId, 'predict', new Uint8Array(17)), { instanceOf: RefusalError });
+  t.is(tooBig.reason, RefusalReason.OVERSIZED);
 });
