@@ -19,6 +19,9 @@ export function checkHomogeneous(updates: readonly AggregateInput[]): string[] {
         throw new AggregateError(AggregateRefusal.SHAPE_MISMATCH,
           `update ${k}: tensor ${n} ${d === undefined ? 'missing' : `has ${d.length} values, expected ${want}`} (use a rank-heterogeneous rule for mixed LoRA ranks)`);
       }
+      for (let i = 0; i < d.length; i++) {
+        if (!Number.isFinite(d[i])) throw new AggregateError(AggregateRefusal.NON_FINITE, `update ${k}: tensor ${n} has a non-finite value at ${i}`);
+      }
     }
   }
   return names;

@@ -97,21 +97,23 @@ export function svd(a: Mat): { u: Mat; s: Float64Array; v: Mat } {
     return { u: t.v, s: t.s, v: t.u };
   }
   const { m, n } = a;
-  const W = Float64Array.from(a.data);
-  const V = new Float64Array(n * n);
-  for (let i = 0; i < n; i++) V[i * n + i] = 1;
+  // Column-major working copies: the rotations touch two whole columns at a time.
+  const W = Array.from({ length: n }, (_, j) => Float64Array.from({ length: m }, (_, i) => a.data[i * n + j]));
+  const V = Array.from({ length: n }, (_, j) => { const c = new Float64Array(n); c[j] = 1; return c; });
   const eps = 1e-15;
   for (let sweep = 0; sweep < 60; sweep++) {
     let rotated = false;
     for (let p = 0; p < n - 1; p++) {
+      const wp = W[p];
       for (let q = p + 1; q < n; q++) {
+        const wq = W[q];
         let alpha = 0, beta = 0, gamma = 0;
         for (let i = 0; i < m; i++) {
-          const wp = W[i * n + p];
-          const wq = W[i * n + q];
-          alpha += wp * wp;
-          beta += wq * wq;
-          gamma += wp * wq;
+          const x = wp[i];
+          const y = wq[i];
+          alpha += x * x;
+          beta += y * y;
+          gamma += x * y;
         }
         if (gamma === 0 || Math.abs(gamma) <= eps * Math.sqrt(alpha * beta)) continue;
         rotated = true;
@@ -120,35 +122,32 @@ export function svd(a: Mat): { u: Mat; s: Float64Array; v: Mat } {
         const c = 1 / Math.sqrt(1 + t * t);
         const s = c * t;
         for (let i = 0; i < m; i++) {
-          const wp = W[i * n + p];
-          const wq = W[i * n + q];
-          W[i * n + p] = c * wp - s * wq;
-          W[i * n + q] = s * wp + c * wq;
+          const x = wp[i];
+          const y = wq[i];
+          wp[i] = c * x - s * y;
+          wq[i] = s * x + c * y;
         }
+        const vp = V[p];
+        const vq = V[q];
         for (let i = 0; i < n; i++) {
-          const vp = V[i * n + p];
-          const vq = V[i * n + q];
-          V[i * n + p] = c * vp - s * vq;
-          V[i * n + q] = s * vp + c * vq;
+          const x = vp[i];
+          const y = vq[i];
+          vp[i] = c * x - s * y;
+          vq[i] = s * x + c * y;
         }
       }
     }
     if (!rotated) break;
   }
-  const norms = new Float64Array(n);
-  for (let j = 0; j < n; j++) {
-    let s = 0;
-    for (let i = 0; i < m; i++) s += W[i * n + j] ** 2;
-    norms[j] = Math.sqrt(s);
-  }
+  const norms = W.map((col) => Math.sqrt(col.reduce((acc, x) => acc + x * x, 0)));
   const order = Array.from({ length: n }, (_, j) => j).sort((x, y) => norms[y] - norms[x]);
   const u = mat(m, n);
   const v = mat(n, n);
   const s = new Float64Array(n);
   order.forEach((j, k) => {
     s[k] = norms[j];
-    for (let i = 0; i < m; i++) u.data[i * n + k] = norms[j] > 0 ? W[i * n + j] / norms[j] : 0;
-    for (let i = 0; i < n; i++) v.data[i * n + k] = V[i * n + j];
+    for (let i = 0; i < m; i++) u.data[i * n + k] = norms[j] > 0 ? W[j][i] / norms[j] : 0;
+    for (let i = 0; i < n; i++) v.data[i * n + k] = V[j][i];
   });
   return { u, s, v };
 }

@@ -57,6 +57,10 @@ export interface IndexCodecImpl {
   decode(bytes: Uint8Array, n: number, nnz: number): Uint32Array;
 }
 
+const LITTLE_ENDIAN = new Uint8Array(Uint16Array.of(1).buffer)[0] === 1;
+/** 2^-32: turns a uniform u32 into a uniform draw in [0, 1) (32 bits are plenty for stochastic rounding). */
+const U32_UNIT = 2 ** -32;
+
 function assertFinite(values: Float32Array): void {
   for (let i = 0; i < values.length; i++) {
     if (!Number.isFinite(values[i])) {
@@ -71,6 +75,7 @@ const f32Codec: ValueCodecImpl = {
   byteLength: (count) => count * 4,
   encode(values) {
     assertFinite(values);
+    if (LITTLE_ENDIAN) return { bytes: new Uint8Array(Float32Array.from(values).buffer), blockSize: 0 };
     const out = new Uint8Array(values.length * 4);
     const dv = new DataView(out.buffer);
     for (let i = 0; i < values.length; i++) dv.setFloat32(i * 4, values[i], true);
@@ -78,12 +83,16 @@ const f32Codec: ValueCodecImpl = {
   },
   decode(bytes, { count }) {
     check(bytes.length === count * 4, UpdateRefusal.BAD_LENGTH, () => `f32 values: ${bytes.length} bytes for ${count} values`);
-    const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-    const out = new Float32Array(count);
+    let out: Float32Array;
+    if (LITTLE_ENDIAN) {
+      out = new Float32Array(count);
+      new Uint8Array(out.buffer).set(bytes);
+    } else {
+      const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+      out = Float32Array.from({ length: count }, (_, i) => dv.getFloat32(i * 4, true));
+    }
     for (let i = 0; i < count; i++) {
-      const v = dv.getFloat32(i * 4, true);
-      check(Number.isFinite(v), UpdateRefusal.NON_FINITE, () => `f32 value ${i} is not finite`);
-      out[i] = v;
+      if (!Number.isFinite(out[i])) throw new UpdateError(UpdateRefusal.NON_FINITE, `f32 value ${i} is not finite`);
     }
     return out;
   },
@@ -156,7 +165,7 @@ function quantCodec(id: ValueCodec, bits: 8 | 4): ValueCodecImpl {
         const inv = scale > 0 ? levels / scale : 0;
         for (let i = lo; i < hi; i++) {
           const q = values[i] * inv;
-          let c = stochastic ? Math.floor(q + rng!.next()) : Math.round(q);
+          let c = stochastic ? Math.floor(q + rng!.nextU32() * U32_UNIT) : Math.round(q);
           if (c > levels) c = levels;
           else if (c < -levels) c = -levels;
           if (bits === 8) codes[i] = c & 0xff;

@@ -125,3 +125,10 @@ test('registry: every name resolves, unknown names are a typed error, empty inpu
   t.is(t.throws(() => getAggregator('trimmed-mean')([u([1])], { trimFraction: 0.5 }), { instanceOf: AggregateError })?.reason, AggregateRefusal.BAD_OPTION);
   t.is(t.throws(() => getAggregator('fedavg')([u([1], 0)]), { instanceOf: AggregateError })?.reason, AggregateRefusal.NON_FINITE);
 });
+
+test('non-finite values are refused, not averaged', (t) => {
+  for (const name of ['fedavg', 'median', 'trimmed-mean', 'norm-bound', 'fedadam']) {
+    const err = t.throws(() => getAggregator(name)([u([1, 2]), u([NaN, 0])]), { instanceOf: AggregateError });
+    t.is(err?.reason, AggregateRefusal.NON_FINITE, name);
+  }
+});
