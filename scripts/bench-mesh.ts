@@ -1,5 +1,6 @@
 /**
- * `npm run bench:mesh -- [--json] [--n 4,8,16] [--reps-small 20] [--reps-large 6] [--degree 3] [--seed 1]`
+ * `npm run bench:mesh -- [--json] [--n 4,8,16] [--reps-small 20] [--reps-large 6] [--degree 3] [--seed 1]
+ *   [--transport tcp|memory] [--latency <ms per buffer, memory only>]`
  *
  * For each N, starts N in-process mesh nodes on 127.0.0.1 (TCP + Noise + Yamux) in a seeded random
  * k-regular topology (full mesh when N <= degree + 1), then measures:
@@ -23,6 +24,9 @@ const REPS_SMALL = Number(arg('reps-small', '20'));
 const REPS_LARGE = Number(arg('reps-large', '6'));
 const DEGREE = Number(arg('degree', '3'));
 const SEED = Number(arg('seed', '1'));
+const TRANSPORT = arg('transport', 'tcp');
+const LATENCY_MS = Number(arg('latency', '0'));
+if (TRANSPORT !== 'tcp' && TRANSPORT !== 'memory') throw new Error('--transport must be tcp or memory');
 const DEADLINE_MS = 60_000;
 
 const log = (s: string): void => {
@@ -77,7 +81,15 @@ async function runN(n: number, rng: Rng): Promise<Record<string, unknown>> {
   const meshes: Mesh[] = [];
   try {
     for (let i = 0; i < n; i++) {
-      const m = await createMesh({ federation: 'bench', heartbeatIntervalMs: 500, memberExpiryMs: 5000, gossipHeartbeatMs: 500 });
+      const listen = TRANSPORT === 'memory' ? [`/memory/fmfl-bench-${n}-${i}`] : ['/ip4/127.0.0.1/tcp/0'];
+      const m = await createMesh({
+        federation: 'bench',
+        listen,
+        memoryLatencyMs: LATENCY_MS,
+        heartbeatIntervalMs: 500,
+        memberExpiryMs: 5000,
+        gossipHeartbeatMs: 500,
+      });
       await m.start();
       meshes.push(m);
     }
@@ -132,10 +144,10 @@ for (const n of NS) results.push(await runN(n, rng));
 const out = {
   bench: 'mesh',
   node: process.version,
-  transport: 'tcp 127.0.0.1 + noise + yamux, one process',
+  transport: TRANSPORT === 'tcp' ? 'tcp 127.0.0.1 + noise + yamux, one process' : `memory (latency ${LATENCY_MS} ms) + noise + yamux, one process`,
   topology: `seeded random ${DEGREE}-regular (full mesh when N <= ${DEGREE + 1})`,
   heartbeatMs: 500,
   seed: SEED,
   results,
 };
-console.log(JSON.stringify(out, null, JSON_ONLY ? 2 : 2));
+console.log(JSON.stringify(out, null, 2));

@@ -1,6 +1,7 @@
 import { EventEmitter } from 'node:events';
 import { createLibp2p } from 'libp2p';
 import { tcp } from '@libp2p/tcp';
+import { memory } from '@libp2p/memory';
 import { noise } from '@chainsafe/libp2p-noise';
 import { yamux } from '@chainsafe/libp2p-yamux';
 import { identify } from '@libp2p/identify';
@@ -50,8 +51,13 @@ export interface MeshOptions {
   federation: string;
   /** Node identity (default: a fresh ephemeral Ed25519 key). */
   identity?: Identity;
-  /** Listen multiaddrs (default `/ip4/127.0.0.1/tcp/0`). */
+  /**
+   * Listen multiaddrs (default `/ip4/127.0.0.1/tcp/0`). TCP and the in-process memory transport are both enabled:
+   * `/memory/<name>` addresses connect nodes of one process without sockets (large simulations).
+   */
   listen?: string[];
+  /** Latency added to every buffer sent over the memory transport (default 0 ms). */
+  memoryLatencyMs?: number;
   /** Peers to dial at start and redial with backoff when their connection drops; each must end in `/p2p/<id>`. */
   peers?: string[];
   /** Private-network swarm key (file bytes, see `parseSwarmKey`): peers without the same key cannot connect. */
@@ -641,7 +647,7 @@ export async function createMesh(opts: MeshOptions): Promise<Mesh> {
     privateKey: identity.privateKey,
     start: false,
     addresses: { listen: opts.listen ?? ['/ip4/127.0.0.1/tcp/0'] },
-    transports: [tcp()],
+    transports: [tcp(), memory({ latency: opts.memoryLatencyMs ?? 0 })],
     connectionEncrypters: [noise()],
     streamMuxers: [yamux()],
     connectionProtector: (components) =>

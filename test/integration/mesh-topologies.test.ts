@@ -1,7 +1,8 @@
 import test from 'ava';
 import { Rng } from '../../src/util/rng.ts';
 import type { Mesh } from '../../src/mesh/index.ts';
-import { startMeshes, stopAll, link, waitFor, viewsConverged, topologies } from './mesh-helpers.ts';
+import { createMesh } from '../../src/mesh/index.ts';
+import { FAST, startMeshes, stopAll, link, waitFor, viewsConverged, topologies } from './mesh-helpers.ts';
 
 type Edges = Array<[number, number]>;
 
@@ -77,4 +78,22 @@ test.serial('full mesh of 5: views converge, messages reach all, a leaver disapp
 
 test.serial('random 3-regular graph of 8: views converge, messages reach all, a leaver disappears', async (t) => {
   await topologyScenario(t, 8, topologies.randomRegular(8, 3, 5), 5);
+});
+
+test.serial('in-process memory transport with 5 ms latency: a ring of 6 converges and delivers', async (t) => {
+  const meshes: Mesh[] = [];
+  t.teardown(async () => stopAll(meshes));
+  for (let i = 0; i < 6; i++) {
+    const m = await createMesh({ federation: 'test', ...FAST, listen: [`/memory/fmfl-test-ring-${i}`], memoryLatencyMs: 5 });
+    await m.start();
+    meshes.push(m);
+  }
+  t.true(meshes[0].multiaddrs()[0].startsWith('/memory/fmfl-test-ring-0/p2p/'));
+  const got = meshes.map(() => 0);
+  meshes.forEach((m, i) => m.subscribe('data', () => void got[i]++));
+  link(meshes, topologies.ring(6));
+  await waitFor(() => viewsConverged(meshes), 'memory-transport views converge');
+  await meshes[2].publish('data', new Uint8Array(200 * 1024));
+  await waitFor(() => got.every((g, i) => i === 2 || g === 1), 'the 200 kB message reaches every node');
+  t.is(got[2], 0);
 });
