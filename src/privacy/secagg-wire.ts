@@ -1,5 +1,5 @@
 import * as pb from '../update/pb/update.ts';
-import { SecAggError, SecAggRefusal, type SecAggAnnouncement, type SecAggContext } from './secagg.ts';
+import { SecAggError, SecAggRefusal, type SecAggAnnouncement, type SecAggContext, type SecAggRevealData } from './secagg.ts';
 
 /** Wire format version of the secure-aggregation messages. */
 export const SECAGG_FORMAT_VERSION = 1;
@@ -86,11 +86,13 @@ export function decodeMasked(
   return { peerId, words };
 }
 
-export function encodeReveal(ctx: SecAggContext, peerId: string, seeds: ReadonlyMap<string, Uint8Array>): Uint8Array {
-  return pb.SecAggReveal.encode({ ...base(ctx, peerId), seeds: [...seeds].map(([p, seed]) => ({ peerId: p, seed })) });
+export function encodeReveal(ctx: SecAggContext, peerId: string, reveal: SecAggRevealData): Uint8Array {
+  return pb.SecAggReveal.encode({
+    ...base(ctx, peerId), seeds: [...reveal.pairSeeds].map(([p, seed]) => ({ peerId: p, seed })), selfMaskSeed: reveal.selfSeed,
+  });
 }
 
-export function decodeReveal(bytes: Uint8Array, ctx: SecAggContext, limits: Partial<SecAggLimits> = {}): { peerId: string; seeds: Map<string, Uint8Array> } {
+export function decodeReveal(bytes: Uint8Array, ctx: SecAggContext, limits: Partial<SecAggLimits> = {}): { peerId: string; reveal: SecAggRevealData } {
   const lim = { ...DEFAULT_SECAGG_LIMITS, ...limits };
   const m = parse('reveal', bytes, lim, (b) => pb.SecAggReveal.decode(b, { limits: { seeds: lim.maxSeeds } }));
   const peerId = header('reveal', m, ctx, lim);
@@ -101,5 +103,6 @@ export function decodeReveal(bytes: Uint8Array, ctx: SecAggContext, limits: Part
     if (seeds.has(s.peerId)) throw new SecAggError(SecAggRefusal.DUPLICATE_MEMBER, `reveal: ${s.peerId} twice`);
     seeds.set(s.peerId, s.seed);
   }
-  return { peerId, seeds };
+  if (m.selfMaskSeed.length !== 32) throw new SecAggError(SecAggRefusal.BAD_KEY, 'reveal: self-mask seed must be 32 bytes');
+  return { peerId, reveal: { selfSeed: m.selfMaskSeed, pairSeeds: seeds } };
 }

@@ -1,4 +1,4 @@
-import { createCipheriv, createHash, createPrivateKey, createPublicKey, diffieHellman, generateKeyPairSync, hkdfSync, type KeyObject } from 'node:crypto';
+import { createCipheriv, createHash, createPublicKey, diffieHellman, generateKeyPairSync, hkdfSync, randomBytes, type KeyObject } from 'node:crypto';
 import { FmflError } from '../util/errors.ts';
 import type { Rng } from '../util/rng.ts';
 
@@ -191,35 +191,67 @@ function addMask(acc: Uint32Array, seed: Uint8Array, sign: 1 | -1): void {
   for (let i = 0; i < acc.length; i++) acc[i] = (sign === 1 ? acc[i] + m[i] : acc[i] - m[i]) >>> 0;
 }
 
+/** A member's secrets for one round: pair seeds with every other member, and its own self-mask seed. */
+export interface MaskSecrets {
+  pairSeeds: ReadonlyMap<string, Uint8Array>;
+  /** 32 random bytes from {@link newSelfMaskSeed}; revealed only if this member is declared a survivor. */
+  selfSeed: Uint8Array;
+}
+
 /**
- * This member's masked input: fixed-point(values) + Σ_{j > self} PRG(s_ij) − Σ_{j < self} PRG(s_ij) mod 2^32
- * (peer ids ordered as strings). Summed over all members the masks cancel exactly (Bonawitz et al., "Practical
- * Secure Aggregation for Privacy-Preserving Machine Learning", CCS 2017, pairwise masking).
+ * A fresh self-mask seed. Cryptographic secrets come from the OS CSPRNG (node:crypto), never from a seeded
+ * `Rng`: reproducible secrets would be no secrets.
  */
-export function maskInput(values: ArrayLike<number>, selfId: string, seeds: ReadonlyMap<string, Uint8Array>, fp: FixedPoint, rng?: Rng): Uint32Array {
+export function newSelfMaskSeed(): Uint8Array {
+  return new Uint8Array(randomBytes(32));
+}
+
+/**
+ * This member's masked input, double-masked as in Bonawitz et al. ("Practical Secure Aggregation for
+ * Privacy-Preserving Machine Learning", CCS 2017): fixed-point(values) + PRG(b_self) + Σ_{j > self} PRG(s_ij)
+ * − Σ_{j < self} PRG(s_ij) mod 2^32 (peer ids ordered as strings). Pair masks cancel in the sum over all
+ * members; the self mask is removed once the member, as a survivor, reveals b_self. A member declared dropped
+ * never reveals b_self, so its input stays hidden even if it arrives late, after its pair seeds were revealed.
+ */
+export function maskInput(values: ArrayLike<number>, selfId: string, secrets: MaskSecrets, fp: FixedPoint, rng?: Rng): Uint32Array {
   const acc = toFixedPoint(values, fp, rng);
-  for (const [peer, seed] of seeds) addMask(acc, seed, selfId < peer ? 1 : -1);
+  addMask(acc, secrets.selfSeed, 1);
+  for (const [peer, seed] of secrets.pairSeeds) {
+    if (peer === selfId) throw new SecAggError(SecAggRefusal.DUPLICATE_MEMBER, 'a member has no pair seed with itself');
+    addMask(acc, seed, selfId < peer ? 1 : -1);
+  }
   return acc;
 }
 
-/** What a surviving member reveals after the deadline: its pair seeds with the members that dropped out. */
-export function revealSeeds(seeds: ReadonlyMap<string, Uint8Array>, dropped: readonly string[]): Map<string, Uint8Array> {
-  const out = new Map<string, Uint8Array>();
-  for (const d of dropped) {
-    const s = seeds.get(d);
-    if (s === undefined) throw new SecAggError(SecAggRefusal.MISSING_SEED, `no pair seed with ${d}`);
-    out.set(d, s);
-  }
-  return out;
+/** What a survivor reveals after the deadline: its self-mask seed and its pair seeds with the dropped members. */
+export interface SecAggRevealData {
+  selfSeed: Uint8Array;
+  pairSeeds: Map<string, Uint8Array>;
 }
 
 /**
- * The aggregator's side: sum the survivors' masked inputs and remove the masks they share with dropped members,
- * using the seeds the survivors revealed. Returns the exact fixed-point sum of the survivors' values, decoded.
- * The aggregator must not accept a dropped member's input after asking for reveals (it could then unmask it).
+ * Build this member's reveal for the announced dropped set. Refuses (DUPLICATE_MEMBER) when the member itself
+ * is listed as dropped: revealing its self seed then would expose its input to the aggregator.
+ */
+export function revealFor(selfId: string, secrets: MaskSecrets, dropped: readonly string[]): SecAggRevealData {
+  if (dropped.includes(selfId)) throw new SecAggError(SecAggRefusal.DUPLICATE_MEMBER, 'declared dropped: never reveal the self-mask seed');
+  const pairSeeds = new Map<string, Uint8Array>();
+  for (const d of dropped) {
+    const s = secrets.pairSeeds.get(d);
+    if (s === undefined) throw new SecAggError(SecAggRefusal.MISSING_SEED, `no pair seed with ${d}`);
+    pairSeeds.set(d, s);
+  }
+  return { selfSeed: secrets.selfSeed, pairSeeds };
+}
+
+/**
+ * The aggregator's side: sum the survivors' masked inputs, remove each survivor's self mask and the pair masks
+ * survivors share with dropped members, from the survivors' reveals. Returns the exact fixed-point sum of the
+ * survivors' values, decoded. If a survivor fails to reveal, move it to `dropped`, drop its input and ask the
+ * others for their seeds with it (its self mask keeps its input hidden).
  */
 export function unmaskSum(
-  masked: ReadonlyMap<string, Uint32Array>, dropped: readonly string[], revealed: ReadonlyMap<string, ReadonlyMap<string, Uint8Array>>, fp: FixedPoint, length: number,
+  masked: ReadonlyMap<string, Uint32Array>, dropped: readonly string[], reveals: ReadonlyMap<string, SecAggRevealData>, fp: FixedPoint, length: number,
 ): { sum: Float64Array; count: number } {
   const survivors = [...masked.keys()];
   for (const d of dropped) if (masked.has(d)) throw new SecAggError(SecAggRefusal.DUPLICATE_MEMBER, `${d} is both a survivor and dropped`);
@@ -230,8 +262,11 @@ export function unmaskSum(
     for (let i = 0; i < length; i++) acc[i] = (acc[i] + v[i]) >>> 0;
   }
   for (const s of survivors) {
+    const r = reveals.get(s);
+    if (r === undefined) throw new SecAggError(SecAggRefusal.MISSING_SEED, `${s} did not reveal; move it to the dropped set`);
+    addMask(acc, r.selfSeed, -1);
     for (const d of dropped) {
-      const seed = revealed.get(s)?.get(d);
+      const seed = r.pairSeeds.get(d);
       if (seed === undefined) throw new SecAggError(SecAggRefusal.MISSING_SEED, `${s} did not reveal its seed with dropped ${d}`);
       // s added +PRG if s < d, else −PRG: undo it.
       addMask(acc, seed, s < d ? -1 : 1);

@@ -873,6 +873,7 @@ export interface SecAggReveal {
   round: bigint
   peerId: string
   seeds: PairSeed[]
+  selfMaskSeed: Uint8Array
 }
 
 export namespace SecAggReveal {
@@ -912,6 +913,11 @@ export namespace SecAggReveal {
           }
         }
 
+        if ((obj.selfMaskSeed != null && obj.selfMaskSeed.byteLength > 0)) {
+          w.uint32(50)
+          w.bytes(obj.selfMaskSeed)
+        }
+
         if (opts.lengthDelimited !== false) {
           w.ldelim()
         }
@@ -921,7 +927,8 @@ export namespace SecAggReveal {
           federation: '',
           round: 0n,
           peerId: '',
-          seeds: []
+          seeds: [],
+          selfMaskSeed: uint8ArrayAlloc(0)
         }
 
         const end = length == null ? reader.len : reader.pos + length
@@ -954,6 +961,10 @@ export namespace SecAggReveal {
               obj.seeds.push(PairSeed.codec().decode(reader, reader.uint32(), {
                 limits: opts.limits?.seeds$
               }))
+              break
+            }
+            case 6: {
+              obj.selfMaskSeed = reader.bytes()
               break
             }
             default: {
