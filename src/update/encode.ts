@@ -5,6 +5,7 @@ import {
   type ValueBits,
 } from './codecs.ts';
 import { UpdateError, UpdateRefusal, check } from './errors.ts';
+import { F16_MAX } from './fp16.ts';
 import { DEFAULT_DECODE_LIMITS, UPDATE_FORMAT_VERSION, type DecodeLimits } from './limits.ts';
 import * as pb from './pb/update.ts';
 import { selectTopK, type TopKOptions } from './topk.ts';
@@ -257,6 +258,7 @@ function encodePrototypes(p: PrototypeTable, manifest: UpdateManifest, bits: 32 
   if (!Number.isInteger(p.exit) || p.exit < 0 || p.exit >= spec!.exits) bad(`exit outside [0, ${spec!.exits})`);
   if (p.dim !== spec!.dim || p.counts.length !== spec!.classes || p.sums.length !== spec!.classes * spec!.dim) bad('shape differs from the manifest');
   for (const c of p.counts) if (!Number.isSafeInteger(c) || c < 0) bad(`count ${c} is not a non-negative integer`);
+  if (bits === 16 && p.sums.some((v) => Math.abs(v) > F16_MAX)) bad(`a sum exceeds the f16 range (±${F16_MAX}); use prototypeBits 32`);
   const { msg } = encodeTensor(`prototypes.${p.exit}`, [spec!.classes, spec!.dim], p.sums, null, { bits });
   return { exit: p.exit, counts: p.counts.map((c) => BigInt(c)), sums: msg };
 }

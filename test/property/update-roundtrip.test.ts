@@ -111,3 +111,14 @@ test('tensor math: delta then apply restores the weights; flatten/unflatten roun
   }), { numRuns: 20 });
   t.pass();
 });
+
+test('prototype sums: f16 refuses sums beyond its range instead of saturating; f32 keeps them', (t) => {
+  const m = vitTinyManifest(2, 4, 1, 2);
+  const deltas = randomDeltas(m, new Rng(1), 2);
+  const prototypes = [{ exit: 0, dim: 4, counts: [1000, 0], sums: Float32Array.from([70000, 1, 2, 3, 0, 0, 0, 0]) }];
+  const u = makeUpdate(deltas, { loraRank: 2, prototypes });
+  t.throws(() => encodeUpdate(u, m, { prototypeBits: 16 }), { message: /f16 range/ });
+  const back = decodeUpdate(encodeUpdate(u, m).bytes, m);
+  t.deepEqual(Array.from(back.prototypes[0].sums), [70000, 1, 2, 3, 0, 0, 0, 0]);
+  t.deepEqual(back.prototypes[0].counts, [1000, 0]);
+});
