@@ -1,0 +1,352 @@
+/**
+ * The federated-learning loop of one node: train locally through onnxruntime, exchange compressed updates with
+ * the chosen round protocol, evaluate, checkpoint. What `fmfl-node --rounds N ...` runs.
+ */
+import { existsSync } from 'node:fs';
+import { z } from 'zod';
+import { AGGREGATOR_NAMES } from '../aggregate/index.ts';
+import { loadDataset, shardIndices, type Dataset } from '../data/index.ts';
+import type { Mesh } from '../mesh/index.ts';
+import { loadBackbone, DEFAULT_BACKBONE } from '../model/backbone.ts';
+import { loadCheckpoint, saveCheckpoint, type JsonValue } from '../model/checkpoint.ts';
+import { exitSpecs, LORA_TARGETS, type LoraConfig, type TrainableSet } from '../model/vit.ts';
+import { RdpAccountant } from '../privacy/index.ts';
+import { Trainer } from '../train/trainer.ts';
+import { joinOptimizerState, splitOptimizerState } from '../train/optim.ts';
+import { toUpdateManifest, type PrototypeTable, type TensorMap, type UpdateManifest } from '../update/index.ts';
+import { ConfigError, FmflError } from '../util/errors.ts';
+import type { Logger } from '../util/log.ts';
+import { GossipProtocol } from './gossip.ts';
+import { LeaderProtocol } from './leader.ts';
+import { hex, makeState, prototypeTensors, type GlobalState } from './state.ts';
+import { DEFAULT_COMPRESSION, PROTOCOL_NAMES, type ProtocolSnapshot, type RoundOptions, type RoundOutcome, type RoundProtocol } from './types.ts';
+
+/** Federated-learning settings of a node (the `fl` part of a node config; CLI flags map onto it). */
+export const FederationConfigSchema = z
+  .object({
+    protocol: z.enum(PROTOCOL_NAMES).default('leader'),
+    rounds: z.number().int().min(1).max(100_000).default(30),
+    localSteps: z.number().int().min(1).max(1_000_000).default(50),
+    batch: z.number().int().min(1).max(4096).default(64),
+    lr: z.number().positive().max(10).default(1e-3),
+    weightDecay: z.number().min(0).max(1).default(0.01),
+    dataset: z.enum(['fashion-mnist', 'mnist']).default('fashion-mnist'),
+    /** This node's shard `i/n` (0-based i) of the train split. */
+    shard: z.string().regex(/^\d+\/\d+$/, 'shard must look like i/n, e.g. 3/8').default('0/1'),
+    /** Dirichlet label-skew concentration; omit (null) for an IID split. */
+    alpha: z.number().positive().max(1e6).nullable().default(0.5),
+    /** Seed of the partition: every node of a federation must use the same one. */
+    partitionSeed: z.number().int().min(0).max(2 ** 31).default(42),
+    /** Seed of the initial LoRA/exit-head weights: the same on every node (global version 0). */
+    modelSeed: z.number().int().min(0).max(2 ** 31).default(7),
+    /** Seed of this node's minibatch order and quantization noise (default: derived from the shard). */
+    seed: z.number().int().min(0).max(2 ** 31).optional(),
+    backbone: z.string().min(1).max(128).default(DEFAULT_BACKBONE),
+    trainable: z.enum(['lora+heads', 'heads']).default('lora+heads'),
+    rank: z.number().int().min(1).max(64).default(8),
+    loraAlpha: z.number().positive().max(4096).default(16),
+    loraTargets: z.array(z.enum(LORA_TARGETS)).min(1).default(['q', 'v']),
+    protoWeight: z.number().min(0).max(100).default(0),
+    topk: z.number().positive().max(1).default(DEFAULT_COMPRESSION.topk),
+    bits: z.union([z.literal(32), z.literal(16), z.literal(8), z.literal(4)]).default(DEFAULT_COMPRESSION.bits),
+    errorFeedback: z.boolean().default(true),
+    downlinkBits: z.union([z.literal(32), z.literal(16), z.literal(8)]).default(DEFAULT_COMPRESSION.downlinkBits),
+    brotli: z.boolean().default(false),
+    aggregator: z.string().refine((s) => AGGREGATOR_NAMES.includes(s), { message: `aggregator must be one of ${AGGREGATOR_NAMES.join(', ')}` }).default('fedavg'),
+    quorum: z.number().gt(0).max(1).default(1),
+    roundTimeoutMs: z.number().int().min(100).max(3_600_000).default(60_000),
+    leaderTimeoutMs: z.number().int().min(100).max(3_600_000).default(15_000),
+    gossipGamma: z.number().gt(0).max(1).default(0.5),
+    /** Send prototype statistics every this many rounds (and always in the last round); 0: only in the last. */
+    prototypeEvery: z.number().int().min(0).max(100_000).default(5),
+    /** Shard samples used to compute local prototype statistics. */
+    prototypeSamples: z.number().int().min(1).max(1_000_000).default(1000),
+    /** Test images this node evaluates on each round (a strided slice of the test split). */
+    testSlice: z.number().int().min(1).max(100_000).default(1000),
+    /** Members to wait for before round 1 (default: the shard count n). */
+    minMembers: z.number().int().min(1).max(10_000).optional(),
+    dpClip: z.number().positive().optional(),
+    dpNoise: z.number().min(0).optional(),
+    dpDelta: z.number().gt(0).lt(1).default(1e-5),
+    threads: z.number().int().min(1).max(256).optional(),
+    device: z.enum(['cpu', 'cuda', 'auto']).default('cpu'),
+  })
+  .strict();
+export type FederationConfig = z.infer<typeof FederationConfigSchema>;
+
+export class FederationError extends FmflError {
+  constructor(message: string) {
+    super('FEDERATION', message);
+  }
+}
+
+/** What a node logs after every round. */
+export interface RoundMetrics {
+  node: string;
+  round: number;
+  version: number;
+  hash: string;
+  protocol: 'leader' | 'gossip';
+  via: RoundOutcome['via'];
+  leader?: string;
+  contributors: number;
+  trainLoss: number;
+  accuracy: number[];
+  ensembleAccuracy: number;
+  bytesUp: number;
+  bytesDown: number;
+  trainMs: number;
+  roundMs: number;
+  consensusDistance?: number;
+  epsilon?: number;
+}
+
+const CHECKPOINT_FILE = 'federation.fmfl';
+
+export class Federation {
+  readonly cfg: FederationConfig;
+  readonly protocol: RoundProtocol;
+  readonly trainer: Trainer;
+  readonly manifest: UpdateManifest;
+  private readonly mesh: Mesh;
+  private readonly logger: Logger;
+  private readonly train: Dataset;
+  private readonly test: Dataset;
+  private readonly shard: Uint32Array;
+  private readonly testIdx: Uint32Array;
+  private readonly stateDir: string | undefined;
+  private readonly accountant: RdpAccountant | null;
+  private stopped = false;
+
+  private constructor(o: {
+    cfg: FederationConfig; protocol: RoundProtocol; trainer: Trainer; manifest: UpdateManifest; mesh: Mesh; logger: Logger;
+    train: Dataset; test: Dataset; shard: Uint32Array; testIdx: Uint32Array; stateDir?: string; accountant: RdpAccountant | null;
+  }) {
+    this.cfg = o.cfg;
+    this.protocol = o.protocol;
+    this.trainer = o.trainer;
+    this.manifest = o.manifest;
+    this.mesh = o.mesh;
+    this.logger = o.logger;
+    this.train = o.train;
+    this.test = o.test;
+    this.shard = o.shard;
+    this.testIdx = o.testIdx;
+    this.stateDir = o.stateDir;
+    this.accountant = o.accountant;
+  }
+
+  static async create(mesh: Mesh, input: unknown, opts: { logger: Logger; stateDir?: string }): Promise<Federation> {
+    const parsed = FederationConfigSchema.safeParse(input);
+    if (!parsed.success) throw new ConfigError(`invalid federation settings: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
+    const cfg = parsed.data;
+    const [si, sn] = cfg.shard.split('/').map(Number);
+    if (!(sn >= 1 && si >= 0 && si < sn)) throw new ConfigError(`shard ${cfg.shard}: need 0 <= i < n`);
+    if ((cfg.dpClip === undefined) !== (cfg.dpNoise === undefined)) throw new ConfigError('differential privacy needs both dpClip and dpNoise');
+
+    const [bb, train, test] = await Promise.all([loadBackbone(cfg.backbone), loadDataset(cfg.dataset, 'train'), loadDataset(cfg.dataset, 'test')]);
+    const shard = shardIndices(train.labels, cfg.shard, cfg.alpha === null ? { seed: cfg.partitionSeed, scheme: 'iid' } : { seed: cfg.partitionSeed, scheme: 'dirichlet', alpha: cfg.alpha });
+    if (shard.length < cfg.batch) throw new FederationError(`shard ${cfg.shard} has ${shard.length} samples, fewer than one batch of ${cfg.batch}`);
+    const testIdx = stridedSlice(test.n, si, sn, cfg.testSlice);
+    const lora: LoraConfig | null = cfg.trainable === 'lora+heads' ? { rank: cfg.rank, alpha: cfg.loraAlpha, targets: cfg.loraTargets } : null;
+    const heads = new Set(exitSpecs(bb.cfg).map((s) => s.name));
+    // Global version 0: backbone + fresh exit heads + fresh LoRA, all from the federation's model seed.
+    const weights = new Map([...bb.weights].filter(([k]) => !heads.has(k)));
+    const trainer = await Trainer.create({
+      cfg: bb.cfg, lora, trainableSet: cfg.trainable as TrainableSet, weights, batch: cfg.batch, seed: cfg.modelSeed,
+      optimizer: { kind: 'adamw', lr: cfg.lr, weightDecay: cfg.weightDecay }, protoWeight: cfg.protoWeight,
+      threads: cfg.threads, provider: cfg.device, logger: opts.logger,
+    });
+    const manifest = toUpdateManifest(trainer.specs, { prototypes: { exits: bb.cfg.depth, classes: bb.cfg.classes, dim: bb.cfg.dim } });
+    const initial = makeState(0, trainer.snapshot(), [], manifest);
+
+    let restore: ProtocolSnapshot | undefined;
+    if (opts.stateDir && existsSync(`${opts.stateDir}/${CHECKPOINT_FILE}`)) {
+      restore = await readFederationCheckpoint(`${opts.stateDir}/${CHECKPOINT_FILE}`, manifest, cfg, trainer);
+      opts.logger.info({ version: restore.state.version }, 'resuming from checkpoint');
+    }
+    const selfId = mesh.peerId.toString();
+    const seed = cfg.seed ?? (cfg.modelSeed * 1000 + si);
+    const ctx = {
+      mesh, federation: mesh.federation, selfId, manifest, loraRank: lora?.rank ?? 0, logger: opts.logger, seed,
+      members: () => [selfId, ...mesh.membership.memberIds(false)].sort(),
+    };
+    const ropts: RoundOptions = {
+      compression: { topk: cfg.topk, bits: cfg.bits, errorFeedback: cfg.errorFeedback, downlinkBits: cfg.downlinkBits, brotli: cfg.brotli },
+      aggregator: cfg.aggregator, quorum: cfg.quorum, roundTimeoutMs: cfg.roundTimeoutMs, leaderTimeoutMs: cfg.leaderTimeoutMs,
+      gossipGamma: cfg.gossipGamma,
+      dp: cfg.dpClip !== undefined ? { clipNorm: cfg.dpClip, noiseMultiplier: cfg.dpNoise! } : undefined,
+    };
+    const protocol: RoundProtocol = cfg.protocol === 'leader' ? new LeaderProtocol(ctx, ropts, initial, restore) : new GossipProtocol(ctx, ropts, initial, restore);
+    const accountant = ropts.dp ? new RdpAccountant() : null;
+    return new Federation({ cfg, protocol, trainer, manifest, mesh, logger: opts.logger, train, test, shard, testIdx, stateDir: opts.stateDir, accountant });
+  }
+
+  /** Number of training samples of this node. */
+  get shardSize(): number {
+    return this.shard.length;
+  }
+
+  /** Wait until at least `n` members (including self) are in the view, or the timeout passes. */
+  async waitForMembers(n: number, timeoutMs: number): Promise<number> {
+    const end = Date.now() + timeoutMs;
+    for (;;) {
+      const have = this.mesh.membership.memberIds(true).length;
+      if (have >= n || Date.now() >= end || this.stopped) return have;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+
+  /**
+   * Run rounds until the global version reaches `cfg.rounds` (or stop() is called). `onRound` receives each
+   * round's metrics; `onStep` each local training step (for a progress bar).
+   */
+  async run(hooks: { onRound?: (m: RoundMetrics) => void; onStep?: (step: number, total: number, loss: number) => void } = {}): Promise<RoundMetrics[]> {
+    const out: RoundMetrics[] = [];
+    await this.protocol.start();
+    const [, sn] = this.cfg.shard.split('/').map(Number);
+    await this.waitForMembers(this.cfg.minMembers ?? sn, 60_000);
+    if (this.protocol instanceof LeaderProtocol) await this.protocol.catchUp();
+    try {
+      while (!this.stopped && this.protocol.round < this.cfg.rounds) {
+        const t0 = performance.now();
+        this.trainer.loadParams(this.protocol.trainingStart());
+        if (this.cfg.protoWeight > 0) {
+          const c = this.trainer.cfg;
+          const { protos, mask } = prototypeTensors(this.protocol.prototypes(), c.depth, c.classes, c.dim);
+          this.trainer.setPrototypes(protos, mask);
+        }
+        const trainLoss = await this.trainer.trainSteps(this.train, this.shard, this.cfg.localSteps, (i, l) => hooks.onStep?.(i + 1, this.cfg.localSteps, l));
+        const trainMs = performance.now() - t0;
+        if (this.stopped) break;
+        const r = this.protocol.round + 1;
+        const every = this.cfg.protoWeight > 0 ? 1 : this.cfg.prototypeEvery;
+        const sendProtos = r >= this.cfg.rounds || (every > 0 && r % every === 0);
+        const prototypes = sendProtos ? await this.localPrototypes() : [];
+        const outcome = await this.protocol.exchange({ tensors: this.trainer.snapshot(), prototypes, sampleCount: this.shard.length });
+        if (this.accountant && this.cfg.dpNoise !== undefined) this.accountant.step(1, this.cfg.dpNoise, 1);
+        this.trainer.loadParams(this.protocol.model());
+        const ev = await this.trainer.evaluate(this.test, this.testIdx);
+        const m: RoundMetrics = {
+          node: this.mesh.peerId.toString(), round: outcome.round, version: this.protocol.round, hash: this.stateHash().slice(0, 16),
+          protocol: this.protocol.name, via: outcome.via, leader: outcome.leader, contributors: outcome.contributors.length,
+          trainLoss, accuracy: ev.accuracy, ensembleAccuracy: ev.ensembleAccuracy, bytesUp: outcome.bytesUp, bytesDown: outcome.bytesDown,
+          trainMs: Math.round(trainMs), roundMs: Math.round(performance.now() - t0), consensusDistance: outcome.consensusDistance,
+          epsilon: this.accountant ? this.accountant.epsilon(this.cfg.dpDelta) : undefined,
+        };
+        await this.checkpoint();
+        out.push(m);
+        hooks.onRound?.(m);
+      }
+    } catch (err) {
+      if (!this.stopped) throw err;
+    }
+    return out;
+  }
+
+  private stateHash(): string {
+    const s = this.protocol.snapshot().state;
+    return hex(s.hash);
+  }
+
+  /** Per-exit, per-class embedding sums and counts over (up to `prototypeSamples` samples of) the shard. */
+  private async localPrototypes(): Promise<PrototypeTable[]> {
+    const n = this.cfg.prototypeSamples;
+    const idx = this.shard.length > n ? this.shard.subarray(0, n) : this.shard;
+    const st = await this.trainer.prototypeStats(this.train, idx);
+    const tables: PrototypeTable[] = [];
+    for (let e = 0; e < st.exits; e++) {
+      const counts: number[] = [];
+      const sums = new Float32Array(st.classes * st.dim);
+      for (let c = 0; c < st.classes; c++) {
+        counts.push(st.counts[e * st.classes + c]);
+        for (let k = 0; k < st.dim; k++) sums[c * st.dim + k] = st.sums[(e * st.classes + c) * st.dim + k];
+      }
+      tables.push({ exit: e, dim: st.dim, counts, sums });
+    }
+    return tables;
+  }
+
+  /** Full evaluation of the current model on `indices` of the test split (all by default). */
+  async evaluate(indices?: ArrayLike<number>) {
+    this.trainer.loadParams(this.protocol.model());
+    return this.trainer.evaluate(this.test, indices);
+  }
+
+  /** Write the protocol state, error feedback and optimizer state atomically. */
+  async checkpoint(): Promise<void> {
+    if (!this.stateDir) return;
+    await writeFederationCheckpoint(`${this.stateDir}/${CHECKPOINT_FILE}`, this.protocol.snapshot(), this.trainer);
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    await this.protocol.stop();
+  }
+
+  async release(): Promise<void> {
+    await this.trainer.release();
+  }
+}
+
+/** `max` test indices spread evenly over the (class-ordered) split, offset by the node's shard index. */
+function stridedSlice(n: number, i: number, count: number, max: number): Uint32Array {
+  if (max >= n) return Uint32Array.from({ length: n }, (_, k) => k);
+  const step = n / max;
+  const offset = Math.floor((i * step) / Math.max(1, count));
+  return Uint32Array.from({ length: max }, (_, k) => Math.min(n - 1, Math.floor(k * step) + offset));
+}
+
+async function writeFederationCheckpoint(path: string, snap: ProtocolSnapshot, trainer: Trainer): Promise<void> {
+  const tensors = new Map<string, Float32Array>();
+  for (const [k, v] of snap.state.tensors) tensors.set(`global/${k}`, v);
+  for (const [k, v] of snap.residual) tensors.set(`residual/${k}`, Float32Array.from(v));
+  snap.state.prototypes.forEach((p) => tensors.set(`proto/${p.exit}`, p.sums));
+  if (snap.publicModel) for (const [k, v] of snap.publicModel.tensors) tensors.set(`public/${k}`, v);
+  if (snap.serverOpt) {
+    for (const [k, v] of snap.serverOpt.m) tensors.set(`server-m/${k}`, Float32Array.from(v));
+    for (const [k, v] of snap.serverOpt.v) tensors.set(`server-v/${k}`, Float32Array.from(v));
+  }
+  const opt = splitOptimizerState(trainer.optimizerState());
+  for (const [k, v] of opt.tensors) tensors.set(k, v);
+  const meta: JsonValue = {
+    kind: 'federation', protocol: snap.protocol, version: snap.state.version, hash: hex(snap.state.hash),
+    prototypeCounts: snap.state.prototypes.map((p) => ({ exit: p.exit, dim: p.dim, counts: p.counts })),
+    publicRound: snap.publicModel?.round ?? null, serverOptStep: snap.serverOpt?.step ?? null,
+    optimizer: opt.meta as unknown as JsonValue,
+  };
+  await saveCheckpoint(path, tensors, meta);
+}
+
+async function readFederationCheckpoint(path: string, manifest: UpdateManifest, cfg: FederationConfig, trainer: Trainer): Promise<ProtocolSnapshot> {
+  const ck = await loadCheckpoint(path, { copy: true });
+  const meta = ck.metadata as Record<string, any>;
+  if (!meta || meta.kind !== 'federation') throw new FederationError(`${path} is not a federation checkpoint`);
+  if (meta.protocol !== cfg.protocol) throw new FederationError(`${path} was written by the ${meta.protocol} protocol; start with --protocol ${meta.protocol} or a fresh --state-dir`);
+  const pick = (prefix: string): Map<string, Float32Array> => {
+    const m = new Map<string, Float32Array>();
+    for (const [k, t] of ck.tensors) if (k.startsWith(prefix)) m.set(k.slice(prefix.length), t.data);
+    return m;
+  };
+  const tensors: TensorMap = pick('global/');
+  for (const s of manifest.tensors) if (!tensors.has(s.name)) throw new FederationError(`${path}: tensor ${s.name} missing; the model settings changed since it was written`);
+  const protoSums = pick('proto/');
+  const prototypes: PrototypeTable[] = (meta.prototypeCounts as { exit: number; dim: number; counts: number[] }[]).map((p) => ({
+    exit: p.exit, dim: p.dim, counts: p.counts, sums: protoSums.get(String(p.exit)) ?? new Float32Array(p.counts.length * p.dim),
+  }));
+  const state: GlobalState = makeState(meta.version, tensors, prototypes, manifest);
+  if (hex(state.hash) !== meta.hash) throw new FederationError(`${path}: state hash mismatch`);
+  const residual = new Map([...pick('residual/')].map(([k, v]) => [k, Float64Array.from(v)]));
+  const pub = pick('public/');
+  const snap: ProtocolSnapshot = { protocol: cfg.protocol, state, residual };
+  if (pub.size) snap.publicModel = { round: meta.publicRound ?? state.version, tensors: pub };
+  if (meta.serverOptStep !== null && meta.serverOptStep !== undefined) {
+    snap.serverOpt = {
+      step: meta.serverOptStep,
+      m: new Map([...pick('server-m/')].map(([k, v]) => [k, Float64Array.from(v)])),
+      v: new Map([...pick('server-v/')].map(([k, v]) => [k, Float64Array.from(v)])),
+    };
+  }
+  if (meta.optimizer) trainer.optimizer.loadState(joinOptimizerState(meta.optimizer, ck.tensors));
+  return snap;
+}

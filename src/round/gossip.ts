@@ -1,0 +1,259 @@
+/**
+ * Gossip averaging without a leader: CHOCO-SGD (Koloskova, Stich & Jaggi, ICML 2019). Each node keeps its model
+ * x_i, a public copy x_hat_i that every peer replicates exactly, and replicas x_hat_j of its peers' public copies.
+ * After local training it publishes q_i = C(x_i - x_hat_i) (top-k + quantization), every holder of x_hat_i adds q_i,
+ * and it mixes: x_i += gamma * sum_j w_ij (x_hat_j - x_hat_i) with uniform weights w_ij = 1/n over the n live
+ * members whose replicas it holds (so the sum is mean_j x_hat_j - x_hat_i). Compression error is fed back by
+ * construction (x_hat tracks x). Replicas resynchronize over the sync stream (`mix.public`) after a lost
+ * message or a peer restart.
+ */
+import { EventEmitter } from 'node:events';
+import { RefusalError, RefusalReason, type MessageMeta } from '../mesh/index.ts';
+import { decodeUpdate, encodeUpdate, UpdateError, type ModelUpdate, type PrototypeTable, type TensorMap } from '../update/index.ts';
+import { Rng } from '../util/rng.ts';
+import { MixUpdate, PublicRequest, PublicResponse } from './pb/round.ts';
+import { RoundStoppedError, ROUND_WIRE_VERSION } from './leader.ts';
+import { deltaOf, encodeState, makeState, mergePrototypes, type GlobalState } from './state.ts';
+import type { LocalContribution, ProtocolSnapshot, RoundContext, RoundOptions, RoundOutcome, RoundProtocol } from './types.ts';
+
+export const MIX_TOPIC = 'mix';
+export const PUBLIC_METHOD = 'mix.public';
+
+interface Replica {
+  round: number;
+  tensors: TensorMap;
+}
+
+export class GossipProtocol implements RoundProtocol {
+  readonly name = 'gossip' as const;
+  private readonly ctx: RoundContext;
+  private readonly opts: RoundOptions;
+  private local: GlobalState;
+  private pub: Replica;
+  private readonly initial: TensorMap;
+  private readonly replicas = new Map<string, Replica>();
+  private readonly peerPrototypes = new Map<string, PrototypeTable[]>();
+  private readonly pendingResync = new Set<string>();
+  private readonly events = new EventEmitter();
+  private readonly rng: Rng;
+  private running = false;
+  private readonly down = new Map<number, number>();
+  private myPrototypes: PrototypeTable[] = [];
+
+  constructor(ctx: RoundContext, opts: RoundOptions, initial: GlobalState, restore?: ProtocolSnapshot) {
+    this.ctx = ctx;
+    this.opts = opts;
+    this.initial = initial.tensors;
+    this.local = restore?.state ?? initial;
+    this.pub = restore?.publicModel ? { round: restore.publicModel.round, tensors: restore.publicModel.tensors } : { round: 0, tensors: cloneMap(initial.tensors) };
+    this.rng = new Rng(ctx.seed ^ 0x90551);
+    this.events.setMaxListeners(64);
+  }
+
+  get round(): number {
+    return this.local.version;
+  }
+
+  trainingStart(): TensorMap {
+    return this.local.tensors;
+  }
+
+  model(): TensorMap {
+    return this.local.tensors;
+  }
+
+  prototypes(): PrototypeTable[] {
+    return mergePrototypes([this.myPrototypes, ...this.peerPrototypes.values()]);
+  }
+
+  snapshot(): ProtocolSnapshot {
+    return { protocol: 'gossip', state: this.local, residual: new Map(), publicModel: { round: this.pub.round, tensors: this.pub.tensors } };
+  }
+
+  async start(): Promise<void> {
+    this.running = true;
+    this.ctx.mesh.subscribe(MIX_TOPIC, (p, m) => this.onMix(p, m), { validator: (p, m) => this.validateMix(p, m) });
+    this.ctx.mesh.handleRequest(PUBLIC_METHOD, (body) => this.servePublic(body));
+  }
+
+  async stop(): Promise<void> {
+    this.running = false;
+    this.events.emit('change');
+    try {
+      this.ctx.mesh.unsubscribe(MIX_TOPIC);
+    } catch {
+      // mesh already stopped
+    }
+  }
+
+  private decodeMix(payload: Uint8Array, meta: MessageMeta): { round: number; update: ModelUpdate } | RefusalReason {
+    let msg: MixUpdate;
+    try {
+      msg = MixUpdate.decode(payload);
+    } catch {
+      return RefusalReason.MALFORMED;
+    }
+    if (msg.version !== ROUND_WIRE_VERSION) return RefusalReason.UNSUPPORTED_VERSION;
+    const round = Number(msg.round);
+    if (!Number.isSafeInteger(round) || round < 1) return RefusalReason.INVALID_FIELD;
+    let u: ModelUpdate;
+    try {
+      u = decodeUpdate(msg.update, this.ctx.manifest);
+    } catch (err) {
+      return err instanceof UpdateError ? RefusalReason.INVALID_FIELD : RefusalReason.MALFORMED;
+    }
+    if (u.federation !== this.ctx.federation || u.round !== round) return RefusalReason.INVALID_FIELD;
+    if (u.sender !== meta.from.toString()) return RefusalReason.PEER_MISMATCH;
+    return { round, update: u };
+  }
+
+  private validateMix(payload: Uint8Array, meta: MessageMeta): RefusalReason | undefined {
+    const m = this.decodeMix(payload, meta);
+    return typeof m === 'number' ? m : undefined;
+  }
+
+  private onMix(payload: Uint8Array, meta: MessageMeta): void {
+    const m = this.decodeMix(payload, meta);
+    if (typeof m === 'number') return;
+    const sender = m.update.sender;
+    if (sender === this.ctx.selfId) return;
+    this.down.set(m.round, (this.down.get(m.round) ?? 0) + payload.byteLength);
+    this.peerPrototypes.set(sender, m.update.prototypes);
+    let rep = this.replicas.get(sender);
+    if (!rep && m.round === 1) this.replicas.set(sender, (rep = { round: 0, tensors: cloneMap(this.initial) }));
+    if (rep && m.round === rep.round + 1) {
+      addInto(rep.tensors, m.update.deltas);
+      rep.round = m.round;
+    } else if (!rep || m.round > rep.round + 1 || m.round <= rep.round) {
+      // A gap (lost message), a restart of the sender, or a replica we never had: pull its public model.
+      void this.resync(sender);
+    }
+    this.events.emit('change');
+  }
+
+  private async resync(peer: string): Promise<void> {
+    if (this.pendingResync.has(peer) || !this.running) return;
+    this.pendingResync.add(peer);
+    try {
+      const res = PublicResponse.decode(await this.ctx.mesh.request(peer, PUBLIC_METHOD, PublicRequest.encode({ version: ROUND_WIRE_VERSION }), { timeoutMs: 15_000 }));
+      if (res.version !== ROUND_WIRE_VERSION) return;
+      const u = decodeUpdate(res.state, this.ctx.manifest);
+      if (u.sender !== peer || u.federation !== this.ctx.federation) return;
+      for (const s of this.ctx.manifest.tensors) if (!u.deltas.has(s.name)) return;
+      this.down.set(this.pub.round, (this.down.get(this.pub.round) ?? 0) + res.state.byteLength);
+      this.replicas.set(peer, { round: Number(res.round), tensors: u.deltas });
+      this.ctx.logger.debug({ peer, round: Number(res.round) }, 'resynchronized replica');
+    } catch (err) {
+      this.ctx.logger.debug({ peer, err: (err as Error).message }, 'replica resync failed');
+    } finally {
+      this.pendingResync.delete(peer);
+      this.events.emit('change');
+    }
+  }
+
+  private servePublic(body: Uint8Array): Uint8Array {
+    let req: PublicRequest;
+    try {
+      req = PublicRequest.decode(body);
+    } catch {
+      throw new RefusalError(RefusalReason.MALFORMED, 'PublicRequest does not decode');
+    }
+    if (req.version !== ROUND_WIRE_VERSION) throw new RefusalError(RefusalReason.UNSUPPORTED_VERSION, `PublicRequest version ${req.version}`);
+    const st = makeState(this.pub.round, this.pub.tensors, [], this.ctx.manifest);
+    return PublicResponse.encode({ version: ROUND_WIRE_VERSION, round: BigInt(this.pub.round), state: encodeState(st, this.ctx.manifest, this.ctx.federation, this.ctx.selfId, this.ctx.loraRank) });
+  }
+
+  async exchange(local: LocalContribution): Promise<RoundOutcome> {
+    if (!this.running) throw new RoundStoppedError();
+    const round = this.pub.round + 1;
+    this.myPrototypes = local.prototypes;
+    // q = C(x - x_hat); x_hat += q (what every replica of us will add).
+    const diff = deltaOf(local.tensors, this.pub.tensors);
+    const c = this.opts.compression;
+    const u: ModelUpdate = {
+      federation: this.ctx.federation, round, baseVersion: round - 1, sender: this.ctx.selfId, sampleCount: local.sampleCount,
+      loraRank: this.ctx.loraRank, deltas: diff, prototypes: local.prototypes,
+    };
+    const enc = encodeUpdate(u, this.ctx.manifest, { topk: c.topk < 1 ? { fraction: c.topk, scope: 'tensor' } : undefined, bits: c.bits, brotli: c.brotli, seed: this.rng.nextU32(), prototypeBits: 32 });
+    addInto(this.pub.tensors, enc.reconstruction);
+    this.pub.round = round;
+    const payload = MixUpdate.encode({ version: ROUND_WIRE_VERSION, round: BigInt(round), update: enc.bytes });
+    try {
+      await this.ctx.mesh.publish(MIX_TOPIC, payload);
+    } catch (err) {
+      this.ctx.logger.warn({ err: (err as Error).message }, 'publishing the mix update failed; peers will resync');
+    }
+    const bytesUp = payload.byteLength;
+
+    // Wait (bounded) for the other live members' round-`round` messages.
+    const deadline = Date.now() + this.opts.roundTimeoutMs;
+    for (;;) {
+      if (!this.running) throw new RoundStoppedError();
+      const peers = this.ctx.members().filter((p) => p !== this.ctx.selfId);
+      const ready = peers.every((p) => (this.replicas.get(p)?.round ?? -1) >= round);
+      if (ready || Date.now() >= deadline) break;
+      await this.waitChange(100);
+    }
+
+    // Mix with every live member whose replica is reasonably fresh.
+    const peers = this.ctx.members().filter((p) => p !== this.ctx.selfId && (this.replicas.get(p)?.round ?? -1) >= round - 2);
+    const n = peers.length + 1;
+    const gamma = this.opts.gossipGamma;
+    const next: TensorMap = new Map();
+    let dist = 0;
+    let count = 0;
+    for (const spec of this.ctx.manifest.tensors) {
+      const x = local.tensors.get(spec.name)!;
+      const own = this.pub.tensors.get(spec.name)!;
+      const out = new Float32Array(x.length);
+      for (let i = 0; i < x.length; i++) {
+        let sum = own[i];
+        for (const p of peers) sum += this.replicas.get(p)!.tensors.get(spec.name)![i];
+        const mean = sum / n;
+        out[i] = x[i] + gamma * (mean - own[i]);
+        const d = out[i] - mean;
+        dist += d * d;
+        count++;
+      }
+      next.set(spec.name, out);
+    }
+    this.local = makeState(round, next, this.prototypes(), this.ctx.manifest);
+    return { round, via: 'mixed', contributors: peers, bytesUp, bytesDown: this.takeDown(round), consensusDistance: dist / Math.max(1, count) };
+  }
+
+  private takeDown(round: number): number {
+    let sum = 0;
+    for (const [r, b] of this.down) {
+      if (r <= round) {
+        sum += b;
+        this.down.delete(r);
+      }
+    }
+    return sum;
+  }
+
+  private waitChange(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const done = (): void => {
+        clearTimeout(t);
+        this.events.off('change', done);
+        resolve();
+      };
+      const t = setTimeout(done, ms);
+      this.events.once('change', done);
+    });
+  }
+}
+
+function cloneMap(m: TensorMap): TensorMap {
+  return new Map([...m].map(([k, v]) => [k, Float32Array.from(v)]));
+}
+
+function addInto(dst: TensorMap, delta: TensorMap): void {
+  for (const [k, d] of delta) {
+    const t = dst.get(k);
+    if (!t) continue;
+    for (let i = 0; i < t.length; i++) t[i] += d[i];
+  }
+}
+

@@ -1,0 +1,391 @@
+/**
+ * Rotating round-leader protocol (protocols/round.md). The leader of round r is the first member in the
+ * rendezvous order of (federation, r, PeerId) over the live membership view, so every member computes it
+ * without election messages. Members publish their compressed update on `update`; the leader aggregates once
+ * a quorum of members has contributed or its deadline passes, and publishes the signed aggregate on `global`
+ * with the hashes of the state it applies to and produces. If no aggregate arrives, the k-th backup in the
+ * order takes over after k extra leader timeouts. A node that is behind or diverged pulls the publisher's state
+ * over the sync stream (`round.state`). Versions only move forward, so no round is applied twice.
+ */
+import { EventEmitter } from 'node:events';
+import { createHash } from 'node:crypto';
+import { getAggregator, type ServerOptimizerState } from '../aggregate/index.ts';
+import { RefusalError, RefusalReason, type MessageMeta } from '../mesh/index.ts';
+import { privatizeUpdate } from '../privacy/index.ts';
+import { decodeUpdate, encodeUpdate, encodeWithErrorFeedback, ErrorFeedback, UpdateError, type ModelUpdate, type TensorMap } from '../update/index.ts';
+import { FmflError } from '../util/errors.ts';
+import { Rng } from '../util/rng.ts';
+import { GlobalUpdate, StateRequest, StateResponse } from './pb/round.ts';
+import { applyDelta, decodeState, deltaOf, encodeState, hex, mergePrototypes, sameHash, type GlobalState } from './state.ts';
+import type { LocalContribution, ProtocolSnapshot, RoundContext, RoundOptions, RoundOutcome, RoundProtocol } from './types.ts';
+
+/** Wire version of round messages. */
+export const ROUND_WIRE_VERSION = 1;
+/** Most contributors listed in a GlobalUpdate. */
+export const MAX_CONTRIBUTORS = 1024;
+/** Only the first this-many members of a round's leader order may publish its aggregate. */
+export const MAX_LEADER_RANKS = 4;
+/** Topics and stream methods. */
+export const UPDATE_TOPIC = 'update';
+export const GLOBAL_TOPIC = 'global';
+export const STATE_METHOD = 'round.state';
+
+export class RoundStoppedError extends FmflError {
+  constructor() {
+    super('ROUND_STOPPED', 'the round protocol was stopped');
+  }
+}
+
+/** Rendezvous (highest-random-weight) order of members for a round: every member computes the same list. */
+export function leaderOrder(federation: string, round: number, members: readonly string[]): string[] {
+  const score = (id: string): string => createHash('sha256').update(`${federation}|${round}|${id}`).digest('hex');
+  return [...new Set(members)].map((id) => [score(id), id] as const).sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0)).map((x) => x[1]);
+}
+
+interface PendingGlobal {
+  msg: GlobalUpdate;
+  update: ModelUpdate;
+  from: string;
+  bytes: number;
+}
+
+export class LeaderProtocol implements RoundProtocol {
+  readonly name = 'leader' as const;
+  private state: GlobalState;
+  private readonly ctx: RoundContext;
+  private readonly opts: RoundOptions;
+  private readonly ef: ErrorFeedback;
+  private serverOpt: ServerOptimizerState | undefined;
+  private readonly updates = new Map<number, Map<string, ModelUpdate>>();
+  private readonly globals: PendingGlobal[] = [];
+  private readonly events = new EventEmitter();
+  private readonly rng: Rng;
+  private running = false;
+  /** Payload bytes received per round (updates and globals for that round, state pulls while in it). */
+  private readonly down = new Map<number, number>();
+
+  constructor(ctx: RoundContext, opts: RoundOptions, initial: GlobalState, restore?: ProtocolSnapshot) {
+    this.ctx = ctx;
+    this.opts = opts;
+    this.state = restore?.state ?? initial;
+    this.ef = restore ? ErrorFeedback.restore(restore.residual) : new ErrorFeedback();
+    this.serverOpt = restore?.serverOpt;
+    this.rng = new Rng(ctx.seed ^ 0x1ead);
+    this.events.setMaxListeners(64);
+  }
+
+  get round(): number {
+    return this.state.version;
+  }
+
+  globalState(): GlobalState {
+    return this.state;
+  }
+
+  trainingStart(): TensorMap {
+    return this.state.tensors;
+  }
+
+  model(): TensorMap {
+    return this.state.tensors;
+  }
+
+  prototypes() {
+    return this.state.prototypes;
+  }
+
+  snapshot(): ProtocolSnapshot {
+    return { protocol: 'leader', state: this.state, residual: this.ef.snapshot(), serverOpt: this.serverOpt };
+  }
+
+  async start(): Promise<void> {
+    const { mesh } = this.ctx;
+    this.running = true;
+    mesh.subscribe(UPDATE_TOPIC, (p, m) => this.onUpdate(p, m), { validator: (p, m) => this.validateUpdate(p, m) });
+    mesh.subscribe(GLOBAL_TOPIC, (p, m) => this.onGlobal(p, m), { validator: (p, m) => this.validateGlobal(p, m) });
+    mesh.handleRequest(STATE_METHOD, (body) => this.serveState(body));
+  }
+
+  async stop(): Promise<void> {
+    this.running = false;
+    this.events.emit('change');
+    try {
+      this.ctx.mesh.unsubscribe(UPDATE_TOPIC);
+      this.ctx.mesh.unsubscribe(GLOBAL_TOPIC);
+    } catch {
+      // mesh already stopped
+    }
+  }
+
+  /** Ask members for a newer global state (restart / late join). Returns true if the state advanced. */
+  async catchUp(): Promise<boolean> {
+    let advanced = false;
+    for (const peer of this.ctx.members()) {
+      if (peer === this.ctx.selfId) continue;
+      if (await this.syncFrom(peer)) advanced = true;
+    }
+    return advanced;
+  }
+
+  // ------------------------------------------------------------------------------------------------------
+  // Inbound
+
+  private decodeUpdateOrRefuse(payload: Uint8Array, meta: MessageMeta): ModelUpdate | RefusalReason {
+    let u: ModelUpdate;
+    try {
+      u = decodeUpdate(payload, this.ctx.manifest);
+    } catch (err) {
+      if (err instanceof UpdateError) return RefusalReason.INVALID_FIELD;
+      return RefusalReason.MALFORMED;
+    }
+    if (u.federation !== this.ctx.federation) return RefusalReason.INVALID_FIELD;
+    if (u.sender !== meta.from.toString()) return RefusalReason.PEER_MISMATCH;
+    return u;
+  }
+
+  private validateUpdate(payload: Uint8Array, meta: MessageMeta): RefusalReason | undefined {
+    const u = this.decodeUpdateOrRefuse(payload, meta);
+    if (typeof u === 'number') return u;
+    if (u.round !== u.baseVersion + 1) return RefusalReason.INVALID_FIELD;
+    if (u.round <= this.state.version - 1) return RefusalReason.REPLAYED; // old round: ignore, no penalty
+    if (this.updates.get(u.round)?.has(u.sender)) return RefusalReason.REPLAYED;
+    return undefined;
+  }
+
+  private onUpdate(payload: Uint8Array, meta: MessageMeta): void {
+    const u = this.decodeUpdateOrRefuse(payload, meta);
+    if (typeof u === 'number' || u.round <= this.state.version) return;
+    let m = this.updates.get(u.round);
+    if (!m) this.updates.set(u.round, (m = new Map()));
+    if (m.has(u.sender)) return;
+    m.set(u.sender, u);
+    this.countDown(u.round, payload.byteLength);
+    this.events.emit('change');
+  }
+
+  private decodeGlobal(payload: Uint8Array, meta: MessageMeta): PendingGlobal | RefusalReason {
+    let msg: GlobalUpdate;
+    try {
+      msg = GlobalUpdate.decode(payload, { limits: { contributors: MAX_CONTRIBUTORS } });
+    } catch {
+      return RefusalReason.MALFORMED;
+    }
+    if (msg.version !== ROUND_WIRE_VERSION) return RefusalReason.UNSUPPORTED_VERSION;
+    const round = Number(msg.round);
+    if (!Number.isSafeInteger(round) || round < 1 || msg.baseHash.length !== 32 || msg.newHash.length !== 32 || msg.leaderRank >= MAX_LEADER_RANKS) {
+      return RefusalReason.INVALID_FIELD;
+    }
+    const u = this.decodeUpdateOrRefuse(msg.update, meta);
+    if (typeof u === 'number') return u;
+    if (u.round !== round || u.baseVersion !== round - 1) return RefusalReason.INVALID_FIELD;
+    // Only the round's first MAX_LEADER_RANKS members in the rendezvous order may publish its aggregate.
+    const order = leaderOrder(this.ctx.federation, round, [...this.ctx.members(), u.sender]);
+    if (order.indexOf(u.sender) >= MAX_LEADER_RANKS) return RefusalReason.APPLICATION;
+    return { msg, update: u, from: u.sender, bytes: payload.byteLength };
+  }
+
+  private validateGlobal(payload: Uint8Array, meta: MessageMeta): RefusalReason | undefined {
+    const g = this.decodeGlobal(payload, meta);
+    if (typeof g === 'number') return g;
+    if (Number(g.msg.round) < this.state.version) return RefusalReason.REPLAYED;
+    return undefined;
+  }
+
+  private onGlobal(payload: Uint8Array, meta: MessageMeta): void {
+    const g = this.decodeGlobal(payload, meta);
+    if (typeof g === 'number') return;
+    if (Number(g.msg.round) <= this.state.version) return;
+    this.countDown(Number(g.msg.round), g.bytes);
+    this.globals.push(g);
+    this.events.emit('change');
+  }
+
+  private serveState(body: Uint8Array): Uint8Array {
+    let req: StateRequest;
+    try {
+      req = StateRequest.decode(body);
+    } catch {
+      throw new RefusalError(RefusalReason.MALFORMED, 'StateRequest does not decode');
+    }
+    if (req.version !== ROUND_WIRE_VERSION) throw new RefusalError(RefusalReason.UNSUPPORTED_VERSION, `StateRequest version ${req.version}`);
+    if (req.haveVersion >= BigInt(this.state.version)) throw new RefusalError(RefusalReason.UNAVAILABLE, 'not ahead of the requester');
+    const st = this.state;
+    return StateResponse.encode({
+      version: ROUND_WIRE_VERSION,
+      globalVersion: BigInt(st.version),
+      hash: st.hash,
+      state: encodeState(st, this.ctx.manifest, this.ctx.federation, this.ctx.selfId, this.ctx.loraRank),
+    });
+  }
+
+  /** Pull `peer`'s state if it is ahead; true if adopted. */
+  private async syncFrom(peer: string): Promise<boolean> {
+    try {
+      const body = StateRequest.encode({ version: ROUND_WIRE_VERSION, haveVersion: BigInt(this.state.version) });
+      const res = StateResponse.decode(await this.ctx.mesh.request(peer, STATE_METHOD, body, { timeoutMs: 15_000 }));
+      if (res.version !== ROUND_WIRE_VERSION || res.hash.length !== 32) return false;
+      const st = decodeState(res.state, this.ctx.manifest, res.hash, this.ctx.federation);
+      if (st.version !== Number(res.globalVersion) || st.version <= this.state.version) return false;
+      this.countDown(this.state.version + 1, res.state.byteLength);
+      this.ctx.logger.info({ from: peer, version: st.version }, 'pulled global state');
+      this.adopt(st);
+      return true;
+    } catch (err) {
+      this.ctx.logger.debug({ peer, err: (err as Error).message }, 'state sync failed');
+      return false;
+    }
+  }
+
+  private adopt(st: GlobalState): void {
+    this.state = st;
+    for (const r of [...this.updates.keys()]) if (r <= st.version) this.updates.delete(r);
+    this.events.emit('change');
+  }
+
+  // ------------------------------------------------------------------------------------------------------
+  // One round
+
+  async exchange(local: LocalContribution): Promise<RoundOutcome> {
+    if (!this.running) throw new RoundStoppedError();
+    const round = this.state.version + 1;
+    const base = this.state;
+    let bytesUp = 0;
+
+    // 1. Publish this node's compressed update for the round.
+    let deltas = deltaOf(local.tensors, base.tensors);
+    if (this.opts.dp) deltas = privatizeUpdate(deltas, this.opts.dp, this.rng.fork()).deltas;
+    const update: ModelUpdate = {
+      federation: this.ctx.federation, round, baseVersion: base.version, sender: this.ctx.selfId,
+      sampleCount: local.sampleCount, loraRank: this.ctx.loraRank, deltas, prototypes: local.prototypes,
+    };
+    const c = this.opts.compression;
+    const encOpts = { topk: c.topk < 1 ? { fraction: c.topk, scope: 'tensor' as const } : undefined, bits: c.bits, brotli: c.brotli, seed: this.rng.nextU32(), prototypeBits: 32 as const };
+    const enc = c.errorFeedback ? encodeWithErrorFeedback(update, this.ctx.manifest, this.ef, encOpts) : encodeUpdate(update, this.ctx.manifest, encOpts);
+    // Aggregate what peers will decode, not the pre-compression values.
+    const own: ModelUpdate = { ...update, deltas: enc.reconstruction };
+    let mine = this.updates.get(round);
+    if (!mine) this.updates.set(round, (mine = new Map()));
+    mine.set(this.ctx.selfId, own);
+    try {
+      await this.ctx.mesh.publish(UPDATE_TOPIC, enc.bytes);
+    } catch (err) {
+      this.ctx.logger.warn({ err: (err as Error).message }, 'publishing the update failed; the round goes on');
+    }
+    bytesUp += enc.bytes.byteLength;
+    const publishedAt = Date.now();
+
+    // 2. Wait until this node holds version >= round: apply a global, sync, or lead.
+    for (;;) {
+      if (!this.running) throw new RoundStoppedError();
+      if (this.state.version >= round) {
+        return { round, via: 'synced', contributors: [], bytesUp, bytesDown: this.takeDown(round) };
+      }
+      const applied = await this.tryApplyGlobals(round);
+      if (applied) return { ...applied, bytesUp, bytesDown: this.takeDown(round) };
+
+      const members = this.ctx.members();
+      const order = leaderOrder(this.ctx.federation, round, members);
+      const rank = order.indexOf(this.ctx.selfId);
+      const have = this.updates.get(round)?.size ?? 0;
+      const quorum = Math.max(1, Math.ceil(this.opts.quorum * members.length));
+      const now = Date.now();
+      const deadline = publishedAt + this.opts.roundTimeoutMs;
+      const myTurn =
+        rank === 0 ? have >= quorum || now >= deadline : rank > 0 && rank < MAX_LEADER_RANKS && now >= deadline + rank * this.opts.leaderTimeoutMs;
+      if (myTurn) {
+        const led = await this.lead(round, rank);
+        if (led) return { ...led, bytesUp: bytesUp + led.bytesUp, bytesDown: this.takeDown(round) };
+      }
+      await this.waitChange(rank === 0 ? 100 : 250);
+    }
+  }
+
+  private async tryApplyGlobals(round: number): Promise<Omit<RoundOutcome, 'bytesUp' | 'bytesDown'> | null> {
+    while (this.globals.length) {
+      const g = this.globals.shift()!;
+      const r = Number(g.msg.round);
+      if (r <= this.state.version) continue;
+      if (r === this.state.version + 1 && sameHash(g.msg.baseHash, this.state.hash)) {
+        const next = applyDelta(this.state, g.update.deltas, g.update.prototypes, this.ctx.manifest);
+        if (sameHash(next.hash, g.msg.newHash)) {
+          this.adopt(next);
+          this.ctx.logger.debug({ round: r, leader: g.from, rank: g.msg.leaderRank }, 'applied global');
+          if (r >= round) return { round, via: 'applied', leader: g.from, leaderRank: g.msg.leaderRank, contributors: g.msg.contributors };
+          continue;
+        }
+        this.ctx.logger.warn({ round: r, leader: g.from }, 'global update does not reproduce its announced hash; pulling the state');
+      }
+      // Behind, diverged, or a hash mismatch: pull the publisher's state.
+      if (await this.syncFrom(g.from)) {
+        if (this.state.version >= round) return { round, via: 'synced', leader: g.from, leaderRank: g.msg.leaderRank, contributors: g.msg.contributors };
+      }
+    }
+    return null;
+  }
+
+  private async lead(round: number, rank: number): Promise<Omit<RoundOutcome, 'bytesDown'> | null> {
+    const base = this.state;
+    const inputs = [...(this.updates.get(round)?.values() ?? [])].filter((u) => u.baseVersion === base.version);
+    if (inputs.length === 0) return null;
+    inputs.sort((a, b) => (a.sender < b.sender ? -1 : 1));
+    const agg = getAggregator(this.opts.aggregator);
+    let result;
+    try {
+      result = agg(inputs, {
+        manifest: this.ctx.manifest, base: base.tensors, state: this.serverOpt,
+        weighting: this.opts.dp ? 'uniform' : undefined, ...this.opts.aggregatorOptions,
+      });
+    } catch (err) {
+      this.ctx.logger.error({ round, err: (err as Error).message }, 'aggregation failed');
+      return null;
+    }
+    const prototypes = mergePrototypes(inputs.map((u) => u.prototypes));
+    const global: ModelUpdate = {
+      federation: this.ctx.federation, round, baseVersion: base.version, sender: this.ctx.selfId,
+      sampleCount: Math.max(1, Math.round(result.sampleCount)), loraRank: this.ctx.loraRank, deltas: result.deltas, prototypes,
+    };
+    const enc = encodeUpdate(global, this.ctx.manifest, { bits: this.opts.compression.downlinkBits, prototypeBits: 32, seed: this.rng.nextU32() });
+    const next = applyDelta(base, enc.reconstruction, prototypes, this.ctx.manifest);
+    const contributors = inputs.map((u) => u.sender);
+    const bytes = GlobalUpdate.encode({
+      version: ROUND_WIRE_VERSION, round: BigInt(round), baseHash: base.hash, newHash: next.hash, contributors, leaderRank: rank, update: enc.bytes,
+    });
+    if (this.state !== base) return null; // a global arrived meanwhile
+    if (result.state) this.serverOpt = result.state;
+    this.adopt(next);
+    try {
+      await this.ctx.mesh.publish(GLOBAL_TOPIC, bytes);
+    } catch (err) {
+      this.ctx.logger.warn({ err: (err as Error).message }, 'publishing the global update failed; peers will pull the state');
+    }
+    this.ctx.logger.info({ round, rank, contributors: contributors.length, hash: hex(next.hash).slice(0, 12) }, 'led round');
+    return { round, via: 'led', leader: this.ctx.selfId, leaderRank: rank, contributors, bytesUp: bytes.byteLength };
+  }
+
+  private countDown(round: number, bytes: number): void {
+    this.down.set(round, (this.down.get(round) ?? 0) + bytes);
+  }
+
+  private takeDown(round: number): number {
+    let sum = 0;
+    for (const [r, b] of this.down) {
+      if (r <= round) {
+        sum += b;
+        this.down.delete(r);
+      }
+    }
+    return sum;
+  }
+
+  private waitChange(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const done = (): void => {
+        clearTimeout(t);
+        this.events.off('change', done);
+        resolve();
+      };
+      const t = setTimeout(done, ms);
+      this.events.once('change', done);
+    });
+  }
+}

@@ -1,0 +1,532 @@
+/* eslint-disable import/export */
+/* eslint-disable complexity */
+/* eslint-disable @typescript-eslint/no-namespace */
+/* eslint-disable @typescript-eslint/no-unnecessary-boolean-literal-compare */
+/* eslint-disable @typescript-eslint/no-empty-interface */
+/* eslint-disable import/consistent-type-specifier-style */
+/* eslint-disable @typescript-eslint/no-unused-vars */
+
+import { decodeMessage, encodeMessage, MaxLengthError, message } from 'protons-runtime'
+import { alloc as uint8ArrayAlloc } from 'uint8arrays/alloc'
+import type { Codec, DecodeOptions } from 'protons-runtime'
+import type { Uint8ArrayList } from 'uint8arraylist'
+
+export interface GlobalUpdate {
+  version: number
+  round: bigint
+  baseHash: Uint8Array
+  newHash: Uint8Array
+  contributors: string[]
+  leaderRank: number
+  update: Uint8Array
+}
+
+export namespace GlobalUpdate {
+  let _codec: Codec<GlobalUpdate>
+
+  export const codec = (): Codec<GlobalUpdate> => {
+    if (_codec == null) {
+      _codec = message<GlobalUpdate>((obj, w, opts = {}) => {
+        if (opts.lengthDelimited !== false) {
+          w.fork()
+        }
+
+        if ((obj.version != null && obj.version !== 0)) {
+          w.uint32(8)
+          w.uint32(obj.version)
+        }
+
+        if ((obj.round != null && obj.round !== 0n)) {
+          w.uint32(16)
+          w.uint64(obj.round)
+        }
+
+        if ((obj.baseHash != null && obj.baseHash.byteLength > 0)) {
+          w.uint32(26)
+          w.bytes(obj.baseHash)
+        }
+
+        if ((obj.newHash != null && obj.newHash.byteLength > 0)) {
+          w.uint32(34)
+          w.bytes(obj.newHash)
+        }
+
+        if (obj.contributors != null) {
+          for (const value of obj.contributors) {
+            w.uint32(42)
+            w.string(value)
+          }
+        }
+
+        if ((obj.leaderRank != null && obj.leaderRank !== 0)) {
+          w.uint32(48)
+          w.uint32(obj.leaderRank)
+        }
+
+        if ((obj.update != null && obj.update.byteLength > 0)) {
+          w.uint32(58)
+          w.bytes(obj.update)
+        }
+
+        if (opts.lengthDelimited !== false) {
+          w.ldelim()
+        }
+      }, (reader, length, opts = {}) => {
+        const obj: any = {
+          version: 0,
+          round: 0n,
+          baseHash: uint8ArrayAlloc(0),
+          newHash: uint8ArrayAlloc(0),
+          contributors: [],
+          leaderRank: 0,
+          update: uint8ArrayAlloc(0)
+        }
+
+        const end = length == null ? reader.len : reader.pos + length
+
+        while (reader.pos < end) {
+          const tag = reader.uint32()
+
+          switch (tag >>> 3) {
+            case 1: {
+              obj.version = reader.uint32()
+              break
+            }
+            case 2: {
+              obj.round = reader.uint64()
+              break
+            }
+            case 3: {
+              obj.baseHash = reader.bytes()
+              break
+            }
+            case 4: {
+              obj.newHash = reader.bytes()
+              break
+            }
+            case 5: {
+              if (opts.limits?.contributors != null && obj.contributors.length === opts.limits.contributors) {
+                throw new MaxLengthError('Decode error - map field "contributors" had too many elements')
+              }
+
+              obj.contributors.push(reader.string())
+              break
+            }
+            case 6: {
+              obj.leaderRank = reader.uint32()
+              break
+            }
+            case 7: {
+              obj.update = reader.bytes()
+              break
+            }
+            default: {
+              reader.skipType(tag & 7)
+              break
+            }
+          }
+        }
+
+        return obj
+      })
+    }
+
+    return _codec
+  }
+
+  export const encode = (obj: Partial<GlobalUpdate>): Uint8Array => {
+    return encodeMessage(obj, GlobalUpdate.codec())
+  }
+
+  export const decode = (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<GlobalUpdate>): GlobalUpdate => {
+    return decodeMessage(buf, GlobalUpdate.codec(), opts)
+  }
+}
+
+export interface StateRequest {
+  version: number
+  haveVersion: bigint
+}
+
+export namespace StateRequest {
+  let _codec: Codec<StateRequest>
+
+  export const codec = (): Codec<StateRequest> => {
+    if (_codec == null) {
+      _codec = message<StateRequest>((obj, w, opts = {}) => {
+        if (opts.lengthDelimited !== false) {
+          w.fork()
+        }
+
+        if ((obj.version != null && obj.version !== 0)) {
+          w.uint32(8)
+          w.uint32(obj.version)
+        }
+
+        if ((obj.haveVersion != null && obj.haveVersion !== 0n)) {
+          w.uint32(16)
+          w.uint64(obj.haveVersion)
+        }
+
+        if (opts.lengthDelimited !== false) {
+          w.ldelim()
+        }
+      }, (reader, length, opts = {}) => {
+        const obj: any = {
+          version: 0,
+          haveVersion: 0n
+        }
+
+        const end = length == null ? reader.len : reader.pos + length
+
+        while (reader.pos < end) {
+          const tag = reader.uint32()
+
+          switch (tag >>> 3) {
+            case 1: {
+              obj.version = reader.uint32()
+              break
+            }
+            case 2: {
+              obj.haveVersion = reader.uint64()
+              break
+            }
+            default: {
+              reader.skipType(tag & 7)
+              break
+            }
+          }
+        }
+
+        return obj
+      })
+    }
+
+    return _codec
+  }
+
+  export const encode = (obj: Partial<StateRequest>): Uint8Array => {
+    return encodeMessage(obj, StateRequest.codec())
+  }
+
+  export const decode = (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<StateRequest>): StateRequest => {
+    return decodeMessage(buf, StateRequest.codec(), opts)
+  }
+}
+
+export interface StateResponse {
+  version: number
+  globalVersion: bigint
+  hash: Uint8Array
+  state: Uint8Array
+}
+
+export namespace StateResponse {
+  let _codec: Codec<StateResponse>
+
+  export const codec = (): Codec<StateResponse> => {
+    if (_codec == null) {
+      _codec = message<StateResponse>((obj, w, opts = {}) => {
+        if (opts.lengthDelimited !== false) {
+          w.fork()
+        }
+
+        if ((obj.version != null && obj.version !== 0)) {
+          w.uint32(8)
+          w.uint32(obj.version)
+        }
+
+        if ((obj.globalVersion != null && obj.globalVersion !== 0n)) {
+          w.uint32(16)
+          w.uint64(obj.globalVersion)
+        }
+
+        if ((obj.hash != null && obj.hash.byteLength > 0)) {
+          w.uint32(26)
+          w.bytes(obj.hash)
+        }
+
+        if ((obj.state != null && obj.state.byteLength > 0)) {
+          w.uint32(34)
+          w.bytes(obj.state)
+        }
+
+        if (opts.lengthDelimited !== false) {
+          w.ldelim()
+        }
+      }, (reader, length, opts = {}) => {
+        const obj: any = {
+          version: 0,
+          globalVersion: 0n,
+          hash: uint8ArrayAlloc(0),
+          state: uint8ArrayAlloc(0)
+        }
+
+        const end = length == null ? reader.len : reader.pos + length
+
+        while (reader.pos < end) {
+          const tag = reader.uint32()
+
+          switch (tag >>> 3) {
+            case 1: {
+              obj.version = reader.uint32()
+              break
+            }
+            case 2: {
+              obj.globalVersion = reader.uint64()
+              break
+            }
+            case 3: {
+              obj.hash = reader.bytes()
+              break
+            }
+            case 4: {
+              obj.state = reader.bytes()
+              break
+            }
+            default: {
+              reader.skipType(tag & 7)
+              break
+            }
+          }
+        }
+
+        return obj
+      })
+    }
+
+    return _codec
+  }
+
+  export const encode = (obj: Partial<StateResponse>): Uint8Array => {
+    return encodeMessage(obj, StateResponse.codec())
+  }
+
+  export const decode = (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<StateResponse>): StateResponse => {
+    return decodeMessage(buf, StateResponse.codec(), opts)
+  }
+}
+
+export interface MixUpdate {
+  version: number
+  round: bigint
+  update: Uint8Array
+}
+
+export namespace MixUpdate {
+  let _codec: Codec<MixUpdate>
+
+  export const codec = (): Codec<MixUpdate> => {
+    if (_codec == null) {
+      _codec = message<MixUpdate>((obj, w, opts = {}) => {
+        if (opts.lengthDelimited !== false) {
+          w.fork()
+        }
+
+        if ((obj.version != null && obj.version !== 0)) {
+          w.uint32(8)
+          w.uint32(obj.version)
+        }
+
+        if ((obj.round != null && obj.round !== 0n)) {
+          w.uint32(16)
+          w.uint64(obj.round)
+        }
+
+        if ((obj.update != null && obj.update.byteLength > 0)) {
+          w.uint32(26)
+          w.bytes(obj.update)
+        }
+
+        if (opts.lengthDelimited !== false) {
+          w.ldelim()
+        }
+      }, (reader, length, opts = {}) => {
+        const obj: any = {
+          version: 0,
+          round: 0n,
+          update: uint8ArrayAlloc(0)
+        }
+
+        const end = length == null ? reader.len : reader.pos + length
+
+        while (reader.pos < end) {
+          const tag = reader.uint32()
+
+          switch (tag >>> 3) {
+            case 1: {
+              obj.version = reader.uint32()
+              break
+            }
+            case 2: {
+              obj.round = reader.uint64()
+              break
+            }
+            case 3: {
+              obj.update = reader.bytes()
+              break
+            }
+            default: {
+              reader.skipType(tag & 7)
+              break
+            }
+          }
+        }
+
+        return obj
+      })
+    }
+
+    return _codec
+  }
+
+  export const encode = (obj: Partial<MixUpdate>): Uint8Array => {
+    return encodeMessage(obj, MixUpdate.codec())
+  }
+
+  export const decode = (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<MixUpdate>): MixUpdate => {
+    return decodeMessage(buf, MixUpdate.codec(), opts)
+  }
+}
+
+export interface PublicRequest {
+  version: number
+}
+
+export namespace PublicRequest {
+  let _codec: Codec<PublicRequest>
+
+  export const codec = (): Codec<PublicRequest> => {
+    if (_codec == null) {
+      _codec = message<PublicRequest>((obj, w, opts = {}) => {
+        if (opts.lengthDelimited !== false) {
+          w.fork()
+        }
+
+        if ((obj.version != null && obj.version !== 0)) {
+          w.uint32(8)
+          w.uint32(obj.version)
+        }
+
+        if (opts.lengthDelimited !== false) {
+          w.ldelim()
+        }
+      }, (reader, length, opts = {}) => {
+        const obj: any = {
+          version: 0
+        }
+
+        const end = length == null ? reader.len : reader.pos + length
+
+        while (reader.pos < end) {
+          const tag = reader.uint32()
+
+          switch (tag >>> 3) {
+            case 1: {
+              obj.version = reader.uint32()
+              break
+            }
+            default: {
+              reader.skipType(tag & 7)
+              break
+            }
+          }
+        }
+
+        return obj
+      })
+    }
+
+    return _codec
+  }
+
+  export const encode = (obj: Partial<PublicRequest>): Uint8Array => {
+    return encodeMessage(obj, PublicRequest.codec())
+  }
+
+  export const decode = (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<PublicRequest>): PublicRequest => {
+    return decodeMessage(buf, PublicRequest.codec(), opts)
+  }
+}
+
+export interface PublicResponse {
+  version: number
+  round: bigint
+  state: Uint8Array
+}
+
+export namespace PublicResponse {
+  let _codec: Codec<PublicResponse>
+
+  export const codec = (): Codec<PublicResponse> => {
+    if (_codec == null) {
+      _codec = message<PublicResponse>((obj, w, opts = {}) => {
+        if (opts.lengthDelimited !== false) {
+          w.fork()
+        }
+
+        if ((obj.version != null && obj.version !== 0)) {
+          w.uint32(8)
+          w.uint32(obj.version)
+        }
+
+        if ((obj.round != null && obj.round !== 0n)) {
+          w.uint32(16)
+          w.uint64(obj.round)
+        }
+
+        if ((obj.state != null && obj.state.byteLength > 0)) {
+          w.uint32(26)
+          w.bytes(obj.state)
+        }
+
+        if (opts.lengthDelimited !== false) {
+          w.ldelim()
+        }
+      }, (reader, length, opts = {}) => {
+        const obj: any = {
+          version: 0,
+          round: 0n,
+          state: uint8ArrayAlloc(0)
+        }
+
+        const end = length == null ? reader.len : reader.pos + length
+
+        while (reader.pos < end) {
+          const tag = reader.uint32()
+
+          switch (tag >>> 3) {
+            case 1: {
+              obj.version = reader.uint32()
+              break
+            }
+            case 2: {
+              obj.round = reader.uint64()
+              break
+            }
+            case 3: {
+              obj.state = reader.bytes()
+              break
+            }
+            default: {
+              reader.skipType(tag & 7)
+              break
+            }
+          }
+        }
+
+        return obj
+      })
+    }
+
+    return _codec
+  }
+
+  export const encode = (obj: Partial<PublicResponse>): Uint8Array => {
+    return encodeMessage(obj, PublicResponse.codec())
+  }
+
+  export const decode = (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<PublicResponse>): PublicResponse => {
+    return decodeMessage(buf, PublicResponse.codec(), opts)
+  }
+}

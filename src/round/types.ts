@@ -1,0 +1,128 @@
+import type { Mesh } from '../mesh/index.ts';
+import type { AggregateOptions } from '../aggregate/index.ts';
+import type { ClientDpOptions } from '../privacy/index.ts';
+import type { PrototypeTable, TensorMap, UpdateEncodeOptions, UpdateManifest } from '../update/index.ts';
+import type { Logger } from '../util/log.ts';
+import type { GlobalState } from './state.ts';
+
+/** Names of the round protocols. */
+export const PROTOCOL_NAMES = ['leader', 'gossip'] as const;
+export type ProtocolName = (typeof PROTOCOL_NAMES)[number];
+
+/** Compression of the updates a node sends (uplink) and, for the leader protocol, of the global (downlink). */
+export interface CompressionOptions {
+  /** Fraction of entries kept per tensor by top-k magnitude (1 = dense). */
+  topk: number;
+  /** Bits per value: 32 (fp32), 16 (fp16), 8 or 4 (stochastic block quantization). */
+  bits: 32 | 16 | 8 | 4;
+  /** Error feedback on the uplink (keep what compression dropped, add it next round). Default true. */
+  errorFeedback: boolean;
+  /** Bits of the leader's global delta (default 16). Every node applies the decoded delta, so state stays identical. */
+  downlinkBits: 32 | 16 | 8;
+  /** Brotli over the encoded payload. */
+  brotli: boolean;
+}
+
+export const DEFAULT_COMPRESSION: CompressionOptions = { topk: 0.1, bits: 8, errorFeedback: true, downlinkBits: 16, brotli: false };
+
+/** What a node contributes after its local training in a round. */
+export interface LocalContribution {
+  /** The locally trained tensors (absolute values). */
+  tensors: TensorMap;
+  /** Local prototype statistics computed with the trained model. */
+  prototypes: PrototypeTable[];
+  /** Training samples behind it (FedAvg weight). */
+  sampleCount: number;
+}
+
+/** How one round ended on this node. */
+export interface RoundOutcome {
+  round: number;
+  /** How this node reached the round's model. */
+  via: 'led' | 'applied' | 'synced' | 'mixed';
+  /** Publisher's rank in the leader order (leader protocol). */
+  leaderRank?: number;
+  leader?: string;
+  /** Contributors aggregated (leader protocol) or neighbours mixed (gossip). */
+  contributors: string[];
+  /** Application payload bytes this node published and received in the round. */
+  bytesUp: number;
+  bytesDown: number;
+  /** Gossip: squared L2 distance between this node's model and the mean of its replicas (per element). */
+  consensusDistance?: number;
+}
+
+/** Everything a protocol needs from the node. */
+export interface RoundContext {
+  mesh: Mesh;
+  federation: string;
+  selfId: string;
+  manifest: UpdateManifest;
+  loraRank: number;
+  /** Live members (PeerId strings, including self). */
+  members(): string[];
+  logger: Logger;
+  /** Seed for stochastic quantization. */
+  seed: number;
+}
+
+export interface RoundOptions {
+  compression: CompressionOptions;
+  /** Aggregation rule (src/aggregate registry name) and its options. */
+  aggregator: string;
+  aggregatorOptions?: AggregateOptions;
+  /** Leader: fraction of live members whose updates close a round early (default 1). */
+  quorum: number;
+  /** Leader: how long the leader waits for updates after publishing its own (default 30 s). */
+  roundTimeoutMs: number;
+  /** Leader: extra wait per backup rank before a backup leader takes over (default 10 s). */
+  leaderTimeoutMs: number;
+  /** Gossip: consensus step size gamma of CHOCO-SGD (default 0.5). */
+  gossipGamma: number;
+  /** Client-level DP on each update (off when undefined). */
+  dp?: ClientDpOptions;
+}
+
+export const DEFAULT_ROUND_OPTIONS: RoundOptions = {
+  compression: DEFAULT_COMPRESSION,
+  aggregator: 'fedavg',
+  quorum: 1,
+  roundTimeoutMs: 30_000,
+  leaderTimeoutMs: 10_000,
+  gossipGamma: 0.5,
+};
+
+/** Persistent part of a protocol (written atomically with the node's checkpoint every round). */
+export interface ProtocolSnapshot {
+  protocol: ProtocolName;
+  state: GlobalState;
+  /** Error-feedback residual (uplink). */
+  residual: Map<string, Float64Array>;
+  /** Gossip: this node's public model and its round. */
+  publicModel?: { round: number; tensors: TensorMap };
+  /** Server optimizer state (FedAdam/FedYogi), leader protocol. */
+  serverOpt?: { step: number; m: Map<string, Float64Array>; v: Map<string, Float64Array> };
+}
+
+/**
+ * A serverless round protocol. The node alternates: train locally from `trainingStart()`, then `exchange()`,
+ * which resolves once this node holds the round's model. Failures of peers are handled inside; `exchange`
+ * rejects only when this node is stopped.
+ */
+export interface RoundProtocol {
+  readonly name: ProtocolName;
+  start(): Promise<void>;
+  stop(): Promise<void>;
+  /** Rounds completed (global version for the leader protocol). */
+  readonly round: number;
+  /** The tensors local training of the next round starts from. */
+  trainingStart(): TensorMap;
+  /** The model this node evaluates and serves (global for leader, local for gossip). */
+  model(): TensorMap;
+  /** Global prototype statistics to use in the loss and for prototype prediction. */
+  prototypes(): PrototypeTable[];
+  exchange(local: LocalContribution): Promise<RoundOutcome>;
+  snapshot(): ProtocolSnapshot;
+}
+
+export type { UpdateEncodeOptions };
