@@ -38,9 +38,17 @@ export enum RefusalReason {
   NOT_ALLOWED = 15,
 }
 
-/** Refusals that are not evidence of misbehaviour (mapped to gossipsub Ignore rather than Reject). */
+/**
+ * Refusals that are not evidence of misbehaviour (mapped to gossipsub Ignore rather than Reject): reordering,
+ * clock skew, a full view, a payload not (yet) fetchable. Everything else costs the sender score.
+ */
 export function isBenign(reason: RefusalReason): boolean {
-  return reason === RefusalReason.REPLAYED || reason === RefusalReason.CAPACITY || reason === RefusalReason.UNAVAILABLE;
+  return (
+    reason === RefusalReason.REPLAYED ||
+    reason === RefusalReason.STALE ||
+    reason === RefusalReason.CAPACITY ||
+    reason === RefusalReason.UNAVAILABLE
+  );
 }
 
 /** Thrown by decoders and stream helpers: the input from a peer was refused for `reason`. */

@@ -12,7 +12,8 @@ import { multiaddr, type Multiaddr } from '@multiformats/multiaddr';
 import { TopicValidatorResult } from '@libp2p/interface';
 import type { Libp2p, Message, PeerId, PubSub, ConnectionGater } from '@libp2p/interface';
 import type { Identify } from '@libp2p/identify';
-import type { GossipsubEvents } from '@chainsafe/libp2p-gossipsub';
+import type { GossipSub, GossipsubEvents } from '@chainsafe/libp2p-gossipsub';
+import { createTopicScoreParams } from '@chainsafe/libp2p-gossipsub/score';
 import type { Logger } from '../util/log.ts';
 import { silentLogger } from '../util/log.ts';
 import { Envelope } from './pb/envelope.ts';
@@ -27,6 +28,8 @@ import {
   DEFAULT_MEMBER_EXPIRY_MS,
   DEFAULT_DIAL_TIMEOUT_MS,
   GOSSIP_RPC_LIMITS,
+  TOPIC_INVALID_MESSAGE_DECAY,
+  TOPIC_INVALID_MESSAGE_WEIGHT,
   MAX_CONCURRENT_BLOB_FETCHES,
   MAX_QUEUED_BLOB_FETCHES,
   MAX_BLOB_BYTES,
@@ -75,6 +78,12 @@ export interface MeshOptions {
   /** Redial backoff of configured peers: first delay and cap (defaults 500 ms, 30000 ms). */
   redialBaseMs?: number;
   redialMaxMs?: number;
+  /**
+   * Gossipsub score weight per squared invalid message (P4) on every fmfl topic (default
+   * TOPIC_INVALID_MESSAGE_WEIGHT = -1): a peer sending sustained rejected traffic falls below the graylist
+   * threshold (-80) and is ignored.
+   */
+  invalidMessageWeight?: number;
   /** Deadline of one outbound dial including the connection upgrade, and of an inbound upgrade (default 10000 ms). */
   dialTimeoutMs?: number;
   /** Logger (default: silent). */
@@ -205,6 +214,7 @@ export class Mesh extends EventEmitter {
   private readonly redialBaseMs: number;
   private readonly redialMaxMs: number;
   private readonly loggedRefusals = new Set<string>();
+  private readonly invalidMessageWeight: number;
   private running = false;
 
   /** Use `createMesh`. */
@@ -219,6 +229,7 @@ export class Mesh extends EventEmitter {
     this.log = opts.logger ?? silentLogger();
     this.redialBaseMs = opts.redialBaseMs ?? REDIAL_BASE_MS;
     this.redialMaxMs = opts.redialMaxMs ?? REDIAL_MAX_MS;
+    this.invalidMessageWeight = opts.invalidMessageWeight ?? TOPIC_INVALID_MESSAGE_WEIGHT;
     for (const p of opts.peers ?? []) {
       const { addr, peerId } = parsePeerAddr(p);
       if (!peerId.equals(this.peerId)) this.redials.set(peerId.toString(), { addr, peerId, attempt: 0 });
@@ -321,6 +332,16 @@ export class Mesh extends EventEmitter {
     if (!NAME_RE.test(name)) throw new RangeError(`invalid topic name "${name}"`);
     const id = this.topicId(name);
     this.topics.set(id, { name, handler, opts });
+    // Score only invalid deliveries (P4): rejected messages then cost their sender, and nothing else does.
+    (this.pubsub as unknown as GossipSub).score.params.topics[id] = createTopicScoreParams({
+      topicWeight: 1,
+      timeInMeshWeight: 0,
+      firstMessageDeliveriesWeight: 0,
+      meshMessageDeliveriesWeight: 0,
+      meshFailurePenaltyWeight: 0,
+      invalidMessageDeliveriesWeight: this.invalidMessageWeight,
+      invalidMessageDeliveriesDecay: TOPIC_INVALID_MESSAGE_DECAY,
+    });
     this.pubsub.topicValidators.set(id, (peer, msg) => this.validateGossip(id, peer, msg));
     this.pubsub.subscribe(id);
   }
@@ -423,6 +444,11 @@ export class Mesh extends EventEmitter {
       this.log.debug(fields, 'refused inbound data');
     }
     this.emit('refused', { reason, where, peer } satisfies RefusalEvent);
+  }
+
+  /** This node's gossipsub score of a peer (negative after rejected messages; below -80 it is graylisted). */
+  peerScore(peerId: PeerId | string): number {
+    return (this.pubsub as unknown as GossipSub).getScore(peerId.toString());
   }
 
   /** Number of refusals recorded for `reason`. */
@@ -666,6 +692,8 @@ export async function createMesh(opts: MeshOptions): Promise<Mesh> {
         floodPublish: true,
         doPX: false,
         heartbeatInterval: opts.gossipHeartbeatMs ?? 1000,
+        // Nodes of one federation often share an IP (a host, a NAT, a simulation): no IP-colocation penalty.
+        scoreParams: { IPColocationFactorWeight: 0 },
         maxInboundDataLength: MAX_GOSSIP_RPC_BYTES,
         decodeRpcLimits: { ...GOSSIP_RPC_LIMITS },
       }),

@@ -84,7 +84,8 @@ test.serial('with an allowlist, unlisted peers are refused both ways', async (t)
 });
 
 test.serial('malformed, oversized, mis-attributed, stale and replayed gossip is rejected; the node keeps serving', async (t) => {
-  const [victim, honest, attacker] = await startMeshes(3);
+  // A light penalty so the attacker is not graylisted half-way (graylisting has its own test below).
+  const [victim, honest, attacker] = await startMeshes(3, { invalidMessageWeight: -0.01 });
   const all = [victim, honest, attacker];
   t.teardown(async () => stopAll(all));
   const received: string[] = [];
@@ -168,6 +169,29 @@ test.serial('malformed, oversized, mis-attributed, stale and replayed gossip is 
   t.deepEqual(bulk[0], real);
   t.deepEqual(await honest.request(victim.peerId, 'ping', new Uint8Array([1, 2, 3])), new Uint8Array([1, 2, 3]));
   t.true(victim.isRunning);
+  t.true(victim.peerScore(attacker.peerId) < 0, 'rejected messages cost the attacker score');
+  t.true(victim.peerScore(honest.peerId) >= 0, 'the honest peer is not penalised');
+});
+
+test.serial('a peer that keeps sending rejected messages is graylisted; honest traffic still flows', async (t) => {
+  const [victim, honest, attacker] = await startMeshes(3);
+  const all = [victim, honest, attacker];
+  t.teardown(async () => stopAll(all));
+  const received: string[] = [];
+  for (const m of all) m.subscribe('data', (p) => void (m === victim && received.push(new TextDecoder().decode(p))));
+  link(all, [[0, 1], [0, 2]]);
+  await waitFor(() => viewsConverged(all), 'initial convergence');
+  await waitFor(() => attacker.topicPeers('data').includes(victim.peerId.toString()), 'attacker knows the victim takes data');
+  const ps = attacker.libp2p.services.pubsub;
+  // More than gossipsub's accept-from whitelist (128 RPCs or 1 s after a non-negative score), so the
+  // graylist takes effect by count rather than by time.
+  for (let i = 0; i < 140; i++) await ps.publish(attacker.topicId('data'), new Uint8Array(randomBytes(64)));
+  await waitFor(() => victim.peerScore(attacker.peerId) < -80, 'the attacker falls below the graylist threshold');
+  await attacker.publish('data', new TextEncoder().encode('from-graylisted'));
+  await honest.publish('data', new TextEncoder().encode('from-honest'));
+  await waitFor(() => received.includes('from-honest'), 'honest traffic still reaches the victim');
+  t.false(received.includes('from-graylisted'), 'a graylisted peer is not heard, even with a valid message');
+  t.true(victim.peerScore(honest.peerId) >= 0);
 });
 
 test.serial('bad bytes on the sync stream are refused with a reason code; the node keeps serving', async (t) => {
