@@ -9,3 +9,5 @@ export { aggregatePrototypes, prototypeMeans } from './prototypes.ts';
 export { AGGREGATORS, AGGREGATOR_NAMES, DEFAULT_AGGREGATOR, DEFAULT_ROBUST_AGGREGATOR, getAggregator } from './registry.ts';
 export { svd, qr, lowRankSvd, matmul, transpose, mat } from './linalg.ts';
 export type { Mat } from './linalg.ts';
+export { aggregateRound } from './round.ts';
+export type { RoundAggregate } from './round.ts';

@@ -122,3 +122,14 @@ test('prototype sums: f16 refuses sums beyond its range instead of saturating; f
   t.deepEqual(Array.from(back.prototypes[0].sums), [70000, 1, 2, 3, 0, 0, 0, 0]);
   t.deepEqual(back.prototypes[0].counts, [1000, 0]);
 });
+
+test('encoding is deterministic for a seed (reproducible runs), and differs across seeds for stochastic codecs', (t) => {
+  const deltas = randomDeltas(manifest, new Rng(8), 4);
+  const u = makeUpdate(deltas, { loraRank: 4 });
+  const a = encodeUpdate(u, manifest, { bits: 4, seed: 1, topk: { fraction: 0.3, scope: 'global' } }).bytes;
+  const b = encodeUpdate(u, manifest, { bits: 4, seed: 1, topk: { fraction: 0.3, scope: 'global' } }).bytes;
+  const c = encodeUpdate(u, manifest, { bits: 4, seed: 2, topk: { fraction: 0.3, scope: 'global' } }).bytes;
+  t.deepEqual(a, b);
+  t.notDeepEqual(a, c);
+  t.throws(() => encodeUpdate(u, manifest, { bits: 8 }), { message: /needs an rng/ });
+});

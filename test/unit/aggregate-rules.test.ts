@@ -132,3 +132,19 @@ test('non-finite values are refused, not averaged', (t) => {
     t.is(err?.reason, AggregateRefusal.NON_FINITE, name);
   }
 });
+
+test('aggregateRound: decoded updates through the named rule, prototypes merged', async (t) => {
+  const { aggregateRound } = await import('../../src/aggregate/index.ts');
+  const { encodeUpdate, decodeUpdate } = await import('../../src/update/index.ts');
+  const m: UpdateManifest = { tensors: [{ name: 'x', shape: [2] }], prototypes: { exits: 1, classes: 2, dim: 1 } };
+  const mk = (x: number[], n: number, sender: string, counts: number[], sums: number[]) => decodeUpdate(encodeUpdate({
+    federation: 'f', round: 1, baseVersion: 0, sender, sampleCount: n, loraRank: 0, deltas: new Map([['x', Float32Array.from(x)]]),
+    prototypes: [{ exit: 0, dim: 1, counts, sums: Float32Array.from(sums) }],
+  }, m).bytes, m);
+  const r = aggregateRound([mk([1, 2], 1, 'a', [1, 0], [5, 0]), mk([3, 6], 3, 'b', [2, 2], [1, 4])], 'fedavg');
+  close(t, get(r), [2.5, 5]);
+  t.deepEqual(r.senders, ['a', 'b']);
+  t.deepEqual(r.prototypes[0].counts, [3, 2]);
+  close(t, Array.from(r.prototypes[0].sums), [6, 4]);
+  t.is(r.rule, 'fedavg');
+});
