@@ -1,0 +1,19 @@
+/**
+ * Deploy-time inference: anytime multi-exit prediction on one node, collaborative prediction across peers
+ * (/fmfl/<federation>/infer/1.0.0, protocols/infer.md), the HTTP endpoint and the `infer` command.
+ */
+export { AnytimeModel, planExit, INFER_BATCHES, MAX_INFER_BATCH, PREDICT_MODES } from './anytime.ts';
+export type { AnytimeModelOptions, ExitLatency, ForwardOptions, ForwardResult, Prediction, PredictMode } from './anytime.ts';
+export { softmax, argmax, prototypeProbs, meanProbs, combineProbs, isProbVector, COMBINE_RULES, PROTOTYPE_TEMPERATURE } from './combine.ts';
+export type { CombineRule } from './combine.ts';
+export { InferError } from './errors.ts';
+export type { InferErrorCode } from './errors.ts';
+export { decodePng, pngToGrey, parseJsonImages, parseInputBytes, normalizeImages, MAX_PNG_BYTES, MAX_JSON_IMAGES } from './input.ts';
+export type { DecodedPng } from './input.ts';
+export * from './limits.ts';
+export { InferService, InferStatus, TokenBucket, validateInferRequest, validateInferResponse, latencyFeatures, parseLatencyFeatures } from './service.ts';
+export type { InferServiceOptions, CollaborateOptions, CollaborativeResult, PeerAnswer, IgnoredReason, AnswerExpectation, ValidRequest } from './service.ts';
+export { startPredictServer, DEFAULT_HTTP_HOST, DEFAULT_HTTP_PORT, MAX_HTTP_BODY_BYTES, MAX_HTTP_CONCURRENT } from './http.ts';
+export type { PredictServer, PredictServerOptions } from './http.ts';
+export { openModel } from './load.ts';
+export type { OpenModelOptions } from './load.ts';
