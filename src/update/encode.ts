@@ -207,6 +207,8 @@ export function encodeUpdate(update: ModelUpdate, manifest: UpdateManifest, opts
       indexBytes: msg.indices.length, nnz: msg.nnz, numel: arrays[i].length,
     });
   });
+  const exits = new Set(update.prototypes.map((p) => p.exit));
+  check(exits.size === update.prototypes.length, UpdateRefusal.INVALID_ARGUMENT, 'prototype tables repeat an exit');
   const prototypes = update.prototypes.map((p) => encodePrototypes(p, manifest, opts.prototypeBits ?? 32));
   const prototypeBytes = prototypes.reduce((s, p) => s + fieldBytes(pb.PrototypeTable.encode(p).length), 0);
   const body = pb.Update.encode({
@@ -259,6 +261,10 @@ function encodePrototypes(p: PrototypeTable, manifest: UpdateManifest, bits: 32 
   if (p.dim !== spec!.dim || p.counts.length !== spec!.classes || p.sums.length !== spec!.classes * spec!.dim) bad('shape differs from the manifest');
   for (const c of p.counts) if (!Number.isSafeInteger(c) || c < 0) bad(`count ${c} is not a non-negative integer`);
   if (bits === 16 && p.sums.some((v) => Math.abs(v) > F16_MAX)) bad(`a sum exceeds the f16 range (±${F16_MAX}); use prototypeBits 32`);
+  for (let c = 0; c < p.counts.length; c++) {
+    if (p.counts[c] !== 0) continue;
+    for (let d = 0; d < p.dim; d++) if (p.sums[c * p.dim + d] !== 0) bad(`class ${c} has a sum but count 0`);
+  }
   const { msg } = encodeTensor(`prototypes.${p.exit}`, [spec!.classes, spec!.dim], p.sums, null, { bits });
   return { exit: p.exit, counts: p.counts.map((c) => BigInt(c)), sums: msg };
 }
