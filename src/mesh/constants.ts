@@ -80,6 +80,9 @@ export const NAME_RE = /^[a-zA-Z0-9._-]{1,64}$/;
 /** Default timeout of one whole request/response exchange. */
 export const DEFAULT_REQUEST_TIMEOUT_MS = 30_000;
 
+/** Default listen address: loopback, random port. */
+export const DEFAULT_LISTEN = '/ip4/127.0.0.1/tcp/0';
+
 /** Deadline of one dial (connect + pnet + Noise + Yamux) and of an inbound connection upgrade. */
 export const DEFAULT_DIAL_TIMEOUT_MS = 10_000;
 

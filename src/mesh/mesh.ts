@@ -27,6 +27,7 @@ import {
   DEFAULT_HEARTBEAT_INTERVAL_MS,
   DEFAULT_MEMBER_EXPIRY_MS,
   DEFAULT_DIAL_TIMEOUT_MS,
+  DEFAULT_LISTEN,
   GOSSIP_RPC_LIMITS,
   TOPIC_INVALID_MESSAGE_DECAY,
   TOPIC_INVALID_MESSAGE_WEIGHT,
@@ -215,6 +216,7 @@ export class Mesh extends EventEmitter {
   private readonly redialMaxMs: number;
   private readonly loggedRefusals = new Set<string>();
   private readonly invalidMessageWeight: number;
+  private readonly listenAddrs: string[];
   private running = false;
 
   /** Use `createMesh`. */
@@ -230,6 +232,7 @@ export class Mesh extends EventEmitter {
     this.redialBaseMs = opts.redialBaseMs ?? REDIAL_BASE_MS;
     this.redialMaxMs = opts.redialMaxMs ?? REDIAL_MAX_MS;
     this.invalidMessageWeight = opts.invalidMessageWeight ?? TOPIC_INVALID_MESSAGE_WEIGHT;
+    this.listenAddrs = opts.listen ?? [DEFAULT_LISTEN];
     for (const p of opts.peers ?? []) {
       const { addr, peerId } = parsePeerAddr(p);
       if (!peerId.equals(this.peerId)) this.redials.set(peerId.toString(), { addr, peerId, attempt: 0 });
@@ -261,9 +264,26 @@ export class Mesh extends EventEmitter {
     this.pubsub.addEventListener('gossipsub:message', this.onGossip);
     this.libp2p.addEventListener('peer:connect', this.onConnect);
     this.libp2p.addEventListener('peer:disconnect', this.onDisconnect);
-    await this.libp2p.start();
-    for (const p of this.protocols) await p.start();
-    await this.membership.start();
+    try {
+      await this.libp2p.start();
+      for (const p of this.protocols) await p.start();
+      await this.membership.start();
+    } catch (err) {
+      this.running = false;
+      try {
+        await this.libp2p.stop();
+      } catch {
+        // already failed; the original error matters
+      }
+      const listen = this.listenAddrs.join(', ');
+      const text = String((err as Error)?.message ?? err);
+      const why = text.includes('EADDRINUSE') ? 'address already in use' : text.split('\n')[0];
+      throw new MeshError(
+        'START',
+        `could not start the mesh node on ${listen}: ${why}; pick another --listen port (or port 0 for a random one)`,
+        { cause: err },
+      );
+    }
     for (const r of this.redials.values()) void this.dialConfigured(r);
   }
 
@@ -672,7 +692,7 @@ export async function createMesh(opts: MeshOptions): Promise<Mesh> {
   const libp2p = (await createLibp2p({
     privateKey: identity.privateKey,
     start: false,
-    addresses: { listen: opts.listen ?? ['/ip4/127.0.0.1/tcp/0'] },
+    addresses: { listen: opts.listen ?? [DEFAULT_LISTEN] },
     transports: [tcp(), memory({ latency: opts.memoryLatencyMs ?? 0 })],
     connectionEncrypters: [noise()],
     streamMuxers: [yamux()],

@@ -3,7 +3,7 @@ import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FmflNode, parseNodeConfig, resolveNodeConfig, PEERS_CACHE_FILE } from '../../src/node/index.ts';
-import { loadOrCreateIdentity, IDENTITY_FILE } from '../../src/mesh/index.ts';
+import { loadOrCreateIdentity, IDENTITY_FILE, MeshError } from '../../src/mesh/index.ts';
 import { ConfigError } from '../../src/util/errors.ts';
 import { silentLogger } from '../../src/util/log.ts';
 import { waitFor } from './mesh-helpers.ts';
@@ -43,6 +43,17 @@ test.serial('identity survives a restart; peers cache is flushed on stop', async
   // a2 has no --peers: it finds b again through the peers cache.
   await waitFor(() => a2.mesh.membership.memberIds().includes(b.peerId), 'restarted a rejoins b via the peers cache');
   t.is((await loadOrCreateIdentity(dirA)).peerId.toString(), idA);
+});
+
+test.serial('a listen address already in use is a MeshError that says what to do', async (t) => {
+  const a = await FmflNode.create({ federation: 'idt', ...FAST_NODE }, fastOpts);
+  t.teardown(async () => a.stop());
+  await a.start();
+  const port = /\/tcp\/(\d+)\//.exec(a.multiaddrs()[0])![1];
+  const b = await FmflNode.create({ federation: 'idt', listen: [`/ip4/127.0.0.1/tcp/${port}`], ...FAST_NODE }, fastOpts);
+  const err = await t.throwsAsync(b.start(), { instanceOf: MeshError });
+  t.regex(err.message, new RegExp(`tcp/${port}: address already in use; pick another --listen port`));
+  t.false(b.mesh.isRunning);
 });
 
 test('a corrupt identity file is a ConfigError that says what to do', async (t) => {
