@@ -1,4 +1,4 @@
-export { PrivacyError, RdpAccountant, computeRdp, rdpSampledGaussian, rdpToEpsilon, logErfc, DEFAULT_RDP_ORDERS } from './rdp.ts';
+export { PrivacyError, RdpAccountant, computeRdp, rdpSampledGaussian, rdpToEpsilon, calibrateNoiseMultiplier, logErfc, DEFAULT_RDP_ORDERS } from './rdp.ts';
 export type { RdpConversion } from './rdp.ts';
 export { l2Norm, clipToNorm, addGaussianNoise, privatizeUpdate } from './dp.ts';
 export type { ClientDpOptions } from './dp.ts';

@@ -165,3 +165,26 @@ export class RdpAccountant {
     return a;
   }
 }
+
+/**
+ * Smallest noise multiplier σ (to 1e-3 relative) whose ε after `steps` rounds at sampling rate q stays ≤
+ * `targetEpsilon` at δ. Bisection on σ ∈ [0.01, 1000]; ε decreases monotonically in σ. Throws when even σ = 1000
+ * cannot meet the target.
+ */
+export function calibrateNoiseMultiplier(
+  targetEpsilon: number, delta: number, q: number, steps: number,
+  orders: readonly number[] = DEFAULT_RDP_ORDERS, conversion: RdpConversion = 'improved',
+): number {
+  if (!(targetEpsilon > 0) || !Number.isFinite(targetEpsilon)) throw new PrivacyError(`target epsilon ${targetEpsilon} must be positive`);
+  const eps = (sigma: number): number => rdpToEpsilon(orders, computeRdp(q, sigma, steps, orders), delta, conversion).epsilon;
+  let lo = 0.01;
+  let hi = 1000;
+  if (eps(hi) > targetEpsilon) throw new PrivacyError(`epsilon ${targetEpsilon} is out of reach even with noise multiplier ${hi}`);
+  if (eps(lo) <= targetEpsilon) return lo;
+  while (hi - lo > 1e-3 * lo) {
+    const mid = Math.sqrt(lo * hi);
+    if (eps(mid) <= targetEpsilon) hi = mid;
+    else lo = mid;
+  }
+  return hi;
+}

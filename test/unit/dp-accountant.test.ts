@@ -69,3 +69,13 @@ test('client-level DP: clipping bounds the norm; noise has the configured std', 
   near(t, mean, 0, 0.03);
   t.throws(() => clipToNorm(d, 0), { instanceOf: PrivacyError });
 });
+
+test('calibrateNoiseMultiplier inverts the accountant (MNIST example: eps 3.01 needs z ~ 1.1)', async (t) => {
+  const { calibrateNoiseMultiplier } = await import('../../src/privacy/index.ts');
+  const orders = [...Array.from({ length: 99 }, (_, x) => 1 + (x + 1) / 10), ...Array.from({ length: 52 }, (_, x) => 12 + x)];
+  const z = calibrateNoiseMultiplier(3.01, 1e-5, 256 / 60000, 14063, orders, 'classic');
+  t.true(Math.abs(z - 1.1) < 0.01, `z = ${z}`);
+  const acc = new RdpAccountant(orders).step(256 / 60000, z, 14063);
+  t.true(acc.epsilon(1e-5, 'classic') <= 3.01);
+  t.throws(() => calibrateNoiseMultiplier(1e-6, 1e-5, 1, 1e6), { instanceOf: PrivacyError });
+});
