@@ -241,8 +241,8 @@ export interface CollaborativeResult {
 let requestCounter = 0;
 
 /**
- * Serves and requests collaborative predictions on a mesh. Call `start()` before the mesh starts (or after:
- * it starts the protocol itself), `stop()` before the mesh stops.
+ * Serves and requests collaborative predictions on a mesh. Construct it before or after the mesh starts (the
+ * mesh registers the protocol either way), call `start()` to advertise, `stop()` before the mesh stops.
  */
 export class InferService {
   readonly mesh: Mesh;
@@ -273,9 +273,11 @@ export class InferService {
     this.protocol.handle(INFER_METHOD, (body, ctx) => this.handle(body, ctx.peer.toString()));
   }
 
-  /** Register the protocol (needed only when the mesh already started) and advertise capabilities. */
+  /**
+   * Advertise capabilities. The protocol itself is registered by the mesh (at its start, or at once when it
+   * already runs).
+   */
   async start(): Promise<void> {
-    if (this.mesh.isRunning) await this.protocol.start();
     this.advertise();
   }
 
