@@ -38,10 +38,11 @@ export const GOSSIP_RPC_LIMITS = {
 /**
  * Gossipsub peer scoring on fmfl topics: only invalid deliveries count (P4, score += weight x count^2, count
  * decayed by this factor every second). With the default thresholds a peer is graylisted (its RPCs ignored) at
- * -80, i.e. after about 9 rejected messages in quick succession; isolated ones are forgiven within seconds.
+ * -80, i.e. after about 9 rejected messages in quick succession; the count halves about every 6.6 s, so an
+ * isolated reject (score -1) is harmless and a graylisted flooder is heard again about a minute after it stops.
  */
 export const TOPIC_INVALID_MESSAGE_WEIGHT = -1;
-export const TOPIC_INVALID_MESSAGE_DECAY = 0.3;
+export const TOPIC_INVALID_MESSAGE_DECAY = 0.9;
 
 /** Largest encoded Heartbeat. */
 export const MAX_HEARTBEAT_BYTES = 4096;
