@@ -51,7 +51,8 @@ export function manifestPath(name = DEFAULT_BACKBONE, dir = MODELS_DIR): string 
 }
 
 /** Load and verify a backbone (checksum, tensor names and shapes against its architecture). */
-export async function loadBackbone(name = DEFAULT_BACKBONE, dir = MODELS_DIR): Promise<Backbone> {
+export async function loadBackbone(name = DEFAULT_BACKBONE, dir: string = MODELS_DIR): Promise<Backbone> {
+  dir ??= MODELS_DIR;
   let manifest: BackboneManifest;
   try {
     manifest = JSON.parse(await readFile(manifestPath(name, dir), 'utf8')) as BackboneManifest;

@@ -42,6 +42,13 @@ export const FederationConfigSchema = z
     /** Seed of this node's minibatch order and quantization noise (default: derived from the shard). */
     seed: z.number().int().min(0).max(2 ** 31).optional(),
     backbone: z.string().min(1).max(128).default(DEFAULT_BACKBONE),
+    /** Folder holding the backbone (default: the project's models/). */
+    backboneDir: z.string().min(1).optional(),
+    /**
+     * Fault injection for simulations and tests: this node misbehaves as a Byzantine member, sending its update
+     * scaled by `factor` (`scale`) or an update whose values are NaN (`nan`). Never set on a real node.
+     */
+    attack: z.object({ kind: z.enum(['scale', 'nan']), factor: z.number().finite().default(100) }).strict().optional(),
     trainable: z.enum(['lora+heads', 'heads']).default('lora+heads'),
     rank: z.number().int().min(1).max(64).default(8),
     loraAlpha: z.number().positive().max(4096).default(16),
@@ -144,7 +151,7 @@ export class Federation {
     if (!(sn >= 1 && si >= 0 && si < sn)) throw new ConfigError(`shard ${cfg.shard}: need 0 <= i < n`);
     if ((cfg.dpClip === undefined) !== (cfg.dpNoise === undefined)) throw new ConfigError('differential privacy needs both dpClip and dpNoise');
 
-    const [bb, train, test] = await Promise.all([loadBackbone(cfg.backbone), loadDataset(cfg.dataset, 'train'), loadDataset(cfg.dataset, 'test')]);
+    const [bb, train, test] = await Promise.all([loadBackbone(cfg.backbone, cfg.backboneDir), loadDataset(cfg.dataset, 'train'), loadDataset(cfg.dataset, 'test')]);
     const shard = shardIndices(train.labels, cfg.shard, cfg.alpha === null ? { seed: cfg.partitionSeed, scheme: 'iid' } : { seed: cfg.partitionSeed, scheme: 'dirichlet', alpha: cfg.alpha });
     if (shard.length < cfg.batch) throw new FederationError(`shard ${cfg.shard} has ${shard.length} samples, fewer than one batch of ${cfg.batch}`);
     const testIdx = stridedSlice(test.n, si, sn, cfg.testSlice);
@@ -176,6 +183,7 @@ export class Federation {
       aggregator: cfg.aggregator, quorum: cfg.quorum, roundTimeoutMs: cfg.roundTimeoutMs, leaderTimeoutMs: cfg.leaderTimeoutMs,
       gossipGamma: cfg.gossipGamma,
       dp: cfg.dpClip !== undefined ? { clipNorm: cfg.dpClip, noiseMultiplier: cfg.dpNoise! } : undefined,
+      attack: cfg.attack,
     };
     const protocol: RoundProtocol = cfg.protocol === 'leader' ? new LeaderProtocol(ctx, ropts, initial, restore) : new GossipProtocol(ctx, ropts, initial, restore);
     const accountant = ropts.dp ? new RdpAccountant() : null;

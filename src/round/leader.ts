@@ -259,7 +259,8 @@ export class LeaderProtocol implements RoundProtocol {
       sampleCount: local.sampleCount, loraRank: this.ctx.loraRank, deltas, prototypes: local.prototypes,
     };
     const c = this.opts.compression;
-    const encOpts = { topk: c.topk < 1 ? { fraction: c.topk, scope: 'tensor' as const } : undefined, bits: c.bits, brotli: c.brotli, seed: this.rng.nextU32(), prototypeBits: 32 as const };
+    const encOpts = { topk: c.topk < 1 ? { fraction: c.topk, scope: 'global' as const } : undefined, bits: c.bits, brotli: c.brotli, seed: this.rng.nextU32(), prototypeBits: 32 as const };
+    if (this.opts.attack) return this.misbehave(update, round);
     const enc = c.errorFeedback ? encodeWithErrorFeedback(update, this.ctx.manifest, this.ef, encOpts) : encodeUpdate(update, this.ctx.manifest, encOpts);
     // Aggregate what peers will decode, not the pre-compression values.
     const own: ModelUpdate = { ...update, deltas: enc.reconstruction };
@@ -297,6 +298,43 @@ export class LeaderProtocol implements RoundProtocol {
         if (led) return { ...led, bytesUp: bytesUp + led.bytesUp, bytesDown: this.takeDown(round) };
       }
       await this.waitChange(rank === 0 ? 100 : 250);
+    }
+  }
+
+  /**
+   * Fault injection: publish a scaled or NaN update, then follow the round passively (never lead, so the
+   * experiment measures what honest leaders do with it).
+   */
+  private async misbehave(update: ModelUpdate, round: number): Promise<RoundOutcome> {
+    const a = this.opts.attack!;
+    const deltas: TensorMap = new Map([...update.deltas].map(([k, v]) => [k, Float32Array.from(v, (x) => x * a.factor)]));
+    let bytes = encodeUpdate({ ...update, deltas }, this.ctx.manifest, { bits: 32, prototypeBits: 32 }).bytes;
+    if (a.kind === 'nan') {
+      // Overwrite every float32 of the dense payload that equals a scaled delta value with NaN: find the first
+      // tensor's values by searching for its first 4 bytes.
+      const first = [...deltas.values()].find((t) => t.some((x) => x !== 0));
+      if (first) {
+        const pat = new Uint8Array(first.buffer, first.byteOffset, 4);
+        bytes = Uint8Array.from(bytes);
+        for (let i = 0; i + 4 <= bytes.length; i++) {
+          if (bytes[i] === pat[0] && bytes[i + 1] === pat[1] && bytes[i + 2] === pat[2] && bytes[i + 3] === pat[3]) {
+            new DataView(bytes.buffer).setFloat32(i, Number.NaN, true);
+            break;
+          }
+        }
+      }
+    }
+    try {
+      await this.ctx.mesh.publish(UPDATE_TOPIC, bytes);
+    } catch {
+      // ignored: a Byzantine node does not care
+    }
+    for (;;) {
+      if (!this.running) throw new RoundStoppedError();
+      if (this.state.version >= round) return { round, via: 'synced', contributors: [], bytesUp: bytes.byteLength, bytesDown: this.takeDown(round) };
+      const applied = await this.tryApplyGlobals(round);
+      if (applied) return { ...applied, bytesUp: bytes.byteLength, bytesDown: this.takeDown(round) };
+      await this.waitChange(250);
     }
   }
 

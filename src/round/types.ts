@@ -81,6 +81,8 @@ export interface RoundOptions {
   gossipGamma: number;
   /** Client-level DP on each update (off when undefined). */
   dp?: ClientDpOptions;
+  /** Fault injection (simulator, tests): behave as a Byzantine member. */
+  attack?: { kind: 'scale' | 'nan'; factor: number };
 }
 
 export const DEFAULT_ROUND_OPTIONS: RoundOptions = {
