@@ -20,6 +20,10 @@ import { loadDataset, toFloatBatch } from '../src/data/index.ts';
 import { openModel } from '../src/infer/load.ts';
 import { combineProbs, meanProbs, softmax, prototypeProbs, argmax, type CombineRule } from '../src/infer/combine.ts';
 import type { AnytimeModel } from '../src/infer/anytime.ts';
+import { buildInferGraph, IMAGES } from '../src/model/graphs.ts';
+import { loadBackbone } from '../src/model/backbone.ts';
+import { trainableSpecs } from '../src/model/vit.ts';
+import { Session, type FeedValue } from '../src/runtime/index.ts';
 
 const o = new Command()
   .requiredOption('--checkpoint <file>', 'model checkpoint of the requester (e.g. from npm run finetune -- --save)')
@@ -75,6 +79,35 @@ async function runAll(m: AnytimeModel): Promise<Outputs> {
   return { head, proto };
 }
 
+/**
+ * Reference: one monolithic inference graph per depth k (buildInferGraph with blocks = k), median latency at
+ * batch 1 and 64, to show what splitting into segments costs.
+ */
+async function monolithic(m: AnytimeModel, repeats: number): Promise<{ batch1: number[]; batch64: number[] }> {
+  const ck = m.model;
+  const bb = await loadBackbone(ck.backbone);
+  const trainable = trainableSpecs(ck.cfg, ck.trainableSet, ck.lora);
+  const names = new Set(trainable.map((s) => s.name));
+  const frozen = new Map([...bb.weights].filter(([k]) => !names.has(k)));
+  const feeds: Record<string, FeedValue> = Object.fromEntries(trainable.map((s) => [s.name, { data: ck.weights.get(s.name)!, dims: s.shape }]));
+  const res = { batch1: [] as number[], batch64: [] as number[] };
+  for (const batch of [1, 64]) {
+    for (let k = 1; k <= m.exits; k++) {
+      const sess = await Session.create(buildInferGraph({ cfg: ck.cfg, lora: ck.lora, trainable, frozen, batch, blocks: k }).onnx, { threads });
+      const f = { ...feeds, [IMAGES]: { data: new Float32Array(batch * 784), dims: [batch, 1, 28, 28] } as FeedValue };
+      const t: number[] = [];
+      for (let r = 0; r < repeats + 3; r++) {
+        const t0 = performance.now();
+        await sess.run(f);
+        if (r >= 3) t.push(performance.now() - t0);
+      }
+      await sess.release();
+      (batch === 1 ? res.batch1 : res.batch64).push(t.sort((a, b) => a - b)[t.length >> 1]);
+    }
+  }
+  return res;
+}
+
 const row = (a: Float64Array, i: number): Float64Array => a.subarray(i * C, (i + 1) * C);
 function accuracy(probOf: (i: number) => ArrayLike<number>): number {
   let ok = 0;
@@ -89,6 +122,8 @@ const main = await openModel(String(o.checkpoint), { threads, calibrate: Number(
 const lat = main.latency!;
 log(`latency batch 1 (ms, cumulative per exit): ${lat.batch1.map((v) => v.toFixed(3)).join(' / ')}`);
 log(`latency batch 64: ${lat.batch64.map((v) => v.toFixed(2)).join(' / ')}`);
+const mono = await monolithic(main, Number(o.repeats));
+log(`monolithic graph (blocks = k) batch 1: ${mono.batch1.map((v) => v.toFixed(3)).join(' / ')}`);
 const mo = await runAll(main);
 const E = main.exits;
 const perExit = Array.from({ length: E }, (_, e) => ({
@@ -98,6 +133,8 @@ const perExit = Array.from({ length: E }, (_, e) => ({
   latencyMsBatch1: ms(lat.batch1[e]),
   latencyMsBatch64: ms(lat.batch64[e]),
   latencyMsPerImageBatch64: ms(lat.batch64[e] / 64),
+  monolithicMsBatch1: ms(mono.batch1[e]),
+  monolithicMsBatch64: ms(mono.batch64[e]),
 }));
 const exitAveraging = Array.from({ length: E }, (_, e) => ({
   exits: `1..${e + 1}`,
