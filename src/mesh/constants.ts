@@ -98,7 +98,7 @@ export const DEFAULT_HEARTBEAT_INTERVAL_MS = 2_000;
 export const DEFAULT_MEMBER_EXPIRY_MS = 10_000;
 
 /** How long `stop()` waits after the goodbye heartbeat so it is flushed before connections close. */
-export const LEAVE_FLUSH_MS = 250;
+export const LEAVE_FLUSH_MS = 500;
 
 /** Most members a membership view holds; heartbeats from further new peers are ignored. */
 export const MAX_MEMBERS = 1024;

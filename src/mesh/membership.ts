@@ -132,7 +132,7 @@ export class Membership extends EventEmitter {
     if (this.mesh.connectedPeers().length > 0) {
       await this.beat(true);
       // Let the goodbye leave the send buffers before the connections close (bounded).
-      await new Promise((r) => setTimeout(r, Math.min(LEAVE_FLUSH_MS, this.opts.intervalMs)));
+      await new Promise((r) => setTimeout(r, LEAVE_FLUSH_MS));
     }
     this.view.clear();
   }

@@ -218,6 +218,7 @@ export class Mesh extends EventEmitter {
   private readonly invalidMessageWeight: number;
   private readonly listenAddrs: string[];
   private running = false;
+  private stopping = false;
 
   /** Use `createMesh`. */
   constructor(libp2p: MeshLibp2p, opts: MeshOptions, wire: WireCounters, allow: Set<string> | undefined, blocked: Set<string>) {
@@ -292,10 +293,13 @@ export class Mesh extends EventEmitter {
    * network errors.
    */
   async stop(): Promise<void> {
-    if (!this.running) return;
-    this.running = false;
+    if (!this.running || this.stopping) return;
+    this.stopping = true;
     for (const r of this.redials.values()) clearTimeout(r.timer);
+    // Still running here, so the goodbye heartbeat can be published.
     await this.membership.stop().catch((err: unknown) => this.log.debug({ err: String(err) }, 'membership stop'));
+    this.running = false;
+    this.stopping = false;
     for (const p of this.protocols) await p.stop();
     this.pubsub.removeEventListener('gossipsub:message', this.onGossip);
     this.libp2p.removeEventListener('peer:connect', this.onConnect);
@@ -609,7 +613,7 @@ export class Mesh extends EventEmitter {
   };
 
   private scheduleRedial(r: Redial): void {
-    if (!this.running || r.timer !== undefined) return;
+    if (!this.running || this.stopping || r.timer !== undefined) return;
     const delay = Math.min(this.redialMaxMs, this.redialBaseMs * REDIAL_FACTOR ** r.attempt);
     r.attempt = Math.min(r.attempt + 1, 30);
     r.timer = setTimeout(() => {

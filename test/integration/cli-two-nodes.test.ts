@@ -48,6 +48,7 @@ test.serial('two fmfl-node processes see each other join and leave; SIGINT/SIGTE
   b.child.kill('SIGINT');
   t.is(await b.exited, 0);
   await waitFor(() => a.out().includes(`leave ${idB}`), 'a prints b leaving');
+  t.true(a.out().includes(`leave ${idB} (left)`), 'b said goodbye on SIGINT (not an expiry)');
   a.child.kill('SIGTERM');
   t.is(await a.exited, 0);
   t.regex(a.out(), /shutting down \(SIGTERM\)/);

@@ -26,6 +26,20 @@ test.serial('partition into two halves, then heal: views split, then converge ag
   t.true(ids(b).every((id) => rejoined.includes(id)), 'node 0 saw every node of the other half join again');
 });
 
+test.serial('a node that stops cleanly says goodbye: every view drops it as "left", before any expiry', async (t) => {
+  // Expiry far longer than the test deadline, so only the goodbye heartbeat can remove the node.
+  const meshes: Mesh[] = await startMeshes(4, { memberExpiryMs: 120_000 });
+  t.teardown(async () => stopAll(meshes));
+  link(meshes, topologies.line(4));
+  await waitFor(() => viewsConverged(meshes), 'initial convergence');
+  const leaver = meshes[3].peerId.toString();
+  const reasons: string[][] = meshes.map(() => []);
+  meshes.forEach((m, i) => m.membership.on('leave', (mm: { peerId: string }, why: string) => void (mm.peerId === leaver && reasons[i].push(why))));
+  await meshes[3].stop();
+  await waitFor(() => viewsConverged(meshes, [0, 1, 2]), 'the leaver disappears from every view', 20_000);
+  t.deepEqual(reasons.slice(0, 3), [['left'], ['left'], ['left']]);
+});
+
 test.serial('a node that crashes (no goodbye) expires from every view', async (t) => {
   const meshes: Mesh[] = await startMeshes(4);
   t.teardown(async () => stopAll(meshes));
