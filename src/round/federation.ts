@@ -205,6 +205,16 @@ export class Federation {
     }
   }
 
+  /** Wait until every protocol topic has a gossipsub neighbour (when there are other members), so round 1 is not lost. */
+  async waitForTopicPeers(timeoutMs: number): Promise<void> {
+    const end = Date.now() + timeoutMs;
+    while (!this.stopped && Date.now() < end) {
+      if (this.mesh.membership.memberIds(false).length === 0) return;
+      if (this.protocol.topics.every((t) => this.mesh.topicPeers(t).length > 0)) return;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+
   /**
    * Run rounds until the global version reaches `cfg.rounds` (or stop() is called). `onRound` receives each
    * round's metrics; `onStep` each local training step (for a progress bar).
@@ -214,6 +224,7 @@ export class Federation {
     await this.protocol.start();
     const [, sn] = this.cfg.shard.split('/').map(Number);
     await this.waitForMembers(this.cfg.minMembers ?? sn, 60_000);
+    await this.waitForTopicPeers(10_000);
     if (this.protocol instanceof LeaderProtocol) await this.protocol.catchUp();
     try {
       while (!this.stopped && this.protocol.round < this.cfg.rounds) {

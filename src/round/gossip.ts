@@ -26,6 +26,7 @@ interface Replica {
 
 export class GossipProtocol implements RoundProtocol {
   readonly name = 'gossip' as const;
+  readonly topics = [MIX_TOPIC] as const;
   private readonly ctx: RoundContext;
   private readonly opts: RoundOptions;
   private local: GlobalState;
@@ -185,18 +186,25 @@ export class GossipProtocol implements RoundProtocol {
     }
     const bytesUp = payload.byteLength;
 
-    // Wait (bounded) for the other live members' round-`round` messages.
-    const deadline = Date.now() + this.opts.roundTimeoutMs;
+    // Wait (bounded) for the other live members' round-`round` messages; halfway through, pull the public
+    // model of any peer still behind (its message may have been lost).
+    const start = Date.now();
+    const deadline = start + this.opts.roundTimeoutMs;
+    let pulled = false;
     for (;;) {
       if (!this.running) throw new RoundStoppedError();
       const peers = this.ctx.members().filter((p) => p !== this.ctx.selfId);
-      const ready = peers.every((p) => (this.replicas.get(p)?.round ?? -1) >= round);
-      if (ready || Date.now() >= deadline) break;
+      const lagging = peers.filter((p) => (this.replicas.get(p)?.round ?? -1) < round);
+      if (lagging.length === 0 || Date.now() >= deadline) break;
+      if (!pulled && Date.now() >= start + this.opts.roundTimeoutMs / 2) {
+        pulled = true;
+        for (const p of lagging) void this.resync(p);
+      }
       await this.waitChange(100);
     }
 
     // Mix with every live member whose replica is reasonably fresh.
-    const peers = this.ctx.members().filter((p) => p !== this.ctx.selfId && (this.replicas.get(p)?.round ?? -1) >= round - 2);
+    const peers = this.ctx.members().filter((p) => p !== this.ctx.selfId && this.replicas.has(p) && this.replicas.get(p)!.round >= round - 2);
     const n = peers.length + 1;
     const gamma = this.opts.gossipGamma;
     const next: TensorMap = new Map();

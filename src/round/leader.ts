@@ -51,6 +51,7 @@ interface PendingGlobal {
 
 export class LeaderProtocol implements RoundProtocol {
   readonly name = 'leader' as const;
+  readonly topics = [UPDATE_TOPIC, GLOBAL_TOPIC] as const;
   private state: GlobalState;
   private readonly ctx: RoundContext;
   private readonly opts: RoundOptions;

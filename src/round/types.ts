@@ -125,6 +125,8 @@ export interface RoundProtocol {
   prototypes(): PrototypeTable[];
   exchange(local: LocalContribution): Promise<RoundOutcome>;
   snapshot(): ProtocolSnapshot;
+  /** Gossip topics this protocol publishes on (the node waits until they have subscribers before round 1). */
+  readonly topics: readonly string[];
 }
 
 export type { UpdateEncodeOptions };
