@@ -164,8 +164,7 @@ export class Membership extends EventEmitter {
     return this.view.get(peerId);
   }
 
-  /** Encode this node's heartbeat (exposed for tests and tools). */
-  encodeHeartbeat(leaving: boolean, overrides: Partial<Heartbeat> = {}): Uint8Array {
+  private encodeHeartbeat(leaving: boolean): Uint8Array {
     this.seq += 1n;
     const c = this.capabilities;
     const pbCaps: PbCapabilities = {
@@ -189,7 +188,6 @@ export class Membership extends EventEmitter {
       protocolVersion: MESH_PROTOCOL_VERSION,
       capabilities: pbCaps,
       leaving,
-      ...overrides,
     });
   }
 
