@@ -17,3 +17,7 @@ export { startPredictServer, DEFAULT_HTTP_HOST, DEFAULT_HTTP_PORT, MAX_HTTP_BODY
 export type { PredictServer, PredictServerOptions } from './http.ts';
 export { openModel } from './load.ts';
 export type { OpenModelOptions } from './load.ts';
+export { NodeInference, InferConfigSchema } from './node-inference.ts';
+export type { InferConfig } from './node-inference.ts';
+export { registerInferCommand, runInfer, FASHION_MNIST_CLASSES } from './cli.ts';
+export type { InferFlags, InferIo } from './cli.ts';
