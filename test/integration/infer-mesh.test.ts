@@ -2,7 +2,8 @@ import test from 'ava';
 import { startMeshes, stopAll, link, topologies, waitFor } from './mesh-helpers.ts';
 import { makeTestCheckpoint, fixtureImage } from './infer-helpers.ts';
 import { openModel } from '../../src/infer/load.ts';
-import { InferService } from '../../src/infer/service.ts';
+import { InferService, parseLatencyFeatures } from '../../src/infer/service.ts';
+import { NodeInference } from '../../src/infer/node-inference.ts';
 import { combineProbs, isProbVector } from '../../src/infer/combine.ts';
 import { InferError } from '../../src/infer/errors.ts';
 import { normalizeImages } from '../../src/infer/input.ts';
@@ -88,5 +89,33 @@ test('collaborative prediction over 5 real nodes: mixed depths answer; garbage a
     await Promise.all(services.map((s) => s.stop()));
     await stopAll(meshes);
     await Promise.all(models.map((m) => m.release()));
+  }
+});
+
+test('a node with NodeInference serves POST /predict with peersK over the mesh and advertises its latency', async (t) => {
+  const ckpt = await makeTestCheckpoint('node-v1');
+  const meshes = await startMeshes(2);
+  const [a, b] = meshes;
+  const nodes: NodeInference[] = [];
+  try {
+    nodes.push(await NodeInference.create(a, { checkpoint: ckpt, httpPort: 0, httpHost: '127.0.0.1', threads: 1 }));
+    nodes.push(await NodeInference.create(b, { checkpoint: ckpt, maxExits: 1, httpHost: '127.0.0.1', threads: 1 }));
+    for (const n of nodes) await n.start();
+    t.is(nodes[1].http, null, 'no HTTP endpoint without httpPort');
+    link(meshes, [[0, 1]]);
+    await waitFor(() => nodes[0].service.candidates().length === 1, 'A sees B serving infer');
+    const member = a.membership.get(b.peerId.toString())!;
+    t.is(member.capabilities.maxExitDepth, 1);
+    t.is(parseLatencyFeatures(member.capabilities.features)?.batch1.length, 1, 'B advertises its calibrated exit latency');
+    const img = Array.from(await fixtureImage());
+    const res = await fetch(`${nodes[0].http!.url}/predict`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ pixels: img, peersK: 1, deadlineMs: 5000, combine: 'confidence' }) });
+    t.is(res.status, 200);
+    const body = (await res.json()) as { answers: { peer: string; exit: number }[]; predictions: { probs: number[] }[]; combine: string };
+    t.deepEqual(body.answers.map((x) => [x.peer, x.exit]), [[b.peerId.toString(), 1]]);
+    t.is(body.combine, 'confidence');
+    t.true(isProbVector(body.predictions[0].probs, 10));
+  } finally {
+    await Promise.all(nodes.map((n) => n.stop()));
+    await stopAll(meshes);
   }
 });
