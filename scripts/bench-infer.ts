@@ -19,7 +19,7 @@ import { Command } from 'commander';
 import { loadDataset, toFloatBatch } from '../src/data/index.ts';
 import { openModel } from '../src/infer/load.ts';
 import { combineProbs, meanProbs, softmax, prototypeProbs, argmax, type CombineRule } from '../src/infer/combine.ts';
-import type { AnytimeModel } from '../src/infer/anytime.ts';
+import { planExit, type AnytimeModel } from '../src/infer/anytime.ts';
 import { buildInferGraph, IMAGES } from '../src/model/graphs.ts';
 import { loadBackbone } from '../src/model/backbone.ts';
 import { trainableSpecs } from '../src/model/vit.ts';
@@ -141,6 +141,11 @@ const exitAveraging = Array.from({ length: E }, (_, e) => ({
   accuracy: pct(accuracy((i) => meanProbs(mo.head.slice(0, e + 1).map((h) => row(h, i))))),
   latencyMsBatch1: ms(lat.batch1[e]),
 }));
+// `--exit auto`: the exit planned for a batch-1 budget, and the accuracy it gets.
+const budgets = [0.1, 0.25, 0.5, 0.75, 1, 2].map((b) => {
+  const e = planExit(lat.batch1, b);
+  return { budgetMs: b, exit: e + 1, accuracyHead: perExit[e].accuracyHead, accuracyExitAveraging: exitAveraging[e].accuracy };
+});
 const bestSingle = Math.max(...perExit.map((p) => Math.max(p.accuracyHead, p.accuracyPrototype ?? 0)));
 
 // Simulated peers.
@@ -183,6 +188,7 @@ const report = {
   perExit,
   exit1OverExit4LatencyBatch1: ms(lat.batch1[0] / lat.batch1[E - 1]),
   exitAveraging,
+  budgetsBatch1: budgets,
   collaborative,
   bestSingleExit: bestSingle,
   bestEnsemble,
