@@ -7,7 +7,7 @@
  * - membership convergence: from the first dial until every view lists the N-1 others;
  * - delivery of a 1 kB (inline gossip) and a 1 MB (announce + stream pull) message: time from publish until
  *   the last other node's handler ran; median and p95 over the repetitions, publishers drawn by the seed;
- * - bytes on the wire per node (raw transport bytes in + out, after pnet, including Noise/Yamux overhead and the
+ * - bytes on the wire per node (raw socket bytes in + out, including Noise/Yamux overhead and the
  *   background heartbeats during the batch), per message, and in total.
  * Not part of `npm test`. Heartbeats: 500 ms, gossipsub heartbeat: 500 ms.
  */

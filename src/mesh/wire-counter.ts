@@ -1,6 +1,6 @@
 import type { ConnectionProtector, MultiaddrConnection } from '@libp2p/interface';
 
-/** Bytes this node sent and received on all its raw transport connections (after pnet, before Noise). */
+/** Bytes this node sent and received on all its transport connections, as the socket carries them (pnet, Noise, Yamux and all). */
 export interface WireCounters {
   bytesIn: number;
   bytesOut: number;
@@ -9,8 +9,8 @@ export interface WireCounters {
 type Chunk = Uint8Array | { byteLength: number };
 
 /**
- * A libp2p connection protector that counts raw transport bytes, optionally chained after another protector
- * (the pnet pre-shared-key protector, which then sees the raw socket and hands us its decrypted view).
+ * A libp2p connection protector that counts the raw socket bytes of every connection, then hands the
+ * connection to an optional inner protector (the pnet pre-shared-key protector).
  */
 export class CountingProtector implements ConnectionProtector {
   constructor(
