@@ -48,6 +48,8 @@ export const FederationConfigSchema = z
      * Fault injection for simulations and tests: this node misbehaves as a Byzantine member, sending its update
      * scaled by `factor` (`scale`) or an update whose values are NaN (`nan`). Never set on a real node.
      */
+    /** Fault injection for simulations: drop this fraction of inbound round messages. */
+    dropRate: z.number().min(0).max(1).default(0),
     attack: z.object({ kind: z.enum(['scale', 'nan']), factor: z.number().finite().default(100) }).strict().optional(),
     trainable: z.enum(['lora+heads', 'heads']).default('lora+heads'),
     rank: z.number().int().min(1).max(64).default(8),
@@ -102,6 +104,8 @@ export interface RoundMetrics {
   ensembleAccuracy: number;
   bytesUp: number;
   bytesDown: number;
+  /** Bytes of this node's own update in the round. */
+  updateBytes: number;
   trainMs: number;
   roundMs: number;
   consensusDistance?: number;
@@ -184,6 +188,7 @@ export class Federation {
       gossipGamma: cfg.gossipGamma,
       dp: cfg.dpClip !== undefined ? { clipNorm: cfg.dpClip, noiseMultiplier: cfg.dpNoise! } : undefined,
       attack: cfg.attack,
+      dropRate: cfg.dropRate,
     };
     const protocol: RoundProtocol = cfg.protocol === 'leader' ? new LeaderProtocol(ctx, ropts, initial, restore) : new GossipProtocol(ctx, ropts, initial, restore);
     const accountant = ropts.dp ? new RdpAccountant() : null;
@@ -249,7 +254,7 @@ export class Federation {
         const m: RoundMetrics = {
           node: this.mesh.peerId.toString(), round: outcome.round, version: this.protocol.round, hash: this.stateHash().slice(0, 16),
           protocol: this.protocol.name, via: outcome.via, leader: outcome.leader, contributors: outcome.contributors.length,
-          trainLoss, accuracy: ev.accuracy, ensembleAccuracy: ev.ensembleAccuracy, bytesUp: outcome.bytesUp, bytesDown: outcome.bytesDown,
+          trainLoss, accuracy: ev.accuracy, ensembleAccuracy: ev.ensembleAccuracy, bytesUp: outcome.bytesUp, bytesDown: outcome.bytesDown, updateBytes: outcome.updateBytes ?? outcome.bytesUp,
           trainMs: Math.round(trainMs), roundMs: Math.round(performance.now() - t0), consensusDistance: outcome.consensusDistance,
           epsilon: this.accountant ? this.accountant.epsilon(this.cfg.dpDelta) : undefined,
         };

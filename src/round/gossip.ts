@@ -37,6 +37,7 @@ export class GossipProtocol implements RoundProtocol {
   private readonly pendingResync = new Set<string>();
   private readonly events = new EventEmitter();
   private readonly rng: Rng;
+  private readonly dropRng: Rng;
   private running = false;
   private readonly down = new Map<number, number>();
   private myPrototypes: PrototypeTable[] = [];
@@ -48,6 +49,7 @@ export class GossipProtocol implements RoundProtocol {
     this.local = restore?.state ?? initial;
     this.pub = restore?.publicModel ? { round: restore.publicModel.round, tensors: restore.publicModel.tensors } : { round: 0, tensors: cloneMap(initial.tensors) };
     this.rng = new Rng(ctx.seed ^ 0x90551);
+    this.dropRng = new Rng(ctx.seed ^ 0xd40b);
     this.events.setMaxListeners(64);
   }
 
@@ -114,6 +116,7 @@ export class GossipProtocol implements RoundProtocol {
   }
 
   private onMix(payload: Uint8Array, meta: MessageMeta): void {
+    if ((this.opts.dropRate ?? 0) > 0 && this.dropRng.next() < this.opts.dropRate!) return; // fault injection
     const m = this.decodeMix(payload, meta);
     if (typeof m === 'number') return;
     const sender = m.update.sender;
@@ -226,7 +229,7 @@ export class GossipProtocol implements RoundProtocol {
       next.set(spec.name, out);
     }
     this.local = makeState(round, next, this.prototypes(), this.ctx.manifest);
-    return { round, via: 'mixed', contributors: peers, bytesUp, bytesDown: this.takeDown(round), consensusDistance: dist / Math.max(1, count) };
+    return { round, via: 'mixed', contributors: peers, bytesUp, updateBytes: bytesUp, bytesDown: this.takeDown(round), consensusDistance: dist / Math.max(1, count) };
   }
 
   private takeDown(round: number): number {

@@ -61,6 +61,7 @@ export class LeaderProtocol implements RoundProtocol {
   private readonly globals: PendingGlobal[] = [];
   private readonly events = new EventEmitter();
   private readonly rng: Rng;
+  private readonly dropRng: Rng;
   private running = false;
   /** Payload bytes received per round (updates and globals for that round, state pulls while in it). */
   private readonly down = new Map<number, number>();
@@ -72,6 +73,7 @@ export class LeaderProtocol implements RoundProtocol {
     this.ef = restore ? ErrorFeedback.restore(restore.residual) : new ErrorFeedback();
     this.serverOpt = restore?.serverOpt;
     this.rng = new Rng(ctx.seed ^ 0x1ead);
+    this.dropRng = new Rng(ctx.seed ^ 0xd40b);
     this.events.setMaxListeners(64);
   }
 
@@ -154,6 +156,7 @@ export class LeaderProtocol implements RoundProtocol {
   }
 
   private onUpdate(payload: Uint8Array, meta: MessageMeta): void {
+    if (this.lost()) return;
     const u = this.decodeUpdateOrRefuse(payload, meta);
     if (typeof u === 'number' || u.round <= this.state.version) return;
     let m = this.updates.get(u.round);
@@ -193,6 +196,7 @@ export class LeaderProtocol implements RoundProtocol {
   }
 
   private onGlobal(payload: Uint8Array, meta: MessageMeta): void {
+    if (this.lost()) return;
     const g = this.decodeGlobal(payload, meta);
     if (typeof g === 'number') return;
     if (Number(g.msg.round) <= this.state.version) return;
@@ -274,16 +278,17 @@ export class LeaderProtocol implements RoundProtocol {
       this.ctx.logger.warn({ err: (err as Error).message }, 'publishing the update failed; the round goes on');
     }
     bytesUp += enc.bytes.byteLength;
+    const updateBytes = enc.bytes.byteLength;
     const publishedAt = Date.now();
 
     // 2. Wait until this node holds version >= round: apply a global, sync, or lead.
     for (;;) {
       if (!this.running) throw new RoundStoppedError();
       if (this.state.version >= round) {
-        return { round, via: 'synced', contributors: [], bytesUp, bytesDown: this.takeDown(round) };
+        return { round, via: 'synced', contributors: [], bytesUp, updateBytes, bytesDown: this.takeDown(round) };
       }
       const applied = await this.tryApplyGlobals(round);
-      if (applied) return { ...applied, bytesUp, bytesDown: this.takeDown(round) };
+      if (applied) return { ...applied, bytesUp, updateBytes, bytesDown: this.takeDown(round) };
 
       const members = this.ctx.members();
       const order = leaderOrder(this.ctx.federation, round, members);
@@ -296,7 +301,7 @@ export class LeaderProtocol implements RoundProtocol {
         rank === 0 ? have >= quorum || now >= deadline : rank > 0 && rank < MAX_LEADER_RANKS && now >= deadline + rank * this.opts.leaderTimeoutMs;
       if (myTurn) {
         const led = await this.lead(round, rank);
-        if (led) return { ...led, bytesUp: bytesUp + led.bytesUp, bytesDown: this.takeDown(round) };
+        if (led) return { ...led, bytesUp: bytesUp + led.bytesUp, updateBytes, bytesDown: this.takeDown(round) };
       }
       await this.waitChange(rank === 0 ? 100 : 250);
     }
@@ -399,6 +404,11 @@ export class LeaderProtocol implements RoundProtocol {
     }
     this.ctx.logger.info({ round, rank, contributors: contributors.length, hash: hex(next.hash).slice(0, 12) }, 'led round');
     return { round, via: 'led', leader: this.ctx.selfId, leaderRank: rank, contributors, bytesUp: bytes.byteLength };
+  }
+
+  /** Fault injection: drop an inbound message with probability dropRate. */
+  private lost(): boolean {
+    return (this.opts.dropRate ?? 0) > 0 && this.dropRng.next() < this.opts.dropRate!;
   }
 
   private countDown(round: number, bytes: number): void {

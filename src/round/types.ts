@@ -48,6 +48,8 @@ export interface RoundOutcome {
   /** Application payload bytes this node published and received in the round. */
   bytesUp: number;
   bytesDown: number;
+  /** Bytes of this node's own update message (part of bytesUp; a leader's bytesUp also holds its broadcast). */
+  updateBytes?: number;
   /** Gossip: squared L2 distance between this node's model and the mean of its replicas (per element). */
   consensusDistance?: number;
 }
@@ -81,6 +83,8 @@ export interface RoundOptions {
   gossipGamma: number;
   /** Client-level DP on each update (off when undefined). */
   dp?: ClientDpOptions;
+  /** Fault injection (simulator): drop this fraction of inbound round messages as if lost (seeded). */
+  dropRate?: number;
   /** Fault injection (simulator, tests): behave as a Byzantine member. */
   attack?: { kind: 'scale' | 'nan'; factor: number };
 }

@@ -1,0 +1,277 @@
+/**
+ * Multi-node federated-learning simulator: N real fmfl nodes (libp2p over TCP loopback or the in-process memory
+ * transport) federating the embedded backbone on a non-IID split, with a topology, a round protocol, compression,
+ * privacy options and a fault schedule. Writes metrics JSON and SVG plots to --out and prints a summary table.
+ *
+ *   npm run simulate -- --nodes 8 --protocol leader --rounds 30 --local-steps 50 --alpha 0.5 --topk 0.1 --bits 8
+ *   npm run simulate -- --nodes 8 --protocol gossip --topology ring
+ *   npm run simulate -- --nodes 8 --fault kill-leader@5 --fault byzantine:7:scale --aggregator norm-bound
+ *   npm run simulate -- --nodes 8 --local-only          (baseline: every node trains alone)
+ *
+ * Faults (repeat --fault): kill-leader@R (crash round R's leader mid-round), kill:I@R, restart:I@R,
+ * drop:P (every node loses fraction P of inbound round messages), partition@R and heal@R (two halves),
+ * byzantine:I:scale|nan (node I sends updates scaled x100 or NaN).
+ */
+import { Command } from 'commander';
+import { mkdir, writeFile, rm } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { createMesh, loadOrCreateIdentity, type Mesh } from '../src/mesh/index.ts';
+import { Federation, leaderOrder, type RoundMetrics } from '../src/round/index.ts';
+import { loadDataset, shardIndices } from '../src/data/index.ts';
+import { loadBackbone } from '../src/model/backbone.ts';
+import { exitSpecs } from '../src/model/vit.ts';
+import { Trainer } from '../src/train/trainer.ts';
+import { createLogger, silentLogger } from '../src/util/log.ts';
+import { lineChart } from './lib/svg-plot.ts';
+
+const program = new Command()
+  .option('--nodes <n>', 'number of nodes', '8')
+  .option('--transport <t>', 'tcp | memory', 'tcp')
+  .option('--topology <t>', 'full | ring | star | line | random-k', 'full')
+  .option('--k <n>', 'degree for random-k', '3')
+  .option('--protocol <p>', 'leader | gossip', 'leader')
+  .option('--rounds <n>', 'rounds', '30')
+  .option('--local-steps <n>', 'local steps per round', '50')
+  .option('--batch <n>', 'batch size', '64')
+  .option('--lr <x>', 'AdamW learning rate', '1e-3')
+  .option('--alpha <x>', "Dirichlet alpha of the label split ('iid' for IID)", '0.5')
+  .option('--topk <x>', 'fraction of entries sent (1 = dense)', '0.1')
+  .option('--bits <n>', 'bits per value: 32 | 16 | 8 | 4', '8')
+  .option('--no-error-feedback', 'disable error feedback')
+  .option('--downlink-bits <n>', 'bits of the leader broadcast: 32 | 16 | 8', '16')
+  .option('--aggregator <name>', 'aggregation rule', 'fedavg')
+  .option('--quorum <x>', 'leader quorum fraction', '1')
+  .option('--round-timeout-ms <n>', 'leader round deadline', '60000')
+  .option('--leader-timeout-ms <n>', 'backup leader wait per rank', '15000')
+  .option('--gamma <x>', 'gossip consensus step size', '0.5')
+  .option('--rank <n>', 'LoRA rank', '8')
+  .option('--proto-weight <x>', 'prototype loss weight', '0')
+  .option('--dp-clip <x>', 'client DP: L2 clip of each update')
+  .option('--dp-noise <x>', 'client DP: noise multiplier')
+  .option('--fault <spec...>', 'fault schedule entries (see the file header)')
+  .option('--local-only', 'baseline: every node trains alone for rounds x local-steps')
+  .option('--test-slice <n>', 'test images each node evaluates per round', '1000')
+  .option('--threads <n>', 'onnxruntime threads per node', '1')
+  .option('--seed <n>', 'partition seed', '42')
+  .option('--out <dir>', 'output folder', 'out/sim')
+  .option('--name <s>', 'run name (subfolder of --out)', '')
+  .option('--verbose', 'log every node')
+  .parse(process.argv);
+const o = program.opts<Record<string, any>>();
+const N = Number(o.nodes);
+const rounds = Number(o.rounds);
+const name = o.name || `${o.localOnly ? 'local' : o.protocol}-n${N}-r${rounds}-topk${o.topk}-b${o.bits}`;
+const outDir = resolve(o.out, name);
+await rm(outDir, { recursive: true, force: true });
+await mkdir(outDir, { recursive: true });
+const log = createLogger({ level: 'info', name: 'sim' });
+const t0 = Date.now();
+
+function flConfig(i: number): Record<string, unknown> {
+  const byz = (o.fault ?? []).map((f: string) => /^byzantine:(\d+):(scale|nan)$/.exec(f)).find((m: RegExpExecArray | null) => m && Number(m[1]) === i);
+  const drop = (o.fault ?? []).map((f: string) => /^drop:([\d.]+)$/.exec(f)).find(Boolean);
+  return {
+    protocol: o.protocol, rounds, localSteps: Number(o.localSteps), batch: Number(o.batch), lr: Number(o.lr),
+    shard: `${i}/${N}`, alpha: o.alpha === 'iid' ? null : Number(o.alpha), partitionSeed: Number(o.seed),
+    topk: Number(o.topk), bits: Number(o.bits), errorFeedback: o.errorFeedback !== false, downlinkBits: Number(o.downlinkBits),
+    aggregator: o.aggregator, quorum: Number(o.quorum), roundTimeoutMs: Number(o.roundTimeoutMs), leaderTimeoutMs: Number(o.leaderTimeoutMs),
+    gossipGamma: Number(o.gamma), rank: Number(o.rank), protoWeight: Number(o.protoWeight), testSlice: Number(o.testSlice),
+    threads: Number(o.threads), minMembers: N, prototypeEvery: 10,
+    ...(o.dpClip ? { dpClip: Number(o.dpClip), dpNoise: Number(o.dpNoise ?? 1) } : {}),
+    ...(byz ? { attack: { kind: byz[2], factor: 100 } } : {}),
+    ...(drop ? { dropRate: Number(drop[1]) } : {}),
+  };
+}
+
+function edges(): [number, number][] {
+  const e: [number, number][] = [];
+  switch (o.topology) {
+    case 'full': for (let i = 0; i < N; i++) for (let j = i + 1; j < N; j++) e.push([i, j]); break;
+    case 'ring': for (let i = 0; i < N; i++) e.push([i, (i + 1) % N]); break;
+    case 'star': for (let i = 1; i < N; i++) e.push([0, i]); break;
+    case 'line': for (let i = 0; i + 1 < N; i++) e.push([i, i + 1]); break;
+    case 'random-k': {
+      // A ring for connectivity plus seeded random chords up to degree ~k.
+      for (let i = 0; i < N; i++) e.push([i, (i + 1) % N]);
+      let s = Number(o.seed);
+      const rnd = (): number => ((s = (s * 1103515245 + 12345) >>> 0) / 2 ** 32);
+      for (let i = 0; i < N; i++) for (let c = 2; c < Number(o.k); c++) { const j = Math.floor(rnd() * N); if (j !== i) e.push([i, j]); }
+      break;
+    }
+    default: throw new Error(`unknown topology ${o.topology}`);
+  }
+  return e;
+}
+
+// ------------------------------------------------------------------------------------------------------------
+// Local-only baseline
+
+if (o.localOnly) {
+  const [bb, train, test] = await Promise.all([loadBackbone(), loadDataset('fashion-mnist', 'train'), loadDataset('fashion-mnist', 'test')]);
+  const heads = new Set(exitSpecs(bb.cfg).map((s) => s.name));
+  const weights = new Map([...bb.weights].filter(([k]) => !heads.has(k)));
+  const results: { node: number; samples: number; accuracy: number[] }[] = [];
+  for (let i = 0; i < N; i++) {
+    const cfg = flConfig(i);
+    const shard = shardIndices(train.labels, `${i}/${N}`, cfg.alpha === null ? { seed: Number(o.seed), scheme: 'iid' } : { seed: Number(o.seed), scheme: 'dirichlet', alpha: cfg.alpha as number });
+    const tr = await Trainer.create({ cfg: bb.cfg, lora: { rank: Number(o.rank), alpha: 2 * Number(o.rank), targets: ['q', 'v'] }, trainableSet: 'lora+heads', weights, batch: Number(o.batch), seed: 7, threads: Number(o.threads), optimizer: { kind: 'adamw', lr: Number(o.lr), weightDecay: 0.01 } });
+    await tr.trainSteps(train, shard, rounds * Number(o.localSteps));
+    const ev = await tr.evaluate(test);
+    results.push({ node: i, samples: shard.length, accuracy: ev.accuracy });
+    log.info({ node: i, samples: shard.length, lastExit: ev.accuracy[ev.accuracy.length - 1].toFixed(4) }, 'local-only node done');
+    await tr.release();
+  }
+  const last = results.map((r) => r.accuracy[r.accuracy.length - 1]);
+  const summary = { mode: 'local-only', nodes: N, steps: rounds * Number(o.localSteps), alpha: o.alpha, meanLastExitAccuracy: last.reduce((a, b) => a + b, 0) / N, perNode: results, seconds: Math.round((Date.now() - t0) / 1000) };
+  await writeFile(join(outDir, 'summary.json'), JSON.stringify(summary, null, 2));
+  console.log(JSON.stringify(summary));
+  process.exit(0);
+}
+
+// ------------------------------------------------------------------------------------------------------------
+// Federation
+
+const meshes: (Mesh | null)[] = [];
+const feds: (Federation | null)[] = [];
+const metrics: RoundMetrics[][] = Array.from({ length: N }, () => []);
+const events: { t: number; event: string }[] = [];
+const stateDir = (i: number): string => join(outDir, `node-${i}`);
+const listen = (i: number): string[] => (o.transport === 'memory' ? [`/memory/${name}-${i}-${Date.now()}`] : ['/ip4/127.0.0.1/tcp/0']);
+
+async function startNode(i: number, peers: string[]): Promise<void> {
+  await mkdir(stateDir(i), { recursive: true });
+  const mesh = await createMesh({
+    federation: 'sim', identity: await loadOrCreateIdentity(stateDir(i)), listen: listen(i), peers,
+    heartbeatIntervalMs: 1000, memberExpiryMs: 6000, logger: o.verbose ? createLogger({ level: 'info', name: `mesh${i}` }) : undefined,
+  });
+  await mesh.start();
+  meshes[i] = mesh;
+  feds[i] = await Federation.create(mesh, flConfig(i), { logger: o.verbose || i === 0 ? createLogger({ level: 'info', name: `node${i}` }) : silentLogger(), stateDir: stateDir(i) });
+}
+
+function addrOf(i: number): string {
+  return meshes[i]!.multiaddrs()[0];
+}
+
+for (let i = 0; i < N; i++) await startNode(i, []);
+for (const [a, b] of edges()) meshes[b]!.addPeer(addrOf(a));
+log.info({ nodes: N, topology: o.topology, protocol: o.protocol, setupMs: Date.now() - t0 }, 'nodes started');
+
+// Fault schedule, triggered when the first node finishes round R-1 (i.e. round R starts).
+const faults: string[] = o.fault ?? [];
+const fired = new Set<string>();
+const ids = (): string[] => meshes.filter(Boolean).map((m) => m!.peerId.toString());
+async function crash(i: number, why: string): Promise<void> {
+  const m = meshes[i];
+  const f = feds[i];
+  if (!m || !f) return;
+  meshes[i] = null;
+  feds[i] = null;
+  events.push({ t: Date.now() - t0, event: `${why}: node ${i} crashed` });
+  log.warn({ node: i }, `${why}: crashing node`);
+  await Promise.resolve(m.libp2p.stop()).catch(() => {});
+  await f.stop().catch(() => {});
+  await f.release().catch(() => {});
+}
+const runs: Promise<void>[] = [];
+function runNode(i: number): void {
+  const f = feds[i]!;
+  runs.push(
+    f.run({ onRound: (m) => { metrics[i].push(m); onRoundDone(m.round); } }).then(() => undefined, (err) => log.error({ node: i, err: String(err) }, 'node failed')),
+  );
+}
+function onRoundDone(r: number): void {
+  const next = r + 1;
+  for (const f of faults) {
+    const key = `${f}`;
+    if (fired.has(key)) continue;
+    let m: RegExpExecArray | null;
+    if ((m = /^kill-leader@(\d+)$/.exec(f)) && Number(m[1]) === next) {
+      fired.add(key);
+      const victim = ids().indexOf(leaderOrder('sim', next, ids())[0]);
+      const idx = meshes.findIndex((x) => x?.peerId.toString() === ids()[victim]);
+      setTimeout(() => void crash(idx, `kill-leader@${next}`), 1500);
+    } else if ((m = /^kill:(\d+)@(\d+)$/.exec(f)) && Number(m[2]) === next) {
+      fired.add(key);
+      void crash(Number(m[1]), f);
+    } else if ((m = /^restart:(\d+)@(\d+)$/.exec(f)) && Number(m[2]) === next) {
+      fired.add(key);
+      const i = Number(m[1]);
+      const peer = meshes.findIndex((x, k) => x && k !== i);
+      void startNode(i, [addrOf(peer)]).then(() => {
+        events.push({ t: Date.now() - t0, event: `${f}: node ${i} restarted` });
+        runNode(i);
+      });
+    } else if ((m = /^partition@(\d+)$/.exec(f)) && Number(m[1]) === next) {
+      fired.add(key);
+      const half = Math.floor(N / 2);
+      const a = meshes.slice(0, half).filter(Boolean).map((x) => x!.peerId.toString());
+      const b = meshes.slice(half).filter(Boolean).map((x) => x!.peerId.toString());
+      events.push({ t: Date.now() - t0, event: `partition at round ${next}` });
+      meshes.forEach((x, k) => x && void x.block(k < half ? b : a));
+    } else if ((m = /^heal@(\d+)$/.exec(f)) && Number(m[1]) === next) {
+      fired.add(key);
+      events.push({ t: Date.now() - t0, event: `heal at round ${next}` });
+      const all = ids();
+      meshes.forEach((x) => x && x.unblock(all));
+      for (const [a2, b2] of edges()) if (meshes[a2] && meshes[b2]) meshes[b2]!.addPeer(addrOf(a2));
+    }
+  }
+}
+for (let i = 0; i < N; i++) runNode(i);
+// Runs started by restarts are appended while we wait.
+for (let k = 0; k < runs.length; k++) await runs[k];
+
+// Final evaluation of every surviving node on the full test split.
+const finals: { node: number; accuracy: number[]; ensembleAccuracy: number; hash: string }[] = [];
+for (let i = 0; i < N; i++) {
+  const f = feds[i];
+  if (!f) continue;
+  const ev = await f.evaluate();
+  finals.push({ node: i, accuracy: ev.accuracy, ensembleAccuracy: ev.ensembleAccuracy, hash: metrics[i].at(-1)?.hash ?? '' });
+}
+const lastExit = (a: number[]): number => a[a.length - 1];
+const meanOf = (xs: number[]): number => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
+const perRound = (key: 'bytesUp' | 'bytesDown' | 'updateBytes'): number => meanOf(metrics.flatMap((m) => m.map((x) => x[key])));
+const summary = {
+  name, nodes: N, protocol: o.protocol, topology: o.topology, transport: o.transport, rounds, localSteps: Number(o.localSteps),
+  alpha: o.alpha, topk: Number(o.topk), bits: Number(o.bits), errorFeedback: o.errorFeedback !== false, aggregator: o.aggregator,
+  faults, events,
+  finalAccuracyMean: meanOf(finals.map((f) => lastExit(f.accuracy))),
+  finalAccuracyPerExitMean: finals[0]?.accuracy.map((_, e) => meanOf(finals.map((f) => f.accuracy[e]))),
+  finalEnsembleAccuracyMean: meanOf(finals.map((f) => f.ensembleAccuracy)),
+  identicalFinalState: new Set(finals.map((f) => f.hash)).size === 1,
+  updateBytesPerNodePerRound: Math.round(perRound('updateBytes')),
+  bytesUpPerNodePerRound: Math.round(perRound('bytesUp')),
+  bytesDownPerNodePerRound: Math.round(perRound('bytesDown')),
+  roundsAppliedExactlyOnce: metrics.every((m) => m.every((x, k) => k === 0 || x.version > m[k - 1].version)),
+  meanRoundMs: Math.round(meanOf(metrics.flatMap((m) => m.map((x) => x.roundMs)))),
+  finalConsensusDistance: o.protocol === 'gossip' ? meanOf(metrics.map((m) => m.at(-1)?.consensusDistance ?? NaN)) : undefined,
+  seconds: Math.round((Date.now() - t0) / 1000),
+  finals,
+};
+await writeFile(join(outDir, 'metrics.json'), JSON.stringify({ summary, metrics }, null, 1));
+await writeFile(join(outDir, 'summary.json'), JSON.stringify(summary, null, 2));
+
+// Plots: accuracy vs round and vs cumulative bytes sent, per node.
+const accSeries = metrics.map((m, i) => ({ name: `node ${i}`, points: m.map((x) => [x.round, lastExit(x.accuracy)] as [number, number]) }));
+await writeFile(join(outDir, 'accuracy-vs-round.svg'), lineChart({ title: `${o.protocol}: last-exit test accuracy`, xLabel: 'round', yLabel: 'accuracy', series: accSeries }));
+const bytesSeries = metrics.map((m, i) => {
+  let cum = 0;
+  return { name: `node ${i}`, points: m.map((x) => [(cum += x.bytesUp), lastExit(x.accuracy)] as [number, number]) };
+});
+await writeFile(join(outDir, 'accuracy-vs-bytes.svg'), lineChart({ title: `${o.protocol}: accuracy vs bytes sent`, xLabel: 'cumulative bytes sent per node', yLabel: 'accuracy', series: bytesSeries, logX: true }));
+
+// Summary table.
+const rows = metrics.map((m, i) => {
+  const last = m.at(-1);
+  const fin = finals.find((f) => f.node === i);
+  return `${String(i).padStart(4)}  ${String(m.length).padStart(6)}  ${last ? (lastExit(last.accuracy) * 100).toFixed(2).padStart(9) : '        -'}  ${fin ? (lastExit(fin.accuracy) * 100).toFixed(2).padStart(9) : '        -'}  ${String(Math.round(meanOf(m.map((x) => x.bytesUp)))).padStart(9)}  ${String(Math.round(meanOf(m.map((x) => x.bytesDown)))).padStart(10)}  ${(last?.hash ?? '').slice(0, 12)}`;
+});
+console.log(`\nnode  rounds  slice-acc  full-acc%  up B/rnd  down B/rnd  state`);
+console.log(rows.join('\n'));
+console.log(`\n${JSON.stringify({ ...summary, finals: undefined })}`);
+console.log(`\nplots: ${join(outDir, 'accuracy-vs-round.svg')}, ${join(outDir, 'accuracy-vs-bytes.svg')}`);
+for (const m of meshes) await m?.stop().catch(() => {});
+for (const f of feds) await f?.release().catch(() => {});
+process.exit(0);
