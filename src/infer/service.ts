@@ -394,7 +394,8 @@ export class InferService {
     const m = this.model;
     const backbone = m?.backboneName ?? 'vit-tiny-mnist';
     const classes = m?.cfg.classes ?? 10;
-    const maxDepth = 64;
+    /** A peer's answer may not claim an exit deeper than it advertises (64 when it advertises none). */
+    const depthOf = (peer: string): number => this.mesh.membership.get(peer)?.capabilities.maxExitDepth || 64;
     const self = this.mesh.peerId.toString();
     const peers = (o.peers ?? this.candidates()).filter((p) => p !== self).slice(0, o.k);
     const requestId = `r${Date.now().toString(36)}-${(requestCounter++).toString(36)}`;
@@ -411,7 +412,7 @@ export class InferService {
       }
       try {
         const res = await this.protocol.request(pid, INFER_METHOD, body, { timeoutMs: deadline, maxResponseBytes: MAX_INFER_RESPONSE_BYTES });
-        const v = validateInferResponse(res, { requestId, count, classes, backbone, maxExit: maxDepth, modelVersion: o.modelVersion });
+        const v = validateInferResponse(res, { requestId, count, classes, backbone, maxExit: depthOf(peer), modelVersion: o.modelVersion });
         if (!v.ok) return { peer, reason: v.reason, detail: v.detail };
         return { peer, probs: v.probs, exit: v.exit, modelVersion: v.modelVersion, ms: performance.now() - t0 };
       } catch (err) {
