@@ -5,6 +5,7 @@ import { loadOrCreateIdentity } from '../mesh/identity.ts';
 import { writeSwarmKey } from '../mesh/swarm-key.ts';
 import { LOG_LEVELS } from '../util/log.ts';
 import { FmflError } from '../util/errors.ts';
+import { addFederationOptions, flFlagsToConfig, runFederation, wantsFederation, type FlFlags } from './federate.ts';
 
 /** Where the CLI writes and what stops a running node; tests pass their own. */
 export interface CliIo {
@@ -43,7 +44,7 @@ function int(name: string) {
   };
 }
 
-interface RunFlags {
+interface RunFlags extends FlFlags {
   listen?: string[];
   peers?: string[];
   stateDir?: string;
@@ -73,6 +74,8 @@ async function runNode(flags: RunFlags, io: CliIo): Promise<number> {
     heartbeatIntervalMs: flags.heartbeatMs,
     memberExpiryMs: flags.expiryMs,
   };
+  const flOver = flFlagsToConfig(flags);
+  if (Object.keys(flOver).length > 0) overrides.fl = flOver;
   const cfg = await resolveNodeConfig({ file: flags.config, overrides });
   if (cfg.stateDir === undefined) cfg.stateDir = DEFAULT_STATE_DIR;
   const node = await FmflNode.create(cfg);
@@ -81,7 +84,19 @@ async function runNode(flags: RunFlags, io: CliIo): Promise<number> {
   await node.start();
   io.stdout(`fmfl-node ${node.peerId} federation=${cfg.federation}\n`);
   for (const a of node.multiaddrs()) io.stdout(`listening ${a}\n`);
-  const why = await (io.shutdown ?? waitForSignal)();
+  const shutdown = (io.shutdown ?? waitForSignal)();
+  let why: string;
+  if (wantsFederation(flags, cfg.fl)) {
+    try {
+      const res = await runFederation(node, cfg.fl ?? {}, io, shutdown, { metrics: flags.metrics, progress: flags.progress });
+      why = res.stoppedBy ?? `${res.rounds.length} rounds done`;
+    } catch (err) {
+      await node.stop();
+      throw err;
+    }
+  } else {
+    why = await shutdown;
+  }
   io.stdout(`shutting down (${why})\n`);
   await node.stop();
   return 0;
@@ -109,8 +124,8 @@ export async function main(argv: string[], io: CliIo = defaultIo): Promise<numbe
     .addOption(new Option('--log-level <level>', 'log level (default info)').choices(LOG_LEVELS))
     .option('--json-logs', 'JSON log lines on stderr')
     .addOption(new Option('--heartbeat-ms <ms>', 'membership heartbeat interval (default 2000)').argParser(int('--heartbeat-ms')))
-    .addOption(new Option('--expiry-ms <ms>', 'membership expiry (default 10000)').argParser(int('--expiry-ms')))
-    .action(async (flags: RunFlags) => {
+    .addOption(new Option('--expiry-ms <ms>', 'membership expiry (default 10000)').argParser(int('--expiry-ms')));
+  addFederationOptions(program).action(async (flags: RunFlags) => {
       code = await runNode(flags, io);
     });
 

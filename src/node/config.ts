@@ -6,6 +6,7 @@ import { ConfigError } from '../util/errors.ts';
 import { LOG_LEVELS } from '../util/log.ts';
 import { DEFAULT_HEARTBEAT_INTERVAL_MS, DEFAULT_MEMBER_EXPIRY_MS, NAME_RE } from '../mesh/constants.ts';
 import { parsePeerAddr } from '../mesh/mesh.ts';
+import { FederationConfigSchema } from '../round/federation.ts';
 
 const multiaddrString = z.string().refine(
   (s) => {
@@ -85,6 +86,11 @@ export const NodeConfigSchema = z
     memberExpiryMs: z.number().int().min(20).max(3_600_000).default(DEFAULT_MEMBER_EXPIRY_MS),
     /** Capabilities advertised in heartbeats. */
     capabilities: CapabilitiesSchema.default(CapabilitiesSchema.parse({})),
+    /**
+     * Federated training (src/round FederationConfig keys, every one optional: protocol, rounds, localSteps,
+     * dataset, shard, alpha, rank, topk, bits, aggregator, ...). Present: the node trains and federates.
+     */
+    fl: FederationConfigSchema.partial().optional(),
   })
   .strict()
   .refine((c) => c.memberExpiryMs > c.heartbeatIntervalMs, {
@@ -139,6 +145,9 @@ export async function resolveNodeConfig(opts: { file?: string; overrides?: NodeC
   const merged: Record<string, unknown> = { ...base, ...over };
   if (typeof base.capabilities === 'object' && base.capabilities !== null && over.capabilities !== undefined) {
     merged.capabilities = { ...(base.capabilities as object), ...(over.capabilities as object) };
+  }
+  if (typeof base.fl === 'object' && base.fl !== null && over.fl !== undefined) {
+    merged.fl = { ...(base.fl as object), ...(over.fl as object) };
   }
   return parseNodeConfig(merged, opts.file !== undefined ? `${opts.file} + flags` : 'flags');
 }

@@ -1,0 +1,161 @@
+/**
+ * The federated-learning part of `fmfl-node`: flags that map onto FederationConfig, and the run loop that
+ * trains, exchanges and checkpoints every round with a progress bar and per-round metric lines.
+ */
+import { appendFile } from 'node:fs/promises';
+import cliProgress from 'cli-progress';
+import { Option, type Command } from 'commander';
+import { AGGREGATOR_NAMES } from '../aggregate/index.ts';
+import type { FmflNode } from '../node/fmfl-node.ts';
+import { Federation, type FederationConfig, type RoundMetrics } from '../round/index.ts';
+import { ConfigError } from '../util/errors.ts';
+
+/** Flags of the federated run, as commander parses them. */
+export interface FlFlags {
+  data?: string;
+  shard?: string;
+  alpha?: string;
+  protocol?: string;
+  rounds?: number;
+  localSteps?: number;
+  batch?: number;
+  lr?: number;
+  rank?: number;
+  loraAlpha?: number;
+  loraTargets?: string[];
+  topk?: number;
+  bits?: number;
+  errorFeedback?: boolean;
+  downlinkBits?: number;
+  aggregator?: string;
+  quorum?: number;
+  roundTimeoutMs?: number;
+  leaderTimeoutMs?: number;
+  gamma?: number;
+  protoWeight?: number;
+  testSlice?: number;
+  dpClip?: number;
+  dpNoise?: number;
+  threads?: number;
+  device?: string;
+  backbone?: string;
+  minMembers?: number;
+  metrics?: string;
+  progress?: boolean;
+}
+
+function num(name: string) {
+  return (v: string): number => {
+    const x = Number(v);
+    if (v.trim() === '' || !Number.isFinite(x)) throw new ConfigError(`${name} must be a number, got "${v}"`);
+    return x;
+  };
+}
+
+/** Add the federated-learning flags to the main command. */
+export function addFederationOptions(cmd: Command): Command {
+  return cmd
+    .addOption(new Option('--data <name>', 'dataset: fashion-mnist | mnist (enables federated training)'))
+    .addOption(new Option('--shard <i/n>', "this node's shard of the train split, 0-based (e.g. 3/8)"))
+    .addOption(new Option('--alpha <x|iid>', 'Dirichlet label-skew concentration, or "iid" (default 0.5)'))
+    .addOption(new Option('--protocol <p>', 'round protocol: leader | gossip (default leader)'))
+    .addOption(new Option('--rounds <n>', 'rounds to run (default 30)').argParser(num('--rounds')))
+    .addOption(new Option('--local-steps <n>', 'local training steps per round (default 50)').argParser(num('--local-steps')))
+    .addOption(new Option('--batch <n>', 'batch size (default 64)').argParser(num('--batch')))
+    .addOption(new Option('--lr <x>', 'AdamW learning rate (default 1e-3)').argParser(num('--lr')))
+    .addOption(new Option('--rank <n>', 'LoRA rank (default 8)').argParser(num('--rank')))
+    .addOption(new Option('--lora-alpha <x>', 'LoRA alpha (default 16)').argParser(num('--lora-alpha')))
+    .addOption(new Option('--lora-targets <list>', 'projections with LoRA, comma-separated: q,k,v,proj,fc1,fc2 (default q,v)').argParser((v: string) => v.split(',').map((s) => s.trim())))
+    .addOption(new Option('--topk <x>', 'fraction of update entries sent, 1 = dense (default 0.1)').argParser(num('--topk')))
+    .addOption(new Option('--bits <n>', 'bits per sent value: 32 | 16 | 8 | 4 (default 8)').argParser(num('--bits')))
+    .addOption(new Option('--no-error-feedback', 'do not carry compression residuals into the next round'))
+    .addOption(new Option('--downlink-bits <n>', 'bits of the leader broadcast: 32 | 16 | 8 (default 16)').argParser(num('--downlink-bits')))
+    .addOption(new Option('--aggregator <name>', `aggregation rule (default fedavg): ${AGGREGATOR_NAMES.join(', ')}`))
+    .addOption(new Option('--quorum <x>', 'leader: fraction of members that closes a round early (default 1)').argParser(num('--quorum')))
+    .addOption(new Option('--round-timeout-ms <ms>', 'leader: wait for updates at most this long (default 60000)').argParser(num('--round-timeout-ms')))
+    .addOption(new Option('--leader-timeout-ms <ms>', 'leader: backup k takes over after k times this (default 15000)').argParser(num('--leader-timeout-ms')))
+    .addOption(new Option('--gamma <x>', 'gossip: consensus step size (default 0.5)').argParser(num('--gamma')))
+    .addOption(new Option('--proto-weight <x>', 'weight of the prototype loss term (default 0)').argParser(num('--proto-weight')))
+    .addOption(new Option('--test-slice <n>', 'test images evaluated each round (default 1000)').argParser(num('--test-slice')))
+    .addOption(new Option('--dp-clip <x>', 'client-level DP: clip each update to this L2 norm').argParser(num('--dp-clip')))
+    .addOption(new Option('--dp-noise <x>', 'client-level DP: Gaussian noise multiplier').argParser(num('--dp-noise')))
+    .addOption(new Option('--threads <n>', 'onnxruntime threads (default: cores)').argParser(num('--threads')))
+    .addOption(new Option('--device <d>', 'cpu | cuda | auto (default cpu)'))
+    .addOption(new Option('--backbone <name>', 'backbone in models/ (default vit-tiny-mnist)'))
+    .addOption(new Option('--min-members <n>', 'members to wait for before round 1 (default: n of --shard)').argParser(num('--min-members')))
+    .addOption(new Option('--metrics <file>', 'append per-round metrics as JSON lines to this file'))
+    .addOption(new Option('--no-progress', 'no progress bar during local training'));
+}
+
+/** The FederationConfig fields set by flags (undefined = not given). */
+export function flFlagsToConfig(f: FlFlags): Partial<FederationConfig> & Record<string, unknown> {
+  const out: Record<string, unknown> = {
+    dataset: f.data, shard: f.shard, protocol: f.protocol, rounds: f.rounds, localSteps: f.localSteps, batch: f.batch, lr: f.lr,
+    rank: f.rank, loraAlpha: f.loraAlpha, loraTargets: f.loraTargets, topk: f.topk, bits: f.bits,
+    errorFeedback: f.errorFeedback === false ? false : undefined, downlinkBits: f.downlinkBits, aggregator: f.aggregator,
+    quorum: f.quorum, roundTimeoutMs: f.roundTimeoutMs, leaderTimeoutMs: f.leaderTimeoutMs, gossipGamma: f.gamma,
+    protoWeight: f.protoWeight, testSlice: f.testSlice, dpClip: f.dpClip, dpNoise: f.dpNoise, threads: f.threads,
+    device: f.device, backbone: f.backbone, minMembers: f.minMembers,
+  };
+  if (f.alpha !== undefined) out.alpha = f.alpha === 'iid' ? null : num('--alpha')(f.alpha);
+  for (const k of Object.keys(out)) if (out[k] === undefined) delete out[k];
+  return out as Partial<FederationConfig>;
+}
+
+/** True when the flags or the profile ask for federated training. */
+export function wantsFederation(f: FlFlags, profile: Record<string, unknown> | undefined): boolean {
+  return f.data !== undefined || f.rounds !== undefined || f.protocol !== undefined || f.shard !== undefined || profile !== undefined;
+}
+
+export function formatRound(m: RoundMetrics): string {
+  const acc = m.accuracy.map((a) => (a * 100).toFixed(1)).join('/');
+  return `round ${m.round} v${m.version} ${m.via}${m.leader ? ` leader=${m.leader.slice(-8)}` : ''} loss=${m.trainLoss.toFixed(3)} acc(exits)=${acc} up=${m.bytesUp}B down=${m.bytesDown}B ${(m.roundMs / 1000).toFixed(1)}s${m.consensusDistance !== undefined ? ` consensus=${m.consensusDistance.toExponential(2)}` : ''}${m.epsilon !== undefined ? ` eps=${m.epsilon.toFixed(2)}` : ''}`;
+}
+
+/**
+ * Run the federation on a started node until the configured rounds are done or `shutdown` resolves.
+ * State is checkpointed every round in the node's state folder, so a restart resumes.
+ */
+export async function runFederation(
+  node: FmflNode,
+  fl: Record<string, unknown>,
+  io: { stdout: (s: string) => void; stderr: (s: string) => void },
+  shutdown: Promise<string>,
+  opts: { metrics?: string; progress?: boolean } = {},
+): Promise<{ rounds: RoundMetrics[]; stoppedBy?: string }> {
+  const fed = await Federation.create(node.mesh, fl, { logger: node.log, stateDir: node.config.stateDir });
+  node.mesh.membership.setCapabilities({ datasetSize: fed.shardSize, loraRank: fed.cfg.trainable === 'lora+heads' ? fed.cfg.rank : 0, maxExitDepth: fed.trainer.cfg.depth });
+  io.stdout(`federating: protocol=${fed.cfg.protocol} rounds=${fed.cfg.rounds} shard=${fed.cfg.shard} samples=${fed.shardSize} topk=${fed.cfg.topk} bits=${fed.cfg.bits} aggregator=${fed.cfg.aggregator}\n`);
+  const useBar = opts.progress !== false && process.stderr.isTTY === true;
+  const bar = useBar ? new cliProgress.SingleBar({ format: 'local training [{bar}] {value}/{total} steps  loss {loss}', stream: process.stderr, clearOnComplete: true }, cliProgress.Presets.shades_classic) : null;
+  let barOn = false;
+  let stoppedBy: string | undefined;
+  void shutdown.then(async (why) => {
+    stoppedBy = why;
+    await fed.stop();
+  });
+  const rounds = await fed.run({
+    onStep: (s, total, loss) => {
+      if (!bar) return;
+      if (!barOn) {
+        bar.start(total, 0, { loss: '-' });
+        barOn = true;
+      }
+      bar.update(s, { loss: loss.toFixed(3) });
+      if (s >= total) {
+        bar.stop();
+        barOn = false;
+      }
+    },
+    onRound: (m) => {
+      // Text mode prints the line below on stdout; JSON-log mode also emits the structured record on stderr.
+      if (node.config.jsonLogs) node.log.info({ ...m, accuracy: m.accuracy.map((a) => Math.round(a * 10000) / 10000) }, 'round complete');
+      io.stdout(`${formatRound(m)}\n`);
+      if (opts.metrics) void appendFile(opts.metrics, JSON.stringify(m) + '\n').catch(() => {});
+    },
+  });
+  if (barOn) bar?.stop();
+  await fed.checkpoint();
+  await fed.release();
+  return { rounds, stoppedBy };
+}
