@@ -37,6 +37,7 @@ export function exportOnnx(graph: Graph, opts: ExportOptions = {}): Uint8Array {
   const nodes: InstanceType<typeof onnx.NodeProto>[] = [];
   const extraInits: InstanceType<typeof onnx.TensorProto>[] = [];
   const i64Cache = new Map<string, string>();
+  const scalarCache = new Map<string, string>();
   let tempId = 0;
   let usesMs = false;
   const emitter: Emitter = {
@@ -66,6 +67,16 @@ export function exportOnnx(graph: Graph, opts: ExportOptions = {}): Uint8Array {
     },
     temp: () => `tmp${tempId++}`,
     isLive: (t) => liveTensors.has(t.id),
+    scalar(value, dtype) {
+      const key = `${dtype}:${value}`;
+      let name = scalarCache.get(key);
+      if (!name) {
+        name = `s${scalarCache.size}`;
+        scalarCache.set(key, name);
+        extraInits.push(tensorProto(name, [], dtype, dtype === 'float64' ? Float64Array.of(value) : Float32Array.of(value)));
+      }
+      return name;
+    },
   };
   for (const n of graph.nodes) {
     if (live.has(n.id)) getOp(n.op).emit(emitter, n);

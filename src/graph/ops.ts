@@ -17,6 +17,8 @@ export interface Emitter {
   temp(): string;
   /** Whether a node output is used by the exported graph (unused optional outputs can be left empty). */
   isLive(t: Tensor): boolean;
+  /** Name of a scalar float constant of the given dtype. */
+  scalar(value: number, dtype: 'float32' | 'float64'): string;
 }
 
 export interface TypeInfo {
@@ -713,6 +715,66 @@ defineOp({
   vjp: (n, [g]) => [mul(g!, geluDerivative(n.inputs[0]))],
 });
 
+/**
+ * LayerNorm over the last axis as a composite with its own VJP. The forward is emitted as the primitive chain
+ * ReduceMean, Sub, Mul, ReduceMean, Add(eps), Sqrt, Div, Mul(w), Add(b), which onnxruntime 1.29 runs 2-3x
+ * faster than its LayerNormalization kernel; outputs [y, xh, std]. The VJP is the compact closed form
+ * (about 10 ops instead of ~25 from differentiating the chain):
+ * with gy = g * w: dx = (gy - mean(gy) - xh * mean(gy * xh)) / std, dw = sum(g * xh), db = sum(g).
+ */
+defineOp({
+  name: 'LayerNormC',
+  infer: (ins, attrs) => {
+    const [x, w, b] = ins;
+    const dt = sameFloat('LayerNormC', ins);
+    const d = x.shape[x.rank - 1];
+    if (w.rank !== 1 || w.shape[0] !== d || b.rank !== 1 || b.shape[0] !== d) throw new GraphError('LayerNormC', `scale and bias must be [${d}]`);
+    if (typeof attrs.epsilon !== 'number' || !(attrs.epsilon > 0)) throw new GraphError('LayerNormC', 'epsilon must be > 0');
+    const statShape = [...x.shape.slice(0, -1), 1];
+    return [{ shape: x.shape, dtype: dt }, { shape: x.shape, dtype: dt }, { shape: statShape, dtype: dt }];
+  },
+  emit: (e, n) => {
+    const [x, w, b] = n.inputs.map((t) => e.name(t));
+    const [y, xhOut, stdOut] = n.outputs;
+    const dt = n.inputs[0].dtype as 'float32' | 'float64';
+    const axes = [n.inputs[0].rank - 1];
+    const mu = e.temp();
+    const xc = e.temp();
+    const sq = e.temp();
+    const v = e.temp();
+    const ve = e.temp();
+    const std = e.isLive(stdOut) ? e.name(stdOut) : e.temp();
+    const xh = e.isLive(xhOut) ? e.name(xhOut) : e.temp();
+    const yw = e.temp();
+    e.node('ReduceMean', [x], [mu], { axes, keepdims: 1 });
+    e.node('Sub', [x, mu], [xc]);
+    e.node('Mul', [xc, xc], [sq]);
+    e.node('ReduceMean', [sq], [v], { axes, keepdims: 1 });
+    e.node('Add', [v, e.scalar(n.attrs.epsilon as number, dt)], [ve]);
+    e.node('Sqrt', [ve], [std]);
+    e.node('Div', [xc, std], [xh]);
+    e.node('Mul', [xh, w], [yw]);
+    e.node('Add', [yw, b], [e.name(y)]);
+  },
+  vjp: (n, [g], needs) => {
+    const [x, w, b] = n.inputs;
+    const [, xh, std] = n.outputs;
+    if (g === null) return [null, null, null];
+    const last = x.rank - 1;
+    let gx: Tensor | null = null;
+    if (needs[0]) {
+      const gy = mul(g, w);
+      gx = div(sub(sub(gy, reduceMean(gy, [last], true)), mul(xh, reduceMean(mul(gy, xh), [last], true))), std);
+    }
+    const lead = x.shape.slice(0, -1).map((_, i) => i);
+    return [
+      gx,
+      needs[1] ? reshape(reduceSum(mul(g, xh), lead, false), w.shape) : null,
+      needs[2] ? reshape(lead.length ? reduceSum(g, lead, false) : g, b.shape) : null,
+    ];
+  },
+});
+
 function geluDerivative(x: Tensor): Tensor {
   const gr = x.graph;
   const dt = x.dtype;
@@ -788,7 +850,14 @@ export function scatterAdd(x: Tensor, indices: Tensor, updates: Tensor, axis: nu
 export function layerNorm(x: Tensor, weight: Tensor, bias: Tensor, epsilon = 1e-5): Tensor {
   return apply('LayerNorm', [x, weight, bias], { epsilon })[0];
 }
-/** LayerNorm composed from primitives (reference for the fused op). */
+/**
+ * LayerNorm as a composite op with a closed-form VJP (emitted as primitives; the fastest form in
+ * onnxruntime 1.29 for both passes). What the model uses.
+ */
+export function layerNormC(x: Tensor, weight: Tensor, bias: Tensor, epsilon = 1e-5): Tensor {
+  return apply('LayerNormC', [x, weight, bias], { epsilon })[0];
+}
+/** LayerNorm composed from primitives and differentiated by autodiff (reference for the composite ops). */
 export function layerNormComposed(x: Tensor, weight: Tensor, bias: Tensor, epsilon = 1e-5): Tensor {
   const last = x.rank - 1;
   const mu = reduceMean(x, [last], true);

@@ -227,7 +227,7 @@ function ops(cfg: VitConfig, gr: G.Graph, param: ParamSource, opts: ForwardOptio
     return y;
   };
   const ln = (x: Tensor, name: string): Tensor =>
-    (opts.fusedLayerNorm ? G.layerNorm : G.layerNormComposed)(x, param(`${name}.weight`), param(`${name}.bias`), cfg.eps);
+    (opts.fusedLayerNorm ? G.layerNorm : G.layerNormC)(x, param(`${name}.weight`), param(`${name}.bias`), cfg.eps);
   const act = (x: Tensor): Tensor => (opts.fusedGelu ? G.geluFused(x) : G.gelu(x));
   return { lin, ln, act };
 }

@@ -59,6 +59,8 @@ const CASES: Case[] = [
   { op: 'GatherElements', title: 'axis 1', build: (x, i) => G.gatherElements(x, i, 1), inputs: [{ shape: [3, 4] }, { shape: [3, 2], ints: [0, 3, 1, 1, 2, 0] }] },
   { op: 'ScatterAdd', title: 'axis 0 with collisions', build: (x, i, u) => G.scatterAdd(x, i, u, 0), inputs: [{ shape: [3, 2] }, { shape: [2, 2], ints: [0, 2, 0, 1] }, { shape: [2, 2] }] },
   { op: 'LayerNorm', title: 'fused, float32, [2,3,8]', build: (x, w, b) => G.layerNorm(x, w, b), inputs: [{ shape: [2, 3, 8] }, { shape: [8] }, { shape: [8] }], dtype: 'float32' },
+  { op: 'LayerNormC', title: 'composite with closed-form VJP, float64, [2,3,8]', build: (x, w, b) => G.layerNormC(x, w, b), inputs: [{ shape: [2, 3, 8] }, { shape: [8] }, { shape: [8] }] },
+  { op: 'LayerNormC', title: 'composite, 2-D [4,6]', build: (x, w, b) => G.layerNormC(x, w, b), inputs: [{ shape: [4, 6] }, { shape: [6] }, { shape: [6] }] },
   { op: 'GeluFused', title: 'com.microsoft.Gelu, float32', build: G.geluFused, inputs: [{ shape: [3, 4], range: [-3, 3] }], dtype: 'float32' },
   { op: 'Equal', title: 'blocks gradient', build: (x) => G.mul(x, G.cast(G.equal(x, x), 'float64')), inputs: [{ shape: [3] }] },
   { op: 'Greater', title: 'blocks gradient', build: (x) => G.mul(x, G.cast(G.greater(x, x.graph.scalar(0, 'float64')), 'float64')), inputs: [{ shape: [4] }] },
@@ -97,6 +99,7 @@ test('fused LayerNorm and Gelu equal their composed forms', async (t) => {
   const b = g.input('b', [16]);
   g.output(G.layerNorm(x, w, b), 'ln_fused');
   g.output(G.layerNormComposed(x, w, b), 'ln_composed');
+  g.output(G.layerNormC(x, w, b), 'ln_c');
   g.output(G.geluFused(x), 'gelu_fused');
   g.output(G.gelu(x), 'gelu_composed');
   const s = await Session.create(G.exportOnnx(g), { threads: 1 });
@@ -106,6 +109,7 @@ test('fused LayerNorm and Gelu equal their composed forms', async (t) => {
   const out = await s.run({ x: { data, dims: [4, 16] }, w: { data: wd, dims: [16] }, b: { data: bd, dims: [16] } });
   const maxDiff = (a: string, c: string): number => Math.max(...Array.from(out[a] as Float32Array, (v, i) => Math.abs(v - (out[c] as Float32Array)[i])));
   t.true(maxDiff('ln_fused', 'ln_composed') < 1e-4);
+  t.true(maxDiff('ln_c', 'ln_composed') < 1e-5);
   t.true(maxDiff('gelu_fused', 'gelu_composed') < 1e-5);
 });
 
