@@ -19,7 +19,7 @@ import { Command } from 'commander';
 import { loadDataset, toFloatBatch } from '../src/data/index.ts';
 import { openModel } from '../src/infer/load.ts';
 import { combineProbs, meanProbs, softmax, prototypeProbs, argmax, type CombineRule } from '../src/infer/combine.ts';
-import { planExit, type AnytimeModel } from '../src/infer/anytime.ts';
+import { planExit, DEFAULT_SEGMENT_THREADS, type AnytimeModel } from '../src/infer/anytime.ts';
 import { buildInferGraph, IMAGES } from '../src/model/graphs.ts';
 import { loadBackbone } from '../src/model/backbone.ts';
 import { trainableSpecs } from '../src/model/vit.ts';
@@ -31,7 +31,7 @@ const o = new Command()
   .option('--depths <list>', 'exit (1-based) each simulated peer answers from', '2,4,1,3')
   .option('--limit <n>', 'evaluate on the first N test images of a seeded shuffle (default all 10,000)')
   .option('--out <dir>', 'output folder', 'out/infer')
-  .option('--threads <n>', 'onnxruntime threads (default: all cores)')
+  .option('--threads <n>', 'onnxruntime threads per session (default 1, see DEFAULT_SEGMENT_THREADS)')
   .option('--repeats <n>', 'latency repeats per batch size', '50')
   .option('--json', 'print only the JSON report')
   .parse(process.argv)
@@ -93,7 +93,7 @@ async function monolithic(m: AnytimeModel, repeats: number): Promise<{ batch1: n
   const res = { batch1: [] as number[], batch64: [] as number[] };
   for (const batch of [1, 64]) {
     for (let k = 1; k <= m.exits; k++) {
-      const sess = await Session.create(buildInferGraph({ cfg: ck.cfg, lora: ck.lora, trainable, frozen, batch, blocks: k }).onnx, { threads });
+      const sess = await Session.create(buildInferGraph({ cfg: ck.cfg, lora: ck.lora, trainable, frozen, batch, blocks: k }).onnx, { threads: threads ?? DEFAULT_SEGMENT_THREADS });
       const f = { ...feeds, [IMAGES]: { data: new Float32Array(batch * 784), dims: [batch, 1, 28, 28] } as FeedValue };
       const t: number[] = [];
       for (let r = 0; r < repeats + 3; r++) {
@@ -184,7 +184,7 @@ const report = {
   dataset: 'fashion-mnist test',
   n: N,
   checkpoint: { file: String(o.checkpoint), modelVersion: main.version, source: main.model.source, backbone: main.backboneName, note: main.model.source === 'centralized' ? 'centralized fine-tune (stand-in until a federated checkpoint exists)' : 'federated' },
-  device: `cpu, onnxruntime threads ${threads ?? 'default'}`,
+  device: `cpu (${(await import('node:os')).cpus().length} cores), onnxruntime threads per session ${threads ?? DEFAULT_SEGMENT_THREADS}`,
   perExit,
   exit1OverExit4LatencyBatch1: ms(lat.batch1[0] / lat.batch1[E - 1]),
   exitAveraging,

@@ -2,7 +2,7 @@
  * Deploy-time inference: anytime multi-exit prediction on one node, collaborative prediction across peers
  * (/fmfl/<federation>/infer/1.0.0, protocols/infer.md), the HTTP endpoint and the `infer` command.
  */
-export { AnytimeModel, planExit, INFER_BATCHES, MAX_INFER_BATCH, PREDICT_MODES } from './anytime.ts';
+export { AnytimeModel, planExit, INFER_BATCHES, MAX_INFER_BATCH, PREDICT_MODES, DEFAULT_SEGMENT_THREADS } from './anytime.ts';
 export type { AnytimeModelOptions, ExitLatency, ForwardOptions, ForwardResult, Prediction, PredictMode } from './anytime.ts';
 export { softmax, argmax, prototypeProbs, meanProbs, combineProbs, isProbVector, COMBINE_RULES, PROTOTYPE_TEMPERATURE } from './combine.ts';
 export type { CombineRule } from './combine.ts';
