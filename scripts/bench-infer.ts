@@ -216,10 +216,10 @@ function svg(r: typeof report): string {
     { name: 'exit averaging (1..k)', color: '#ff7f0e', pts: r.exitAveraging.map((p, i) => [p.latencyMsBatch1, p.accuracy, `1..${i + 1}`]) },
     { name: 'local + k peers (mean)', color: '#d62728', pts: r.collaborative.map((c) => [c.latencyMsBatch1, c.accuracyMean, `k=${c.k}`]) },
   ];
-  const W = 720, H = 460, L = 70, R = 210, T = 40, B = 60;
+  const W = 860, H = 480, L = 70, R = 250, T = 40, B = 60;
   const xs = series.flatMap((s) => s.pts.map((p) => p[0]));
   const ys = series.flatMap((s) => s.pts.map((p) => p[1]));
-  const x0 = 0, x1 = Math.max(...xs) * 1.1;
+  const x0 = 0, x1 = Math.max(...xs) * 1.35;
   const y0 = Math.floor(Math.min(...ys) - 2), y1 = Math.ceil(Math.max(...ys) + 1);
   const X = (v: number): number => L + ((v - x0) / (x1 - x0)) * (W - L - R);
   const Y = (v: number): number => H - B - ((v - y0) / (y1 - y0)) * (H - T - B);
@@ -238,12 +238,26 @@ function svg(r: typeof report): string {
   out.push(`<text x="${(L + W - R) / 2}" y="${H - 18}" text-anchor="middle">latency, ms (batch 1; collaborative: slowest participant, network excluded)</text>`);
   out.push(`<text transform="translate(18 ${(T + H - B) / 2}) rotate(-90)" text-anchor="middle">accuracy, %</text>`);
   series.forEach((s, si) => {
-    out.push(`<polyline fill="none" stroke="${s.color}" stroke-width="2" points="${s.pts.map((p) => `${X(p[0]).toFixed(1)},${Y(p[1]).toFixed(1)}`).join(' ')}"/>`);
-    for (const p of s.pts) out.push(`<circle cx="${X(p[0]).toFixed(1)}" cy="${Y(p[1]).toFixed(1)}" r="4" fill="${s.color}"><title>${esc(s.name)} ${esc(p[2])}: ${p[1]}% at ${p[0]} ms</title></circle><text x="${(X(p[0]) + 6).toFixed(1)}" y="${(Y(p[1]) - 6).toFixed(1)}" font-size="10" fill="${s.color}">${esc(p[2])}</text>`);
+    const collab = s.name.startsWith('local');
+    if (!collab) out.push(`<polyline fill="none" stroke="${s.color}" stroke-width="2" points="${s.pts.map((p) => `${X(p[0]).toFixed(1)},${Y(p[1]).toFixed(1)}`).join(' ')}"/>`);
+    // Collaborative points share one latency: their labels go in a column to the right, at least 13 px apart.
+    let lastY = -Infinity;
+    const sorted = [...s.pts].sort((a, b) => b[1] - a[1]);
+    for (const p of collab ? sorted : s.pts) {
+      const cx = X(p[0]);
+      const cy = Y(p[1]);
+      out.push(`<circle cx="${cx.toFixed(1)}" cy="${cy.toFixed(1)}" r="4" fill="${s.color}"><title>${esc(s.name)} ${esc(p[2])}: ${p[1]}% at ${p[0]} ms</title></circle>`);
+      if (collab) {
+        const ly = Math.max(cy, lastY + 13);
+        lastY = ly;
+        out.push(`<line x1="${cx + 4}" y1="${cy}" x2="${cx + 22}" y2="${ly}" stroke="${s.color}" stroke-width="0.7"/><text x="${cx + 25}" y="${ly + 4}" font-size="10" fill="${s.color}">${esc(p[2])}: ${p[1]}%</text>`);
+      } else out.push(`<text x="${(cx + 6).toFixed(1)}" y="${(cy - 6).toFixed(1)}" font-size="10" fill="${s.color}">${esc(p[2])}</text>`);
+    }
     const ly = T + 10 + si * 22;
     out.push(`<line x1="${W - R + 15}" x2="${W - R + 40}" y1="${ly}" y2="${ly}" stroke="${s.color}" stroke-width="3"/><text x="${W - R + 46}" y="${ly + 4}">${esc(s.name)}</text>`);
   });
-  out.push(`<text x="${W - R + 15}" y="${T + 10 + series.length * 22 + 10}" font-size="10" fill="#555">n = ${r.n}; ${esc(r.checkpoint.note)}</text>`);
+  const notes = [`n = ${r.n} test images`, r.checkpoint.source === 'centralized' ? 'centralized fine-tune (stand-in' : 'federated checkpoint', ...(r.checkpoint.source === 'centralized' ? ['until a federated one exists)'] : []), `peers simulated in-process`, `(exits ${r.collaborative.at(-1)?.peers.map((p) => p.exit).join(', ') ?? '-'})`];
+  notes.forEach((n, i) => out.push(`<text x="${W - R + 15}" y="${T + 20 + series.length * 22 + i * 14}" font-size="10" fill="#555">${esc(n)}</text>`));
   out.push('</svg>');
   return out.join('\n') + '\n';
 }
