@@ -10,8 +10,9 @@
  */
 import { z } from 'zod';
 import { FmflError } from '../util/errors.ts';
-import { loadCheckpoint, saveCheckpoint, type JsonValue, type LoadCheckpointOptions } from './checkpoint.ts';
-import { LoraConfigSchema, TRAINABLE_SETS, VitConfigSchema, trainableSpecs, validateVitConfig, type LoraConfig, type TrainableSet, type VitConfig, type Weights } from './vit.ts';
+import { loadCheckpoint, saveCheckpoint, type Checkpoint, type JsonValue, type LoadCheckpointOptions as GenericLoadOptions } from './checkpoint.ts';
+import { DEFAULT_BACKBONE, loadBackbone } from './backbone.ts';
+import { DEFAULT_LORA, LORA_TARGETS, LoraConfigSchema, TRAINABLE_SETS, type LoraTarget, VitConfigSchema, trainableSpecs, validateVitConfig, type LoraConfig, type TrainableSet, type VitConfig, type Weights } from './vit.ts';
 
 /** Tensor name of the per-exit class prototypes [E, C, D]. */
 export const PROTOTYPES_TENSOR = 'prototypes';
@@ -68,6 +69,15 @@ export interface ModelCheckpoint {
   info?: Record<string, JsonValue>;
 }
 
+/** Options of {@link loadModelCheckpoint}. */
+export interface LoadCheckpointOptions extends GenericLoadOptions {
+  /**
+   * LoRA alpha assumed when reading a federation state checkpoint (src/round, `kind: "federation"`), which does
+   * not record it (default {@link DEFAULT_LORA}'s 16, the federation's default `loraAlpha`).
+   */
+  loraAlpha?: number;
+}
+
 /** Write a model checkpoint atomically. @throws ModelCheckpointError on missing or misshapen tensors. */
 export async function saveModelCheckpoint(path: string, m: ModelCheckpoint): Promise<void> {
   const cfg = validateVitConfig(m.cfg);
@@ -102,18 +112,21 @@ export async function saveModelCheckpoint(path: string, m: ModelCheckpoint): Pro
 
 /**
  * Read and validate a model checkpoint: the generic checks (checksum, layout), then the metadata schema,
+ * (a federation state checkpoint, `kind: "federation"`, is read through its global model, see fromFederation),
  * every trainable tensor's presence and shape, finite values, and the prototype tensors when present.
  * @throws CheckpointError (file-level) or ModelCheckpointError (content-level).
  */
 export async function loadModelCheckpoint(path: string, opts: LoadCheckpointOptions = {}): Promise<ModelCheckpoint> {
   const ck = await loadCheckpoint(path, { ...opts, copy: true });
+  const md = ck.metadata as { kind?: unknown } | null;
+  if (md && typeof md === 'object' && md.kind === 'federation') return fromFederation(path, ck, opts.loraAlpha ?? DEFAULT_LORA.alpha);
   const parsed = MetadataSchema.safeParse(ck.metadata);
   if (!parsed.success) {
     throw new ModelCheckpointError(`${path} is not an fmfl model checkpoint (${parsed.error.issues.slice(0, 3).map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}); make one with \`npm run finetune -- --save <file>\``);
   }
-  const md = parsed.data;
-  const cfg = validateVitConfig(md.config);
-  const specs = trainableSpecs(cfg, md.trainableSet, md.lora);
+  const mdv = parsed.data;
+  const cfg = validateVitConfig(mdv.config);
+  const specs = trainableSpecs(cfg, mdv.trainableSet, mdv.lora);
   const weights: Weights = new Map();
   for (const s of specs) {
     const t = ck.tensors.get(s.name);
@@ -132,9 +145,54 @@ export async function loadModelCheckpoint(path: string, opts: LoadCheckpointOpti
     prototypes = { means: p.data, counts: c.data };
   }
   return {
-    backbone: md.backbone, cfg, lora: md.lora, trainableSet: md.trainableSet, version: md.version, round: md.round, source: md.source,
-    weights, prototypes, info: md.info as Record<string, JsonValue> | undefined,
+    backbone: mdv.backbone, cfg, lora: mdv.lora, trainableSet: mdv.trainableSet, version: mdv.version, round: mdv.round, source: mdv.source,
+    weights, prototypes, info: mdv.info as Record<string, JsonValue> | undefined,
   };
+}
+
+/**
+ * Read the global model out of a federation state checkpoint (`<state-dir>/federation.fmfl`, written by
+ * src/round every round): tensors `global/<name>`, prototype sums `proto/<exit>` with counts in the metadata.
+ * The backbone is the default one; LoRA rank and targets are read from the tensor shapes and names, alpha is
+ * assumed (see {@link LoadCheckpointOptions.loraAlpha}). Version: `fed-r<round>-<8 hex of the state hash>`.
+ */
+async function fromFederation(path: string, ck: Checkpoint, loraAlpha: number): Promise<ModelCheckpoint> {
+  const meta = ck.metadata as { version?: unknown; hash?: unknown; prototypeCounts?: unknown };
+  const bb = await loadBackbone(DEFAULT_BACKBONE);
+  const cfg = bb.cfg;
+  const weights: Weights = new Map();
+  for (const [k, t] of ck.tensors) if (k.startsWith('global/')) weights.set(k.slice('global/'.length), t.data);
+  const a0 = [...weights.keys()].find((k) => k.endsWith('.lora_a'));
+  let lora: LoraConfig | null = null;
+  if (a0) {
+    const targets = LORA_TARGETS.filter((tg) => [...weights.keys()].some((k) => k.startsWith('blocks.0.') && k.endsWith(`.${tg}.lora_a`)));
+    // The federation stores tensors flat: rank = length / fan-in (mlp for fc2, dim otherwise).
+    const rank = weights.get(a0)!.length / (a0.includes('.fc2.') ? cfg.mlp : cfg.dim);
+    if (!Number.isInteger(rank) || rank < 1) throw new ModelCheckpointError(`${path}: cannot infer the LoRA rank from ${a0}`);
+    lora = { rank, alpha: loraAlpha, targets: targets as LoraTarget[] };
+  }
+  const trainableSet: TrainableSet = lora ? 'lora+heads' : 'heads';
+  for (const s of trainableSpecs(cfg, trainableSet, lora)) {
+    const w = weights.get(s.name);
+    if (!w || w.length !== s.shape.reduce((a, b) => a * b, 1)) throw new ModelCheckpointError(`${path}: federation state lacks ${s.name} (or it is misshapen)`);
+    if (!w.every(Number.isFinite)) throw new ModelCheckpointError(`${path}: ${s.name} holds a non-finite value`);
+  }
+  const E = cfg.depth, C = cfg.classes, D = cfg.dim;
+  let prototypes: Prototypes | null = null;
+  if (Array.isArray(meta.prototypeCounts) && meta.prototypeCounts.length > 0) {
+    const sums = new Float64Array(E * C * D);
+    const counts = new Float64Array(E * C);
+    for (const p of meta.prototypeCounts as { exit: number; dim: number; counts: number[] }[]) {
+      const t = ck.tensors.get(`proto/${p.exit}`);
+      if (!t || p.dim !== D || !(p.exit >= 0 && p.exit < E) || p.counts.length !== C || t.data.length !== C * D) continue;
+      for (let c = 0; c < C; c++) counts[p.exit * C + c] = p.counts[c];
+      sums.set(t.data, p.exit * C * D);
+    }
+    prototypes = prototypesFromStats({ exits: E, classes: C, dim: D, sums, counts });
+  }
+  const round = Number.isSafeInteger(meta.version) ? (meta.version as number) : 0;
+  const hash = typeof meta.hash === 'string' ? meta.hash.slice(0, 8) : 'unknown';
+  return { backbone: DEFAULT_BACKBONE, cfg, lora, trainableSet, version: `fed-r${round}-${hash}`, round, source: 'federated', weights, prototypes };
 }
 
 /** Prototype means from summed statistics (Trainer.prototypeStats): mean = sum / count, 0 where count is 0. */

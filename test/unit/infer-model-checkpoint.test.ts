@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { saveCheckpoint, CheckpointError } from '../../src/model/checkpoint.ts';
 import { loadModelCheckpoint, saveModelCheckpoint, prototypesFromStats, ModelCheckpointError, type ModelCheckpoint } from '../../src/model/model-checkpoint.ts';
 import { VitConfigSchema, initWeights, trainableSpecs, type LoraConfig } from '../../src/model/vit.ts';
+import { loadBackbone } from '../../src/model/backbone.ts';
 
 const TINY = VitConfigSchema.parse({ image: 8, patch: 4, dim: 8, depth: 2, heads: 2, mlp: 16, classes: 3 });
 const LORA: LoraConfig = { rank: 2, alpha: 4, targets: ['q', 'v'] };
@@ -55,4 +56,35 @@ test('content-level problems are refused with a reason', async (t) => {
   await saveCheckpoint(join(dir, 'nan.fmfl'), tensors, md as never);
   await t.throwsAsync(loadModelCheckpoint(join(dir, 'nan.fmfl')), { instanceOf: ModelCheckpointError, message: /non-finite/ });
   await t.throwsAsync(loadModelCheckpoint(join(dir, 'absent.fmfl')), { instanceOf: CheckpointError });
+});
+
+test('a federation state checkpoint (src/round) loads as a federated model: global tensors, LoRA from shapes, prototypes', async (t) => {
+  const bb = await loadBackbone();
+  const lora: LoraConfig = { rank: 4, alpha: 16, targets: ['q', 'v', 'fc1'] };
+  const specs = trainableSpecs(bb.cfg, 'lora+heads', lora);
+  const w = initWeights(specs, 9);
+  const tensors = new Map<string, Float32Array>();
+  for (const [k, v] of w) tensors.set(`global/${k}`, v);
+  tensors.set('residual/blocks.0.attn.q.lora_a', new Float32Array(3));
+  const D = bb.cfg.dim;
+  tensors.set('proto/1', Float32Array.from({ length: 10 * D }, (_, i) => i % D));
+  const dir = await mkdtemp(join(tmpdir(), 'fmfl-mck-'));
+  const path = join(dir, 'federation.fmfl');
+  await saveCheckpoint(path, tensors, { kind: 'federation', protocol: 'leader', version: 12, hash: 'abcdef0123456789', prototypeCounts: [{ exit: 1, dim: D, counts: [2, 2, 2, 2, 2, 2, 2, 2, 2, 0] }] });
+  const m = await loadModelCheckpoint(path);
+  t.is(m.source, 'federated');
+  t.is(m.version, 'fed-r12-abcdef01');
+  t.is(m.round, 12);
+  t.deepEqual(m.lora, lora);
+  t.is(m.trainableSet, 'lora+heads');
+  t.is(m.weights.size, specs.length);
+  t.deepEqual(Array.from(m.weights.get('exits.3.head.bias')!), Array.from(w.get('exits.3.head.bias')!));
+  const p = m.prototypes!;
+  t.is(p.counts[1 * 10 + 0], 2);
+  t.is(p.counts[0], 0, 'exits without statistics have no prototypes');
+  t.is(p.means[(1 * 10 + 0) * D + 5], 5 / 2);
+  const broken = new Map(tensors);
+  broken.delete('global/exits.0.head.weight');
+  await saveCheckpoint(path, broken, { kind: 'federation', version: 1, hash: 'x', prototypeCounts: [] });
+  await t.throwsAsync(loadModelCheckpoint(path), { instanceOf: ModelCheckpointError, message: /exits\.0\.head\.weight/ });
 });
