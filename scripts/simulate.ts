@@ -1,6 +1,6 @@
 /**
- * Multi-node federated-learning simulator: N real fmfl nodes (libp2p over TCP loopback or the in-process memory
- * transport) federating the embedded backbone on a non-IID split, with a topology, a round protocol, compression,
+ * Multi-node federated-learning simulator: N real fmfl nodes (separate fmfl-node processes over TCP loopback, the
+ * default up to 16 nodes, or all in one process over TCP or the in-process memory transport with --mode inproc) federating the embedded backbone on a non-IID split, with a topology, a round protocol, compression,
  * privacy options and a fault schedule. Writes metrics JSON and SVG plots to --out and prints a summary table.
  *
  *   npm run simulate -- --nodes 8 --protocol leader --rounds 30 --local-steps 50 --alpha 0.5 --topk 0.1 --bits 8
@@ -9,8 +9,8 @@
  *   npm run simulate -- --nodes 8 --local-only          (baseline: every node trains alone)
  *
  * Faults (repeat --fault): kill-leader@R (crash round R's leader mid-round), kill:I@R, restart:I@R,
- * drop:P (every node loses fraction P of inbound round messages), partition@R and heal@R (two halves),
- * byzantine:I:scale|nan (node I sends updates scaled x100 or NaN).
+ * drop:P (every node loses fraction P of inbound round messages), partition@R and heal@R (two halves; inproc
+ * mode), byzantine:I:scale|nan (node I sends updates scaled x100 or NaN). In process mode kills are SIGKILL.
  */
 import { Command } from 'commander';
 import { mkdir, writeFile, rm } from 'node:fs/promises';
@@ -23,10 +23,12 @@ import { exitSpecs } from '../src/model/vit.ts';
 import { Trainer } from '../src/train/trainer.ts';
 import { createLogger, silentLogger } from '../src/util/log.ts';
 import { lineChart } from './lib/svg-plot.ts';
+import { kill9, readMetrics, startProc, type ProcNode } from './lib/procs.ts';
 
 const program = new Command()
   .option('--nodes <n>', 'number of nodes', '8')
-  .option('--transport <t>', 'tcp | memory', 'tcp')
+  .option('--mode <m>', 'procs (one fmfl-node process per node, up to 16) | inproc (one process)')
+  .option('--transport <t>', 'inproc mode: tcp | memory', 'tcp')
   .option('--topology <t>', 'full | ring | star | line | random-k', 'full')
   .option('--k <n>', 'degree for random-k', '3')
   .option('--protocol <p>', 'leader | gossip', 'leader')
@@ -66,6 +68,8 @@ await rm(outDir, { recursive: true, force: true });
 await mkdir(outDir, { recursive: true });
 const log = createLogger({ level: 'info', name: 'sim' });
 const t0 = Date.now();
+const mode = o.mode ?? (N <= 16 ? 'procs' : 'inproc');
+if (mode === 'procs' && N > 16) throw new Error('process mode runs at most 16 nodes; use --mode inproc --transport memory');
 
 function flConfig(i: number): Record<string, unknown> {
   const byz = (o.fault ?? []).map((f: string) => /^byzantine:(\d+):(scale|nan)$/.exec(f)).find((m: RegExpExecArray | null) => m && Number(m[1]) === i);
@@ -125,6 +129,135 @@ if (o.localOnly) {
   const summary = { mode: 'local-only', nodes: N, steps: rounds * Number(o.localSteps), alpha: o.alpha, meanLastExitAccuracy: last.reduce((a, b) => a + b, 0) / N, perNode: results, seconds: Math.round((Date.now() - t0) / 1000) };
   await writeFile(join(outDir, 'summary.json'), JSON.stringify(summary, null, 2));
   console.log(JSON.stringify(summary));
+  process.exit(0);
+}
+
+// ------------------------------------------------------------------------------------------------------------
+// Process mode: one fmfl-node process per node
+
+const lastExit = (a: number[]): number => a[a.length - 1];
+const meanOf = (xs: number[]): number => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
+
+async function report(metrics: RoundMetrics[][], finals: { node: number; accuracy: number[]; ensembleAccuracy: number; hash: string }[], events: { t: number; event: string }[], faults: string[]): Promise<void> {
+  const perRound = (key: 'bytesUp' | 'bytesDown' | 'updateBytes'): number => meanOf(metrics.flatMap((m) => m.map((x) => x[key])));
+  const summary = {
+    name, mode, nodes: N, protocol: o.protocol, topology: o.topology, rounds, localSteps: Number(o.localSteps),
+    alpha: o.alpha, topk: Number(o.topk), bits: Number(o.bits), errorFeedback: o.errorFeedback !== false, aggregator: o.aggregator,
+    faults, events,
+    finalAccuracyMean: meanOf(finals.map((f) => lastExit(f.accuracy))),
+    finalAccuracyPerExitMean: finals[0]?.accuracy.map((_, e) => meanOf(finals.map((f) => f.accuracy[e]))),
+    finalEnsembleAccuracyMean: meanOf(finals.map((f) => f.ensembleAccuracy)),
+    identicalFinalState: new Set(finals.map((f) => f.hash)).size === 1,
+    updateBytesPerNodePerRound: Math.round(perRound('updateBytes')),
+    bytesUpPerNodePerRound: Math.round(perRound('bytesUp')),
+    bytesDownPerNodePerRound: Math.round(perRound('bytesDown')),
+    roundsAppliedExactlyOnce: metrics.every((m) => m.every((x, k) => k === 0 || x.version > m[k - 1].version)),
+    everyRoundReached: finals.every((f) => metrics[f.node].at(-1)?.version === rounds),
+    meanRoundMs: Math.round(meanOf(metrics.flatMap((m) => m.map((x) => x.roundMs)))),
+    finalConsensusDistance: o.protocol === 'gossip' ? meanOf(metrics.map((m) => m.at(-1)?.consensusDistance ?? NaN)) : undefined,
+    seconds: Math.round((Date.now() - t0) / 1000),
+    finals,
+  };
+  await writeFile(join(outDir, 'metrics.json'), JSON.stringify({ summary, metrics }, null, 1));
+  await writeFile(join(outDir, 'summary.json'), JSON.stringify(summary, null, 2));
+  const accSeries = metrics.map((m, i) => ({ name: `node ${i}`, points: m.map((x) => [x.round, lastExit(x.accuracy)] as [number, number]) }));
+  await writeFile(join(outDir, 'accuracy-vs-round.svg'), lineChart({ title: `${o.protocol}: last-exit test accuracy`, xLabel: 'round', yLabel: 'accuracy', series: accSeries }));
+  const bytesSeries = metrics.map((m, i) => {
+    let cum = 0;
+    return { name: `node ${i}`, points: m.map((x) => [(cum += x.bytesUp), lastExit(x.accuracy)] as [number, number]) };
+  });
+  await writeFile(join(outDir, 'accuracy-vs-bytes.svg'), lineChart({ title: `${o.protocol}: accuracy vs bytes sent`, xLabel: 'cumulative bytes sent per node', yLabel: 'accuracy', series: bytesSeries, logX: true }));
+  const rows = metrics.map((m, i) => {
+    const last = m.at(-1);
+    const fin = finals.find((f) => f.node === i);
+    return `${String(i).padStart(4)}  ${String(m.length).padStart(6)}  ${last ? (lastExit(last.accuracy) * 100).toFixed(2).padStart(9) : '        -'}  ${fin ? (lastExit(fin.accuracy) * 100).toFixed(2).padStart(9) : '        -'}  ${String(Math.round(meanOf(m.map((x) => x.updateBytes)))).padStart(9)}  ${String(Math.round(meanOf(m.map((x) => x.bytesUp)))).padStart(9)}  ${String(Math.round(meanOf(m.map((x) => x.bytesDown)))).padStart(10)}  ${(last?.hash ?? '').slice(0, 12)}`;
+  });
+  console.log(`\nnode  rounds  slice-acc  full-acc%  update B  up B/rnd  down B/rnd  state`);
+  console.log(rows.join('\n'));
+  console.log(`\n${JSON.stringify({ ...summary, finals: undefined })}`);
+  console.log(`\nplots: ${join(outDir, 'accuracy-vs-round.svg')}, ${join(outDir, 'accuracy-vs-bytes.svg')}`);
+}
+
+if (mode === 'procs') {
+  const faults: string[] = o.fault ?? [];
+  if (faults.some((f) => /^(partition|heal)@/.test(f))) throw new Error('partition/heal faults need --mode inproc');
+  const E = edges();
+  const events: { t: number; event: string }[] = [];
+  const nodes: ProcNode[] = [];
+  const peerIds: string[] = [];
+  const fired = new Set<string>();
+  let exits: Promise<number | null>[] = [];
+  const procOpts = {
+    n: N,
+    outDir,
+    peersOf: (i: number) => E.filter(([a, b]) => Math.max(a, b) === i && a !== b).map(([a, b]) => Math.min(a, b)),
+    flags: (i: number) => {
+      const fl = flConfig(i) as Record<string, unknown>;
+      const profile = join(outDir, `node-${i}.json`);
+      const extra = { ...(fl.attack ? { attack: fl.attack } : {}), ...(fl.dropRate ? { dropRate: fl.dropRate } : {}) };
+      void writeFile(profile, JSON.stringify({ fl: extra }));
+      const flag = (k: string, v: unknown): string[] => (v === undefined || v === null ? [] : [k, String(v)]);
+      return [
+        '--federation', 'sim', '--heartbeat-ms', '1000', '--expiry-ms', '6000', '--config', profile, '--final-eval',
+        '--data', 'fashion-mnist', '--shard', `${i}/${N}`, '--alpha', String(o.alpha), '--protocol', o.protocol,
+        ...flag('--rounds', rounds), ...flag('--local-steps', o.localSteps), ...flag('--batch', o.batch), ...flag('--lr', o.lr),
+        ...flag('--topk', o.topk), ...flag('--bits', o.bits), ...(o.errorFeedback === false ? ['--no-error-feedback'] : []),
+        ...flag('--downlink-bits', o.downlinkBits), ...flag('--aggregator', o.aggregator), ...flag('--quorum', o.quorum),
+        ...flag('--round-timeout-ms', o.roundTimeoutMs), ...flag('--leader-timeout-ms', o.leaderTimeoutMs), ...flag('--gamma', o.gamma),
+        ...flag('--rank', o.rank), ...flag('--proto-weight', o.protoWeight), ...flag('--test-slice', o.testSlice), ...flag('--threads', o.threads),
+        ...(o.dpClip ? ['--dp-clip', String(o.dpClip), '--dp-noise', String(o.dpNoise ?? 1)] : []),
+      ];
+    },
+    onLine: (i: number, line: string) => {
+      const id = /^fmfl-node (\S+)/.exec(line);
+      if (id) peerIds[i] = id[1];
+      const r = /^round (\d+) /.exec(line);
+      if (r) {
+        if (i === 0 || o.verbose) console.log(`[node ${i}] ${line}`);
+        onRound(Number(r[1]));
+      }
+      if (line.startsWith('exited')) console.log(`[node ${i}] ${line}`);
+    },
+  };
+  const onRound = (r: number): void => {
+    const next = r + 1;
+    for (const f of faults) {
+      if (fired.has(f)) continue;
+      let m: RegExpExecArray | null;
+      if ((m = /^kill-leader@(\d+)$/.exec(f)) && Number(m[1]) === next) {
+        fired.add(f);
+        const alive = nodes.filter((n) => n.proc).map((n) => peerIds[n.index]);
+        const victim = peerIds.indexOf(leaderOrder('sim', next, alive)[0]);
+        setTimeout(() => {
+          events.push({ t: Date.now() - t0, event: `kill-leader@${next}: SIGKILL node ${victim} (the leader of round ${next}) mid-round` });
+          console.log(`[sim] SIGKILL node ${victim}, leader of round ${next}`);
+          kill9(nodes[victim]);
+        }, 1500);
+      } else if ((m = /^kill:(\d+)@(\d+)$/.exec(f)) && Number(m[2]) === next) {
+        fired.add(f);
+        events.push({ t: Date.now() - t0, event: `${f}: SIGKILL node ${m[1]}` });
+        kill9(nodes[Number(m[1])]);
+      } else if ((m = /^restart:(\d+)@(\d+)$/.exec(f)) && Number(m[2]) === next) {
+        fired.add(f);
+        const i = Number(m[1]);
+        events.push({ t: Date.now() - t0, event: `${f}: restart node ${i} from its checkpoint` });
+        void startProc({ ...procOpts, peersOf: () => [nodes.findIndex((n, k) => n.proc && k !== i)] }, i, nodes).then((n) => exits.push(n.exited));
+      }
+    }
+  };
+  for (let i = 0; i < N; i++) await startProc(procOpts, i, nodes);
+  log.info({ nodes: N, mode, topology: o.topology, protocol: o.protocol, setupMs: Date.now() - t0 }, 'node processes started');
+  exits = nodes.map((n) => n.exited);
+  for (let k = 0; k < exits.length; k++) await exits[k];
+  const metrics: RoundMetrics[][] = [];
+  const finals: { node: number; accuracy: number[]; ensembleAccuracy: number; hash: string }[] = [];
+  for (let i = 0; i < N; i++) {
+    const all = (await readMetrics(nodes[i])) as (RoundMetrics & { final?: boolean })[];
+    metrics.push(all.filter((x) => !x.final));
+    const fin = all.find((x) => x.final) as unknown as { accuracy: number[]; ensembleAccuracy: number; hash: string } | undefined;
+    if (fin) finals.push({ node: i, accuracy: fin.accuracy, ensembleAccuracy: fin.ensembleAccuracy, hash: fin.hash });
+  }
+  await report(metrics, finals, events, faults);
   process.exit(0);
 }
 
@@ -230,48 +363,7 @@ for (let i = 0; i < N; i++) {
   const ev = await f.evaluate();
   finals.push({ node: i, accuracy: ev.accuracy, ensembleAccuracy: ev.ensembleAccuracy, hash: metrics[i].at(-1)?.hash ?? '' });
 }
-const lastExit = (a: number[]): number => a[a.length - 1];
-const meanOf = (xs: number[]): number => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
-const perRound = (key: 'bytesUp' | 'bytesDown' | 'updateBytes'): number => meanOf(metrics.flatMap((m) => m.map((x) => x[key])));
-const summary = {
-  name, nodes: N, protocol: o.protocol, topology: o.topology, transport: o.transport, rounds, localSteps: Number(o.localSteps),
-  alpha: o.alpha, topk: Number(o.topk), bits: Number(o.bits), errorFeedback: o.errorFeedback !== false, aggregator: o.aggregator,
-  faults, events,
-  finalAccuracyMean: meanOf(finals.map((f) => lastExit(f.accuracy))),
-  finalAccuracyPerExitMean: finals[0]?.accuracy.map((_, e) => meanOf(finals.map((f) => f.accuracy[e]))),
-  finalEnsembleAccuracyMean: meanOf(finals.map((f) => f.ensembleAccuracy)),
-  identicalFinalState: new Set(finals.map((f) => f.hash)).size === 1,
-  updateBytesPerNodePerRound: Math.round(perRound('updateBytes')),
-  bytesUpPerNodePerRound: Math.round(perRound('bytesUp')),
-  bytesDownPerNodePerRound: Math.round(perRound('bytesDown')),
-  roundsAppliedExactlyOnce: metrics.every((m) => m.every((x, k) => k === 0 || x.version > m[k - 1].version)),
-  meanRoundMs: Math.round(meanOf(metrics.flatMap((m) => m.map((x) => x.roundMs)))),
-  finalConsensusDistance: o.protocol === 'gossip' ? meanOf(metrics.map((m) => m.at(-1)?.consensusDistance ?? NaN)) : undefined,
-  seconds: Math.round((Date.now() - t0) / 1000),
-  finals,
-};
-await writeFile(join(outDir, 'metrics.json'), JSON.stringify({ summary, metrics }, null, 1));
-await writeFile(join(outDir, 'summary.json'), JSON.stringify(summary, null, 2));
-
-// Plots: accuracy vs round and vs cumulative bytes sent, per node.
-const accSeries = metrics.map((m, i) => ({ name: `node ${i}`, points: m.map((x) => [x.round, lastExit(x.accuracy)] as [number, number]) }));
-await writeFile(join(outDir, 'accuracy-vs-round.svg'), lineChart({ title: `${o.protocol}: last-exit test accuracy`, xLabel: 'round', yLabel: 'accuracy', series: accSeries }));
-const bytesSeries = metrics.map((m, i) => {
-  let cum = 0;
-  return { name: `node ${i}`, points: m.map((x) => [(cum += x.bytesUp), lastExit(x.accuracy)] as [number, number]) };
-});
-await writeFile(join(outDir, 'accuracy-vs-bytes.svg'), lineChart({ title: `${o.protocol}: accuracy vs bytes sent`, xLabel: 'cumulative bytes sent per node', yLabel: 'accuracy', series: bytesSeries, logX: true }));
-
-// Summary table.
-const rows = metrics.map((m, i) => {
-  const last = m.at(-1);
-  const fin = finals.find((f) => f.node === i);
-  return `${String(i).padStart(4)}  ${String(m.length).padStart(6)}  ${last ? (lastExit(last.accuracy) * 100).toFixed(2).padStart(9) : '        -'}  ${fin ? (lastExit(fin.accuracy) * 100).toFixed(2).padStart(9) : '        -'}  ${String(Math.round(meanOf(m.map((x) => x.bytesUp)))).padStart(9)}  ${String(Math.round(meanOf(m.map((x) => x.bytesDown)))).padStart(10)}  ${(last?.hash ?? '').slice(0, 12)}`;
-});
-console.log(`\nnode  rounds  slice-acc  full-acc%  up B/rnd  down B/rnd  state`);
-console.log(rows.join('\n'));
-console.log(`\n${JSON.stringify({ ...summary, finals: undefined })}`);
-console.log(`\nplots: ${join(outDir, 'accuracy-vs-round.svg')}, ${join(outDir, 'accuracy-vs-bytes.svg')}`);
+await report(metrics, finals, events, faults);
 for (const m of meshes) await m?.stop().catch(() => {});
 for (const f of feds) await f?.release().catch(() => {});
 process.exit(0);

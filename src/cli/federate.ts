@@ -42,6 +42,7 @@ export interface FlFlags {
   minMembers?: number;
   metrics?: string;
   progress?: boolean;
+  finalEval?: boolean;
 }
 
 function num(name: string) {
@@ -84,6 +85,7 @@ export function addFederationOptions(cmd: Command): Command {
     .addOption(new Option('--backbone <name>', 'backbone in models/ (default vit-tiny-mnist)'))
     .addOption(new Option('--min-members <n>', 'members to wait for before round 1 (default: n of --shard)').argParser(num('--min-members')))
     .addOption(new Option('--metrics <file>', 'append per-round metrics as JSON lines to this file'))
+    .addOption(new Option('--final-eval', 'after the last round, evaluate on the whole test split'))
     .addOption(new Option('--no-progress', 'no progress bar during local training'));
 }
 
@@ -95,7 +97,7 @@ export function flFlagsToConfig(f: FlFlags): Partial<FederationConfig> & Record<
     errorFeedback: f.errorFeedback === false ? false : undefined, downlinkBits: f.downlinkBits, aggregator: f.aggregator,
     quorum: f.quorum, roundTimeoutMs: f.roundTimeoutMs, leaderTimeoutMs: f.leaderTimeoutMs, gossipGamma: f.gamma,
     protoWeight: f.protoWeight, testSlice: f.testSlice, dpClip: f.dpClip, dpNoise: f.dpNoise, threads: f.threads,
-    device: f.device, backbone: f.backbone, minMembers: f.minMembers,
+    device: f.device, backbone: f.backbone, minMembers: f.minMembers, finalEval: f.finalEval,
   };
   if (f.alpha !== undefined) out.alpha = f.alpha === 'iid' ? null : num('--alpha')(f.alpha);
   for (const k of Object.keys(out)) if (out[k] === undefined) delete out[k];
@@ -152,6 +154,10 @@ export async function runFederation(
       if (node.config.jsonLogs) node.log.info({ ...m, accuracy: m.accuracy.map((a) => Math.round(a * 10000) / 10000) }, 'round complete');
       io.stdout(`${formatRound(m)}\n`);
       if (opts.metrics) void appendFile(opts.metrics, JSON.stringify(m) + '\n').catch(() => {});
+    },
+    onFinal: (ev) => {
+      io.stdout(`final v${ev.version} test accuracy (${ev.n} images) per exit ${ev.accuracy.map((a) => (a * 100).toFixed(2)).join('/')} exit-ensemble ${(ev.ensembleAccuracy * 100).toFixed(2)}\n`);
+      if (opts.metrics) void appendFile(opts.metrics, JSON.stringify({ final: true, ...ev }) + '\n').catch(() => {});
     },
   });
   if (barOn) bar?.stop();

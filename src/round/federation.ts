@@ -72,6 +72,8 @@ export const FederationConfigSchema = z
     prototypeSamples: z.number().int().min(1).max(1_000_000).default(1000),
     /** Test images this node evaluates on each round (a strided slice of the test split). */
     testSlice: z.number().int().min(1).max(100_000).default(1000),
+    /** After the last round, evaluate the final model on the whole test split. */
+    finalEval: z.boolean().default(false),
     /** Members to wait for before round 1 (default: the shard count n). */
     minMembers: z.number().int().min(1).max(10_000).optional(),
     dpClip: z.number().positive().optional(),
@@ -224,7 +226,11 @@ export class Federation {
    * Run rounds until the global version reaches `cfg.rounds` (or stop() is called). `onRound` receives each
    * round's metrics; `onStep` each local training step (for a progress bar).
    */
-  async run(hooks: { onRound?: (m: RoundMetrics) => void; onStep?: (step: number, total: number, loss: number) => void } = {}): Promise<RoundMetrics[]> {
+  async run(hooks: {
+    onRound?: (m: RoundMetrics) => void;
+    onStep?: (step: number, total: number, loss: number) => void;
+    onFinal?: (ev: { accuracy: number[]; ensembleAccuracy: number; n: number; version: number; hash: string }) => void;
+  } = {}): Promise<RoundMetrics[]> {
     const out: RoundMetrics[] = [];
     await this.protocol.start();
     const [, sn] = this.cfg.shard.split('/').map(Number);
@@ -264,6 +270,10 @@ export class Federation {
       }
     } catch (err) {
       if (!this.stopped) throw err;
+    }
+    if (this.cfg.finalEval && !this.stopped) {
+      const ev = await this.evaluate();
+      hooks.onFinal?.({ accuracy: ev.accuracy, ensembleAccuracy: ev.ensembleAccuracy, n: ev.n, version: this.protocol.round, hash: this.stateHash().slice(0, 16) });
     }
     return out;
   }

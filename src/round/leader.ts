@@ -14,8 +14,9 @@ import { RefusalError, RefusalReason, type MessageMeta } from '../mesh/index.ts'
 import { privatizeUpdate } from '../privacy/index.ts';
 import { decodeUpdate, encodeUpdate, encodeWithErrorFeedback, ErrorFeedback, UpdateError, type ModelUpdate, type TensorMap } from '../update/index.ts';
 import { FmflError } from '../util/errors.ts';
+import { peerIdFromString } from '@libp2p/peer-id';
 import { Rng } from '../util/rng.ts';
-import { GlobalUpdate, StateRequest, StateResponse } from './pb/round.ts';
+import { GlobalUpdate, StateRequest, StateResponse, UpdateRequest } from './pb/round.ts';
 import { applyDelta, decodeState, deltaOf, encodeState, hex, mergePrototypes, sameHash, type GlobalState } from './state.ts';
 import type { LocalContribution, ProtocolSnapshot, RoundContext, RoundOptions, RoundOutcome, RoundProtocol } from './types.ts';
 
@@ -29,6 +30,7 @@ export const MAX_LEADER_RANKS = 4;
 export const UPDATE_TOPIC = 'update';
 export const GLOBAL_TOPIC = 'global';
 export const STATE_METHOD = 'round.state';
+export const UPDATE_METHOD = 'round.update';
 
 export class RoundStoppedError extends FmflError {
   constructor() {
@@ -63,6 +65,8 @@ export class LeaderProtocol implements RoundProtocol {
   private readonly rng: Rng;
   private readonly dropRng: Rng;
   private running = false;
+  /** This node's encoded update for the round in progress (served to a leader that missed it). */
+  private myUpdate: { round: number; bytes: Uint8Array } | null = null;
   /** Payload bytes received per round (updates and globals for that round, state pulls while in it). */
   private readonly down = new Map<number, number>();
 
@@ -107,6 +111,7 @@ export class LeaderProtocol implements RoundProtocol {
     mesh.subscribe(UPDATE_TOPIC, (p, m) => this.onUpdate(p, m), { validator: (p, m) => this.validateUpdate(p, m) });
     mesh.subscribe(GLOBAL_TOPIC, (p, m) => this.onGlobal(p, m), { validator: (p, m) => this.validateGlobal(p, m) });
     mesh.handleRequest(STATE_METHOD, (body) => this.serveState(body));
+    mesh.handleRequest(UPDATE_METHOD, (body) => this.serveUpdate(body));
   }
 
   async stop(): Promise<void> {
@@ -155,8 +160,8 @@ export class LeaderProtocol implements RoundProtocol {
     return undefined;
   }
 
-  private onUpdate(payload: Uint8Array, meta: MessageMeta): void {
-    if (this.lost()) return;
+  private onUpdate(payload: Uint8Array, meta: MessageMeta, pulled = false): void {
+    if (!pulled && this.lost()) return;
     const u = this.decodeUpdateOrRefuse(payload, meta);
     if (typeof u === 'number' || u.round <= this.state.version) return;
     let m = this.updates.get(u.round);
@@ -223,6 +228,34 @@ export class LeaderProtocol implements RoundProtocol {
     });
   }
 
+  private serveUpdate(body: Uint8Array): Uint8Array {
+    let req: UpdateRequest;
+    try {
+      req = UpdateRequest.decode(body);
+    } catch {
+      throw new RefusalError(RefusalReason.MALFORMED, 'UpdateRequest does not decode');
+    }
+    if (req.version !== ROUND_WIRE_VERSION) throw new RefusalError(RefusalReason.UNSUPPORTED_VERSION, `UpdateRequest version ${req.version}`);
+    if (!this.myUpdate || BigInt(this.myUpdate.round) !== req.round) throw new RefusalError(RefusalReason.UNAVAILABLE, 'no update for that round');
+    return this.myUpdate.bytes;
+  }
+
+  /** Leader side: pull the updates of members that have not arrived by gossip (validated like gossip). */
+  private async pullMissing(round: number): Promise<void> {
+    const have = this.updates.get(round) ?? new Map();
+    const missing = this.ctx.members().filter((p) => p !== this.ctx.selfId && !have.has(p));
+    const body = UpdateRequest.encode({ version: ROUND_WIRE_VERSION, round: BigInt(round) });
+    await Promise.all(missing.map(async (peer) => {
+      try {
+        const bytes = await this.ctx.mesh.request(peer, UPDATE_METHOD, body, { timeoutMs: 10_000, maxResponseBytes: 16 * 1024 * 1024 });
+        const meta = { topic: UPDATE_TOPIC, from: peerIdFromString(peer), via: peerIdFromString(peer), timestampMs: Date.now(), viaStream: true };
+        if (this.validateUpdate(bytes, meta) === undefined) this.onUpdate(bytes, meta, true);
+      } catch (err) {
+        this.ctx.logger.debug({ peer, err: (err as Error).message }, 'pulling a missing update failed');
+      }
+    }));
+  }
+
   /** Pull `peer`'s state if it is ahead; true if adopted. */
   private async syncFrom(peer: string): Promise<boolean> {
     try {
@@ -279,7 +312,13 @@ export class LeaderProtocol implements RoundProtocol {
     }
     bytesUp += enc.bytes.byteLength;
     const updateBytes = enc.bytes.byteLength;
+    this.myUpdate = { round, bytes: enc.bytes };
     const publishedAt = Date.now();
+    // Lost messages: the leader pulls missing updates at 1/4 of its deadline; anyone still without the round's
+    // model after the deadline plus one leader timeout asks members for their state, then again periodically.
+    const pullAt = publishedAt + this.opts.roundTimeoutMs / 4;
+    let pulled = false;
+    let nextCatchUp = publishedAt + this.opts.roundTimeoutMs + this.opts.leaderTimeoutMs;
 
     // 2. Wait until this node holds version >= round: apply a global, sync, or lead.
     for (;;) {
@@ -297,6 +336,15 @@ export class LeaderProtocol implements RoundProtocol {
       const quorum = Math.max(1, Math.ceil(this.opts.quorum * members.length));
       const now = Date.now();
       const deadline = publishedAt + this.opts.roundTimeoutMs;
+      if (rank === 0 && !pulled && have < quorum && now >= pullAt) {
+        pulled = true;
+        await this.pullMissing(round);
+        continue;
+      }
+      if (now >= nextCatchUp) {
+        nextCatchUp = now + this.opts.leaderTimeoutMs;
+        if (await this.catchUp()) continue;
+      }
       const myTurn =
         rank === 0 ? have >= quorum || now >= deadline : rank > 0 && rank < MAX_LEADER_RANKS && now >= deadline + rank * this.opts.leaderTimeoutMs;
       if (myTurn) {

@@ -307,6 +307,77 @@ export namespace StateResponse {
   }
 }
 
+export interface UpdateRequest {
+  version: number
+  round: bigint
+}
+
+export namespace UpdateRequest {
+  let _codec: Codec<UpdateRequest>
+
+  export const codec = (): Codec<UpdateRequest> => {
+    if (_codec == null) {
+      _codec = message<UpdateRequest>((obj, w, opts = {}) => {
+        if (opts.lengthDelimited !== false) {
+          w.fork()
+        }
+
+        if ((obj.version != null && obj.version !== 0)) {
+          w.uint32(8)
+          w.uint32(obj.version)
+        }
+
+        if ((obj.round != null && obj.round !== 0n)) {
+          w.uint32(16)
+          w.uint64(obj.round)
+        }
+
+        if (opts.lengthDelimited !== false) {
+          w.ldelim()
+        }
+      }, (reader, length, opts = {}) => {
+        const obj: any = {
+          version: 0,
+          round: 0n
+        }
+
+        const end = length == null ? reader.len : reader.pos + length
+
+        while (reader.pos < end) {
+          const tag = reader.uint32()
+
+          switch (tag >>> 3) {
+            case 1: {
+              obj.version = reader.uint32()
+              break
+            }
+            case 2: {
+              obj.round = reader.uint64()
+              break
+            }
+            default: {
+              reader.skipType(tag & 7)
+              break
+            }
+          }
+        }
+
+        return obj
+      })
+    }
+
+    return _codec
+  }
+
+  export const encode = (obj: Partial<UpdateRequest>): Uint8Array => {
+    return encodeMessage(obj, UpdateRequest.codec())
+  }
+
+  export const decode = (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<UpdateRequest>): UpdateRequest => {
+    return decodeMessage(buf, UpdateRequest.codec(), opts)
+  }
+}
+
 export interface MixUpdate {
   version: number
   round: bigint
