@@ -16,7 +16,8 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Command } from 'commander';
-import { loadDataset, toFloatBatch } from '../src/data/index.ts';
+import { loadDataset, toFloatBatch, balancedIndices } from '../src/data/index.ts';
+import { prototypesFromStats } from '../src/model/model-checkpoint.ts';
 import { openModel } from '../src/infer/load.ts';
 import { combineProbs, meanProbs, softmax, prototypeProbs, argmax, type CombineRule } from '../src/infer/combine.ts';
 import { planExit, DEFAULT_SEGMENT_THREADS, type AnytimeModel } from '../src/infer/anytime.ts';
@@ -33,6 +34,7 @@ const o = new Command()
   .option('--out <dir>', 'output folder', 'out/infer')
   .option('--threads <n>', 'onnxruntime threads per session (default 1, see DEFAULT_SEGMENT_THREADS)')
   .option('--repeats <n>', 'latency repeats per batch size', '50')
+  .option('--prototypes-from-train <n>', 'recompute class prototypes from n train images per class (instead of the checkpoint\'s)')
   .option('--json', 'print only the JSON report')
   .parse(process.argv)
   .opts<Record<string, string | boolean | undefined>>();
@@ -108,6 +110,29 @@ async function monolithic(m: AnytimeModel, repeats: number): Promise<{ batch1: n
   return res;
 }
 
+/** Class prototypes of `m` from `perClass` train images per class (seeded), replacing the checkpoint's. */
+async function recomputePrototypes(m: AnytimeModel, perClass: number): Promise<void> {
+  const train = await loadDataset('fashion-mnist', 'train');
+  const ids = balancedIndices(train.labels, perClass, 3);
+  const E = m.exits, D = m.cfg.dim;
+  const sums = new Float64Array(m.cfg.depth * C * D);
+  const counts = new Float64Array(m.cfg.depth * C);
+  const x = new Float32Array(64 * 784);
+  for (let s = 0; s < ids.length; s += 64) {
+    const chunk = ids.subarray(s, s + 64);
+    const r = await m.forward(toFloatBatch(train, chunk, x.subarray(0, chunk.length * 784)), chunk.length);
+    for (let e = 0; e < E; e++) {
+      for (let b = 0; b < chunk.length; b++) {
+        const y = train.labels[chunk[b]];
+        counts[e * C + y]++;
+        for (let k = 0; k < D; k++) sums[(e * C + y) * D + k] += r.embeddings[e][b * D + k];
+      }
+    }
+  }
+  m.setPrototypes(prototypesFromStats({ exits: m.cfg.depth, classes: C, dim: D, sums, counts }));
+  log(`prototypes recomputed from ${ids.length} train images`);
+}
+
 const row = (a: Float64Array, i: number): Float64Array => a.subarray(i * C, (i + 1) * C);
 function accuracy(probOf: (i: number) => ArrayLike<number>): number {
   let ok = 0;
@@ -119,6 +144,7 @@ const ms = (x: number): number => Math.round(x * 1000) / 1000;
 
 log(`loading ${String(o.checkpoint)}`);
 const main = await openModel(String(o.checkpoint), { threads, calibrate: Number(o.repeats) });
+if (o.prototypesFromTrain) await recomputePrototypes(main, Number(o.prototypesFromTrain));
 const lat = main.latency!;
 log(`latency batch 1 (ms, cumulative per exit): ${lat.batch1.map((v) => v.toFixed(3)).join(' / ')}`);
 log(`latency batch 64: ${lat.batch64.map((v) => v.toFixed(2)).join(' / ')}`);
@@ -183,6 +209,7 @@ const bestEnsemble = Math.max(...exitAveraging.map((x) => x.accuracy), ...collab
 const report = {
   dataset: 'fashion-mnist test',
   n: N,
+  prototypes: o.prototypesFromTrain ? `recomputed from ${String(o.prototypesFromTrain)} train images per class` : 'from the checkpoint',
   checkpoint: { file: String(o.checkpoint), modelVersion: main.version, source: main.model.source, backbone: main.backboneName, note: main.model.source === 'centralized' ? 'centralized fine-tune (stand-in until a federated checkpoint exists)' : 'federated' },
   device: `cpu (${(await import('node:os')).cpus().length} cores), onnxruntime threads per session ${threads ?? DEFAULT_SEGMENT_THREADS}`,
   perExit,

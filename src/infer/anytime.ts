@@ -6,7 +6,7 @@
  */
 import type { Backbone } from '../model/backbone.ts';
 import { IMAGES } from '../model/graphs.ts';
-import type { ModelCheckpoint } from '../model/model-checkpoint.ts';
+import type { ModelCheckpoint, Prototypes } from '../model/model-checkpoint.ts';
 import { buildSegmentGraphs, hiddenShape, HIDDEN_NEXT } from '../model/segments.ts';
 import { backboneSpecs, exitSpecs, loraSpecs, trainableSpecs, type ParamSpec, type VitConfig, type Weights } from '../model/vit.ts';
 import { Session, type ExecutionProvider, type FeedValue } from '../runtime/index.ts';
@@ -179,6 +179,13 @@ export class AnytimeModel {
     this.feeds = feeds;
     this.checkpoint = { ...this.checkpoint, weights, version: version ?? this.checkpoint.version };
     (this as { version: string }).version = this.checkpoint.version;
+  }
+
+  /** Replace the class prototypes (e.g. recomputed from local data, or a new global set). Sizes are checked. */
+  setPrototypes(p: Prototypes | null): void {
+    const E = this.cfg.depth, C = this.cfg.classes, D = this.cfg.dim;
+    if (p && (p.means.length !== E * C * D || p.counts.length !== E * C)) throw new InferError('MODEL_MISMATCH', `prototypes must be [${E},${C},${D}] with counts [${E},${C}]`);
+    this.checkpoint = { ...this.checkpoint, prototypes: p };
   }
 
   /** Pixels per image (channels * image * image). */

@@ -129,6 +129,19 @@ test('AnytimeModel: a pass stopped at exit k returns the same exits as the full 
     t.deepEqual(Array.from(head[b].probs), Array.from(softmax(full.logits[2], b * 3, 3)));
   }
   t.throws(() => m.predictions(full, 'prototype'), { instanceOf: InferError, message: /no prototypes/ });
+  // Prototypes = the embeddings of images 0 and 1 at every exit (classes 0 and 1; class 2 has none):
+  // each image is nearest to its own prototype.
+  const means = new Float32Array(3 * 3 * 8);
+  const counts = new Float32Array(3 * 3);
+  for (let e = 0; e < 3; e++) for (let c = 0; c < 2; c++) {
+    means.set(full.embeddings[e].subarray(c * 8, (c + 1) * 8), (e * 3 + c) * 8);
+    counts[e * 3 + c] = 1;
+  }
+  t.throws(() => m.setPrototypes({ means: means.subarray(1), counts }), { instanceOf: InferError });
+  m.setPrototypes({ means, counts });
+  const pr = m.predictions(full, 'prototype');
+  t.deepEqual(pr.slice(0, 2).map((p) => p.label), [0, 1]);
+  t.is(pr[0].probs[2], 0);
   await m.release();
 });
 
