@@ -6,6 +6,8 @@ import { z } from 'zod';
 import type { Mesh } from '../mesh/mesh.ts';
 import type { Logger } from '../util/log.ts';
 import type { AnytimeModel } from './anytime.ts';
+import type { Prototypes } from '../model/model-checkpoint.ts';
+import type { Weights } from '../model/vit.ts';
 import { DEFAULT_HTTP_HOST, startPredictServer, type PredictServer } from './http.ts';
 import { openModel } from './load.ts';
 import { InferService } from './service.ts';
@@ -54,6 +56,16 @@ export class NodeInference {
       this.http = await startPredictServer({ model: this.model, service: this.service, host: this.cfg.httpHost, port: this.cfg.httpPort, logger: this.log });
       this.log?.info({ url: this.http.url }, 'prediction endpoint listening');
     }
+  }
+
+  /**
+   * Serve a new global model (e.g. after a federation round): trainable tensors by model name, its version,
+   * and optionally new prototypes. Sessions are reused; shapes are checked.
+   */
+  updateModel(weights: Weights, version: string, prototypes?: Prototypes | null): void {
+    this.model.setWeights(weights, version);
+    if (prototypes !== undefined) this.model.setPrototypes(prototypes);
+    this.log?.info({ version }, 'serving a new model version');
   }
 
   /** Stop the HTTP endpoint and the service, release the model. */

@@ -114,6 +114,16 @@ test('a node with NodeInference serves POST /predict with peersK over the mesh a
     t.deepEqual(body.answers.map((x) => [x.peer, x.exit]), [[b.peerId.toString(), 1]]);
     t.is(body.combine, 'confidence');
     t.true(isProbVector(body.predictions[0].probs, 10));
+    // A new global model is served without rebuilding: version and predictions change.
+    const w = new Map(nodes[0].model.model.weights);
+    w.set('exits.3.head.bias', Float32Array.from({ length: 10 }, (_, c) => (c === 7 ? 100 : 0)));
+    nodes[0].updateModel(w, 'node-v2');
+    const h = (await (await fetch(`${nodes[0].http!.url}/healthz`)).json()) as { modelVersion: string };
+    t.is(h.modelVersion, 'node-v2');
+    const p2 = (await (await fetch(`${nodes[0].http!.url}/predict`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ pixels: img }) })).json()) as { predictions: { label: number }[]; modelVersion: string };
+    t.is(p2.predictions[0].label, 7);
+    t.is(p2.modelVersion, 'node-v2');
+    t.throws(() => nodes[0].updateModel(new Map(), 'bad'), { message: /missing or misshapen/ });
   } finally {
     await Promise.all(nodes.map((n) => n.stop()));
     await stopAll(meshes);
