@@ -284,10 +284,95 @@ const bitmapCodec: IndexCodecImpl = {
   },
 };
 
+/** Largest Golomb-Rice parameter accepted on the wire (gaps of a 2^26-element tensor need at most 26 bits). */
+export const MAX_RICE_K = 20;
+
+/** Bits of the Rice code of `indices` with parameter k (without the k byte and padding). */
+function riceBits(indices: Uint32Array, k: number): number {
+  let bits = indices.length * (k + 1);
+  let prev = -1;
+  for (let i = 0; i < indices.length; i++) {
+    bits += (indices[i] - prev - 1) >>> k;
+    prev = indices[i];
+  }
+  return bits;
+}
+
+/** The Rice parameter in [0, MAX_RICE_K] with the fewest bits (ties: the smaller k) and that bit count. */
+function bestRiceK(indices: Uint32Array): { k: number; bits: number } {
+  let best = { k: 0, bits: riceBits(indices, 0) };
+  for (let k = 1; k <= MAX_RICE_K; k++) {
+    const bits = riceBits(indices, k);
+    if (bits >= best.bits) break; // the cost is convex in k: Δ(k) = nnz - Σ ceil((g >> k) / 2) never decreases
+    best = { k, bits };
+  }
+  return best;
+}
+
+/**
+ * Golomb-Rice gap coding (Golomb 1966, Rice 1979): byte 0 is k; then per gap g (first position, then
+ * position - previous - 1) the quotient g >> k in unary as one-bits closed by a zero bit, then the k low bits of
+ * g, least significant first. Bits are packed LSB-first (bit j of the stream is bit j & 7 of byte j >> 3); the
+ * last byte is padded with zero bits. Near-optimal for geometric gaps, i.e. positions spread like top-k picks.
+ */
+const riceCodec: IndexCodecImpl = {
+  id: IndexCodec.INDEX_RICE,
+  byteLength: (indices) => 1 + Math.ceil(bestRiceK(indices).bits / 8),
+  encode(indices) {
+    const { k, bits } = bestRiceK(indices);
+    const out = new Uint8Array(1 + Math.ceil(bits / 8));
+    out[0] = k;
+    let p = 8;
+    let prev = -1;
+    const mask = k === 0 ? 0 : (2 ** k) - 1;
+    for (let i = 0; i < indices.length; i++) {
+      const g = indices[i] - prev - 1;
+      prev = indices[i];
+      for (let q = g >>> k; q > 0; q--, p++) out[p >>> 3] |= 1 << (p & 7);
+      p++; // terminating zero bit
+      const low = g & mask;
+      for (let b = 0; b < k; b++, p++) if ((low >>> b) & 1) out[p >>> 3] |= 1 << (p & 7);
+    }
+    return out;
+  },
+  decode(bytes, n, nnz) {
+    check(bytes.length >= 1, UpdateRefusal.BAD_LENGTH, 'rice indices without the parameter byte');
+    const k = bytes[0];
+    check(k <= MAX_RICE_K, UpdateRefusal.BAD_CODEC_PARAMS, () => `rice parameter ${k} > ${MAX_RICE_K}`);
+    const end = bytes.length * 8;
+    const out = new Uint32Array(nnz);
+    let p = 8;
+    let prev = -1;
+    for (let i = 0; i < nnz; i++) {
+      // the quotient may not point past the tensor: prev + 1 + (q << k) < n
+      const maxQ = Math.floor((n - prev - 2) / 2 ** k);
+      let q = 0;
+      for (;;) {
+        check(p < end, UpdateRefusal.BAD_INDEX, () => `rice indices end after ${i} of ${nnz}`);
+        const bit = (bytes[p >>> 3] >>> (p & 7)) & 1;
+        p++;
+        if (bit === 0) break;
+        q++;
+        check(q <= maxQ, UpdateRefusal.BAD_INDEX, () => `rice gap ${i} runs past the tensor end (${n})`);
+      }
+      check(p + k <= end, UpdateRefusal.BAD_INDEX, () => `rice indices end inside gap ${i} of ${nnz}`);
+      let low = 0;
+      for (let b = 0; b < k; b++, p++) low |= ((bytes[p >>> 3] >>> (p & 7)) & 1) << b;
+      const idx = prev + 1 + q * 2 ** k + (low >>> 0);
+      check(idx < n, UpdateRefusal.BAD_INDEX, () => `index ${idx} out of range [0, ${n})`);
+      out[i] = idx;
+      prev = idx;
+    }
+    check(bytes.length === Math.ceil(p / 8), UpdateRefusal.BAD_INDEX, () => `${bytes.length - Math.ceil(p / 8)} trailing bytes after ${nnz} rice gaps`);
+    check((p & 7) === 0 || (bytes[bytes.length - 1] >>> (p & 7)) === 0, UpdateRefusal.BAD_LENGTH, 'rice padding bits are not zero');
+    return out;
+  },
+};
+
 /** Every value codec; {@link assertCodecRegistry} checks it covers the wire enum exactly once. */
 const VALUE_CODECS: readonly ValueCodecImpl[] = [f32Codec, f16Codec, quantCodec(ValueCodec.VALUE_Q8, 8), quantCodec(ValueCodec.VALUE_Q4, 4)];
 /** Every sparse index codec (INDEX_DENSE carries no bytes and has no codec). */
-const INDEX_CODECS: readonly IndexCodecImpl[] = [deltaVarintCodec, bitmapCodec];
+const INDEX_CODECS: readonly IndexCodecImpl[] = [deltaVarintCodec, bitmapCodec, riceCodec];
 
 /**
  * Start-up check: every wire enum value (except the reserved 0 = unspecified / dense) has exactly one codec,
@@ -340,10 +425,15 @@ export function valueCodecForBits(bits: ValueBits): ValueCodec {
 }
 
 /**
- * Index coding for a sparse tensor: INDEX_DENSE when every element is sent, else the smaller of delta-varint
- * and bitmap (ties go to the bitmap, which decodes faster).
+ * Index coding for a sparse tensor: INDEX_DENSE when every element is sent, else the smallest of bitmap,
+ * delta-varint and Golomb-Rice (ties go to the faster decoder: bitmap, then delta-varint, then Rice).
  */
 export function chooseIndexCodec(indices: Uint32Array, n: number): IndexCodec {
   if (indices.length === n) return IndexCodec.INDEX_DENSE;
-  return deltaVarintSize(indices) < Math.ceil(n / 8) ? IndexCodec.INDEX_DELTA_VARINT : IndexCodec.INDEX_BITMAP;
+  let best = IndexCodec.INDEX_BITMAP;
+  let size = Math.ceil(n / 8);
+  const varint = deltaVarintSize(indices);
+  if (varint < size) { best = IndexCodec.INDEX_DELTA_VARINT; size = varint; }
+  if (riceCodec.byteLength(indices, n) < size) best = IndexCodec.INDEX_RICE;
+  return best;
 }

@@ -2,7 +2,7 @@ import test from 'ava';
 import fc from 'fast-check';
 import {
   ValueCodec, IndexCodec, valueCodec, indexCodec, chooseIndexCodec, assertCodecRegistry, selectTopK,
-  f32ToF16Bits, f16BitsToF32, F16_MAX,
+  f32ToF16Bits, f16BitsToF32, F16_MAX, MAX_RICE_K, UpdateError,
 } from '../../src/update/index.ts';
 import { Rng } from '../../src/util/rng.ts';
 
@@ -13,7 +13,7 @@ const vec = (max = 400) => fc.float32Array({ noNaN: true, noDefaultInfinity: tru
 test('registry covers every wire enum value exactly once', (t) => {
   t.notThrows(() => assertCodecRegistry());
   for (const id of [ValueCodec.VALUE_F32, ValueCodec.VALUE_F16, ValueCodec.VALUE_Q8, ValueCodec.VALUE_Q4]) t.is(valueCodec(id).id, id);
-  for (const id of [IndexCodec.INDEX_DELTA_VARINT, IndexCodec.INDEX_BITMAP]) t.is(indexCodec(id).id, id);
+  for (const id of [IndexCodec.INDEX_DELTA_VARINT, IndexCodec.INDEX_BITMAP, IndexCodec.INDEX_RICE]) t.is(indexCodec(id).id, id);
   t.throws(() => valueCodec(ValueCodec.VALUE_CODEC_UNSPECIFIED), { message: /unknown-codec/ });
 });
 
@@ -90,14 +90,28 @@ for (const [id, levels] of [[ValueCodec.VALUE_Q8, 127], [ValueCodec.VALUE_Q4, 7]
   });
 }
 
-test('index codecs round trip; the chosen one is the smaller', (t) => {
-  fc.assert(fc.property(fc.integer({ min: 1, max: 3000 }), fc.double({ min: 0, max: 1, noNaN: true }), fc.integer(), (n, density, seed) => {
-    const rng = new Rng(seed);
-    const idx: number[] = [];
-    for (let i = 0; i < n; i++) if (rng.next() < density) idx.push(i);
-    const indices = Uint32Array.from(idx);
+const INDEX_IDS = [IndexCodec.INDEX_BITMAP, IndexCodec.INDEX_DELTA_VARINT, IndexCodec.INDEX_RICE] as const;
+
+/** Random sorted positions in [0, n): uniform density or clustered runs (Rice and varint then differ). */
+const positions = fc.record({
+  n: fc.integer({ min: 1, max: 3000 }),
+  density: fc.oneof(fc.double({ min: 0, max: 1, noNaN: true }), fc.double({ min: 0, max: 0.02, noNaN: true })),
+  clustered: fc.boolean(),
+  seed: fc.integer(),
+}).map(({ n, density, clustered, seed }) => {
+  const rng = new Rng(seed);
+  const idx: number[] = [];
+  let on = false;
+  for (let i = 0; i < n; i++) {
+    if (clustered) { if (rng.next() < 0.05) on = !on; if (on && rng.next() < 0.8) idx.push(i); } else if (rng.next() < density) idx.push(i);
+  }
+  return { n, indices: Uint32Array.from(idx) };
+});
+
+test('index codecs round trip; the chosen one is the smallest (ties: bitmap, delta-varint, Rice)', (t) => {
+  fc.assert(fc.property(positions, ({ n, indices }) => {
     const sizes: number[] = [];
-    for (const id of [IndexCodec.INDEX_DELTA_VARINT, IndexCodec.INDEX_BITMAP]) {
+    for (const id of INDEX_IDS) {
       const c = indexCodec(id);
       const bytes = c.encode(indices, n);
       sizes.push(bytes.length);
@@ -107,9 +121,67 @@ test('index codecs round trip; the chosen one is the smaller', (t) => {
     }
     const chosen = chooseIndexCodec(indices, n);
     if (indices.length === n) return chosen === IndexCodec.INDEX_DENSE;
-    return chosen === (sizes[0] < sizes[1] ? IndexCodec.INDEX_DELTA_VARINT : IndexCodec.INDEX_BITMAP);
-  }), RUNS);
+    const min = Math.min(...sizes);
+    return chosen === INDEX_IDS[sizes.indexOf(min)];
+  }), { numRuns: 200 });
   t.pass();
+});
+
+test('rice: the stored k is the best in [0, 20]; 10 % density costs about the entropy', (t) => {
+  // exhaustive k search against the codec's pick
+  fc.assert(fc.property(positions, ({ n, indices }) => {
+    const bytes = indexCodec(IndexCodec.INDEX_RICE).encode(indices, n);
+    let best = Infinity;
+    for (let k = 0; k <= MAX_RICE_K; k++) {
+      let bits = indices.length * (k + 1);
+      let prev = -1;
+      for (const i of indices) { bits += (i - prev - 1) >>> k; prev = i; }
+      best = Math.min(best, 1 + Math.ceil(bits / 8));
+    }
+    return bytes[0] <= MAX_RICE_K && bytes.length === best;
+  }), { numRuns: 100 });
+  const rng = new Rng(4);
+  const n = 100_000;
+  const idx: number[] = [];
+  for (let i = 0; i < n; i++) if (rng.next() < 0.1) idx.push(i);
+  const bytes = indexCodec(IndexCodec.INDEX_RICE).encode(Uint32Array.from(idx), n);
+  const entropyBytes = (n * -(0.1 * Math.log2(0.1) + 0.9 * Math.log2(0.9))) / 8;
+  t.true(bytes.length < 1.05 * entropyBytes, `${bytes.length} B vs entropy ${entropyBytes.toFixed(0)} B`);
+  t.is(bytes[0], 3);
+});
+
+test('rice decoding is validation: hostile bytes only raise UpdateError, successes are valid positions', (t) => {
+  const c = indexCodec(IndexCodec.INDEX_RICE);
+  const check = (bytes: Uint8Array, n: number, nnz: number): boolean => {
+    try {
+      const out = c.decode(bytes, n, nnz);
+      if (out.length !== nnz) return false;
+      for (let i = 0; i < out.length; i++) if (out[i] >= n || (i > 0 && out[i] <= out[i - 1])) return false;
+      return true;
+    } catch (err) {
+      return err instanceof UpdateError;
+    }
+  };
+  fc.assert(fc.property(fc.uint8Array({ maxLength: 40 }), fc.integer({ min: 0, max: 400 }), fc.nat({ max: 60 }), (b, n, nnz) => check(b, n, nnz)), { numRuns: 2000 });
+  // mutated valid encodings
+  fc.assert(fc.property(positions, fc.array(fc.tuple(fc.nat(), fc.integer({ min: 0, max: 255 })), { minLength: 1, maxLength: 3 }), fc.integer({ min: -2, max: 2 }),
+    ({ n, indices }, edits, dn) => {
+      const b = Uint8Array.from(c.encode(indices, n));
+      for (const [pos, v] of edits) b[pos % b.length] = v;
+      return check(b, n, Math.max(0, indices.length + dn));
+    }), { numRuns: 300 });
+  const reason = (bytes: number[], n: number, nnz: number): string | undefined =>
+    t.throws(() => c.decode(Uint8Array.from(bytes), n, nnz), { instanceOf: UpdateError })?.reason;
+  t.is(reason([], 10, 0), 'bad-length');
+  t.is(reason([21, 0], 10, 1), 'bad-codec-params');
+  t.is(reason([0, 0xff, 0xff], 10, 1), 'bad-index'); // unary run past the tensor end
+  t.is(reason([2, 0b0000_0000], 10, 3), 'bad-index'); // truncated: 3 gaps of 3 bits need 9 bits
+  t.is(reason([0, 0b0000_0000, 0], 10, 2), 'bad-index'); // trailing byte
+  t.is(reason([0, 0b1000_0000], 10, 2), 'bad-length'); // non-zero padding
+  t.is(reason([0, 0b0000_0111], 3, 1), 'bad-index'); // position 3 >= n
+  // k=1, LSB-first: gap 2 = bits 1,0 (q=1) then low bit 0; gap 0 = bit 0 (q=0) then low bit 0
+  t.deepEqual([...c.decode(Uint8Array.of(1, 0b0000_0001), 10, 2)], [2, 3]);
+  t.deepEqual([...c.encode(Uint32Array.of(2, 3), 10)], [0, 0b0000_0011]); // the encoder prefers k=0 here (4 bits)
 });
 
 test('top-k keeps the largest magnitudes, per tensor and globally', (t) => {

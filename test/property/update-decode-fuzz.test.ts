@@ -16,6 +16,7 @@ const valid = [
   encodeUpdate(base, manifest, { bits: 4, seed: 2, topk: { fraction: 0.05, scope: 'tensor' }, prototypeBits: 16 }).bytes,
   encodeUpdate(base, manifest, { bits: 16, brotli: true }).bytes,
   encodeUpdate(base, manifest, { bits: 8, seed: 3, tensorRefs: 'name', topk: { fraction: 0.5, scope: 'tensor' } }).bytes,
+  encodeUpdate(base, manifest, { bits: 8, seed: 4, topk: { fraction: 0.03, scope: 'global' } }).bytes,
 ];
 
 /** Decoding either succeeds with a manifest-conformant update or throws UpdateError; anything else fails. */
@@ -103,6 +104,12 @@ test('each validation rule refuses with its reason', (t) => {
   refusal(t, rewrap((u) => {
     Object.assign(u.tensors[0], { indexCodec: pb.IndexCodec.INDEX_DELTA_VARINT, nnz: 1, indices: Uint8Array.of(200, 1), values: new Uint8Array(4) });
   }), UpdateRefusal.BAD_INDEX);
+  // Golomb-Rice: parameter above 20, unary run past the tensor end, trailing byte
+  for (const [indices, reason] of [[Uint8Array.of(21, 0), UpdateRefusal.BAD_CODEC_PARAMS], [Uint8Array.of(0, 0xff, 0xff, 0xff, 0xff, 0xff), UpdateRefusal.BAD_INDEX], [Uint8Array.of(0, 0, 0), UpdateRefusal.BAD_INDEX]] as const) {
+    refusal(t, rewrap((u) => {
+      Object.assign(u.tensors[0], { indexCodec: pb.IndexCodec.INDEX_RICE, nnz: 1, indices, values: new Uint8Array(4) });
+    }), reason);
+  }
   // overlong varint
   refusal(t, rewrap((u) => {
     Object.assign(u.tensors[0], { indexCodec: pb.IndexCodec.INDEX_DELTA_VARINT, nnz: 1, indices: Uint8Array.of(0x80, 0x80, 0x80, 0x80, 0x10), values: new Uint8Array(4) });

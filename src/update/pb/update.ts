@@ -36,13 +36,15 @@ export namespace ValueCodec {
 export enum IndexCodec {
   INDEX_DENSE = 'INDEX_DENSE',
   INDEX_DELTA_VARINT = 'INDEX_DELTA_VARINT',
-  INDEX_BITMAP = 'INDEX_BITMAP'
+  INDEX_BITMAP = 'INDEX_BITMAP',
+  INDEX_RICE = 'INDEX_RICE'
 }
 
 enum __IndexCodecValues {
   INDEX_DENSE = 0,
   INDEX_DELTA_VARINT = 1,
-  INDEX_BITMAP = 2
+  INDEX_BITMAP = 2,
+  INDEX_RICE = 3
 }
 
 export namespace IndexCodec {
