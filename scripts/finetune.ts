@@ -28,7 +28,8 @@ const o = new Command()
   .option('--seed <n>', 'seed', '1')
   .option('--limit <n>', 'train on a random subset of this many samples')
   .option('--dataset <name>', 'fashion-mnist | mnist', 'fashion-mnist')
-  .option('--backbone <name>', 'backbone in models/', DEFAULT_BACKBONE)
+  .option('--backbone <name>', 'backbone name', DEFAULT_BACKBONE)
+  .option('--backbone-dir <dir>', 'folder holding the backbone (default models/)')
   .option('--device <d>', 'cpu | cuda | auto', 'cpu')
   .option('--threads <n>', 'onnxruntime threads')
   .option('--json', 'print only the JSON summary on stdout')
@@ -49,7 +50,7 @@ for (const t of targets) {
     process.exit(2);
   }
 }
-const bb = await loadBackbone(String(o.backbone));
+const bb = await loadBackbone(String(o.backbone), o.backboneDir ? String(o.backboneDir) : undefined);
 const lora = set === 'lora+heads' ? { rank: Number(o.rank), alpha: Number(o.alpha), targets } : null;
 const bar = new cliProgress.SingleBar({ format: `${set} [{bar}] {value}/{total} steps  loss {loss}`, stream: process.stderr }, cliProgress.Presets.shades_classic);
 let started = false;
