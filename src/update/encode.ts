@@ -39,13 +39,14 @@ export function encodeTensor(
     blockSize: opts.blockSize ?? DEFAULT_BLOCK_SIZE, rng: opts.rng, stochastic: opts.stochastic,
   });
   const msg: pb.TensorDelta = {
+    tensorSkip: 0,
     name,
     shape: [...shape],
     codec: vc,
     blockSize: blockSize === DEFAULT_BLOCK_SIZE ? 0 : blockSize,
     values: bytes,
     indexCodec: ic,
-    nnz: picked.length,
+    nnz: ic === IndexCodec.INDEX_DENSE ? 0 : picked.length,
     indices: ic === IndexCodec.INDEX_DENSE ? new Uint8Array(0) : indexCodec(ic).encode(sel!, n),
   };
   const decoded = codec.decode(bytes, { count: picked.length, blockSize });
@@ -67,26 +68,39 @@ function scatter(values: Float32Array, idx: Uint32Array, n: number): Float32Arra
 
 const VALUE_CODEC_IDS = new Set<string>(Object.values(pb.ValueCodec).filter((v) => typeof v === 'string'));
 
+/** Update-level defaults a TensorDelta of `Update.tensors` inherits (prototype sums inherit nothing). */
+export interface TensorDefaults {
+  /** Value codec of tensors whose codec is 0. */
+  codec: ValueCodec;
+  /** Index codec of sparse tensors whose index_codec is 0. */
+  indexCodec: IndexCodec;
+}
+
+const NO_DEFAULTS: TensorDefaults = { codec: ValueCodec.VALUE_CODEC_UNSPECIFIED, indexCodec: IndexCodec.INDEX_DENSE };
+
 /**
  * Decode and validate one TensorDelta against the shape the receiver expects. With `shapeImplied` (tensor
- * referenced by manifest index) an empty `shape` stands for the expected one. Throws only {@link UpdateError}.
+ * referenced by manifest position) an empty `shape` stands for the expected one. Codec ids 0 take `defaults`.
+ * Throws only {@link UpdateError}.
  */
-export function decodeTensor(msg: pb.TensorDelta, expectedShape: readonly number[], shapeImplied = false): Float32Array {
+export function decodeTensor(msg: pb.TensorDelta, expectedShape: readonly number[], shapeImplied = false, defaults: TensorDefaults = NO_DEFAULTS): Float32Array {
   check((shapeImplied && msg.shape.length === 0) || msg.shape.length === expectedShape.length && msg.shape.every((d, i) => d === expectedShape[i]), UpdateRefusal.BAD_SHAPE,
     () => `${msg.name}: shape [${msg.shape.join(', ')}], manifest says [${expectedShape.join(', ')}]`);
   const n = numel(expectedShape);
-  check(VALUE_CODEC_IDS.has(msg.codec), UpdateRefusal.UNKNOWN_CODEC, `${msg.name}: unknown value codec`);
-  const codec = valueCodec(msg.codec);
-  const quantized = msg.codec === ValueCodec.VALUE_Q8 || msg.codec === ValueCodec.VALUE_Q4;
-  check(quantized || msg.blockSize === 0, UpdateRefusal.BAD_CODEC_PARAMS, () => `${msg.name}: block size set for ${msg.codec}`);
+  const vc = msg.codec === ValueCodec.VALUE_CODEC_UNSPECIFIED ? defaults.codec : msg.codec;
+  check(VALUE_CODEC_IDS.has(vc), UpdateRefusal.UNKNOWN_CODEC, `${msg.name}: unknown value codec`);
+  const codec = valueCodec(vc);
+  const quantized = vc === ValueCodec.VALUE_Q8 || vc === ValueCodec.VALUE_Q4;
+  check(quantized || msg.blockSize === 0, UpdateRefusal.BAD_CODEC_PARAMS, () => `${msg.name}: block size set for ${vc}`);
   const blockSize = msg.blockSize === 0 ? DEFAULT_BLOCK_SIZE : msg.blockSize;
-  if (msg.indexCodec === IndexCodec.INDEX_DENSE) {
-    check(msg.nnz === n, UpdateRefusal.BAD_CODEC_PARAMS, () => `${msg.name}: dense tensor with nnz ${msg.nnz} != ${n}`);
+  if (msg.nnz === 0) {
+    check(msg.indexCodec === IndexCodec.INDEX_DENSE, UpdateRefusal.BAD_CODEC_PARAMS, () => `${msg.name}: dense tensor (nnz 0) with index codec ${msg.indexCodec}`);
     check(msg.indices.length === 0, UpdateRefusal.BAD_LENGTH, () => `${msg.name}: dense tensor carries index bytes`);
     return codec.decode(msg.values, { count: n, blockSize });
   }
   check(msg.nnz <= n, UpdateRefusal.BAD_CODEC_PARAMS, () => `${msg.name}: nnz ${msg.nnz} > ${n} elements`);
-  const idx = indexCodec(msg.indexCodec).decode(msg.indices, n, msg.nnz);
+  const ic = msg.indexCodec === IndexCodec.INDEX_DENSE ? defaults.indexCodec : msg.indexCodec;
+  const idx = indexCodec(ic).decode(msg.indices, n, msg.nnz);
   const vals = codec.decode(msg.values, { count: msg.nnz, blockSize });
   return scatter(vals, idx, n);
 }
@@ -185,6 +199,7 @@ export function encodeUpdate(update: ModelUpdate, manifest: UpdateManifest, opts
   const byIndex = (opts.tensorRefs ?? 'index') === 'index';
   check(opts.tensorRefs === undefined || opts.tensorRefs === 'index' || opts.tensorRefs === 'name', UpdateRefusal.INVALID_ARGUMENT, 'tensorRefs must be "index" or "name"');
   const position = new Map(manifest.tensors.map((s, i) => [s.name, i]));
+  let lastPos = -1;
   specs.forEach((s, i) => {
     const shape = resolveShape(s, update.loraRank);
     denseF32Bytes += 4 * arrays[i].length;
@@ -196,16 +211,27 @@ export function encodeUpdate(update: ModelUpdate, manifest: UpdateManifest, opts
       bits, blockSize: opts.blockSize, stochastic: opts.stochastic, rng,
     });
     if (byIndex) {
+      const pos = position.get(s.name)!;
       msg.name = '';
       msg.shape = [];
-      msg.tensorIndex = position.get(s.name);
+      msg.tensorSkip = pos - lastPos - 1;
+      lastPos = pos;
     }
     tensors.push(msg);
     reconstruction.set(s.name, rec);
-    acct.push({
-      name: s.name, totalBytes: fieldBytes(pb.TensorDelta.encode(msg).length), valueBytes: msg.values.length,
-      indexBytes: msg.indices.length, nnz: msg.nnz, numel: arrays[i].length,
-    });
+    acct.push({ name: s.name, totalBytes: 0, valueBytes: msg.values.length, indexBytes: msg.indices.length, nnz: msg.nnz === 0 ? arrays[i].length : msg.nnz, numel: arrays[i].length });
+  });
+  // Update-level defaults: the value codec (the same for every tensor) and the most common sparse index codec;
+  // tensors that match them leave their codec fields at 0 (not written).
+  const tensorCodec = valueCodecForBits(bits);
+  const icCount = new Map<IndexCodec, number>();
+  for (const t of tensors) if (t.nnz > 0) icCount.set(t.indexCodec, (icCount.get(t.indexCodec) ?? 0) + 1);
+  let tensorIndexCodec = IndexCodec.INDEX_DENSE;
+  for (const [ic, c] of icCount) if (c > (icCount.get(tensorIndexCodec) ?? 0)) tensorIndexCodec = ic;
+  tensors.forEach((t, j) => {
+    if (t.codec === tensorCodec) t.codec = ValueCodec.VALUE_CODEC_UNSPECIFIED;
+    if (t.nnz > 0 && t.indexCodec === tensorIndexCodec) t.indexCodec = IndexCodec.INDEX_DENSE;
+    acct[j].totalBytes = fieldBytes(pb.TensorDelta.encode(t).length);
   });
   const exits = new Set(update.prototypes.map((p) => p.exit));
   check(exits.size === update.prototypes.length, UpdateRefusal.INVALID_ARGUMENT, 'prototype tables repeat an exit');
@@ -222,6 +248,8 @@ export function encodeUpdate(update: ModelUpdate, manifest: UpdateManifest, opts
     tensors,
     prototypes,
     manifestDigest: byIndex ? manifestDigest(manifest) : new Uint8Array(0),
+    tensorCodec,
+    tensorIndexCodec,
   });
   const useBrotli = opts.brotli !== undefined && opts.brotli !== false;
   let payload = body;
@@ -266,6 +294,7 @@ function encodePrototypes(p: PrototypeTable, manifest: UpdateManifest, bits: 32 
     for (let d = 0; d < p.dim; d++) if (p.sums[c * p.dim + d] !== 0) bad(`class ${c} has a sum but count 0`);
   }
   const { msg } = encodeTensor(`prototypes.${p.exit}`, [spec!.classes, spec!.dim], p.sums, null, { bits });
+  msg.name = ''; // the exit identifies the table; the shape stays explicit
   return { exit: p.exit, counts: p.counts.map((c) => BigInt(c)), sums: msg };
 }
 
@@ -347,18 +376,24 @@ function decodeUnsafe(bytes: Uint8Array, manifest: UpdateManifest, lim: DecodeLi
       'the sender\'s manifest differs from ours (different backbone or exit heads)');
   }
   const deltas: TensorMap = new Map();
+  const defaults: TensorDefaults = { codec: msg.tensorCodec, indexCodec: msg.tensorIndexCodec };
+  let lastPos = -1;
   for (const t of msg.tensors) {
-    if (t.tensorIndex !== undefined) {
-      check(msg.manifestDigest.length > 0, UpdateRefusal.MANIFEST_MISMATCH, 'tensor referenced by index without a manifest digest');
-      check(t.name === '', UpdateRefusal.MALFORMED, 'tensor has both a name and an index');
-      check(t.tensorIndex < manifest.tensors.length, UpdateRefusal.BAD_SHAPE, () => `tensor index ${t.tensorIndex} outside the manifest`);
-      t.name = manifest.tensors[t.tensorIndex].name;
+    const byPosition = t.name === '';
+    if (byPosition) {
+      check(msg.manifestDigest.length > 0, UpdateRefusal.MANIFEST_MISMATCH, 'tensor referenced by position without a manifest digest');
+      const pos = lastPos + 1 + t.tensorSkip;
+      check(pos < manifest.tensors.length, UpdateRefusal.BAD_SHAPE, () => `tensor position ${pos} outside the manifest`);
+      lastPos = pos;
+      t.name = manifest.tensors[pos].name;
+    } else {
+      check(t.tensorSkip === 0, UpdateRefusal.MALFORMED, 'tensor has both a name and a tensor_skip');
     }
     check(t.name.length <= lim.maxNameLength, UpdateRefusal.LIMIT_EXCEEDED, 'tensor name too long');
     const shape = shapes.get(t.name);
     check(shape !== undefined, UpdateRefusal.BAD_SHAPE, () => `tensor ${JSON.stringify(t.name)} is not in the manifest`);
     check(!deltas.has(t.name), UpdateRefusal.BAD_SHAPE, () => `tensor ${t.name} appears twice`);
-    deltas.set(t.name, decodeTensor(t, shape, t.tensorIndex !== undefined));
+    deltas.set(t.name, decodeTensor(t, shape, byPosition, defaults));
   }
   for (const [name, shape] of shapes) if (!deltas.has(name)) deltas.set(name, new Float32Array(numel(shape)));
 
@@ -373,6 +408,7 @@ function decodeUnsafe(bytes: Uint8Array, manifest: UpdateManifest, lim: DecodeLi
       seen.add(p.exit);
       check(p.counts.length === ps.classes, UpdateRefusal.BAD_PROTOTYPES, () => `exit ${p.exit}: ${p.counts.length} counts, ${ps.classes} classes`);
       check(p.sums !== undefined, UpdateRefusal.BAD_PROTOTYPES, () => `exit ${p.exit}: no sums`);
+      check(p.sums.name === '' && p.sums.tensorSkip === 0, UpdateRefusal.BAD_PROTOTYPES, () => `exit ${p.exit}: sums carry a tensor reference`);
       const counts = p.counts.map((c) => toSafeNumber(c, lim.maxSampleCount, 'prototype count'));
       let sums: Float32Array;
       try {

@@ -49,4 +49,4 @@ export const DEFAULT_DECODE_LIMITS: Readonly<DecodeLimits> = Object.freeze({
 });
 
 /** Update format version written and accepted by this build. */
-export const UPDATE_FORMAT_VERSION = 1;
+export const UPDATE_FORMAT_VERSION = 2;

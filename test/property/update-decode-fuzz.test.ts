@@ -81,25 +81,32 @@ function rewrap(mutate: (u: pb.Update) => void, from = 0): Uint8Array {
 
 test('each validation rule refuses with its reason', (t) => {
   refusal(t, valid[0], UpdateRefusal.TOO_LARGE, { maxMessageBytes: 100 });
-  refusal(t, rewrap((u) => { u.formatVersion = 2; }), UpdateRefusal.UNSUPPORTED_VERSION);
+  refusal(t, rewrap((u) => { u.formatVersion = 1; }), UpdateRefusal.UNSUPPORTED_VERSION);
   refusal(t, rewrap((u) => { u.sender = ''; }), UpdateRefusal.BAD_HEADER);
   refusal(t, rewrap((u) => { u.sampleCount = 0n; }), UpdateRefusal.BAD_HEADER);
   refusal(t, rewrap((u) => { u.round = 2n ** 60n; }), UpdateRefusal.BAD_HEADER);
   refusal(t, rewrap((u) => { u.loraRank = 0; }), UpdateRefusal.BAD_HEADER);
   refusal(t, rewrap((u) => { u.loraRank = 3; }, 4), UpdateRefusal.BAD_SHAPE);
-  refusal(t, rewrap((u) => { u.loraRank = 3; }), UpdateRefusal.BAD_CODEC_PARAMS);
+  refusal(t, rewrap((u) => { u.loraRank = 3; }), UpdateRefusal.BAD_LENGTH); // dense: n follows the rank, the values do not
   refusal(t, rewrap((u) => { u.tensors[0].shape = [16, 3]; }), UpdateRefusal.BAD_SHAPE);
-  refusal(t, rewrap((u) => { u.tensors[0].name = 'blocks.9.evil'; u.tensors[0].tensorIndex = undefined; }), UpdateRefusal.BAD_SHAPE);
-  refusal(t, rewrap((u) => { u.tensors[0].name = 'blocks.0.attn.q.lora_a'; }), UpdateRefusal.MALFORMED);
-  refusal(t, rewrap((u) => { u.tensors[0].tensorIndex = manifest.tensors.length; }), UpdateRefusal.BAD_SHAPE);
+  refusal(t, rewrap((u) => { u.tensors[0].name = 'blocks.9.evil'; u.tensors[0].tensorSkip = 0; }), UpdateRefusal.BAD_SHAPE);
+  refusal(t, rewrap((u) => { u.tensors[0].name = 'blocks.0.attn.q.lora_a'; u.tensors[0].tensorSkip = 1; }), UpdateRefusal.MALFORMED);
+  refusal(t, rewrap((u) => { u.tensors[0].tensorSkip = manifest.tensors.length; }), UpdateRefusal.BAD_SHAPE);
+  refusal(t, rewrap((u) => { u.tensors.at(-1)!.tensorSkip = 2 ** 32 - 1; }), UpdateRefusal.BAD_SHAPE);
   refusal(t, rewrap((u) => { u.manifestDigest = new Uint8Array(0); }), UpdateRefusal.MANIFEST_MISMATCH);
   refusal(t, rewrap((u) => { u.manifestDigest = u.manifestDigest.map((b) => b ^ 1); }), UpdateRefusal.MANIFEST_MISMATCH);
-  refusal(t, rewrap((u) => { u.tensors[1].tensorIndex = u.tensors[0].tensorIndex; u.tensors[1].shape = u.tensors[0].shape; }), UpdateRefusal.BAD_SHAPE);
+  // the first tensor again, by name (positions cannot repeat: they strictly increase)
+  refusal(t, rewrap((u) => { u.tensors[1].name = manifest.tensors[u.tensors[0].tensorSkip].name; u.tensors[1].tensorSkip = 0; u.tensors[1].shape = [...manifest.tensors[u.tensors[0].tensorSkip].shape.map((d, ax) => (ax === manifest.tensors[u.tensors[0].tensorSkip].loraAxis ? 2 : d))]; }), UpdateRefusal.BAD_SHAPE);
   refusal(t, rewrap((u) => { u.tensors[0].values = u.tensors[0].values.subarray(4); }), UpdateRefusal.BAD_LENGTH);
   refusal(t, rewrap((u) => { u.tensors[0].values.set([0, 0, 0xc0, 0x7f], 0); }), UpdateRefusal.NON_FINITE);
   refusal(t, rewrap((u) => { u.tensors[0].blockSize = 64; }), UpdateRefusal.BAD_CODEC_PARAMS);
-  refusal(t, rewrap((u) => { u.tensors[0].codec = pb.ValueCodec.VALUE_CODEC_UNSPECIFIED; }), UpdateRefusal.UNKNOWN_CODEC);
-  refusal(t, rewrap((u) => { u.tensors[0].nnz = 3; }), UpdateRefusal.BAD_CODEC_PARAMS);
+  refusal(t, rewrap((u) => { u.tensorCodec = pb.ValueCodec.VALUE_CODEC_UNSPECIFIED; }), UpdateRefusal.UNKNOWN_CODEC);
+  // a sparse tensor without index codec, neither its own nor the update's
+  refusal(t, rewrap((u) => { u.tensorIndexCodec = pb.IndexCodec.INDEX_DENSE; }, 1), UpdateRefusal.UNKNOWN_CODEC);
+  // dense (nnz 0) with an index codec
+  refusal(t, rewrap((u) => { u.tensors[0].indexCodec = pb.IndexCodec.INDEX_BITMAP; }), UpdateRefusal.BAD_CODEC_PARAMS);
+  refusal(t, rewrap((u) => { u.prototypes[0].sums!.tensorSkip = 1; }), UpdateRefusal.BAD_PROTOTYPES);
+  refusal(t, rewrap((u) => { u.tensors[0].nnz = 10_000; }, 1), UpdateRefusal.BAD_CODEC_PARAMS);
   // sparse with an out-of-range position (delta varint: first gap 200 >= n = 32)
   refusal(t, rewrap((u) => {
     Object.assign(u.tensors[0], { indexCodec: pb.IndexCodec.INDEX_DELTA_VARINT, nnz: 1, indices: Uint8Array.of(200, 1), values: new Uint8Array(4) });
@@ -172,19 +179,19 @@ test('structured fuzz: random protobuf Updates (valid framing, hostile contents)
   const shapeAt2 = (i: number): number[] => manifest.tensors[i].shape.map((d, ax) => (ax === manifest.tensors[i].loraAxis ? 2 : d));
   const tensor = fc.oneof(
     // referenced by index, shape implied
-    fc.nat({ max: manifest.tensors.length - 1 }).chain((i) => fc.record({ ...body, name: fc.constant(''), shape: fc.constant([]), tensorIndex: fc.constant(i) })),
+    fc.nat({ max: 3 }).chain((i) => fc.record({ ...body, name: fc.constant(''), shape: fc.constant([]), tensorSkip: fc.constant(i) })),
     // referenced by name with the right shape
-    fc.nat({ max: manifest.tensors.length - 1 }).chain((i) => fc.record({ ...body, name: fc.constant(manifest.tensors[i].name), shape: fc.constant(shapeAt2(i)), tensorIndex: fc.constant(undefined) })),
+    fc.nat({ max: manifest.tensors.length - 1 }).chain((i) => fc.record({ ...body, name: fc.constant(manifest.tensors[i].name), shape: fc.constant(shapeAt2(i)), tensorSkip: fc.constant(0) })),
     // anything
     fc.record({
       ...body,
       name: fc.oneof(fc.constantFrom(...manifest.tensors.map((s) => s.name)), fc.string({ maxLength: 8 })),
       shape: fc.array(fc.nat({ max: 70 }), { maxLength: 3 }),
-      tensorIndex: fc.option(fc.nat({ max: manifest.tensors.length + 2 }), { nil: undefined }),
+      tensorSkip: fc.oneof(fc.constant(0), fc.nat({ max: manifest.tensors.length + 2 }), fc.constant(2 ** 32 - 1)),
     }),
   );
   const update = fc.record({
-    formatVersion: fc.constantFrom(0, 1, 1, 1, 1, 1, 2),
+    formatVersion: fc.constantFrom(0, 1, 2, 2, 2, 2, 3),
     federation: fc.string({ minLength: 1, maxLength: 5 }),
     round: fc.oneof({ arbitrary: fc.bigInt({ min: 0n, max: 100n }), weight: 4 }, { arbitrary: fc.bigInt({ min: 0n, max: 2n ** 64n - 1n }), weight: 1 }),
     baseVersion: fc.oneof({ arbitrary: fc.bigInt({ min: 0n, max: 100n }), weight: 4 }, { arbitrary: fc.bigInt({ min: 0n, max: 2n ** 64n - 1n }), weight: 1 }),
@@ -194,6 +201,8 @@ test('structured fuzz: random protobuf Updates (valid framing, hostile contents)
     tensors: fc.array(tensor, { maxLength: 4 }),
     prototypes: fc.array(fc.record({ exit: fc.nat({ max: 3 }), counts: fc.array(fc.bigInt({ min: 0n, max: 10n }), { maxLength: 5 }), sums: fc.option(tensor, { nil: undefined }) }), { maxLength: 2 }),
     manifestDigest: fc.oneof(fc.constant(new Uint8Array(0)), fc.constant(manifestDigest(manifest)), fc.uint8Array({ minLength: 8, maxLength: 8 })),
+    tensorCodec: fc.constantFrom(...codecs),
+    tensorIndexCodec: fc.constantFrom(...indexCodecs),
   });
   const reasons = new Map<string, number>();
   fc.assert(fc.property(update, fc.boolean(), (u, brotli) => {

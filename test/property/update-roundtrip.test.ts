@@ -133,3 +133,15 @@ test('encoding is deterministic for a seed (reproducible runs), and differs acro
   t.notDeepEqual(a, c);
   t.throws(() => encodeUpdate(u, manifest, { bits: 8 }), { message: /needs an rng/ });
 });
+
+test('format 2 framing: codec ids and consecutive positions are not repeated per tensor', (t) => {
+  const m = vitTinyManifest(8, 64, 4, 10);
+  const u = makeUpdate(randomDeltas(m, new Rng(9), 8), { loraRank: 8 });
+  const enc = encodeUpdate(u, m, { bits: 8, topk: { fraction: 0.1, scope: 'global' }, seed: 1 });
+  const framing = enc.accounting.tensors.map((x) => x.totalBytes - x.valueBytes - x.indexBytes);
+  // tag + length of the message, nnz, and the tag + length of values and indices: at most 2 + 3 + 3 + 3 (+ 2 for a skip or an odd index codec)
+  t.true(framing.every((f) => f <= 13), framing.join(','));
+  t.true(framing.reduce((s, f) => s + f, 0) / framing.length <= 10, framing.join(','));
+  const dense = encodeUpdate(u, m, { bits: 32 });
+  t.true(dense.accounting.tensors.every((x) => x.totalBytes - x.valueBytes <= 2 + 4), 'dense tensors: message tag + length and values tag + length only');
+});

@@ -62,7 +62,7 @@ export interface TensorDelta {
   indexCodec: IndexCodec
   nnz: number
   indices: Uint8Array
-  tensorIndex?: number
+  tensorSkip: number
 }
 
 export namespace TensorDelta {
@@ -117,9 +117,9 @@ export namespace TensorDelta {
           w.bytes(obj.indices)
         }
 
-        if (obj.tensorIndex != null) {
+        if ((obj.tensorSkip != null && obj.tensorSkip !== 0)) {
           w.uint32(72)
-          w.uint32(obj.tensorIndex)
+          w.uint32(obj.tensorSkip)
         }
 
         if (opts.lengthDelimited !== false) {
@@ -134,7 +134,8 @@ export namespace TensorDelta {
           values: uint8ArrayAlloc(0),
           indexCodec: IndexCodec.INDEX_DENSE,
           nnz: 0,
-          indices: uint8ArrayAlloc(0)
+          indices: uint8ArrayAlloc(0),
+          tensorSkip: 0
         }
 
         const end = length == null ? reader.len : reader.pos + length
@@ -180,7 +181,7 @@ export namespace TensorDelta {
               break
             }
             case 9: {
-              obj.tensorIndex = reader.uint32()
+              obj.tensorSkip = reader.uint32()
               break
             }
             default: {
@@ -306,6 +307,8 @@ export interface Update {
   tensors: TensorDelta[]
   prototypes: PrototypeTable[]
   manifestDigest: Uint8Array
+  tensorCodec: ValueCodec
+  tensorIndexCodec: IndexCodec
 }
 
 export namespace Update {
@@ -372,6 +375,16 @@ export namespace Update {
           w.bytes(obj.manifestDigest)
         }
 
+        if (obj.tensorCodec != null && __ValueCodecValues[obj.tensorCodec] !== 0) {
+          w.uint32(88)
+          ValueCodec.codec().encode(obj.tensorCodec, w)
+        }
+
+        if (obj.tensorIndexCodec != null && __IndexCodecValues[obj.tensorIndexCodec] !== 0) {
+          w.uint32(96)
+          IndexCodec.codec().encode(obj.tensorIndexCodec, w)
+        }
+
         if (opts.lengthDelimited !== false) {
           w.ldelim()
         }
@@ -386,7 +399,9 @@ export namespace Update {
           loraRank: 0,
           tensors: [],
           prototypes: [],
-          manifestDigest: uint8ArrayAlloc(0)
+          manifestDigest: uint8ArrayAlloc(0),
+          tensorCodec: ValueCodec.VALUE_CODEC_UNSPECIFIED,
+          tensorIndexCodec: IndexCodec.INDEX_DENSE
         }
 
         const end = length == null ? reader.len : reader.pos + length
@@ -445,6 +460,14 @@ export namespace Update {
             }
             case 10: {
               obj.manifestDigest = reader.bytes()
+              break
+            }
+            case 11: {
+              obj.tensorCodec = ValueCodec.codec().decode(reader)
+              break
+            }
+            case 12: {
+              obj.tensorIndexCodec = IndexCodec.codec().decode(reader)
               break
             }
             default: {
