@@ -300,14 +300,18 @@ function riceBits(indices: Uint32Array, k: number): number {
 
 /** The Rice parameter in [0, MAX_RICE_K] with the fewest bits (ties: the smaller k) and that bit count. */
 function bestRiceK(indices: Uint32Array): { k: number; bits: number } {
+  if (lastRice.indices === indices && lastRice.length === indices.length) return lastRice.best;
   let best = { k: 0, bits: riceBits(indices, 0) };
   for (let k = 1; k <= MAX_RICE_K; k++) {
     const bits = riceBits(indices, k);
     if (bits >= best.bits) break; // the cost is convex in k: Δ(k) = nnz - Σ ceil((g >> k) / 2) never decreases
     best = { k, bits };
   }
+  lastRice = { indices, length: indices.length, best };
   return best;
 }
+/** chooseIndexCodec then encode ask for the same k: remember the last answer (keyed by array identity). */
+let lastRice: { indices: Uint32Array | null; length: number; best: { k: number; bits: number } } = { indices: null, length: 0, best: { k: 0, bits: 0 } };
 
 /**
  * Golomb-Rice gap coding (Golomb 1966, Rice 1979): byte 0 is k; then per gap g (first position, then
@@ -319,7 +323,8 @@ const riceCodec: IndexCodecImpl = {
   id: IndexCodec.INDEX_RICE,
   byteLength: (indices) => 1 + Math.ceil(bestRiceK(indices).bits / 8),
   encode(indices) {
-    const { k, bits } = bestRiceK(indices);
+    const { k } = bestRiceK(indices);
+    const bits = riceBits(indices, k); // recounted: the cached k stays valid (if not optimal) for a reused array
     const out = new Uint8Array(1 + Math.ceil(bits / 8));
     out[0] = k;
     let p = 8;
@@ -330,8 +335,16 @@ const riceCodec: IndexCodecImpl = {
       prev = indices[i];
       for (let q = g >>> k; q > 0; q--, p++) out[p >>> 3] |= 1 << (p & 7);
       p++; // terminating zero bit
-      const low = g & mask;
-      for (let b = 0; b < k; b++, p++) if ((low >>> b) & 1) out[p >>> 3] |= 1 << (p & 7);
+      if (k > 0) {
+        // k <= 20 bits at offset <= 7: at most 27 bits, i.e. 4 bytes (writes past the end are dropped; they are 0)
+        const v = (g & mask) << (p & 7);
+        const at = p >>> 3;
+        out[at] |= v & 0xff;
+        out[at + 1] |= (v >>> 8) & 0xff;
+        out[at + 2] |= (v >>> 16) & 0xff;
+        out[at + 3] |= v >>> 24;
+        p += k;
+      }
     }
     return out;
   },
@@ -340,25 +353,40 @@ const riceCodec: IndexCodecImpl = {
     const k = bytes[0];
     check(k <= MAX_RICE_K, UpdateRefusal.BAD_CODEC_PARAMS, () => `rice parameter ${k} > ${MAX_RICE_K}`);
     const end = bytes.length * 8;
+    const len = bytes.length;
+    const unit = 2 ** k;
+    const mask = unit - 1;
     const out = new Uint32Array(nnz);
     let p = 8;
     let prev = -1;
     for (let i = 0; i < nnz; i++) {
-      // the quotient may not point past the tensor: prev + 1 + (q << k) < n
-      const maxQ = Math.floor((n - prev - 2) / 2 ** k);
+      // the quotient may not point past the tensor: prev + 1 + q * 2^k < n
+      const maxQ = Math.floor((n - prev - 2) / unit);
       let q = 0;
       for (;;) {
         check(p < end, UpdateRefusal.BAD_INDEX, () => `rice indices end after ${i} of ${nnz}`);
-        const bit = (bytes[p >>> 3] >>> (p & 7)) & 1;
-        p++;
-        if (bit === 0) break;
-        q++;
+        const sh = p & 7;
+        const rest = bytes[p >>> 3] >>> sh; // 8 - sh stream bits, zero-extended
+        const ones = 31 - Math.clz32(~rest & (rest + 1)); // trailing one-bits of rest
+        if (ones < 8 - sh) {
+          q += ones;
+          p += ones + 1;
+          break;
+        }
+        q += 8 - sh;
+        p += 8 - sh;
         check(q <= maxQ, UpdateRefusal.BAD_INDEX, () => `rice gap ${i} runs past the tensor end (${n})`);
       }
-      check(p + k <= end, UpdateRefusal.BAD_INDEX, () => `rice indices end inside gap ${i} of ${nnz}`);
+      check(q <= maxQ, UpdateRefusal.BAD_INDEX, () => `rice gap ${i} runs past the tensor end (${n})`);
       let low = 0;
-      for (let b = 0; b < k; b++, p++) low |= ((bytes[p >>> 3] >>> (p & 7)) & 1) << b;
-      const idx = prev + 1 + q * 2 ** k + (low >>> 0);
+      if (k > 0) {
+        check(p + k <= end, UpdateRefusal.BAD_INDEX, () => `rice indices end inside gap ${i} of ${nnz}`);
+        const at = p >>> 3;
+        const w = bytes[at] | (at + 1 < len ? bytes[at + 1] << 8 : 0) | (at + 2 < len ? bytes[at + 2] << 16 : 0) | (at + 3 < len ? bytes[at + 3] << 24 : 0);
+        low = (w >>> (p & 7)) & mask;
+        p += k;
+      }
+      const idx = prev + 1 + q * unit + low;
       check(idx < n, UpdateRefusal.BAD_INDEX, () => `index ${idx} out of range [0, ${n})`);
       out[i] = idx;
       prev = idx;
