@@ -283,7 +283,7 @@ function svg(r: typeof report): string {
     const ly = T + 10 + si * 22;
     out.push(`<line x1="${W - R + 15}" x2="${W - R + 40}" y1="${ly}" y2="${ly}" stroke="${s.color}" stroke-width="3"/><text x="${W - R + 46}" y="${ly + 4}">${esc(s.name)}</text>`);
   });
-  const notes = [`n = ${r.n} test images`, r.checkpoint.source === 'centralized' ? 'centralized fine-tune (stand-in' : 'federated checkpoint', ...(r.checkpoint.source === 'centralized' ? ['until a federated one exists)'] : []), `peers simulated in-process`, `(exits ${r.collaborative.at(-1)?.peers.map((p) => p.exit).join(', ') ?? '-'})`];
+  const notes = [`n = ${r.n} test images`, r.checkpoint.source === 'centralized' ? 'centralized fine-tune (stand-in' : 'federated checkpoint', ...(r.checkpoint.source === 'centralized' ? ['until a federated one exists)'] : []), ...(r.prototypes.startsWith('recomputed') ? ['prototypes: recomputed from', `train data (${r.prototypes.split(' ')[2]}/class)`] : []), `peers simulated in-process`, `(exits ${r.collaborative.at(-1)?.peers.map((p) => p.exit).join(', ') ?? '-'})`];
   notes.forEach((n, i) => out.push(`<text x="${W - R + 15}" y="${T + 20 + series.length * 22 + i * 14}" font-size="10" fill="#555">${esc(n)}</text>`));
   out.push('</svg>');
   return out.join('\n') + '\n';
