@@ -285,8 +285,9 @@ export class Federation {
 
   /** Per-exit, per-class embedding sums and counts over (up to `prototypeSamples` samples of) the shard. */
   private async localPrototypes(): Promise<PrototypeTable[]> {
+    // The shard is ordered by class: take evenly spaced samples so every class the node holds is represented.
     const n = this.cfg.prototypeSamples;
-    const idx = this.shard.length > n ? this.shard.subarray(0, n) : this.shard;
+    const idx = this.shard.length > n ? Uint32Array.from({ length: n }, (_, k) => this.shard[Math.floor((k * this.shard.length) / n)]) : this.shard;
     const st = await this.trainer.prototypeStats(this.train, idx);
     const tables: PrototypeTable[] = [];
     for (let e = 0; e < st.exits; e++) {
