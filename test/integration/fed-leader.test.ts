@@ -37,5 +37,9 @@ for (const [name, edges] of Object.entries(TOPOLOGIES)) {
       t.true(metrics.every((m) => m[r].hash === metrics[0][r].hash), 'identical state after every round');
     }
     t.true(metrics[0][0].bytesUp > 0 && metrics[0][0].bytesDown > 0);
+    // Global prototypes merge every node's classes (count-weighted), not just one class.
+    const protos = feds[0].protocol.prototypes();
+    t.is(protos.length, 2, 'one prototype table per exit');
+    t.true(protos[0].counts.filter((c) => c > 0).length >= 5, `classes with a prototype: ${protos[0].counts.join(',')}`);
   });
 }
