@@ -24,6 +24,7 @@ export interface FlFlags {
   loraAlpha?: number;
   loraTargets?: string[];
   topk?: number;
+  topkScope?: string;
   bits?: number;
   errorFeedback?: boolean;
   downlinkBits?: number;
@@ -36,6 +37,8 @@ export interface FlFlags {
   testSlice?: number;
   dpClip?: number;
   dpNoise?: number;
+  secagg?: boolean;
+  secaggClip?: number;
   threads?: number;
   device?: string;
   backbone?: string;
@@ -68,6 +71,7 @@ export function addFederationOptions(cmd: Command): Command {
     .addOption(new Option('--lora-alpha <x>', 'LoRA alpha (default 16)').argParser(num('--lora-alpha')))
     .addOption(new Option('--lora-targets <list>', 'projections with LoRA, comma-separated: q,k,v,proj,fc1,fc2 (default q,v)').argParser((v: string) => v.split(',').map((s) => s.trim())))
     .addOption(new Option('--topk <x>', 'fraction of update entries sent, 1 = dense (default 0.1)').argParser(num('--topk')))
+    .addOption(new Option('--topk-scope <s>', 'top-k over all tensors (global, default) or per tensor (tensor)'))
     .addOption(new Option('--bits <n>', 'bits per sent value: 32 | 16 | 8 | 4 (default 8)').argParser(num('--bits')))
     .addOption(new Option('--no-error-feedback', 'do not carry compression residuals into the next round'))
     .addOption(new Option('--downlink-bits <n>', 'bits of the leader broadcast: 32 | 16 | 8 (default 16)').argParser(num('--downlink-bits')))
@@ -80,6 +84,8 @@ export function addFederationOptions(cmd: Command): Command {
     .addOption(new Option('--test-slice <n>', 'test images evaluated each round (default 1000)').argParser(num('--test-slice')))
     .addOption(new Option('--dp-clip <x>', 'client-level DP: clip each update to this L2 norm').argParser(num('--dp-clip')))
     .addOption(new Option('--dp-noise <x>', 'client-level DP: Gaussian noise multiplier').argParser(num('--dp-noise')))
+    .addOption(new Option('--secagg', 'leader protocol: secure aggregation, the leader learns only the mean of the updates (dense 32-bit masked updates: no top-k/quantization; no prototypes)'))
+    .addOption(new Option('--secagg-clip <x>', 'secure aggregation: clip each update value to [-x, x] before fixed-point encoding (default 1)').argParser(num('--secagg-clip')))
     .addOption(new Option('--threads <n>', 'onnxruntime threads (default: cores)').argParser(num('--threads')))
     .addOption(new Option('--device <d>', 'cpu | cuda | auto (default cpu)'))
     .addOption(new Option('--backbone <name>', 'backbone in models/ (default vit-tiny-mnist)'))
@@ -93,10 +99,10 @@ export function addFederationOptions(cmd: Command): Command {
 export function flFlagsToConfig(f: FlFlags): Partial<FederationConfig> & Record<string, unknown> {
   const out: Record<string, unknown> = {
     dataset: f.data, shard: f.shard, protocol: f.protocol, rounds: f.rounds, localSteps: f.localSteps, batch: f.batch, lr: f.lr,
-    rank: f.rank, loraAlpha: f.loraAlpha, loraTargets: f.loraTargets, topk: f.topk, bits: f.bits,
+    rank: f.rank, loraAlpha: f.loraAlpha, loraTargets: f.loraTargets, topk: f.topk, topkScope: f.topkScope, bits: f.bits,
     errorFeedback: f.errorFeedback === false ? false : undefined, downlinkBits: f.downlinkBits, aggregator: f.aggregator,
     quorum: f.quorum, roundTimeoutMs: f.roundTimeoutMs, leaderTimeoutMs: f.leaderTimeoutMs, gossipGamma: f.gamma,
-    protoWeight: f.protoWeight, testSlice: f.testSlice, dpClip: f.dpClip, dpNoise: f.dpNoise, threads: f.threads,
+    protoWeight: f.protoWeight, testSlice: f.testSlice, dpClip: f.dpClip, dpNoise: f.dpNoise, secagg: f.secagg, secaggClip: f.secaggClip, threads: f.threads,
     device: f.device, backbone: f.backbone, minMembers: f.minMembers, finalEval: f.finalEval,
   };
   if (f.alpha !== undefined) out.alpha = f.alpha === 'iid' ? null : num('--alpha')(f.alpha);

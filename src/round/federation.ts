@@ -58,6 +58,7 @@ export const FederationConfigSchema = z
     protoWeight: z.number().min(0).max(100).default(0),
     topk: z.number().positive().max(1).default(DEFAULT_COMPRESSION.topk),
     bits: z.union([z.literal(32), z.literal(16), z.literal(8), z.literal(4)]).default(DEFAULT_COMPRESSION.bits),
+    topkScope: z.enum(['global', 'tensor']).default('global'),
     errorFeedback: z.boolean().default(true),
     downlinkBits: z.union([z.literal(32), z.literal(16), z.literal(8)]).default(DEFAULT_COMPRESSION.downlinkBits),
     brotli: z.boolean().default(false),
@@ -79,11 +80,21 @@ export const FederationConfigSchema = z
     dpClip: z.number().positive().optional(),
     dpNoise: z.number().min(0).optional(),
     dpDelta: z.number().gt(0).lt(1).default(1e-5),
+    /**
+     * Secure aggregation (leader protocol): the leader learns only the mean of the round's deltas. Masked deltas
+     * are dense 32-bit fixed point (top-k / quantization do not apply) and no prototype statistics are exchanged.
+     */
+    secagg: z.boolean().default(false),
+    /** Secure aggregation: element-wise clip bound of each delta before fixed-point encoding (same on every member). */
+    secaggClip: z.number().positive().max(1000).default(1),
     threads: z.number().int().min(1).max(256).optional(),
     device: z.enum(['cpu', 'cuda', 'auto']).default('cpu'),
   })
   .strict();
 export type FederationConfig = z.infer<typeof FederationConfigSchema>;
+
+/** Aggregators that work on the mean delta alone (what secure aggregation reveals). */
+export const SECAGG_AGGREGATORS: readonly string[] = ['fedavg', 'fedadam', 'fedyogi', 'fedadagrad'];
 
 export class FederationError extends FmflError {
   constructor(message: string) {
@@ -156,6 +167,10 @@ export class Federation {
     const [si, sn] = cfg.shard.split('/').map(Number);
     if (!(sn >= 1 && si >= 0 && si < sn)) throw new ConfigError(`shard ${cfg.shard}: need 0 <= i < n`);
     if ((cfg.dpClip === undefined) !== (cfg.dpNoise === undefined)) throw new ConfigError('differential privacy needs both dpClip and dpNoise');
+    if (cfg.secagg && cfg.protocol !== 'leader') throw new ConfigError('secure aggregation (secagg) needs the leader protocol');
+    if (cfg.secagg && !SECAGG_AGGREGATORS.includes(cfg.aggregator)) {
+      throw new ConfigError(`secure aggregation reveals only the mean update: aggregator must be one of ${SECAGG_AGGREGATORS.join(', ')}, not ${cfg.aggregator}`);
+    }
 
     const [bb, train, test] = await Promise.all([loadBackbone(cfg.backbone, cfg.backboneDir), loadDataset(cfg.dataset, 'train'), loadDataset(cfg.dataset, 'test')]);
     const shard = shardIndices(train.labels, cfg.shard, cfg.alpha === null ? { seed: cfg.partitionSeed, scheme: 'iid' } : { seed: cfg.partitionSeed, scheme: 'dirichlet', alpha: cfg.alpha });
@@ -185,12 +200,13 @@ export class Federation {
       members: () => [selfId, ...mesh.membership.memberIds(false)].sort(),
     };
     const ropts: RoundOptions = {
-      compression: { topk: cfg.topk, bits: cfg.bits, errorFeedback: cfg.errorFeedback, downlinkBits: cfg.downlinkBits, brotli: cfg.brotli },
+      compression: { topk: cfg.topk, topkScope: cfg.topkScope, bits: cfg.bits, errorFeedback: cfg.errorFeedback, downlinkBits: cfg.downlinkBits, brotli: cfg.brotli },
       aggregator: cfg.aggregator, quorum: cfg.quorum, roundTimeoutMs: cfg.roundTimeoutMs, leaderTimeoutMs: cfg.leaderTimeoutMs,
       gossipGamma: cfg.gossipGamma,
       dp: cfg.dpClip !== undefined ? { clipNorm: cfg.dpClip, noiseMultiplier: cfg.dpNoise! } : undefined,
       attack: cfg.attack,
       dropRate: cfg.dropRate,
+      secagg: cfg.secagg ? { clip: cfg.secaggClip } : undefined,
     };
     const protocol: RoundProtocol = cfg.protocol === 'leader' ? new LeaderProtocol(ctx, ropts, initial, restore) : new GossipProtocol(ctx, ropts, initial, restore);
     const accountant = ropts.dp ? new RdpAccountant() : null;

@@ -178,7 +178,7 @@ export class GossipProtocol implements RoundProtocol {
       federation: this.ctx.federation, round, baseVersion: round - 1, sender: this.ctx.selfId, sampleCount: local.sampleCount,
       loraRank: this.ctx.loraRank, deltas: diff, prototypes: local.prototypes,
     };
-    const enc = encodeUpdate(u, this.ctx.manifest, { topk: c.topk < 1 ? { fraction: c.topk, scope: 'global' } : undefined, bits: c.bits, brotli: c.brotli, seed: this.rng.nextU32(), prototypeBits: 32 });
+    const enc = encodeUpdate(u, this.ctx.manifest, { topk: c.topk < 1 ? { fraction: c.topk, scope: c.topkScope ?? 'global' } : undefined, bits: c.bits, brotli: c.brotli, seed: this.rng.nextU32(), prototypeBits: 32 });
     addInto(this.pub.tensors, enc.reconstruction);
     this.pub.round = round;
     const payload = MixUpdate.encode({ version: ROUND_WIRE_VERSION, round: BigInt(round), update: enc.bytes });

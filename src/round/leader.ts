@@ -17,6 +17,7 @@ import { FmflError } from '../util/errors.ts';
 import { peerIdFromString } from '@libp2p/peer-id';
 import { Rng } from '../util/rng.ts';
 import { GlobalUpdate, StateRequest, StateResponse, UpdateRequest } from './pb/round.ts';
+import { SECAGG_ANNOUNCE_INTERVAL_MS, SecAggRound } from './secagg-round.ts';
 import { applyDelta, decodeState, deltaOf, encodeState, hex, mergePrototypes, sameHash, type GlobalState } from './state.ts';
 import type { LocalContribution, ProtocolSnapshot, RoundContext, RoundOptions, RoundOutcome, RoundProtocol } from './types.ts';
 
@@ -53,7 +54,9 @@ interface PendingGlobal {
 
 export class LeaderProtocol implements RoundProtocol {
   readonly name = 'leader' as const;
-  readonly topics = [UPDATE_TOPIC, GLOBAL_TOPIC] as const;
+  readonly topics: readonly string[];
+  /** Secure aggregation (RoundOptions.secagg): members publish masked deltas, the leader unmasks only their sum. */
+  readonly secagg: SecAggRound | null;
   private state: GlobalState;
   private readonly ctx: RoundContext;
   private readonly opts: RoundOptions;
@@ -79,6 +82,15 @@ export class LeaderProtocol implements RoundProtocol {
     this.rng = new Rng(ctx.seed ^ 0x1ead);
     this.dropRng = new Rng(ctx.seed ^ 0xd40b);
     this.events.setMaxListeners(64);
+    this.secagg = opts.secagg
+      ? new SecAggRound(ctx, { revealTimeoutMs: Math.min(5000, opts.leaderTimeoutMs / 2), ...opts.secagg }, this.state, () => this.state.version, (peer, round) => this.mayAggregate(peer, round), this.events)
+      : null;
+    this.topics = this.secagg ? [GLOBAL_TOPIC, ...this.secagg.topics] : [UPDATE_TOPIC, GLOBAL_TOPIC];
+  }
+
+  /** Whether `peer` is among the first MAX_LEADER_RANKS of round `round`'s leader order (as this node sees it). */
+  private mayAggregate(peer: string, round: number): boolean {
+    return leaderOrder(this.ctx.federation, round, [...this.ctx.members(), peer]).indexOf(peer) < MAX_LEADER_RANKS;
   }
 
   get round(): number {
@@ -108,17 +120,20 @@ export class LeaderProtocol implements RoundProtocol {
   async start(): Promise<void> {
     const { mesh } = this.ctx;
     this.running = true;
-    mesh.subscribe(UPDATE_TOPIC, (p, m) => this.onUpdate(p, m), { validator: (p, m) => this.validateUpdate(p, m) });
+    // With secure aggregation no member publishes its cleartext update: the `update` topic is not joined.
+    if (!this.secagg) mesh.subscribe(UPDATE_TOPIC, (p, m) => this.onUpdate(p, m), { validator: (p, m) => this.validateUpdate(p, m) });
     mesh.subscribe(GLOBAL_TOPIC, (p, m) => this.onGlobal(p, m), { validator: (p, m) => this.validateGlobal(p, m) });
     mesh.handleRequest(STATE_METHOD, (body) => this.serveState(body));
     mesh.handleRequest(UPDATE_METHOD, (body) => this.serveUpdate(body));
+    await this.secagg?.start();
   }
 
   async stop(): Promise<void> {
     this.running = false;
     this.events.emit('change');
+    this.secagg?.stop();
     try {
-      this.ctx.mesh.unsubscribe(UPDATE_TOPIC);
+      if (!this.secagg) this.ctx.mesh.unsubscribe(UPDATE_TOPIC);
       this.ctx.mesh.unsubscribe(GLOBAL_TOPIC);
     } catch {
       // mesh already stopped
@@ -277,6 +292,7 @@ export class LeaderProtocol implements RoundProtocol {
   private adopt(st: GlobalState): void {
     this.state = st;
     for (const r of [...this.updates.keys()]) if (r <= st.version) this.updates.delete(r);
+    this.secagg?.prune(st.version);
     this.events.emit('change');
   }
 
@@ -287,9 +303,13 @@ export class LeaderProtocol implements RoundProtocol {
     if (!this.running) throw new RoundStoppedError();
     const round = this.state.version + 1;
     const base = this.state;
-    let bytesUp = 0;
 
-    // 1. Publish this node's compressed update for the round.
+    // 1. Publish this node's compressed update for the round (masked, with secure aggregation).
+    if (this.secagg && !this.opts.attack) {
+      await this.secagg.waitForKeys(Math.max(this.opts.leaderTimeoutMs, 3 * SECAGG_ANNOUNCE_INTERVAL_MS));
+      const n = await this.secagg.publish(round, base, local.tensors, this.opts.dp, this.rng);
+      return this.follow(round, n, Date.now());
+    }
     let deltas = deltaOf(local.tensors, base.tensors);
     if (this.opts.dp) deltas = privatizeUpdate(deltas, this.opts.dp, this.rng.fork()).deltas;
     const update: ModelUpdate = {
@@ -297,7 +317,7 @@ export class LeaderProtocol implements RoundProtocol {
       sampleCount: local.sampleCount, loraRank: this.ctx.loraRank, deltas, prototypes: local.prototypes,
     };
     const c = this.opts.compression;
-    const encOpts = { topk: c.topk < 1 ? { fraction: c.topk, scope: 'global' as const } : undefined, bits: c.bits, brotli: c.brotli, seed: this.rng.nextU32(), prototypeBits: 32 as const };
+    const encOpts = { topk: c.topk < 1 ? { fraction: c.topk, scope: c.topkScope ?? 'global' } : undefined, bits: c.bits, brotli: c.brotli, seed: this.rng.nextU32(), prototypeBits: 32 as const };
     if (this.opts.attack) return this.misbehave(update, round);
     const enc = c.errorFeedback ? encodeWithErrorFeedback(update, this.ctx.manifest, this.ef, encOpts) : encodeUpdate(update, this.ctx.manifest, encOpts);
     // Aggregate what peers will decode, not the pre-compression values.
@@ -310,10 +330,13 @@ export class LeaderProtocol implements RoundProtocol {
     } catch (err) {
       this.ctx.logger.warn({ err: (err as Error).message }, 'publishing the update failed; the round goes on');
     }
-    bytesUp += enc.bytes.byteLength;
-    const updateBytes = enc.bytes.byteLength;
     this.myUpdate = { round, bytes: enc.bytes };
-    const publishedAt = Date.now();
+    return this.follow(round, enc.bytes.byteLength, Date.now());
+  }
+
+  /** After publishing this node's update (`updateBytes`) at `publishedAt`: wait for, or produce, the round's model. */
+  private async follow(round: number, updateBytes: number, publishedAt: number): Promise<RoundOutcome> {
+    const bytesUp = updateBytes;
     // Lost messages: the leader pulls missing updates at 1/4 of its deadline; anyone still without the round's
     // model after the deadline plus one leader timeout asks members for their state, then again periodically.
     const pullAt = publishedAt + this.opts.roundTimeoutMs / 4;
@@ -332,11 +355,11 @@ export class LeaderProtocol implements RoundProtocol {
       const members = this.ctx.members();
       const order = leaderOrder(this.ctx.federation, round, members);
       const rank = order.indexOf(this.ctx.selfId);
-      const have = this.updates.get(round)?.size ?? 0;
+      const have = this.secagg ? this.secagg.count(round) : (this.updates.get(round)?.size ?? 0);
       const quorum = Math.max(1, Math.ceil(this.opts.quorum * members.length));
       const now = Date.now();
       const deadline = publishedAt + this.opts.roundTimeoutMs;
-      if (rank === 0 && !pulled && have < quorum && now >= pullAt) {
+      if (rank === 0 && !pulled && !this.secagg && have < quorum && now >= pullAt) {
         pulled = true;
         await this.pullMissing(round);
         continue;
@@ -417,9 +440,23 @@ export class LeaderProtocol implements RoundProtocol {
 
   private async lead(round: number, rank: number): Promise<Omit<RoundOutcome, 'bytesDown'> | null> {
     const base = this.state;
-    const inputs = [...(this.updates.get(round)?.values() ?? [])].filter((u) => u.baseVersion === base.version);
-    if (inputs.length === 0) return null;
-    inputs.sort((a, b) => (a.sender < b.sender ? -1 : 1));
+    let inputs: ModelUpdate[];
+    let contributors: string[];
+    if (this.secagg) {
+      // Secure aggregation: only the mean of the survivors' deltas (uniform weights; sample counts would leak).
+      const agg = await this.secagg.aggregate(round, base);
+      if (!agg || this.state !== base) return null;
+      contributors = agg.contributors;
+      inputs = [{
+        federation: this.ctx.federation, round, baseVersion: base.version, sender: this.ctx.selfId, sampleCount: contributors.length,
+        loraRank: this.ctx.loraRank, deltas: agg.mean, prototypes: [],
+      }];
+    } else {
+      inputs = [...(this.updates.get(round)?.values() ?? [])].filter((u) => u.baseVersion === base.version);
+      if (inputs.length === 0) return null;
+      inputs.sort((a, b) => (a.sender < b.sender ? -1 : 1));
+      contributors = inputs.map((u) => u.sender);
+    }
     const agg = getAggregator(this.opts.aggregator);
     let result;
     try {
@@ -431,14 +468,14 @@ export class LeaderProtocol implements RoundProtocol {
       this.ctx.logger.error({ round, err: (err as Error).message }, 'aggregation failed');
       return null;
     }
-    const prototypes = mergePrototypes(inputs.map((u) => u.prototypes));
+    // With secure aggregation no prototype statistics are exchanged: the global ones stay as they are.
+    const prototypes = this.secagg ? base.prototypes : mergePrototypes(inputs.map((u) => u.prototypes));
     const global: ModelUpdate = {
       federation: this.ctx.federation, round, baseVersion: base.version, sender: this.ctx.selfId,
       sampleCount: Math.max(1, Math.round(result.sampleCount)), loraRank: this.ctx.loraRank, deltas: result.deltas, prototypes,
     };
     const enc = encodeUpdate(global, this.ctx.manifest, { bits: this.opts.compression.downlinkBits, prototypeBits: 32, seed: this.rng.nextU32() });
     const next = applyDelta(base, enc.reconstruction, prototypes, this.ctx.manifest);
-    const contributors = inputs.map((u) => u.sender);
     const bytes = GlobalUpdate.encode({
       version: ROUND_WIRE_VERSION, round: BigInt(round), baseHash: base.hash, newHash: next.hash, contributors, leaderRank: rank, update: enc.bytes,
     });

@@ -11,8 +11,10 @@ export type ProtocolName = (typeof PROTOCOL_NAMES)[number];
 
 /** Compression of the updates a node sends (uplink) and, for the leader protocol, of the global (downlink). */
 export interface CompressionOptions {
-  /** Fraction of entries kept per tensor by top-k magnitude (1 = dense). */
+  /** Fraction of entries kept by top-k magnitude (1 = dense). */
   topk: number;
+  /** `global`: one magnitude threshold over all tensors (default); `tensor`: the fraction of every tensor. */
+  topkScope?: 'global' | 'tensor';
   /** Bits per value: 32 (fp32), 16 (fp16), 8 or 4 (stochastic block quantization). */
   bits: 32 | 16 | 8 | 4;
   /** Error feedback on the uplink (keep what compression dropped, add it next round). Default true. */
@@ -83,6 +85,12 @@ export interface RoundOptions {
   gossipGamma: number;
   /** Client-level DP on each update (off when undefined). */
   dp?: ClientDpOptions;
+  /**
+   * Secure aggregation (leader protocol, protocols/round.md "Secure aggregation"): members publish fixed-point,
+   * double-masked deltas clipped element-wise to [-clip, clip]; the leader learns only their mean. No compression
+   * and no prototype statistics are exchanged; the aggregator sees a single uniform-mean input.
+   */
+  secagg?: { clip: number };
   /** Fault injection (simulator): drop this fraction of inbound round messages as if lost (seeded). */
   dropRate?: number;
   /** Fault injection (simulator, tests): behave as a Byzantine member. */

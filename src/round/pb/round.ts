@@ -601,3 +601,235 @@ export namespace PublicResponse {
     return decodeMessage(buf, PublicResponse.codec(), opts)
   }
 }
+
+export interface MaskedUpdate {
+  version: number
+  round: bigint
+  baseVersion: bigint
+  members: string[]
+  masked: Uint8Array
+}
+
+export namespace MaskedUpdate {
+  let _codec: Codec<MaskedUpdate>
+
+  export const codec = (): Codec<MaskedUpdate> => {
+    if (_codec == null) {
+      _codec = message<MaskedUpdate>((obj, w, opts = {}) => {
+        if (opts.lengthDelimited !== false) {
+          w.fork()
+        }
+
+        if ((obj.version != null && obj.version !== 0)) {
+          w.uint32(8)
+          w.uint32(obj.version)
+        }
+
+        if ((obj.round != null && obj.round !== 0n)) {
+          w.uint32(16)
+          w.uint64(obj.round)
+        }
+
+        if ((obj.baseVersion != null && obj.baseVersion !== 0n)) {
+          w.uint32(24)
+          w.uint64(obj.baseVersion)
+        }
+
+        if (obj.members != null) {
+          for (const value of obj.members) {
+            w.uint32(34)
+            w.string(value)
+          }
+        }
+
+        if ((obj.masked != null && obj.masked.byteLength > 0)) {
+          w.uint32(42)
+          w.bytes(obj.masked)
+        }
+
+        if (opts.lengthDelimited !== false) {
+          w.ldelim()
+        }
+      }, (reader, length, opts = {}) => {
+        const obj: any = {
+          version: 0,
+          round: 0n,
+          baseVersion: 0n,
+          members: [],
+          masked: uint8ArrayAlloc(0)
+        }
+
+        const end = length == null ? reader.len : reader.pos + length
+
+        while (reader.pos < end) {
+          const tag = reader.uint32()
+
+          switch (tag >>> 3) {
+            case 1: {
+              obj.version = reader.uint32()
+              break
+            }
+            case 2: {
+              obj.round = reader.uint64()
+              break
+            }
+            case 3: {
+              obj.baseVersion = reader.uint64()
+              break
+            }
+            case 4: {
+              if (opts.limits?.members != null && obj.members.length === opts.limits.members) {
+                throw new MaxLengthError('Decode error - map field "members" had too many elements')
+              }
+
+              obj.members.push(reader.string())
+              break
+            }
+            case 5: {
+              obj.masked = reader.bytes()
+              break
+            }
+            default: {
+              reader.skipType(tag & 7)
+              break
+            }
+          }
+        }
+
+        return obj
+      })
+    }
+
+    return _codec
+  }
+
+  export const encode = (obj: Partial<MaskedUpdate>): Uint8Array => {
+    return encodeMessage(obj, MaskedUpdate.codec())
+  }
+
+  export const decode = (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<MaskedUpdate>): MaskedUpdate => {
+    return decodeMessage(buf, MaskedUpdate.codec(), opts)
+  }
+}
+
+export interface RevealRequest {
+  version: number
+  round: bigint
+  members: string[]
+  survivors: string[]
+  dropped: string[]
+}
+
+export namespace RevealRequest {
+  let _codec: Codec<RevealRequest>
+
+  export const codec = (): Codec<RevealRequest> => {
+    if (_codec == null) {
+      _codec = message<RevealRequest>((obj, w, opts = {}) => {
+        if (opts.lengthDelimited !== false) {
+          w.fork()
+        }
+
+        if ((obj.version != null && obj.version !== 0)) {
+          w.uint32(8)
+          w.uint32(obj.version)
+        }
+
+        if ((obj.round != null && obj.round !== 0n)) {
+          w.uint32(16)
+          w.uint64(obj.round)
+        }
+
+        if (obj.members != null) {
+          for (const value of obj.members) {
+            w.uint32(26)
+            w.string(value)
+          }
+        }
+
+        if (obj.survivors != null) {
+          for (const value of obj.survivors) {
+            w.uint32(34)
+            w.string(value)
+          }
+        }
+
+        if (obj.dropped != null) {
+          for (const value of obj.dropped) {
+            w.uint32(42)
+            w.string(value)
+          }
+        }
+
+        if (opts.lengthDelimited !== false) {
+          w.ldelim()
+        }
+      }, (reader, length, opts = {}) => {
+        const obj: any = {
+          version: 0,
+          round: 0n,
+          members: [],
+          survivors: [],
+          dropped: []
+        }
+
+        const end = length == null ? reader.len : reader.pos + length
+
+        while (reader.pos < end) {
+          const tag = reader.uint32()
+
+          switch (tag >>> 3) {
+            case 1: {
+              obj.version = reader.uint32()
+              break
+            }
+            case 2: {
+              obj.round = reader.uint64()
+              break
+            }
+            case 3: {
+              if (opts.limits?.members != null && obj.members.length === opts.limits.members) {
+                throw new MaxLengthError('Decode error - map field "members" had too many elements')
+              }
+
+              obj.members.push(reader.string())
+              break
+            }
+            case 4: {
+              if (opts.limits?.survivors != null && obj.survivors.length === opts.limits.survivors) {
+                throw new MaxLengthError('Decode error - map field "survivors" had too many elements')
+              }
+
+              obj.survivors.push(reader.string())
+              break
+            }
+            case 5: {
+              if (opts.limits?.dropped != null && obj.dropped.length === opts.limits.dropped) {
+                throw new MaxLengthError('Decode error - map field "dropped" had too many elements')
+              }
+
+              obj.dropped.push(reader.string())
+              break
+            }
+            default: {
+              reader.skipType(tag & 7)
+              break
+            }
+          }
+        }
+
+        return obj
+      })
+    }
+
+    return _codec
+  }
+
+  export const encode = (obj: Partial<RevealRequest>): Uint8Array => {
+    return encodeMessage(obj, RevealRequest.codec())
+  }
+
+  export const decode = (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<RevealRequest>): RevealRequest => {
+    return decodeMessage(buf, RevealRequest.codec(), opts)
+  }
+}
