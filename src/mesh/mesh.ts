@@ -10,7 +10,7 @@ import { preSharedKey } from '@libp2p/pnet';
 import { peerIdFromString } from '@libp2p/peer-id';
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr';
 import { TopicValidatorResult } from '@libp2p/interface';
-import type { Libp2p, Message, PeerId, PubSub, ConnectionGater } from '@libp2p/interface';
+import type { Libp2p, Message, PeerId, PrivateKey, PubSub, ConnectionGater } from '@libp2p/interface';
 import type { Identify } from '@libp2p/identify';
 import type { GossipSub, GossipsubEvents } from '@chainsafe/libp2p-gossipsub';
 import { createTopicScoreParams } from '@chainsafe/libp2p-gossipsub/score';
@@ -219,11 +219,13 @@ export class Mesh extends EventEmitter {
   private readonly listenAddrs: string[];
   private running = false;
   private stopping = false;
+  private readonly identityKey: PrivateKey | undefined;
 
   /** Use `createMesh`. */
-  constructor(libp2p: MeshLibp2p, opts: MeshOptions, wire: WireCounters, allow: Set<string> | undefined, blocked: Set<string>) {
+  constructor(libp2p: MeshLibp2p, opts: MeshOptions, wire: WireCounters, allow: Set<string> | undefined, blocked: Set<string>, identityKey?: PrivateKey) {
     super();
     this.libp2p = libp2p;
+    this.identityKey = identityKey;
     this.federation = opts.federation;
     this.peerId = libp2p.peerId;
     this.wire = wire;
@@ -416,6 +418,15 @@ export class Mesh extends EventEmitter {
     this.protocols.push(p);
     if (this.running) void p.start().catch((err: unknown) => this.log.error({ err: String(err), protocol: id }, 'protocol start failed'));
     return p;
+  }
+
+  /**
+   * Sign `data` with this node's libp2p identity key (Ed25519), e.g. to bind an application key to the PeerId;
+   * peers verify with `peerIdFromString(id).publicKey.verify(data, sig)`.
+   */
+  async signWithIdentity(data: Uint8Array): Promise<Uint8Array> {
+    if (this.identityKey === undefined) throw new MeshError('NO_IDENTITY_KEY', 'this mesh was built without its identity key');
+    return this.identityKey.sign(data);
   }
 
   /** Shorthand: register a handler for `method` on the sync protocol. */
@@ -723,6 +734,6 @@ export async function createMesh(opts: MeshOptions): Promise<Mesh> {
       }),
     },
   })) as unknown as MeshLibp2p;
-  mesh = new Mesh(libp2p, opts, wire, allow, blocked);
+  mesh = new Mesh(libp2p, opts, wire, allow, blocked, identity.privateKey);
   return mesh;
 }
