@@ -267,7 +267,8 @@ export class Federation {
         if (this.stopped) break;
         const r = this.protocol.round + 1;
         const every = this.cfg.protoWeight > 0 ? 1 : this.cfg.prototypeEvery;
-        const sendProtos = r >= this.cfg.rounds || (every > 0 && r % every === 0);
+        // With secure aggregation no prototype statistics are exchanged (they would travel in the clear).
+        const sendProtos = !this.cfg.secagg && (r >= this.cfg.rounds || (every > 0 && r % every === 0));
         const prototypes = sendProtos ? await this.localPrototypes() : [];
         const outcome = await this.protocol.exchange({ tensors: this.trainer.snapshot(), prototypes, sampleCount: this.shard.length });
         if (this.accountant && this.cfg.dpNoise !== undefined) this.accountant.step(1, this.cfg.dpNoise, 1);
