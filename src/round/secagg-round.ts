@@ -122,6 +122,8 @@ export class SecAggRound {
   private myAnnouncement: Uint8Array | null = null;
   private timer: NodeJS.Timeout | null = null;
   private lastAnnounce = 0;
+  /** Members whose key did not arrive within one full wait. */
+  private readonly keyless = new Set<string>();
   private running = false;
   /** Test instrumentation: this member's own clipped input of its latest round (never sent in the clear). */
   lastInput: { round: number; values: Float64Array } | null = null;
@@ -198,13 +200,16 @@ export class SecAggRound {
    */
   async waitForKeys(timeoutMs: number): Promise<void> {
     const end = Date.now() + timeoutMs;
+    // Members already waited for in vain (e.g. nodes without secagg) do not delay later rounds again.
+    const missing = (): string[] => this.ctx.members().filter((p) => !this.anns.has(p) && !this.keyless.has(p));
     while (this.running && Date.now() < end) {
-      if (this.ctx.members().every((p) => this.anns.has(p))) return;
+      if (missing().length === 0) return;
       if (Date.now() - this.lastAnnounce >= KEY_WAIT_ANNOUNCE_MS) void this.announceNow();
       await new Promise((r) => setTimeout(r, 50));
     }
-    const missing = this.ctx.members().filter((p) => !this.anns.has(p));
-    if (missing.length) this.ctx.logger.warn({ missing: missing.length }, 'secagg keys of some members are unknown; masking without them');
+    const left = missing();
+    for (const p of left) this.keyless.add(p);
+    if (left.length) this.ctx.logger.warn({ missing: left.length }, 'secagg keys of some members are unknown; masking without them');
   }
 
   // ------------------------------------------------------------------------------------------------------

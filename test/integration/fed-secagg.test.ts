@@ -6,7 +6,9 @@
 import test from 'ava';
 import { RefusalError, RefusalReason, type Mesh } from '../../src/mesh/index.ts';
 import { encodeAnnounce, fixedPointFor } from '../../src/privacy/index.ts';
-import { leaderOrder, type LeaderProtocol, type RoundMetrics } from '../../src/round/index.ts';
+import { Federation, leaderOrder, type LeaderProtocol, type RoundMetrics } from '../../src/round/index.ts';
+import { ConfigError } from '../../src/util/errors.ts';
+import { silentLogger } from '../../src/util/log.ts';
 import { RevealRequest } from '../../src/round/pb/round.ts';
 import { SECAGG_KEY_EPOCH } from '../../src/round/secagg-round.ts';
 import { flattenTensors, type TensorMap } from '../../src/update/index.ts';
@@ -148,4 +150,12 @@ test.serial('secagg: garbage masked messages and forged key announcements are re
   t.true(count(RefusalReason.MALFORMED) > 0, 'junk masked inputs were refused');
   t.true(count(RefusalReason.BAD_SIGNATURE) > 0, 'the forged key announcement was refused');
   t.is(new Set(finalHashes(feds)).size, 1);
+});
+
+test.serial('secagg settings: only the leader protocol and mean-based aggregators', async (t) => {
+  const meshes = await startMeshes(1);
+  t.teardown(() => stopAll(meshes));
+  for (const extra of [{ protocol: 'gossip' }, { aggregator: 'median' }, { aggregator: 'krum' }, { secaggClip: 0 }]) {
+    await t.throwsAsync(Federation.create(meshes[0], await tinyFl(0, 1, { secagg: true, ...extra }), { logger: silentLogger() }), { instanceOf: ConfigError }, JSON.stringify(extra));
+  }
 });
