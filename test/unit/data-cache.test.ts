@@ -89,7 +89,8 @@ test('concurrent builders (two processes and this one) leave a valid cache and n
       let out = '';
       p.stdout.on('data', (b: Buffer) => (out += b.toString()));
       p.on('error', reject);
-      p.on('exit', (code) => (code === 0 ? resolve(out.trim()) : reject(new Error(`child exited ${code}`))));
+      // 'close' (not 'exit'): stdout may still hold data when the process exits.
+      p.on('close', (code) => (code === 0 ? resolve(out.trim()) : reject(new Error(`child exited ${code}`))));
     });
   const [o1, o2, here, here2] = await Promise.all([
     child(),
