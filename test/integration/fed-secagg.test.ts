@@ -152,6 +152,24 @@ test.serial('secagg: garbage masked messages and forged key announcements are re
   t.is(new Set(finalHashes(feds)).size, 1);
 });
 
+test.serial('secagg with client DP: noise shares over the masked members, one state, epsilon accounted', async (t) => {
+  const meshes = await startMeshes(3);
+  t.teardown(() => stopAll(meshes));
+  link(meshes, topologies.full(3));
+  await waitFor(() => viewsConverged(meshes), 'membership views');
+  const feds = await createFeds(meshes, (i) => tinyFl(i, 3, { rounds: 1, secagg: true, dpClip: 0.5, dpNoise: 0.5 }));
+  t.teardown(() => releaseAll(feds));
+  const metrics = await Promise.all(feds.map((f) => f.run()));
+  t.is(new Set(finalHashes(feds)).size, 1);
+  t.true(metrics.every((m) => m.length === 1 && m[0].version === 1 && m[0].epsilon !== undefined && Number.isFinite(m[0].epsilon)));
+  // Each member's input carries its clipped delta plus N(0, (z·C)²/3): its L2 norm is near sqrt(C² + d·(z·C)²/3).
+  const x = leaderOf(feds[0]).secagg!.lastInput!.values;
+  const d = x.length;
+  const norm = Math.sqrt(x.reduce((a, v) => a + v * v, 0));
+  const expected = Math.sqrt(d * (0.25 * 0.25) / 3);
+  t.true(norm > 0.7 * expected && norm < 1.3 * Math.sqrt(0.25 + expected * expected), `norm ${norm}, noise part ${expected}`);
+});
+
 test.serial('secagg settings: only the leader protocol and mean-based aggregators', async (t) => {
   const meshes = await startMeshes(1);
   t.teardown(() => stopAll(meshes));
