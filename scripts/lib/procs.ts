@@ -55,7 +55,7 @@ export async function startProc(o: ProcOptions, i: number, nodes: ProcNode[]): P
   proc.stderr!.on('data', (d: Buffer) => {
     err = (err + d.toString()).slice(-4000);
   });
-  const exited = new Promise<number | null>((r) => proc.on('exit', (code) => {
+  const exited = new Promise<number | null>((r) => proc.on('close', (code) => {
     if (code !== 0 && code !== null) o.onLine?.(i, `exited with code ${code}: ${err.trim().split('\n').slice(-3).join(' | ')}`);
     r(code);
   }));
