@@ -61,8 +61,26 @@ export class GossipProtocol implements RoundProtocol {
     return this.local.tensors;
   }
 
+  /**
+   * The model this node evaluates and serves: the average of the public models it holds (its own and its fresh
+   * replicas), i.e. its estimate of the network average, which CHOCO drives every x_i towards. Local training
+   * continues from x_i (trainingStart).
+   */
   model(): TensorMap {
-    return this.local.tensors;
+    const fresh = [...this.replicas.entries()].filter(([p, r]) => r.round >= this.pub.round - 2 && this.ctx.members().includes(p)).map(([, r]) => r.tensors);
+    if (fresh.length === 0) return this.local.tensors;
+    const out: TensorMap = new Map();
+    const n = fresh.length + 1;
+    for (const spec of this.ctx.manifest.tensors) {
+      const acc = Float32Array.from(this.pub.tensors.get(spec.name)!);
+      for (const r of fresh) {
+        const t = r.get(spec.name)!;
+        for (let i = 0; i < acc.length; i++) acc[i] += t[i];
+      }
+      for (let i = 0; i < acc.length; i++) acc[i] /= n;
+      out.set(spec.name, acc);
+    }
+    return out;
   }
 
   prototypes(): PrototypeTable[] {
