@@ -254,6 +254,7 @@ export class Federation {
     await this.waitForTopicPeers(10_000);
     if (this.protocol instanceof LeaderProtocol) await this.protocol.catchUp();
     try {
+      const self = this;
       while (!this.stopped && this.protocol.round < this.cfg.rounds) {
         const t0 = performance.now();
         this.trainer.loadParams(this.protocol.trainingStart());
@@ -262,7 +263,11 @@ export class Federation {
           const { protos, mask } = prototypeTensors(this.protocol.prototypes(), c.depth, c.classes, c.dim);
           this.trainer.setPrototypes(protos, mask);
         }
-        const trainLoss = await this.trainer.trainSteps(this.train, this.shard, this.cfg.localSteps, (i, l) => hooks.onStep?.(i + 1, this.cfg.localSteps, l));
+        const trainLoss = await this.trainer.trainSteps(this.train, this.shard, this.cfg.localSteps, (i, l) => hooks.onStep?.(i + 1, this.cfg.localSteps, l), {
+          get aborted(): boolean {
+            return self.stopped;
+          },
+        });
         const trainMs = performance.now() - t0;
         if (this.stopped) break;
         const r = this.protocol.round + 1;

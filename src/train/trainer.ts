@@ -199,15 +199,23 @@ export class Trainer {
 
   /**
    * `steps` optimizer steps over shuffled minibatches of `indices` (reshuffled each pass; a pass drops its
-   * last partial batch). Returns the mean loss.
+   * last partial batch). Returns the mean loss. Stops early (between steps) once `signal.aborted` is set.
    */
-  async trainSteps(ds: Dataset, indices: ArrayLike<number>, steps: number, onStep?: (i: number, loss: number) => void): Promise<number> {
+  async trainSteps(
+    ds: Dataset,
+    indices: ArrayLike<number>,
+    steps: number,
+    onStep?: (i: number, loss: number) => void,
+    signal?: { readonly aborted: boolean },
+  ): Promise<number> {
     if (indices.length < this.batch) throw new TrainingError(`need at least ${this.batch} samples to train, have ${indices.length}`);
     const order = Uint32Array.from(indices as ArrayLike<number>);
     const perPass = Math.floor(order.length / this.batch);
     let pos = perPass; // force a shuffle first
     let sum = 0;
+    let done = 0;
     for (let i = 0; i < steps; i++) {
+      if (signal?.aborted) break;
       if (pos >= perPass) {
         this.rng.shuffle(order);
         pos = 0;
@@ -215,9 +223,10 @@ export class Trainer {
       const { loss } = await this.step(ds, order.subarray(pos * this.batch, (pos + 1) * this.batch));
       pos++;
       sum += loss;
+      done++;
       onStep?.(i, loss);
     }
-    return steps > 0 ? sum / steps : NaN;
+    return done > 0 ? sum / done : NaN;
   }
 
   /** Run the inference graph over `indices` (all of `ds` by default), calling `visit` per batch. */
