@@ -89,11 +89,13 @@ test.serial('a node restarts from its checkpoint and resumes without double-appl
   const fedLate = (await createFeds([late], () => fl(3)))[0];
   t.teardown(() => releaseAll([fedLate]));
   const [after, lateMetrics, ...rest] = await Promise.all([fed2.run(), fedLate.run(), ...others]);
+  // Depending on timing the others may finish before the restarted node is back: then it only pulls the final
+  // state. Either way its versions never repeat and it ends at version 5.
   const versions = [...before, ...after].map((m) => m.version);
   t.true(versions.every((v, k) => k === 0 || v > versions[k - 1]), `restarted node's versions strictly increase: ${versions.join(',')}`);
-  t.is(versions[versions.length - 1], 5);
+  t.is(fed2.protocol.round, 5);
   t.true(lateMetrics.length < 5, 'the late joiner skipped rounds it missed instead of replaying them');
-  t.is(lateMetrics[lateMetrics.length - 1].version, 5);
+  t.is(fedLate.protocol.round, 5);
   const hashes = finalHashes([feds[0], feds[1], fed2, fedLate]);
   t.is(new Set(hashes).size, 1, 'all four nodes end on one global state');
   t.true(rest.every((m) => m[m.length - 1].version === 5));
