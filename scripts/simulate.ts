@@ -49,6 +49,7 @@ const program = new Command()
   .option('--gamma <x>', 'gossip consensus step size', '0.5')
   .option('--rank <n>', 'LoRA rank', '8')
   .option('--proto-weight <x>', 'prototype loss weight', '0')
+  .option('--prototype-every <n>', 'send prototype statistics every n rounds (0: last round only)', '0')
   .option('--dp-clip <x>', 'client DP: L2 clip of each update')
   .option('--dp-noise <x>', 'client DP: noise multiplier')
   .option('--fault <spec...>', 'fault schedule entries (see the file header)')
@@ -81,7 +82,7 @@ function flConfig(i: number): Record<string, unknown> {
     topk: Number(o.topk), topkScope: o.topkScope, bits: Number(o.bits), errorFeedback: o.errorFeedback !== false, downlinkBits: Number(o.downlinkBits),
     aggregator: o.aggregator, quorum: Number(o.quorum), roundTimeoutMs: Number(o.roundTimeoutMs), leaderTimeoutMs: Number(o.leaderTimeoutMs),
     gossipGamma: Number(o.gamma), rank: Number(o.rank), protoWeight: Number(o.protoWeight), testSlice: Number(o.testSlice),
-    threads: Number(o.threads), minMembers: N, prototypeEvery: 10,
+    threads: Number(o.threads), minMembers: N, prototypeEvery: Number(o.prototypeEvery),
     ...(o.dpClip ? { dpClip: Number(o.dpClip), dpNoise: Number(o.dpNoise ?? 1) } : {}),
     ...(byz ? { attack: { kind: byz[2], factor: 100 } } : {}),
     ...(drop ? { dropRate: Number(drop[1]) } : {}),
@@ -205,7 +206,7 @@ if (mode === 'procs') {
         ...flag('--topk', o.topk), ...flag('--topk-scope', o.topkScope), ...flag('--bits', o.bits), ...(o.errorFeedback === false ? ['--no-error-feedback'] : []),
         ...flag('--downlink-bits', o.downlinkBits), ...flag('--aggregator', o.aggregator), ...flag('--quorum', o.quorum),
         ...flag('--round-timeout-ms', o.roundTimeoutMs), ...flag('--leader-timeout-ms', o.leaderTimeoutMs), ...flag('--gamma', o.gamma),
-        ...flag('--rank', o.rank), ...flag('--proto-weight', o.protoWeight), ...flag('--test-slice', o.testSlice), ...flag('--threads', o.threads),
+        ...flag('--rank', o.rank), ...flag('--proto-weight', o.protoWeight), ...flag('--prototype-every', o.prototypeEvery), ...flag('--test-slice', o.testSlice), ...flag('--threads', o.threads),
         ...(o.dpClip ? ['--dp-clip', String(o.dpClip), '--dp-noise', String(o.dpNoise ?? 1)] : []),
       ];
     },

@@ -34,6 +34,7 @@ export interface FlFlags {
   leaderTimeoutMs?: number;
   gamma?: number;
   protoWeight?: number;
+  prototypeEvery?: number;
   testSlice?: number;
   dpClip?: number;
   dpNoise?: number;
@@ -81,6 +82,7 @@ export function addFederationOptions(cmd: Command): Command {
     .addOption(new Option('--leader-timeout-ms <ms>', 'leader: backup k takes over after k times this (default 15000)').argParser(num('--leader-timeout-ms')))
     .addOption(new Option('--gamma <x>', 'gossip: consensus step size (default 0.5)').argParser(num('--gamma')))
     .addOption(new Option('--proto-weight <x>', 'weight of the prototype loss term (default 0)').argParser(num('--proto-weight')))
+    .addOption(new Option('--prototype-every <n>', 'send prototype statistics every n rounds (default 0: last round only)').argParser(num('--prototype-every')))
     .addOption(new Option('--test-slice <n>', 'test images evaluated each round (default 1000)').argParser(num('--test-slice')))
     .addOption(new Option('--dp-clip <x>', 'client-level DP: clip each update to this L2 norm').argParser(num('--dp-clip')))
     .addOption(new Option('--dp-noise <x>', 'client-level DP: Gaussian noise multiplier').argParser(num('--dp-noise')))
@@ -102,7 +104,7 @@ export function flFlagsToConfig(f: FlFlags): Partial<FederationConfig> & Record<
     rank: f.rank, loraAlpha: f.loraAlpha, loraTargets: f.loraTargets, topk: f.topk, topkScope: f.topkScope, bits: f.bits,
     errorFeedback: f.errorFeedback === false ? false : undefined, downlinkBits: f.downlinkBits, aggregator: f.aggregator,
     quorum: f.quorum, roundTimeoutMs: f.roundTimeoutMs, leaderTimeoutMs: f.leaderTimeoutMs, gossipGamma: f.gamma,
-    protoWeight: f.protoWeight, testSlice: f.testSlice, dpClip: f.dpClip, dpNoise: f.dpNoise, secagg: f.secagg, secaggClip: f.secaggClip, threads: f.threads,
+    protoWeight: f.protoWeight, prototypeEvery: f.prototypeEvery, testSlice: f.testSlice, dpClip: f.dpClip, dpNoise: f.dpNoise, secagg: f.secagg, secaggClip: f.secaggClip, threads: f.threads,
     device: f.device, backbone: f.backbone, minMembers: f.minMembers, finalEval: f.finalEval,
   };
   if (f.alpha !== undefined) out.alpha = f.alpha === 'iid' ? null : num('--alpha')(f.alpha);

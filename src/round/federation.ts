@@ -67,8 +67,12 @@ export const FederationConfigSchema = z
     roundTimeoutMs: z.number().int().min(100).max(3_600_000).default(60_000),
     leaderTimeoutMs: z.number().int().min(100).max(3_600_000).default(15_000),
     gossipGamma: z.number().gt(0).max(1).default(0.5),
-    /** Send prototype statistics every this many rounds (and always in the last round); 0: only in the last. */
-    prototypeEvery: z.number().int().min(0).max(100_000).default(5),
+    /**
+     * Send prototype statistics every this many rounds (and always in the last round); 0 (default): only in the
+     * last round, where they become the global prototypes for prototype-based prediction. With a prototype loss
+     * term (protoWeight > 0) they are sent every round.
+     */
+    prototypeEvery: z.number().int().min(0).max(100_000).default(0),
     /** Shard samples used to compute local prototype statistics. */
     prototypeSamples: z.number().int().min(1).max(1_000_000).default(1000),
     /** Test images this node evaluates on each round (a strided slice of the test split). */
