@@ -5,6 +5,7 @@ import { loadOrCreateIdentity } from '../mesh/identity.ts';
 import { writeSwarmKey } from '../mesh/swarm-key.ts';
 import { LOG_LEVELS } from '../util/log.ts';
 import { FmflError } from '../util/errors.ts';
+import { registerInferCommand } from '../infer/cli.ts';
 import { addFederationOptions, flFlagsToConfig, runFederation, wantsFederation, type FlFlags } from './federate.ts';
 
 /** Where the CLI writes and what stops a running node; tests pass their own. */
@@ -56,6 +57,9 @@ interface RunFlags extends FlFlags {
   jsonLogs?: boolean;
   heartbeatMs?: number;
   expiryMs?: number;
+  checkpoint?: string;
+  httpPort?: number;
+  httpHost?: string;
 }
 
 /** Default state directory of the CLI (relative to the working directory). */
@@ -74,6 +78,8 @@ async function runNode(flags: RunFlags, io: CliIo): Promise<number> {
     heartbeatIntervalMs: flags.heartbeatMs,
     memberExpiryMs: flags.expiryMs,
   };
+  if (flags.checkpoint !== undefined) overrides.infer = { checkpoint: flags.checkpoint, httpPort: flags.httpPort, httpHost: flags.httpHost ?? '127.0.0.1' };
+  else if (flags.httpPort !== undefined) throw new FmflError('CONFIG', '--http-port needs --checkpoint (the model to serve)');
   const flOver = flFlagsToConfig(flags);
   if (Object.keys(flOver).length > 0) overrides.fl = flOver;
   const cfg = await resolveNodeConfig({ file: flags.config, overrides });
@@ -84,6 +90,7 @@ async function runNode(flags: RunFlags, io: CliIo): Promise<number> {
   await node.start();
   io.stdout(`fmfl-node ${node.peerId} federation=${cfg.federation}\n`);
   for (const a of node.multiaddrs()) io.stdout(`listening ${a}\n`);
+  if (node.inference?.http) io.stdout(`predict ${node.inference.http.url}/predict\n`);
   const shutdown = (io.shutdown ?? waitForSignal)();
   let why: string;
   if (wantsFederation(flags, cfg.fl)) {
@@ -100,6 +107,12 @@ async function runNode(flags: RunFlags, io: CliIo): Promise<number> {
   io.stdout(`shutting down (${why})\n`);
   await node.stop();
   return 0;
+}
+
+/** Parse --http-port. */
+function port(value: string): number {
+  if (!/^\d+$/.test(value) || Number(value) > 65535) throw new FmflError('CONFIG', `--http-port must be a port number 0..65535, got "${value}"`);
+  return Number(value);
 }
 
 /**
@@ -124,10 +137,15 @@ export async function main(argv: string[], io: CliIo = defaultIo): Promise<numbe
     .addOption(new Option('--log-level <level>', 'log level (default info)').choices(LOG_LEVELS))
     .option('--json-logs', 'JSON log lines on stderr')
     .addOption(new Option('--heartbeat-ms <ms>', 'membership heartbeat interval (default 2000)').argParser(int('--heartbeat-ms')))
-    .addOption(new Option('--expiry-ms <ms>', 'membership expiry (default 10000)').argParser(int('--expiry-ms')));
+    .addOption(new Option('--expiry-ms <ms>', 'membership expiry (default 10000)').argParser(int('--expiry-ms')))
+    .option('--checkpoint <file>', 'serve predictions with this model checkpoint (infer protocol; see fmfl-node infer)')
+    .addOption(new Option('--http-port <port>', 'also serve POST /predict over HTTP on this port (0: any free port)').argParser(port))
+    .option('--http-host <host>', 'host of the HTTP endpoint (default 127.0.0.1: this machine only)');
   addFederationOptions(program).action(async (flags: RunFlags) => {
       code = await runNode(flags, io);
     });
+
+  registerInferCommand(program, io, (c) => (code = c));
 
   program
     .command('id')

@@ -7,6 +7,7 @@ import { LOG_LEVELS } from '../util/log.ts';
 import { DEFAULT_HEARTBEAT_INTERVAL_MS, DEFAULT_MEMBER_EXPIRY_MS, NAME_RE } from '../mesh/constants.ts';
 import { parsePeerAddr } from '../mesh/mesh.ts';
 import { FederationConfigSchema } from '../round/federation.ts';
+import { InferConfigSchema } from '../infer/node-inference.ts';
 
 const multiaddrString = z.string().refine(
   (s) => {
@@ -91,6 +92,8 @@ export const NodeConfigSchema = z
      * dataset, shard, alpha, rank, topk, bits, aggregator, ...). Present: the node trains and federates.
      */
     fl: FederationConfigSchema.partial().optional(),
+    /** Serve predictions (src/infer): model checkpoint, max exits, HTTP endpoint (`httpPort`; loopback by default). */
+    infer: InferConfigSchema.optional(),
   })
   .strict()
   .refine((c) => c.memberExpiryMs > c.heartbeatIntervalMs, {
@@ -145,6 +148,9 @@ export async function resolveNodeConfig(opts: { file?: string; overrides?: NodeC
   const merged: Record<string, unknown> = { ...base, ...over };
   if (typeof base.capabilities === 'object' && base.capabilities !== null && over.capabilities !== undefined) {
     merged.capabilities = { ...(base.capabilities as object), ...(over.capabilities as object) };
+  }
+  if (typeof base.infer === 'object' && base.infer !== null && over.infer !== undefined) {
+    merged.infer = { ...(base.infer as object), ...(over.infer as object) };
   }
   if (typeof base.fl === 'object' && base.fl !== null && over.fl !== undefined) {
     merged.fl = { ...(base.fl as object), ...(over.fl as object) };

@@ -8,6 +8,7 @@ import type { Member, LeaveReason } from '../mesh/membership.ts';
 import { atomicWriteFile } from '../util/atomic.ts';
 import { createLogger, type Logger } from '../util/log.ts';
 import { parseNodeConfig, type NodeConfig } from './config.ts';
+import { NodeInference } from '../infer/node-inference.ts';
 
 /** File in the state directory listing the members last seen, redialled once at the next start. */
 export const PEERS_CACHE_FILE = 'peers.json';
@@ -35,9 +36,12 @@ export class FmflNode extends EventEmitter {
   readonly config: NodeConfig;
   readonly mesh: Mesh;
   readonly log: Logger;
+  /** Deploy-time inference (model, infer protocol, HTTP endpoint) when the config has an `infer` section. */
+  readonly inference: NodeInference | null;
 
-  private constructor(config: NodeConfig, mesh: Mesh, log: Logger) {
+  private constructor(config: NodeConfig, mesh: Mesh, log: Logger, inference: NodeInference | null = null) {
     super();
+    this.inference = inference;
     this.config = config;
     this.mesh = mesh;
     this.log = log;
@@ -73,7 +77,8 @@ export class FmflNode extends EventEmitter {
       redialMaxMs: opts.redialMaxMs,
       logger: log,
     });
-    return new FmflNode(cfg, mesh, log);
+    const inference = cfg.infer !== undefined ? await NodeInference.create(mesh, cfg.infer, log) : null;
+    return new FmflNode(cfg, mesh, log, inference);
   }
 
   /** The node's PeerId as a string. */
@@ -89,6 +94,7 @@ export class FmflNode extends EventEmitter {
   /** Start the mesh, then dial (once, best effort) the members cached at the last clean stop. */
   async start(): Promise<void> {
     await this.mesh.start();
+    await this.inference?.start();
     this.log.info({ peer: this.peerId, federation: this.config.federation, addrs: this.multiaddrs() }, 'node started');
     for (const addr of await this.readPeersCache()) {
       void this.mesh.dial(addr).catch((err: unknown) => this.log.debug({ addr, err: String(err) }, 'cached peer unreachable'));
@@ -99,6 +105,7 @@ export class FmflNode extends EventEmitter {
   async stop(): Promise<void> {
     if (!this.mesh.isRunning) return;
     await this.writePeersCache().catch((err: unknown) => this.log.warn({ err: String(err) }, 'could not write peers cache'));
+    await this.inference?.stop().catch((err: unknown) => this.log.warn({ err: String(err) }, 'inference stop failed'));
     await this.mesh.stop();
     this.log.info({ peer: this.peerId }, 'node stopped');
   }

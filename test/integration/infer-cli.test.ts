@@ -90,3 +90,38 @@ test('infer --peers-k: asks a real peer over the mesh and combines its answer wi
     await model.release();
   }
 });
+
+test('fmfl-node infer and a node serving POST /predict through main()', async (t) => {
+  const { main } = await import('../../src/cli/main.ts');
+  let out = '';
+  let err = '';
+  const code = await main(['infer', '--checkpoint', ckpt, '--input', json, '--exit', '1', '--json'], { stdout: (s) => void (out += s), stderr: (s) => void (err += s) });
+  t.is(code, 0, err);
+  t.true((JSON.parse(out) as { predictions: { exit: number }[] }).predictions.every((p) => p.exit === 1));
+  t.is(await main(['infer', '--checkpoint', ckpt, '--input', join(FIX, 'gray-32.png')], { stdout: () => {}, stderr: (s) => void (err += s) }), 1);
+  t.regex(err, /32x32/);
+  t.is(await main(['--http-port', '0'], { stdout: () => {}, stderr: (s) => void (err += s) }), 2);
+  t.regex(err, /--http-port needs --checkpoint/);
+
+  let release!: (why: string) => void;
+  const stop = new Promise<string>((r) => (release = r));
+  let nodeOut = '';
+  let sawUrl!: (u: string) => void;
+  const url = new Promise<string>((r) => (sawUrl = r));
+  const run = main(['--checkpoint', ckpt, '--http-port', '0', '--federation', 'cli-infer', '--state-dir', join(dirname(ckpt), 'state')], {
+    stdout: (s) => {
+      nodeOut += s;
+      const m = /predict (http:\/\/127\.0\.0\.1:\d+\/predict)/.exec(nodeOut);
+      if (m) sawUrl(m[1]);
+    },
+    stderr: () => {},
+    shutdown: () => stop,
+  });
+  const u = await Promise.race([url, run.then((c) => `exited ${c}: ${nodeOut}`)]);
+  t.regex(u, /^http:/);
+  const res = await fetch(u, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ pixels: Array.from(await fixtureImage()) }) });
+  t.is(res.status, 200);
+  t.is(((await res.json()) as { modelVersion: string }).modelVersion, 'cli-v1');
+  release('test done');
+  t.is(await run, 0);
+});
