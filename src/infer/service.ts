@@ -9,6 +9,7 @@ import type { Mesh } from '../mesh/mesh.ts';
 import type { RequestResponseProtocol } from '../mesh/request-response.ts';
 import { RefusalError, RefusalReason } from '../mesh/errors.ts';
 import { IMAGE_PIXELS } from '../data/index.ts';
+import { DEFAULT_BACKBONE } from '../model/backbone.ts';
 import type { Logger } from '../util/log.ts';
 import type { AnytimeModel, ExitLatency, PredictMode } from './anytime.ts';
 import { argmax, combineProbs, isProbVector, type CombineRule } from './combine.ts';
@@ -392,7 +393,7 @@ export class InferService {
     if (!(deadline >= MIN_DEADLINE_MS && deadline <= MAX_DEADLINE_MS)) throw new InferError('BAD_OPTION', `deadline must be in ${MIN_DEADLINE_MS}..${MAX_DEADLINE_MS} ms`);
     const combine = o.combine ?? 'mean';
     const m = this.model;
-    const backbone = m?.backboneName ?? 'vit-tiny-mnist';
+    const backbone = m?.backboneName ?? DEFAULT_BACKBONE;
     const classes = m?.cfg.classes ?? 10;
     /** A peer's answer may not claim an exit deeper than it advertises (64 when it advertises none). */
     const depthOf = (peer: string): number => this.mesh.membership.get(peer)?.capabilities.maxExitDepth || 64;
