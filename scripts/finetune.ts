@@ -1,6 +1,8 @@
 /**
  * Centralized fine-tuning of the embedded backbone on Fashion-MNIST (the training-engine issue's recipe):
- *   npm run finetune -- --set lora+heads|heads|all [--epochs 3] [--rank 8] [--alpha 16] [--targets q,v]
+ *   npm run finetune -- --set lora+heads|heads|all [--epochs 3] [--rank 8] [--alpha 16] [--targets q,k,v,proj,fc1,fc2]
+ * Defaults are the product's (strong backbone, LoRA on every projection). The reference recipe of the training-engine
+ * issue is `--backbone vit-tiny-mnist --targets q,v`.
  *                       [--lr 1e-3] [--wd 0.01] [--batch 64] [--seed 1] [--limit N] [--backbone NAME] [--json]
  *                       [--save model.fmfl] [--model-version NAME]
  * Exit heads are re-initialized (fresh heads); prints per-exit test accuracy after every epoch and a JSON summary.
@@ -21,7 +23,7 @@ const o = new Command()
   .option('--epochs <n>', 'passes over the train split', '3')
   .option('--rank <n>', 'LoRA rank', '8')
   .option('--alpha <x>', 'LoRA alpha', '16')
-  .option('--targets <list>', `LoRA targets, comma-separated (${LORA_TARGETS.join(',')})`, 'q,v')
+  .option('--targets <list>', `LoRA targets, comma-separated (${LORA_TARGETS.join(',')}); the reference recipe uses q,v`, LORA_TARGETS.join(','))
   .option('--lr <x>', 'AdamW learning rate', '1e-3')
   .option('--wd <x>', 'AdamW weight decay', '0.01')
   .option('--batch <n>', 'batch size', '64')

@@ -1,13 +1,14 @@
 /**
  * Pretrain the embedded foundation model: vit-tiny, all weights and all exits, on the MNIST train split.
  *   npm run pretrain -- [--epochs 5] [--lr 1e-3] [--seed 1] [--name vit-tiny-mnist] [--out models]
+ *   npm run pretrain -- --epochs 20 --name vit-tiny-mnist-strong        (the product's default backbone)
  * Writes models/<name>.fmfl and models/<name>.json (config, tensor shapes, SHA-256, per-exit test accuracy).
  * Deterministic for a given seed and thread count.
  */
 import { Command } from 'commander';
 import cliProgress from 'cli-progress';
 import { VIT_TINY, backboneSpecs, exitSpecs, initWeights } from '../src/model/vit.ts';
-import { saveBackbone, MODELS_DIR, DEFAULT_BACKBONE } from '../src/model/backbone.ts';
+import { saveBackbone, MODELS_DIR, REFERENCE_BACKBONE } from '../src/model/backbone.ts';
 import { runRecipe } from '../src/train/recipes.ts';
 
 const o = new Command()
@@ -16,7 +17,7 @@ const o = new Command()
   .option('--wd <x>', 'AdamW weight decay', '0.01')
   .option('--batch <n>', 'batch size', '64')
   .option('--seed <n>', 'seed of init and minibatch order', '1')
-  .option('--name <s>', 'backbone name', DEFAULT_BACKBONE)
+  .option('--name <s>', 'backbone name (the product default vit-tiny-mnist-strong is --epochs 20)', REFERENCE_BACKBONE)
   .option('--out <dir>', 'output folder', MODELS_DIR)
   .option('--dataset <name>', 'pretraining dataset (mnist | fashion-mnist)', 'mnist')
   .parse(process.argv)

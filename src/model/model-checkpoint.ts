@@ -157,8 +157,11 @@ export async function loadModelCheckpoint(path: string, opts: LoadCheckpointOpti
  * assumed (see {@link LoadCheckpointOptions.loraAlpha}). Version: `fed-r<round>-<8 hex of the state hash>`.
  */
 async function fromFederation(path: string, ck: Checkpoint, loraAlpha: number): Promise<ModelCheckpoint> {
-  const meta = ck.metadata as { version?: unknown; hash?: unknown; prototypeCounts?: unknown };
-  const bb = await loadBackbone(DEFAULT_BACKBONE);
+  const meta = ck.metadata as { version?: unknown; hash?: unknown; prototypeCounts?: unknown; backbone?: unknown; loraAlpha?: unknown };
+  // Federation checkpoints record their backbone and LoRA alpha; older ones used the default backbone.
+  const backbone = typeof meta.backbone === 'string' ? meta.backbone : DEFAULT_BACKBONE;
+  if (typeof meta.loraAlpha === 'number' && meta.loraAlpha > 0) loraAlpha = meta.loraAlpha;
+  const bb = await loadBackbone(backbone);
   const cfg = bb.cfg;
   const weights: Weights = new Map();
   for (const [k, t] of ck.tensors) if (k.startsWith('global/')) weights.set(k.slice('global/'.length), t.data);
@@ -192,7 +195,7 @@ async function fromFederation(path: string, ck: Checkpoint, loraAlpha: number): 
   }
   const round = Number.isSafeInteger(meta.version) ? (meta.version as number) : 0;
   const hash = typeof meta.hash === 'string' ? meta.hash.slice(0, 8) : 'unknown';
-  return { backbone: DEFAULT_BACKBONE, cfg, lora, trainableSet, version: `fed-r${round}-${hash}`, round, source: 'federated', weights, prototypes };
+  return { backbone, cfg, lora, trainableSet, version: `fed-r${round}-${hash}`, round, source: 'federated', weights, prototypes };
 }
 
 /** Prototype means from summed statistics (Trainer.prototypeStats): mean = sum / count, 0 where count is 0. */

@@ -54,7 +54,8 @@ export const FederationConfigSchema = z
     trainable: z.enum(['lora+heads', 'heads']).default('lora+heads'),
     rank: z.number().int().min(1).max(64).default(8),
     loraAlpha: z.number().positive().max(4096).default(16),
-    loraTargets: z.array(z.enum(LORA_TARGETS)).min(1).default(['q', 'v']),
+    /** Default: every projection (the product default found on Fashion-MNIST; `q,v` is the reference recipe). */
+    loraTargets: z.array(z.enum(LORA_TARGETS)).min(1).default([...LORA_TARGETS]),
     protoWeight: z.number().min(0).max(100).default(0),
     topk: z.number().positive().max(1).default(DEFAULT_COMPRESSION.topk),
     bits: z.union([z.literal(32), z.literal(16), z.literal(8), z.literal(4)]).default(DEFAULT_COMPRESSION.bits),
@@ -337,7 +338,7 @@ export class Federation {
   /** Write the protocol state, error feedback and optimizer state atomically. */
   async checkpoint(): Promise<void> {
     if (!this.stateDir) return;
-    await writeFederationCheckpoint(`${this.stateDir}/${CHECKPOINT_FILE}`, this.protocol.snapshot(), this.trainer);
+    await writeFederationCheckpoint(`${this.stateDir}/${CHECKPOINT_FILE}`, this.protocol.snapshot(), this.trainer, this.cfg);
   }
 
   async stop(): Promise<void> {
@@ -358,7 +359,7 @@ function stridedSlice(n: number, i: number, count: number, max: number): Uint32A
   return Uint32Array.from({ length: max }, (_, k) => Math.min(n - 1, Math.floor(k * step) + offset));
 }
 
-async function writeFederationCheckpoint(path: string, snap: ProtocolSnapshot, trainer: Trainer): Promise<void> {
+async function writeFederationCheckpoint(path: string, snap: ProtocolSnapshot, trainer: Trainer, cfg: FederationConfig): Promise<void> {
   const tensors = new Map<string, Float32Array>();
   for (const [k, v] of snap.state.tensors) tensors.set(`global/${k}`, v);
   for (const [k, v] of snap.residual) tensors.set(`residual/${k}`, Float32Array.from(v));
@@ -372,6 +373,7 @@ async function writeFederationCheckpoint(path: string, snap: ProtocolSnapshot, t
   for (const [k, v] of opt.tensors) tensors.set(k, v);
   const meta: JsonValue = {
     kind: 'federation', protocol: snap.protocol, version: snap.state.version, hash: hex(snap.state.hash),
+    backbone: cfg.backbone, loraAlpha: cfg.loraAlpha, loraRank: cfg.rank, loraTargets: cfg.loraTargets, trainable: cfg.trainable,
     prototypeCounts: snap.state.prototypes.map((p) => ({ exit: p.exit, dim: p.dim, counts: p.counts })),
     publicRound: snap.publicModel?.round ?? null, serverOptStep: snap.serverOpt?.step ?? null,
     optimizer: opt.meta as unknown as JsonValue,
