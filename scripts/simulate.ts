@@ -19,7 +19,7 @@ import { createMesh, loadOrCreateIdentity, type Mesh } from '../src/mesh/index.t
 import { Federation, leaderOrder, type RoundMetrics } from '../src/round/index.ts';
 import { loadDataset, shardIndices } from '../src/data/index.ts';
 import { loadBackbone } from '../src/model/backbone.ts';
-import { exitSpecs } from '../src/model/vit.ts';
+import { exitSpecs, LORA_TARGETS, type LoraTarget } from '../src/model/vit.ts';
 import { Trainer } from '../src/train/trainer.ts';
 import { createLogger, silentLogger } from '../src/util/log.ts';
 import { lineChart } from './lib/svg-plot.ts';
@@ -48,6 +48,9 @@ const program = new Command()
   .option('--leader-timeout-ms <n>', 'backup leader wait per rank', '15000')
   .option('--gamma <x>', 'gossip consensus step size', '0.5')
   .option('--rank <n>', 'LoRA rank', '8')
+  .option('--backbone <name>', 'backbone in models/ (default: the product default)')
+  .option('--lora-targets <list>', 'LoRA projections (default: the product default, all six)')
+  .option('--backbone-reference', "the training-engine issue's reference recipe: --backbone vit-tiny-mnist --lora-targets q,v")
   .option('--proto-weight <x>', 'prototype loss weight', '0')
   .option('--prototype-every <n>', 'send prototype statistics every n rounds (0: last round only)', '0')
   .option('--dp-clip <x>', 'client DP: L2 clip of each update')
@@ -62,6 +65,10 @@ const program = new Command()
   .option('--verbose', 'log every node')
   .parse(process.argv);
 const o = program.opts<Record<string, any>>();
+if (o.backboneReference) {
+  o.backbone ??= 'vit-tiny-mnist';
+  o.loraTargets ??= 'q,v';
+}
 const N = Number(o.nodes);
 const rounds = Number(o.rounds);
 const name = o.name || `${o.localOnly ? 'local' : o.protocol}-n${N}-r${rounds}-topk${o.topk}-b${o.bits}`;
@@ -81,7 +88,8 @@ function flConfig(i: number): Record<string, unknown> {
     shard: `${i}/${N}`, alpha: o.alpha === 'iid' ? null : Number(o.alpha), partitionSeed: Number(o.seed),
     topk: Number(o.topk), topkScope: o.topkScope, bits: Number(o.bits), errorFeedback: o.errorFeedback !== false, downlinkBits: Number(o.downlinkBits),
     aggregator: o.aggregator, quorum: Number(o.quorum), roundTimeoutMs: Number(o.roundTimeoutMs), leaderTimeoutMs: Number(o.leaderTimeoutMs),
-    gossipGamma: Number(o.gamma), rank: Number(o.rank), protoWeight: Number(o.protoWeight), testSlice: Number(o.testSlice),
+    gossipGamma: Number(o.gamma), rank: Number(o.rank),
+    ...(o.backbone ? { backbone: o.backbone } : {}), ...(o.loraTargets ? { loraTargets: String(o.loraTargets).split(',') } : {}), protoWeight: Number(o.protoWeight), testSlice: Number(o.testSlice),
     threads: Number(o.threads), minMembers: N, prototypeEvery: Number(o.prototypeEvery),
     ...(o.dpClip ? { dpClip: Number(o.dpClip), dpNoise: Number(o.dpNoise ?? 1) } : {}),
     ...(byz ? { attack: { kind: byz[2], factor: 100 } } : {}),
@@ -113,14 +121,15 @@ function edges(): [number, number][] {
 // Local-only baseline
 
 if (o.localOnly) {
-  const [bb, train, test] = await Promise.all([loadBackbone(), loadDataset('fashion-mnist', 'train'), loadDataset('fashion-mnist', 'test')]);
+  const [bb, train, test] = await Promise.all([loadBackbone(o.backbone), loadDataset('fashion-mnist', 'train'), loadDataset('fashion-mnist', 'test')]);
+  const targets = (o.loraTargets ? String(o.loraTargets).split(',') : [...LORA_TARGETS]) as LoraTarget[];
   const heads = new Set(exitSpecs(bb.cfg).map((s) => s.name));
   const weights = new Map([...bb.weights].filter(([k]) => !heads.has(k)));
   const results: { node: number; samples: number; accuracy: number[] }[] = [];
   for (let i = 0; i < N; i++) {
     const cfg = flConfig(i);
     const shard = shardIndices(train.labels, `${i}/${N}`, cfg.alpha === null ? { seed: Number(o.seed), scheme: 'iid' } : { seed: Number(o.seed), scheme: 'dirichlet', alpha: cfg.alpha as number });
-    const tr = await Trainer.create({ cfg: bb.cfg, lora: { rank: Number(o.rank), alpha: 2 * Number(o.rank), targets: ['q', 'v'] }, trainableSet: 'lora+heads', weights, batch: Number(o.batch), seed: 7, threads: Number(o.threads), optimizer: { kind: 'adamw', lr: Number(o.lr), weightDecay: 0.01 } });
+    const tr = await Trainer.create({ cfg: bb.cfg, lora: { rank: Number(o.rank), alpha: 2 * Number(o.rank), targets }, trainableSet: 'lora+heads', weights, batch: Number(o.batch), seed: 7, threads: Number(o.threads), optimizer: { kind: 'adamw', lr: Number(o.lr), weightDecay: 0.01 } });
     await tr.trainSteps(train, shard, rounds * Number(o.localSteps));
     const ev = await tr.evaluate(test);
     results.push({ node: i, samples: shard.length, accuracy: ev.accuracy });
@@ -206,7 +215,7 @@ if (mode === 'procs') {
         ...flag('--topk', o.topk), ...flag('--topk-scope', o.topkScope), ...flag('--bits', o.bits), ...(o.errorFeedback === false ? ['--no-error-feedback'] : []),
         ...flag('--downlink-bits', o.downlinkBits), ...flag('--aggregator', o.aggregator), ...flag('--quorum', o.quorum),
         ...flag('--round-timeout-ms', o.roundTimeoutMs), ...flag('--leader-timeout-ms', o.leaderTimeoutMs), ...flag('--gamma', o.gamma),
-        ...flag('--rank', o.rank), ...flag('--proto-weight', o.protoWeight), ...flag('--prototype-every', o.prototypeEvery), ...flag('--test-slice', o.testSlice), ...flag('--threads', o.threads),
+        ...flag('--rank', o.rank), ...flag('--backbone', o.backbone), ...flag('--lora-targets', o.loraTargets), ...flag('--proto-weight', o.protoWeight), ...flag('--prototype-every', o.prototypeEvery), ...flag('--test-slice', o.testSlice), ...flag('--threads', o.threads),
         ...(o.dpClip ? ['--dp-clip', String(o.dpClip), '--dp-noise', String(o.dpNoise ?? 1)] : []),
       ];
     },

@@ -9,6 +9,7 @@ import { AGGREGATOR_NAMES } from '../aggregate/index.ts';
 import type { FmflNode } from '../node/fmfl-node.ts';
 import { Federation, type FederationConfig, type RoundMetrics } from '../round/index.ts';
 import { ConfigError } from '../util/errors.ts';
+import { prototypesFromStats } from '../model/model-checkpoint.ts';
 
 /** Flags of the federated run, as commander parses them. */
 export interface FlFlags {
@@ -158,6 +159,24 @@ export async function runFederation(
       }
     },
     onRound: (m) => {
+      // A node that also serves predictions switches to each new global model (sessions are reused).
+      if (node.inference) {
+        try {
+          const c = fed.trainer.cfg;
+          const tables = fed.protocol.prototypes();
+          const sums = new Float64Array(c.depth * c.classes * c.dim);
+          const counts = new Float64Array(c.depth * c.classes);
+          for (const t of tables) {
+            if (t.exit >= c.depth || t.dim !== c.dim) continue;
+            t.counts.forEach((n, k) => (counts[t.exit * c.classes + k] = n));
+            sums.set(t.sums.subarray(0, c.classes * c.dim), t.exit * c.classes * c.dim);
+          }
+          const protos = tables.length ? prototypesFromStats({ exits: c.depth, classes: c.classes, dim: c.dim, sums, counts }) : undefined;
+          node.inference.updateModel(fed.protocol.model(), `fed-r${m.version}-${m.hash.slice(0, 8)}`, protos);
+        } catch (err) {
+          node.log.warn({ err: (err as Error).message }, 'the served model does not match the federation model; keeping the served one');
+        }
+      }
       // Text mode prints the line below on stdout; JSON-log mode also emits the structured record on stderr.
       if (node.config.jsonLogs) node.log.info({ ...m, accuracy: m.accuracy.map((a) => Math.round(a * 10000) / 10000) }, 'round complete');
       io.stdout(`${formatRound(m)}\n`);

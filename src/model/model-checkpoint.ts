@@ -11,7 +11,7 @@
 import { z } from 'zod';
 import { FmflError } from '../util/errors.ts';
 import { loadCheckpoint, saveCheckpoint, type Checkpoint, type JsonValue, type LoadCheckpointOptions as GenericLoadOptions } from './checkpoint.ts';
-import { DEFAULT_BACKBONE, loadBackbone } from './backbone.ts';
+import { DEFAULT_BACKBONE, REFERENCE_BACKBONE, loadBackbone } from './backbone.ts';
 import { DEFAULT_LORA, LORA_TARGETS, LoraConfigSchema, TRAINABLE_SETS, type LoraTarget, VitConfigSchema, trainableSpecs, validateVitConfig, type LoraConfig, type TrainableSet, type VitConfig, type Weights } from './vit.ts';
 
 /** Tensor name of the per-exit class prototypes [E, C, D]. */
@@ -158,8 +158,9 @@ export async function loadModelCheckpoint(path: string, opts: LoadCheckpointOpti
  */
 async function fromFederation(path: string, ck: Checkpoint, loraAlpha: number): Promise<ModelCheckpoint> {
   const meta = ck.metadata as { version?: unknown; hash?: unknown; prototypeCounts?: unknown; backbone?: unknown; loraAlpha?: unknown };
-  // Federation checkpoints record their backbone and LoRA alpha; older ones used the default backbone.
-  const backbone = typeof meta.backbone === 'string' ? meta.backbone : DEFAULT_BACKBONE;
+  // Federation checkpoints record their backbone and LoRA alpha; files written before they did used the
+  // reference backbone.
+  const backbone = typeof meta.backbone === 'string' ? meta.backbone : REFERENCE_BACKBONE;
   if (typeof meta.loraAlpha === 'number' && meta.loraAlpha > 0) loraAlpha = meta.loraAlpha;
   const bb = await loadBackbone(backbone);
   const cfg = bb.cfg;
