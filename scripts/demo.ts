@@ -1,7 +1,7 @@
 /**
  * `npm run demo`: four fmfl-node processes on 127.0.0.1 federate the embedded MNIST-pretrained ViT on a non-IID
- * (Dirichlet 0.5) split of Fashion-MNIST with the rotating-leader protocol: LoRA r=8 + exit heads trained
- * locally through onnxruntime, top-10% 8-bit updates with error feedback. Prints every node's per-round
+ * (Dirichlet 0.5) split of Fashion-MNIST with the rotating-leader protocol: LoRA r=8 on every projection + exit heads
+ * trained locally through onnxruntime, top-10% 8-bit updates with error feedback. Prints every node's per-round
  * accuracy and bytes, then a summary and the path of the plots (out/demo/).
  *
  *   npm run demo -- [--rounds 10] [--local-steps 40] [--nodes 4] [--protocol leader|gossip]
@@ -25,7 +25,7 @@ const outDir = resolve(o.out);
 await rm(outDir, { recursive: true, force: true });
 await mkdir(outDir, { recursive: true });
 const t0 = Date.now();
-console.log(`fmfl demo: ${N} nodes on 127.0.0.1, ${o.protocol} protocol, ${o.rounds} rounds x ${o.localSteps} local steps, Fashion-MNIST Dirichlet(0.5), LoRA r=8 + exit heads, top-10% 8-bit updates\n`);
+console.log(`fmfl demo: ${N} nodes on 127.0.0.1, ${o.protocol} protocol, ${o.rounds} rounds x ${o.localSteps} local steps, Fashion-MNIST Dirichlet(0.5), LoRA r=8 (all projections) + exit heads, top-10% 8-bit updates\n`);
 
 const nodes = await startAll({
   n: N,
