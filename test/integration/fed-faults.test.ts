@@ -29,7 +29,12 @@ test.serial('the leader crashes mid-round: the backup completes the run, every r
   const runs = feds.map((f, i) =>
     f.run({
       onRound: (m) => {
-        if (i === victim && m.round === 1) setTimeout(() => void crash(meshes[i]).then(() => feds[i].stop()), 100);
+        // Round 2 starts now: the victim stops before it can train or lead it, then its transport dies with no
+        // goodbye. The others are mid-round with a leader that is gone.
+        if (i === victim && m.round === 1) {
+          void feds[i].stop();
+          void crash(meshes[i]);
+        }
       },
     }),
   );
