@@ -1,3 +1,4 @@
+import { pipe } from 'it-pipe';
 import type { Connection, Libp2p, PeerId, Stream } from '@libp2p/interface';
 import type { Multiaddr } from '@multiformats/multiaddr';
 import { StreamRequest, StreamResponse } from './pb/sync.ts';
@@ -179,11 +180,13 @@ export class RequestResponseProtocol {
       if (ctl.signal.aborted) return;
       const header = responseHeader(status, message, body.byteLength);
       const payload = body;
-      await stream.sink(
+      // Frames flow into the stream through it-pipe; the reading side is the bounded FrameReader.
+      await pipe(
         (function* () {
           yield header;
           yield* bodyFrames(payload);
         })(),
+        stream.sink,
       );
       await stream.close();
     } catch (err) {
@@ -219,7 +222,7 @@ export class RequestResponseProtocol {
       stream = await this.libp2p.dialProtocol(peer, this.protocol, { signal });
       const frame = encodeFrame(StreamRequest.encode({ version: WIRE_VERSION, method, body }));
       const reader = new FrameReader(stream.source);
-      await stream.sink([frame]);
+      await pipe([frame], stream.sink);
       const headerBytes = await reader.next(MAX_RESPONSE_HEADER_BYTES);
       if (headerBytes === null) throw new RefusalError(RefusalReason.MALFORMED, 'stream closed without a response');
       let header: StreamResponse;
