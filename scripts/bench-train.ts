@@ -20,8 +20,9 @@ const program = new Command()
   .option('--threads <n>', 'onnxruntime intra-op threads (default: cores)')
   .option('--device <d>', 'cpu | cuda | auto', 'cpu')
   .option('--fused-gelu', 'use com.microsoft.Gelu instead of the Erf composition')
+  .option('--reference <onnx>', 'also time this forward graph (e.g. the PyTorch export of scripts/reference/vit_torch.py) with the same session settings')
   .parse(process.argv);
-const o = program.opts<{ json?: boolean; steps: string; batch: string; threads?: string; device: ExecutionProvider; fusedGelu?: boolean }>();
+const o = program.opts<{ json?: boolean; steps: string; batch: string; threads?: string; device: ExecutionProvider; fusedGelu?: boolean; reference?: string }>();
 const steps = Number(o.steps);
 const batch = Number(o.batch);
 const threads = o.threads ? Number(o.threads) : undefined;
@@ -47,10 +48,12 @@ async function timeIt(n: number, fn: () => Promise<unknown>): Promise<number> {
 
 const cfg = VIT_TINY;
 let weights: Weights;
-let source = 'embedded backbone models/vit-tiny-mnist';
+let source = 'embedded backbone';
 try {
   const { loadBackbone } = await import('../src/model/backbone.ts');
-  weights = (await loadBackbone()).weights;
+  const bb = await loadBackbone();
+  weights = bb.weights;
+  source = `embedded backbone models/${bb.manifest.name}`;
 } catch {
   weights = initWeights([...backboneSpecs(cfg), ...exitSpecs(cfg)], 1);
   source = 'fresh vit-tiny (no embedded backbone found)';
@@ -79,6 +82,18 @@ const exit1 = await forwardSession(1, 1);
 const exit1Ms = await timeIt(steps * 5, () => exit1.s.run(exit1.feeds));
 log(`forward b1: ${fwd1Ms.toFixed(3)} ms; exit 1 only: ${exit1Ms.toFixed(3)} ms`);
 
+// Reference forward graph (same session settings), timed right after fmfl's forward.
+let referenceMs: number | null = null;
+if (o.reference) {
+  const { readFile } = await import('node:fs/promises');
+  const rs = await Session.create(new Uint8Array(await readFile(o.reference)), { provider: o.device, threads });
+  const input = rs.inputNames[0];
+  const rfeeds: Record<string, FeedValue> = { [input]: { data: new Float32Array(batch * 784).map((_, i) => Math.sin(i)), dims: [batch, 1, 28, 28] } };
+  referenceMs = await timeIt(steps, () => rs.run(rfeeds));
+  const again = await timeIt(steps, () => fwd.s.run(fwd.feeds));
+  log(`reference forward: ${referenceMs.toFixed(2)} ms; fmfl forward again: ${again.toFixed(2)} ms`);
+}
+
 // (b) LoRA + heads train step, (c) full train step; both including AdamW.
 async function trainCase(set: 'lora+heads' | 'all'): Promise<{ ms: number; params: number }> {
   const tr = await Trainer.create({ cfg, lora: DEFAULT_LORA, trainableSet: set, weights, batch, threads, provider: o.device, fusedGelu: o.fusedGelu, seed: 1 });
@@ -101,6 +116,7 @@ const result = {
   forward: { msPerBatch: round(fwdMs), samplesPerSec: Math.round((batch * 1000) / fwdMs), batch1Ms: round(fwd1Ms, 3), exit1Batch1Ms: round(exit1Ms, 3) },
   loraStep: { msPerStep: round(lora.ms), samplesPerSec: Math.round((batch * 1000) / lora.ms) },
   fullStep: { msPerStep: round(full.ms), samplesPerSec: Math.round((batch * 1000) / full.ms) },
+  referenceForward: referenceMs === null ? null : { file: o.reference, msPerBatch: round(referenceMs), fmflOverReference: round(fwdMs / referenceMs) },
   ratioLoraStepToForward: round(lora.ms / fwdMs),
   ratioFullStepToForward: round(full.ms / fwdMs),
   peakRssMB: Math.round(process.resourceUsage().maxRSS / 1024),
