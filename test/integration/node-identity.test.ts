@@ -86,6 +86,11 @@ test('every profile in nodes/ validates, and flags override it', async (t) => {
     const cfg = await resolveNodeConfig({ file: join('nodes', f) });
     t.is(cfg.federation, 'demo', f);
   }
+  // The federated profile's "fl" section validates against the federation schema and merges with flag overrides.
+  const fl = await resolveNodeConfig({ file: 'nodes/fl-site.json', overrides: { fl: { rounds: 3 } } });
+  t.is(fl.fl?.rounds, 3);
+  t.is(fl.fl?.shard, '3/8');
+  await t.throwsAsync(resolveNodeConfig({ overrides: { fl: { topk: 2 } } as never }), { instanceOf: ConfigError, message: /fl\.topk/ });
   const over = await resolveNodeConfig({ file: 'nodes/laptop-cpu.json', overrides: { federation: 'x', capabilities: { loraRank: 8 }, stateDir: undefined } });
   t.is(over.federation, 'x');
   t.is(over.capabilities.loraRank, 8);
