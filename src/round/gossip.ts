@@ -11,6 +11,7 @@ import { EventEmitter } from 'node:events';
 import { RefusalError, RefusalReason, type MessageMeta } from '../mesh/index.ts';
 import { decodeUpdate, encodeUpdate, UpdateError, type ModelUpdate, type PrototypeTable, type TensorMap } from '../update/index.ts';
 import { Rng } from '../util/rng.ts';
+import { nextChange, RoundBytes } from './signals.ts';
 import { MixUpdate, PublicRequest, PublicResponse } from './pb/round.ts';
 import { RoundStoppedError, ROUND_WIRE_VERSION } from './leader.ts';
 import { deltaOf, encodeState, makeState, mergePrototypes, type GlobalState } from './state.ts';
@@ -39,7 +40,7 @@ export class GossipProtocol implements RoundProtocol {
   private readonly rng: Rng;
   private readonly dropRng: Rng;
   private running = false;
-  private readonly down = new Map<number, number>();
+  private readonly down = new RoundBytes();
   private myPrototypes: PrototypeTable[] = [];
 
   constructor(ctx: RoundContext, opts: RoundOptions, initial: GlobalState, restore?: ProtocolSnapshot) {
@@ -139,7 +140,7 @@ export class GossipProtocol implements RoundProtocol {
     if (typeof m === 'number') return;
     const sender = m.update.sender;
     if (sender === this.ctx.selfId) return;
-    this.down.set(m.round, (this.down.get(m.round) ?? 0) + payload.byteLength);
+    this.down.add(m.round, payload.byteLength);
     this.peerPrototypes.set(sender, m.update.prototypes);
     let rep = this.replicas.get(sender);
     if (!rep && m.round === 1) this.replicas.set(sender, (rep = { round: 0, tensors: cloneMap(this.initial) }));
@@ -162,7 +163,7 @@ export class GossipProtocol implements RoundProtocol {
       const u = decodeUpdate(res.state, this.ctx.manifest);
       if (u.sender !== peer || u.federation !== this.ctx.federation) return;
       for (const s of this.ctx.manifest.tensors) if (!u.deltas.has(s.name)) return;
-      this.down.set(this.pub.round, (this.down.get(this.pub.round) ?? 0) + res.state.byteLength);
+      this.down.add(this.pub.round, res.state.byteLength);
       this.replicas.set(peer, { round: Number(res.round), tensors: u.deltas });
       this.ctx.logger.debug({ peer, round: Number(res.round) }, 'resynchronized replica');
     } catch (err) {
@@ -221,7 +222,7 @@ export class GossipProtocol implements RoundProtocol {
         pulled = true;
         for (const p of lagging) void this.resync(p);
       }
-      await this.waitChange(100);
+      await nextChange(this.events, 100);
     }
 
     // Mix with every live member whose replica is reasonably fresh.
@@ -247,31 +248,10 @@ export class GossipProtocol implements RoundProtocol {
       next.set(spec.name, out);
     }
     this.local = makeState(round, next, this.prototypes(), this.ctx.manifest);
-    return { round, via: 'mixed', contributors: peers, bytesUp, updateBytes: bytesUp, bytesDown: this.takeDown(round), consensusDistance: dist / Math.max(1, count) };
+    return { round, via: 'mixed', contributors: peers, bytesUp, updateBytes: bytesUp, bytesDown: this.down.take(round), consensusDistance: dist / Math.max(1, count) };
   }
 
-  private takeDown(round: number): number {
-    let sum = 0;
-    for (const [r, b] of this.down) {
-      if (r <= round) {
-        sum += b;
-        this.down.delete(r);
-      }
-    }
-    return sum;
-  }
 
-  private waitChange(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const done = (): void => {
-        clearTimeout(t);
-        this.events.off('change', done);
-        resolve();
-      };
-      const t = setTimeout(done, ms);
-      this.events.once('change', done);
-    });
-  }
 }
 
 function cloneMap(m: TensorMap): TensorMap {

@@ -16,6 +16,7 @@ import { decodeUpdate, encodeUpdate, encodeWithErrorFeedback, ErrorFeedback, Upd
 import { FmflError } from '../util/errors.ts';
 import { peerIdFromString } from '@libp2p/peer-id';
 import { Rng } from '../util/rng.ts';
+import { nextChange, RoundBytes } from './signals.ts';
 import { GlobalUpdate, StateRequest, StateResponse, UpdateRequest } from './pb/round.ts';
 import { SECAGG_ANNOUNCE_INTERVAL_MS, SecAggRound } from './secagg-round.ts';
 import { applyDelta, decodeState, deltaOf, encodeState, hex, mergePrototypes, sameHash, type GlobalState } from './state.ts';
@@ -71,7 +72,7 @@ export class LeaderProtocol implements RoundProtocol {
   /** This node's encoded update for the round in progress (served to a leader that missed it). */
   private myUpdate: { round: number; bytes: Uint8Array } | null = null;
   /** Payload bytes received per round (updates and globals for that round, state pulls while in it). */
-  private readonly down = new Map<number, number>();
+  private readonly down = new RoundBytes();
 
   constructor(ctx: RoundContext, opts: RoundOptions, initial: GlobalState, restore?: ProtocolSnapshot) {
     this.ctx = ctx;
@@ -183,7 +184,7 @@ export class LeaderProtocol implements RoundProtocol {
     if (!m) this.updates.set(u.round, (m = new Map()));
     if (m.has(u.sender)) return;
     m.set(u.sender, u);
-    this.countDown(u.round, payload.byteLength);
+    this.down.add(u.round, payload.byteLength);
     this.events.emit('change');
   }
 
@@ -220,7 +221,7 @@ export class LeaderProtocol implements RoundProtocol {
     const g = this.decodeGlobal(payload, meta);
     if (typeof g === 'number') return;
     if (Number(g.msg.round) <= this.state.version) return;
-    this.countDown(Number(g.msg.round), g.bytes);
+    this.down.add(Number(g.msg.round), g.bytes);
     this.globals.push(g);
     this.events.emit('change');
   }
@@ -279,7 +280,7 @@ export class LeaderProtocol implements RoundProtocol {
       if (res.version !== ROUND_WIRE_VERSION || res.hash.length !== 32) return false;
       const st = decodeState(res.state, this.ctx.manifest, res.hash, this.ctx.federation);
       if (st.version !== Number(res.globalVersion) || st.version <= this.state.version) return false;
-      this.countDown(this.state.version + 1, res.state.byteLength);
+      this.down.add(this.state.version + 1, res.state.byteLength);
       this.ctx.logger.info({ from: peer, version: st.version }, 'pulled global state');
       this.adopt(st);
       return true;
@@ -347,10 +348,10 @@ export class LeaderProtocol implements RoundProtocol {
     for (;;) {
       if (!this.running) throw new RoundStoppedError();
       if (this.state.version >= round) {
-        return { round, via: 'synced', contributors: [], bytesUp, updateBytes, bytesDown: this.takeDown(round) };
+        return { round, via: 'synced', contributors: [], bytesUp, updateBytes, bytesDown: this.down.take(round) };
       }
       const applied = await this.tryApplyGlobals(round);
-      if (applied) return { ...applied, bytesUp, updateBytes, bytesDown: this.takeDown(round) };
+      if (applied) return { ...applied, bytesUp, updateBytes, bytesDown: this.down.take(round) };
 
       const members = this.ctx.members();
       const order = leaderOrder(this.ctx.federation, round, members);
@@ -372,9 +373,9 @@ export class LeaderProtocol implements RoundProtocol {
         rank === 0 ? have >= quorum || now >= deadline : rank > 0 && rank < MAX_LEADER_RANKS && now >= deadline + rank * this.opts.leaderTimeoutMs;
       if (myTurn) {
         const led = await this.lead(round, rank);
-        if (led) return { ...led, bytesUp: bytesUp + led.bytesUp, updateBytes, bytesDown: this.takeDown(round) };
+        if (led) return { ...led, bytesUp: bytesUp + led.bytesUp, updateBytes, bytesDown: this.down.take(round) };
       }
-      await this.waitChange(rank === 0 ? 100 : 250);
+      await nextChange(this.events, rank === 0 ? 100 : 250);
     }
   }
 
@@ -408,10 +409,10 @@ export class LeaderProtocol implements RoundProtocol {
     }
     for (;;) {
       if (!this.running) throw new RoundStoppedError();
-      if (this.state.version >= round) return { round, via: 'synced', contributors: [], bytesUp: bytes.byteLength, bytesDown: this.takeDown(round) };
+      if (this.state.version >= round) return { round, via: 'synced', contributors: [], bytesUp: bytes.byteLength, bytesDown: this.down.take(round) };
       const applied = await this.tryApplyGlobals(round);
-      if (applied) return { ...applied, bytesUp: bytes.byteLength, bytesDown: this.takeDown(round) };
-      await this.waitChange(250);
+      if (applied) return { ...applied, bytesUp: bytes.byteLength, bytesDown: this.down.take(round) };
+      await nextChange(this.events, 250);
     }
   }
 
@@ -496,30 +497,6 @@ export class LeaderProtocol implements RoundProtocol {
     return (this.opts.dropRate ?? 0) > 0 && this.dropRng.next() < this.opts.dropRate!;
   }
 
-  private countDown(round: number, bytes: number): void {
-    this.down.set(round, (this.down.get(round) ?? 0) + bytes);
-  }
 
-  private takeDown(round: number): number {
-    let sum = 0;
-    for (const [r, b] of this.down) {
-      if (r <= round) {
-        sum += b;
-        this.down.delete(r);
-      }
-    }
-    return sum;
-  }
 
-  private waitChange(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const done = (): void => {
-        clearTimeout(t);
-        this.events.off('change', done);
-        resolve();
-      };
-      const t = setTimeout(done, ms);
-      this.events.once('change', done);
-    });
-  }
 }

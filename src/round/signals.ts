@@ -1,0 +1,35 @@
+import type { EventEmitter } from 'node:events';
+
+/** Bytes received per round, so a round's traffic is reported with the round it belongs to. */
+export class RoundBytes {
+  private readonly byRound = new Map<number, number>();
+
+  add(round: number, bytes: number): void {
+    this.byRound.set(round, (this.byRound.get(round) ?? 0) + bytes);
+  }
+
+  /** The bytes of every round up to `round`, which are then forgotten. */
+  take(round: number): number {
+    let sum = 0;
+    for (const [r, b] of this.byRound) {
+      if (r <= round) {
+        sum += b;
+        this.byRound.delete(r);
+      }
+    }
+    return sum;
+  }
+}
+
+/** Resolve on the next 'change' event of `events`, or after `ms` milliseconds, whichever comes first. */
+export function nextChange(events: EventEmitter, ms: number): Promise<void> {
+  return new Promise((resolve) => {
+    const done = (): void => {
+      clearTimeout(t);
+      events.off('change', done);
+      resolve();
+    };
+    const t = setTimeout(done, ms);
+    events.once('change', done);
+  });
+}
