@@ -87,6 +87,8 @@ export class Trainer {
   private readonly yBuf: BigInt64Array;
   private readonly xEval: Float32Array;
   private prototypes: { protos: Float32Array; mask: Float32Array } | null = null;
+  /** Outputs a training step needs (the graph's logits output is skipped). */
+  private readonly trainFetches: string[];
 
   private constructor(o: {
     cfg: VitConfig; lora: LoraConfig | null; set: TrainableSet; batch: number; evalBatch: number; params: Weights; specs: ParamSpec[];
@@ -109,6 +111,7 @@ export class Trainer {
     this.xBuf = new Float32Array(o.batch * px);
     this.yBuf = new BigInt64Array(o.batch);
     this.xEval = new Float32Array(o.evalBatch * px);
+    this.trainFetches = ['loss', 'loss_ce', ...o.specs.map((s) => gradName(s.name))];
   }
 
   static async create(opts: TrainerOptions): Promise<Trainer> {
@@ -187,7 +190,7 @@ export class Trainer {
       feeds[PROTOTYPES] = { data: p.protos, dims: [E, C, this.cfg.dim] };
       feeds[PROTO_MASK] = { data: p.mask, dims: [E, C] };
     }
-    const out = await this.trainSession.run(feeds);
+    const out = await this.trainSession.run(feeds, this.trainFetches);
     const loss = Number(out.loss[0]);
     const lossCe = Number(out.loss_ce[0]);
     if (!Number.isFinite(loss)) throw new TrainingError(`loss is ${loss}; lower the learning rate`);
