@@ -40,13 +40,13 @@ function regular(n: number, k: number, rng: Rng): Array<[number, number]> {
     return e;
   }
   for (;;) {
-    const stubs = rng.shuffle(Array.from({ length: n * k }, (_, i) => Math.floor(i / k)));
+    const halfEdges = rng.shuffle(Array.from({ length: n * k }, (_, i) => Math.floor(i / k)));
     const seen = new Set<string>();
     const edges: Array<[number, number]> = [];
     let ok = true;
-    for (let i = 0; i < stubs.length && ok; i += 2) {
-      const a = Math.min(stubs[i], stubs[i + 1]);
-      const b = Math.max(stubs[i], stubs[i + 1]);
+    for (let i = 0; i < halfEdges.length && ok; i += 2) {
+      const a = Math.min(halfEdges[i], halfEdges[i + 1]);
+      const b = Math.max(halfEdges[i], halfEdges[i + 1]);
       if (a === b || seen.has(`${a}-${b}`)) ok = false;
       seen.add(`${a}-${b}`);
       edges.push([a, b]);
