@@ -69,13 +69,13 @@ export const topologies = {
     if ((n * k) % 2 !== 0 || k >= n) throw new RangeError('need n*k even and k < n');
     const rng = new Rng(seed);
     for (let attempt = 0; attempt < 1000; attempt++) {
-      const stubs = rng.shuffle(Array.from({ length: n * k }, (_, i) => Math.floor(i / k)));
+      const halfEdges = rng.shuffle(Array.from({ length: n * k }, (_, i) => Math.floor(i / k)));
       const seen = new Set<string>();
       const edges: Array<[number, number]> = [];
       let ok = true;
-      for (let i = 0; i < stubs.length; i += 2) {
-        const a = Math.min(stubs[i], stubs[i + 1]);
-        const b = Math.max(stubs[i], stubs[i + 1]);
+      for (let i = 0; i < halfEdges.length; i += 2) {
+        const a = Math.min(halfEdges[i], halfEdges[i + 1]);
+        const b = Math.max(halfEdges[i], halfEdges[i + 1]);
         if (a === b || seen.has(`${a}-${b}`)) {
           ok = false;
           break;
