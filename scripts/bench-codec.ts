@@ -10,25 +10,15 @@ import { cpus } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { getAggregator } from '../src/aggregate/index.ts';
 import {
-  decodeUpdate, encodeUpdate, type ModelUpdate, type TensorMap, type TensorSpec, type UpdateEncodeOptions, type UpdateManifest, type ValueBits,
+  decodeUpdate, encodeUpdate, toUpdateManifest, type ModelUpdate, type TensorMap, type UpdateEncodeOptions, type UpdateManifest, type ValueBits,
 } from '../src/update/index.ts';
 import { Rng } from '../src/util/rng.ts';
+import { VitConfigSchema, trainableSpecs } from '../src/model/vit.ts';
 
+/** Update manifest of a vit-tiny-shaped model (LoRA on q and v + exit heads), from the model's own specs. */
 function manifestFor(dim: number, depth: number, rank: number, classes: number): UpdateManifest {
-  const tensors: TensorSpec[] = [];
-  for (let i = 0; i < depth; i++) {
-    for (const p of ['q', 'v']) {
-      tensors.push({ name: `blocks.${i}.attn.${p}.lora_a`, shape: [dim, rank], loraAxis: 1 });
-      tensors.push({ name: `blocks.${i}.attn.${p}.lora_b`, shape: [rank, dim], loraAxis: 0 });
-    }
-  }
-  for (let i = 0; i < depth; i++) {
-    tensors.push({ name: `exits.${i}.norm.weight`, shape: [dim] });
-    tensors.push({ name: `exits.${i}.norm.bias`, shape: [dim] });
-    tensors.push({ name: `exits.${i}.head.weight`, shape: [dim, classes] });
-    tensors.push({ name: `exits.${i}.head.bias`, shape: [classes] });
-  }
-  return { tensors, prototypes: { exits: depth, classes, dim } };
+  const cfg = VitConfigSchema.parse({ dim, depth, classes });
+  return toUpdateManifest(trainableSpecs(cfg, 'lora+heads', { rank, alpha: 2 * rank, targets: ['q', 'v'] }), { prototypes: { exits: depth, classes, dim } });
 }
 
 function deltasFor(m: UpdateManifest, rng: Rng): TensorMap {

@@ -1,22 +1,14 @@
-import type { TensorSpec, UpdateManifest, ModelUpdate, TensorMap } from '../../src/update/index.ts';
+import { toUpdateManifest, type UpdateManifest, type ModelUpdate, type TensorMap } from '../../src/update/index.ts';
+import { VitConfigSchema, trainableSpecs } from '../../src/model/vit.ts';
 import { Rng } from '../../src/util/rng.ts';
 
-/** vit-tiny (dim 64, depth 4, 10 classes, LoRA on q and v) trainable tensors: test-only spec table. */
+/**
+ * The update manifest of a vit-tiny-shaped model (LoRA on q and v, plus exit heads), taken from the model's own
+ * trainable-tensor specs so tests cannot drift from the real model.
+ */
 export function vitTinyManifest(rank = 8, dim = 64, depth = 4, classes = 10): UpdateManifest {
-  const tensors: TensorSpec[] = [];
-  for (let i = 0; i < depth; i++) {
-    for (const p of ['q', 'v']) {
-      tensors.push({ name: `blocks.${i}.attn.${p}.lora_a`, shape: [dim, rank], loraAxis: 1 });
-      tensors.push({ name: `blocks.${i}.attn.${p}.lora_b`, shape: [rank, dim], loraAxis: 0 });
-    }
-  }
-  for (let i = 0; i < depth; i++) {
-    tensors.push({ name: `exits.${i}.norm.weight`, shape: [dim] });
-    tensors.push({ name: `exits.${i}.norm.bias`, shape: [dim] });
-    tensors.push({ name: `exits.${i}.head.weight`, shape: [dim, classes] });
-    tensors.push({ name: `exits.${i}.head.bias`, shape: [classes] });
-  }
-  return { tensors, prototypes: { exits: depth, classes, dim } };
+  const cfg = VitConfigSchema.parse({ dim, depth, classes });
+  return toUpdateManifest(trainableSpecs(cfg, 'lora+heads', { rank, alpha: 2 * rank, targets: ['q', 'v'] }), { prototypes: { exits: depth, classes, dim } });
 }
 
 /** Gaussian deltas of scale `std` for every manifest tensor at `rank`. */
