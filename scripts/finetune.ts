@@ -10,7 +10,7 @@
  * as a model checkpoint (src/model/model-checkpoint.ts), the file `fmfl-node infer --checkpoint` loads.
  */
 import { Command } from 'commander';
-import cliProgress from 'cli-progress';
+import { stepBar } from './lib/progress.ts';
 import { loadBackbone, DEFAULT_BACKBONE } from '../src/model/backbone.ts';
 import { LORA_TARGETS, TRAINABLE_SETS, backboneSpecs, type LoraTarget, type TrainableSet } from '../src/model/vit.ts';
 import { runRecipe } from '../src/train/recipes.ts';
@@ -54,8 +54,7 @@ for (const t of targets) {
 }
 const bb = await loadBackbone(String(o.backbone), o.backboneDir ? String(o.backboneDir) : undefined);
 const lora = set === 'lora+heads' ? { rank: Number(o.rank), alpha: Number(o.alpha), targets } : null;
-const bar = new cliProgress.SingleBar({ format: `${set} [{bar}] {value}/{total} steps  loss {loss}`, stream: process.stderr }, cliProgress.Presets.shades_classic);
-let started = false;
+const bar = stepBar(set);
 const res = await runRecipe({
   cfg: bb.cfg, weights: bb.weights, dataset: String(o.dataset) as 'fashion-mnist', trainableSet: set, lora,
   epochs: Number(o.epochs), batch: Number(o.batch), seed: Number(o.seed), freshHeads: true,
@@ -63,13 +62,9 @@ const res = await runRecipe({
   limit: o.limit ? Number(o.limit) : undefined,
   threads: o.threads ? Number(o.threads) : undefined,
   provider: String(o.device) as ExecutionProvider,
-  onStep: (s, total, loss) => {
-    if (!started) { bar.start(total, 0, { loss: '-' }); started = true; }
-    bar.update(s, { loss: loss.toFixed(3) });
-  },
+  onStep: bar.step,
   onEpoch: (e, ev, l) => {
-    bar.stop();
-    started = false;
+    bar.done();
     console.error(`epoch ${e}: train loss ${l.toFixed(4)}; test accuracy per exit ${ev.accuracy.map((a) => (a * 100).toFixed(2)).join(' / ')}; exit ensemble ${(ev.ensembleAccuracy * 100).toFixed(2)}`);
   },
 });

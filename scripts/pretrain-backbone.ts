@@ -6,7 +6,7 @@
  * Deterministic for a given seed and thread count.
  */
 import { Command } from 'commander';
-import cliProgress from 'cli-progress';
+import { stepBar } from './lib/progress.ts';
 import { VIT_TINY, backboneSpecs, exitSpecs, initWeights } from '../src/model/vit.ts';
 import { saveBackbone, MODELS_DIR, REFERENCE_BACKBONE } from '../src/model/backbone.ts';
 import { runRecipe } from '../src/train/recipes.ts';
@@ -25,8 +25,7 @@ const o = new Command()
 
 const cfg = VIT_TINY;
 const seed = Number(o.seed);
-const bar = new cliProgress.SingleBar({ format: 'pretrain [{bar}] {value}/{total} steps  loss {loss}', stream: process.stderr }, cliProgress.Presets.shades_classic);
-let started = false;
+const bar = stepBar('pretrain');
 const res = await runRecipe({
   cfg,
   weights: initWeights([...backboneSpecs(cfg), ...exitSpecs(cfg)], seed),
@@ -37,13 +36,9 @@ const res = await runRecipe({
   batch: Number(o.batch),
   optimizer: { kind: 'adamw', lr: Number(o.lr), weightDecay: Number(o.wd) },
   seed,
-  onStep: (s, total, loss) => {
-    if (!started) { bar.start(total, 0, { loss: '-' }); started = true; }
-    bar.update(s, { loss: loss.toFixed(3) });
-  },
+  onStep: bar.step,
   onEpoch: (e, ev, l) => {
-    bar.stop();
-    started = false;
+    bar.done();
     console.error(`epoch ${e}: train loss ${l.toFixed(4)}, test accuracy per exit ${ev.accuracy.map((a) => (a * 100).toFixed(1)).join(' / ')}`);
   },
 });
