@@ -44,6 +44,8 @@ const program = new Command()
   .option('--no-error-feedback', 'disable error feedback')
   .option('--downlink-bits <n>', 'bits of the leader broadcast: 32 | 16 | 8', '16')
   .option('--aggregator <name>', 'aggregation rule', 'fedavg')
+  .option('--server-lr <x>', 'server learning rate (fedavgm: default 1; fedadam & co: 0.01)')
+  .option('--server-momentum <x>', 'fedavgm server momentum (default 0.9)')
   .option('--quorum <x>', 'leader quorum fraction', '1')
   .option('--round-timeout-ms <n>', 'leader round deadline', '60000')
   .option('--leader-timeout-ms <n>', 'backup leader wait per rank', '15000')
@@ -88,7 +90,7 @@ function flConfig(i: number): Record<string, unknown> {
     protocol: o.protocol, rounds, localSteps: Number(o.localSteps), batch: Number(o.batch), lr: Number(o.lr),
     shard: `${i}/${N}`, alpha: o.alpha === 'iid' ? null : Number(o.alpha), partitionSeed: Number(o.seed),
     topk: Number(o.topk), topkScope: o.topkScope, brotli: o.brotli !== false, bits: Number(o.bits), errorFeedback: o.errorFeedback !== false, downlinkBits: Number(o.downlinkBits),
-    aggregator: o.aggregator, quorum: Number(o.quorum), roundTimeoutMs: Number(o.roundTimeoutMs), leaderTimeoutMs: Number(o.leaderTimeoutMs),
+    aggregator: o.aggregator, ...(o.serverLr !== undefined ? { serverLr: Number(o.serverLr) } : {}), ...(o.serverMomentum !== undefined ? { serverMomentum: Number(o.serverMomentum) } : {}), quorum: Number(o.quorum), roundTimeoutMs: Number(o.roundTimeoutMs), leaderTimeoutMs: Number(o.leaderTimeoutMs),
     gossipGamma: Number(o.gamma), rank: Number(o.rank),
     ...(o.backbone ? { backbone: o.backbone } : {}), ...(o.loraTargets ? { loraTargets: String(o.loraTargets).split(',') } : {}), protoWeight: Number(o.protoWeight), testSlice: Number(o.testSlice),
     threads: Number(o.threads), minMembers: N, prototypeEvery: Number(o.prototypeEvery),
@@ -155,6 +157,8 @@ async function report(metrics: RoundMetrics[][], finals: { node: number; accurac
   const summary = {
     name, mode, nodes: N, protocol: o.protocol, topology: o.topology, rounds, localSteps: Number(o.localSteps),
     alpha: o.alpha, topk: Number(o.topk), bits: Number(o.bits), errorFeedback: o.errorFeedback !== false, aggregator: o.aggregator,
+    serverLr: o.serverLr === undefined ? undefined : Number(o.serverLr), serverMomentum: o.serverMomentum === undefined ? undefined : Number(o.serverMomentum),
+    gamma: o.protocol === 'gossip' ? Number(o.gamma) : undefined, backbone: o.backbone ?? 'default', loraTargets: o.loraTargets ?? 'default',
     faults, events,
     finalAccuracyMean: meanOf(finals.map((f) => lastExit(f.accuracy))),
     finalAccuracyPerExitMean: finals[0]?.accuracy.map((_, e) => meanOf(finals.map((f) => f.accuracy[e]))),
@@ -214,7 +218,7 @@ if (mode === 'procs') {
         '--data', 'fashion-mnist', '--shard', `${i}/${N}`, '--alpha', String(o.alpha), '--protocol', o.protocol,
         ...flag('--rounds', rounds), ...flag('--local-steps', o.localSteps), ...flag('--batch', o.batch), ...flag('--lr', o.lr),
         ...flag('--topk', o.topk), ...flag('--topk-scope', o.topkScope), ...(o.brotli === false ? ['--no-brotli'] : []), ...flag('--bits', o.bits), ...(o.errorFeedback === false ? ['--no-error-feedback'] : []),
-        ...flag('--downlink-bits', o.downlinkBits), ...flag('--aggregator', o.aggregator), ...flag('--quorum', o.quorum),
+        ...flag('--downlink-bits', o.downlinkBits), ...flag('--aggregator', o.aggregator), ...flag('--server-lr', o.serverLr), ...flag('--server-momentum', o.serverMomentum), ...flag('--quorum', o.quorum),
         ...flag('--round-timeout-ms', o.roundTimeoutMs), ...flag('--leader-timeout-ms', o.leaderTimeoutMs), ...flag('--gamma', o.gamma),
         ...flag('--rank', o.rank), ...flag('--backbone', o.backbone), ...flag('--lora-targets', o.loraTargets), ...flag('--proto-weight', o.protoWeight), ...flag('--prototype-every', o.prototypeEvery), ...flag('--test-slice', o.testSlice), ...flag('--threads', o.threads),
         ...(o.dpClip ? ['--dp-clip', String(o.dpClip), '--dp-noise', String(o.dpNoise ?? 1)] : []),

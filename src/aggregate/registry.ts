@@ -1,7 +1,7 @@
 import { fedavg } from './fedavg.ts';
 import { ffaLora, flexlora, hetlora } from './lora.ts';
 import { median, normBound, trimmedMean } from './robust.ts';
-import { withServerOptimizer } from './server-opt.ts';
+import { withServerMomentum, withServerOptimizer } from './server-opt.ts';
 import { AggregateError, AggregateRefusal, type Aggregator } from './types.ts';
 
 const BASE_RULES: Record<string, Aggregator> = {
@@ -24,11 +24,12 @@ function inner(name: string): Aggregator {
 }
 
 /**
- * Every aggregation rule by the name `--aggregator <name>` accepts. Server optimizers (fedadam, fedyogi,
+ * Every aggregation rule by the name `--aggregator <name>` accepts. Server optimizers (fedavgm, fedadam, fedyogi,
  * fedadagrad) run on the output of `opts.inner` (default fedavg).
  */
 export const AGGREGATORS: Readonly<Record<string, Aggregator>> = Object.freeze({
   ...BASE_RULES,
+  fedavgm: withServerMomentum(inner),
   fedadam: withServerOptimizer('adam', inner),
   fedyogi: withServerOptimizer('yogi', inner),
   fedadagrad: withServerOptimizer('adagrad', inner),
@@ -54,3 +55,6 @@ export function getAggregator(name: string): Aggregator {
   }
   return r;
 }
+
+/** Rules whose server state is a momentum buffer every member derives from the applied global step. */
+export const MOMENTUM_AGGREGATORS: readonly string[] = Object.freeze(['fedavgm']);

@@ -10,6 +10,11 @@ export const DEFAULT_BETA2 = 0.99;
 /** Default adaptivity τ (Reddi et al. 2021, who find τ ≈ 1e-3 works across tasks). */
 export const DEFAULT_TAU = 1e-3;
 
+/** Default server momentum β of FedAvgM (Hsu, Qi & Brown, "Measuring the effects of non-identical data", 2019). */
+export const DEFAULT_SERVER_MOMENTUM = 0.9;
+/** Default server learning rate of FedAvgM: 1 (with momentum 0 it is plain FedAvg). */
+export const DEFAULT_FEDAVGM_LR = 1;
+
 type Variant = 'adam' | 'yogi' | 'adagrad';
 
 /**
@@ -65,4 +70,61 @@ export function withServerOptimizer(variant: Variant, resolveInner: (name: strin
     const { deltas, state } = serverOptimizerStep(avg.deltas, variant, opts);
     return { deltas, sampleCount: avg.sampleCount, state, loraRank: avg.loraRank };
   };
+}
+
+/**
+ * FedAvgM (Hsu et al. 2019): server momentum on the inner rule's averaged delta Δ,
+ * v ← β·v + Δ;  step = η·v. With β = 0 it is FedAvg with a server learning rate η.
+ *
+ * The momentum buffer is a function of the last applied global step (v = step / η), so with a rotating leader
+ * every member can carry it: each node sets it from the global update it applies (`momentumFromStep`), and whoever
+ * leads the next round starts from the same buffer.
+ */
+export function withServerMomentum(resolveInner: (name: string) => Aggregator): Aggregator {
+  return (updates: readonly AggregateInput[], opts: AggregateOptions = {}): AggregateResult => {
+    const { lr, beta } = momentumOptions(opts);
+    const avg = resolveInner(opts.inner ?? 'fedavg')(updates, opts);
+    const prev = opts.state;
+    const state: ServerOptimizerState = { m: new Map(), v: new Map(), step: (prev?.step ?? 0) + 1 };
+    const deltas: TensorMap = new Map();
+    for (const [name, g] of avg.deltas) {
+      const m0 = prev?.m.get(name);
+      if (m0 && m0.length !== g.length) {
+        throw new AggregateError(AggregateRefusal.SHAPE_MISMATCH, `momentum buffer for ${name} has the wrong length; reset it after a shape change`);
+      }
+      const m = new Float64Array(g.length);
+      const out = new Float32Array(g.length);
+      for (let i = 0; i < g.length; i++) {
+        m[i] = beta * (m0 ? m0[i] : 0) + g[i];
+        out[i] = lr * m[i];
+      }
+      state.m.set(name, m);
+      deltas.set(name, out);
+    }
+    return { deltas, sampleCount: avg.sampleCount, state, loraRank: avg.loraRank };
+  };
+}
+
+/** Validated FedAvgM options (η in (0, 100], β in [0, 1)). */
+export function momentumOptions(opts: AggregateOptions): { lr: number; beta: number } {
+  const lr = opts.serverLr ?? DEFAULT_FEDAVGM_LR;
+  const beta = opts.serverMomentum ?? DEFAULT_SERVER_MOMENTUM;
+  if (!(lr > 0 && lr <= 100)) throw new AggregateError(AggregateRefusal.BAD_OPTION, `serverLr ${lr} outside (0, 100]`);
+  if (!(beta >= 0 && beta < 1)) throw new AggregateError(AggregateRefusal.BAD_OPTION, `serverMomentum ${beta} outside [0, 1)`);
+  return { lr, beta };
+}
+
+/**
+ * The FedAvgM momentum buffer implied by an applied global step: v = step / η. Every member calls this on the
+ * global update it applies, so the buffer is identical everywhere (the step is the decoded broadcast itself).
+ */
+export function momentumFromStep(applied: TensorMap, opts: AggregateOptions, prevStep = 0): ServerOptimizerState {
+  const { lr } = momentumOptions(opts);
+  const m = new Map<string, Float64Array>();
+  for (const [name, d] of applied) {
+    const v = new Float64Array(d.length);
+    for (let i = 0; i < d.length; i++) v[i] = d[i] / lr;
+    m.set(name, v);
+  }
+  return { m, v: new Map(), step: prevStep + 1 };
 }

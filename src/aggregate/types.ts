@@ -72,8 +72,10 @@ export interface AggregateOptions {
   maxNorm?: number;
   /** Server optimizer: state from the previous round (absent: fresh). */
   state?: ServerOptimizerState;
-  /** Server learning rate η; default 0.01 (Reddi et al. 2021 grid; Flower's FedYogi default). */
+  /** Server learning rate η; default 0.01 for fedadam/fedyogi/fedadagrad (Reddi et al. 2021 grid; Flower's FedYogi default), 1 for fedavgm. */
   serverLr?: number;
+  /** FedAvgM: server momentum β in [0, 1), default 0.9 (Hsu et al. 2019). */
+  serverMomentum?: number;
   /** β1, default 0.9 (Reddi et al. 2021). */
   beta1?: number;
   /** β2, default 0.99 (Reddi et al. 2021). */

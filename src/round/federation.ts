@@ -66,6 +66,10 @@ export const FederationConfigSchema = z
     /** Brotli over each update payload: lossless, about 8% smaller at top-10% 8-bit on real updates. */
     brotli: z.boolean().default(true),
     aggregator: z.string().refine((s) => AGGREGATOR_NAMES.includes(s), { message: `aggregator must be one of ${AGGREGATOR_NAMES.join(', ')}` }).default('fedavg'),
+    /** Server learning rate of fedavgm / fedadam / fedyogi / fedadagrad (default: the rule's own, 1 for fedavgm, 0.01 for the adaptive ones). */
+    serverLr: z.number().positive().max(100).optional(),
+    /** fedavgm: server momentum β in [0, 1) (default 0.9). */
+    serverMomentum: z.number().min(0).lt(1).optional(),
     quorum: z.number().gt(0).max(1).default(1),
     roundTimeoutMs: z.number().int().min(100).max(3_600_000).default(60_000),
     leaderTimeoutMs: z.number().int().min(100).max(3_600_000).default(15_000),
@@ -208,7 +212,7 @@ export class Federation {
     };
     const ropts: RoundOptions = {
       compression: { topk: cfg.topk, topkScope: cfg.topkScope, bits: cfg.bits, errorFeedback: cfg.errorFeedback, downlinkBits: cfg.downlinkBits, brotli: cfg.brotli },
-      aggregator: cfg.aggregator, quorum: cfg.quorum, roundTimeoutMs: cfg.roundTimeoutMs, leaderTimeoutMs: cfg.leaderTimeoutMs,
+      aggregator: cfg.aggregator, aggregatorOptions: definedOnly({ serverLr: cfg.serverLr, serverMomentum: cfg.serverMomentum }), quorum: cfg.quorum, roundTimeoutMs: cfg.roundTimeoutMs, leaderTimeoutMs: cfg.leaderTimeoutMs,
       gossipGamma: cfg.gossipGamma,
       dp: cfg.dpClip !== undefined ? { clipNorm: cfg.dpClip, noiseMultiplier: cfg.dpNoise! } : undefined,
       attack: cfg.attack,
@@ -414,4 +418,8 @@ async function readFederationCheckpoint(path: string, manifest: UpdateManifest, 
   }
   if (meta.optimizer) trainer.optimizer.loadState(joinOptimizerState(meta.optimizer, ck.tensors));
   return snap;
+}
+
+function definedOnly<T extends Record<string, unknown>>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
 }

@@ -9,7 +9,7 @@
  */
 import { EventEmitter } from 'node:events';
 import { createHash } from 'node:crypto';
-import { getAggregator, type ServerOptimizerState } from '../aggregate/index.ts';
+import { getAggregator, momentumFromStep, MOMENTUM_AGGREGATORS, type ServerOptimizerState } from '../aggregate/index.ts';
 import { RefusalError, RefusalReason, type MessageMeta } from '../mesh/index.ts';
 import { privatizeUpdate } from '../privacy/index.ts';
 import { decodeUpdate, encodeUpdate, encodeWithErrorFeedback, ErrorFeedback, UpdateError, type ModelUpdate, type TensorMap } from '../update/index.ts';
@@ -290,7 +290,15 @@ export class LeaderProtocol implements RoundProtocol {
     }
   }
 
-  private adopt(st: GlobalState): void {
+  /**
+   * Make `st` the current global state. `applied` is the global step that produced it from the previous state
+   * (absent after a state pull). Momentum rules (fedavgm) derive their buffer from it on every member, so the
+   * next leader, whoever it is, continues the same momentum; after a state pull the momentum restarts from zero.
+   */
+  private adopt(st: GlobalState, applied?: TensorMap): void {
+    if (MOMENTUM_AGGREGATORS.includes(this.opts.aggregator)) {
+      this.serverOpt = applied ? momentumFromStep(applied, this.opts.aggregatorOptions ?? {}, this.serverOpt?.step ?? 0) : undefined;
+    }
     this.state = st;
     for (const r of [...this.updates.keys()]) if (r <= st.version) this.updates.delete(r);
     this.secagg?.prune(st.version);
@@ -424,7 +432,7 @@ export class LeaderProtocol implements RoundProtocol {
       if (r === this.state.version + 1 && sameHash(g.msg.baseHash, this.state.hash)) {
         const next = applyDelta(this.state, g.update.deltas, g.update.prototypes, this.ctx.manifest);
         if (sameHash(next.hash, g.msg.newHash)) {
-          this.adopt(next);
+          this.adopt(next, g.update.deltas);
           this.ctx.logger.debug({ round: r, leader: g.from, rank: g.msg.leaderRank }, 'applied global');
           if (r >= round) return { round, via: 'applied', leader: g.from, leaderRank: g.msg.leaderRank, contributors: g.msg.contributors };
           continue;
@@ -482,7 +490,7 @@ export class LeaderProtocol implements RoundProtocol {
     });
     if (this.state !== base) return null; // a global arrived meanwhile
     if (result.state) this.serverOpt = result.state;
-    this.adopt(next);
+    this.adopt(next, enc.reconstruction);
     try {
       await this.ctx.mesh.publish(GLOBAL_TOPIC, bytes);
     } catch (err) {

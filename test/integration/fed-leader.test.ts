@@ -43,3 +43,24 @@ for (const [name, edges] of Object.entries(TOPOLOGIES)) {
     t.true(protos[0].counts.filter((c) => c > 0).length >= 5, `classes with a prototype: ${protos[0].counts.join(',')}`);
   });
 }
+
+test.serial('leader protocol with fedavgm: rotating leaders continue one server-momentum buffer that every member holds', async (t) => {
+  const meshes = await startMeshes(N);
+  t.teardown(() => stopAll(meshes));
+  link(meshes, topologies.full(N));
+  await waitFor(() => viewsConverged(meshes), 'membership views');
+  const feds = await createFeds(meshes, (i) => tinyFl(i, N, { rounds: 3, aggregator: 'fedavgm', serverLr: 1.5, serverMomentum: 0.5 }));
+  t.teardown(() => releaseAll(feds));
+  const metrics = await runAll(feds);
+  t.is(new Set(finalHashes(feds)).size, 1);
+  const leaders = new Set(metrics.flatMap((m) => m.filter((x) => x.via === 'led').map((x) => x.node + x.round)));
+  t.is(leaders.size, 3, 'one led round per round');
+  // Every member's momentum buffer is the last applied step divided by the server learning rate.
+  const bufs = feds.map((f) => f.protocol.snapshot().serverOpt);
+  t.true(bufs.every((b) => b !== undefined && b.m.size > 0));
+  for (const b of bufs.slice(1)) {
+    for (const [k, v] of bufs[0]!.m) t.deepEqual(Array.from(b!.m.get(k)!), Array.from(v), k);
+  }
+  const anyNonZero = [...bufs[0]!.m.values()].some((v) => v.some((x) => x !== 0));
+  t.true(anyNonZero, 'the buffer holds the last step');
+});

@@ -1,6 +1,6 @@
 import test from 'ava';
 import {
-  AGGREGATOR_NAMES, AggregateError, AggregateRefusal, aggregatePrototypes, ffaLora, getAggregator, hetlora, prototypeMeans,
+  AGGREGATOR_NAMES, AggregateError, AggregateRefusal, aggregatePrototypes, ffaLora, getAggregator, hetlora, momentumFromStep, prototypeMeans,
   resizeLora, type AggregateInput,
 } from '../../src/aggregate/index.ts';
 import type { UpdateManifest } from '../../src/update/index.ts';
@@ -61,6 +61,24 @@ test('fedadam / fedyogi: one and two steps, hand-computed (Reddi et al. 2021, v0
   t.throws(() => getAggregator('fedadam')(ups, { inner: 'fedadam' }), { instanceOf: AggregateError });
 });
 
+test('fedavgm: server momentum and learning rate, hand-computed; the buffer is recoverable from the applied step', (t) => {
+  const ups = [u([1, 2], 1), u([3, 6], 3)]; // FedAvg: [2.5, 5]
+  const a1 = getAggregator('fedavgm')(ups, { serverLr: 2, serverMomentum: 0.5 });
+  close(t, get(a1), [5, 10]);
+  const a2 = getAggregator('fedavgm')([u([1, -1])], { serverLr: 2, serverMomentum: 0.5, state: a1.state });
+  close(t, get(a2), [2 * (0.5 * 2.5 + 1), 2 * (0.5 * 5 - 1)]);
+  t.is(a2.state!.step, 2);
+  // A member that only saw the applied step of round 1 holds the same buffer as the leader of round 1.
+  const derived = momentumFromStep(a1.deltas, { serverLr: 2, serverMomentum: 0.5 });
+  const a2b = getAggregator('fedavgm')([u([1, -1])], { serverLr: 2, serverMomentum: 0.5, state: derived });
+  close(t, get(a2b), get(a2));
+  // momentum 0 and lr 1 is FedAvg
+  close(t, get(getAggregator('fedavgm')(ups, { serverMomentum: 0 })), get(getAggregator('fedavg')(ups)));
+  for (const bad of [{ serverMomentum: 1 }, { serverMomentum: -0.1 }, { serverLr: 0 }, { serverLr: Number.NaN }, { serverLr: 1000 }]) {
+    t.is(t.throws(() => getAggregator('fedavgm')(ups, bad), { instanceOf: AggregateError })?.reason, AggregateRefusal.BAD_OPTION, JSON.stringify(bad));
+  }
+});
+
 const manifest: UpdateManifest = {
   tensors: [
     { name: 'l.lora_a', shape: [2, 2], loraAxis: 1 },
@@ -115,7 +133,7 @@ test('prototypes: count-weighted class means; unseen classes do not dilute', (t)
 });
 
 test('registry: every name resolves, unknown names are a typed error, empty input is refused', (t) => {
-  for (const n of ['fedavg', 'fedadam', 'fedyogi', 'median', 'trimmed-mean', 'norm-bound', 'flexlora', 'hetlora-zero', 'hetlora-replicate', 'ffa-lora']) {
+  for (const n of ['fedavg', 'fedavgm', 'fedadam', 'fedyogi', 'median', 'trimmed-mean', 'norm-bound', 'flexlora', 'hetlora-zero', 'hetlora-replicate', 'ffa-lora']) {
     t.true(AGGREGATOR_NAMES.includes(n), n);
     t.is(typeof getAggregator(n), 'function');
   }
@@ -127,7 +145,7 @@ test('registry: every name resolves, unknown names are a typed error, empty inpu
 });
 
 test('non-finite values are refused, not averaged', (t) => {
-  for (const name of ['fedavg', 'median', 'trimmed-mean', 'norm-bound', 'fedadam']) {
+  for (const name of ['fedavg', 'median', 'trimmed-mean', 'norm-bound', 'fedadam', 'fedavgm']) {
     const err = t.throws(() => getAggregator(name)([u([1, 2]), u([NaN, 0])]), { instanceOf: AggregateError });
     t.is(err?.reason, AggregateRefusal.NON_FINITE, name);
   }
