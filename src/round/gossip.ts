@@ -42,6 +42,8 @@ export class GossipProtocol implements RoundProtocol {
   private running = false;
   private readonly down = new RoundBytes();
   private myPrototypes: PrototypeTable[] = [];
+  /** The model the round's local training started from (trainingStart). */
+  private trainStart: TensorMap | null = null;
 
   constructor(ctx: RoundContext, opts: RoundOptions, initial: GlobalState, restore?: ProtocolSnapshot) {
     this.ctx = ctx;
@@ -58,8 +60,15 @@ export class GossipProtocol implements RoundProtocol {
     return this.local.version;
   }
 
+  /**
+   * Local training starts from the node's estimate of the network average (`model()`), not from its own
+   * CHOCO iterate x_i: gradients are taken at the consensus point, as in FedAvg, instead of at a model that has
+   * drifted towards the node's own label distribution. The progress made (trained − start) is added to x_i in
+   * `exchange`, so the compressed messages carry it with error feedback exactly as before.
+   */
   trainingStart(): TensorMap {
-    return this.local.tensors;
+    this.trainStart = this.model();
+    return this.trainStart;
   }
 
   /**
@@ -190,8 +199,10 @@ export class GossipProtocol implements RoundProtocol {
     if (!this.running) throw new RoundStoppedError();
     const round = this.pub.round + 1;
     this.myPrototypes = local.prototypes;
-    // q = C(x - x_hat); x_hat += q (what every replica of us will add).
-    const diff = deltaOf(local.tensors, this.pub.tensors);
+    // x_i += local progress (trained − start); q = C(x_i − x_hat_i); x_hat_i += q (what every replica of us adds).
+    const x = this.trainStart ? addDelta(this.local.tensors, deltaOf(local.tensors, this.trainStart)) : local.tensors;
+    this.trainStart = null;
+    const diff = deltaOf(x, this.pub.tensors);
     const c = this.opts.compression;
     const u: ModelUpdate = {
       federation: this.ctx.federation, round, baseVersion: round - 1, sender: this.ctx.selfId, sampleCount: local.sampleCount,
@@ -233,16 +244,19 @@ export class GossipProtocol implements RoundProtocol {
     let dist = 0;
     let count = 0;
     for (const spec of this.ctx.manifest.tensors) {
-      const x = local.tensors.get(spec.name)!;
+      const xi = x.get(spec.name)!;
       const own = this.pub.tensors.get(spec.name)!;
-      const out = new Float32Array(x.length);
-      for (let i = 0; i < x.length; i++) {
+      const reps = peers.map((p) => this.replicas.get(p)!.tensors.get(spec.name)!);
+      const out = new Float32Array(xi.length);
+      for (let i = 0; i < xi.length; i++) {
         let sum = own[i];
-        for (const p of peers) sum += this.replicas.get(p)!.tensors.get(spec.name)![i];
+        for (const r of reps) sum += r[i];
         const mean = sum / n;
-        out[i] = x[i] + gamma * (mean - own[i]);
-        const d = out[i] - mean;
-        dist += d * d;
+        out[i] = xi[i] + gamma * (mean - own[i]);
+        // consensus distance: spread of the public models around their mean
+        let sq = (own[i] - mean) ** 2;
+        for (const r of reps) sq += (r[i] - mean) ** 2;
+        dist += sq / n;
         count++;
       }
       next.set(spec.name, out);
@@ -256,6 +270,17 @@ export class GossipProtocol implements RoundProtocol {
 
 function cloneMap(m: TensorMap): TensorMap {
   return new Map([...m].map(([k, v]) => [k, Float32Array.from(v)]));
+}
+
+function addDelta(base: TensorMap, delta: TensorMap): TensorMap {
+  const out: TensorMap = new Map();
+  for (const [k, b] of base) {
+    const d = delta.get(k);
+    const t = Float32Array.from(b);
+    if (d) for (let i = 0; i < t.length; i++) t[i] += d[i];
+    out.set(k, t);
+  }
+  return out;
 }
 
 function addInto(dst: TensorMap, delta: TensorMap): void {

@@ -7,7 +7,7 @@ import { startMeshes, stopAll, link, topologies, waitFor, viewsConverged } from 
 import { createFeds, releaseAll, tinyFl } from './fed-helpers.ts';
 
 const N = 4;
-/** Bound on the per-element mean squared distance between a node's model and the average of its replicas. */
+/** Bound on the per-element mean squared spread of the public models a node holds around their average. */
 const CONSENSUS_BOUND = 1e-3;
 
 for (const [name, edges] of Object.entries({ ring: topologies.ring(N), star: topologies.star(N), line: topologies.line(N) })) {
