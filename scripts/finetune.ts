@@ -14,6 +14,7 @@ import { stepBar } from './lib/progress.ts';
 import { loadBackbone, DEFAULT_BACKBONE } from '../src/model/backbone.ts';
 import { LORA_TARGETS, TRAINABLE_SETS, backboneSpecs, type LoraTarget, type TrainableSet } from '../src/model/vit.ts';
 import { runRecipe } from '../src/train/recipes.ts';
+import { LR_SCHEDULES, type LrSchedule } from '../src/train/schedule.ts';
 import { loadDataset, balancedIndices } from '../src/data/index.ts';
 import { saveModelCheckpoint, prototypesFromStats } from '../src/model/model-checkpoint.ts';
 import type { ExecutionProvider } from '../src/runtime/index.ts';
@@ -25,6 +26,8 @@ const o = new Command()
   .option('--alpha <x>', 'LoRA alpha', '16')
   .option('--targets <list>', `LoRA targets, comma-separated (${LORA_TARGETS.join(',')}); the reference recipe uses q,v`, LORA_TARGETS.join(','))
   .option('--lr <x>', 'AdamW learning rate', '1e-3')
+  .option('--schedule <s>', `learning-rate schedule: ${LR_SCHEDULES.join(' | ')}`, 'constant')
+  .option('--warmup <n>', 'linear warm-up steps (cosine)', '0')
   .option('--wd <x>', 'AdamW weight decay', '0.01')
   .option('--batch <n>', 'batch size', '64')
   .option('--seed <n>', 'seed', '1')
@@ -59,6 +62,7 @@ const res = await runRecipe({
   cfg: bb.cfg, weights: bb.weights, dataset: String(o.dataset) as 'fashion-mnist', trainableSet: set, lora,
   epochs: Number(o.epochs), batch: Number(o.batch), seed: Number(o.seed), freshHeads: true,
   optimizer: { kind: 'adamw', lr: Number(o.lr), weightDecay: Number(o.wd) },
+  schedule: String(o.schedule) as LrSchedule, warmupSteps: Number(o.warmup),
   limit: o.limit ? Number(o.limit) : undefined,
   threads: o.threads ? Number(o.threads) : undefined,
   provider: String(o.device) as ExecutionProvider,
@@ -70,7 +74,7 @@ const res = await runRecipe({
 });
 const backboneParams = backboneSpecs(bb.cfg).reduce((a, s) => a + s.shape.reduce((x, y) => x * y, 1), 0);
 const summary = {
-  recipe: { set, dataset: o.dataset, epochs: Number(o.epochs), batch: Number(o.batch), lr: Number(o.lr), wd: Number(o.wd), seed: Number(o.seed), lora, backbone: bb.manifest.name, limit: o.limit ? Number(o.limit) : null },
+  recipe: { set, dataset: o.dataset, epochs: Number(o.epochs), batch: Number(o.batch), lr: Number(o.lr), schedule: o.schedule, warmup: Number(o.warmup), wd: Number(o.wd), seed: Number(o.seed), lora, backbone: bb.manifest.name, limit: o.limit ? Number(o.limit) : null },
   trainableParams: res.trainableParams,
   backboneParams,
   trainableFraction: Math.round((res.trainableParams / backboneParams) * 10000) / 10000,

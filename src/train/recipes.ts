@@ -6,6 +6,7 @@ import { loadDataset, type Dataset, type DatasetName } from '../data/index.ts';
 import { exitSpecs, type LoraConfig, type TrainableSet, type VitConfig, type Weights } from '../model/vit.ts';
 import type { ExecutionProvider } from '../runtime/index.ts';
 import { Rng } from '../util/rng.ts';
+import { lrAt, type LrSchedule } from './schedule.ts';
 import { Trainer, type EvalResult, type OptimizerConfig } from './trainer.ts';
 
 export interface RecipeOptions {
@@ -18,6 +19,9 @@ export interface RecipeOptions {
   epochs: number;
   batch?: number;
   optimizer?: OptimizerConfig;
+  /** Learning-rate schedule over all steps (default constant); `warmupSteps` of linear warm-up for cosine. */
+  schedule?: LrSchedule;
+  warmupSteps?: number;
   seed: number;
   freshHeads?: boolean;
   /** Train on at most this many samples (a seeded random subset); default all. */
@@ -57,8 +61,14 @@ export async function runRecipe(o: RecipeOptions): Promise<RecipeResult> {
   const total = perEpoch * o.epochs;
   const epochs: RecipeResult['epochs'] = [];
   let step = 0;
+  const schedule = o.schedule ?? 'constant';
+  const base = trainer.optimizer.lr;
+  trainer.optimizer.lr = lrAt(schedule, base, 0, total, o.warmupSteps ?? 0);
   for (let e = 0; e < o.epochs; e++) {
-    const meanLoss = await trainer.trainSteps(train, indices, perEpoch, (_i, loss) => o.onStep?.(++step, total, loss));
+    const meanLoss = await trainer.trainSteps(train, indices, perEpoch, (_i, loss) => {
+      o.onStep?.(++step, total, loss);
+      if (step < total) trainer.optimizer.lr = lrAt(schedule, base, step, total, o.warmupSteps ?? 0);
+    });
     const ev = await trainer.evaluate(test);
     epochs.push({ epoch: e + 1, meanLoss, test: ev });
     o.onEpoch?.(e + 1, ev, meanLoss);
