@@ -3,13 +3,12 @@
  * checkpoint, a late joiner catches up, a Byzantine member sends scaled or NaN updates, a peer sends garbage.
  */
 import test from 'ava';
-import { mkdtemp } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createMesh, loadOrCreateIdentity, RefusalReason, type Mesh } from '../../src/mesh/index.ts';
 import { leaderOrder, type RoundMetrics } from '../../src/round/index.ts';
 import { FAST, startMeshes, stopAll, link, topologies, waitFor, viewsConverged } from './mesh-helpers.ts';
 import { createFeds, finalHashes, releaseAll, tinyFl } from './fed-helpers.ts';
+import { tempDir } from '../temp-dirs.ts';
 
 const N = 4;
 
@@ -50,7 +49,7 @@ test.serial('the leader crashes mid-round: the backup completes the run, every r
 });
 
 test.serial('a node restarts from its checkpoint and resumes without double-applying; a late joiner catches up', async (t) => {
-  const dir = await mkdtemp(join(tmpdir(), 'fmfl-restart-'));
+  const dir = await tempDir('fmfl-restart-');
   const meshes = await startMeshes(3);
   const extra: Mesh[] = [];
   t.teardown(() => stopAll([...meshes, ...extra]));

@@ -1,11 +1,9 @@
-import { mkdtemp } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { saveBackbone } from '../../src/model/backbone.ts';
 import { VitConfigSchema, backboneSpecs, exitSpecs, initWeights } from '../../src/model/vit.ts';
 import { Federation, type RoundMetrics } from '../../src/round/index.ts';
 import type { Mesh } from '../../src/mesh/index.ts';
 import { silentLogger } from '../../src/util/log.ts';
+import { tempDir } from '../temp-dirs.ts';
 
 /** A tiny ViT on 28x28 inputs (patch 7: 16 patches, dim 16, depth 2) so federation tests train in milliseconds. */
 export const TINY_VIT = VitConfigSchema.parse({ patch: 7, dim: 16, depth: 2, heads: 2, mlp: 32 });
@@ -14,7 +12,7 @@ let dirPromise: Promise<string> | null = null;
 /** A temp models/ folder holding a randomly initialized tiny backbone named `tiny`. */
 export function tinyBackboneDir(): Promise<string> {
   dirPromise ??= (async () => {
-    const dir = await mkdtemp(join(tmpdir(), 'fmfl-tiny-'));
+    const dir = await tempDir('fmfl-tiny-');
     const w = initWeights([...backboneSpecs(TINY_VIT), ...exitSpecs(TINY_VIT)], 5);
     await saveBackbone('tiny', TINY_VIT, w, { training: { note: 'random init for tests' }, testAccuracy: [0, 0] }, dir);
     return dir;

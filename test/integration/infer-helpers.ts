@@ -1,9 +1,9 @@
-import { mkdtemp, readFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { loadBackbone } from '../../src/model/backbone.ts';
 import { saveModelCheckpoint } from '../../src/model/model-checkpoint.ts';
 import { exitSpecs, initWeights, loraSpecs, type LoraConfig, type Weights } from '../../src/model/vit.ts';
+import { tempDir } from '../temp-dirs.ts';
 
 /**
  * Write a model checkpoint built from the embedded backbone: its MNIST-trained exit heads, LoRA A random and
@@ -18,7 +18,7 @@ export async function makeTestCheckpoint(version = 'test-v1', seed = 1): Promise
   const E = bb.cfg.depth, C = bb.cfg.classes, D = bb.cfg.dim;
   const means = Float32Array.from({ length: E * C * D }, (_, i) => Math.cos(i) * 0.5);
   const counts = new Float32Array(E * C).fill(10);
-  const dir = await mkdtemp(join(tmpdir(), 'fmfl-infer-'));
+  const dir = await tempDir('fmfl-infer-');
   const path = join(dir, `${version}.fmfl`);
   await saveModelCheckpoint(path, { backbone: bb.manifest.name, cfg: bb.cfg, lora, trainableSet: 'lora+heads', version, round: 0, source: 'centralized', weights: w, prototypes: { means, counts } });
   return path;

@@ -1,11 +1,10 @@
 import test from 'ava';
-import { mkdtemp } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { saveCheckpoint, CheckpointError } from '../../src/model/checkpoint.ts';
 import { loadModelCheckpoint, saveModelCheckpoint, prototypesFromStats, ModelCheckpointError, type ModelCheckpoint } from '../../src/model/model-checkpoint.ts';
 import { VitConfigSchema, initWeights, trainableSpecs, type LoraConfig } from '../../src/model/vit.ts';
 import { loadBackbone } from '../../src/model/backbone.ts';
+import { tempDir } from '../temp-dirs.ts';
 
 const TINY = VitConfigSchema.parse({ image: 8, patch: 4, dim: 8, depth: 2, heads: 2, mlp: 16, classes: 3 });
 const LORA: LoraConfig = { rank: 2, alpha: 4, targets: ['q', 'v'] };
@@ -21,7 +20,7 @@ function model(): ModelCheckpoint {
 }
 
 test('a model checkpoint round-trips: metadata, trainable tensors, prototypes', async (t) => {
-  const dir = await mkdtemp(join(tmpdir(), 'fmfl-mck-'));
+  const dir = await tempDir('fmfl-mck-');
   const m = model();
   await saveModelCheckpoint(join(dir, 'm.fmfl'), m);
   const back = await loadModelCheckpoint(join(dir, 'm.fmfl'));
@@ -40,7 +39,7 @@ test('a model checkpoint round-trips: metadata, trainable tensors, prototypes', 
 });
 
 test('content-level problems are refused with a reason', async (t) => {
-  const dir = await mkdtemp(join(tmpdir(), 'fmfl-mck-'));
+  const dir = await tempDir('fmfl-mck-');
   const m = model();
   const missing = new Map(m.weights);
   missing.delete('exits.1.head.bias');
@@ -68,7 +67,7 @@ test('a federation state checkpoint (src/round) loads as a federated model: glob
   tensors.set('residual/blocks.0.attn.q.lora_a', new Float32Array(3));
   const D = bb.cfg.dim;
   tensors.set('proto/1', Float32Array.from({ length: 10 * D }, (_, i) => i % D));
-  const dir = await mkdtemp(join(tmpdir(), 'fmfl-mck-'));
+  const dir = await tempDir('fmfl-mck-');
   const path = join(dir, 'federation.fmfl');
   await saveCheckpoint(path, tensors, { kind: 'federation', protocol: 'leader', version: 12, hash: 'abcdef0123456789', prototypeCounts: [{ exit: 1, dim: D, counts: [2, 2, 2, 2, 2, 2, 2, 2, 2, 0] }] });
   const m = await loadModelCheckpoint(path);

@@ -1,6 +1,5 @@
 import test from 'ava';
-import { mkdtemp, readFile, writeFile, copyFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile, writeFile, copyFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { buildInferGraph, buildTrainGraph, gradName, logitsName, IMAGES, LABELS, PROTOTYPES, PROTO_MASK } from '../../src/model/graphs.ts';
 import { VitConfigSchema, backboneSpecs, exitSpecs, initWeights, loraSpecs, trainableSpecs, validateVitConfig, type LoraConfig, type TrainableSet, type Weights } from '../../src/model/vit.ts';
@@ -8,6 +7,7 @@ import { loadBackbone, BackboneError, MODELS_DIR, DEFAULT_BACKBONE } from '../..
 import { Session, type FeedValue } from '../../src/runtime/index.ts';
 import { ConfigError } from '../../src/util/errors.ts';
 import { Rng } from '../../src/util/rng.ts';
+import { tempDir } from '../temp-dirs.ts';
 
 /** A tiny ViT so graph-level checks run in milliseconds. */
 const TINY = VitConfigSchema.parse({ image: 8, patch: 4, dim: 8, depth: 2, heads: 2, mlp: 16, classes: 3 });
@@ -119,7 +119,7 @@ test('the embedded backbone loads, matches its manifest, and a corrupted copy is
   t.is(bb.manifest.tensors.length, bb.weights.size);
   t.is(bb.manifest.testAccuracy.length, bb.cfg.depth);
   t.true(bb.manifest.testAccuracy[bb.cfg.depth - 1] > 0.8, 'the committed backbone is actually pretrained');
-  const dir = await mkdtemp(join(tmpdir(), 'fmfl-bb-'));
+  const dir = await tempDir('fmfl-bb-');
   await copyFile(join(MODELS_DIR, `${DEFAULT_BACKBONE}.json`), join(dir, `${DEFAULT_BACKBONE}.json`));
   const bytes = await readFile(join(MODELS_DIR, `${DEFAULT_BACKBONE}.fmfl`));
   bytes[bytes.length >> 1] ^= 0xff;
