@@ -87,7 +87,7 @@ export function addFederationOptions(cmd: Command): Command {
     .addOption(new Option('--quorum <x>', 'leader: fraction of members that closes a round early (default 1)').argParser(num('--quorum')))
     .addOption(new Option('--round-timeout-ms <ms>', 'leader: wait for updates at most this long (default 60000)').argParser(num('--round-timeout-ms')))
     .addOption(new Option('--leader-timeout-ms <ms>', 'leader: backup k takes over after k times this (default 15000)').argParser(num('--leader-timeout-ms')))
-    .addOption(new Option('--gamma <x>', 'gossip: consensus step size (default 0.5)').argParser(num('--gamma')))
+    .addOption(new Option('--gamma <x>', 'gossip: CHOCO consensus step size in [0, 1] (default 0)').argParser(num('--gamma')))
     .addOption(new Option('--proto-weight <x>', 'weight of the prototype loss term (default 0)').argParser(num('--proto-weight')))
     .addOption(new Option('--prototype-every <n>', 'send prototype statistics every n rounds (default 0: last round only)').argParser(num('--prototype-every')))
     .addOption(new Option('--test-slice <n>', 'test images evaluated each round (default 1000)').argParser(num('--test-slice')))

@@ -73,7 +73,7 @@ export const FederationConfigSchema = z
     quorum: z.number().gt(0).max(1).default(1),
     roundTimeoutMs: z.number().int().min(100).max(3_600_000).default(60_000),
     leaderTimeoutMs: z.number().int().min(100).max(3_600_000).default(15_000),
-    gossipGamma: z.number().gt(0).max(1).default(0.5),
+    gossipGamma: z.number().min(0).max(1).default(0),
     /**
      * Send prototype statistics every this many rounds (and always in the last round); 0 (default): only in the
      * last round, where they become the global prototypes for prototype-based prediction. With a prototype loss

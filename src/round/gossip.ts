@@ -1,11 +1,14 @@
 /**
- * Gossip averaging without a leader: CHOCO-SGD (Koloskova, Stich & Jaggi, ICML 2019). Each node keeps its model
- * x_i, a public copy x_hat_i that every peer replicates exactly, and replicas x_hat_j of its peers' public copies.
- * After local training it publishes q_i = C(x_i - x_hat_i) (top-k + quantization), every holder of x_hat_i adds q_i,
- * and it mixes: x_i += gamma * sum_j w_ij (x_hat_j - x_hat_i) with uniform weights w_ij = 1/n over the n live
- * members whose replicas it holds (so the sum is mean_j x_hat_j - x_hat_i). Compression error is fed back by
- * construction (x_hat tracks x). Replicas resynchronize over the sync stream (`mix.public`) after a lost
- * message or a peer restart.
+ * Gossip averaging without a leader, after CHOCO-SGD (Koloskova, Stich & Jaggi, ICML 2019). Each node keeps its
+ * iterate x_i, a public copy x_hat_i that every peer replicates exactly, and replicas x_hat_j of its peers' public
+ * copies. Its model is the sample-weighted average of the public copies it holds, m_i = sum_j w_j x_hat_j with
+ * w_j = n_j / sum n (n_j: the sample count each peer announces, capped at SAMPLE_WEIGHT_CAP x the median): local
+ * training starts from m_i, and the progress made is added to x_i. It then publishes q_i = C(x_i - x_hat_i) (top-k +
+ * quantization); every holder of x_hat_i adds q_i, so what compression leaves out stays in x_i - x_hat_i and is
+ * sent later (error feedback by construction). Finally the consensus step x_i += gamma * (m_i - x_hat_i) pulls
+ * the public copies together; with gamma = 0 (default) the public copies are pure accumulators of each node's
+ * progress and m_i is FedAvg's model whenever a node holds every replica, which gossipsub's relaying gives it.
+ * Replicas resynchronize over the sync stream (`mix.public`) after a lost message or a peer restart.
  */
 import { EventEmitter } from 'node:events';
 import { RefusalError, RefusalReason, type MessageMeta } from '../mesh/index.ts';
@@ -19,10 +22,14 @@ import type { LocalContribution, ProtocolSnapshot, RoundContext, RoundOptions, R
 
 export const MIX_TOPIC = 'mix';
 export const PUBLIC_METHOD = 'mix.public';
+/** A peer's averaging weight is its announced sample count, capped at this multiple of the median count. */
+export const SAMPLE_WEIGHT_CAP = 4;
 
 interface Replica {
   round: number;
   tensors: TensorMap;
+  /** Sample count the peer announced with its latest message. */
+  samples: number;
 }
 
 export class GossipProtocol implements RoundProtocol {
@@ -50,7 +57,8 @@ export class GossipProtocol implements RoundProtocol {
     this.opts = opts;
     this.initial = initial.tensors;
     this.local = restore?.state ?? initial;
-    this.pub = restore?.publicModel ? { round: restore.publicModel.round, tensors: restore.publicModel.tensors } : { round: 0, tensors: cloneMap(initial.tensors) };
+    // samples 0 = not known before this node's first exchange: it weighs as the median.
+    this.pub = restore?.publicModel ? { round: restore.publicModel.round, tensors: restore.publicModel.tensors, samples: 0 } : { round: 0, tensors: cloneMap(initial.tensors), samples: 0 };
     this.rng = new Rng(ctx.seed ^ 0x90551);
     this.dropRng = new Rng(ctx.seed ^ 0xd40b);
     this.events.setMaxListeners(64);
@@ -77,17 +85,17 @@ export class GossipProtocol implements RoundProtocol {
    * continues from x_i (trainingStart).
    */
   model(): TensorMap {
-    const fresh = [...this.replicas.entries()].filter(([p, r]) => r.round >= this.pub.round - 2 && this.ctx.members().includes(p)).map(([, r]) => r.tensors);
+    const fresh = [...this.replicas.entries()].filter(([p, r]) => r.round >= this.pub.round - 2 && this.ctx.members().includes(p)).map(([, r]) => r);
     if (fresh.length === 0) return this.local.tensors;
+    const reps = [this.pub, ...fresh];
+    const w = averagingWeights(reps.map((r) => r.samples));
     const out: TensorMap = new Map();
-    const n = fresh.length + 1;
     for (const spec of this.ctx.manifest.tensors) {
-      const acc = Float32Array.from(this.pub.tensors.get(spec.name)!);
-      for (const r of fresh) {
-        const t = r.get(spec.name)!;
-        for (let i = 0; i < acc.length; i++) acc[i] += t[i];
-      }
-      for (let i = 0; i < acc.length; i++) acc[i] /= n;
+      const acc = new Float32Array(spec.shape.reduce((a, b) => a * b, 1));
+      reps.forEach((r, j) => {
+        const t = r.tensors.get(spec.name)!;
+        for (let i = 0; i < acc.length; i++) acc[i] += w[j] * t[i];
+      });
       out.set(spec.name, acc);
     }
     return out;
@@ -152,10 +160,11 @@ export class GossipProtocol implements RoundProtocol {
     this.down.add(m.round, payload.byteLength);
     this.peerPrototypes.set(sender, m.update.prototypes);
     let rep = this.replicas.get(sender);
-    if (!rep && m.round === 1) this.replicas.set(sender, (rep = { round: 0, tensors: cloneMap(this.initial) }));
+    if (!rep && m.round === 1) this.replicas.set(sender, (rep = { round: 0, tensors: cloneMap(this.initial), samples: m.update.sampleCount }));
     if (rep && m.round === rep.round + 1) {
       addInto(rep.tensors, m.update.deltas);
       rep.round = m.round;
+      rep.samples = m.update.sampleCount;
     } else if (!rep || m.round > rep.round + 1 || m.round <= rep.round) {
       // A gap (lost message), a restart of the sender, or a replica we never had: pull its public model.
       void this.resync(sender);
@@ -173,7 +182,7 @@ export class GossipProtocol implements RoundProtocol {
       if (u.sender !== peer || u.federation !== this.ctx.federation) return;
       for (const s of this.ctx.manifest.tensors) if (!u.deltas.has(s.name)) return;
       this.down.add(this.pub.round, res.state.byteLength);
-      this.replicas.set(peer, { round: Number(res.round), tensors: u.deltas });
+      this.replicas.set(peer, { round: Number(res.round), tensors: u.deltas, samples: u.sampleCount });
       this.ctx.logger.debug({ peer, round: Number(res.round) }, 'resynchronized replica');
     } catch (err) {
       this.ctx.logger.debug({ peer, err: (err as Error).message }, 'replica resync failed');
@@ -192,13 +201,14 @@ export class GossipProtocol implements RoundProtocol {
     }
     if (req.version !== ROUND_WIRE_VERSION) throw new RefusalError(RefusalReason.UNSUPPORTED_VERSION, `PublicRequest version ${req.version}`);
     const st = makeState(this.pub.round, this.pub.tensors, [], this.ctx.manifest);
-    return PublicResponse.encode({ version: ROUND_WIRE_VERSION, round: BigInt(this.pub.round), state: encodeState(st, this.ctx.manifest, this.ctx.federation, this.ctx.selfId, this.ctx.loraRank) });
+    return PublicResponse.encode({ version: ROUND_WIRE_VERSION, round: BigInt(this.pub.round), state: encodeState(st, this.ctx.manifest, this.ctx.federation, this.ctx.selfId, this.ctx.loraRank, Math.max(1, this.pub.samples)) });
   }
 
   async exchange(local: LocalContribution): Promise<RoundOutcome> {
     if (!this.running) throw new RoundStoppedError();
     const round = this.pub.round + 1;
     this.myPrototypes = local.prototypes;
+    this.pub.samples = local.sampleCount;
     // x_i += local progress (trained − start); q = C(x_i − x_hat_i); x_hat_i += q (what every replica of us adds).
     const x = this.trainStart ? addDelta(this.local.tensors, deltaOf(local.tensors, this.trainStart)) : local.tensors;
     this.trainStart = null;
@@ -236,27 +246,27 @@ export class GossipProtocol implements RoundProtocol {
       await nextChange(this.events, 100);
     }
 
-    // Mix with every live member whose replica is reasonably fresh.
+    // Mix with every live member whose replica is reasonably fresh (sample-weighted, as model()).
     const peers = this.ctx.members().filter((p) => p !== this.ctx.selfId && this.replicas.has(p) && this.replicas.get(p)!.round >= round - 2);
-    const n = peers.length + 1;
+    const held = [this.pub, ...peers.map((p) => this.replicas.get(p)!)];
+    const w = averagingWeights(held.map((r) => r.samples));
     const gamma = this.opts.gossipGamma;
     const next: TensorMap = new Map();
     let dist = 0;
     let count = 0;
     for (const spec of this.ctx.manifest.tensors) {
       const xi = x.get(spec.name)!;
-      const own = this.pub.tensors.get(spec.name)!;
-      const reps = peers.map((p) => this.replicas.get(p)!.tensors.get(spec.name)!);
+      const ts = held.map((r) => r.tensors.get(spec.name)!);
+      const own = ts[0];
       const out = new Float32Array(xi.length);
       for (let i = 0; i < xi.length; i++) {
-        let sum = own[i];
-        for (const r of reps) sum += r[i];
-        const mean = sum / n;
+        let mean = 0;
+        for (let j = 0; j < ts.length; j++) mean += w[j] * ts[j][i];
         out[i] = xi[i] + gamma * (mean - own[i]);
-        // consensus distance: spread of the public models around their mean
-        let sq = (own[i] - mean) ** 2;
-        for (const r of reps) sq += (r[i] - mean) ** 2;
-        dist += sq / n;
+        // consensus distance: weighted spread of the public models around their average
+        let sq = 0;
+        for (let j = 0; j < ts.length; j++) sq += w[j] * (ts[j][i] - mean) ** 2;
+        dist += sq;
         count++;
       }
       next.set(spec.name, out);
@@ -266,6 +276,18 @@ export class GossipProtocol implements RoundProtocol {
   }
 
 
+}
+
+/**
+ * Normalized averaging weights from announced sample counts: each count is capped at SAMPLE_WEIGHT_CAP times the
+ * median (so no peer can claim the whole average); non-positive or non-finite counts weigh as the median.
+ */
+export function averagingWeights(samples: readonly number[]): number[] {
+  const ok = samples.filter((s) => Number.isFinite(s) && s > 0).sort((a, b) => a - b);
+  const median = ok.length ? ok[ok.length >> 1] : 1;
+  const capped = samples.map((s) => (Number.isFinite(s) && s > 0 ? Math.min(s, SAMPLE_WEIGHT_CAP * median) : median));
+  const total = capped.reduce((a, b) => a + b, 0);
+  return capped.map((c) => c / total);
 }
 
 function cloneMap(m: TensorMap): TensorMap {

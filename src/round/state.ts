@@ -87,9 +87,9 @@ export function sameHash(a: Uint8Array, b: Uint8Array): boolean {
 }
 
 /** Serialize a full state as an fmfl Update with absolute values (dense f32), for the state-sync stream. */
-export function encodeState(state: GlobalState, manifest: UpdateManifest, federation: string, sender: string, loraRank: number): Uint8Array {
+export function encodeState(state: GlobalState, manifest: UpdateManifest, federation: string, sender: string, loraRank: number, sampleCount = 1): Uint8Array {
   const u: ModelUpdate = {
-    federation, round: state.version, baseVersion: state.version, sender, sampleCount: 1, loraRank,
+    federation, round: state.version, baseVersion: state.version, sender, sampleCount, loraRank,
     deltas: state.tensors, prototypes: state.prototypes,
   };
   return encodeUpdate(u, manifest, { bits: 32, prototypeBits: 32 }).bytes;

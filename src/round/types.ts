@@ -81,7 +81,7 @@ export interface RoundOptions {
   roundTimeoutMs: number;
   /** Leader: extra wait per backup rank before a backup leader takes over (default 10 s). */
   leaderTimeoutMs: number;
-  /** Gossip: consensus step size gamma of CHOCO-SGD (default 0.5). */
+  /** Gossip: consensus step size gamma of CHOCO-SGD (default 0: replicas are averaged, public copies accumulate). */
   gossipGamma: number;
   /** Client-level DP on each update (off when undefined). */
   dp?: ClientDpOptions;
@@ -103,7 +103,7 @@ export const DEFAULT_ROUND_OPTIONS: RoundOptions = {
   quorum: 1,
   roundTimeoutMs: 30_000,
   leaderTimeoutMs: 10_000,
-  gossipGamma: 0.5,
+  gossipGamma: 0,
 };
 
 /** Persistent part of a protocol (written atomically with the node's checkpoint every round). */

@@ -5,6 +5,7 @@
 import test from 'ava';
 import { startMeshes, stopAll, link, topologies, waitFor, viewsConverged } from './mesh-helpers.ts';
 import { createFeds, releaseAll, tinyFl } from './fed-helpers.ts';
+import { averagingWeights, SAMPLE_WEIGHT_CAP } from '../../src/round/gossip.ts';
 
 const N = 4;
 /** Bound on the per-element mean squared spread of the public models a node holds around their average. */
@@ -42,3 +43,34 @@ for (const [name, edges] of Object.entries({ ring: topologies.ring(N), star: top
     t.true(Math.sqrt(spreadSq) < Math.sqrt(movedSq), `disagreement ${Math.sqrt(spreadSq)} vs movement ${Math.sqrt(movedSq)}`);
   });
 }
+
+test.serial('gossip averaging with the default gamma 0: every node serves the same sample-weighted average of the public models', async (t) => {
+  const meshes = await startMeshes(N);
+  t.teardown(() => stopAll(meshes));
+  link(meshes, topologies.ring(N));
+  await waitFor(() => viewsConverged(meshes), 'membership views');
+  const feds = await createFeds(meshes, (i) => tinyFl(i, N, { protocol: 'gossip', rounds: 3, topk: 0.25, bits: 8 }));
+  t.teardown(() => releaseAll(feds));
+  const init = new Map([...feds[0].protocol.model()].map(([k, v]) => [k, Float32Array.from(v)]));
+  const metrics = await Promise.all(feds.map((f) => f.run()));
+  for (const m of metrics) t.true(m.every((x) => x.via === 'mixed' && x.contributors === N - 1));
+  const models = feds.map((f) => f.protocol.model());
+  let maxDiff = 0;
+  let moved = 0;
+  for (const [k, v0] of init) {
+    for (let i = 0; i < v0.length; i++) {
+      for (const m of models) maxDiff = Math.max(maxDiff, Math.abs(m.get(k)![i] - models[0].get(k)![i]));
+      moved = Math.max(moved, Math.abs(models[0].get(k)![i] - v0[i]));
+    }
+  }
+  t.log(`max difference between nodes ${maxDiff.toExponential(2)}, largest move ${moved.toExponential(2)}`);
+  t.true(moved > 1e-3, 'the model trained');
+  t.true(maxDiff < 1e-5, `nodes disagree by ${maxDiff}`);
+});
+
+test('averaging weights: sample counts, capped at SAMPLE_WEIGHT_CAP x the median; bad counts weigh as the median', (t) => {
+  const close = (a: number[], b: number[]): void => a.forEach((v, i) => t.true(Math.abs(v - b[i]) < 1e-12, `${a} vs ${b}`));
+  close(averagingWeights([1, 1, 2]), [0.25, 0.25, 0.5]);
+  close(averagingWeights([10, 10, 10, 1e9]), [10, 10, 10, 10 * SAMPLE_WEIGHT_CAP].map((x) => x / (30 + 10 * SAMPLE_WEIGHT_CAP)));
+  close(averagingWeights([0, 5, Number.NaN, 5]), [0.25, 0.25, 0.25, 0.25]);
+});
