@@ -1,8 +1,8 @@
 /**
  * Centralized fine-tuning of the embedded backbone on Fashion-MNIST (the training-engine issue's recipe):
  *   npm run finetune -- --set lora+heads|heads|all [--epochs 3] [--rank 8] [--alpha 16] [--targets q,k,v,proj,fc1,fc2]
- * Defaults are the product's (strong backbone, LoRA on every projection). The reference recipe of the training-engine
- * issue is `--backbone vit-tiny-mnist --targets q,v`.
+ * Defaults are the product's (strong backbone, LoRA on every projection). `--reference` runs the training-engine
+ * issue's reference recipe (`--backbone vit-tiny-mnist --targets q,v --schedule constant`).
  *                       [--lr 1e-3] [--wd 0.01] [--batch 64] [--seed 1] [--limit N] [--backbone NAME] [--json]
  *                       [--save model.fmfl] [--model-version NAME]
  * Exit heads are re-initialized (fresh heads); prints per-exit test accuracy after every epoch and a JSON summary.
@@ -11,7 +11,7 @@
  */
 import { Command } from 'commander';
 import { stepBar } from './lib/progress.ts';
-import { loadBackbone, DEFAULT_BACKBONE } from '../src/model/backbone.ts';
+import { loadBackbone, DEFAULT_BACKBONE, REFERENCE_BACKBONE } from '../src/model/backbone.ts';
 import { LORA_TARGETS, TRAINABLE_SETS, backboneSpecs, type LoraTarget, type TrainableSet } from '../src/model/vit.ts';
 import { runRecipe } from '../src/train/recipes.ts';
 import { LR_SCHEDULES, type LrSchedule } from '../src/train/schedule.ts';
@@ -19,21 +19,25 @@ import { loadDataset, balancedIndices } from '../src/data/index.ts';
 import { saveModelCheckpoint, prototypesFromStats } from '../src/model/model-checkpoint.ts';
 import type { ExecutionProvider } from '../src/runtime/index.ts';
 
+/** The product default's schedule (see the README's search table). */
+const PRODUCT_SCHEDULE: LrSchedule = 'constant';
+
 const o = new Command()
   .option('--set <set>', `trainable set: ${TRAINABLE_SETS.join(' | ')}`, 'lora+heads')
   .option('--epochs <n>', 'passes over the train split', '3')
   .option('--rank <n>', 'LoRA rank', '8')
   .option('--alpha <x>', 'LoRA alpha', '16')
-  .option('--targets <list>', `LoRA targets, comma-separated (${LORA_TARGETS.join(',')}); the reference recipe uses q,v`, LORA_TARGETS.join(','))
+  .option('--targets <list>', `LoRA targets, comma-separated (${LORA_TARGETS.join(',')}; default all six; the reference recipe uses q,v)`)
   .option('--lr <x>', 'AdamW learning rate', '1e-3')
-  .option('--schedule <s>', `learning-rate schedule: ${LR_SCHEDULES.join(' | ')}`, 'constant')
+  .option('--schedule <s>', `learning-rate schedule: ${LR_SCHEDULES.join(' | ')} (default ${PRODUCT_SCHEDULE}; the reference recipe is constant)`)
   .option('--warmup <n>', 'linear warm-up steps (cosine)', '0')
   .option('--wd <x>', 'AdamW weight decay', '0.01')
   .option('--batch <n>', 'batch size', '64')
   .option('--seed <n>', 'seed', '1')
   .option('--limit <n>', 'train on a random subset of this many samples')
   .option('--dataset <name>', 'fashion-mnist | mnist', 'fashion-mnist')
-  .option('--backbone <name>', 'backbone name', DEFAULT_BACKBONE)
+  .option('--backbone <name>', `backbone name (default ${DEFAULT_BACKBONE})`)
+  .option('--reference', `the training-engine issue's reference recipe: --backbone ${REFERENCE_BACKBONE} --targets q,v --schedule constant`)
   .option('--backbone-dir <dir>', 'folder holding the backbone (default models/)')
   .option('--device <d>', 'cpu | cuda | auto', 'cpu')
   .option('--threads <n>', 'onnxruntime threads')
@@ -43,6 +47,18 @@ const o = new Command()
   .parse(process.argv)
   .opts<Record<string, string | boolean | undefined>>();
 
+if (o.reference) {
+  o.backbone ??= REFERENCE_BACKBONE;
+  o.targets ??= 'q,v';
+  o.schedule ??= 'constant';
+}
+o.backbone ??= DEFAULT_BACKBONE;
+o.targets ??= LORA_TARGETS.join(',');
+o.schedule ??= PRODUCT_SCHEDULE;
+if (!LR_SCHEDULES.includes(String(o.schedule) as LrSchedule)) {
+  console.error(`--schedule must be one of ${LR_SCHEDULES.join(', ')}`);
+  process.exit(2);
+}
 const set = String(o.set) as TrainableSet;
 if (!TRAINABLE_SETS.includes(set)) {
   console.error(`--set must be one of ${TRAINABLE_SETS.join(', ')}`);
