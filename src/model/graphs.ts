@@ -26,6 +26,12 @@ export interface TrainGraphSpec extends GraphSpec {
    * When > 0 the graph takes inputs `prototypes` [exits, classes, dim] and `proto_mask` [exits, classes].
    */
   protoWeight?: number;
+  /**
+   * Logit adjustment (balanced softmax; Menon et al. 2021, FedLC, Zhang et al. 2022): the graph takes an input
+   * `logit_bias` [classes] added to every exit's logits inside the training loss only. A node feeds the log of its
+   * local label prior, so local training stops pushing the shared heads towards the node's own classes.
+   */
+  logitAdjust?: boolean;
 }
 
 /** Input names of the graphs. */
@@ -33,6 +39,7 @@ export const IMAGES = 'images';
 export const LABELS = 'labels';
 export const PROTOTYPES = 'prototypes';
 export const PROTO_MASK = 'proto_mask';
+export const LOGIT_BIAS = 'logit_bias';
 export const gradName = (param: string): string => `grad:${param}`;
 export const logitsName = (exit: number): string => `logits:${exit}`;
 export const embeddingName = (exit: number): string => `embedding:${exit}`;
@@ -88,8 +95,10 @@ export function buildTrainGraph(spec: TrainGraphSpec): BuiltGraph {
   const trainTensors = spec.trainable.map((s) => param(s.name));
   const { logits, embeddings } = vitForward(spec.cfg, images, param, { lora: spec.lora, fusedGelu: spec.fusedGelu });
   const E = logits.length;
-  let ce = G.softmaxCrossEntropy(logits[0], labels);
-  for (let e = 1; e < E; e++) ce = G.add(ce, G.softmaxCrossEntropy(logits[e], labels));
+  const bias = spec.logitAdjust ? g.input(LOGIT_BIAS, [spec.cfg.classes]) : null;
+  const adjusted = (z: Tensor): Tensor => (bias ? G.add(z, bias) : z);
+  let ce = G.softmaxCrossEntropy(adjusted(logits[0]), labels);
+  for (let e = 1; e < E; e++) ce = G.add(ce, G.softmaxCrossEntropy(adjusted(logits[e]), labels));
   ce = G.mul(ce, g.scalar(1 / E));
   let loss = ce;
   const pw = spec.protoWeight ?? 0;

@@ -11,7 +11,7 @@ import { loadBackbone, DEFAULT_BACKBONE } from '../model/backbone.ts';
 import { loadCheckpoint, saveCheckpoint, type JsonValue } from '../model/checkpoint.ts';
 import { exitSpecs, LORA_TARGETS, type LoraConfig, type TrainableSet } from '../model/vit.ts';
 import { RdpAccountant } from '../privacy/index.ts';
-import { Trainer } from '../train/trainer.ts';
+import { logPriorBias, Trainer } from '../train/trainer.ts';
 import { joinOptimizerState, splitOptimizerState } from '../train/optim.ts';
 import { toUpdateManifest, type PrototypeTable, type TensorMap, type UpdateManifest } from '../update/index.ts';
 import { ConfigError, FmflError } from '../util/errors.ts';
@@ -57,6 +57,11 @@ export const FederationConfigSchema = z
     /** Default: every projection (the product default found on Fashion-MNIST; `q,v` is the reference recipe). */
     loraTargets: z.array(z.enum(LORA_TARGETS)).min(1).default([...LORA_TARGETS]),
     protoWeight: z.number().min(0).max(100).default(0),
+    /**
+     * Logit adjustment against label skew (balanced softmax, as in FedLC): local training adds the log of the
+     * node's own label prior to the logits inside the loss; predictions are unchanged.
+     */
+    logitAdjust: z.boolean().default(false),
     topk: z.number().positive().max(1).default(DEFAULT_COMPRESSION.topk),
     bits: z.union([z.literal(32), z.literal(16), z.literal(8), z.literal(4)]).default(DEFAULT_COMPRESSION.bits),
     /** Per-tensor top-k measured 2.6 points better than one global threshold on the 8-node reference run. */
@@ -193,9 +198,14 @@ export class Federation {
     const weights = new Map([...bb.weights].filter(([k]) => !heads.has(k)));
     const trainer = await Trainer.create({
       cfg: bb.cfg, lora, trainableSet: cfg.trainable as TrainableSet, weights, batch: cfg.batch, seed: cfg.modelSeed,
-      optimizer: { kind: 'adamw', lr: cfg.lr, weightDecay: cfg.weightDecay }, protoWeight: cfg.protoWeight,
+      optimizer: { kind: 'adamw', lr: cfg.lr, weightDecay: cfg.weightDecay }, protoWeight: cfg.protoWeight, logitAdjust: cfg.logitAdjust,
       threads: cfg.threads, provider: cfg.device, logger: opts.logger,
     });
+    if (cfg.logitAdjust) {
+      const counts = new Array<number>(bb.cfg.classes).fill(0);
+      for (const i of shard) counts[train.labels[i]]++;
+      trainer.setLogitBias(logPriorBias(counts));
+    }
     const manifest = toUpdateManifest(trainer.specs, { prototypes: { exits: bb.cfg.depth, classes: bb.cfg.classes, dim: bb.cfg.dim } });
     const initial = makeState(0, trainer.snapshot(), [], manifest);
 

@@ -3,7 +3,7 @@
  * gradients) and one inference session, both fed the current trainable tensors, and an optimizer over
  * Float32Arrays in between.
  */
-import { buildInferGraph, buildTrainGraph, embeddingName, gradName, logitsName, IMAGES, LABELS, PROTOTYPES, PROTO_MASK } from '../model/graphs.ts';
+import { buildInferGraph, buildTrainGraph, embeddingName, gradName, logitsName, IMAGES, LABELS, LOGIT_BIAS, PROTOTYPES, PROTO_MASK } from '../model/graphs.ts';
 import { backboneSpecs, exitSpecs, initWeights, loraSpecs, trainableSpecs, type LoraConfig, type ParamSpec, type TrainableSet, type VitConfig, type Weights } from '../model/vit.ts';
 import { Session, type ExecutionProvider, type FeedValue } from '../runtime/index.ts';
 import { toFloatBatch, type Dataset } from '../data/index.ts';
@@ -32,6 +32,8 @@ export interface TrainerOptions {
   seed?: number;
   /** Weight of the prototype term in the loss (0: off). */
   protoWeight?: number;
+  /** Logit adjustment: the training loss adds a per-class bias (setLogitBias; zeros until set) to every exit's logits. */
+  logitAdjust?: boolean;
   provider?: ExecutionProvider;
   threads?: number;
   fusedGelu?: boolean;
@@ -87,12 +89,13 @@ export class Trainer {
   private readonly yBuf: BigInt64Array;
   private readonly xEval: Float32Array;
   private prototypes: { protos: Float32Array; mask: Float32Array } | null = null;
+  private readonly logitBias: Float32Array | null;
   /** Outputs a training step needs (the graph's logits output is skipped). */
   private readonly trainFetches: string[];
 
   private constructor(o: {
     cfg: VitConfig; lora: LoraConfig | null; set: TrainableSet; batch: number; evalBatch: number; params: Weights; specs: ParamSpec[];
-    frozen: Weights; optimizer: Optimizer; train: Session; evalS: Session; seed: number; protoWeight: number;
+    frozen: Weights; optimizer: Optimizer; train: Session; evalS: Session; seed: number; protoWeight: number; logitAdjust: boolean;
   }) {
     this.cfg = o.cfg;
     this.lora = o.lora;
@@ -107,6 +110,7 @@ export class Trainer {
     this.evalSession = o.evalS;
     this.rng = new Rng(o.seed ^ 0x5eed);
     this.protoWeight = o.protoWeight;
+    this.logitBias = o.logitAdjust ? new Float32Array(o.cfg.classes) : null;
     const px = o.cfg.channels * o.cfg.image * o.cfg.image;
     this.xBuf = new Float32Array(o.batch * px);
     this.yBuf = new BigInt64Array(o.batch);
@@ -145,7 +149,7 @@ export class Trainer {
     }
     const protoWeight = opts.protoWeight ?? 0;
     const common = { cfg, lora, trainable: specs, frozen, fusedGelu: opts.fusedGelu };
-    const trainG = buildTrainGraph({ ...common, batch, protoWeight });
+    const trainG = buildTrainGraph({ ...common, batch, protoWeight, logitAdjust: opts.logitAdjust });
     const evalG = buildInferGraph({ ...common, batch: evalBatch });
     const sOpts = { provider: opts.provider, threads: opts.threads, logger: opts.logger };
     const [train, evalS] = await Promise.all([Session.create(trainG.onnx, sOpts), Session.create(evalG.onnx, sOpts)]);
@@ -155,7 +159,7 @@ export class Trainer {
       oc.kind === 'adamw'
         ? new AdamW(params, { lr: oc.lr, weightDecay: oc.weightDecay ?? 0.01, betas: oc.betas, ...clip })
         : new SGD(params, { lr: oc.lr, momentum: oc.momentum ?? 0.9, weightDecay: oc.weightDecay ?? 0, nesterov: oc.nesterov, ...clip });
-    return new Trainer({ cfg, lora, set, batch, evalBatch, params, specs, frozen, optimizer, train, evalS, seed, protoWeight });
+    return new Trainer({ cfg, lora, set, batch, evalBatch, params, specs, frozen, optimizer, train, evalS, seed, protoWeight, logitAdjust: !!opts.logitAdjust });
   }
 
   /** Global prototypes for the prototype term: [exits, classes, dim] and a [exits, classes] validity mask. */
@@ -164,6 +168,19 @@ export class Trainer {
     const C = this.cfg.classes;
     if (protos.length !== E * C * this.cfg.dim || mask.length !== E * C) throw new TrainingError('prototype tensors have the wrong size');
     this.prototypes = { protos, mask };
+  }
+
+  /**
+   * The per-class bias the training loss adds to every exit's logits (needs `logitAdjust`). For balanced softmax
+   * under label skew, pass `logPriorBias(labelCounts)`. Finite values only.
+   */
+  setLogitBias(bias: ArrayLike<number>): void {
+    if (!this.logitBias) throw new TrainingError('this trainer was created without logitAdjust');
+    if (bias.length !== this.cfg.classes) throw new TrainingError(`logit bias needs ${this.cfg.classes} values, got ${bias.length}`);
+    for (let c = 0; c < bias.length; c++) {
+      if (!Number.isFinite(bias[c])) throw new TrainingError(`logit bias for class ${c} is ${bias[c]}`);
+    }
+    this.logitBias.set(bias);
   }
 
   private paramFeeds(): Record<string, FeedValue> {
@@ -183,6 +200,7 @@ export class Trainer {
     const feeds = this.paramFeeds();
     feeds[IMAGES] = { data: this.xBuf, dims: [this.batch, this.cfg.channels, this.cfg.image, this.cfg.image] };
     feeds[LABELS] = { data: this.yBuf, dims: [this.batch] };
+    if (this.logitBias) feeds[LOGIT_BIAS] = { data: this.logitBias, dims: [this.cfg.classes] };
     if (this.protoWeight > 0) {
       const E = this.cfg.depth;
       const C = this.cfg.classes;
@@ -335,4 +353,14 @@ export class Trainer {
   async release(): Promise<void> {
     await Promise.all([this.trainSession.release(), this.evalSession.release()]);
   }
+}
+
+/**
+ * log of the Laplace-smoothed label prior, (n_c + 1) / (N + C): the balanced-softmax bias for a node whose
+ * samples have these per-class counts.
+ */
+export function logPriorBias(labelCounts: ArrayLike<number>): Float32Array {
+  let total = 0;
+  for (let c = 0; c < labelCounts.length; c++) total += labelCounts[c];
+  return Float32Array.from({ length: labelCounts.length }, (_, c) => Math.log((labelCounts[c] + 1) / (total + labelCounts.length)));
 }
