@@ -36,6 +36,7 @@ const program = new Command()
   .option('--local-steps <n>', 'local steps per round', '50')
   .option('--batch <n>', 'batch size', '64')
   .option('--lr <x>', 'AdamW learning rate', '1e-3')
+  .option('--lr-schedule <s>', 'local learning-rate schedule over all rounds: constant | cosine', 'constant')
   .option('--alpha <x>', "Dirichlet alpha of the label split ('iid' for IID)", '0.5')
   .option('--topk <x>', 'fraction of entries sent (1 = dense)', '0.1')
   .option('--bits <n>', 'bits per value: 32 | 16 | 8 | 4', '8')
@@ -88,7 +89,7 @@ function flConfig(i: number): Record<string, unknown> {
   const byz = (o.fault ?? []).map((f: string) => /^byzantine:(\d+):(scale|nan)$/.exec(f)).find((m: RegExpExecArray | null) => m && Number(m[1]) === i);
   const drop = (o.fault ?? []).map((f: string) => /^drop:([\d.]+)$/.exec(f)).find(Boolean);
   return {
-    protocol: o.protocol, rounds, localSteps: Number(o.localSteps), batch: Number(o.batch), lr: Number(o.lr),
+    protocol: o.protocol, rounds, localSteps: Number(o.localSteps), batch: Number(o.batch), lr: Number(o.lr), lrSchedule: o.lrSchedule,
     shard: `${i}/${N}`, alpha: o.alpha === 'iid' ? null : Number(o.alpha), partitionSeed: Number(o.seed),
     topk: Number(o.topk), topkScope: o.topkScope, brotli: o.brotli !== false, bits: Number(o.bits), errorFeedback: o.errorFeedback !== false, downlinkBits: Number(o.downlinkBits),
     aggregator: o.aggregator, ...(o.serverLr !== undefined ? { serverLr: Number(o.serverLr) } : {}), ...(o.serverMomentum !== undefined ? { serverMomentum: Number(o.serverMomentum) } : {}), quorum: Number(o.quorum), roundTimeoutMs: Number(o.roundTimeoutMs), leaderTimeoutMs: Number(o.leaderTimeoutMs),
@@ -159,7 +160,7 @@ async function report(metrics: RoundMetrics[][], finals: { node: number; accurac
     name, mode, nodes: N, protocol: o.protocol, topology: o.topology, rounds, localSteps: Number(o.localSteps),
     alpha: o.alpha, topk: Number(o.topk), bits: Number(o.bits), errorFeedback: o.errorFeedback !== false, aggregator: o.aggregator,
     serverLr: o.serverLr === undefined ? undefined : Number(o.serverLr), serverMomentum: o.serverMomentum === undefined ? undefined : Number(o.serverMomentum),
-    gamma: o.protocol === 'gossip' ? Number(o.gamma) : undefined, logitAdjust: !!o.logitAdjust, backbone: o.backbone ?? 'default', loraTargets: o.loraTargets ?? 'default',
+    gamma: o.protocol === 'gossip' ? Number(o.gamma) : undefined, logitAdjust: !!o.logitAdjust, lr: Number(o.lr), lrSchedule: o.lrSchedule, backbone: o.backbone ?? 'default', loraTargets: o.loraTargets ?? 'default',
     faults, events,
     finalAccuracyMean: meanOf(finals.map((f) => lastExit(f.accuracy))),
     finalAccuracyPerExitMean: finals[0]?.accuracy.map((_, e) => meanOf(finals.map((f) => f.accuracy[e]))),
@@ -220,7 +221,7 @@ if (mode === 'procs') {
         ...flag('--rounds', rounds), ...flag('--local-steps', o.localSteps), ...flag('--batch', o.batch), ...flag('--lr', o.lr),
         ...flag('--topk', o.topk), ...flag('--topk-scope', o.topkScope), ...(o.brotli === false ? ['--no-brotli'] : []), ...flag('--bits', o.bits), ...(o.errorFeedback === false ? ['--no-error-feedback'] : []),
         ...flag('--downlink-bits', o.downlinkBits), ...flag('--aggregator', o.aggregator), ...flag('--server-lr', o.serverLr), ...flag('--server-momentum', o.serverMomentum), ...flag('--quorum', o.quorum),
-        ...flag('--round-timeout-ms', o.roundTimeoutMs), ...flag('--leader-timeout-ms', o.leaderTimeoutMs), ...flag('--gamma', o.gamma), ...(o.logitAdjust ? ['--logit-adjust'] : []),
+        ...flag('--round-timeout-ms', o.roundTimeoutMs), ...flag('--leader-timeout-ms', o.leaderTimeoutMs), ...flag('--gamma', o.gamma), ...(o.logitAdjust ? ['--logit-adjust'] : []), ...flag('--lr-schedule', o.lrSchedule),
         ...flag('--rank', o.rank), ...flag('--backbone', o.backbone), ...flag('--lora-targets', o.loraTargets), ...flag('--proto-weight', o.protoWeight), ...flag('--prototype-every', o.prototypeEvery), ...flag('--test-slice', o.testSlice), ...flag('--threads', o.threads),
         ...(o.dpClip ? ['--dp-clip', String(o.dpClip), '--dp-noise', String(o.dpNoise ?? 1)] : []),
       ];

@@ -34,6 +34,7 @@ export interface FlFlags {
   serverLr?: number;
   serverMomentum?: number;
   logitAdjust?: boolean;
+  lrSchedule?: string;
   quorum?: number;
   roundTimeoutMs?: number;
   leaderTimeoutMs?: number;
@@ -73,6 +74,7 @@ export function addFederationOptions(cmd: Command): Command {
     .addOption(new Option('--local-steps <n>', 'local training steps per round (default 50)').argParser(num('--local-steps')))
     .addOption(new Option('--batch <n>', 'batch size (default 64)').argParser(num('--batch')))
     .addOption(new Option('--lr <x>', 'AdamW learning rate (default 1e-3)').argParser(num('--lr')))
+    .addOption(new Option('--lr-schedule <s>', 'local learning-rate schedule over all rounds: constant | cosine (default constant)'))
     .addOption(new Option('--rank <n>', 'LoRA rank (default 8)').argParser(num('--rank')))
     .addOption(new Option('--lora-alpha <x>', 'LoRA alpha (default 16)').argParser(num('--lora-alpha')))
     .addOption(new Option('--lora-targets <list>', 'projections with LoRA, comma-separated: q,k,v,proj,fc1,fc2 (default all six)').argParser((v: string) => v.split(',').map((s) => s.trim())))
@@ -112,7 +114,7 @@ export function flFlagsToConfig(f: FlFlags): Partial<FederationConfig> & Record<
     dataset: f.data, shard: f.shard, protocol: f.protocol, rounds: f.rounds, localSteps: f.localSteps, batch: f.batch, lr: f.lr,
     rank: f.rank, loraAlpha: f.loraAlpha, loraTargets: f.loraTargets, topk: f.topk, topkScope: f.topkScope, brotli: f.brotli === false ? false : undefined, bits: f.bits,
     errorFeedback: f.errorFeedback === false ? false : undefined, downlinkBits: f.downlinkBits, aggregator: f.aggregator,
-    serverLr: f.serverLr, serverMomentum: f.serverMomentum, logitAdjust: f.logitAdjust, quorum: f.quorum, roundTimeoutMs: f.roundTimeoutMs, leaderTimeoutMs: f.leaderTimeoutMs, gossipGamma: f.gamma,
+    serverLr: f.serverLr, serverMomentum: f.serverMomentum, logitAdjust: f.logitAdjust, lrSchedule: f.lrSchedule, quorum: f.quorum, roundTimeoutMs: f.roundTimeoutMs, leaderTimeoutMs: f.leaderTimeoutMs, gossipGamma: f.gamma,
     protoWeight: f.protoWeight, prototypeEvery: f.prototypeEvery, testSlice: f.testSlice, dpClip: f.dpClip, dpNoise: f.dpNoise, secagg: f.secagg, secaggClip: f.secaggClip, threads: f.threads,
     device: f.device, backbone: f.backbone, minMembers: f.minMembers, finalEval: f.finalEval,
   };

@@ -12,6 +12,7 @@ import { loadCheckpoint, saveCheckpoint, type JsonValue } from '../model/checkpo
 import { exitSpecs, LORA_TARGETS, type LoraConfig, type TrainableSet } from '../model/vit.ts';
 import { RdpAccountant } from '../privacy/index.ts';
 import { logPriorBias, Trainer } from '../train/trainer.ts';
+import { LR_SCHEDULES, lrAt } from '../train/schedule.ts';
 import { joinOptimizerState, splitOptimizerState } from '../train/optim.ts';
 import { toUpdateManifest, type PrototypeTable, type TensorMap, type UpdateManifest } from '../update/index.ts';
 import { ConfigError, FmflError } from '../util/errors.ts';
@@ -29,6 +30,11 @@ export const FederationConfigSchema = z
     localSteps: z.number().int().min(1).max(1_000_000).default(50),
     batch: z.number().int().min(1).max(4096).default(64),
     lr: z.number().positive().max(10).default(1e-3),
+    /**
+     * Local learning-rate schedule over the whole federation (rounds x localSteps): constant, or cosine decay from
+     * `lr` to zero at the last step of the last round. Every node computes it from the global version it trains from.
+     */
+    lrSchedule: z.enum(LR_SCHEDULES).default('constant'),
     weightDecay: z.number().min(0).max(1).default(0.01),
     dataset: z.enum(['fashion-mnist', 'mnist']).default('fashion-mnist'),
     /** This node's shard `i/n` (0-based i) of the train split. */
@@ -284,7 +290,15 @@ export class Federation {
           const { protos, mask } = prototypeTensors(this.protocol.prototypes(), c.depth, c.classes, c.dim);
           this.trainer.setPrototypes(protos, mask);
         }
-        const trainLoss = await this.trainer.trainSteps(this.train, this.shard, this.cfg.localSteps, (i, l) => hooks.onStep?.(i + 1, this.cfg.localSteps, l), {
+        // Step k of the round that produces version v+1 is global step v·E + k of the schedule.
+        const total = this.cfg.rounds * this.cfg.localSteps;
+        const first = Math.min(total - 1, this.protocol.round * this.cfg.localSteps);
+        const lrOf = (k: number): number => lrAt(this.cfg.lrSchedule, this.cfg.lr, Math.min(total - 1, first + k), total);
+        this.trainer.optimizer.lr = lrOf(0);
+        const trainLoss = await this.trainer.trainSteps(this.train, this.shard, this.cfg.localSteps, (i, l) => {
+          this.trainer.optimizer.lr = lrOf(i + 1);
+          hooks.onStep?.(i + 1, this.cfg.localSteps, l);
+        }, {
           get aborted(): boolean {
             return self.stopped;
           },

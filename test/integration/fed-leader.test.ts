@@ -49,7 +49,7 @@ test.serial('leader protocol with fedavgm: rotating leaders continue one server-
   t.teardown(() => stopAll(meshes));
   link(meshes, topologies.full(N));
   await waitFor(() => viewsConverged(meshes), 'membership views');
-  const feds = await createFeds(meshes, (i) => tinyFl(i, N, { rounds: 3, aggregator: 'fedavgm', serverLr: 1.5, serverMomentum: 0.5 }));
+  const feds = await createFeds(meshes, (i) => tinyFl(i, N, { rounds: 3, aggregator: 'fedavgm', serverLr: 1.5, serverMomentum: 0.5, lrSchedule: 'cosine' }));
   t.teardown(() => releaseAll(feds));
   const metrics = await runAll(feds);
   t.is(new Set(finalHashes(feds)).size, 1);
@@ -63,4 +63,6 @@ test.serial('leader protocol with fedavgm: rotating leaders continue one server-
   }
   const anyNonZero = [...bufs[0]!.m.values()].some((v) => v.some((x) => x !== 0));
   t.true(anyNonZero, 'the buffer holds the last step');
+  // The cosine local schedule spans all rounds: it reaches zero at the last step of the last round.
+  for (const f of feds) t.is(f.trainer.optimizer.lr, 0);
 });
