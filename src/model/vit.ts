@@ -219,12 +219,14 @@ interface Ops {
 function ops(cfg: VitConfig, gr: G.Graph, param: ParamSource, opts: ForwardOptions): Ops {
   const lora = opts.lora ?? null;
   const lin = (x: Tensor, name: string, target?: LoraTarget): Tensor => {
-    let y = G.add(G.matmul(x, param(`${name}.weight`)), param(`${name}.bias`));
+    let w = param(`${name}.weight`);
     if (lora && target && lora.targets.includes(target)) {
-      const low = G.matmul(G.matmul(x, param(`${name}.lora_a`)), param(`${name}.lora_b`));
-      y = G.add(y, G.mul(low, gr.scalar(lora.alpha / lora.rank, 'float32')));
+      // LoRA merged into the weight, W' = W + (alpha/r)·A·B (a [in, r] x [r, out] product per step): the
+      // activations go through one GEMM forward and one backward instead of two skinny GEMMs, a scale and an add
+      // each way; the factors' gradients come from dW' = xᵀ·dy (one GEMM) as (alpha/r)·dW'·Bᵀ and (alpha/r)·Aᵀ·dW'.
+      w = G.add(w, G.mul(G.matmul(param(`${name}.lora_a`), param(`${name}.lora_b`)), gr.scalar(lora.alpha / lora.rank, 'float32')));
     }
-    return y;
+    return G.add(G.matmul(x, w), param(`${name}.bias`));
   };
   const ln = (x: Tensor, name: string): Tensor =>
     (opts.fusedLayerNorm ? G.layerNorm : G.layerNormC)(x, param(`${name}.weight`), param(`${name}.bias`), cfg.eps);
