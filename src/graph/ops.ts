@@ -326,8 +326,13 @@ defineOp({
     const [a, b] = n.inputs;
     let ga: Tensor | null = null;
     let gb: Tensor | null = null;
-    if (needs[0]) ga = sumToShape(matmul(g!, transposeLast2(b)), a.shape);
-    if (needs[1]) {
+    // Batched operands with the same batch axes (attention's P·V): one FusedMatMul per gradient with the
+    // transpose folded in. An explicit transpose here would be merged by onnxruntime with the head transpose
+    // that produced the operand into one [B, h, d, n] transpose, which costs more than the matmul itself.
+    const sameBatch = a.rank === b.rank && a.rank >= 3 && a.shape.slice(0, -2).every((d, i) => d === b.shape[i]);
+    if (needs[0]) ga = sameBatch ? matmulT(g!, b, { transB: true }) : sumToShape(matmul(g!, transposeLast2(b)), a.shape);
+    if (needs[1] && sameBatch) gb = matmulT(a, g!, { transA: true });
+    else if (needs[1]) {
       if (b.rank === 2 && a.rank > 2) {
         // Weight gradient of a batched activation: flatten the batch into rows (one GEMM, no reduction).
         const k = a.shape[a.rank - 1];
