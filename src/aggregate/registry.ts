@@ -1,7 +1,7 @@
 import { fedavg } from './fedavg.ts';
 import { ffaLora, flexlora, hetlora } from './lora.ts';
 import { median, normBound, trimmedMean } from './robust.ts';
-import { withServerMomentum, withServerOptimizer } from './server-opt.ts';
+import { fedExP, withServerMomentum, withServerOptimizer } from './server-opt.ts';
 import { AggregateError, AggregateRefusal, type Aggregator } from './types.ts';
 
 const BASE_RULES: Record<string, Aggregator> = {
@@ -30,6 +30,7 @@ function inner(name: string): Aggregator {
 export const AGGREGATORS: Readonly<Record<string, Aggregator>> = Object.freeze({
   ...BASE_RULES,
   fedavgm: withServerMomentum(inner),
+  fedexp: fedExP(inner),
   fedadam: withServerOptimizer('adam', inner),
   fedyogi: withServerOptimizer('yogi', inner),
   fedadagrad: withServerOptimizer('adagrad', inner),

@@ -1,4 +1,5 @@
 import type { TensorMap } from '../update/index.ts';
+import { weightsOf } from './fedavg.ts';
 import { AggregateError, AggregateRefusal, type AggregateInput, type AggregateOptions, type AggregateResult, type Aggregator, type ServerOptimizerState } from './types.ts';
 
 /** Default server learning rate η (Reddi et al., "Adaptive Federated Optimization", ICLR 2021; Flower FedYogi). */
@@ -128,3 +129,33 @@ export function momentumFromStep(applied: TensorMap, opts: AggregateOptions, pre
   }
   return { m, v: new Map(), step: prevStep + 1 };
 }
+
+/**
+ * FedExP (Jhunjhunwala, Wang & Joshi, ICLR 2023): FedAvg with an adaptive server step that extrapolates when the
+ * members' updates disagree, eta = max(1, sum_i w_i ||D_i||^2 / (2 (||D||^2 + eps))) with D = sum_i w_i D_i
+ * (w: the inner rule's weights; uniform w = 1/M gives the paper's rule). Stateless, so it needs nothing carried
+ * between rotating leaders. `serverLr`, when set, caps eta.
+ */
+export function fedExP(resolveInner: (name: string) => Aggregator): Aggregator {
+  return (updates: readonly AggregateInput[], opts: AggregateOptions = {}): AggregateResult => {
+    const cap = opts.serverLr ?? Infinity;
+    if (!(cap >= 1)) throw new AggregateError(AggregateRefusal.BAD_OPTION, `serverLr (the cap of FedExP's step) ${cap} must be >= 1`);
+    const avg = resolveInner(opts.inner ?? 'fedavg')(updates, opts);
+    const w = weightsOf(updates, opts);
+    let spread = 0;
+    updates.forEach((u, i) => {
+      let n2 = 0;
+      for (const d of u.deltas.values()) for (let j = 0; j < d.length; j++) n2 += d[j] * d[j];
+      spread += w[i] * n2;
+    });
+    let mean2 = 0;
+    for (const d of avg.deltas.values()) for (let j = 0; j < d.length; j++) mean2 += d[j] * d[j];
+    const eta = Math.min(cap, Math.max(1, spread / (2 * (mean2 + FEDEXP_EPS))));
+    const deltas: TensorMap = new Map();
+    for (const [k, d] of avg.deltas) deltas.set(k, Float32Array.from(d, (x) => x * eta));
+    return { deltas, sampleCount: avg.sampleCount, loraRank: avg.loraRank, serverStep: eta };
+  };
+}
+
+/** FedExP's epsilon in the step denominator. */
+export const FEDEXP_EPS = 1e-12;

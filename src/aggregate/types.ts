@@ -95,6 +95,8 @@ export interface AggregateResult {
   state?: ServerOptimizerState;
   /** LoRA rank of the result (LoRA-aware rules). */
   loraRank?: number;
+  /** Server step size the rule used (fedexp). */
+  serverStep?: number;
 }
 
 /** A pure aggregation rule. */

@@ -496,7 +496,7 @@ export class LeaderProtocol implements RoundProtocol {
     } catch (err) {
       this.ctx.logger.warn({ err: (err as Error).message }, 'publishing the global update failed; peers will pull the state');
     }
-    this.ctx.logger.info({ round, rank, contributors: contributors.length, hash: hex(next.hash).slice(0, 12) }, 'led round');
+    this.ctx.logger.info({ round, rank, contributors: contributors.length, serverStep: result.serverStep, hash: hex(next.hash).slice(0, 12) }, 'led round');
     return { round, via: 'led', leader: this.ctx.selfId, leaderRank: rank, contributors, bytesUp: bytes.byteLength };
   }
 

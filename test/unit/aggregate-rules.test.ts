@@ -79,6 +79,22 @@ test('fedavgm: server momentum and learning rate, hand-computed; the buffer is r
   }
 });
 
+test('fedexp: extrapolates by sum w_i |D_i|^2 / (2 |mean D|^2), never below 1, capped by serverLr', (t) => {
+  // Two orthogonal unit updates: mean [0.5, 0.5], |mean|^2 = 0.5 -> eta = 1 / (2 * 0.5) = 1
+  const a = getAggregator('fedexp')([u([1, 0]), u([0, 1])]);
+  t.true(Math.abs(a.serverStep! - 1) < 1e-6);
+  // Three orthogonal unit updates: mean |.|^2 = 1/3 -> eta = 1 / (2/3) = 1.5
+  const b = getAggregator('fedexp')([u([1, 0, 0]), u([0, 1, 0]), u([0, 0, 1])]);
+  t.true(Math.abs(b.serverStep! - 1.5) < 1e-6);
+  close(t, get(b), [0.5, 0.5, 0.5]);
+  // Identical updates: eta = 1/2 -> clamped to 1 (plain FedAvg)
+  close(t, get(getAggregator('fedexp')([u([2, 2]), u([2, 2])])), [2, 2]);
+  // Opposite updates: huge eta, capped by serverLr
+  const c = getAggregator('fedexp')([u([1, 0.01]), u([-1, 0.01])], { serverLr: 3 });
+  t.is(c.serverStep, 3);
+  t.is(t.throws(() => getAggregator('fedexp')([u([1])], { serverLr: 0.5 }), { instanceOf: AggregateError })?.reason, AggregateRefusal.BAD_OPTION);
+});
+
 const manifest: UpdateManifest = {
   tensors: [
     { name: 'l.lora_a', shape: [2, 2], loraAxis: 1 },
@@ -133,7 +149,7 @@ test('prototypes: count-weighted class means; unseen classes do not dilute', (t)
 });
 
 test('registry: every name resolves, unknown names are a typed error, empty input is refused', (t) => {
-  for (const n of ['fedavg', 'fedavgm', 'fedadam', 'fedyogi', 'median', 'trimmed-mean', 'norm-bound', 'flexlora', 'hetlora-zero', 'hetlora-replicate', 'ffa-lora']) {
+  for (const n of ['fedavg', 'fedavgm', 'fedexp', 'fedadam', 'fedyogi', 'median', 'trimmed-mean', 'norm-bound', 'flexlora', 'hetlora-zero', 'hetlora-replicate', 'ffa-lora']) {
     t.true(AGGREGATOR_NAMES.includes(n), n);
     t.is(typeof getAggregator(n), 'function');
   }
