@@ -19,7 +19,7 @@ const program = new Command()
   .option('--batch <n>', 'batch size', '64')
   .option('--threads <n>', 'onnxruntime intra-op threads (default: cores)')
   .option('--device <d>', 'cpu | cuda | auto', 'cpu')
-  .option('--fused-gelu', 'use com.microsoft.Gelu instead of the Erf composition')
+  .option('--no-fused-gelu', 'use the Erf composition of GELU instead of com.microsoft.Gelu (the default)')
   .option('--reference <onnx>', 'also time this forward graph (e.g. the PyTorch export of scripts/reference/vit_torch.py) with the same session settings')
   .parse(process.argv);
 const o = program.opts<{ json?: boolean; steps: string; batch: string; threads?: string; device: ExecutionProvider; fusedGelu?: boolean; reference?: string }>();
@@ -111,7 +111,7 @@ const backboneParams = backboneSpecs(cfg).reduce((a, s) => a + s.shape.reduce((x
 const result = {
   bench: 'train',
   machine: { cpu: cpus()[0]?.model ?? 'unknown', cores: cpus().length, threads: threads ?? 'default', device: o.device, ort: ortVersion(), node: process.versions.node },
-  model: { config: 'vit-tiny', weights: source, backboneParams, loraTrainableParams: lora.params, fullTrainableParams: full.params, fusedGelu: !!o.fusedGelu },
+  model: { config: 'vit-tiny', weights: source, backboneParams, loraTrainableParams: lora.params, fullTrainableParams: full.params, fusedGelu: o.fusedGelu !== false },
   batch,
   forward: { msPerBatch: round(fwdMs), samplesPerSec: Math.round((batch * 1000) / fwdMs), batch1Ms: round(fwd1Ms, 3), exit1Batch1Ms: round(exit1Ms, 3) },
   loraStep: { msPerStep: round(lora.ms), samplesPerSec: Math.round((batch * 1000) / lora.ms) },

@@ -821,9 +821,12 @@ function geluDerivative(x: Tensor): Tensor {
   const dt = x.dtype;
   // Phi(x) = 0.5 (1 + erf(x / sqrt 2)); phi(x) = exp(-x^2/2) / sqrt(2 pi). Uses Mul by 1/sqrt2 (the forward
   // composed form uses Div) so that CSE cannot merge it into the forward chain and break ORT's Gelu fusion.
-  const cdf = mul(add(erf(mul(x, gr.scalar(Math.SQRT1_2, dt))), gr.scalar(1, dt)), gr.scalar(0.5, dt));
-  const pdf = mul(exp(mul(mul(x, x), gr.scalar(-0.5, dt))), gr.scalar(1 / Math.sqrt(2 * Math.PI), dt));
-  return add(cdf, mul(x, pdf));
+  // With t = x / sqrt 2: Phi = 0.5 (1 + erf t) and x phi(x) = x exp(ln(1/sqrt(2 pi)) - t^2), the constant folded
+  // into the exponent: nine element-wise ops.
+  const t = mul(x, gr.scalar(Math.SQRT1_2, dt));
+  const cdf = mul(add(erf(t), gr.scalar(1, dt)), gr.scalar(0.5, dt));
+  const xpdf = mul(x, exp(sub(gr.scalar(-0.5 * Math.log(2 * Math.PI), dt), mul(t, t))));
+  return add(cdf, xpdf);
 }
 
 // ---------------------------------------------------------------------------------------------------------

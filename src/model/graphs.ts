@@ -16,7 +16,7 @@ export interface GraphSpec {
   /** Every other tensor of the model, baked in as initializers. */
   frozen: Weights;
   batch: number;
-  /** Use ORT's fused com.microsoft.Gelu (default false: the Erf composition, which ORT fuses itself). */
+  /** Use ORT's fused com.microsoft.Gelu (default true; false: the Erf composition, which ORT fuses in inference graphs but whose autodiff backward costs more). */
   fusedGelu?: boolean;
 }
 

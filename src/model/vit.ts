@@ -194,7 +194,7 @@ export interface ForwardOptions {
   /** Blocks to run (1..depth); exits 0..blocks-1 are produced. Default: all. */
   blocks?: number;
   lora?: LoraConfig | null;
-  /** Use com.microsoft.Gelu (fused) instead of the Erf composition. */
+  /** Use com.microsoft.Gelu (fused, the default) instead of the Erf composition. */
   fusedGelu?: boolean;
   /**
    * Use ONNX LayerNormalization instead of the composition from primitives. Off by default: onnxruntime 1.29's
@@ -230,7 +230,9 @@ function ops(cfg: VitConfig, gr: G.Graph, param: ParamSource, opts: ForwardOptio
   };
   const ln = (x: Tensor, name: string): Tensor =>
     (opts.fusedLayerNorm ? G.layerNorm : G.layerNormC)(x, param(`${name}.weight`), param(`${name}.bias`), cfg.eps);
-  const act = (x: Tensor): Tensor => (opts.fusedGelu ? G.geluFused(x) : G.gelu(x));
+  // Default: ORT's fused exact Gelu, whose closed-form VJP needs only x; the Erf composition (fusedGelu: false)
+  // forward is the same kernel after ORT's fusion, but its autodiff backward holds the chain's intermediates.
+  const act = (x: Tensor): Tensor => (opts.fusedGelu ?? true ? G.geluFused(x) : G.gelu(x));
   return { lin, ln, act };
 }
 
