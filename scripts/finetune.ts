@@ -2,7 +2,7 @@
  * Centralized fine-tuning of the embedded backbone on Fashion-MNIST (the training-engine issue's recipe):
  *   npm run finetune -- --set lora+heads|heads|all [--epochs 3] [--rank 8] [--alpha 16] [--targets q,k,v,proj,fc1,fc2]
  * Defaults are the product's (strong backbone, LoRA on every projection). `--reference` runs the training-engine
- * issue's reference recipe (`--backbone vit-tiny-mnist --targets q,v --schedule constant`).
+ * issue's reference recipe (`--backbone vit-tiny-mnist --targets q,v --alpha 16 --schedule constant`).
  *                       [--lr 1e-3] [--wd 0.01] [--batch 64] [--seed 1] [--limit N] [--backbone NAME] [--json]
  *                       [--save model.fmfl] [--model-version NAME]
  * Exit heads are re-initialized (fresh heads); prints per-exit test accuracy after every epoch and a JSON summary.
@@ -26,7 +26,7 @@ const o = new Command()
   .option('--set <set>', `trainable set: ${TRAINABLE_SETS.join(' | ')}`, 'lora+heads')
   .option('--epochs <n>', 'passes over the train split', '3')
   .option('--rank <n>', 'LoRA rank', '8')
-  .option('--alpha <x>', 'LoRA alpha', '16')
+  .option('--alpha <x>', 'LoRA alpha (default 64, scale alpha/r = 8 at r=8; the reference recipe uses 16)')
   .option('--targets <list>', `LoRA targets, comma-separated (${LORA_TARGETS.join(',')}; default all six; the reference recipe uses q,v)`)
   .option('--lr <x>', 'AdamW learning rate', '1e-3')
   .option('--schedule <s>', `learning-rate schedule: ${LR_SCHEDULES.join(' | ')} (default ${PRODUCT_SCHEDULE}; the reference recipe is constant)`)
@@ -37,7 +37,7 @@ const o = new Command()
   .option('--limit <n>', 'train on a random subset of this many samples')
   .option('--dataset <name>', 'fashion-mnist | mnist', 'fashion-mnist')
   .option('--backbone <name>', `backbone name (default ${DEFAULT_BACKBONE})`)
-  .option('--reference', `the training-engine issue's reference recipe: --backbone ${REFERENCE_BACKBONE} --targets q,v --schedule constant`)
+  .option('--reference', `the training-engine issue's reference recipe: --backbone ${REFERENCE_BACKBONE} --targets q,v --alpha 16 --schedule constant`)
   .option('--backbone-dir <dir>', 'folder holding the backbone (default models/)')
   .option('--device <d>', 'cpu | cuda | auto', 'cpu')
   .option('--threads <n>', 'onnxruntime threads')
@@ -51,7 +51,9 @@ if (o.reference) {
   o.backbone ??= REFERENCE_BACKBONE;
   o.targets ??= 'q,v';
   o.schedule ??= 'constant';
+  o.alpha ??= '16';
 }
+o.alpha ??= '64';
 o.backbone ??= DEFAULT_BACKBONE;
 o.targets ??= LORA_TARGETS.join(',');
 o.schedule ??= PRODUCT_SCHEDULE;

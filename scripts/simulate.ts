@@ -52,9 +52,10 @@ const program = new Command()
   .option('--leader-timeout-ms <n>', 'backup leader wait per rank', '15000')
   .option('--gamma <x>', 'gossip CHOCO consensus step size', '0')
   .option('--rank <n>', 'LoRA rank', '8')
+  .option('--lora-alpha <x>', 'LoRA alpha (default: the product default, 64)')
   .option('--backbone <name>', 'backbone in models/ (default: the product default)')
   .option('--lora-targets <list>', 'LoRA projections (default: the product default, all six)')
-  .option('--backbone-reference', "the training-engine issue's reference recipe: --backbone vit-tiny-mnist --lora-targets q,v")
+  .option('--backbone-reference', "the training-engine issue's reference recipe: --backbone vit-tiny-mnist --lora-targets q,v --lora-alpha 16")
   .option('--proto-weight <x>', 'prototype loss weight', '0')
   .option('--logit-adjust', 'balanced softmax against the local label prior in local training')
   .option('--prototype-every <n>', 'send prototype statistics every n rounds (0: last round only)', '0')
@@ -73,6 +74,7 @@ const o = program.opts<Record<string, any>>();
 if (o.backboneReference) {
   o.backbone ??= 'vit-tiny-mnist';
   o.loraTargets ??= 'q,v';
+  o.loraAlpha ??= '16';
 }
 const N = Number(o.nodes);
 const rounds = Number(o.rounds);
@@ -93,7 +95,7 @@ function flConfig(i: number): Record<string, unknown> {
     shard: `${i}/${N}`, alpha: o.alpha === 'iid' ? null : Number(o.alpha), partitionSeed: Number(o.seed),
     topk: Number(o.topk), topkScope: o.topkScope, brotli: o.brotli !== false, bits: Number(o.bits), errorFeedback: o.errorFeedback !== false, downlinkBits: Number(o.downlinkBits),
     aggregator: o.aggregator, ...(o.serverLr !== undefined ? { serverLr: Number(o.serverLr) } : {}), ...(o.serverMomentum !== undefined ? { serverMomentum: Number(o.serverMomentum) } : {}), quorum: Number(o.quorum), roundTimeoutMs: Number(o.roundTimeoutMs), leaderTimeoutMs: Number(o.leaderTimeoutMs),
-    gossipGamma: Number(o.gamma), rank: Number(o.rank), ...(o.logitAdjust ? { logitAdjust: true } : {}),
+    gossipGamma: Number(o.gamma), rank: Number(o.rank), ...(o.loraAlpha ? { loraAlpha: Number(o.loraAlpha) } : {}), ...(o.logitAdjust ? { logitAdjust: true } : {}),
     ...(o.backbone ? { backbone: o.backbone } : {}), ...(o.loraTargets ? { loraTargets: String(o.loraTargets).split(',') } : {}), protoWeight: Number(o.protoWeight), testSlice: Number(o.testSlice),
     threads: Number(o.threads), minMembers: N, prototypeEvery: Number(o.prototypeEvery),
     ...(o.dpClip ? { dpClip: Number(o.dpClip), dpNoise: Number(o.dpNoise ?? 1) } : {}),
@@ -222,7 +224,7 @@ if (mode === 'procs') {
         ...flag('--topk', o.topk), ...flag('--topk-scope', o.topkScope), ...(o.brotli === false ? ['--no-brotli'] : []), ...flag('--bits', o.bits), ...(o.errorFeedback === false ? ['--no-error-feedback'] : []),
         ...flag('--downlink-bits', o.downlinkBits), ...flag('--aggregator', o.aggregator), ...flag('--server-lr', o.serverLr), ...flag('--server-momentum', o.serverMomentum), ...flag('--quorum', o.quorum),
         ...flag('--round-timeout-ms', o.roundTimeoutMs), ...flag('--leader-timeout-ms', o.leaderTimeoutMs), ...flag('--gamma', o.gamma), ...(o.logitAdjust ? ['--logit-adjust'] : []), ...flag('--lr-schedule', o.lrSchedule),
-        ...flag('--rank', o.rank), ...flag('--backbone', o.backbone), ...flag('--lora-targets', o.loraTargets), ...flag('--proto-weight', o.protoWeight), ...flag('--prototype-every', o.prototypeEvery), ...flag('--test-slice', o.testSlice), ...flag('--threads', o.threads),
+        ...flag('--rank', o.rank), ...flag('--lora-alpha', o.loraAlpha), ...flag('--backbone', o.backbone), ...flag('--lora-targets', o.loraTargets), ...flag('--proto-weight', o.protoWeight), ...flag('--prototype-every', o.prototypeEvery), ...flag('--test-slice', o.testSlice), ...flag('--threads', o.threads),
         ...(o.dpClip ? ['--dp-clip', String(o.dpClip), '--dp-noise', String(o.dpNoise ?? 1)] : []),
       ];
     },

@@ -76,7 +76,7 @@ export function addFederationOptions(cmd: Command): Command {
     .addOption(new Option('--lr <x>', 'AdamW learning rate (default 1e-3)').argParser(num('--lr')))
     .addOption(new Option('--lr-schedule <s>', 'local learning-rate schedule over all rounds: constant | cosine (default constant)'))
     .addOption(new Option('--rank <n>', 'LoRA rank (default 8)').argParser(num('--rank')))
-    .addOption(new Option('--lora-alpha <x>', 'LoRA alpha (default 16)').argParser(num('--lora-alpha')))
+    .addOption(new Option('--lora-alpha <x>', 'LoRA alpha (default 64: scale alpha/r = 8 at r=8; the reference recipe uses 16)').argParser(num('--lora-alpha')))
     .addOption(new Option('--lora-targets <list>', 'projections with LoRA, comma-separated: q,k,v,proj,fc1,fc2 (default all six)').argParser((v: string) => v.split(',').map((s) => s.trim())))
     .addOption(new Option('--topk <x>', 'fraction of update entries sent, 1 = dense (default 0.1)').argParser(num('--topk')))
     .addOption(new Option('--topk-scope <s>', 'top-k per tensor (tensor, default) or one threshold over all tensors (global)'))

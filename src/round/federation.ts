@@ -59,7 +59,8 @@ export const FederationConfigSchema = z
     attack: z.object({ kind: z.enum(['scale', 'nan']), factor: z.number().finite().default(100) }).strict().optional(),
     trainable: z.enum(['lora+heads', 'heads']).default('lora+heads'),
     rank: z.number().int().min(1).max(64).default(8),
-    loraAlpha: z.number().positive().max(4096).default(16),
+    /** LoRA alpha; the scale is alpha / rank. 64 (scale 8 at r=8) is the product default, 16 the reference recipe's. */
+    loraAlpha: z.number().positive().max(4096).default(64),
     /** Default: every projection (the product default found on Fashion-MNIST; `q,v` is the reference recipe). */
     loraTargets: z.array(z.enum(LORA_TARGETS)).min(1).default([...LORA_TARGETS]),
     protoWeight: z.number().min(0).max(100).default(0),
