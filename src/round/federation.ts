@@ -80,7 +80,7 @@ export const FederationConfigSchema = z
     aggregator: z.string().refine((s) => AGGREGATOR_NAMES.includes(s), { message: `aggregator must be one of ${AGGREGATOR_NAMES.join(', ')}` }).default('fedavg'),
     /** Server learning rate of fedavgm / fedadam / fedyogi / fedadagrad (default: the rule's own, 1 for fedavgm, 0.01 for the adaptive ones). */
     serverLr: z.number().positive().max(100).optional(),
-    /** fedavgm: server momentum β in [0, 1) (default 0.9). */
+    /** fedavgm: server momentum β in [0, 1) (default 0.5). */
     serverMomentum: z.number().min(0).lt(1).optional(),
     quorum: z.number().gt(0).max(1).default(1),
     roundTimeoutMs: z.number().int().min(100).max(3_600_000).default(60_000),
