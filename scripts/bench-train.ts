@@ -5,6 +5,7 @@
  *   (a) forward-only evaluation of all exits, (b) a LoRA r=8 train step including AdamW, (c) a full-parameter
  *   train step including AdamW; ms/step, samples/s, the (b)/(a) ratio, batch-1 forward latency and peak RSS.
  */
+import { basename } from 'node:path';
 import { Command } from 'commander';
 import { cpus } from 'node:os';
 import { buildInferGraph, IMAGES, type BuiltGraph } from '../src/model/graphs.ts';
@@ -116,7 +117,7 @@ const result = {
   forward: { msPerBatch: round(fwdMs), samplesPerSec: Math.round((batch * 1000) / fwdMs), batch1Ms: round(fwd1Ms, 3), exit1Batch1Ms: round(exit1Ms, 3) },
   loraStep: { msPerStep: round(lora.ms), samplesPerSec: Math.round((batch * 1000) / lora.ms) },
   fullStep: { msPerStep: round(full.ms), samplesPerSec: Math.round((batch * 1000) / full.ms) },
-  referenceForward: referenceMs === null ? null : { file: o.reference, msPerBatch: round(referenceMs), fmflOverReference: round(fwdMs / referenceMs) },
+  referenceForward: referenceMs === null ? null : { file: basename(o.reference!), msPerBatch: round(referenceMs), fmflOverReference: round(fwdMs / referenceMs) },
   ratioLoraStepToForward: round(lora.ms / fwdMs),
   ratioFullStepToForward: round(full.ms / fwdMs),
   peakRssMB: Math.round(process.resourceUsage().maxRSS / 1024),
