@@ -46,6 +46,7 @@ const program = new Command()
   .option('--downlink-bits <n>', 'bits of the leader broadcast: 32 | 16 | 8', '16')
   .option('--aggregator <name>', 'aggregation rule', 'fedavg')
   .option('--server-lr <x>', 'server learning rate (fedavgm: default 1; fedadam & co: 0.01)')
+  .option('--server-lr-decay', 'decay --server-lr over the rounds to 1 (cosine)')
   .option('--server-momentum <x>', 'fedavgm server momentum (default 0.5)')
   .option('--quorum <x>', 'leader quorum fraction', '1')
   .option('--round-timeout-ms <n>', 'leader round deadline', '60000')
@@ -94,7 +95,7 @@ function flConfig(i: number): Record<string, unknown> {
     protocol: o.protocol, rounds, localSteps: Number(o.localSteps), batch: Number(o.batch), lr: Number(o.lr), lrSchedule: o.lrSchedule,
     shard: `${i}/${N}`, alpha: o.alpha === 'iid' ? null : Number(o.alpha), partitionSeed: Number(o.seed),
     topk: Number(o.topk), topkScope: o.topkScope, brotli: o.brotli !== false, bits: Number(o.bits), errorFeedback: o.errorFeedback !== false, downlinkBits: Number(o.downlinkBits),
-    aggregator: o.aggregator, ...(o.serverLr !== undefined ? { serverLr: Number(o.serverLr) } : {}), ...(o.serverMomentum !== undefined ? { serverMomentum: Number(o.serverMomentum) } : {}), quorum: Number(o.quorum), roundTimeoutMs: Number(o.roundTimeoutMs), leaderTimeoutMs: Number(o.leaderTimeoutMs),
+    aggregator: o.aggregator, ...(o.serverLr !== undefined ? { serverLr: Number(o.serverLr) } : {}), ...(o.serverMomentum !== undefined ? { serverMomentum: Number(o.serverMomentum) } : {}), ...(o.serverLrDecay ? { serverLrDecay: true } : {}), quorum: Number(o.quorum), roundTimeoutMs: Number(o.roundTimeoutMs), leaderTimeoutMs: Number(o.leaderTimeoutMs),
     gossipGamma: Number(o.gamma), rank: Number(o.rank), ...(o.loraAlpha ? { loraAlpha: Number(o.loraAlpha) } : {}), ...(o.logitAdjust ? { logitAdjust: true } : {}),
     ...(o.backbone ? { backbone: o.backbone } : {}), ...(o.loraTargets ? { loraTargets: String(o.loraTargets).split(',') } : {}), protoWeight: Number(o.protoWeight), testSlice: Number(o.testSlice),
     threads: Number(o.threads), minMembers: N, prototypeEvery: Number(o.prototypeEvery),
@@ -161,7 +162,7 @@ async function report(metrics: RoundMetrics[][], finals: { node: number; accurac
   const summary = {
     name, mode, nodes: N, protocol: o.protocol, topology: o.topology, rounds, localSteps: Number(o.localSteps),
     alpha: o.alpha, topk: Number(o.topk), bits: Number(o.bits), errorFeedback: o.errorFeedback !== false, aggregator: o.aggregator,
-    serverLr: o.serverLr === undefined ? undefined : Number(o.serverLr), serverMomentum: o.serverMomentum === undefined ? undefined : Number(o.serverMomentum),
+    serverLr: o.serverLr === undefined ? undefined : Number(o.serverLr), serverMomentum: o.serverMomentum === undefined ? undefined : Number(o.serverMomentum), serverLrDecay: !!o.serverLrDecay,
     gamma: o.protocol === 'gossip' ? Number(o.gamma) : undefined, logitAdjust: !!o.logitAdjust, lr: Number(o.lr), lrSchedule: o.lrSchedule, backbone: o.backbone ?? 'default', loraTargets: o.loraTargets ?? 'default',
     faults, events,
     finalAccuracyMean: meanOf(finals.map((f) => lastExit(f.accuracy))),
@@ -222,7 +223,7 @@ if (mode === 'procs') {
         '--data', 'fashion-mnist', '--shard', `${i}/${N}`, '--alpha', String(o.alpha), '--protocol', o.protocol,
         ...flag('--rounds', rounds), ...flag('--local-steps', o.localSteps), ...flag('--batch', o.batch), ...flag('--lr', o.lr),
         ...flag('--topk', o.topk), ...flag('--topk-scope', o.topkScope), ...(o.brotli === false ? ['--no-brotli'] : []), ...flag('--bits', o.bits), ...(o.errorFeedback === false ? ['--no-error-feedback'] : []),
-        ...flag('--downlink-bits', o.downlinkBits), ...flag('--aggregator', o.aggregator), ...flag('--server-lr', o.serverLr), ...flag('--server-momentum', o.serverMomentum), ...flag('--quorum', o.quorum),
+        ...flag('--downlink-bits', o.downlinkBits), ...flag('--aggregator', o.aggregator), ...flag('--server-lr', o.serverLr), ...flag('--server-momentum', o.serverMomentum), ...(o.serverLrDecay ? ['--server-lr-decay'] : []), ...flag('--quorum', o.quorum),
         ...flag('--round-timeout-ms', o.roundTimeoutMs), ...flag('--leader-timeout-ms', o.leaderTimeoutMs), ...flag('--gamma', o.gamma), ...(o.logitAdjust ? ['--logit-adjust'] : []), ...flag('--lr-schedule', o.lrSchedule),
         ...flag('--rank', o.rank), ...flag('--lora-alpha', o.loraAlpha), ...flag('--backbone', o.backbone), ...flag('--lora-targets', o.loraTargets), ...flag('--proto-weight', o.protoWeight), ...flag('--prototype-every', o.prototypeEvery), ...flag('--test-slice', o.testSlice), ...flag('--threads', o.threads),
         ...(o.dpClip ? ['--dp-clip', String(o.dpClip), '--dp-noise', String(o.dpNoise ?? 1)] : []),

@@ -33,6 +33,7 @@ export interface FlFlags {
   aggregator?: string;
   serverLr?: number;
   serverMomentum?: number;
+  serverLrDecay?: boolean;
   logitAdjust?: boolean;
   lrSchedule?: string;
   quorum?: number;
@@ -86,6 +87,7 @@ export function addFederationOptions(cmd: Command): Command {
     .addOption(new Option('--downlink-bits <n>', 'bits of the leader broadcast: 32 | 16 | 8 (default 16)').argParser(num('--downlink-bits')))
     .addOption(new Option('--aggregator <name>', `aggregation rule (default fedavg): ${AGGREGATOR_NAMES.join(', ')}`))
     .addOption(new Option('--server-lr <x>', 'server learning rate of fedavgm (default 1) and fedadam/fedyogi/fedadagrad (default 0.01)').argParser(num('--server-lr')))
+    .addOption(new Option('--server-lr-decay', 'decay --server-lr over the rounds to 1 (cosine)'))
     .addOption(new Option('--server-momentum <x>', 'fedavgm: server momentum in [0, 1) (default 0.5)').argParser(num('--server-momentum')))
     .addOption(new Option('--quorum <x>', 'leader: fraction of members that closes a round early (default 1)').argParser(num('--quorum')))
     .addOption(new Option('--round-timeout-ms <ms>', 'leader: wait for updates at most this long (default 60000)').argParser(num('--round-timeout-ms')))
@@ -114,7 +116,7 @@ export function flFlagsToConfig(f: FlFlags): Partial<FederationConfig> & Record<
     dataset: f.data, shard: f.shard, protocol: f.protocol, rounds: f.rounds, localSteps: f.localSteps, batch: f.batch, lr: f.lr,
     rank: f.rank, loraAlpha: f.loraAlpha, loraTargets: f.loraTargets, topk: f.topk, topkScope: f.topkScope, brotli: f.brotli === false ? false : undefined, bits: f.bits,
     errorFeedback: f.errorFeedback === false ? false : undefined, downlinkBits: f.downlinkBits, aggregator: f.aggregator,
-    serverLr: f.serverLr, serverMomentum: f.serverMomentum, logitAdjust: f.logitAdjust, lrSchedule: f.lrSchedule, quorum: f.quorum, roundTimeoutMs: f.roundTimeoutMs, leaderTimeoutMs: f.leaderTimeoutMs, gossipGamma: f.gamma,
+    serverLr: f.serverLr, serverMomentum: f.serverMomentum, serverLrDecay: f.serverLrDecay, logitAdjust: f.logitAdjust, lrSchedule: f.lrSchedule, quorum: f.quorum, roundTimeoutMs: f.roundTimeoutMs, leaderTimeoutMs: f.leaderTimeoutMs, gossipGamma: f.gamma,
     protoWeight: f.protoWeight, prototypeEvery: f.prototypeEvery, testSlice: f.testSlice, dpClip: f.dpClip, dpNoise: f.dpNoise, secagg: f.secagg, secaggClip: f.secaggClip, threads: f.threads,
     device: f.device, backbone: f.backbone, minMembers: f.minMembers, finalEval: f.finalEval,
   };

@@ -82,6 +82,8 @@ export const FederationConfigSchema = z
     serverLr: z.number().positive().max(100).optional(),
     /** fedavgm: server momentum β in [0, 1) (default 0.5). */
     serverMomentum: z.number().min(0).lt(1).optional(),
+    /** Decay serverLr over the rounds to 1 (cosine), so early rounds take large server steps and late ones settle. */
+    serverLrDecay: z.boolean().default(false),
     quorum: z.number().gt(0).max(1).default(1),
     roundTimeoutMs: z.number().int().min(100).max(3_600_000).default(60_000),
     leaderTimeoutMs: z.number().int().min(100).max(3_600_000).default(15_000),
@@ -229,7 +231,8 @@ export class Federation {
     };
     const ropts: RoundOptions = {
       compression: { topk: cfg.topk, topkScope: cfg.topkScope, bits: cfg.bits, errorFeedback: cfg.errorFeedback, downlinkBits: cfg.downlinkBits, brotli: cfg.brotli },
-      aggregator: cfg.aggregator, aggregatorOptions: definedOnly({ serverLr: cfg.serverLr, serverMomentum: cfg.serverMomentum }), quorum: cfg.quorum, roundTimeoutMs: cfg.roundTimeoutMs, leaderTimeoutMs: cfg.leaderTimeoutMs,
+      aggregator: cfg.aggregator, aggregatorOptions: definedOnly({ serverLr: cfg.serverLr, serverMomentum: cfg.serverMomentum }),
+      serverLrDecay: cfg.serverLrDecay ? { rounds: cfg.rounds } : undefined, quorum: cfg.quorum, roundTimeoutMs: cfg.roundTimeoutMs, leaderTimeoutMs: cfg.leaderTimeoutMs,
       gossipGamma: cfg.gossipGamma,
       dp: cfg.dpClip !== undefined ? { clipNorm: cfg.dpClip, noiseMultiplier: cfg.dpNoise! } : undefined,
       attack: cfg.attack,

@@ -9,7 +9,7 @@
  */
 import { EventEmitter } from 'node:events';
 import { createHash } from 'node:crypto';
-import { getAggregator, momentumFromStep, MOMENTUM_AGGREGATORS, type ServerOptimizerState } from '../aggregate/index.ts';
+import { getAggregator, momentumFromStep, MOMENTUM_AGGREGATORS, type AggregateOptions, type ServerOptimizerState } from '../aggregate/index.ts';
 import { RefusalError, RefusalReason, type MessageMeta } from '../mesh/index.ts';
 import { privatizeUpdate } from '../privacy/index.ts';
 import { decodeUpdate, encodeUpdate, encodeWithErrorFeedback, ErrorFeedback, UpdateError, type ModelUpdate, type TensorMap } from '../update/index.ts';
@@ -295,9 +295,18 @@ export class LeaderProtocol implements RoundProtocol {
    * (absent after a state pull). Momentum rules (fedavgm) derive their buffer from it on every member, so the
    * next leader, whoever it is, continues the same momentum; after a state pull the momentum restarts from zero.
    */
+  /** The aggregator options of round `round`, with the decayed server learning rate when serverLrDecay is set. */
+  private aggregatorOptionsFor(round: number): AggregateOptions {
+    const o = this.opts.aggregatorOptions ?? {};
+    const d = this.opts.serverLrDecay;
+    if (!d || o.serverLr === undefined) return o;
+    const t = d.rounds <= 1 ? 1 : Math.min(1, Math.max(0, (round - 1) / (d.rounds - 1)));
+    return { ...o, serverLr: 1 + (o.serverLr - 1) * 0.5 * (1 + Math.cos(Math.PI * t)) };
+  }
+
   private adopt(st: GlobalState, applied?: TensorMap): void {
     if (MOMENTUM_AGGREGATORS.includes(this.opts.aggregator)) {
-      this.serverOpt = applied ? momentumFromStep(applied, this.opts.aggregatorOptions ?? {}, this.serverOpt?.step ?? 0) : undefined;
+      this.serverOpt = applied ? momentumFromStep(applied, this.aggregatorOptionsFor(st.version), this.serverOpt?.step ?? 0) : undefined;
     }
     this.state = st;
     for (const r of [...this.updates.keys()]) if (r <= st.version) this.updates.delete(r);
@@ -471,7 +480,7 @@ export class LeaderProtocol implements RoundProtocol {
     try {
       result = agg(inputs, {
         manifest: this.ctx.manifest, base: base.tensors, state: this.serverOpt,
-        weighting: this.opts.dp ? 'uniform' : undefined, ...this.opts.aggregatorOptions,
+        weighting: this.opts.dp ? 'uniform' : undefined, ...this.aggregatorOptionsFor(round),
       });
     } catch (err) {
       this.ctx.logger.error({ round, err: (err as Error).message }, 'aggregation failed');

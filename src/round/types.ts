@@ -75,6 +75,11 @@ export interface RoundOptions {
   /** Aggregation rule (src/aggregate registry name) and its options. */
   aggregator: string;
   aggregatorOptions?: AggregateOptions;
+  /**
+   * Decay the server learning rate (aggregatorOptions.serverLr) over the federation: round r of `rounds` uses
+   * 1 + (serverLr − 1)·½(1 + cos(π (r − 1) / (rounds − 1))), from serverLr in round 1 to 1 (plain averaging) in the last.
+   */
+  serverLrDecay?: { rounds: number };
   /** Leader: fraction of live members whose updates close a round early (default 1). */
   quorum: number;
   /** Leader: how long the leader waits for updates after publishing its own (default 30 s). */

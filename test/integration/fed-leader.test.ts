@@ -44,12 +44,12 @@ for (const [name, edges] of Object.entries(TOPOLOGIES)) {
   });
 }
 
-test.serial('leader protocol with fedavgm: rotating leaders continue one server-momentum buffer that every member holds', async (t) => {
+test.serial('leader protocol with fedavgm and a decaying server learning rate: rotating leaders continue one server-momentum buffer that every member holds', async (t) => {
   const meshes = await startMeshes(N);
   t.teardown(() => stopAll(meshes));
   link(meshes, topologies.full(N));
   await waitFor(() => viewsConverged(meshes), 'membership views');
-  const feds = await createFeds(meshes, (i) => tinyFl(i, N, { rounds: 3, aggregator: 'fedavgm', serverLr: 1.5, serverMomentum: 0.5, lrSchedule: 'cosine' }));
+  const feds = await createFeds(meshes, (i) => tinyFl(i, N, { rounds: 3, aggregator: 'fedavgm', serverLr: 1.5, serverMomentum: 0.5, serverLrDecay: true, lrSchedule: 'cosine' }));
   t.teardown(() => releaseAll(feds));
   const metrics = await runAll(feds);
   t.is(new Set(finalHashes(feds)).size, 1);
