@@ -80,25 +80,20 @@ export class GossipProtocol implements RoundProtocol {
   }
 
   /**
-   * The model this node evaluates and serves: the average of the public models it holds (its own and its fresh
-   * replicas), i.e. its estimate of the network average, which CHOCO drives every x_i towards. Local training
-   * continues from x_i (trainingStart).
+   * The model this node evaluates, serves and trains from: the sample-weighted average of the public models it
+   * holds (its own and its fresh replicas), i.e. its estimate of the network average.
    */
   model(): TensorMap {
-    const fresh = [...this.replicas.entries()].filter(([p, r]) => r.round >= this.pub.round - 2 && this.ctx.members().includes(p)).map(([, r]) => r);
+    const fresh = this.freshReplicas();
     if (fresh.length === 0) return this.local.tensors;
-    const reps = [this.pub, ...fresh];
-    const w = averagingWeights(reps.map((r) => r.samples));
-    const out: TensorMap = new Map();
-    for (const spec of this.ctx.manifest.tensors) {
-      const acc = new Float32Array(spec.shape.reduce((a, b) => a * b, 1));
-      reps.forEach((r, j) => {
-        const t = r.tensors.get(spec.name)!;
-        for (let i = 0; i < acc.length; i++) acc[i] += w[j] * t[i];
-      });
-      out.set(spec.name, acc);
-    }
-    return out;
+    const held = [this.pub, ...fresh.map(([, r]) => r)];
+    return weightedMean(held, averagingWeights(held.map((r) => r.samples)), this.ctx.manifest.tensors);
+  }
+
+  /** Replicas of live members at most two rounds behind this node's public model, with their peer ids. */
+  private freshReplicas(): [string, Replica][] {
+    const members = this.ctx.members();
+    return [...this.replicas.entries()].filter(([p, r]) => p !== this.ctx.selfId && r.round >= this.pub.round - 2 && members.includes(p));
   }
 
   prototypes(): PrototypeTable[] {
@@ -246,33 +241,30 @@ export class GossipProtocol implements RoundProtocol {
       await nextChange(this.events, 100);
     }
 
-    // Mix with every live member whose replica is reasonably fresh (sample-weighted, as model()).
-    const peers = this.ctx.members().filter((p) => p !== this.ctx.selfId && this.replicas.has(p) && this.replicas.get(p)!.round >= round - 2);
-    const held = [this.pub, ...peers.map((p) => this.replicas.get(p)!)];
+    // Consensus step towards the same weighted average model() serves.
+    const fresh = this.freshReplicas();
+    const held = [this.pub, ...fresh.map(([, r]) => r)];
     const w = averagingWeights(held.map((r) => r.samples));
+    const mean = weightedMean(held, w, this.ctx.manifest.tensors);
     const gamma = this.opts.gossipGamma;
     const next: TensorMap = new Map();
     let dist = 0;
     let count = 0;
     for (const spec of this.ctx.manifest.tensors) {
       const xi = x.get(spec.name)!;
+      const m = mean.get(spec.name)!;
       const ts = held.map((r) => r.tensors.get(spec.name)!);
-      const own = ts[0];
       const out = new Float32Array(xi.length);
       for (let i = 0; i < xi.length; i++) {
-        let mean = 0;
-        for (let j = 0; j < ts.length; j++) mean += w[j] * ts[j][i];
-        out[i] = xi[i] + gamma * (mean - own[i]);
+        out[i] = xi[i] + gamma * (m[i] - ts[0][i]);
         // consensus distance: weighted spread of the public models around their average
-        let sq = 0;
-        for (let j = 0; j < ts.length; j++) sq += w[j] * (ts[j][i] - mean) ** 2;
-        dist += sq;
+        for (let j = 0; j < ts.length; j++) dist += w[j] * (ts[j][i] - m[i]) ** 2;
         count++;
       }
       next.set(spec.name, out);
     }
     this.local = makeState(round, next, this.prototypes(), this.ctx.manifest);
-    return { round, via: 'mixed', contributors: peers, bytesUp, updateBytes: bytesUp, bytesDown: this.down.take(round), consensusDistance: dist / Math.max(1, count) };
+    return { round, via: 'mixed', contributors: fresh.map(([p]) => p), bytesUp, updateBytes: bytesUp, bytesDown: this.down.take(round), consensusDistance: dist / Math.max(1, count) };
   }
 
 
@@ -288,6 +280,20 @@ export function averagingWeights(samples: readonly number[]): number[] {
   const capped = samples.map((s) => (Number.isFinite(s) && s > 0 ? Math.min(s, SAMPLE_WEIGHT_CAP * median) : median));
   const total = capped.reduce((a, b) => a + b, 0);
   return capped.map((c) => c / total);
+}
+
+/** Σ_j w_j · tensors_j per manifest tensor, accumulated in float64. */
+function weightedMean(models: readonly Replica[], w: readonly number[], specs: readonly { name: string; shape: readonly number[] }[]): TensorMap {
+  const out: TensorMap = new Map();
+  for (const spec of specs) {
+    const acc = new Float64Array(spec.shape.reduce((a, b) => a * b, 1));
+    models.forEach((r, j) => {
+      const t = r.tensors.get(spec.name)!;
+      for (let i = 0; i < acc.length; i++) acc[i] += w[j] * t[i];
+    });
+    out.set(spec.name, Float32Array.from(acc));
+  }
+  return out;
 }
 
 function cloneMap(m: TensorMap): TensorMap {
