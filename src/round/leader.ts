@@ -9,6 +9,7 @@
  */
 import { EventEmitter } from 'node:events';
 import { createHash } from 'node:crypto';
+import { lrAt } from '../train/schedule.ts';
 import { getAggregator, momentumFromStep, MOMENTUM_AGGREGATORS, type AggregateOptions, type ServerOptimizerState } from '../aggregate/index.ts';
 import { RefusalError, RefusalReason, type MessageMeta } from '../mesh/index.ts';
 import { privatizeUpdate } from '../privacy/index.ts';
@@ -300,8 +301,8 @@ export class LeaderProtocol implements RoundProtocol {
     const o = this.opts.aggregatorOptions ?? {};
     const d = this.opts.serverLrDecay;
     if (!d || o.serverLr === undefined) return o;
-    const t = d.rounds <= 1 ? 1 : Math.min(1, Math.max(0, (round - 1) / (d.rounds - 1)));
-    return { ...o, serverLr: 1 + (o.serverLr - 1) * 0.5 * (1 + Math.cos(Math.PI * t)) };
+    const step = Math.min(d.rounds - 1, Math.max(0, round - 1));
+    return { ...o, serverLr: 1 + (o.serverLr - 1) * lrAt('cosine', 1, step, d.rounds) };
   }
 
   private adopt(st: GlobalState, applied?: TensorMap): void {
