@@ -1,5 +1,5 @@
 import { GradientError, GraphError, type GraphNode, type Tensor } from './graph.ts';
-import { add, getOp, zerosLike } from './ops.ts';
+import { add, addPadded, getOp, zerosLike } from './ops.ts';
 
 /**
  * Reverse-mode differentiation: appends to `loss`'s graph the nodes computing d loss / d w for each `w` in
@@ -47,10 +47,21 @@ export function grad(loss: Tensor, wrt: readonly Tensor[]): Tensor[] {
         throw new GraphError(n.op, `VJP produced shape [${gi.shape.join(',')}] for input [${t.shape.join(',')}]`);
       }
       const prev = grads.get(t.id);
-      grads.set(t.id, prev ? add(prev, gi) : gi);
+      grads.set(t.id, prev ? accumulate(prev, gi) : gi);
     });
   }
   return wrt.map((w) => grads.get(w.id) ?? zerosLike(w));
+}
+
+/**
+ * prev + gi. A zero-padded contribution (a Slice's gradient, emitted as Pad) is added into the other one's block
+ * in place (AddPadded: ScatterND add) instead of being materialized at full size and added.
+ */
+function accumulate(a: Tensor, b: Tensor): Tensor {
+  const padded = (t: Tensor): boolean => t.node?.op === 'Pad' && t.node.inputs.length === 1;
+  if (padded(b) && !padded(a)) return addPadded(a, b.node!.inputs[0], b.node!.attrs.before as number[]);
+  if (padded(a) && !padded(b)) return addPadded(b, a.node!.inputs[0], a.node!.attrs.before as number[]);
+  return add(a, b);
 }
 
 function vjpOf(n: GraphNode, gradOuts: (Tensor | null)[], needs: boolean[]): (Tensor | null)[] {

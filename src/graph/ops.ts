@@ -383,6 +383,60 @@ defineOp({
   },
 });
 
+/**
+ * Scaled dot-product attention core, o = softmax(scale·q·kᵀ)·v over the last two axes, as a composite with its own
+ * VJP. Inputs q [..., n, d], k [..., m, d], v [..., m, e] (same batch axes); outputs o [..., n, e] and the
+ * probabilities p [..., n, m]. Emitted as FusedMatMul, Softmax, MatMul. The VJP uses the identity
+ * rowsum(dp ⊙ p) = rowsum(do ⊙ o) (FlashAttention's D term): ds = p ⊙ (dp − D) costs two passes over the
+ * [n, m] scores instead of the three plus a reduction of softmax's generic VJP, and the scale folds into the
+ * FusedMatMuls of dq and dk.
+ */
+defineOp({
+  name: 'Attention',
+  infer: (ins, attrs) => {
+    const [q, k, v] = ins;
+    const dt = sameFloat('Attention', ins);
+    if (q.rank < 2 || k.rank !== q.rank || v.rank !== q.rank) throw new GraphError('Attention', 'q, k and v must have the same rank >= 2');
+    const lead = q.shape.slice(0, -2);
+    if (k.shape.slice(0, -2).some((d, i) => d !== lead[i]) || v.shape.slice(0, -2).some((d, i) => d !== lead[i])) {
+      throw new GraphError('Attention', `batch axes differ: q [${q.shape.join(',')}], k [${k.shape.join(',')}], v [${v.shape.join(',')}]`);
+    }
+    const [n, d] = q.shape.slice(-2);
+    const [m, dk] = k.shape.slice(-2);
+    const [mv, e] = v.shape.slice(-2);
+    if (d !== dk) throw new GraphError('Attention', `q and k feature sizes differ: ${d} vs ${dk}`);
+    if (m !== mv) throw new GraphError('Attention', `k and v lengths differ: ${m} vs ${mv}`);
+    if (typeof attrs.scale !== 'number' || !Number.isFinite(attrs.scale)) throw new GraphError('Attention', 'scale must be a finite number');
+    return [{ shape: [...lead, n, e], dtype: dt }, { shape: [...lead, n, m], dtype: dt }];
+  },
+  emit: (e, n) => {
+    const [q, k, v] = n.inputs.map((t) => e.name(t));
+    const [o, pOut] = n.outputs;
+    const s = e.temp();
+    const p = e.isLive(pOut) ? e.name(pOut) : e.temp();
+    e.node('FusedMatMul', [q, k], [s], { alpha: n.attrs.scale as number, transA: 0, transB: 1 }, 'com.microsoft');
+    e.node('Softmax', [s], [p], { axis: -1 });
+    e.node('MatMul', [p, v], [e.name(o)]);
+  },
+  vjp: (n, [go, gp], needs) => {
+    const [q, k, v] = n.inputs;
+    const [o, p] = n.outputs;
+    const scale = n.attrs.scale as number;
+    const last = q.rank - 1;
+    let dp: Tensor | null = go ? matmulT(go, v, { transB: true }) : null;
+    if (gp) dp = dp ? add(dp, gp) : gp;
+    if (dp === null) return [null, null, null];
+    // rowsum(dp ⊙ p), from the small [n, e] side when only o is used downstream.
+    const rowDot = gp ? reduceSum(mul(dp, p), [last], true) : reduceSum(mul(go!, o), [last], true);
+    const ds = needs[0] || needs[1] ? mul(p, sub(dp, rowDot)) : null;
+    return [
+      needs[0] ? matmulT(ds!, k, { alpha: scale }) : null,
+      needs[1] ? matmulT(ds!, q, { transA: true, alpha: scale }) : null,
+      needs[2] && go ? matmulT(p, go, { transA: true }) : null,
+    ];
+  },
+});
+
 function transposeLast2(t: Tensor): Tensor {
   const perm = t.shape.map((_, i) => i);
   perm[t.rank - 2] = t.rank - 1;
@@ -640,6 +694,53 @@ defineOp({
   },
 });
 
+/**
+ * dense + pad(small, before): `small` added into the block of `dense` that starts at offset `before`, as one
+ * ScatterND(reduction add). Autodiff emits it when it accumulates a Slice's gradient (a zero-padded tensor) into
+ * a dense one, so the padded copy is never materialized (the exit heads' CLS slices, for instance). Every axis
+ * after the last offset/narrowed axis must be full.
+ */
+defineOp({
+  name: 'AddPadded',
+  infer: (ins, attrs) => {
+    const [dense, small] = ins;
+    const before = attrs.before as number[];
+    sameFloat('AddPadded', ins);
+    if (dense.rank !== small.rank || before.length !== dense.rank) throw new GraphError('AddPadded', 'dense, small and offsets must have the same rank');
+    if (before.some((b, i) => !(Number.isInteger(b) && b >= 0 && b + small.shape[i] <= dense.shape[i]))) {
+      throw new GraphError('AddPadded', `block [${small.shape.join(',')}] at [${before.join(',')}] exceeds [${dense.shape.join(',')}]`);
+    }
+    return [{ shape: dense.shape, dtype: dense.dtype }];
+  },
+  emit: (e, n) => {
+    const [dense, small] = n.inputs;
+    const before = n.attrs.before as number[];
+    let last = -1;
+    for (let i = 0; i < dense.rank; i++) if (before[i] !== 0 || small.shape[i] !== dense.shape[i]) last = i;
+    const lead = small.shape.slice(0, last + 1);
+    const idx: number[] = [];
+    const count = lead.reduce((a, b) => a * b, 1);
+    for (let f = 0; f < count; f++) {
+      const coord: number[] = [];
+      let r = f;
+      for (let i = lead.length - 1; i >= 0; i--) {
+        coord.unshift((r % lead[i]) + before[i]);
+        r = Math.floor(r / lead[i]);
+      }
+      idx.push(...coord);
+    }
+    const indices = e.temp();
+    e.node('Reshape', [e.i64(idx), e.i64([...lead, last + 1])], [indices]);
+    e.node('ScatterND', [e.name(dense), indices, e.name(small)], [e.name(n.outputs[0])], { reduction: 'add' });
+  },
+  vjp: (n, [g], needs) => {
+    const [, small] = n.inputs;
+    const before = n.attrs.before as number[];
+    const axes = small.shape.map((_, i) => i);
+    return [needs[0] ? g : null, needs[1] ? slice(g!, before, before.map((b, i) => b + small.shape[i]), axes) : null];
+  },
+});
+
 defineOp({
   name: 'Gather',
   infer: (ins, attrs) => {
@@ -869,6 +970,15 @@ export function reduceMax(x: Tensor, axes: readonly number[], keepdims = false):
   return apply1('ReduceMax', [x], { axes: [...axes], keepdims: keepdims ? 1 : 0 });
 }
 export function softmax(x: Tensor, axis = -1): Tensor { return apply1('Softmax', [x], { axis }); }
+/** softmax(scale·q·kᵀ)·v over the last two axes (the 'Attention' composite); returns o. */
+export function attention(q: Tensor, k: Tensor, v: Tensor, scale: number): Tensor {
+  return apply('Attention', [q, k, v], { scale })[0];
+}
+/** The 'Attention' composite's output o and probabilities p (both differentiable). */
+export function attentionWithProbs(q: Tensor, k: Tensor, v: Tensor, scale: number): [Tensor, Tensor] {
+  const [o, p] = apply('Attention', [q, k, v], { scale });
+  return [o, p];
+}
 export function reshape(x: Tensor, shape: readonly number[]): Tensor {
   const resolved = resolveReshape('Reshape', x.shape, shape);
   if (shapeEq(resolved, x.shape)) return x;
@@ -885,6 +995,10 @@ export function concat(xs: readonly Tensor[], axis: number): Tensor { return app
 export function slice(x: Tensor, starts: readonly number[], ends: readonly number[], axes: readonly number[]): Tensor {
   if (starts.length !== ends.length || starts.length !== axes.length) throw new GraphError('Slice', 'starts, ends and axes must have one length');
   return apply1('Slice', [x], { starts: [...starts], ends: [...ends], axes: [...axes] });
+}
+/** dense + pad(small) with `small` at offset `before` (the 'AddPadded' op: one in-place ScatterND add). */
+export function addPadded(dense: Tensor, small: Tensor, before: readonly number[]): Tensor {
+  return apply1('AddPadded', [dense, small], { before: [...before] });
 }
 export function pad(x: Tensor, before: readonly number[], after: readonly number[]): Tensor {
   return apply1('Pad', [x], { before: [...before], after: [...after] });

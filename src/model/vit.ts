@@ -197,6 +197,11 @@ export interface ForwardOptions {
   /** Use com.microsoft.Gelu (fused, the default) instead of the Erf composition. */
   fusedGelu?: boolean;
   /**
+   * Attention core as the 'Attention' composite (default true; its VJP skips a pass over the [n, n] scores) instead
+   * of FusedMatMul, Softmax and MatMul differentiated one by one. The forward ops are the same.
+   */
+  fusedAttention?: boolean;
+  /**
    * Use ONNX LayerNormalization instead of the composition from primitives. Off by default: onnxruntime 1.29's
    * CPU LayerNormalization kernel measured 2-3x slower than the composed form on [64, 50, 64] (scripts/bench-train).
    */
@@ -267,12 +272,19 @@ export function vitBlock(cfg: VitConfig, x: Tensor, i: number, param: ParamSourc
   const a = ln(x, `${pre}.norm1`);
   // Heads as [B, h, n, hd] (a cheap transpose: hd stays contiguous); scores = Q·Kᵀ/√hd in one FusedMatMul, so
   // K is never laid out as [B, h, hd, n] (that transpose, forward and backward, cost ~0.3 ms each at batch 64).
+  // A sequence-first hidden state read through FusedMatMul's transBatch strides drops the head-split transposes:
+  // its forward measured 0.5 ms faster, but its LoRA step 0.7 ms slower (strided GEMMs and [n, B, h, hd]
+  // gradient transposes), so the layout stays batch-first.
   const heads = (t: Tensor): Tensor => G.transpose(G.reshape(t, [B, n, h, hd]), [0, 2, 1, 3]);
   const q = heads(lin(a, `${pre}.attn.q`, 'q'));
   const k = heads(lin(a, `${pre}.attn.k`, 'k'));
   const v = heads(lin(a, `${pre}.attn.v`, 'v'));
-  const scores = G.matmulT(q, k, { transB: true, alpha: 1 / Math.sqrt(hd) });
-  const attn = G.matmul(G.softmax(scores, -1), v);
+  const scale = 1 / Math.sqrt(hd);
+  // softmax(Q·Kᵀ/√hd)·V as one composite: its VJP takes the softmax row term from dO⊙O ([n, hd]) instead of
+  // dP⊙P ([n, n]). The unfused form (fusedAttention: false) differentiates the same three ops one by one.
+  const attn = opts.fusedAttention ?? true
+    ? G.attention(q, k, v, scale)
+    : G.matmul(G.softmax(G.matmulT(q, k, { transB: true, alpha: scale }), -1), v);
   const merged = G.reshape(G.transpose(attn, [0, 2, 1, 3]), [B, n, d]);
   let y = G.add(x, lin(merged, `${pre}.attn.proj`, 'proj'));
   const m = ln(y, `${pre}.norm2`);
