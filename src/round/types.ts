@@ -16,7 +16,7 @@ export interface CompressionOptions {
   /** `global`: one magnitude threshold over all tensors (default); `tensor`: the fraction of every tensor. */
   topkScope?: 'global' | 'tensor';
   /** Bits per value: 32 (fp32), 16 (fp16), 8 or 4 (stochastic block quantization). */
-  bits: 32 | 16 | 8 | 4;
+  bits: 32 | 16 | 8 | 4 | 1;
   /** Error feedback on the uplink (keep what compression dropped, add it next round). Default true. */
   errorFeedback: boolean;
   /** Bits of the leader's global delta (default 16). Every node applies the decoded delta, so state stays identical. */

@@ -206,6 +206,58 @@ function quantCodec(id: ValueCodec, bits: 8 | 4): ValueCodecImpl {
   };
 }
 
+/**
+ * Block-wise scaled sign, 1 bit per value (signSGD with a per-block scale; with error feedback it converges like
+ * the uncompressed method: Karimireddy et al., "Error Feedback Fixes SignSGD", ICML 2019). The block scale is the
+ * mean |x|, the least-squares scale for the signs; a value decodes to ±scale (zero encodes as +). Deterministic and
+ * biased, so it is meant to run with error feedback. For the near-uniform magnitudes of AdamW-trained deltas it
+ * keeps more of the update's energy per byte than top-k with 8-bit values.
+ */
+const signCodec: ValueCodecImpl = {
+  id: ValueCodec.VALUE_SIGN,
+  bits: 1,
+  byteLength: (count, bs) => 4 * Math.ceil(count / bs) + Math.ceil(count / 8),
+  encode(values, opts = {}) {
+    assertFinite(values);
+    const bs = opts.blockSize ?? DEFAULT_BLOCK_SIZE;
+    check(Number.isInteger(bs) && bs >= MIN_BLOCK_SIZE && bs <= MAX_BLOCK_SIZE, UpdateRefusal.INVALID_ARGUMENT,
+      `block size ${bs} outside [${MIN_BLOCK_SIZE}, ${MAX_BLOCK_SIZE}]`);
+    const n = values.length;
+    const nb = Math.ceil(n / bs);
+    const out = new Uint8Array(4 * nb + Math.ceil(n / 8));
+    const dv = new DataView(out.buffer);
+    const signs = out.subarray(4 * nb);
+    for (let b = 0; b < nb; b++) {
+      const lo = b * bs;
+      const hi = Math.min(n, lo + bs);
+      let sum = 0;
+      for (let i = lo; i < hi; i++) sum += Math.abs(values[i]);
+      dv.setFloat32(4 * b, sum / (hi - lo), true);
+      for (let i = lo; i < hi; i++) if (values[i] < 0) signs[i >> 3] |= 1 << (i & 7);
+    }
+    return { bytes: out, blockSize: bs };
+  },
+  decode(bytes, { count, blockSize }) {
+    check(Number.isInteger(blockSize) && blockSize >= MIN_BLOCK_SIZE && blockSize <= MAX_BLOCK_SIZE,
+      UpdateRefusal.BAD_CODEC_PARAMS, () => `block size ${blockSize} outside [${MIN_BLOCK_SIZE}, ${MAX_BLOCK_SIZE}]`);
+    const nb = Math.ceil(count / blockSize);
+    check(bytes.length === 4 * nb + Math.ceil(count / 8), UpdateRefusal.BAD_LENGTH,
+      () => `sign values: ${bytes.length} bytes for ${count} values in blocks of ${blockSize}`);
+    const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    const signs = bytes.subarray(4 * nb);
+    if (count % 8 !== 0) check((signs[signs.length - 1] >> (count % 8)) === 0, UpdateRefusal.BAD_LENGTH, 'sign padding bits are not zero');
+    const out = new Float32Array(count);
+    for (let b = 0; b < nb; b++) {
+      const scale = dv.getFloat32(4 * b, true);
+      check(Number.isFinite(scale), UpdateRefusal.NON_FINITE, () => `sign block ${b} scale is not finite`);
+      check(scale >= 0, UpdateRefusal.BAD_CODEC_PARAMS, () => `sign block ${b} scale is negative`);
+      const hi = Math.min(count, (b + 1) * blockSize);
+      for (let i = b * blockSize; i < hi; i++) out[i] = (signs[i >> 3] >> (i & 7)) & 1 ? -scale : scale;
+    }
+    return out;
+  },
+};
+
 /** Varint byte size of the gap coding of `indices`. */
 function deltaVarintSize(indices: Uint32Array): number {
   let size = 0;
@@ -398,7 +450,7 @@ const riceCodec: IndexCodecImpl = {
 };
 
 /** Every value codec; {@link assertCodecRegistry} checks it covers the wire enum exactly once. */
-const VALUE_CODECS: readonly ValueCodecImpl[] = [f32Codec, f16Codec, quantCodec(ValueCodec.VALUE_Q8, 8), quantCodec(ValueCodec.VALUE_Q4, 4)];
+const VALUE_CODECS: readonly ValueCodecImpl[] = [f32Codec, f16Codec, quantCodec(ValueCodec.VALUE_Q8, 8), quantCodec(ValueCodec.VALUE_Q4, 4), signCodec];
 /** Every sparse index codec (INDEX_DENSE carries no bytes and has no codec). */
 const INDEX_CODECS: readonly IndexCodecImpl[] = [deltaVarintCodec, bitmapCodec, riceCodec];
 
@@ -438,8 +490,8 @@ export function indexCodec(id: IndexCodec): IndexCodecImpl {
   return c;
 }
 
-/** Value bit widths offered to users (`--bits`): 32 = f32, 16 = f16, 8 / 4 = stochastic block quantization. */
-export type ValueBits = 32 | 16 | 8 | 4;
+/** Value bit widths offered to users (`--bits`): 32 = f32, 16 = f16, 8 / 4 = stochastic block quantization, 1 = scaled sign. */
+export type ValueBits = 32 | 16 | 8 | 4 | 1;
 
 /** The wire codec for a bit width. */
 export function valueCodecForBits(bits: ValueBits): ValueCodec {
@@ -448,7 +500,8 @@ export function valueCodecForBits(bits: ValueBits): ValueCodec {
     case 16: return ValueCodec.VALUE_F16;
     case 8: return ValueCodec.VALUE_Q8;
     case 4: return ValueCodec.VALUE_Q4;
-    default: throw new UpdateError(UpdateRefusal.INVALID_ARGUMENT, `bits must be 32, 16, 8 or 4, got ${String(bits)}`);
+    case 1: return ValueCodec.VALUE_SIGN;
+    default: throw new UpdateError(UpdateRefusal.INVALID_ARGUMENT, `bits must be 32, 16, 8, 4 or 1, got ${String(bits)}`);
   }
 }
 

@@ -90,7 +90,7 @@ export function decodeTensor(msg: pb.TensorDelta, expectedShape: readonly number
   const vc = msg.codec === ValueCodec.VALUE_CODEC_UNSPECIFIED ? defaults.codec : msg.codec;
   check(VALUE_CODEC_IDS.has(vc), UpdateRefusal.UNKNOWN_CODEC, `${msg.name}: unknown value codec`);
   const codec = valueCodec(vc);
-  const quantized = vc === ValueCodec.VALUE_Q8 || vc === ValueCodec.VALUE_Q4;
+  const quantized = vc === ValueCodec.VALUE_Q8 || vc === ValueCodec.VALUE_Q4 || vc === ValueCodec.VALUE_SIGN;
   check(quantized || msg.blockSize === 0, UpdateRefusal.BAD_CODEC_PARAMS, () => `${msg.name}: block size set for ${vc}`);
   const blockSize = msg.blockSize === 0 ? DEFAULT_BLOCK_SIZE : msg.blockSize;
   if (msg.nnz === 0) {

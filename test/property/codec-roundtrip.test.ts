@@ -12,7 +12,7 @@ const vec = (max = 400) => fc.float32Array({ noNaN: true, noDefaultInfinity: tru
 
 test('registry covers every wire enum value exactly once', (t) => {
   t.notThrows(() => assertCodecRegistry());
-  for (const id of [ValueCodec.VALUE_F32, ValueCodec.VALUE_F16, ValueCodec.VALUE_Q8, ValueCodec.VALUE_Q4]) t.is(valueCodec(id).id, id);
+  for (const id of [ValueCodec.VALUE_F32, ValueCodec.VALUE_F16, ValueCodec.VALUE_Q8, ValueCodec.VALUE_Q4, ValueCodec.VALUE_SIGN]) t.is(valueCodec(id).id, id);
   for (const id of [IndexCodec.INDEX_DELTA_VARINT, IndexCodec.INDEX_BITMAP, IndexCodec.INDEX_RICE]) t.is(indexCodec(id).id, id);
   t.throws(() => valueCodec(ValueCodec.VALUE_CODEC_UNSPECIFIED), { message: /unknown-codec/ });
 });
@@ -38,6 +38,56 @@ test('f16 round trip: relative error <= 2^-11 in the normal range, absolute <= 2
   t.is(f16BitsToF32(f32ToF16Bits(1)), 1);
   t.is(f16BitsToF32(f32ToF16Bits(-2.5)), -2.5);
   t.is(f16BitsToF32(f32ToF16Bits(65504)), 65504);
+});
+
+test('sign: each value decodes to ±(its block\'s mean |x|) with its own sign, in 4·blocks + ⌈n/8⌉ bytes', (t) => {
+  fc.assert(fc.property(vec(), fc.constantFrom(8, 16, 64, 128), (v, bs) => {
+    const c = valueCodec(ValueCodec.VALUE_SIGN);
+    const { bytes, blockSize } = c.encode(v, { blockSize: bs });
+    if (bytes.length !== c.byteLength(v.length, bs) || bytes.length !== 4 * Math.ceil(v.length / bs) + Math.ceil(v.length / 8)) return false;
+    const back = c.decode(bytes, { count: v.length, blockSize });
+    for (let b = 0; b * bs < v.length; b++) {
+      const lo = b * bs;
+      const hi = Math.min(v.length, lo + bs);
+      let sum = 0;
+      for (let i = lo; i < hi; i++) sum += Math.abs(v[i]);
+      const scale = Math.fround(sum / (hi - lo));
+      for (let i = lo; i < hi; i++) if (back[i] !== (v[i] < 0 ? -scale : scale)) return false;
+    }
+    return true;
+  }), RUNS);
+  t.pass();
+});
+
+test('sign: the mean-|x| scale is the least-squares scale, so the error never exceeds the signal', (t) => {
+  fc.assert(fc.property(vec(200), (v) => {
+    const c = valueCodec(ValueCodec.VALUE_SIGN);
+    const { bytes, blockSize } = c.encode(v, { blockSize: 64 });
+    const back = c.decode(bytes, { count: v.length, blockSize });
+    let err = 0;
+    let sig = 0;
+    for (let i = 0; i < v.length; i++) {
+      err += (back[i] - v[i]) ** 2;
+      sig += v[i] ** 2;
+    }
+    return err <= sig * (1 + 1e-5) + 1e-30;
+  }), RUNS);
+  t.pass();
+});
+
+test('sign: decoding rejects wrong lengths, non-finite or negative scales and set padding bits with UpdateError', (t) => {
+  const c = valueCodec(ValueCodec.VALUE_SIGN);
+  const { bytes } = c.encode(Float32Array.of(1, -2, 3), { blockSize: 8 });
+  t.deepEqual([...c.decode(bytes, { count: 3, blockSize: 8 })], [2, -2, 2]);
+  t.throws(() => c.decode(bytes.subarray(1), { count: 3, blockSize: 8 }), { instanceOf: UpdateError });
+  const pad = Uint8Array.from(bytes);
+  pad[4] |= 0x80;
+  t.throws(() => c.decode(pad, { count: 3, blockSize: 8 }), { instanceOf: UpdateError, message: /padding/ });
+  for (const bad of [Number.NaN, Number.POSITIVE_INFINITY, -1]) {
+    const b = Uint8Array.from(bytes);
+    new DataView(b.buffer).setFloat32(0, bad, true);
+    t.throws(() => c.decode(b, { count: 3, blockSize: 8 }), { instanceOf: UpdateError });
+  }
 });
 
 for (const [id, levels] of [[ValueCodec.VALUE_Q8, 127], [ValueCodec.VALUE_Q4, 7]] as const) {

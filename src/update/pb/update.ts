@@ -16,7 +16,8 @@ export enum ValueCodec {
   VALUE_F32 = 'VALUE_F32',
   VALUE_F16 = 'VALUE_F16',
   VALUE_Q8 = 'VALUE_Q8',
-  VALUE_Q4 = 'VALUE_Q4'
+  VALUE_Q4 = 'VALUE_Q4',
+  VALUE_SIGN = 'VALUE_SIGN'
 }
 
 enum __ValueCodecValues {
@@ -24,7 +25,8 @@ enum __ValueCodecValues {
   VALUE_F32 = 1,
   VALUE_F16 = 2,
   VALUE_Q8 = 3,
-  VALUE_Q4 = 4
+  VALUE_Q4 = 4,
+  VALUE_SIGN = 5
 }
 
 export namespace ValueCodec {
