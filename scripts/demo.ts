@@ -33,7 +33,7 @@ const nodes = await startAll({
   flags: (i) => [
     '--federation', 'demo', '--heartbeat-ms', '1000', '--expiry-ms', '6000',
     '--data', 'fashion-mnist', '--shard', `${i}/${N}`, '--alpha', '0.5', '--protocol', o.protocol,
-    '--rounds', o.rounds, '--local-steps', o.localSteps, '--rank', '8', '--topk', '0.1', '--bits', '8', '--threads', '1',
+    '--rounds', o.rounds, '--local-steps', o.localSteps, '--rank', '8', '--threads', '1',
   ],
   onLine: (i, line) => {
     if (line.startsWith('round ') || line.startsWith('exited')) console.log(`[node ${i}] ${line}`);

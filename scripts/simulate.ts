@@ -38,16 +38,16 @@ const program = new Command()
   .option('--lr <x>', 'AdamW learning rate', '1e-3')
   .option('--lr-schedule <s>', 'local learning-rate schedule over all rounds: constant | cosine', 'constant')
   .option('--alpha <x>', "Dirichlet alpha of the label split ('iid' for IID)", '0.5')
-  .option('--topk <x>', 'fraction of entries sent (1 = dense)', '0.1')
-  .option('--bits <n>', 'bits per value: 32 | 16 | 8 | 4 | 1 (scaled sign)', '8')
+  .option('--topk <x>', 'fraction of entries sent (1 = dense)', '1')
+  .option('--bits <n>', 'bits per value: 32 | 16 | 8 | 4 | 1 (scaled sign)', '1')
   .option('--topk-scope <s>', 'global | tensor', 'tensor')
   .option('--no-brotli', 'do not brotli-compress update payloads')
   .option('--no-error-feedback', 'disable error feedback')
   .option('--downlink-bits <n>', 'bits of the leader broadcast: 32 | 16 | 8', '16')
-  .option('--aggregator <name>', 'aggregation rule', 'fedavg')
+  .option('--aggregator <name>', 'aggregation rule', 'fedavgm')
   .option('--server-lr <x>', 'server learning rate (fedavgm: default 1; fedadam & co: 0.01)')
   .option('--server-lr-decay', 'decay --server-lr over the rounds to 1 (cosine)')
-  .option('--server-momentum <x>', 'fedavgm server momentum (default 0.5)')
+  .option('--server-momentum <x>', 'fedavgm server momentum (default 0.6)')
   .option('--quorum <x>', 'leader quorum fraction', '1')
   .option('--round-timeout-ms <n>', 'leader round deadline', '60000')
   .option('--leader-timeout-ms <n>', 'backup leader wait per rank', '15000')
@@ -59,7 +59,6 @@ const program = new Command()
   .option('--backbone-reference', "the training-engine issue's reference recipe: --backbone vit-tiny-mnist --lora-targets q,v --lora-alpha 16")
   .option('--proto-weight <x>', 'prototype loss weight', '0')
   .option('--logit-adjust', 'balanced softmax against the local label prior in local training')
-  .option('--drift-correction', 'client-drift correction in local training (SCAFFOLD in parameter space)')
   .option('--prototype-every <n>', 'send prototype statistics every n rounds (0: last round only)', '0')
   .option('--dp-clip <x>', 'client DP: L2 clip of each update')
   .option('--dp-noise <x>', 'client DP: noise multiplier')
@@ -97,7 +96,7 @@ function flConfig(i: number): Record<string, unknown> {
     shard: `${i}/${N}`, alpha: o.alpha === 'iid' ? null : Number(o.alpha), partitionSeed: Number(o.seed),
     topk: Number(o.topk), topkScope: o.topkScope, brotli: o.brotli !== false, bits: Number(o.bits), errorFeedback: o.errorFeedback !== false, downlinkBits: Number(o.downlinkBits),
     aggregator: o.aggregator, ...(o.serverLr !== undefined ? { serverLr: Number(o.serverLr) } : {}), ...(o.serverMomentum !== undefined ? { serverMomentum: Number(o.serverMomentum) } : {}), ...(o.serverLrDecay ? { serverLrDecay: true } : {}), quorum: Number(o.quorum), roundTimeoutMs: Number(o.roundTimeoutMs), leaderTimeoutMs: Number(o.leaderTimeoutMs),
-    gossipGamma: Number(o.gamma), rank: Number(o.rank), ...(o.loraAlpha ? { loraAlpha: Number(o.loraAlpha) } : {}), ...(o.logitAdjust ? { logitAdjust: true } : {}), ...(o.driftCorrection ? { driftCorrection: true } : {}),
+    gossipGamma: Number(o.gamma), rank: Number(o.rank), ...(o.loraAlpha ? { loraAlpha: Number(o.loraAlpha) } : {}), ...(o.logitAdjust ? { logitAdjust: true } : {}),
     ...(o.backbone ? { backbone: o.backbone } : {}), ...(o.loraTargets ? { loraTargets: String(o.loraTargets).split(',') } : {}), protoWeight: Number(o.protoWeight), testSlice: Number(o.testSlice),
     threads: Number(o.threads), minMembers: N, prototypeEvery: Number(o.prototypeEvery),
     ...(o.dpClip ? { dpClip: Number(o.dpClip), dpNoise: Number(o.dpNoise ?? 1) } : {}),
@@ -164,7 +163,7 @@ async function report(metrics: RoundMetrics[][], finals: { node: number; accurac
     name, mode, nodes: N, protocol: o.protocol, topology: o.topology, rounds, localSteps: Number(o.localSteps),
     alpha: o.alpha, topk: Number(o.topk), bits: Number(o.bits), errorFeedback: o.errorFeedback !== false, aggregator: o.aggregator,
     serverLr: o.serverLr === undefined ? undefined : Number(o.serverLr), serverMomentum: o.serverMomentum === undefined ? undefined : Number(o.serverMomentum), serverLrDecay: !!o.serverLrDecay,
-    gamma: o.protocol === 'gossip' ? Number(o.gamma) : undefined, logitAdjust: !!o.logitAdjust, driftCorrection: !!o.driftCorrection, lr: Number(o.lr), lrSchedule: o.lrSchedule, backbone: o.backbone ?? 'default', loraTargets: o.loraTargets ?? 'default',
+    gamma: o.protocol === 'gossip' ? Number(o.gamma) : undefined, logitAdjust: !!o.logitAdjust, lr: Number(o.lr), lrSchedule: o.lrSchedule, backbone: o.backbone ?? 'default', loraTargets: o.loraTargets ?? 'default',
     faults, events,
     finalAccuracyMean: meanOf(finals.map((f) => lastExit(f.accuracy))),
     finalAccuracyPerExitMean: finals[0]?.accuracy.map((_, e) => meanOf(finals.map((f) => f.accuracy[e]))),
@@ -225,7 +224,7 @@ if (mode === 'procs') {
         ...flag('--rounds', rounds), ...flag('--local-steps', o.localSteps), ...flag('--batch', o.batch), ...flag('--lr', o.lr),
         ...flag('--topk', o.topk), ...flag('--topk-scope', o.topkScope), ...(o.brotli === false ? ['--no-brotli'] : []), ...flag('--bits', o.bits), ...(o.errorFeedback === false ? ['--no-error-feedback'] : []),
         ...flag('--downlink-bits', o.downlinkBits), ...flag('--aggregator', o.aggregator), ...flag('--server-lr', o.serverLr), ...flag('--server-momentum', o.serverMomentum), ...(o.serverLrDecay ? ['--server-lr-decay'] : []), ...flag('--quorum', o.quorum),
-        ...flag('--round-timeout-ms', o.roundTimeoutMs), ...flag('--leader-timeout-ms', o.leaderTimeoutMs), ...flag('--gamma', o.gamma), ...(o.logitAdjust ? ['--logit-adjust'] : []), ...(o.driftCorrection ? ['--drift-correction'] : []), ...flag('--lr-schedule', o.lrSchedule),
+        ...flag('--round-timeout-ms', o.roundTimeoutMs), ...flag('--leader-timeout-ms', o.leaderTimeoutMs), ...flag('--gamma', o.gamma), ...(o.logitAdjust ? ['--logit-adjust'] : []), ...flag('--lr-schedule', o.lrSchedule),
         ...flag('--rank', o.rank), ...flag('--lora-alpha', o.loraAlpha), ...flag('--backbone', o.backbone), ...flag('--lora-targets', o.loraTargets), ...flag('--proto-weight', o.protoWeight), ...flag('--prototype-every', o.prototypeEvery), ...flag('--test-slice', o.testSlice), ...flag('--threads', o.threads),
         ...(o.dpClip ? ['--dp-clip', String(o.dpClip), '--dp-noise', String(o.dpNoise ?? 1)] : []),
       ];

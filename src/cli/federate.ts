@@ -35,7 +35,6 @@ export interface FlFlags {
   serverMomentum?: number;
   serverLrDecay?: boolean;
   logitAdjust?: boolean;
-  driftCorrection?: boolean;
   lrSchedule?: string;
   quorum?: number;
   roundTimeoutMs?: number;
@@ -80,21 +79,20 @@ export function addFederationOptions(cmd: Command): Command {
     .addOption(new Option('--rank <n>', 'LoRA rank (default 8)').argParser(num('--rank')))
     .addOption(new Option('--lora-alpha <x>', 'LoRA alpha (default 64: scale alpha/r = 8 at r=8; the reference recipe uses 16)').argParser(num('--lora-alpha')))
     .addOption(new Option('--lora-targets <list>', 'projections with LoRA, comma-separated: q,k,v,proj,fc1,fc2 (default all six)').argParser((v: string) => v.split(',').map((s) => s.trim())))
-    .addOption(new Option('--topk <x>', 'fraction of update entries sent, 1 = dense (default 0.1)').argParser(num('--topk')))
+    .addOption(new Option('--topk <x>', 'fraction of update entries sent, 1 = dense (default 1)').argParser(num('--topk')))
     .addOption(new Option('--topk-scope <s>', 'top-k per tensor (tensor, default) or one threshold over all tensors (global)'))
     .addOption(new Option('--no-brotli', 'do not brotli-compress update payloads (on by default: lossless, ~8% smaller)'))
-    .addOption(new Option('--bits <n>', 'bits per sent value: 32 | 16 | 8 | 4 | 1 (1: scaled sign, for dense updates with error feedback; default 8)').argParser(num('--bits')))
+    .addOption(new Option('--bits <n>', 'bits per sent value: 32 | 16 | 8 | 4 | 1 (1: scaled sign, for dense updates with error feedback; default 1)').argParser(num('--bits')))
     .addOption(new Option('--no-error-feedback', 'do not carry compression residuals into the next round'))
     .addOption(new Option('--downlink-bits <n>', 'bits of the leader broadcast: 32 | 16 | 8 (default 16)').argParser(num('--downlink-bits')))
-    .addOption(new Option('--aggregator <name>', `aggregation rule (default fedavg): ${AGGREGATOR_NAMES.join(', ')}`))
+    .addOption(new Option('--aggregator <name>', `aggregation rule (default fedavgm): ${AGGREGATOR_NAMES.join(', ')}`))
     .addOption(new Option('--server-lr <x>', 'server learning rate of fedavgm (default 1) and fedadam/fedyogi/fedadagrad (default 0.01)').argParser(num('--server-lr')))
     .addOption(new Option('--server-lr-decay', 'decay --server-lr over the rounds to 1 (cosine)'))
-    .addOption(new Option('--server-momentum <x>', 'fedavgm: server momentum in [0, 1) (default 0.5)').argParser(num('--server-momentum')))
+    .addOption(new Option('--server-momentum <x>', 'fedavgm: server momentum in [0, 1) (default 0.6)').argParser(num('--server-momentum')))
     .addOption(new Option('--quorum <x>', 'leader: fraction of members that closes a round early (default 1)').argParser(num('--quorum')))
     .addOption(new Option('--round-timeout-ms <ms>', 'leader: wait for updates at most this long (default 60000)').argParser(num('--round-timeout-ms')))
     .addOption(new Option('--leader-timeout-ms <ms>', 'leader: backup k takes over after k times this (default 15000)').argParser(num('--leader-timeout-ms')))
     .addOption(new Option('--gamma <x>', 'gossip: CHOCO consensus step size in [0, 1] (default 0)').argParser(num('--gamma')))
-    .addOption(new Option('--drift-correction', 'against client drift: each local step adds the gap between the last global step and this node\'s own last local change, spread over the round (SCAFFOLD in parameter space; no extra bytes)'))
     .addOption(new Option('--logit-adjust', 'against label skew: local training adds the log of the local label prior to the logits in the loss (balanced softmax, FedLC)'))
     .addOption(new Option('--proto-weight <x>', 'weight of the prototype loss term (default 0)').argParser(num('--proto-weight')))
     .addOption(new Option('--prototype-every <n>', 'send prototype statistics every n rounds (default 0: last round only)').argParser(num('--prototype-every')))
@@ -118,7 +116,7 @@ export function flFlagsToConfig(f: FlFlags): Partial<FederationConfig> & Record<
     dataset: f.data, shard: f.shard, protocol: f.protocol, rounds: f.rounds, localSteps: f.localSteps, batch: f.batch, lr: f.lr,
     rank: f.rank, loraAlpha: f.loraAlpha, loraTargets: f.loraTargets, topk: f.topk, topkScope: f.topkScope, brotli: f.brotli === false ? false : undefined, bits: f.bits,
     errorFeedback: f.errorFeedback === false ? false : undefined, downlinkBits: f.downlinkBits, aggregator: f.aggregator,
-    serverLr: f.serverLr, serverMomentum: f.serverMomentum, serverLrDecay: f.serverLrDecay, logitAdjust: f.logitAdjust, driftCorrection: f.driftCorrection, lrSchedule: f.lrSchedule, quorum: f.quorum, roundTimeoutMs: f.roundTimeoutMs, leaderTimeoutMs: f.leaderTimeoutMs, gossipGamma: f.gamma,
+    serverLr: f.serverLr, serverMomentum: f.serverMomentum, serverLrDecay: f.serverLrDecay, logitAdjust: f.logitAdjust, lrSchedule: f.lrSchedule, quorum: f.quorum, roundTimeoutMs: f.roundTimeoutMs, leaderTimeoutMs: f.leaderTimeoutMs, gossipGamma: f.gamma,
     protoWeight: f.protoWeight, prototypeEvery: f.prototypeEvery, testSlice: f.testSlice, dpClip: f.dpClip, dpNoise: f.dpNoise, secagg: f.secagg, secaggClip: f.secaggClip, threads: f.threads,
     device: f.device, backbone: f.backbone, minMembers: f.minMembers, finalEval: f.finalEval,
   };

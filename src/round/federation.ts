@@ -9,7 +9,7 @@ import { loadDataset, shardIndices, type Dataset } from '../data/index.ts';
 import type { Mesh } from '../mesh/index.ts';
 import { loadBackbone, DEFAULT_BACKBONE } from '../model/backbone.ts';
 import { loadCheckpoint, saveCheckpoint, type JsonValue } from '../model/checkpoint.ts';
-import { exitSpecs, LORA_TARGETS, type LoraConfig, type TrainableSet, type Weights } from '../model/vit.ts';
+import { exitSpecs, LORA_TARGETS, type LoraConfig, type TrainableSet } from '../model/vit.ts';
 import { RdpAccountant } from '../privacy/index.ts';
 import { logPriorBias, Trainer } from '../train/trainer.ts';
 import { LR_SCHEDULES, lrAt } from '../train/schedule.ts';
@@ -69,12 +69,6 @@ export const FederationConfigSchema = z
      * node's own label prior to the logits inside the loss; predictions are unchanged.
      */
     logitAdjust: z.boolean().default(false),
-    /**
-     * Client-drift correction (SCAFFOLD option II carried out in parameter space, so it works with AdamW): each
-     * local step adds (c − c_i)/E, where c is the last round's applied global step and c_i this node's own
-     * uncorrected local change in that round. Needs no extra bytes; off by default.
-     */
-    driftCorrection: z.boolean().default(false),
     topk: z.number().positive().max(1).default(DEFAULT_COMPRESSION.topk),
     bits: z.union([z.literal(32), z.literal(16), z.literal(8), z.literal(4), z.literal(1)]).default(DEFAULT_COMPRESSION.bits),
     /** Per-tensor top-k measured 2.6 points better than one global threshold on the 8-node reference run. */
@@ -83,7 +77,7 @@ export const FederationConfigSchema = z
     downlinkBits: z.union([z.literal(32), z.literal(16), z.literal(8)]).default(DEFAULT_COMPRESSION.downlinkBits),
     /** Brotli over each update payload: lossless, about 8% smaller at top-10% 8-bit on real updates. */
     brotli: z.boolean().default(true),
-    aggregator: z.string().refine((s) => AGGREGATOR_NAMES.includes(s), { message: `aggregator must be one of ${AGGREGATOR_NAMES.join(', ')}` }).default('fedavg'),
+    aggregator: z.string().refine((s) => AGGREGATOR_NAMES.includes(s), { message: `aggregator must be one of ${AGGREGATOR_NAMES.join(', ')}` }).default('fedavgm'),
     /** Server learning rate of fedavgm / fedadam / fedyogi / fedadagrad (default: the rule's own, 1 for fedavgm, 0.01 for the adaptive ones). */
     serverLr: z.number().positive().max(100).optional(),
     /** fedavgm: server momentum β in [0, 1) (default 0.5). */
@@ -125,7 +119,7 @@ export const FederationConfigSchema = z
 export type FederationConfig = z.infer<typeof FederationConfigSchema>;
 
 /** Aggregators that work on the mean delta alone (what secure aggregation reveals). */
-export const SECAGG_AGGREGATORS: readonly string[] = ['fedavg', 'fedadam', 'fedyogi', 'fedadagrad'];
+export const SECAGG_AGGREGATORS: readonly string[] = ['fedavg', 'fedavgm', 'fedadam', 'fedyogi', 'fedadagrad'];
 
 export class FederationError extends FmflError {
   constructor(message: string) {
@@ -172,8 +166,6 @@ export class Federation {
   private readonly stateDir: string | undefined;
   private readonly accountant: RdpAccountant | null;
   private stopped = false;
-  /** Drift correction: this node's uncorrected change and the applied global step of the last round it trained. */
-  private drift: { own: Weights; global: Weights | null; version: number } | null = null;
 
   private constructor(o: {
     cfg: FederationConfig; protocol: RoundProtocol; trainer: Trainer; manifest: UpdateManifest; mesh: Mesh; logger: Logger;
@@ -296,10 +288,7 @@ export class Federation {
       const self = this;
       while (!this.stopped && this.protocol.round < this.cfg.rounds) {
         const t0 = performance.now();
-        const start = this.protocol.trainingStart();
-        this.trainer.loadParams(start);
-        const startVersion = this.protocol.round;
-        const correction = this.cfg.driftCorrection ? this.driftStep() : null;
+        this.trainer.loadParams(this.protocol.trainingStart());
         if (this.cfg.protoWeight > 0) {
           const c = this.trainer.cfg;
           const { protos, mask } = prototypeTensors(this.protocol.prototypes(), c.depth, c.classes, c.dim);
@@ -312,7 +301,6 @@ export class Federation {
         this.trainer.optimizer.lr = lrOf(0);
         const trainLoss = await this.trainer.trainSteps(this.train, this.shard, this.cfg.localSteps, (i, l) => {
           this.trainer.optimizer.lr = lrOf(i + 1);
-          if (correction) addInto(this.trainer.params, correction, 1);
           hooks.onStep?.(i + 1, this.cfg.localSteps, l);
         }, {
           get aborted(): boolean {
@@ -326,9 +314,7 @@ export class Federation {
         // With secure aggregation no prototype statistics are exchanged (they would travel in the clear).
         const sendProtos = !this.cfg.secagg && (r >= this.cfg.rounds || (every > 0 && r % every === 0));
         const prototypes = sendProtos ? await this.localPrototypes() : [];
-        const local = this.trainer.snapshot();
-        const outcome = await this.protocol.exchange({ tensors: local, prototypes, sampleCount: this.shard.length });
-        if (this.cfg.driftCorrection) this.recordDrift(start, local, correction, startVersion);
+        const outcome = await this.protocol.exchange({ tensors: this.trainer.snapshot(), prototypes, sampleCount: this.shard.length });
         if (this.accountant && this.cfg.dpNoise !== undefined) this.accountant.step(1, this.cfg.dpNoise, 1);
         this.trainer.loadParams(this.protocol.model());
         const ev = await this.trainer.evaluate(this.test, this.testIdx);
@@ -351,52 +337,6 @@ export class Federation {
       hooks.onFinal?.({ accuracy: ev.accuracy, ensembleAccuracy: ev.ensembleAccuracy, n: ev.n, version: this.protocol.round, hash: this.stateHash().slice(0, 16) });
     }
     return out;
-  }
-
-  /**
-   * The per-step drift correction (c − c_i)/E for the coming round, or null when the last round gives none (the
-   * first round, or after missing a round: c and c_i must describe the same round).
-   */
-  private driftStep(): Weights | null {
-    const d = this.drift;
-    if (!d || !d.global || d.version + 1 !== this.protocol.round) return null;
-    const E = this.cfg.localSteps;
-    const out: Weights = new Map();
-    for (const [k, own] of d.own) {
-      const g = d.global.get(k);
-      if (!g || g.length !== own.length) return null;
-      const c = new Float32Array(own.length);
-      for (let i = 0; i < own.length; i++) c[i] = (g[i] - own[i]) / E;
-      out.set(k, c);
-    }
-    return out;
-  }
-
-  /** Remember this round's uncorrected local change (c_i) and the global step the protocol applied after it (c). */
-  private recordDrift(start: Weights, local: Weights, correction: Weights | null, startVersion: number): void {
-    const own: Weights = new Map();
-    for (const [k, v] of local) {
-      const s0 = start.get(k)!;
-      const corr = correction?.get(k);
-      const E = this.cfg.localSteps;
-      const o = new Float32Array(v.length);
-      for (let i = 0; i < v.length; i++) o[i] = v[i] - s0[i] - (corr ? corr[i] * E : 0);
-      own.set(k, o);
-    }
-    // The applied step is defined only when the protocol moved exactly one round from the state we trained on.
-    let global: Weights | null = null;
-    if (this.protocol.round === startVersion + 1) {
-      const next = this.protocol.model();
-      global = new Map();
-      for (const [k, v] of next) {
-        const s0 = start.get(k);
-        if (!s0) continue;
-        const g = new Float32Array(v.length);
-        for (let i = 0; i < v.length; i++) g[i] = v[i] - s0[i];
-        global.set(k, g);
-      }
-    }
-    this.drift = { own, global, version: startVersion + 1 };
   }
 
   private stateHash(): string {
@@ -512,11 +452,3 @@ function definedOnly<T extends Record<string, unknown>>(o: T): Partial<T> {
   return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
 }
 
-/** dst[k] += scale · add[k] for every tensor of `add` present in `dst`. */
-function addInto(dst: Weights, add: Weights, scale: number): void {
-  for (const [k, a] of add) {
-    const d = dst.get(k);
-    if (!d) continue;
-    for (let i = 0; i < d.length; i++) d[i] += scale * a[i];
-  }
-}

@@ -17,6 +17,18 @@ export const MAX_BLOCK_SIZE = 65536;
  */
 export const DEFAULT_BLOCK_SIZE = 128;
 
+/**
+ * Default block of the scaled-sign codec: 1024 values share one mean-|x| scale, so every vit-tiny LoRA or head
+ * tensor (at most 640 values) has one scale. Sign coding keeps 1 bit per value, so per-block scales would be
+ * the largest overhead (a 128-value block adds a quarter bit per value).
+ */
+export const DEFAULT_SIGN_BLOCK_SIZE = 1024;
+
+/** The block size a codec uses when neither the caller nor the wire (block_size 0) names one. */
+export function defaultBlockSize(codec: ValueCodec): number {
+  return codec === ValueCodec.VALUE_SIGN ? DEFAULT_SIGN_BLOCK_SIZE : DEFAULT_BLOCK_SIZE;
+}
+
 /** Options for a value encoder. */
 export interface ValueEncodeOptions {
   /** Values per quantization block (Q8/Q4); default {@link DEFAULT_BLOCK_SIZE}. */
@@ -219,7 +231,7 @@ const signCodec: ValueCodecImpl = {
   byteLength: (count, bs) => 4 * Math.ceil(count / bs) + Math.ceil(count / 8),
   encode(values, opts = {}) {
     assertFinite(values);
-    const bs = opts.blockSize ?? DEFAULT_BLOCK_SIZE;
+    const bs = opts.blockSize ?? DEFAULT_SIGN_BLOCK_SIZE;
     check(Number.isInteger(bs) && bs >= MIN_BLOCK_SIZE && bs <= MAX_BLOCK_SIZE, UpdateRefusal.INVALID_ARGUMENT,
       `block size ${bs} outside [${MIN_BLOCK_SIZE}, ${MAX_BLOCK_SIZE}]`);
     const n = values.length;

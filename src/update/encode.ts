@@ -1,7 +1,7 @@
 import { brotliCompressSync, brotliDecompressSync, constants as zc } from 'node:zlib';
 import { Rng } from '../util/rng.ts';
 import {
-  DEFAULT_BLOCK_SIZE, IndexCodec, ValueCodec, chooseIndexCodec, indexCodec, valueCodec, valueCodecForBits,
+  IndexCodec, defaultBlockSize, ValueCodec, chooseIndexCodec, indexCodec, valueCodec, valueCodecForBits,
   type ValueBits,
 } from './codecs.ts';
 import { UpdateError, UpdateRefusal, check } from './errors.ts';
@@ -16,7 +16,7 @@ import { varintSize } from './varint.ts';
 export interface TensorEncodeOptions {
   /** 32 (f32), 16 (f16), 8 / 4 (stochastic block quantization). Default 32. */
   bits?: ValueBits;
-  /** Quantization block size (8/4 bits). Default {@link DEFAULT_BLOCK_SIZE}. */
+  /** Quantization block size (8/4/1 bits). Default: the codec's ({@link defaultBlockSize}). */
   blockSize?: number;
   /** Stochastic rounding for 8/4 bits (default true): unbiased. */
   stochastic?: boolean;
@@ -36,14 +36,14 @@ export function encodeTensor(
   const vc = valueCodecForBits(opts.bits ?? 32);
   const codec = valueCodec(vc);
   const { bytes, blockSize } = codec.encode(picked, {
-    blockSize: opts.blockSize ?? DEFAULT_BLOCK_SIZE, rng: opts.rng, stochastic: opts.stochastic,
+    blockSize: opts.blockSize ?? defaultBlockSize(vc), rng: opts.rng, stochastic: opts.stochastic,
   });
   const msg: pb.TensorDelta = {
     tensorSkip: 0,
     name,
     shape: [...shape],
     codec: vc,
-    blockSize: blockSize === DEFAULT_BLOCK_SIZE ? 0 : blockSize,
+    blockSize: blockSize === defaultBlockSize(vc) ? 0 : blockSize,
     values: bytes,
     indexCodec: ic,
     nnz: ic === IndexCodec.INDEX_DENSE ? 0 : picked.length,
@@ -92,7 +92,7 @@ export function decodeTensor(msg: pb.TensorDelta, expectedShape: readonly number
   const codec = valueCodec(vc);
   const quantized = vc === ValueCodec.VALUE_Q8 || vc === ValueCodec.VALUE_Q4 || vc === ValueCodec.VALUE_SIGN;
   check(quantized || msg.blockSize === 0, UpdateRefusal.BAD_CODEC_PARAMS, () => `${msg.name}: block size set for ${vc}`);
-  const blockSize = msg.blockSize === 0 ? DEFAULT_BLOCK_SIZE : msg.blockSize;
+  const blockSize = msg.blockSize === 0 ? defaultBlockSize(vc) : msg.blockSize;
   if (msg.nnz === 0) {
     check(msg.indexCodec === IndexCodec.INDEX_DENSE, UpdateRefusal.BAD_CODEC_PARAMS, () => `${msg.name}: dense tensor (nnz 0) with index codec ${msg.indexCodec}`);
     check(msg.indices.length === 0, UpdateRefusal.BAD_LENGTH, () => `${msg.name}: dense tensor carries index bytes`);

@@ -5,7 +5,7 @@ export { DEFAULT_DECODE_LIMITS, UPDATE_FORMAT_VERSION } from './limits.ts';
 export type { DecodeLimits } from './limits.ts';
 export {
   ValueCodec, IndexCodec, valueCodec, indexCodec, valueCodecForBits, chooseIndexCodec, assertCodecRegistry,
-  DEFAULT_BLOCK_SIZE, MIN_BLOCK_SIZE, MAX_BLOCK_SIZE, MAX_RICE_K,
+  DEFAULT_BLOCK_SIZE, DEFAULT_SIGN_BLOCK_SIZE, defaultBlockSize, MIN_BLOCK_SIZE, MAX_BLOCK_SIZE, MAX_RICE_K,
 } from './codecs.ts';
 export type { ValueBits, ValueCodecImpl, IndexCodecImpl, ValueEncodeOptions, ValueDecodeParams } from './codecs.ts';
 export { selectTopK } from './topk.ts';
