@@ -69,7 +69,7 @@ function benchUpdate(label: string, m: UpdateManifest, rank: number, reps: numbe
   const denseBytes = 4 * numel;
   const rows = [];
   const configs: { topk: number; bits: ValueBits; brotli: boolean }[] = [];
-  for (const topk of [0.01, 0.05, 0.1, 1]) for (const bits of [4, 8, 32] as ValueBits[]) configs.push({ topk, bits, brotli: false });
+  for (const topk of [0.01, 0.05, 0.1, 1]) for (const bits of [1, 4, 8, 32] as ValueBits[]) configs.push({ topk, bits, brotli: false });
   if (withBrotli) for (const topk of [0.1, 1]) for (const bits of [8, 32] as ValueBits[]) configs.push({ topk, bits, brotli: true });
   for (const { topk, bits, brotli } of configs) {
     const opts: UpdateEncodeOptions = { bits, topk: topk < 1 ? { fraction: topk, scope: 'global' } : undefined, seed: 7, brotli };

@@ -40,6 +40,7 @@ export interface FlFlags {
   roundTimeoutMs?: number;
   leaderTimeoutMs?: number;
   gamma?: number;
+  gossipMomentum?: number;
   protoWeight?: number;
   prototypeEvery?: number;
   testSlice?: number;
@@ -93,6 +94,7 @@ export function addFederationOptions(cmd: Command): Command {
     .addOption(new Option('--round-timeout-ms <ms>', 'leader: wait for updates at most this long (default 60000)').argParser(num('--round-timeout-ms')))
     .addOption(new Option('--leader-timeout-ms <ms>', 'leader: backup k takes over after k times this (default 15000)').argParser(num('--leader-timeout-ms')))
     .addOption(new Option('--gamma <x>', 'gossip: CHOCO consensus step size in [0, 1] (default 0)').argParser(num('--gamma')))
+    .addOption(new Option('--gossip-momentum <x>', 'gossip: heavy-ball momentum on the averaged model in [0, 1) (default 0.6)').argParser(num('--gossip-momentum')))
     .addOption(new Option('--logit-adjust', 'against label skew: local training adds the log of the local label prior to the logits in the loss (balanced softmax, FedLC)'))
     .addOption(new Option('--proto-weight <x>', 'weight of the prototype loss term (default 0)').argParser(num('--proto-weight')))
     .addOption(new Option('--prototype-every <n>', 'send prototype statistics every n rounds (default 0: last round only)').argParser(num('--prototype-every')))
@@ -116,7 +118,7 @@ export function flFlagsToConfig(f: FlFlags): Partial<FederationConfig> & Record<
     dataset: f.data, shard: f.shard, protocol: f.protocol, rounds: f.rounds, localSteps: f.localSteps, batch: f.batch, lr: f.lr,
     rank: f.rank, loraAlpha: f.loraAlpha, loraTargets: f.loraTargets, topk: f.topk, topkScope: f.topkScope, brotli: f.brotli === false ? false : undefined, bits: f.bits,
     errorFeedback: f.errorFeedback === false ? false : undefined, downlinkBits: f.downlinkBits, aggregator: f.aggregator,
-    serverLr: f.serverLr, serverMomentum: f.serverMomentum, serverLrDecay: f.serverLrDecay, logitAdjust: f.logitAdjust, lrSchedule: f.lrSchedule, quorum: f.quorum, roundTimeoutMs: f.roundTimeoutMs, leaderTimeoutMs: f.leaderTimeoutMs, gossipGamma: f.gamma,
+    serverLr: f.serverLr, serverMomentum: f.serverMomentum, serverLrDecay: f.serverLrDecay, logitAdjust: f.logitAdjust, lrSchedule: f.lrSchedule, quorum: f.quorum, roundTimeoutMs: f.roundTimeoutMs, leaderTimeoutMs: f.leaderTimeoutMs, gossipGamma: f.gamma, gossipMomentum: f.gossipMomentum,
     protoWeight: f.protoWeight, prototypeEvery: f.prototypeEvery, testSlice: f.testSlice, dpClip: f.dpClip, dpNoise: f.dpNoise, secagg: f.secagg, secaggClip: f.secaggClip, threads: f.threads,
     device: f.device, backbone: f.backbone, minMembers: f.minMembers, finalEval: f.finalEval,
   };

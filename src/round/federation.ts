@@ -88,6 +88,8 @@ export const FederationConfigSchema = z
     roundTimeoutMs: z.number().int().min(100).max(3_600_000).default(60_000),
     leaderTimeoutMs: z.number().int().min(100).max(3_600_000).default(15_000),
     gossipGamma: z.number().min(0).max(1).default(0),
+    /** Gossip: heavy-ball momentum on the averaged model (the leader's FedAvgM default, 0.6). */
+    gossipMomentum: z.number().min(0).lt(1).default(0.6),
     /**
      * Send prototype statistics every this many rounds (and always in the last round); 0 (default): only in the
      * last round, where they become the global prototypes for prototype-based prediction. With a prototype loss
@@ -233,7 +235,7 @@ export class Federation {
       compression: { topk: cfg.topk, topkScope: cfg.topkScope, bits: cfg.bits, errorFeedback: cfg.errorFeedback, downlinkBits: cfg.downlinkBits, brotli: cfg.brotli },
       aggregator: cfg.aggregator, aggregatorOptions: definedOnly({ serverLr: cfg.serverLr, serverMomentum: cfg.serverMomentum }),
       serverLrDecay: cfg.serverLrDecay ? { rounds: cfg.rounds } : undefined, quorum: cfg.quorum, roundTimeoutMs: cfg.roundTimeoutMs, leaderTimeoutMs: cfg.leaderTimeoutMs,
-      gossipGamma: cfg.gossipGamma,
+      gossipGamma: cfg.gossipGamma, gossipMomentum: cfg.gossipMomentum,
       dp: cfg.dpClip !== undefined ? { clipNorm: cfg.dpClip, noiseMultiplier: cfg.dpNoise! } : undefined,
       attack: cfg.attack,
       dropRate: cfg.dropRate,

@@ -51,6 +51,8 @@ export class GossipProtocol implements RoundProtocol {
   private myPrototypes: PrototypeTable[] = [];
   /** The model the round's local training started from (trainingStart). */
   private trainStart: TensorMap | null = null;
+  /** The averaged model at the previous round's training start (gossip momentum). */
+  private prevStart: { round: number; tensors: TensorMap } | null = null;
 
   constructor(ctx: RoundContext, opts: RoundOptions, initial: GlobalState, restore?: ProtocolSnapshot) {
     this.ctx = ctx;
@@ -75,8 +77,23 @@ export class GossipProtocol implements RoundProtocol {
    * `exchange`, so the compressed messages carry it with error feedback exactly as before.
    */
   trainingStart(): TensorMap {
-    this.trainStart = this.model();
-    return this.trainStart;
+    const m = this.model();
+    this.trainStart = m;
+    const prev = this.prevStart;
+    this.prevStart = { round: this.pub.round, tensors: m };
+    const beta = this.opts.gossipMomentum ?? 0;
+    // Heavy ball: train from m_t + β·(m_t − m_{t−1}); the progress sent is measured from m_t, so it carries the
+    // extrapolation. Only across consecutive rounds (not after a restart or a skipped round).
+    if (!(beta > 0) || !prev || prev.round + 1 !== this.pub.round) return m;
+    const y: TensorMap = new Map();
+    for (const [k, v] of m) {
+      const p = prev.tensors.get(k);
+      if (!p || p.length !== v.length) return m;
+      const o = new Float32Array(v.length);
+      for (let i = 0; i < v.length; i++) o[i] = v[i] + beta * (v[i] - p[i]);
+      y.set(k, o);
+    }
+    return y;
   }
 
   /**

@@ -93,6 +93,12 @@ export interface RoundOptions {
   leaderTimeoutMs: number;
   /** Gossip: consensus step size gamma of CHOCO-SGD (default 0: replicas are averaged, public copies accumulate). */
   gossipGamma: number;
+  /**
+   * Gossip: heavy-ball momentum on the node's averaged model (default 0.6, the leader's FedAvgM momentum): local
+   * training starts from m_t + β·(m_t − m_{t−1}) and the extrapolation travels with the node's progress, so the
+   * network average follows the FedAvgM recursion without a leader.
+   */
+  gossipMomentum?: number;
   /** Client-level DP on each update (off when undefined). */
   dp?: ClientDpOptions;
   /**
@@ -114,6 +120,7 @@ export const DEFAULT_ROUND_OPTIONS: RoundOptions = {
   roundTimeoutMs: 30_000,
   leaderTimeoutMs: 10_000,
   gossipGamma: 0,
+  gossipMomentum: 0.6,
 };
 
 /** Persistent part of a protocol (written atomically with the node's checkpoint every round). */

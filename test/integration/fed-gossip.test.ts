@@ -66,6 +66,35 @@ test.serial('gossip averaging with the default gamma 0: every node serves the sa
   t.log(`max difference between nodes ${maxDiff.toExponential(2)}, largest move ${moved.toExponential(2)}`);
   t.true(moved > 1e-3, 'the model trained');
   t.true(maxDiff < 1e-5, `nodes disagree by ${maxDiff}`);
+
+  // Default gossip momentum 0.6 (heavy ball): the next round would train from m_t + 0.6·(m_t − m_{t−1}).
+  const p = feds[0].protocol as unknown as { prevStart: { tensors: Map<string, Float32Array> }; trainingStart(): Map<string, Float32Array>; model(): Map<string, Float32Array> };
+  const prev = p.prevStart.tensors;
+  const m = p.model();
+  const y = p.trainingStart();
+  let step = 0;
+  let err = 0;
+  for (const [k, mk] of m) {
+    for (let i = 0; i < mk.length; i++) {
+      step = Math.max(step, Math.abs(mk[i] - prev.get(k)![i]));
+      err = Math.max(err, Math.abs(y.get(k)![i] - (mk[i] + 0.6 * (mk[i] - prev.get(k)![i]))));
+    }
+  }
+  t.true(step > 1e-4, 'the average moved in the last round');
+  t.true(err < 1e-6, `training start is the heavy-ball extrapolation (max error ${err})`);
+});
+
+test.serial('gossip momentum 0: every round trains from the averaged model itself', async (t) => {
+  const meshes = await startMeshes(2);
+  t.teardown(() => stopAll(meshes));
+  link(meshes, topologies.ring(2));
+  await waitFor(() => viewsConverged(meshes), 'membership views');
+  const feds = await createFeds(meshes, (i) => tinyFl(i, 2, { protocol: 'gossip', rounds: 2, gossipMomentum: 0 }));
+  t.teardown(() => releaseAll(feds));
+  await Promise.all(feds.map((f) => f.run()));
+  const m = feds[0].protocol.model();
+  const y = feds[0].protocol.trainingStart();
+  for (const [k, v] of m) t.deepEqual([...y.get(k)!], [...v]);
 });
 
 test('averaging weights: sample counts, capped at SAMPLE_WEIGHT_CAP x the median; bad counts weigh as the median', (t) => {
