@@ -19,8 +19,11 @@ import { loadDataset, balancedIndices } from '../src/data/index.ts';
 import { saveModelCheckpoint, prototypesFromStats } from '../src/model/model-checkpoint.ts';
 import type { ExecutionProvider } from '../src/runtime/index.ts';
 
-/** The product default's schedule (see the README's search table). */
-const PRODUCT_SCHEDULE: LrSchedule = 'constant';
+/**
+ * The product default's schedule (see the README's search table): cosine decay to zero over the run. With LoRA
+ * alpha 64 it ends at 86.42% (seed 1) / 85.88% (seed 2) against 84.90% with a constant rate.
+ */
+const PRODUCT_SCHEDULE: LrSchedule = 'cosine';
 
 const o = new Command()
   .option('--set <set>', `trainable set: ${TRAINABLE_SETS.join(' | ')}`, 'lora+heads')
