@@ -74,7 +74,7 @@ export interface AggregateOptions {
   state?: ServerOptimizerState;
   /** Server learning rate η; default 0.01 for fedadam/fedyogi/fedadagrad (Reddi et al. 2021 grid; Flower's FedYogi default), 1 for fedavgm. */
   serverLr?: number;
-  /** FedAvgM: server momentum β in [0, 1), default 0.5 (see DEFAULT_SERVER_MOMENTUM). */
+  /** FedAvgM: server momentum β in [0, 1), default 0.6 (see DEFAULT_SERVER_MOMENTUM). */
   serverMomentum?: number;
   /** β1, default 0.9 (Reddi et al. 2021). */
   beta1?: number;

@@ -80,7 +80,7 @@ export const FederationConfigSchema = z
     aggregator: z.string().refine((s) => AGGREGATOR_NAMES.includes(s), { message: `aggregator must be one of ${AGGREGATOR_NAMES.join(', ')}` }).default('fedavgm'),
     /** Server learning rate of fedavgm / fedadam / fedyogi / fedadagrad (default: the rule's own, 1 for fedavgm, 0.01 for the adaptive ones). */
     serverLr: z.number().positive().max(100).optional(),
-    /** fedavgm: server momentum β in [0, 1) (default 0.5). */
+    /** fedavgm: server momentum β in [0, 1) (default 0.6). */
     serverMomentum: z.number().min(0).lt(1).optional(),
     /** Decay serverLr over the rounds to 1 (cosine), so early rounds take large server steps and late ones settle. */
     serverLrDecay: z.boolean().default(false),
