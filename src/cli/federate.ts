@@ -15,6 +15,7 @@ import { prototypesFromStats } from '../model/model-checkpoint.ts';
 export interface FlFlags {
   data?: string;
   shard?: string;
+  partitionSeed?: number;
   alpha?: string;
   protocol?: string;
   rounds?: number;
@@ -70,6 +71,7 @@ export function addFederationOptions(cmd: Command): Command {
   return cmd
     .addOption(new Option('--data <name>', 'dataset: fashion-mnist | mnist (enables federated training)'))
     .addOption(new Option('--shard <i/n>', "this node's shard of the train split, 0-based (e.g. 3/8)"))
+    .addOption(new Option('--partition-seed <n>', 'seed of the label split; every member must use the same one to get disjoint shards (default 42)').argParser(num('--partition-seed')))
     .addOption(new Option('--alpha <x|iid>', 'Dirichlet label-skew concentration, or "iid" (default 0.5)'))
     .addOption(new Option('--protocol <p>', 'round protocol: leader | gossip (default leader)'))
     .addOption(new Option('--rounds <n>', 'rounds to run (default 30)').argParser(num('--rounds')))
@@ -115,7 +117,7 @@ export function addFederationOptions(cmd: Command): Command {
 /** The FederationConfig fields set by flags (undefined = not given). */
 export function flFlagsToConfig(f: FlFlags): Partial<FederationConfig> & Record<string, unknown> {
   const out: Record<string, unknown> = {
-    dataset: f.data, shard: f.shard, protocol: f.protocol, rounds: f.rounds, localSteps: f.localSteps, batch: f.batch, lr: f.lr,
+    dataset: f.data, shard: f.shard, partitionSeed: f.partitionSeed, protocol: f.protocol, rounds: f.rounds, localSteps: f.localSteps, batch: f.batch, lr: f.lr,
     rank: f.rank, loraAlpha: f.loraAlpha, loraTargets: f.loraTargets, topk: f.topk, topkScope: f.topkScope, brotli: f.brotli === false ? false : undefined, bits: f.bits,
     errorFeedback: f.errorFeedback === false ? false : undefined, downlinkBits: f.downlinkBits, aggregator: f.aggregator,
     serverLr: f.serverLr, serverMomentum: f.serverMomentum, serverLrDecay: f.serverLrDecay, logitAdjust: f.logitAdjust, lrSchedule: f.lrSchedule, quorum: f.quorum, roundTimeoutMs: f.roundTimeoutMs, leaderTimeoutMs: f.leaderTimeoutMs, gossipGamma: f.gamma, gossipMomentum: f.gossipMomentum,
