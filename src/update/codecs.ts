@@ -137,6 +137,38 @@ const f16Codec: ValueCodecImpl = {
 };
 
 /**
+ * Layout shared by the block-scaled codecs (Q8, Q4, SIGN): ⌈n/bs⌉ little-endian f32 block scales, then the
+ * codec's payload. Validates the block size (a caller error) and allocates the output.
+ */
+function blockedLayout(n: number, bs: number, payloadBytes: number): { out: Uint8Array; scales: DataView; payload: Uint8Array; nb: number } {
+  check(Number.isInteger(bs) && bs >= MIN_BLOCK_SIZE && bs <= MAX_BLOCK_SIZE, UpdateRefusal.INVALID_ARGUMENT,
+    `block size ${bs} outside [${MIN_BLOCK_SIZE}, ${MAX_BLOCK_SIZE}]`);
+  const nb = Math.ceil(n / bs);
+  const out = new Uint8Array(4 * nb + payloadBytes);
+  return { out, scales: new DataView(out.buffer), payload: out.subarray(4 * nb), nb };
+}
+
+/**
+ * The decoding side of {@link blockedLayout}: validates the wire block size and the byte length, and returns the
+ * payload and a reader of block b's scale that refuses non-finite or negative scales.
+ */
+function blockedParse(bytes: Uint8Array, count: number, blockSize: number, payloadBytes: number, what: string): { payload: Uint8Array; nb: number; scale: (b: number) => number } {
+  check(Number.isInteger(blockSize) && blockSize >= MIN_BLOCK_SIZE && blockSize <= MAX_BLOCK_SIZE,
+    UpdateRefusal.BAD_CODEC_PARAMS, () => `block size ${blockSize} outside [${MIN_BLOCK_SIZE}, ${MAX_BLOCK_SIZE}]`);
+  const nb = Math.ceil(count / blockSize);
+  check(bytes.length === 4 * nb + payloadBytes, UpdateRefusal.BAD_LENGTH,
+    () => `${what} values: ${bytes.length} bytes for ${count} values in blocks of ${blockSize}`);
+  const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const scale = (b: number): number => {
+    const v = dv.getFloat32(4 * b, true);
+    check(Number.isFinite(v), UpdateRefusal.NON_FINITE, () => `${what} block ${b} scale is not finite`);
+    check(v >= 0, UpdateRefusal.BAD_CODEC_PARAMS, () => `${what} block ${b} scale is negative`);
+    return v;
+  };
+  return { payload: bytes.subarray(4 * nb), nb, scale };
+}
+
+/**
  * Block-wise absmax stochastic quantization to `levels` = 2^(bits-1) - 1 symmetric steps (QSGD-style,
  * Alistarh et al., NeurIPS 2017, with per-block scales). Unbiased: E[decode] = x. Error per value < scale/levels
  * (stochastic) or ≤ scale/(2·levels) (nearest).
@@ -144,26 +176,20 @@ const f16Codec: ValueCodecImpl = {
 function quantCodec(id: ValueCodec, bits: 8 | 4): ValueCodecImpl {
   const levels = (1 << (bits - 1)) - 1;
   const codeBytes = (count: number): number => (bits === 8 ? count : Math.ceil(count / 2));
-  const blocks = (count: number, bs: number): number => Math.ceil(count / bs);
   return {
     id,
     bits,
-    byteLength: (count, bs) => 4 * blocks(count, bs) + codeBytes(count),
+    byteLength: (count, bs) => 4 * Math.ceil(count / bs) + codeBytes(count),
     encode(values, opts = {}) {
       assertFinite(values);
       const bs = opts.blockSize ?? DEFAULT_BLOCK_SIZE;
-      check(Number.isInteger(bs) && bs >= MIN_BLOCK_SIZE && bs <= MAX_BLOCK_SIZE, UpdateRefusal.INVALID_ARGUMENT,
-        `block size ${bs} outside [${MIN_BLOCK_SIZE}, ${MAX_BLOCK_SIZE}]`);
       const stochastic = opts.stochastic ?? true;
       const rng = opts.rng;
       if (stochastic && rng === undefined) {
         throw new UpdateError(UpdateRefusal.INVALID_ARGUMENT, `${bits}-bit stochastic quantization needs an rng (pass opts.rng)`);
       }
       const n = values.length;
-      const nb = blocks(n, bs);
-      const out = new Uint8Array(4 * nb + codeBytes(n));
-      const dv = new DataView(out.buffer);
-      const codes = out.subarray(4 * nb);
+      const { out, scales, payload: codes, nb } = blockedLayout(n, bs, codeBytes(n));
       for (let b = 0; b < nb; b++) {
         const lo = b * bs;
         const hi = Math.min(n, lo + bs);
@@ -172,7 +198,7 @@ function quantCodec(id: ValueCodec, bits: 8 | 4): ValueCodecImpl {
           const a = Math.abs(values[i]);
           if (a > amax) amax = a;
         }
-        dv.setFloat32(4 * b, amax, true);
+        scales.setFloat32(4 * b, amax, true);
         const scale = Math.fround(amax);
         const inv = scale > 0 ? levels / scale : 0;
         for (let i = lo; i < hi; i++) {
@@ -187,19 +213,10 @@ function quantCodec(id: ValueCodec, bits: 8 | 4): ValueCodecImpl {
       return { bytes: out, blockSize: bs };
     },
     decode(bytes, { count, blockSize }) {
-      check(Number.isInteger(blockSize) && blockSize >= MIN_BLOCK_SIZE && blockSize <= MAX_BLOCK_SIZE,
-        UpdateRefusal.BAD_CODEC_PARAMS, () => `block size ${blockSize} outside [${MIN_BLOCK_SIZE}, ${MAX_BLOCK_SIZE}]`);
-      const nb = blocks(count, blockSize);
-      check(bytes.length === 4 * nb + codeBytes(count), UpdateRefusal.BAD_LENGTH,
-        () => `q${bits} values: ${bytes.length} bytes for ${count} values in blocks of ${blockSize}`);
-      const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-      const codes = bytes.subarray(4 * nb);
+      const { payload: codes, nb, scale } = blockedParse(bytes, count, blockSize, codeBytes(count), `q${bits}`);
       const out = new Float32Array(count);
       for (let b = 0; b < nb; b++) {
-        const scale = dv.getFloat32(4 * b, true);
-        check(Number.isFinite(scale), UpdateRefusal.NON_FINITE, () => `q${bits} block ${b} scale is not finite`);
-        check(scale >= 0, UpdateRefusal.BAD_CODEC_PARAMS, () => `q${bits} block ${b} scale is negative`);
-        const step = scale / levels;
+        const step = scale(b) / levels;
         const lo = b * blockSize;
         const hi = Math.min(count, lo + blockSize);
         for (let i = lo; i < hi; i++) {
@@ -232,37 +249,24 @@ const signCodec: ValueCodecImpl = {
   encode(values, opts = {}) {
     assertFinite(values);
     const bs = opts.blockSize ?? DEFAULT_SIGN_BLOCK_SIZE;
-    check(Number.isInteger(bs) && bs >= MIN_BLOCK_SIZE && bs <= MAX_BLOCK_SIZE, UpdateRefusal.INVALID_ARGUMENT,
-      `block size ${bs} outside [${MIN_BLOCK_SIZE}, ${MAX_BLOCK_SIZE}]`);
     const n = values.length;
-    const nb = Math.ceil(n / bs);
-    const out = new Uint8Array(4 * nb + Math.ceil(n / 8));
-    const dv = new DataView(out.buffer);
-    const signs = out.subarray(4 * nb);
+    const { out, scales, payload: signs, nb } = blockedLayout(n, bs, Math.ceil(n / 8));
     for (let b = 0; b < nb; b++) {
       const lo = b * bs;
       const hi = Math.min(n, lo + bs);
       let sum = 0;
       for (let i = lo; i < hi; i++) sum += Math.abs(values[i]);
-      dv.setFloat32(4 * b, sum / (hi - lo), true);
+      scales.setFloat32(4 * b, sum / (hi - lo), true);
       for (let i = lo; i < hi; i++) if (values[i] < 0) signs[i >> 3] |= 1 << (i & 7);
     }
     return { bytes: out, blockSize: bs };
   },
   decode(bytes, { count, blockSize }) {
-    check(Number.isInteger(blockSize) && blockSize >= MIN_BLOCK_SIZE && blockSize <= MAX_BLOCK_SIZE,
-      UpdateRefusal.BAD_CODEC_PARAMS, () => `block size ${blockSize} outside [${MIN_BLOCK_SIZE}, ${MAX_BLOCK_SIZE}]`);
-    const nb = Math.ceil(count / blockSize);
-    check(bytes.length === 4 * nb + Math.ceil(count / 8), UpdateRefusal.BAD_LENGTH,
-      () => `sign values: ${bytes.length} bytes for ${count} values in blocks of ${blockSize}`);
-    const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-    const signs = bytes.subarray(4 * nb);
+    const { payload: signs, nb, scale: scaleOf } = blockedParse(bytes, count, blockSize, Math.ceil(count / 8), 'sign');
     if (count % 8 !== 0) check((signs[signs.length - 1] >> (count % 8)) === 0, UpdateRefusal.BAD_LENGTH, 'sign padding bits are not zero');
     const out = new Float32Array(count);
     for (let b = 0; b < nb; b++) {
-      const scale = dv.getFloat32(4 * b, true);
-      check(Number.isFinite(scale), UpdateRefusal.NON_FINITE, () => `sign block ${b} scale is not finite`);
-      check(scale >= 0, UpdateRefusal.BAD_CODEC_PARAMS, () => `sign block ${b} scale is negative`);
+      const scale = scaleOf(b);
       const hi = Math.min(count, (b + 1) * blockSize);
       for (let i = b * blockSize; i < hi; i++) out[i] = (signs[i >> 3] >> (i & 7)) & 1 ? -scale : scale;
     }
