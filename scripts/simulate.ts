@@ -16,7 +16,7 @@ import { Command } from 'commander';
 import { mkdir, writeFile, rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { createMesh, loadOrCreateIdentity, type Mesh } from '../src/mesh/index.ts';
-import { Federation, leaderOrder, type RoundMetrics } from '../src/round/index.ts';
+import { DEFAULT_GOSSIP_MOMENTUM, Federation, leaderOrder, type RoundMetrics } from '../src/round/index.ts';
 import { loadDataset, shardIndices } from '../src/data/index.ts';
 import { loadBackbone } from '../src/model/backbone.ts';
 import { exitSpecs, LORA_TARGETS, type LoraTarget } from '../src/model/vit.ts';
@@ -164,7 +164,7 @@ async function report(metrics: RoundMetrics[][], finals: { node: number; accurac
     name, mode, nodes: N, protocol: o.protocol, topology: o.topology, rounds, localSteps: Number(o.localSteps),
     alpha: o.alpha, topk: Number(o.topk), bits: Number(o.bits), errorFeedback: o.errorFeedback !== false, aggregator: o.aggregator,
     serverLr: o.serverLr === undefined ? undefined : Number(o.serverLr), serverMomentum: o.serverMomentum === undefined ? undefined : Number(o.serverMomentum), serverLrDecay: !!o.serverLrDecay,
-    gamma: o.protocol === 'gossip' ? Number(o.gamma) : undefined, gossipMomentum: o.protocol === 'gossip' ? Number(o.gossipMomentum ?? 0.6) : undefined, logitAdjust: !!o.logitAdjust, lr: Number(o.lr), lrSchedule: o.lrSchedule, backbone: o.backbone ?? 'default', loraTargets: o.loraTargets ?? 'default',
+    gamma: o.protocol === 'gossip' ? Number(o.gamma) : undefined, gossipMomentum: o.protocol === 'gossip' ? Number(o.gossipMomentum ?? DEFAULT_GOSSIP_MOMENTUM) : undefined, logitAdjust: !!o.logitAdjust, lr: Number(o.lr), lrSchedule: o.lrSchedule, backbone: o.backbone ?? 'default', loraTargets: o.loraTargets ?? 'default',
     faults, events,
     finalAccuracyMean: meanOf(finals.map((f) => lastExit(f.accuracy))),
     finalAccuracyPerExitMean: finals[0]?.accuracy.map((_, e) => meanOf(finals.map((f) => f.accuracy[e]))),

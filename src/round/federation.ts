@@ -20,7 +20,7 @@ import type { Logger } from '../util/log.ts';
 import { GossipProtocol } from './gossip.ts';
 import { LeaderProtocol } from './leader.ts';
 import { hex, makeState, prototypeTensors, type GlobalState } from './state.ts';
-import { DEFAULT_COMPRESSION, PROTOCOL_NAMES, type ProtocolSnapshot, type RoundOptions, type RoundOutcome, type RoundProtocol } from './types.ts';
+import { DEFAULT_COMPRESSION, DEFAULT_GOSSIP_MOMENTUM, PROTOCOL_NAMES, type ProtocolSnapshot, type RoundOptions, type RoundOutcome, type RoundProtocol } from './types.ts';
 
 /** Federated-learning settings of a node (the `fl` part of a node config; CLI flags map onto it). */
 export const FederationConfigSchema = z
@@ -89,7 +89,7 @@ export const FederationConfigSchema = z
     leaderTimeoutMs: z.number().int().min(100).max(3_600_000).default(15_000),
     gossipGamma: z.number().min(0).max(1).default(0),
     /** Gossip: heavy-ball momentum on the averaged model (the leader's FedAvgM default, 0.6). */
-    gossipMomentum: z.number().min(0).lt(1).default(0.6),
+    gossipMomentum: z.number().min(0).lt(1).default(DEFAULT_GOSSIP_MOMENTUM),
     /**
      * Send prototype statistics every this many rounds (and always in the last round); 0 (default): only in the
      * last round, where they become the global prototypes for prototype-based prediction. With a prototype loss

@@ -5,5 +5,5 @@ export { Federation, FederationConfigSchema, FederationError } from './federatio
 export type { FederationConfig, RoundMetrics } from './federation.ts';
 export { hashState, applyDelta, deltaOf, makeState, prototypeTensors, mergePrototypes, hex, StateError } from './state.ts';
 export type { GlobalState } from './state.ts';
-export { PROTOCOL_NAMES, DEFAULT_COMPRESSION, DEFAULT_ROUND_OPTIONS } from './types.ts';
+export { PROTOCOL_NAMES, DEFAULT_COMPRESSION, DEFAULT_ROUND_OPTIONS, DEFAULT_GOSSIP_MOMENTUM } from './types.ts';
 export type { RoundProtocol, RoundOutcome, RoundContext, RoundOptions, CompressionOptions, LocalContribution, ProtocolSnapshot, ProtocolName } from './types.ts';

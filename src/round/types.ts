@@ -1,5 +1,5 @@
 import type { Mesh } from '../mesh/index.ts';
-import type { AggregateOptions } from '../aggregate/index.ts';
+import { DEFAULT_SERVER_MOMENTUM, type AggregateOptions } from '../aggregate/index.ts';
 import type { ClientDpOptions } from '../privacy/index.ts';
 import type { PrototypeTable, TensorMap, UpdateEncodeOptions, UpdateManifest } from '../update/index.ts';
 import type { Logger } from '../util/log.ts';
@@ -113,6 +113,9 @@ export interface RoundOptions {
   attack?: { kind: 'scale' | 'nan'; factor: number };
 }
 
+/** Gossip's default heavy-ball momentum: the leader's FedAvgM default, so both protocols follow one recursion. */
+export const DEFAULT_GOSSIP_MOMENTUM = DEFAULT_SERVER_MOMENTUM;
+
 export const DEFAULT_ROUND_OPTIONS: RoundOptions = {
   compression: DEFAULT_COMPRESSION,
   aggregator: 'fedavgm',
@@ -120,7 +123,7 @@ export const DEFAULT_ROUND_OPTIONS: RoundOptions = {
   roundTimeoutMs: 30_000,
   leaderTimeoutMs: 10_000,
   gossipGamma: 0,
-  gossipMomentum: 0.6,
+  gossipMomentum: DEFAULT_GOSSIP_MOMENTUM,
 };
 
 /** Persistent part of a protocol (written atomically with the node's checkpoint every round). */
