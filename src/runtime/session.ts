@@ -73,7 +73,7 @@ export class Session {
       }
     }
     try {
-      const s = await ort.InferenceSession.create(model, { ...base, executionProviders: ['cpu'] });
+      const s = await ort.InferenceSession.create(model, { ...base, ...CPU_ONLY, executionProviders: ['cpu'] });
       return new Session(s, 'cpu');
     } catch (err) {
       throw new RuntimeError(`onnxruntime rejected the model: ${(err as Error).message}`, { cause: err });
@@ -99,6 +99,14 @@ export class Session {
     await this.inner.release();
   }
 }
+
+/**
+ * Session settings for the CPU provider only. onnxruntime's MatMulAddFusion turns MatMul + bias Add into Gemm;
+ * on this project's machine (2-core Xeon, ORT 1.29) the Gemm kernel made the vit-tiny forward ~1 ms and the LoRA
+ * train step ~2 ms slower at batch 64 than the MatMul kernel followed by a broadcast Add (interleaved A/B,
+ * median of 200 runs; scripts/bench-train.ts shows the effect). ORT honours one optimizer name in this entry.
+ */
+const CPU_ONLY: ort.InferenceSession.SessionOptions = { extra: { optimization: { disable_specified_optimizers: 'MatMulAddFusion' } } };
 
 /** ORT intra-op threads: env FMFL_ORT_THREADS if set, else the number of cores. */
 export function defaultThreads(): number {
