@@ -876,44 +876,125 @@ defineOp({
     return [{ shape: x.shape, dtype: dt }, { shape: x.shape, dtype: dt }, { shape: statShape, dtype: dt }];
   },
   emit: (e, n) => {
-    const [x, w, b] = n.inputs.map((t) => e.name(t));
-    const [y, xhOut, stdOut] = n.outputs;
-    const dt = n.inputs[0].dtype as 'float32' | 'float64';
-    const axes = [n.inputs[0].rank - 1];
-    const mu = e.temp();
-    const xc = e.temp();
-    const sq = e.temp();
-    const v = e.temp();
-    const ve = e.temp();
-    const std = e.isLive(stdOut) ? e.name(stdOut) : e.temp();
-    const xh = e.isLive(xhOut) ? e.name(xhOut) : e.temp();
-    const yw = e.temp();
-    e.node('ReduceMean', [x], [mu], { axes, keepdims: 1 });
-    e.node('Sub', [x, mu], [xc]);
-    e.node('Mul', [xc, xc], [sq]);
-    e.node('ReduceMean', [sq], [v], { axes, keepdims: 1 });
-    e.node('Add', [v, e.scalar(n.attrs.epsilon as number, dt)], [ve]);
-    e.node('Sqrt', [ve], [std]);
-    e.node('Div', [xc, std], [xh]);
-    e.node('Mul', [xh, w], [yw]);
-    e.node('Add', [yw, b], [e.name(y)]);
+    const [y, xh, std] = n.outputs;
+    emitLayerNormChain(e, n.inputs[0], n.inputs[1], n.inputs[2], n.attrs.epsilon as number, e.name(y), xh, std);
   },
   vjp: (n, [g], needs) => {
     const [x, w, b] = n.inputs;
     const [, xh, std] = n.outputs;
-    if (g === null) return [null, null, null];
-    const last = x.rank - 1;
-    let gx: Tensor | null = null;
-    if (needs[0]) {
-      const gy = mul(g, w);
-      gx = div(sub(sub(gy, reduceMean(gy, [last], true)), mul(xh, reduceMean(mul(gy, xh), [last], true))), std);
+    return g === null ? [null, null, null] : layerNormVjp(x, w, b, xh, std, g, needs);
+  },
+});
+
+/** LayerNormC's ONNX chain; writes y, and xh and std where they are live (else temporaries). */
+function emitLayerNormChain(e: Emitter, xT: Tensor, wT: Tensor, bT: Tensor, epsilon: number, y: string, xhOut: Tensor, stdOut: Tensor): void {
+  const [x, w, b] = [xT, wT, bT].map((t) => e.name(t));
+  const dt = xT.dtype as 'float32' | 'float64';
+  const axes = [xT.rank - 1];
+  const [mu, xc, sq, v, ve, yw] = [e.temp(), e.temp(), e.temp(), e.temp(), e.temp(), e.temp()];
+  const std = e.isLive(stdOut) ? e.name(stdOut) : e.temp();
+  const xh = e.isLive(xhOut) ? e.name(xhOut) : e.temp();
+  e.node('ReduceMean', [x], [mu], { axes, keepdims: 1 });
+  e.node('Sub', [x, mu], [xc]);
+  e.node('Mul', [xc, xc], [sq]);
+  e.node('ReduceMean', [sq], [v], { axes, keepdims: 1 });
+  e.node('Add', [v, e.scalar(epsilon, dt)], [ve]);
+  e.node('Sqrt', [ve], [std]);
+  e.node('Div', [xc, std], [xh]);
+  e.node('Mul', [xh, w], [yw]);
+  e.node('Add', [yw, b], [y]);
+}
+
+/**
+ * LayerNorm's closed-form VJP from the saved xh and std, given g = dL/dy: with gy = g * w,
+ * dx = (gy - mean(gy) - xh * mean(gy * xh)) / std, dw = sum(g * xh), db = sum(g).
+ */
+function layerNormVjp(x: Tensor, w: Tensor, b: Tensor, xh: Tensor, std: Tensor, g: Tensor, needs: readonly boolean[]): (Tensor | null)[] {
+  const last = x.rank - 1;
+  let gx: Tensor | null = null;
+  if (needs[0]) {
+    const gy = mul(g, w);
+    gx = div(sub(sub(gy, reduceMean(gy, [last], true)), mul(xh, reduceMean(mul(gy, xh), [last], true))), std);
+  }
+  const lead = x.shape.slice(0, -1).map((_, i) => i);
+  return [
+    gx,
+    needs[1] ? reshape(reduceSum(mul(g, xh), lead, false), w.shape) : null,
+    needs[2] ? reshape(lead.length ? reduceSum(g, lead, false) : g, b.shape) : null,
+  ];
+}
+
+/**
+ * LayerNorm over the last axis followed by k linear maps of its output, y_j = LN(x)·W_j + c_j (W_j [d, o_j],
+ * c_j [o_j]): attention's q, k, v projections, the MLP's fc1. Forward: LayerNormC's chain, then MatMul + Add per
+ * map. Outputs [y_1..y_k, ln, xh, std]. The VJP for x runs the dx GEMMs against W̃_j = C·diag(w)·W_j, where C
+ * centres over the d input features (a [d, o_j] op per step; constant-folded for frozen weights). Then
+ * ĝ = Σ_j dy_j·W̃_jᵀ is the gradient of the normalized input with its mean already removed, so LayerNorm's
+ * backward drops the scale by w, a mean and a subtraction: dx = (ĝ - xh·mean(ĝ·xh)) / std. With w or b
+ * trained it takes the plain closed form.
+ */
+defineOp({
+  name: 'LayerNormLinear',
+  infer: (ins, attrs) => {
+    const [x, w, b] = ins;
+    const dt = sameFloat('LayerNormLinear', ins);
+    const d = x.shape[x.rank - 1];
+    const k = attrs.count as number;
+    if (!Number.isInteger(k) || k < 1 || ins.length !== 3 + 2 * k) throw new GraphError('LayerNormLinear', 'needs x, w, b and count (weight, bias) pairs');
+    if (x.rank < 2) throw new GraphError('LayerNormLinear', 'x must have rank >= 2');
+    if (w.rank !== 1 || w.shape[0] !== d || b.rank !== 1 || b.shape[0] !== d) throw new GraphError('LayerNormLinear', `scale and bias must be [${d}]`);
+    if (typeof attrs.epsilon !== 'number' || !(attrs.epsilon > 0)) throw new GraphError('LayerNormLinear', 'epsilon must be > 0');
+    const ys: TypeInfo[] = [];
+    for (let j = 0; j < k; j++) {
+      const W = ins[3 + 2 * j];
+      const c = ins[4 + 2 * j];
+      if (W.rank !== 2 || W.shape[0] !== d) throw new GraphError('LayerNormLinear', `weight ${j} must be [${d}, out], got [${W.shape.join(',')}]`);
+      if (c.rank !== 1 || c.shape[0] !== W.shape[1]) throw new GraphError('LayerNormLinear', `bias ${j} must be [${W.shape[1]}]`);
+      ys.push({ shape: [...x.shape.slice(0, -1), W.shape[1]], dtype: dt });
     }
+    return [...ys, { shape: x.shape, dtype: dt }, { shape: x.shape, dtype: dt }, { shape: [...x.shape.slice(0, -1), 1], dtype: dt }];
+  },
+  emit: (e, n) => {
+    const k = n.attrs.count as number;
+    const [x, w, b] = n.inputs;
+    const ln = e.isLive(n.outputs[k]) ? e.name(n.outputs[k]) : e.temp();
+    emitLayerNormChain(e, x, w, b, n.attrs.epsilon as number, ln, n.outputs[k + 1], n.outputs[k + 2]);
+    for (let j = 0; j < k; j++) {
+      const t = e.temp();
+      e.node('MatMul', [ln, e.name(n.inputs[3 + 2 * j])], [t]);
+      e.node('Add', [t, e.name(n.inputs[4 + 2 * j])], [e.name(n.outputs[j])]);
+    }
+  },
+  vjp: (n, grads, needs) => {
+    const k = n.attrs.count as number;
+    const [x, w, b] = n.inputs;
+    const [ln, xh, std] = n.outputs.slice(k);
+    if (grads[k + 1] || grads[k + 2]) throw new GraphError('LayerNormLinear', 'gradients through xh and std are not supported');
+    const d = x.shape[x.rank - 1];
     const lead = x.shape.slice(0, -1).map((_, i) => i);
-    return [
-      gx,
-      needs[1] ? reshape(reduceSum(mul(g, xh), lead, false), w.shape) : null,
-      needs[2] ? reshape(lead.length ? reduceSum(g, lead, false) : g, b.shape) : null,
-    ];
+    const flat = (t: Tensor): Tensor => reshape(t, [-1, t.shape[t.rank - 1]]);
+    const out: (Tensor | null)[] = new Array(n.inputs.length).fill(null);
+    const maps = Array.from({ length: k }, (_, j) => ({ W: n.inputs[3 + 2 * j], g: grads[j], iW: 3 + 2 * j }));
+    for (const { g, iW } of maps) {
+      if (!g) continue;
+      if (needs[iW]) out[iW] = matmulT(flat(ln), flat(g), { transA: true });
+      if (needs[iW + 1]) out[iW + 1] = reduceSum(g, lead, false);
+    }
+    if (!needs[0] && !needs[1] && !needs[2]) return out;
+    const acc = (terms: Tensor[]): Tensor | null => (terms.length ? terms.reduce((s, t) => add(s, t)) : null);
+    const live = maps.filter((m) => m.g);
+    if (!needs[1] && !needs[2] && !grads[k]) {
+      const wCol = reshape(w, [d, 1]);
+      const gh = acc(live.map(({ W, g }) => {
+        const ww = mul(W, wCol);
+        return reshape(matmulT(flat(g!), sub(ww, reduceMean(ww, [0], true)), { transB: true }), x.shape);
+      }));
+      if (gh) out[0] = div(sub(gh, mul(xh, reduceMean(mul(gh, xh), [x.rank - 1], true))), std);
+      return out;
+    }
+    const gln = acc([...live.map(({ W, g }) => reshape(matmulT(flat(g!), W, { transB: true }), x.shape)), ...(grads[k] ? [grads[k]!] : [])]);
+    if (gln) [out[0], out[1], out[2]] = layerNormVjp(x, w, b, xh, std, gln, needs);
+    return out;
   },
 });
 
@@ -1018,6 +1099,12 @@ export function layerNorm(x: Tensor, weight: Tensor, bias: Tensor, epsilon = 1e-
  */
 export function layerNormC(x: Tensor, weight: Tensor, bias: Tensor, epsilon = 1e-5): Tensor {
   return apply('LayerNormC', [x, weight, bias], { epsilon })[0];
+}
+/**
+ * LayerNorm(x) followed by linear maps of it, [LN(x)·W_j + c_j] (the 'LayerNormLinear' composite; W_j [d, o_j]).
+ */
+export function layerNormLinear(x: Tensor, weight: Tensor, bias: Tensor, maps: readonly { weight: Tensor; bias: Tensor }[], epsilon = 1e-5): Tensor[] {
+  return apply('LayerNormLinear', [x, weight, bias, ...maps.flatMap((m) => [m.weight, m.bias])], { epsilon, count: maps.length }).slice(0, maps.length);
 }
 /** LayerNorm composed from primitives and differentiated by autodiff (reference for the composite ops). */
 export function layerNormComposed(x: Tensor, weight: Tensor, bias: Tensor, epsilon = 1e-5): Tensor {

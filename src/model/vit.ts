@@ -218,27 +218,34 @@ export interface ForwardResult {
 interface Ops {
   lin: (x: Tensor, name: string, target?: LoraTarget) => Tensor;
   ln: (x: Tensor, name: string) => Tensor;
+  /** LayerNorm `norm` of x, then the linear maps `maps` of its output (one 'LayerNormLinear' composite). */
+  lnLin: (x: Tensor, norm: string, maps: readonly [string, LoraTarget][]) => Tensor[];
   act: (x: Tensor) => Tensor;
 }
 
 function ops(cfg: VitConfig, gr: G.Graph, param: ParamSource, opts: ForwardOptions): Ops {
   const lora = opts.lora ?? null;
-  const lin = (x: Tensor, name: string, target?: LoraTarget): Tensor => {
-    let w = param(`${name}.weight`);
-    if (lora && target && lora.targets.includes(target)) {
-      // LoRA merged into the weight, W' = W + (alpha/r)·A·B (a [in, r] x [r, out] product per step): the
-      // activations go through one GEMM forward and one backward instead of two skinny GEMMs, a scale and an add
-      // each way; the factors' gradients come from dW' = xᵀ·dy (one GEMM) as (alpha/r)·dW'·Bᵀ and (alpha/r)·Aᵀ·dW'.
-      w = G.add(w, G.mul(G.matmul(param(`${name}.lora_a`), param(`${name}.lora_b`)), gr.scalar(lora.alpha / lora.rank, 'float32')));
-    }
-    return G.add(G.matmul(x, w), param(`${name}.bias`));
+  const weight = (name: string, target?: LoraTarget): Tensor => {
+    const w = param(`${name}.weight`);
+    if (!lora || !target || !lora.targets.includes(target)) return w;
+    // LoRA merged into the weight, W' = W + (alpha/r)·A·B (a [in, r] x [r, out] product per step): the
+    // activations go through one GEMM forward and one backward instead of two skinny GEMMs, a scale and an add
+    // each way; the factors' gradients come from dW' = xᵀ·dy (one GEMM) as (alpha/r)·dW'·Bᵀ and (alpha/r)·Aᵀ·dW'.
+    return G.add(w, G.mul(G.matmul(param(`${name}.lora_a`), param(`${name}.lora_b`)), gr.scalar(lora.alpha / lora.rank, 'float32')));
   };
+  const lin = (x: Tensor, name: string, target?: LoraTarget): Tensor => G.add(G.matmul(x, weight(name, target)), param(`${name}.bias`));
   const ln = (x: Tensor, name: string): Tensor =>
     (opts.fusedLayerNorm ? G.layerNorm : G.layerNormC)(x, param(`${name}.weight`), param(`${name}.bias`), cfg.eps);
+  // The composite's backward folds LayerNorm's scale and centring into the maps' dx GEMMs (see 'LayerNormLinear');
+  // its forward is LayerNormC's chain and the same MatMul + Add per map.
+  const lnLin = (x: Tensor, norm: string, maps: readonly [string, LoraTarget][]): Tensor[] =>
+    opts.fusedLayerNorm
+      ? maps.map(([name, target]) => lin(ln(x, norm), name, target))
+      : G.layerNormLinear(x, param(`${norm}.weight`), param(`${norm}.bias`), maps.map(([name, target]) => ({ weight: weight(name, target), bias: param(`${name}.bias`) })), cfg.eps);
   // Default: ORT's fused exact Gelu, whose closed-form VJP needs only x; the Erf composition (fusedGelu: false)
   // forward is the same kernel after ORT's fusion, but its autodiff backward holds the chain's intermediates.
   const act = (x: Tensor): Tensor => (opts.fusedGelu ?? true ? G.geluFused(x) : G.gelu(x));
-  return { lin, ln, act };
+  return { lin, ln, lnLin, act };
 }
 
 /**
@@ -267,18 +274,15 @@ export function vitBlock(cfg: VitConfig, x: Tensor, i: number, param: ParamSourc
   const h = cfg.heads;
   const hd = d / h;
   const gr = x.graph;
-  const { lin, ln, act } = ops(cfg, gr, param, opts);
+  const { lin, lnLin, act } = ops(cfg, gr, param, opts);
   const pre = `blocks.${i}`;
-  const a = ln(x, `${pre}.norm1`);
   // Heads as [B, h, n, hd] (a cheap transpose: hd stays contiguous); scores = Q·Kᵀ/√hd in one FusedMatMul, so
   // K is never laid out as [B, h, hd, n] (that transpose, forward and backward, cost ~0.3 ms each at batch 64).
   // A sequence-first hidden state read through FusedMatMul's transBatch strides drops the head-split transposes:
   // its forward measured 0.5 ms faster, but its LoRA step 0.7 ms slower (strided GEMMs and [n, B, h, hd]
   // gradient transposes), so the layout stays batch-first.
   const heads = (t: Tensor): Tensor => G.transpose(G.reshape(t, [B, n, h, hd]), [0, 2, 1, 3]);
-  const q = heads(lin(a, `${pre}.attn.q`, 'q'));
-  const k = heads(lin(a, `${pre}.attn.k`, 'k'));
-  const v = heads(lin(a, `${pre}.attn.v`, 'v'));
+  const [q, k, v] = lnLin(x, `${pre}.norm1`, [[`${pre}.attn.q`, 'q'], [`${pre}.attn.k`, 'k'], [`${pre}.attn.v`, 'v']]).map(heads);
   const scale = 1 / Math.sqrt(hd);
   // softmax(Q·Kᵀ/√hd)·V as one composite: its VJP takes the softmax row term from dO⊙O ([n, hd]) instead of
   // dP⊙P ([n, n]). The unfused form (fusedAttention: false) differentiates the same three ops one by one.
@@ -287,8 +291,8 @@ export function vitBlock(cfg: VitConfig, x: Tensor, i: number, param: ParamSourc
     : G.matmul(G.softmax(G.matmulT(q, k, { transB: true, alpha: scale }), -1), v);
   const merged = G.reshape(G.transpose(attn, [0, 2, 1, 3]), [B, n, d]);
   let y = G.add(x, lin(merged, `${pre}.attn.proj`, 'proj'));
-  const m = ln(y, `${pre}.norm2`);
-  y = G.add(y, lin(act(lin(m, `${pre}.mlp.fc1`, 'fc1')), `${pre}.mlp.fc2`, 'fc2'));
+  const [h1] = lnLin(y, `${pre}.norm2`, [[`${pre}.mlp.fc1`, 'fc1']]);
+  y = G.add(y, lin(act(h1), `${pre}.mlp.fc2`, 'fc2'));
   return y;
 }
 

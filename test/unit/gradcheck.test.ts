@@ -69,6 +69,10 @@ const CASES: Case[] = [
   { op: 'LayerNorm', title: 'fused, float32, [2,3,8]', build: (x, w, b) => G.layerNorm(x, w, b), inputs: [{ shape: [2, 3, 8] }, { shape: [8] }, { shape: [8] }], dtype: 'float32' },
   { op: 'LayerNormC', title: 'composite with closed-form VJP, float64, [2,3,8]', build: (x, w, b) => G.layerNormC(x, w, b), inputs: [{ shape: [2, 3, 8] }, { shape: [8] }, { shape: [8] }] },
   { op: 'LayerNormC', title: 'composite, 2-D [4,6]', build: (x, w, b) => G.layerNormC(x, w, b), inputs: [{ shape: [4, 6] }, { shape: [6] }, { shape: [6] }] },
+  // LayerNormLinear: with w and b as inputs the VJP takes the plain closed form; with them constant (as for a frozen
+  // LayerNorm under LoRA) it takes the centred-weight path for x. Both outputs feed the loss.
+  { op: 'LayerNormLinear', title: 'LN then two maps, every input differentiated, [2,3,8] -> [5], [4]', build: (x, w, b, w1, c1, w2, c2) => twoMaps(G.layerNormLinear(x, w, b, [{ weight: w1, bias: c1 }, { weight: w2, bias: c2 }])), inputs: [{ shape: [2, 3, 8] }, { shape: [8] }, { shape: [8] }, { shape: [8, 5] }, { shape: [5] }, { shape: [8, 4] }, { shape: [4] }] },
+  { op: 'LayerNormLinear', title: 'frozen w, b (centred-weight VJP for x), 2-D [4,6] -> [3], [6]', build: (x, w1, c1, w2) => twoMaps(G.layerNormLinear(x, fixed(x, [6], 0.7), fixed(x, [6], -0.3), [{ weight: w1, bias: c1 }, { weight: w2, bias: fixed(x, [6], 0.1) }])), inputs: [{ shape: [4, 6] }, { shape: [6, 3] }, { shape: [3] }, { shape: [6, 6] }] },
   { op: 'GeluFused', title: 'com.microsoft.Gelu, float32', build: G.geluFused, inputs: [{ shape: [3, 4], range: [-3, 3] }], dtype: 'float32' },
   { op: 'Equal', title: 'blocks gradient', build: (x) => G.mul(x, G.cast(G.equal(x, x), 'float64')), inputs: [{ shape: [3] }] },
   { op: 'Greater', title: 'blocks gradient', build: (x) => G.mul(x, G.cast(G.greater(x, x.graph.scalar(0, 'float64')), 'float64')), inputs: [{ shape: [4] }] },
@@ -80,6 +84,18 @@ const CASES: Case[] = [
   { op: 'composite', title: 'attention: softmax(q k^T / sqrt d) v, batched heads', build: (q, k, v) => G.matmul(G.softmax(G.mul(G.matmul(q, G.transpose(k, [0, 1, 3, 2])), q.graph.scalar(0.5, 'float64')), -1), v), inputs: [{ shape: [2, 2, 3, 4] }, { shape: [2, 2, 3, 4] }, { shape: [2, 2, 3, 4] }] },
   { op: 'composite', title: 'LoRA linear: x W + b + s (x A) B', build: (x, a, b) => G.add(G.matmul(x, x.graph.constant([0.1, -0.2, 0.3, 0.4, 0.5, -0.6, 0.7, 0.8, -0.9, 1.0, 1.1, 1.2], [4, 3], 'float64')), G.mul(G.matmul(G.matmul(x, a), b), x.graph.scalar(2, 'float64'))), inputs: [{ shape: [2, 5, 4] }, { shape: [4, 2] }, { shape: [2, 3] }] },
 ];
+
+/** A nonlinear scalar-per-row mix of two maps' outputs, so both outputs' gradients matter. */
+function twoMaps([y1, y2]: G.Tensor[]): G.Tensor {
+  const last = y1.rank - 1;
+  return G.mul(G.reduceSum(G.mul(y1, y1), [last], true), G.reduceSum(y2, [last], true));
+}
+
+/** A constant float64 tensor of `shape` with varied values around `offset`. */
+function fixed(like: G.Tensor, shape: number[], offset: number): G.Tensor {
+  const n = shape.reduce((a, b) => a * b, 1);
+  return like.graph.constant(Array.from({ length: n }, (_, i) => offset + 0.9 * Math.sin(1.7 * i + offset)), shape, 'float64');
+}
 
 const NON_DIFF = new Set(['ArgMax', 'Floor', 'StopGradient']);
 
