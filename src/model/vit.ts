@@ -220,7 +220,8 @@ interface Ops {
   ln: (x: Tensor, name: string) => Tensor;
   /** LayerNorm `norm` of x, then the linear maps `maps` of its output (one 'LayerNormLinear' composite). */
   lnLin: (x: Tensor, norm: string, maps: readonly [string, LoraTarget][]) => Tensor[];
-  act: (x: Tensor) => Tensor;
+  /** The activation, then the linear map `name` of its output. */
+  actLin: (x: Tensor, name: string, target?: LoraTarget) => Tensor;
 }
 
 function ops(cfg: VitConfig, gr: G.Graph, param: ParamSource, opts: ForwardOptions): Ops {
@@ -240,12 +241,14 @@ function ops(cfg: VitConfig, gr: G.Graph, param: ParamSource, opts: ForwardOptio
   // its forward is LayerNormC's chain and the same MatMul + Add per map.
   const lnLin = (x: Tensor, norm: string, maps: readonly [string, LoraTarget][]): Tensor[] =>
     opts.fusedLayerNorm
-      ? maps.map(([name, target]) => lin(ln(x, norm), name, target))
+      ? ((a: Tensor) => maps.map(([name, target]) => lin(a, name, target)))(ln(x, norm))
       : G.layerNormLinear(x, param(`${norm}.weight`), param(`${norm}.bias`), maps.map(([name, target]) => ({ weight: weight(name, target), bias: param(`${name}.bias`) })), cfg.eps);
-  // Default: ORT's fused exact Gelu, whose closed-form VJP needs only x; the Erf composition (fusedGelu: false)
-  // forward is the same kernel after ORT's fusion, but its autodiff backward holds the chain's intermediates.
-  const act = (x: Tensor): Tensor => (opts.fusedGelu ?? true ? G.geluFused(x) : G.gelu(x));
-  return { lin, ln, lnLin, act };
+  // Default: ORT's fused exact Gelu and the following map as one 'GeluLinear' composite, whose closed-form VJP
+  // needs only x and folds GELU's ½ into the dx GEMM. The Erf composition (fusedGelu: false) forward is the same
+  // kernel after ORT's fusion, but its autodiff backward holds the chain's intermediates.
+  const actLin = (x: Tensor, name: string, target?: LoraTarget): Tensor =>
+    opts.fusedGelu ?? true ? G.geluLinear(x, weight(name, target), param(`${name}.bias`)) : lin(G.gelu(x), name, target);
+  return { lin, ln, lnLin, actLin };
 }
 
 /**
@@ -274,7 +277,7 @@ export function vitBlock(cfg: VitConfig, x: Tensor, i: number, param: ParamSourc
   const h = cfg.heads;
   const hd = d / h;
   const gr = x.graph;
-  const { lin, lnLin, act } = ops(cfg, gr, param, opts);
+  const { lin, lnLin, actLin } = ops(cfg, gr, param, opts);
   const pre = `blocks.${i}`;
   // Heads as [B, h, n, hd] (a cheap transpose: hd stays contiguous); scores = Q·Kᵀ/√hd in one FusedMatMul, so
   // K is never laid out as [B, h, hd, n] (that transpose, forward and backward, cost ~0.3 ms each at batch 64).
@@ -292,7 +295,7 @@ export function vitBlock(cfg: VitConfig, x: Tensor, i: number, param: ParamSourc
   const merged = G.reshape(G.transpose(attn, [0, 2, 1, 3]), [B, n, d]);
   let y = G.add(x, lin(merged, `${pre}.attn.proj`, 'proj'));
   const [h1] = lnLin(y, `${pre}.norm2`, [[`${pre}.mlp.fc1`, 'fc1']]);
-  y = G.add(y, lin(act(h1), `${pre}.mlp.fc2`, 'fc2'));
+  y = G.add(y, actLin(h1, `${pre}.mlp.fc2`, 'fc2'));
   return y;
 }
 
