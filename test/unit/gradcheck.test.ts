@@ -38,6 +38,7 @@ const CASES: Case[] = [
   { op: 'Where', title: 'where(x > 0, x*y, y) broadcast', build: (x, y) => G.where(G.greater(x, x.graph.scalar(0, 'float64')), G.mul(x, y), G.expand(y, [2, 3])), inputs: [{ shape: [2, 3] }, { shape: [3] }] },
   { op: 'MatMul', title: '2-D', build: G.matmul, inputs: [{ shape: [3, 4] }, { shape: [4, 5] }] },
   { op: 'MatMul', title: 'batched [2,3,4,5] x [2,3,5,2]', build: G.matmul, inputs: [{ shape: [2, 3, 4, 5] }, { shape: [2, 3, 5, 2] }] },
+  { op: 'MatMul', title: 'weight gradient over 2,048 rows (four-chunk reduction) [4,512,3] x [3,2]', build: G.matmul, inputs: [{ shape: [4, 512, 3] }, { shape: [3, 2] }] },
   { op: 'MatMul', title: 'activation [2,3,4] x weight [4,5]', build: G.matmul, inputs: [{ shape: [2, 3, 4] }, { shape: [4, 5] }] },
   { op: 'MatMul', title: 'broadcast batch [2,1,3,4] x [3,4,2]', build: G.matmul, inputs: [{ shape: [2, 1, 3, 4] }, { shape: [3, 4, 2] }] },
   { op: 'MatMulT', title: 'FusedMatMul A·Bᵀ·α batched [2,3,4,5] x [2,3,6,5]', build: (a, b) => G.matmulT(a, b, { transB: true, alpha: 0.5 }), inputs: [{ shape: [2, 3, 4, 5] }, { shape: [2, 3, 6, 5] }], dtype: 'float32' },
