@@ -76,9 +76,9 @@ export function buildSegmentGraphs(spec: SegmentsSpec): SegmentGraph[] {
     };
     const c = spec.cfg;
     const x0 = i === 0 ? vitEmbed(c, g.input(IMAGES, [spec.batch, c.channels, c.image, c.image]), param, fwd) : g.input(HIDDEN, hiddenShape(spec));
-    const x = vitBlock(c, x0, i, param, fwd);
-    const e = vitExit(c, x, i, param, fwd);
     const hasHidden = i < c.depth - 1;
+    const x = vitBlock(c, x0, i, param, fwd, !hasHidden);
+    const e = vitExit(c, x, i, param, fwd);
     if (hasHidden) g.output(x, HIDDEN_NEXT);
     g.output(e.logits, logitsName(i));
     g.output(e.embedding, embeddingName(i));

@@ -270,9 +270,14 @@ export function vitEmbed(cfg: VitConfig, images: Tensor, param: ParamSource, opt
   return G.add(G.concat([cls, tokens], 1), param('pos_embed'));
 }
 
-/** Transformer block `i` (pre-norm attention + MLP, LoRA where configured) on the hidden state [B, n, dim]. */
-export function vitBlock(cfg: VitConfig, x: Tensor, i: number, param: ParamSource, opts: ForwardOptions = {}): Tensor {
+/**
+ * Transformer block `i` (pre-norm attention + MLP, LoRA where configured) on the hidden state [B, n, dim]. With
+ * `clsOnly` it returns only the CLS row of the output, [B, 1, dim], computing queries and everything after the
+ * attention for that row alone (for a block whose output only an exit reads).
+ */
+export function vitBlock(cfg: VitConfig, x: Tensor, i: number, param: ParamSource, opts: ForwardOptions = {}, clsOnly = false): Tensor {
   const [B, n] = x.shape;
+  const nq = clsOnly ? 1 : n;
   const d = cfg.dim;
   const h = cfg.heads;
   const hd = d / h;
@@ -284,16 +289,22 @@ export function vitBlock(cfg: VitConfig, x: Tensor, i: number, param: ParamSourc
   // A sequence-first hidden state read through FusedMatMul's transBatch strides drops the head-split transposes:
   // its forward measured 0.5 ms faster, but its LoRA step 0.7 ms slower (strided GEMMs and [n, B, h, hd]
   // gradient transposes), so the layout stays batch-first.
-  const heads = (t: Tensor): Tensor => G.transpose(G.reshape(t, [B, n, h, hd]), [0, 2, 1, 3]);
-  const [q, k, v] = lnLin(x, `${pre}.norm1`, [[`${pre}.attn.q`, 'q'], [`${pre}.attn.k`, 'k'], [`${pre}.attn.v`, 'v']]).map(heads);
+  const heads = (t: Tensor): Tensor => G.transpose(G.reshape(t, [B, t.shape[1], h, hd]), [0, 2, 1, 3]);
+  const q1: [string, LoraTarget] = [`${pre}.attn.q`, 'q'];
+  const kv: [string, LoraTarget][] = [[`${pre}.attn.k`, 'k'], [`${pre}.attn.v`, 'v']];
+  // clsOnly (the last block before the last exit, which reads only the CLS token): keys and values need every
+  // token, but queries, the attention output, the residual and the MLP only the CLS row. LayerNorm is per token,
+  // so the CLS query takes its own LayerNorm of x[:, 0]. The result is [B, 1, dim], exactly the full block's CLS.
+  const xq = clsOnly ? G.slice(x, [0], [1], [1]) : x;
+  const [q, k, v] = (clsOnly ? [...lnLin(xq, `${pre}.norm1`, [q1]), ...lnLin(x, `${pre}.norm1`, kv)] : lnLin(x, `${pre}.norm1`, [q1, ...kv])).map(heads);
   const scale = 1 / Math.sqrt(hd);
   // softmax(Q·Kᵀ/√hd)·V as one composite: its VJP takes the softmax row term from dO⊙O ([n, hd]) instead of
   // dP⊙P ([n, n]). The unfused form (fusedAttention: false) differentiates the same three ops one by one.
   const attn = opts.fusedAttention ?? true
     ? G.attention(q, k, v, scale)
     : G.matmul(G.softmax(G.matmulT(q, k, { transB: true, alpha: scale }), -1), v);
-  const merged = G.reshape(G.transpose(attn, [0, 2, 1, 3]), [B, n, d]);
-  let y = G.add(x, lin(merged, `${pre}.attn.proj`, 'proj'));
+  const merged = G.reshape(G.transpose(attn, [0, 2, 1, 3]), [B, nq, d]);
+  let y = G.add(xq, lin(merged, `${pre}.attn.proj`, 'proj'));
   const [h1] = lnLin(y, `${pre}.norm2`, [[`${pre}.mlp.fc1`, 'fc1']]);
   y = G.add(y, actLin(h1, `${pre}.mlp.fc2`, 'fc2'));
   return y;
@@ -303,7 +314,7 @@ export function vitBlock(cfg: VitConfig, x: Tensor, i: number, param: ParamSourc
 export function vitExit(cfg: VitConfig, x: Tensor, i: number, param: ParamSource, opts: ForwardOptions = {}): { logits: Tensor; embedding: Tensor } {
   const B = x.shape[0];
   const { lin, ln } = ops(cfg, x.graph, param, opts);
-  const clsTok = G.reshape(G.slice(x, [0], [1], [1]), [B, cfg.dim]);
+  const clsTok = G.reshape(x.shape[1] === 1 ? x : G.slice(x, [0], [1], [1]), [B, cfg.dim]);
   const embedding = ln(clsTok, `exits.${i}.norm`);
   return { embedding, logits: lin(embedding, `exits.${i}.head`) };
 }
@@ -319,7 +330,8 @@ export function vitForward(cfg: VitConfig, images: Tensor, param: ParamSource, o
   const logits: Tensor[] = [];
   const embeddings: Tensor[] = [];
   for (let i = 0; i < blocks; i++) {
-    x = vitBlock(cfg, x, i, param, opts);
+    // The last block feeds only its exit, which reads the CLS token: computed for CLS alone.
+    x = vitBlock(cfg, x, i, param, opts, i === blocks - 1);
     const e = vitExit(cfg, x, i, param, opts);
     embeddings.push(e.embedding);
     logits.push(e.logits);

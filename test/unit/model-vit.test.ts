@@ -86,7 +86,11 @@ test('LoRA with B = 0 leaves the model unchanged; exits stop early without chang
   const b = await withLora.run({ [IMAGES]: images, ...feedsFor(loraT, w) });
   const c = await early.run({ [IMAGES]: images });
   t.deepEqual(Array.from(a[logitsName(1)] as Float32Array), Array.from(b[logitsName(1)] as Float32Array));
-  t.deepEqual(Array.from(a[logitsName(0)] as Float32Array), Array.from(c[logitsName(0)] as Float32Array));
+  // The early graph computes its last block for the CLS token only: equal up to float rounding.
+  const a0 = a[logitsName(0)] as Float32Array;
+  const c0 = c[logitsName(0)] as Float32Array;
+  t.is(c0.length, a0.length);
+  t.true(a0.every((v, i) => Math.abs(v - c0[i]) <= 1e-5 * Math.max(1, Math.abs(v))), 'exit 0 of the one-block graph equals exit 0 of the full graph');
   t.false(logitsName(1) in c);
   // A non-zero B changes the output.
   const w2 = new Map(w);
