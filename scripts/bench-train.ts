@@ -4,6 +4,8 @@
  * Measures, at batch 64 on the embedded backbone (or a fresh vit-tiny when none is committed):
  *   (a) forward-only evaluation of all exits, (b) a LoRA r=8 train step including AdamW, (c) a full-parameter
  *   train step including AdamW; ms/step, samples/s, the (b)/(a) ratio, batch-1 forward latency and peak RSS.
+ * Every case is built first and then timed interleaved (ten rounds of steps/10 runs of each, after warm-up), so
+ * that drift in the machine's speed during a run shifts all cases alike and the ratios stay comparable.
  */
 import { basename } from 'node:path';
 import { Command } from 'commander';
@@ -36,15 +38,26 @@ function median(xs: number[]): number {
   return s[Math.floor(s.length / 2)];
 }
 
-async function timeIt(n: number, fn: () => Promise<unknown>): Promise<number> {
-  for (let i = 0; i < 5; i++) await fn(); // warm-up (first runs allocate arenas)
-  const ts: number[] = [];
-  for (let i = 0; i < n; i++) {
-    const t = performance.now();
-    await fn();
-    ts.push(performance.now() - t);
+type Case = { runs: number; fn: () => Promise<unknown> };
+
+/** Median ms per call of each case, timed in interleaved rounds after 5 warm-up calls each. */
+async function timeInterleaved(cases: Record<string, Case>, rounds = 10): Promise<Record<string, number>> {
+  const samples: Record<string, number[]> = {};
+  for (const [name, c] of Object.entries(cases)) {
+    samples[name] = [];
+    for (let i = 0; i < 5; i++) await c.fn(); // warm-up (first runs allocate arenas)
   }
-  return median(ts);
+  for (let r = 0; r < rounds; r++) {
+    for (const [name, c] of Object.entries(cases)) {
+      const per = Math.max(1, Math.round(c.runs / rounds));
+      for (let i = 0; i < per; i++) {
+        const t = performance.now();
+        await c.fn();
+        samples[name].push(performance.now() - t);
+      }
+    }
+  }
+  return Object.fromEntries(Object.entries(samples).map(([k, v]) => [k, median(v)]));
 }
 
 const cfg = VIT_TINY;
@@ -75,38 +88,42 @@ async function forwardSession(b: number, blocks?: number): Promise<{ s: Session;
   return { s, feeds, g };
 }
 const fwd = await forwardSession(batch);
-const fwdMs = await timeIt(steps, () => fwd.s.run(fwd.feeds));
-log(`forward b${batch}: ${fwdMs.toFixed(2)} ms`);
 const fwd1 = await forwardSession(1);
-const fwd1Ms = await timeIt(steps * 5, () => fwd1.s.run(fwd1.feeds));
 const exit1 = await forwardSession(1, 1);
-const exit1Ms = await timeIt(steps * 5, () => exit1.s.run(exit1.feeds));
-log(`forward b1: ${fwd1Ms.toFixed(3)} ms; exit 1 only: ${exit1Ms.toFixed(3)} ms`);
+const cases: Record<string, Case> = {
+  forward: { runs: steps, fn: () => fwd.s.run(fwd.feeds) },
+  forward1: { runs: steps * 5, fn: () => fwd1.s.run(fwd1.feeds) },
+  exit1: { runs: steps * 5, fn: () => exit1.s.run(exit1.feeds) },
+};
 
-// Reference forward graph (same session settings), timed right after fmfl's forward.
-let referenceMs: number | null = null;
+// Reference forward graph (same session settings), e.g. the PyTorch export of the same model.
 if (o.reference) {
   const { readFile } = await import('node:fs/promises');
   const rs = await Session.create(new Uint8Array(await readFile(o.reference)), { provider: o.device, threads });
   const input = rs.inputNames[0];
   const rfeeds: Record<string, FeedValue> = { [input]: { data: new Float32Array(batch * 784).map((_, i) => Math.sin(i)), dims: [batch, 1, 28, 28] } };
-  referenceMs = await timeIt(steps, () => rs.run(rfeeds));
-  const again = await timeIt(steps, () => fwd.s.run(fwd.feeds));
-  log(`reference forward: ${referenceMs.toFixed(2)} ms; fmfl forward again: ${again.toFixed(2)} ms`);
+  cases.reference = { runs: steps, fn: () => rs.run(rfeeds) };
 }
 
 // (b) LoRA + heads train step, (c) full train step; both including AdamW.
-async function trainCase(set: 'lora+heads' | 'all'): Promise<{ ms: number; params: number }> {
+const trainers: Record<string, Trainer> = {};
+for (const set of ['lora+heads', 'all'] as const) {
   const tr = await Trainer.create({ cfg, lora: DEFAULT_LORA, trainableSet: set, weights, batch, threads, provider: o.device, fusedGelu: o.fusedGelu, seed: 1 });
-  const ms = await timeIt(steps, () => tr.step(ds, idx));
-  const params = [...tr.params.values()].reduce((a, p) => a + p.length, 0);
-  await tr.release();
-  return { ms, params };
+  trainers[set] = tr;
+  cases[set] = { runs: steps, fn: () => tr.step(ds, idx) };
 }
-const lora = await trainCase('lora+heads');
-log(`LoRA step: ${lora.ms.toFixed(2)} ms (${lora.params} trainable)`);
-const full = await trainCase('all');
-log(`full step: ${full.ms.toFixed(2)} ms (${full.params} trainable)`);
+const ms = await timeInterleaved(cases);
+const fwdMs = ms.forward;
+const fwd1Ms = ms.forward1;
+const exit1Ms = ms.exit1;
+const referenceMs = o.reference ? ms.reference : null;
+const paramCount = (tr: Trainer): number => [...tr.params.values()].reduce((a, p) => a + p.length, 0);
+const lora = { ms: ms['lora+heads'], params: paramCount(trainers['lora+heads']) };
+const full = { ms: ms.all, params: paramCount(trainers.all) };
+for (const tr of Object.values(trainers)) await tr.release();
+log(`forward b${batch}: ${fwdMs.toFixed(2)} ms; b1: ${fwd1Ms.toFixed(3)} ms; exit 1 only: ${exit1Ms.toFixed(3)} ms`);
+if (referenceMs !== null) log(`reference forward: ${referenceMs.toFixed(2)} ms`);
+log(`LoRA step: ${lora.ms.toFixed(2)} ms (${lora.params} trainable); full step: ${full.ms.toFixed(2)} ms (${full.params} trainable)`);
 
 const backboneParams = backboneSpecs(cfg).reduce((a, s) => a + s.shape.reduce((x, y) => x * y, 1), 0);
 const result = {
