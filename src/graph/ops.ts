@@ -851,14 +851,14 @@ defineOp({
   name: 'GeluFused',
   infer: (ins) => [{ shape: ins[0].shape, dtype: sameFloat('GeluFused', ins) }],
   emit: (e, n) => e.node('Gelu', [e.name(n.inputs[0])], [e.name(n.outputs[0])], {}, 'com.microsoft'),
-  vjp: (n, [g]) => [mul(g!, geluDerivative(n.inputs[0]))],
+  vjp: (n, [g]) => [mul(mul(g!, n.inputs[0].graph.scalar(0.5, n.inputs[0].dtype)), twiceGeluDerivative(n.inputs[0]))],
 });
 
 /**
  * Exact GELU followed by a linear map, y = gelu(x)·W + c (W [d, o], c [o]): the MLP's second half. Emitted as
- * com.microsoft.Gelu, MatMul, Add; outputs [y, gelu(x)]. The VJP writes gelu'(x) = ½·(1 + erf(t) + 2x·φ(x)),
- * t = x/√2, with the ½ taken into the dx GEMM's alpha and φ's constant into the exponent: nine elementwise
- * passes instead of ten. (ONNX Sum for the three terms measured slower than two Adds on onnxruntime 1.29.)
+ * com.microsoft.Gelu, MatMul, Add; outputs [y, gelu(x)]. The VJP takes the ½ of gelu'(x) = ½·(2·gelu'(x)) into
+ * the dx GEMM's alpha: nine element-wise passes instead of GeluFused's ten. (ONNX Sum for the derivative's three
+ * terms measured slower than two Adds on onnxruntime 1.29.)
  */
 defineOp({
   name: 'GeluLinear',
@@ -884,17 +884,13 @@ defineOp({
     const [x, W, c] = n.inputs;
     const a = n.outputs[1];
     const lead = x.shape.slice(0, -1).map((_, i) => i);
-    const flat = (t: Tensor): Tensor => reshape(t, [-1, t.shape[t.rank - 1]]);
     let gx: Tensor | null = null;
     if (needs[0] && (gy || ga)) {
-      const gr = x.graph;
-      const dt = x.dtype;
-      // ½·(dy·Wᵀ) (+ ½·2·da when gelu(x) is used elsewhere), times 1 + erf(t) + x·exp(ln(2/√(2π)) − t²).
-      let gh = gy ? reshape(matmulT(flat(gy), W, { transB: true, alpha: 0.5 }), x.shape) : null;
-      if (ga) gh = gh ? add(gh, mul(ga, gr.scalar(0.5, dt))) : mul(ga, gr.scalar(0.5, dt));
-      const t = mul(x, gr.scalar(Math.SQRT1_2, dt));
-      const twoXpdf = mul(x, exp(sub(gr.scalar(0.5 * Math.log(2 / Math.PI), dt), mul(t, t))));
-      gx = mul(gh!, add(add(erf(t), gr.scalar(1, dt)), twoXpdf));
+      // ½·(dy·Wᵀ) (+ ½·da when gelu(x) is also used elsewhere), times 2·gelu'(x).
+      const half = x.graph.scalar(0.5, x.dtype);
+      let gh = gy ? reshape(matmulT(flatRows(gy), W, { transB: true, alpha: 0.5 }), x.shape) : null;
+      if (ga) gh = gh ? add(gh, mul(ga, half)) : mul(ga, half);
+      gx = mul(gh!, twiceGeluDerivative(x));
     }
     return [
       gx,
@@ -1019,7 +1015,6 @@ defineOp({
     if (grads[k + 1] || grads[k + 2]) throw new GraphError('LayerNormLinear', 'gradients through xh and std are not supported');
     const d = x.shape[x.rank - 1];
     const lead = x.shape.slice(0, -1).map((_, i) => i);
-    const flat = (t: Tensor): Tensor => reshape(t, [-1, t.shape[t.rank - 1]]);
     const out: (Tensor | null)[] = new Array(n.inputs.length).fill(null);
     const maps = Array.from({ length: k }, (_, j) => ({ W: n.inputs[3 + 2 * j], g: grads[j], iW: 3 + 2 * j }));
     for (const { g, iW } of maps) {
@@ -1034,12 +1029,12 @@ defineOp({
       const wCol = reshape(w, [d, 1]);
       const gh = acc(live.map(({ W, g }) => {
         const ww = mul(W, wCol);
-        return reshape(matmulT(flat(g!), sub(ww, reduceMean(ww, [0], true)), { transB: true }), x.shape);
+        return reshape(matmulT(flatRows(g!), sub(ww, reduceMean(ww, [0], true)), { transB: true }), x.shape);
       }));
       if (gh) out[0] = div(sub(gh, mul(xh, reduceMean(mul(gh, xh), [x.rank - 1], true))), std);
       return out;
     }
-    const gln = acc([...live.map(({ W, g }) => reshape(matmulT(flat(g!), W, { transB: true }), x.shape)), ...(grads[k] ? [grads[k]!] : [])]);
+    const gln = acc([...live.map(({ W, g }) => reshape(matmulT(flatRows(g!), W, { transB: true }), x.shape)), ...(grads[k] ? [grads[k]!] : [])]);
     if (gln) [out[0], out[1], out[2]] = layerNormVjp(x, w, b, xh, std, gln, needs);
     return out;
   },
@@ -1061,17 +1056,22 @@ function weightGrad(x: Tensor, g: Tensor): Tensor {
   return matmulT(reshape(x, [rows, d]), reshape(g, [rows, o]), { transA: true });
 }
 
-function geluDerivative(x: Tensor): Tensor {
+/**
+ * 2·gelu'(x) = 1 + erf(t) + 2x·φ(x) with t = x/√2 and 2x·φ(x) = x·exp(ln(2/√(2π)) − t²), the constant folded into
+ * the exponent: eight element-wise ops. Uses Mul by 1/√2 (the composed forward uses Div) so that CSE cannot merge
+ * it into the forward chain and break ORT's Gelu fusion.
+ */
+function twiceGeluDerivative(x: Tensor): Tensor {
   const gr = x.graph;
   const dt = x.dtype;
-  // Phi(x) = 0.5 (1 + erf(x / sqrt 2)); phi(x) = exp(-x^2/2) / sqrt(2 pi). Uses Mul by 1/sqrt2 (the forward
-  // composed form uses Div) so that CSE cannot merge it into the forward chain and break ORT's Gelu fusion.
-  // With t = x / sqrt 2: Phi = 0.5 (1 + erf t) and x phi(x) = x exp(ln(1/sqrt(2 pi)) - t^2), the constant folded
-  // into the exponent: nine element-wise ops.
   const t = mul(x, gr.scalar(Math.SQRT1_2, dt));
-  const cdf = mul(add(erf(t), gr.scalar(1, dt)), gr.scalar(0.5, dt));
-  const xpdf = mul(x, exp(sub(gr.scalar(-0.5 * Math.log(2 * Math.PI), dt), mul(t, t))));
-  return add(cdf, xpdf);
+  const twoXpdf = mul(x, exp(sub(gr.scalar(0.5 * Math.log(2 / Math.PI), dt), mul(t, t))));
+  return add(add(erf(t), gr.scalar(1, dt)), twoXpdf);
+}
+
+/** [..., d] -> [rows, d]. */
+function flatRows(t: Tensor): Tensor {
+  return reshape(t, [-1, t.shape[t.rank - 1]]);
 }
 
 // ---------------------------------------------------------------------------------------------------------

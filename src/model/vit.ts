@@ -239,10 +239,14 @@ function ops(cfg: VitConfig, gr: G.Graph, param: ParamSource, opts: ForwardOptio
     (opts.fusedLayerNorm ? G.layerNorm : G.layerNormC)(x, param(`${name}.weight`), param(`${name}.bias`), cfg.eps);
   // The composite's backward folds LayerNorm's scale and centring into the maps' dx GEMMs (see 'LayerNormLinear');
   // its forward is LayerNormC's chain and the same MatMul + Add per map.
-  const lnLin = (x: Tensor, norm: string, maps: readonly [string, LoraTarget][]): Tensor[] =>
-    opts.fusedLayerNorm
-      ? ((a: Tensor) => maps.map(([name, target]) => lin(a, name, target)))(ln(x, norm))
-      : G.layerNormLinear(x, param(`${norm}.weight`), param(`${norm}.bias`), maps.map(([name, target]) => ({ weight: weight(name, target), bias: param(`${name}.bias`) })), cfg.eps);
+  const lnLin = (x: Tensor, norm: string, maps: readonly [string, LoraTarget][]): Tensor[] => {
+    if (!opts.fusedLayerNorm) {
+      const linear = maps.map(([name, target]) => ({ weight: weight(name, target), bias: param(`${name}.bias`) }));
+      return G.layerNormLinear(x, param(`${norm}.weight`), param(`${norm}.bias`), linear, cfg.eps);
+    }
+    const a = ln(x, norm);
+    return maps.map(([name, target]) => lin(a, name, target));
+  };
   // Default: ORT's fused exact Gelu and the following map as one 'GeluLinear' composite, whose closed-form VJP
   // needs only x and folds GELU's ½ into the dx GEMM. The Erf composition (fusedGelu: false) forward is the same
   // kernel after ORT's fusion, but its autodiff backward holds the chain's intermediates.
