@@ -9,8 +9,12 @@ LayerNorm(CLS) -> Linear(64,10). Loss = mean of the 4 exits' cross-entropies.
 LoRA rank 8, alpha 16 on q and v: y = xW + b + 2 (x A) B, A [64,8]
 kaiming-uniform, B [8,64] zero.
 
+With --cls-last the last block computes its queries, attention output, residual and MLP for the CLS token only
+(its exit reads nothing else; keys and values still see every token): the same outputs, as fmfl computes it.
+--bench times both forms.
+
 Usage:
-  /usr/bin/python3 scripts/reference/vit_torch.py --export /tmp/vit.onnx [--batch 64]
+  /usr/bin/python3 scripts/reference/vit_torch.py --export /tmp/vit.onnx [--batch 64] [--cls-last]
   /usr/bin/python3 scripts/reference/vit_torch.py --bench [--iters 50]
 """
 import argparse
@@ -62,17 +66,20 @@ class Block(nn.Module):
         self.fc1 = nn.Linear(DIM, MLP)
         self.fc2 = nn.Linear(MLP, DIM)
 
-    def attn(self, x):
+    def attn(self, xq, x):
         b, t, _ = x.shape
-        q = self.q(x).reshape(b, t, HEADS, HEAD_DIM).transpose(1, 2)  # [b,h,t,d]
+        tq = xq.shape[1]
+        q = self.q(xq).reshape(b, tq, HEADS, HEAD_DIM).transpose(1, 2)  # [b,h,tq,d]
         k = self.k(x).reshape(b, t, HEADS, HEAD_DIM).transpose(1, 2)
         v = self.v(x).reshape(b, t, HEADS, HEAD_DIM).transpose(1, 2)
         s = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(HEAD_DIM))  # / 4
         o = s.softmax(dim=-1) @ v
-        return o.transpose(1, 2).reshape(b, t, DIM)
+        return o.transpose(1, 2).reshape(b, tq, DIM)
 
-    def forward(self, x):
-        x = x + self.proj(self.attn(self.ln1(x)))
+    def forward(self, x, cls_only=False):
+        h = self.ln1(x)
+        xq, hq = (x[:, :1], h[:, :1]) if cls_only else (x, h)
+        x = xq + self.proj(self.attn(hq, h))
         x = x + self.fc2(F.gelu(self.fc1(self.ln2(x))))  # exact (erf) GELU
         return x
 
@@ -88,8 +95,9 @@ class ExitHead(nn.Module):
 
 
 class ViTTiny(nn.Module):
-    def __init__(self, lora_rank=8):
+    def __init__(self, lora_rank=8, cls_last=False):
         super().__init__()
+        self.cls_last = cls_last
         self.patch = nn.Linear(PATCH * PATCH, DIM)
         self.cls = nn.Parameter(torch.empty(1, 1, DIM))
         self.pos = nn.Parameter(torch.empty(1, NPATCH + 1, DIM))
@@ -110,8 +118,8 @@ class ViTTiny(nn.Module):
         x = self.patch(self.patchify(img))
         x = torch.cat([self.cls.expand(b, -1, -1), x], dim=1) + self.pos
         outs = []
-        for blk, ex in zip(self.blocks, self.exits):
-            x = blk(x)
+        for i, (blk, ex) in enumerate(zip(self.blocks, self.exits)):
+            x = blk(x, self.cls_last and i == DEPTH - 1)
             outs.append(ex(x[:, 0]))
         return tuple(outs)
 
@@ -130,9 +138,9 @@ def set_mode(model, mode):
     return [p for p in model.parameters() if p.requires_grad]
 
 
-def export(path, batch):
+def export(path, batch, cls_last=False):
     torch.manual_seed(0)
-    model = ViTTiny().eval()
+    model = ViTTiny(cls_last=cls_last).eval()
     # give LoRA B non-zero values so the LoRA path is not trivially zero
     with torch.no_grad():
         for blk in model.blocks:
@@ -170,29 +178,29 @@ def bench(iters, threads):
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     res = {'torch': torch.__version__, 'threads': torch.get_num_threads(), 'iters': iters}
-    model = ViTTiny()
     x64, x1 = torch.randn(64, 1, IMG, IMG), torch.randn(1, 1, IMG, IMG)
     y64 = torch.randint(0, CLASSES, (64,))
+    for cls_last, tag in ((False, ''), (True, '_cls_last')):
+        model = ViTTiny(cls_last=cls_last)
+        model.eval()
+        with torch.no_grad():
+            res['forward_b64' + tag] = median_ms(lambda: model(x64), iters, 10)
+            res['forward_b1' + tag] = median_ms(lambda: model(x1), iters * 4, 20)
 
-    model.eval()
-    with torch.no_grad():
-        res['forward_b64'] = median_ms(lambda: model(x64), iters, 10)
-        res['forward_b1'] = median_ms(lambda: model(x1), iters * 4, 20)
+        for mode in ('lora', 'full'):
+            m = ViTTiny(cls_last=cls_last)
+            m.train()
+            params = set_mode(m, mode)
+            opt = torch.optim.AdamW(params, lr=1e-3)
 
-    for mode in ('lora', 'full'):
-        m = ViTTiny()
-        m.train()
-        params = set_mode(m, mode)
-        opt = torch.optim.AdamW(params, lr=1e-3)
+            def step():
+                opt.zero_grad(set_to_none=True)
+                loss = loss_fn(m(x64), y64)
+                loss.backward()
+                opt.step()
 
-        def step():
-            opt.zero_grad(set_to_none=True)
-            loss = loss_fn(m(x64), y64)
-            loss.backward()
-            opt.step()
-
-        res[f'{mode}_step_b64'] = median_ms(step, iters, 10)
-        res[f'{mode}_trainable_params'] = sum(p.numel() for p in params)
+            res[f'{mode}_step_b64{tag}'] = median_ms(step, iters, 10)
+            res[f'{mode}_trainable_params'] = sum(p.numel() for p in params)
     print(json.dumps(res))
 
 
@@ -203,9 +211,10 @@ def main():
     ap.add_argument('--bench', action='store_true')
     ap.add_argument('--iters', type=int, default=50)
     ap.add_argument('--threads', type=int, default=2)
+    ap.add_argument('--cls-last', action='store_true', help='export the last block for the CLS token only')
     a = ap.parse_args()
     if a.export:
-        export(a.export, a.batch)
+        export(a.export, a.batch, a.cls_last)
     if a.bench:
         bench(a.iters, a.threads)
     if not a.export and not a.bench:
