@@ -855,10 +855,13 @@ defineOp({
 });
 
 /**
- * Exact GELU followed by a linear map, y = gelu(x)·W + c (W [d, o], c [o]): the MLP's second half. Emitted as
- * com.microsoft.Gelu, MatMul, Add; outputs [y, gelu(x)]. The VJP takes the ½ of gelu'(x) = ½·(2·gelu'(x)) into
- * the dx GEMM's alpha: nine element-wise passes instead of GeluFused's ten. (ONNX Sum for the derivative's three
- * terms measured slower than two Adds on onnxruntime 1.29.)
+ * Exact GELU followed by a linear map, y = gelu(x)·W + c (W [d, o], c [o]): the MLP's second half. Outputs
+ * [y, gelu(x), 1 + erf(t), t, 2·gelu(x)] with t = x/√2; the last three exist for the VJP. Emitted as
+ * com.microsoft.Gelu, MatMul, Add when nothing differentiates it (inference). In a training graph, where the VJP
+ * keeps t and 1 + erf(t), the forward is Mul, Erf, Add, Mul (x·(1 + erf(t)) = 2·gelu(x)) and a FusedMatMul with
+ * alpha ½, and the VJP needs six element-wise passes with no second Erf, the ½ of gelu'(x) going into the dx GEMM's
+ * alpha (GeluFused's VJP needs ten). Same bits as the fused kernel on onnxruntime 1.29's CPU provider.
+ * (ONNX Sum for the derivative's terms measured slower than Adds.)
  */
 defineOp({
   name: 'GeluLinear',
@@ -869,32 +872,49 @@ defineOp({
     if (x.rank < 2) throw new GraphError('GeluLinear', 'x must have rank >= 2');
     if (W.rank !== 2 || W.shape[0] !== d) throw new GraphError('GeluLinear', `weight must be [${d}, out], got [${W.shape.join(',')}]`);
     if (c.rank !== 1 || c.shape[0] !== W.shape[1]) throw new GraphError('GeluLinear', `bias must be [${W.shape[1]}]`);
-    return [{ shape: [...x.shape.slice(0, -1), W.shape[1]], dtype: dt }, { shape: x.shape, dtype: dt }];
+    const same = { shape: x.shape, dtype: dt };
+    return [{ shape: [...x.shape.slice(0, -1), W.shape[1]], dtype: dt }, same, same, same, same];
   },
   emit: (e, n) => {
     const [x, W, c] = n.inputs.map((t) => e.name(t));
-    const [y, aOut] = n.outputs;
+    const [y, aOut, e1Out, tOut, a2Out] = n.outputs;
     const a = e.isLive(aOut) ? e.name(aOut) : e.temp();
-    const t = e.temp();
-    e.node('Gelu', [x], [a], {}, 'com.microsoft');
-    e.node('MatMul', [a, W], [t]);
-    e.node('Add', [t, c], [e.name(y)]);
+    const yt = e.temp();
+    if (![e1Out, tOut, a2Out].some((o) => e.isLive(o))) {
+      // Inference: onnxruntime's fused exact Gelu.
+      e.node('Gelu', [x], [a], {}, 'com.microsoft');
+      e.node('MatMul', [a, W], [yt]);
+    } else {
+      // Training: 2·gelu(x) = x·(1 + erf(t)), t = x/√2, keeping t and 1 + erf(t) for the VJP; the ½ goes into the GEMM.
+      const dt = n.inputs[0].dtype as 'float32' | 'float64';
+      const live = (o: Tensor): string => (e.isLive(o) ? e.name(o) : e.temp());
+      const [t, e1, er, a2] = [live(tOut), live(e1Out), e.temp(), live(a2Out)];
+      e.node('Mul', [x, e.scalar(Math.SQRT1_2, dt)], [t]);
+      e.node('Erf', [t], [er]);
+      e.node('Add', [er, e.scalar(1, dt)], [e1]);
+      e.node('Mul', [x, e1], [a2]);
+      e.node('FusedMatMul', [a2, W], [yt], { alpha: 0.5, transA: 0, transB: 0 }, 'com.microsoft');
+      if (e.isLive(aOut)) e.node('Mul', [a2, e.scalar(0.5, dt)], [a]);
+    }
+    e.node('Add', [yt, c], [e.name(y)]);
   },
-  vjp: (n, [gy, ga], needs) => {
-    const [x, W, c] = n.inputs;
-    const a = n.outputs[1];
+  vjp: (n, [gy, ga, ge1, gt, ga2], needs) => {
+    if (ge1 || gt || ga2) throw new GraphError('GeluLinear', 'gradients through its saved terms are not supported');
+    const [x, W] = n.inputs;
+    const [, , e1, t, a2] = n.outputs;
     const lead = x.shape.slice(0, -1).map((_, i) => i);
     let gx: Tensor | null = null;
     if (needs[0] && (gy || ga)) {
-      // ½·(dy·Wᵀ) (+ ½·da when gelu(x) is also used elsewhere), times 2·gelu'(x).
+      // ½·(dy·Wᵀ) (+ ½·da when gelu(x) is also used elsewhere), times 2·gelu'(x) = (1 + erf(t)) + 2x·φ(x), from
+      // the forward's t and 1 + erf(t): six element-wise passes, Erf not recomputed.
       const half = x.graph.scalar(0.5, x.dtype);
       let gh = gy ? reshape(matmulT(flatRows(gy), W, { transB: true, alpha: 0.5 }), x.shape) : null;
       if (ga) gh = gh ? add(gh, mul(ga, half)) : mul(ga, half);
-      gx = mul(gh!, twiceGeluDerivative(x));
+      gx = mul(gh!, add(e1, twoXPdf(x, t)));
     }
     return [
       gx,
-      needs[1] && gy ? weightGrad(a, gy) : null,
+      needs[1] && gy ? weightGrad(a2, gy, 0.5) : null,
       needs[2] && gy ? reduceSum(gy, lead, false) : null,
     ];
   },
@@ -1047,26 +1067,27 @@ defineOp({
  * chunks. At batch 64 on vit-tiny (3,200 rows) this took the LoRA step 1.3 ms and the full step 2 ms faster than
  * one [d, 3200] x [3200, o] GEMM (interleaved A/B).
  */
-function weightGrad(x: Tensor, g: Tensor): Tensor {
+function weightGrad(x: Tensor, g: Tensor, alpha = 1): Tensor {
   const d = x.shape[x.rank - 1];
   const o = g.shape[g.rank - 1];
   const rows = shapeSize(x.shape) / d;
   const parts = [4, 2].find((p) => rows % p === 0 && rows / p >= 512);
-  if (parts) return reduceSum(matmulT(reshape(x, [parts, rows / parts, d]), reshape(g, [parts, rows / parts, o]), { transA: true }), [0], false);
-  return matmulT(reshape(x, [rows, d]), reshape(g, [rows, o]), { transA: true });
+  if (parts) return reduceSum(matmulT(reshape(x, [parts, rows / parts, d]), reshape(g, [parts, rows / parts, o]), { transA: true, alpha }), [0], false);
+  return matmulT(reshape(x, [rows, d]), reshape(g, [rows, o]), { transA: true, alpha });
 }
 
 /**
- * 2·gelu'(x) = 1 + erf(t) + 2x·φ(x) with t = x/√2 and 2x·φ(x) = x·exp(ln(2/√(2π)) − t²), the constant folded into
- * the exponent: eight element-wise ops. Uses Mul by 1/√2 (the composed forward uses Div) so that CSE cannot merge
- * it into the forward chain and break ORT's Gelu fusion.
+ * 2·gelu'(x) = 1 + erf(t) + 2x·φ(x) with t = x/√2: eight element-wise ops. Uses Mul by 1/√2 (the composed forward
+ * uses Div) so that CSE cannot merge it into the forward chain and break ORT's Gelu fusion.
  */
 function twiceGeluDerivative(x: Tensor): Tensor {
-  const gr = x.graph;
-  const dt = x.dtype;
-  const t = mul(x, gr.scalar(Math.SQRT1_2, dt));
-  const twoXpdf = mul(x, exp(sub(gr.scalar(0.5 * Math.log(2 / Math.PI), dt), mul(t, t))));
-  return add(add(erf(t), gr.scalar(1, dt)), twoXpdf);
+  const t = mul(x, x.graph.scalar(Math.SQRT1_2, x.dtype));
+  return add(add(erf(t), x.graph.scalar(1, x.dtype)), twoXPdf(x, t));
+}
+
+/** 2x·φ(x) = x·exp(ln(2/√(2π)) − t²) for t = x/√2, the constant folded into the exponent. */
+function twoXPdf(x: Tensor, t: Tensor): Tensor {
+  return mul(x, exp(sub(x.graph.scalar(0.5 * Math.log(2 / Math.PI), x.dtype), mul(t, t))));
 }
 
 /** [..., d] -> [rows, d]. */

@@ -129,15 +129,27 @@ test('fused LayerNorm and Gelu equal their composed forms', async (t) => {
   g.output(G.layerNormC(x, w, b), 'ln_c');
   g.output(G.geluFused(x), 'gelu_fused');
   g.output(G.gelu(x), 'gelu_composed');
+  // GeluLinear's two forward emissions: fused Gelu when nothing differentiates it, the Erf chain when its VJP
+  // keeps 1 + erf(x/√2); both against gelu(x)·W + c composed from primitives.
+  const W = g.constant(Array.from({ length: 16 * 3 }, (_, i) => Math.cos(i) / 4), [16, 3], 'float32');
+  const c = g.constant([0.1, -0.2, 0.3], [3], 'float32');
+  g.output(G.geluLinear(x, W, c), 'gl_infer');
+  const xt = g.input('xt', [4, 16]);
+  const ylTrain = G.geluLinear(xt, W, c);
+  g.output(ylTrain, 'gl_train');
+  g.output(G.grad(G.sumAll(G.mul(ylTrain, ylTrain)), [xt])[0], 'gl_train_dx');
+  g.output(G.add(G.matmul(G.gelu(x), W), c), 'gl_composed');
   const s = await Session.create(G.exportOnnx(g), { threads: 1 });
   const data = Float32Array.from({ length: 64 }, (_, i) => Math.sin(i) * 2);
   const wd = Float32Array.from({ length: 16 }, (_, i) => 1 + i / 16);
   const bd = Float32Array.from({ length: 16 }, (_, i) => i / 32);
-  const out = await s.run({ x: { data, dims: [4, 16] }, w: { data: wd, dims: [16] }, b: { data: bd, dims: [16] } });
+  const out = await s.run({ x: { data, dims: [4, 16] }, xt: { data, dims: [4, 16] }, w: { data: wd, dims: [16] }, b: { data: bd, dims: [16] } });
   const maxDiff = (a: string, c: string): number => Math.max(...Array.from(out[a] as Float32Array, (v, i) => Math.abs(v - (out[c] as Float32Array)[i])));
   t.true(maxDiff('ln_fused', 'ln_composed') < 1e-4);
   t.true(maxDiff('ln_c', 'ln_composed') < 1e-5);
   t.true(maxDiff('gelu_fused', 'gelu_composed') < 1e-5);
+  t.true(maxDiff('gl_infer', 'gl_composed') < 1e-5);
+  t.true(maxDiff('gl_train', 'gl_composed') < 1e-5);
 });
 
 test('StopGradient: d/dx [x * stopGradient(x)] = x, not 2x', async (t) => {
