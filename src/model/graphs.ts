@@ -20,6 +20,8 @@ export interface GraphSpec {
   fusedGelu?: boolean;
   /** Attention core as one composite with a leaner VJP (default true; see ForwardOptions.fusedAttention). */
   fusedAttention?: boolean;
+  /** ONNX LayerNormalization instead of the composite (default false; see ForwardOptions.fusedLayerNorm). */
+  fusedLayerNorm?: boolean;
 }
 
 export interface TrainGraphSpec extends GraphSpec {
@@ -95,7 +97,7 @@ export function buildTrainGraph(spec: TrainGraphSpec): BuiltGraph {
   const labels = g.input(LABELS, [spec.batch], 'int64');
   const param = paramSource(g, spec);
   const trainTensors = spec.trainable.map((s) => param(s.name));
-  const { logits, embeddings } = vitForward(spec.cfg, images, param, { lora: spec.lora, fusedGelu: spec.fusedGelu, fusedAttention: spec.fusedAttention });
+  const { logits, embeddings } = vitForward(spec.cfg, images, param, { lora: spec.lora, fusedGelu: spec.fusedGelu, fusedAttention: spec.fusedAttention, fusedLayerNorm: spec.fusedLayerNorm });
   const E = logits.length;
   const bias = spec.logitAdjust ? g.input(LOGIT_BIAS, [spec.cfg.classes]) : null;
   const adjusted = (z: Tensor): Tensor => (bias ? G.add(z, bias) : z);
@@ -142,7 +144,7 @@ export function buildInferGraph(spec: InferGraphSpec): BuiltGraph {
   const images = imagesInput(g, spec);
   const param = paramSource(g, spec);
   for (const s of spec.trainable) param(s.name);
-  const { logits, embeddings } = vitForward(spec.cfg, images, param, { lora: spec.lora, fusedGelu: spec.fusedGelu, fusedAttention: spec.fusedAttention, blocks: spec.blocks });
+  const { logits, embeddings } = vitForward(spec.cfg, images, param, { lora: spec.lora, fusedGelu: spec.fusedGelu, fusedAttention: spec.fusedAttention, fusedLayerNorm: spec.fusedLayerNorm, blocks: spec.blocks });
   logits.forEach((l, e) => g.output(l, logitsName(e)));
   embeddings.forEach((z, e) => g.output(z, embeddingName(e)));
   return { onnx: G.exportOnnx(g, { name: 'fmfl-vit-infer' }), params: spec.trainable.map((s) => s.name), nodes: g.nodes.length };

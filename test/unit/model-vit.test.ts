@@ -23,7 +23,9 @@ function feedsFor(specs: { name: string; shape: number[] }[], w: Weights): Recor
   return Object.fromEntries(specs.map((s) => [s.name, { data: w.get(s.name)!, dims: s.shape }]));
 }
 
-async function trainSetup(set: TrainableSet, protoWeight = 0) {
+type OpForms = { fusedGelu?: boolean; fusedAttention?: boolean; fusedLayerNorm?: boolean };
+
+async function trainSetup(set: TrainableSet, protoWeight = 0, forms: OpForms = {}) {
   const all = initWeights([...backboneSpecs(TINY), ...exitSpecs(TINY), ...loraSpecs(TINY, LORA)], 3);
   // Non-zero LoRA B so that A receives a gradient.
   for (const s of loraSpecs(TINY, LORA)) if (s.name.endsWith('lora_b')) all.get(s.name)!.forEach((_, i, a) => (a[i] = Math.sin(i + 1) * 0.3));
@@ -31,7 +33,7 @@ async function trainSetup(set: TrainableSet, protoWeight = 0) {
   const specs = trainableSpecs(TINY, set, lora);
   const names = new Set(specs.map((s) => s.name));
   const frozen = new Map([...all].filter(([k]) => !names.has(k)));
-  const g = buildTrainGraph({ cfg: TINY, lora, trainable: specs, frozen, batch: B, protoWeight });
+  const g = buildTrainGraph({ cfg: TINY, lora, trainable: specs, frozen, batch: B, protoWeight, ...forms });
   const s = await Session.create(g.onnx, { threads: 1 });
   const feeds = feedsFor(specs, all);
   feeds[IMAGES] = { data: randomImages(5), dims: [B, 1, 8, 8] };
@@ -71,6 +73,29 @@ for (const [set, pw] of [['lora+heads', 0], ['heads', 0], ['all', 0], ['lora+hea
     }
     t.true(nonTrivial >= specs.length / 2, 'most tensors get a non-trivial gradient');
     await s.release();
+  });
+}
+
+// The default graph uses the composites (LayerNormLinear, GeluLinear, Attention) and a CLS-only last block; each
+// alternative form differentiates plainer ops. All must give the same loss and gradients.
+for (const set of ['lora+heads', 'all'] as const) {
+  test(`every op form gives the same loss and gradients (${set})`, async (t) => {
+    const ref = await trainSetup(set);
+    const want = await ref.s.run(ref.feeds);
+    const forms: [string, OpForms][] = [['composed GELU', { fusedGelu: false }], ['unfused attention', { fusedAttention: false }], ['ONNX LayerNormalization', { fusedLayerNorm: true }]];
+    for (const [label, f] of forms) {
+      const alt = await trainSetup(set, 0, f);
+      const got = await alt.s.run(alt.feeds);
+      for (const name of ['loss', ...ref.specs.map((s) => gradName(s.name))]) {
+        const a = want[name] as Float32Array;
+        const b = got[name] as Float32Array;
+        const scale = Math.max(1e-3, ...Array.from(a, Math.abs));
+        const worst = Math.max(...Array.from(a, (v, i) => Math.abs(v - b[i])));
+        t.true(worst <= 1e-4 * scale, `${label}: ${name} differs by ${worst} (scale ${scale})`);
+      }
+      await alt.s.release();
+    }
+    await ref.s.release();
   });
 }
 
