@@ -247,9 +247,9 @@ function ops(cfg: VitConfig, gr: G.Graph, param: ParamSource, opts: ForwardOptio
     const a = ln(x, norm);
     return maps.map(([name, target]) => lin(a, name, target));
   };
-  // Default: ORT's fused exact Gelu and the following map as one 'GeluLinear' composite, whose closed-form VJP
-  // needs only x and folds GELU's ½ into the dx GEMM. The Erf composition (fusedGelu: false) forward is the same
-  // kernel after ORT's fusion, but its autodiff backward holds the chain's intermediates.
+  // Default: exact GELU and the following map as one 'GeluLinear' composite (ORT's fused Gelu kernel in inference
+  // graphs), whose closed-form VJP reuses the forward's erf and folds GELU's ½ into the dx GEMM. The Erf composition
+  // (fusedGelu: false) is differentiated op by op.
   const actLin = (x: Tensor, name: string, target?: LoraTarget): Tensor =>
     opts.fusedGelu ?? true ? G.geluLinear(x, weight(name, target), param(`${name}.bias`)) : lin(G.gelu(x), name, target);
   return { lin, ln, lnLin, actLin };
