@@ -868,6 +868,7 @@ defineOp({
   infer: (ins) => {
     const [x, W, c] = ins;
     const dt = sameFloat('GeluLinear', ins);
+    if (dt !== 'float32') throw new GraphError('GeluLinear', "float32 only (onnxruntime's CPU Gelu and Erf kernels); use gelu for float64");
     const d = x.shape[x.rank - 1];
     if (x.rank < 2) throw new GraphError('GeluLinear', 'x must have rank >= 2');
     if (W.rank !== 2 || W.shape[0] !== d) throw new GraphError('GeluLinear', `weight must be [${d}, out], got [${W.shape.join(',')}]`);
