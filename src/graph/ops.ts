@@ -808,11 +808,7 @@ defineOp({
     const dt = sameFloat('LayerNorm', ins);
     // onnxruntime's CPU LayerNormalization keeps its statistics in float32 (stash_type 1) and has no float64 kernel.
     if (dt !== 'float32') throw new GraphError('LayerNorm', 'the fused op is float32 only; use layerNormComposed for float64');
-    const d = x.shape[x.rank - 1];
-    if (w.rank !== 1 || w.shape[0] !== d || b.rank !== 1 || b.shape[0] !== d) {
-      throw new GraphError('LayerNorm', `scale and bias must be [${d}]`);
-    }
-    if (typeof attrs.epsilon !== 'number' || !(attrs.epsilon > 0)) throw new GraphError('LayerNorm', 'epsilon must be > 0');
+    checkLayerNormParams('LayerNorm', x, w, b, attrs);
     const statShape = [...x.shape.slice(0, -1), 1];
     return [
       { shape: x.shape, dtype: dt },
@@ -933,9 +929,7 @@ defineOp({
   infer: (ins, attrs) => {
     const [x, w, b] = ins;
     const dt = sameFloat('LayerNormC', ins);
-    const d = x.shape[x.rank - 1];
-    if (w.rank !== 1 || w.shape[0] !== d || b.rank !== 1 || b.shape[0] !== d) throw new GraphError('LayerNormC', `scale and bias must be [${d}]`);
-    if (typeof attrs.epsilon !== 'number' || !(attrs.epsilon > 0)) throw new GraphError('LayerNormC', 'epsilon must be > 0');
+    checkLayerNormParams('LayerNormC', x, w, b, attrs);
     const statShape = [...x.shape.slice(0, -1), 1];
     return [{ shape: x.shape, dtype: dt }, { shape: x.shape, dtype: dt }, { shape: statShape, dtype: dt }];
   },
@@ -949,6 +943,13 @@ defineOp({
     return g === null ? [null, null, null] : layerNormVjp(x, w, b, xh, std, g, needs);
   },
 });
+
+/** The checks every LayerNorm form makes: scale and bias [d] for x [..., d], epsilon > 0. */
+function checkLayerNormParams(op: string, x: Tensor, w: Tensor, b: Tensor, attrs: Attrs): void {
+  const d = x.shape[x.rank - 1];
+  if (w.rank !== 1 || w.shape[0] !== d || b.rank !== 1 || b.shape[0] !== d) throw new GraphError(op, `scale and bias must be [${d}]`);
+  if (typeof attrs.epsilon !== 'number' || !(attrs.epsilon > 0)) throw new GraphError(op, 'epsilon must be > 0');
+}
 
 /** LayerNormC's ONNX chain; writes y, and xh and std where they are live (else temporaries). */
 function emitLayerNormChain(e: Emitter, xT: Tensor, wT: Tensor, bT: Tensor, epsilon: number, y: string, xhOut: Tensor, stdOut: Tensor): void {
@@ -1006,8 +1007,7 @@ defineOp({
     const k = attrs.count as number;
     if (!Number.isInteger(k) || k < 1 || ins.length !== 3 + 2 * k) throw new GraphError('LayerNormLinear', 'needs x, w, b and count (weight, bias) pairs');
     if (x.rank < 2) throw new GraphError('LayerNormLinear', 'x must have rank >= 2');
-    if (w.rank !== 1 || w.shape[0] !== d || b.rank !== 1 || b.shape[0] !== d) throw new GraphError('LayerNormLinear', `scale and bias must be [${d}]`);
-    if (typeof attrs.epsilon !== 'number' || !(attrs.epsilon > 0)) throw new GraphError('LayerNormLinear', 'epsilon must be > 0');
+    checkLayerNormParams('LayerNormLinear', x, w, b, attrs);
     const ys: TypeInfo[] = [];
     for (let j = 0; j < k; j++) {
       const W = ins[3 + 2 * j];
