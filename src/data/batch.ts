@@ -1,12 +1,43 @@
-import { DatasetError, IMAGE_PIXELS, type Dataset } from './types.ts';
+import { DatasetError, type Dataset } from './types.ts';
 
-/** Normalization mean and std applied after scaling pixels to [0, 1]: x' = (x / 255 - 0.5) / 0.5, in [-1, 1]. */
+/**
+ * The bundled backbones' normalisation, applied after scaling pixels to [0, 1]: x' = (x / 255 - 0.5) / 0.5, in
+ * [-1, 1]. Other backbones carry their own per-channel mean and std in their manifest's input spec.
+ */
 export const PIXEL_MEAN = 0.5;
 /** See {@link PIXEL_MEAN}. */
 export const PIXEL_STD = 0.5;
 
-const LUT = new Float32Array(256);
-for (let v = 0; v < 256; v++) LUT[v] = (v / 255 - PIXEL_MEAN) / PIXEL_STD;
+/** Per-channel normalisation: mean and std in [0, 1] units, one per channel. */
+export interface Normalization {
+  readonly mean: readonly number[];
+  readonly std: readonly number[];
+}
+
+const DEFAULT_NORM: Normalization = { mean: [PIXEL_MEAN], std: [PIXEL_STD] };
+const lutCache = new Map<string, Float32Array[]>();
+
+/** One 256-entry lookup table per channel, (v / 255 - mean[c]) / std[c] (cached by value). */
+export function normalizationTables(norm: Normalization, channels: number): Float32Array[] {
+  const key = `${channels}|${norm.mean.join(',')}|${norm.std.join(',')}`;
+  let luts = lutCache.get(key);
+  if (luts) return luts;
+  if (norm.mean.length !== norm.std.length || (norm.mean.length !== 1 && norm.mean.length !== channels)) {
+    throw new DatasetError(`normalisation has ${norm.mean.length} means and ${norm.std.length} stds for ${channels} channels`);
+  }
+  luts = [];
+  for (let c = 0; c < channels; c++) {
+    const m = norm.mean[norm.mean.length === 1 ? 0 : c];
+    const s = norm.std[norm.std.length === 1 ? 0 : c];
+    if (!(Number.isFinite(m) && s > 0 && Number.isFinite(s))) throw new DatasetError(`normalisation of channel ${c}: mean ${m}, std ${s} (std must be > 0)`);
+    const lut = new Float32Array(256);
+    for (let v = 0; v < 256; v++) lut[v] = (v / 255 - m) / s;
+    luts.push(lut);
+  }
+  if (lutCache.size > 64) lutCache.clear();
+  lutCache.set(key, luts);
+  return luts;
+}
 
 function checkOut<T extends { length: number; subarray(a: number, b: number): T }>(out: T, need: number, what: string): T {
   if (out.length < need) throw new DatasetError(`${what} buffer holds ${out.length} elements, the batch needs ${need}`);
@@ -18,25 +49,31 @@ function checkIndex(ds: Dataset, j: number): void {
 }
 
 /**
- * Gather images `indices` of `ds` into a float32 batch laid out as [B, 1, 28, 28] (row-major image),
- * normalized as (pixel / 255 - 0.5) / 0.5 (so 0 → -1, 255 → 1) through a 256-entry lookup table.
- * Writes into `out` when given (it must hold at least B*784 floats; a longer buffer yields a view of its
- * first B*784), otherwise allocates. Runs every train step: no allocation when `out` is passed with the
- * exact size.
+ * Gather images `indices` of `ds` into a float32 batch laid out as [B, C, H, W] (the dataset's planar layout),
+ * normalised per channel as (pixel / 255 - mean[c]) / std[c] through 256-entry lookup tables (default: mean 0.5,
+ * std 0.5, so 0 → -1 and 255 → 1). Writes into `out` when given (it must hold at least B*C*H*W floats; a longer
+ * buffer yields a view of its first B*C*H*W), otherwise allocates. Runs every train step: no allocation when `out`
+ * is passed with the exact size.
  * @throws DatasetError on an out-of-range index or a too small `out`.
  */
-export function toFloatBatch(ds: Dataset, indices: ArrayLike<number>, out?: Float32Array): Float32Array {
+export function toFloatBatch(ds: Dataset, indices: ArrayLike<number>, out?: Float32Array, norm: Normalization = DEFAULT_NORM): Float32Array {
   const b = indices.length;
-  const need = b * IMAGE_PIXELS;
+  const plane = ds.height * ds.width;
+  const P = ds.channels * plane;
+  const need = b * P;
   const dst = out ? checkOut(out, need, 'output') : new Float32Array(need);
   const src = ds.images;
+  const luts = normalizationTables(norm, ds.channels);
   for (let i = 0; i < b; i++) {
     const j = indices[i];
     checkIndex(ds, j);
-    let s = j * IMAGE_PIXELS;
-    let d = i * IMAGE_PIXELS;
-    const end = d + IMAGE_PIXELS;
-    while (d < end) dst[d++] = LUT[src[s++]];
+    let s = j * P;
+    let d = i * P;
+    for (let c = 0; c < ds.channels; c++) {
+      const lut = luts[c];
+      const end = d + plane;
+      while (d < end) dst[d++] = lut[src[s++]];
+    }
   }
   return dst;
 }

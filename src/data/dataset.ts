@@ -6,8 +6,10 @@ import { parseSource, sourceInfo, type RawSplit } from './sources.ts';
 import {
   DATASET_NAMES,
   DatasetError,
-  IMAGE_PIXELS,
+  FASHION_MNIST_CLASSES,
   IMAGE_SIZE,
+  MAX_CLASSES,
+  MNIST_CLASSES,
   NUM_CLASSES,
   SPLITS,
   type Dataset,
@@ -38,7 +40,30 @@ function assertSplit(split: unknown): asserts split is Split {
 }
 
 function makeDataset(name: DatasetName, split: Split, images: Uint8Array, labels: Uint8Array): Dataset {
-  return { name, split, n: labels.length, images, labels, numClasses: NUM_CLASSES, height: IMAGE_SIZE, width: IMAGE_SIZE };
+  const classNames = name === 'fashion-mnist' ? FASHION_MNIST_CLASSES : MNIST_CLASSES;
+  return { name, split, n: labels.length, images, labels, numClasses: NUM_CLASSES, classNames, height: IMAGE_SIZE, width: IMAGE_SIZE, channels: 1 };
+}
+
+/**
+ * A {@link Dataset} over images already in memory (planar CHW uint8, `channels` x `size` x `size` each) and labels
+ * indexing `classNames`. Checks lengths and label ranges.
+ * @throws DatasetError when they do not fit together.
+ */
+export function datasetOf(o: {
+  name: string; split: Split; images: Uint8Array; labels: Uint8Array; classNames: readonly string[]; size: number; channels: number;
+}): Dataset {
+  const k = o.classNames.length;
+  if (k < 1 || k > MAX_CLASSES) throw new DatasetError(`a dataset needs 1..${MAX_CLASSES} classes, got ${k}`);
+  const per = o.channels * o.size * o.size;
+  const n = o.labels.length;
+  if (o.images.length !== n * per) throw new DatasetError(`${o.name}/${o.split}: images hold ${o.images.length} bytes, ${n} images of ${o.channels}x${o.size}x${o.size} need ${n * per}`);
+  for (let i = 0; i < n; i++) if (o.labels[i] >= k) throw new DatasetError(`${o.name}/${o.split}: label ${o.labels[i]} of image ${i} is outside the ${k} classes`);
+  return { name: o.name, split: o.split, n, images: o.images, labels: o.labels, numClasses: k, classNames: o.classNames, height: o.size, width: o.size, channels: o.channels };
+}
+
+/** Values per image of a dataset (channels x height x width). */
+export function imageLength(ds: Pick<Dataset, 'channels' | 'height' | 'width'>): number {
+  return ds.channels * ds.height * ds.width;
 }
 
 async function tryReadCache(path: string, name: DatasetName, split: Split): Promise<{ ds?: Dataset; reason: string }> {
@@ -121,15 +146,16 @@ async function buildCache(
  */
 export function subsetDataset(ds: Dataset, indices: ArrayLike<number>): Dataset {
   const m = indices.length;
-  const images = new Uint8Array(m * IMAGE_PIXELS);
+  const P = imageLength(ds);
+  const images = new Uint8Array(m * P);
   const labels = new Uint8Array(m);
   for (let i = 0; i < m; i++) {
     const j = indices[i];
     if (!(j >= 0 && j < ds.n) || (j >>> 0) !== j) throw new DatasetError(`index ${String(j)} out of range 0..${ds.n - 1}`);
-    images.set(ds.images.subarray(j * IMAGE_PIXELS, (j + 1) * IMAGE_PIXELS), i * IMAGE_PIXELS);
+    images.set(ds.images.subarray(j * P, (j + 1) * P), i * P);
     labels[i] = ds.labels[j];
   }
-  return makeDataset(ds.name, ds.split, images, labels);
+  return { ...ds, n: m, images, labels };
 }
 
 /**

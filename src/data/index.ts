@@ -1,10 +1,14 @@
-export { DATASET_NAMES, SPLITS, IMAGE_SIZE, IMAGE_PIXELS, NUM_CLASSES, DatasetError } from './types.ts';
-export type { Dataset, DatasetName, Split } from './types.ts';
-export { loadDataset, subsetDataset, balancedIndices } from './dataset.ts';
+export {
+  DATASET_NAMES, SPLITS, IMAGE_SIZE, IMAGE_PIXELS, NUM_CLASSES, FASHION_MNIST_CLASSES, MNIST_CLASSES, MNIST_INPUT, CHANNEL_COUNTS,
+  MIN_IMAGE_SIZE, MAX_IMAGE_SIZE, MAX_CLASSES, DatasetError, pixelsPerImage,
+} from './types.ts';
+export type { Dataset, DatasetName, Split, InputSpec } from './types.ts';
+export { loadDataset, subsetDataset, balancedIndices, datasetOf, imageLength } from './dataset.ts';
 export type { LoadDatasetOptions } from './dataset.ts';
 export { defaultCacheDir, cachePath, DATASET_CACHE_VERSION } from './cache.ts';
 export { FASHION_TEST_PER_CLASS, MNIST_TEST_PER_CLASS } from './sources.ts';
-export { toFloatBatch, toLabelBatch, toLabelBatchInt64, toOneHotBatch, PIXEL_MEAN, PIXEL_STD } from './batch.ts';
+export { toFloatBatch, toLabelBatch, toLabelBatchInt64, toOneHotBatch, normalizationTables, PIXEL_MEAN, PIXEL_STD } from './batch.ts';
+export type { Normalization } from './batch.ts';
 export {
   partitionIid,
   partitionDirichlet,
@@ -17,3 +21,5 @@ export {
   DEFAULT_DIRICHLET_RETRIES,
 } from './partition.ts';
 export type { Partition, DirichletOptions, ShardSpec, ShardOptions } from './partition.ts';
+export { DATA_SOURCES, resolveDataSource, loadData, labelMap, channelStats } from './registry.ts';
+export type { DataSource, DataRequest, LoadedData, SkippedFiles } from './registry.ts';

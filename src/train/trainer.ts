@@ -6,7 +6,7 @@
 import { buildInferGraph, buildTrainGraph, embeddingName, gradName, logitsName, IMAGES, LABELS, LOGIT_BIAS, PROTOTYPES, PROTO_MASK } from '../model/graphs.ts';
 import { backboneSpecs, exitSpecs, initWeights, loraSpecs, trainableSpecs, type LoraConfig, type ParamSpec, type TrainableSet, type VitConfig, type Weights } from '../model/vit.ts';
 import { Session, type ExecutionProvider, type FeedValue } from '../runtime/index.ts';
-import { toFloatBatch, type Dataset } from '../data/index.ts';
+import { toFloatBatch, type Dataset, type Normalization } from '../data/index.ts';
 import { AdamW, SGD, type Optimizer, type OptimizerState } from './optim.ts';
 import { ConfigError, FmflError } from '../util/errors.ts';
 import { Rng } from '../util/rng.ts';
@@ -39,6 +39,8 @@ export interface TrainerOptions {
   fusedGelu?: boolean;
   /** Clip gradients to this global L2 norm (off by default). */
   clipNorm?: number;
+  /** Per-channel input normalisation (the backbone's input spec; default mean 0.5, std 0.5). */
+  norm?: Normalization;
   logger?: Logger;
 }
 
@@ -86,6 +88,8 @@ export class Trainer {
   private readonly evalSession: Session;
   private readonly rng: Rng;
   private readonly xBuf: Float32Array;
+  /** Input normalisation (undefined: the bundled backbones' mean 0.5, std 0.5). */
+  private norm: Normalization | undefined;
   private readonly yBuf: BigInt64Array;
   private readonly xEval: Float32Array;
   private prototypes: { protos: Float32Array; mask: Float32Array } | null = null;
@@ -96,7 +100,9 @@ export class Trainer {
   private constructor(o: {
     cfg: VitConfig; lora: LoraConfig | null; set: TrainableSet; batch: number; evalBatch: number; params: Weights; specs: ParamSpec[];
     frozen: Weights; optimizer: Optimizer; train: Session; evalS: Session; seed: number; protoWeight: number; logitAdjust: boolean;
+    norm?: Normalization;
   }) {
+    if (o.norm) this.norm = o.norm;
     this.cfg = o.cfg;
     this.lora = o.lora;
     this.trainableSet = o.set;
@@ -159,7 +165,7 @@ export class Trainer {
       oc.kind === 'adamw'
         ? new AdamW(params, { lr: oc.lr, weightDecay: oc.weightDecay ?? 0.01, betas: oc.betas, ...clip })
         : new SGD(params, { lr: oc.lr, momentum: oc.momentum ?? 0.9, weightDecay: oc.weightDecay ?? 0, nesterov: oc.nesterov, ...clip });
-    return new Trainer({ cfg, lora, set, batch, evalBatch, params, specs, frozen, optimizer, train, evalS, seed, protoWeight, logitAdjust: !!opts.logitAdjust });
+    return new Trainer({ cfg, lora, set, batch, evalBatch, params, specs, frozen, optimizer, train, evalS, seed, protoWeight, logitAdjust: !!opts.logitAdjust, norm: opts.norm });
   }
 
   /** Global prototypes for the prototype term: [exits, classes, dim] and a [exits, classes] validity mask. */
@@ -189,13 +195,23 @@ export class Trainer {
     return feeds;
   }
 
+  /** A dataset whose images or labels do not fit the model is a TrainingError that names both shapes. */
+  private checkDataset(ds: Dataset): void {
+    const c = this.cfg;
+    if (ds.channels !== c.channels || ds.height !== c.image || ds.width !== c.image) {
+      throw new TrainingError(`dataset ${ds.name} holds ${ds.channels}x${ds.height}x${ds.width} images, the model takes ${c.channels}x${c.image}x${c.image}`);
+    }
+    if (ds.numClasses > c.classes) throw new TrainingError(`dataset ${ds.name} has ${ds.numClasses} classes, the model's exits predict ${c.classes}`);
+  }
+
   /**
    * One optimizer step on the samples `indices` of `ds` (exactly `batch` of them). Returns the loss before the
    * update. Throws TrainingError (and leaves the weights untouched) if the loss or a gradient is not finite.
    */
   async step(ds: Dataset, indices: ArrayLike<number>): Promise<{ loss: number; lossCe: number }> {
     if (indices.length !== this.batch) throw new TrainingError(`step needs exactly ${this.batch} samples, got ${indices.length}`);
-    toFloatBatch(ds, indices, this.xBuf);
+    this.checkDataset(ds);
+    toFloatBatch(ds, indices, this.xBuf, this.norm);
     for (let i = 0; i < this.batch; i++) this.yBuf[i] = BigInt(ds.labels[indices[i]]);
     const feeds = this.paramFeeds();
     feeds[IMAGES] = { data: this.xBuf, dims: [this.batch, this.cfg.channels, this.cfg.image, this.cfg.image] };
@@ -252,6 +268,7 @@ export class Trainer {
 
   /** Run the inference graph over `indices` (all of `ds` by default), calling `visit` per batch. */
   private async forEachEvalBatch(ds: Dataset, indices: ArrayLike<number> | undefined, visit: (out: Record<string, ArrayLike<number>>, idx: ArrayLike<number>, valid: number) => void): Promise<void> {
+    this.checkDataset(ds);
     const idx = indices ?? Uint32Array.from({ length: ds.n }, (_, i) => i);
     const B = this.evalBatch;
     const feeds = this.paramFeeds();
@@ -259,7 +276,7 @@ export class Trainer {
     for (let start = 0; start < idx.length; start += B) {
       const valid = Math.min(B, idx.length - start);
       for (let i = 0; i < B; i++) chunk[i] = idx[start + Math.min(i, valid - 1)];
-      toFloatBatch(ds, chunk, this.xEval);
+      toFloatBatch(ds, chunk, this.xEval, this.norm);
       feeds[IMAGES] = { data: this.xEval, dims: [B, this.cfg.channels, this.cfg.image, this.cfg.image] };
       const out = await this.evalSession.run(feeds);
       visit(out as Record<string, ArrayLike<number>>, chunk, valid);

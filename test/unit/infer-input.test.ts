@@ -3,7 +3,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { decodePng, normalizeImages, parseInputBytes, parseJsonImages, pngToGrey } from '../../src/infer/input.ts';
 import { InferError } from '../../src/infer/errors.ts';
-import { toFloatBatch, type Dataset } from '../../src/data/index.ts';
+import { datasetOf, toFloatBatch } from '../../src/data/index.ts';
 
 const FIX = join(import.meta.dirname, '..', 'fixtures', 'infer');
 const read = async (f: string): Promise<Uint8Array> => new Uint8Array(await readFile(join(FIX, f)));
@@ -48,6 +48,6 @@ test('JSON inputs: one image, a list, {images}; bad shapes and values are refuse
 
 test('normalization matches the training batches (toFloatBatch)', (t) => {
   const img = Uint8Array.from({ length: 784 }, (_, i) => (i * 7) % 256);
-  const ds = { n: 1, images: img, labels: new Uint8Array(1) } as unknown as Dataset;
+  const ds = datasetOf({ name: 'one', split: 'test', images: img, labels: new Uint8Array(1), classNames: ['a'], size: 28, channels: 1 });
   t.deepEqual(Array.from(normalizeImages([img])), Array.from(toFloatBatch(ds, [0])));
 });
