@@ -1,6 +1,11 @@
 /**
- * Centralized fine-tuning of the embedded backbone on Fashion-MNIST (the training-engine issue's recipe):
+ * Centralized fine-tuning of a backbone on a data source (default: the embedded backbone on Fashion-MNIST, the
+ * training-engine issue's recipe):
  *   npm run finetune -- --set lora+heads|heads|all [--epochs 3] [--rank 8] [--alpha 16] [--targets q,k,v,proj,fc1,fc2]
+ *   npm run finetune -- --data ./photos --image-size 32 --channels 3 --model vit-tiny-32 [--classes a,b,c]
+ * `--data` takes a bundled dataset, a folder of <class>/<image> files or a CSV of path,label rows; `--model` picks
+ * the committed backbone of that architecture (or give `--backbone`); `--image-size` / `--channels` are checked
+ * against the backbone's input spec.
  * Defaults are the product's (strong backbone, LoRA on every projection). `--reference` runs the training-engine
  * issue's reference recipe (`--backbone vit-tiny-mnist --targets q,v --alpha 16 --schedule constant`).
  *                       [--lr 1e-3] [--wd 0.01] [--batch 64] [--seed 1] [--limit N] [--backbone NAME] [--json]
@@ -15,7 +20,12 @@ import { loadBackbone, DEFAULT_BACKBONE, REFERENCE_BACKBONE } from '../src/model
 import { LORA_TARGETS, TRAINABLE_SETS, backboneSpecs, type LoraTarget, type TrainableSet } from '../src/model/vit.ts';
 import { runRecipe } from '../src/train/recipes.ts';
 import { LR_SCHEDULES, type LrSchedule } from '../src/train/schedule.ts';
-import { loadDataset, balancedIndices } from '../src/data/index.ts';
+import { balancedIndices, loadData } from '../src/data/index.ts';
+import { findBackboneForModel } from '../src/model/backbone.ts';
+import { MODEL_PRESET_NAMES } from '../src/model/presets.ts';
+import { parseClassList } from '../src/cli/federate.ts';
+import { FmflError } from '../src/util/errors.ts';
+import { Rng } from '../src/util/rng.ts';
 import { saveModelCheckpoint, prototypesFromStats } from '../src/model/model-checkpoint.ts';
 import type { ExecutionProvider } from '../src/runtime/index.ts';
 
@@ -38,7 +48,13 @@ const o = new Command()
   .option('--batch <n>', 'batch size', '64')
   .option('--seed <n>', 'seed', '1')
   .option('--limit <n>', 'train on a random subset of this many samples')
-  .option('--dataset <name>', 'fashion-mnist | mnist', 'fashion-mnist')
+  .option('--data <ref>', 'fashion-mnist | mnist | <folder> | <file.csv>')
+  .option('--dataset <ref>', 'alias of --data')
+  .option('--classes <list|file>', "label set (comma-separated or a classes.txt); default: the data's own")
+  .option('--test-fraction <x>', 'share of each class held out for testing when the data has no test split', '0.2')
+  .option('--model <preset>', `architecture (${MODEL_PRESET_NAMES.join(', ')}): use the committed backbone of that architecture`)
+  .option('--image-size <n>', "expected input size (checked against the backbone's)")
+  .option('--channels <n>', "expected input channels (checked against the backbone's)")
   .option('--backbone <name>', `backbone name (default ${DEFAULT_BACKBONE})`)
   .option('--reference', `the training-engine issue's reference recipe: --backbone ${REFERENCE_BACKBONE} --targets q,v --alpha 16 --schedule constant`)
   .option('--backbone-dir <dir>', 'folder holding the backbone (default models/)')
@@ -57,6 +73,14 @@ if (o.reference) {
   o.alpha ??= '16';
 }
 o.alpha ??= '64';
+o.data ??= o.dataset ?? 'fashion-mnist';
+o.dataset = o.data;
+try {
+  if (o.model && !o.backbone) o.backbone = await findBackboneForModel(String(o.model), o.backboneDir ? String(o.backboneDir) : undefined);
+} catch (err) {
+  console.error(`finetune: ${(err as Error).message}`);
+  process.exit(2);
+}
 o.backbone ??= DEFAULT_BACKBONE;
 o.targets ??= LORA_TARGETS.join(',');
 o.schedule ??= PRODUCT_SCHEDULE;
@@ -76,11 +100,27 @@ for (const t of targets) {
     process.exit(2);
   }
 }
-const bb = await loadBackbone(String(o.backbone), o.backboneDir ? String(o.backboneDir) : undefined);
+let bb: Awaited<ReturnType<typeof loadBackbone>>;
+let data: Awaited<ReturnType<typeof loadData>>;
+try {
+  bb = await loadBackbone(String(o.backbone), o.backboneDir ? String(o.backboneDir) : undefined);
+  if ((o.imageSize && Number(o.imageSize) !== bb.input.size) || (o.channels && Number(o.channels) !== bb.input.channels)) {
+    throw new Error(`backbone ${bb.manifest.name} takes ${bb.input.channels}x${bb.input.size}x${bb.input.size} images; pick one of that input (--model / --backbone) or pretrain one (npm run pretrain -- --data <dir> --model <preset> --name <name>)`);
+  }
+  data = await loadData({
+    ref: String(o.data), input: { size: bb.input.size, channels: bb.input.channels }, classes: o.classes ? parseClassList(String(o.classes)) : undefined,
+    testFraction: Number(o.testFraction), seed: 42,
+  });
+} catch (err) {
+  console.error(`finetune: ${(err as Error).message}`);
+  process.exit(err instanceof FmflError || err instanceof Error ? 2 : 1);
+}
+if (data.skipped.count > 0) console.error(`skipped ${data.skipped.count} unreadable file(s), e.g. ${data.skipped.examples.map((e) => e.file).join(', ')}`);
+const cfg = { ...bb.cfg, classes: data.classes.length };
 const lora = set === 'lora+heads' ? { rank: Number(o.rank), alpha: Number(o.alpha), targets } : null;
 const bar = stepBar(set);
 const res = await runRecipe({
-  cfg: bb.cfg, weights: bb.weights, dataset: String(o.dataset) as 'fashion-mnist', trainableSet: set, lora,
+  cfg, weights: bb.weights, dataset: { train: data.train, test: data.test }, norm: bb.input, trainableSet: set, lora,
   epochs: Number(o.epochs), batch: Number(o.batch), seed: Number(o.seed), freshHeads: true,
   optimizer: { kind: 'adamw', lr: Number(o.lr), weightDecay: Number(o.wd) },
   schedule: String(o.schedule) as LrSchedule, warmupSteps: Number(o.warmup),
@@ -94,8 +134,15 @@ const res = await runRecipe({
   },
 });
 const backboneParams = backboneSpecs(bb.cfg).reduce((a, s) => a + s.shape.reduce((x, y) => x * y, 1), 0);
+/** `perClass` seeded samples of each class when every class has them, else a seeded sample of the whole split. */
+function balancedIndicesPresent(labels: Uint8Array, perClass: number, seed: number, classes: number): Uint32Array {
+  if (new Set(labels).size === classes) return balancedIndices(labels, perClass, seed, classes);
+  const all = Uint32Array.from(labels.keys());
+  new Rng(seed).shuffle(all);
+  return all.slice(0, perClass * classes).sort();
+}
 const summary = {
-  recipe: { set, dataset: o.dataset, epochs: Number(o.epochs), batch: Number(o.batch), lr: Number(o.lr), schedule: o.schedule, warmup: Number(o.warmup), wd: Number(o.wd), seed: Number(o.seed), lora, backbone: bb.manifest.name, limit: o.limit ? Number(o.limit) : null },
+  recipe: { set, dataset: (['fashion-mnist', 'mnist'] as unknown[]).includes(o.data) ? o.data : 'local data', classes: data.classes, epochs: Number(o.epochs), batch: Number(o.batch), lr: Number(o.lr), schedule: o.schedule, warmup: Number(o.warmup), wd: Number(o.wd), seed: Number(o.seed), lora, backbone: bb.manifest.name, limit: o.limit ? Number(o.limit) : null },
   trainableParams: res.trainableParams,
   backboneParams,
   trainableFraction: Math.round((res.trainableParams / backboneParams) * 10000) / 10000,
@@ -105,10 +152,11 @@ const summary = {
   seconds: Math.round(res.seconds),
 };
 if (o.save) {
-  const train = await loadDataset(String(o.dataset) as 'fashion-mnist', 'train');
-  const stats = await res.trainer.prototypeStats(train, balancedIndices(train.labels, Math.min(1000, Math.floor(train.n / 10)), Number(o.seed)));
+  const train = data.train;
+  const perClass = Math.min(1000, ...Array.from({ length: cfg.classes }, (_, c) => train.labels.reduce((n, l) => n + (l === c ? 1 : 0), 0)).filter((n) => n > 0));
+  const stats = await res.trainer.prototypeStats(train, balancedIndicesPresent(train.labels, perClass, Number(o.seed), cfg.classes));
   await saveModelCheckpoint(String(o.save), {
-    backbone: bb.manifest.name, cfg: bb.cfg, lora: res.trainer.lora, trainableSet: set,
+    backbone: bb.manifest.name, cfg, labels: data.classes, lora: res.trainer.lora, trainableSet: set,
     version: o.modelVersion ? String(o.modelVersion) : `central-${set}-s${String(o.seed)}`, round: 0, source: 'centralized',
     weights: res.trainer.snapshot(), prototypes: prototypesFromStats(stats),
     info: { recipe: summary.recipe as never, testAccuracyPerExit: summary.testAccuracyPerExit, exitEnsembleAccuracy: summary.exitEnsembleAccuracy },

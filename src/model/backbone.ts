@@ -4,12 +4,14 @@
  * architecture, every tensor's name and shape, the checkpoint's SHA-256 and the per-exit test accuracy.
  */
 import { createHash } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
+import { readdir, readFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { atomicWriteFile } from '../util/atomic.ts';
 import { FmflError } from '../util/errors.ts';
+import { MNIST_CLASSES, MNIST_INPUT, type InputSpec } from '../data/index.ts';
 import { decodeCheckpoint, encodeCheckpoint, type JsonValue } from './checkpoint.ts';
+import { resolveModelConfig } from './presets.ts';
 import { backboneSpecs, exitSpecs, validateVitConfig, type VitConfig, type Weights } from './vit.ts';
 
 /** Folder of the committed models (project root `models/`). */
@@ -42,11 +44,22 @@ export interface BackboneManifest {
   training: Record<string, JsonValue>;
   /** Test accuracy per exit on the pretraining dataset's test split. */
   testAccuracy: number[];
+  /**
+   * The images the backbone takes: size and channels (equal to the config's) and the per-channel normalisation it
+   * was pretrained with. Absent in manifests written before 2026-12: then 28x28x1, mean 0.5, std 0.5.
+   */
+  input?: InputSpec;
+  /** The pretraining label set, in label order (absent before 2026-12: the MNIST digits). */
+  labels?: string[];
 }
 
 export interface Backbone {
   manifest: BackboneManifest;
   cfg: VitConfig;
+  /** The input spec (from the manifest, or the pre-2026-12 default). */
+  input: InputSpec;
+  /** The pretraining label set. */
+  labels: readonly string[];
   /** Backbone and exit-head tensors. */
   weights: Weights;
 }
@@ -66,6 +79,11 @@ export async function loadBackbone(name = DEFAULT_BACKBONE, dir: string = MODELS
   }
   if (manifest.format !== 'fmfl-backbone/1') throw new BackboneError(`backbone ${name}: unknown manifest format ${String(manifest.format)}`);
   const cfg = validateVitConfig(manifest.config);
+  const input = checkInputSpec(manifest.input ?? MNIST_INPUT, cfg, name);
+  const labels = manifest.labels ?? [...MNIST_CLASSES];
+  if (!Array.isArray(labels) || labels.length !== cfg.classes || labels.some((l) => typeof l !== 'string' || l.length === 0)) {
+    throw new BackboneError(`backbone ${name}: the manifest's labels must be ${cfg.classes} non-empty names (its exit heads' classes)`);
+  }
   const bytes = new Uint8Array(await readFile(join(dir, manifest.checkpoint)));
   const sha = createHash('sha256').update(bytes).digest('hex');
   if (sha !== manifest.sha256) throw new BackboneError(`backbone ${name}: checkpoint checksum ${sha} does not match the manifest (${manifest.sha256}); the file is corrupt or was replaced`);
@@ -79,7 +97,31 @@ export async function loadBackbone(name = DEFAULT_BACKBONE, dir: string = MODELS
     }
     weights.set(s.name, t.data);
   }
-  return { manifest, cfg, weights };
+  return { manifest, cfg, weights, input, labels };
+}
+
+function checkInputSpec(input: InputSpec, cfg: VitConfig, name: string): InputSpec {
+  const ok = input.size === cfg.image && input.channels === cfg.channels && Array.isArray(input.mean) && Array.isArray(input.std) &&
+    input.mean.length === input.channels && input.std.length === input.channels &&
+    input.mean.every((m) => Number.isFinite(m)) && input.std.every((v) => Number.isFinite(v) && v > 0);
+  if (!ok) throw new BackboneError(`backbone ${name}: the manifest's input spec ${JSON.stringify(input)} does not fit its ${cfg.channels}x${cfg.image}x${cfg.image} config (need size, channels and one mean and std > 0 per channel)`);
+  return { size: input.size, channels: input.channels, mean: [...input.mean], std: [...input.std] };
+}
+
+/**
+ * Digest of what members of a federation must agree on before exchanging anything: the backbone's weights
+ * (its checkpoint SHA-256), the input spec (size, channels, normalisation), the federation's label set (names, in
+ * order) and the shape of the update (the update manifest digest). Hex, 16 characters. Two nodes with different
+ * digests refuse each other at join (membership) with reason MODEL_MISMATCH.
+ */
+export function federationModelDigest(o: { backboneSha256: string; input: InputSpec; labels: readonly string[]; updateManifestDigest: Uint8Array }): string {
+  const canon = JSON.stringify({
+    b: o.backboneSha256,
+    i: [o.input.size, o.input.channels, [...o.input.mean], [...o.input.std]],
+    l: [...o.labels],
+    u: Buffer.from(o.updateManifestDigest).toString('hex'),
+  });
+  return createHash('sha256').update(canon).digest('hex').slice(0, 16);
 }
 
 /** Write a backbone checkpoint and its manifest (atomically). */
@@ -87,9 +129,12 @@ export async function saveBackbone(
   name: string,
   cfg: VitConfig,
   weights: Weights,
-  info: { training: Record<string, JsonValue>; testAccuracy: number[] },
+  info: { training: Record<string, JsonValue>; testAccuracy: number[]; input?: InputSpec; labels?: readonly string[] },
   dir = MODELS_DIR,
 ): Promise<BackboneManifest> {
+  const input = checkInputSpec(info.input ?? { size: cfg.image, channels: cfg.channels as 1 | 3, mean: Array(cfg.channels).fill(0.5), std: Array(cfg.channels).fill(0.5) }, cfg, name);
+  const labels = info.labels ? [...info.labels] : Array.from({ length: cfg.classes }, (_, i) => String(i));
+  if (labels.length !== cfg.classes) throw new BackboneError(`saveBackbone: ${labels.length} labels for ${cfg.classes} classes`);
   const specs = [...backboneSpecs(cfg), ...exitSpecs(cfg)];
   const tensors = new Map(specs.map((s) => {
     const data = weights.get(s.name);
@@ -109,7 +154,32 @@ export async function saveBackbone(
     params: specs.reduce((a, s) => a + s.shape.reduce((x, y) => x * y, 1), 0),
     training: info.training,
     testAccuracy: info.testAccuracy,
+    input,
+    labels,
   };
   await atomicWriteFile(manifestPath(name, dir), JSON.stringify(manifest, null, 2) + '\n', 0o644);
   return manifest;
+}
+
+/**
+ * The backbone in `dir` built for a model preset (same architecture as `resolveModelConfig(preset)` up to the
+ * class count): a name equal to the preset, or starting with `<preset>-`, first. For `--model` in finetune.
+ * @throws BackboneError naming how to make one when there is none.
+ */
+export async function findBackboneForModel(preset: string, dir: string = MODELS_DIR): Promise<string> {
+  const want = resolveModelConfig(preset);
+  const names = (await readdir(dir)).filter((f) => f.endsWith('.json')).map((f) => f.slice(0, -5)).sort();
+  const fits: string[] = [];
+  for (const name of names) {
+    try {
+      const m = JSON.parse(await readFile(manifestPath(name, dir), 'utf8')) as BackboneManifest;
+      const c = m.config;
+      if (m.format === 'fmfl-backbone/1' && c.image === want.image && c.channels === want.channels && c.patch === want.patch && c.dim === want.dim && c.depth === want.depth && c.heads === want.heads && c.mlp === want.mlp) fits.push(name);
+    } catch {
+      // Not a backbone manifest.
+    }
+  }
+  const best = fits.find((n) => n === preset) ?? fits.find((n) => n.startsWith(`${preset}-`)) ?? fits[0];
+  if (!best) throw new BackboneError(`no backbone of architecture ${preset} in ${dir}: make one with npm run pretrain -- --model ${preset} --data <folder|mnist> --name ${preset}-<data>`);
+  return best;
 }

@@ -40,6 +40,8 @@ const MetadataSchema = z.object({
   version: z.string().min(1).max(128),
   round: z.number().int().min(0),
   source: z.enum(['centralized', 'federated']),
+  /** Class names in label order (absent in checkpoints written before 2026-12: the labels are numbers). */
+  labels: z.array(z.string().min(1).max(128)).min(1).max(256).optional(),
   info: z.record(z.string(), z.unknown()).optional(),
 });
 
@@ -65,6 +67,8 @@ export interface ModelCheckpoint {
   /** The trainable tensors, by model name. */
   weights: Weights;
   prototypes: Prototypes | null;
+  /** Class names in label order (length cfg.classes); absent: the labels are their numbers. */
+  labels?: string[];
   /** Free-form provenance (recipe, accuracy, ...). */
   info?: Record<string, JsonValue>;
 }
@@ -105,6 +109,7 @@ export async function saveModelCheckpoint(path: string, m: ModelCheckpoint): Pro
     version: m.version,
     round: m.round,
     source: m.source,
+    ...(m.labels ? { labels: checkLabels(m.labels, cfg.classes, 'saveModelCheckpoint') } : {}),
     ...(m.info ? { info: m.info } : {}),
   } satisfies Record<string, JsonValue>;
   await saveCheckpoint(path, tensors, metadata);
@@ -126,6 +131,7 @@ export async function loadModelCheckpoint(path: string, opts: LoadCheckpointOpti
   }
   const mdv = parsed.data;
   const cfg = validateVitConfig(mdv.config);
+  if (mdv.labels) checkLabels(mdv.labels, cfg.classes, path);
   const specs = trainableSpecs(cfg, mdv.trainableSet, mdv.lora);
   const weights: Weights = new Map();
   for (const s of specs) {
@@ -146,8 +152,13 @@ export async function loadModelCheckpoint(path: string, opts: LoadCheckpointOpti
   }
   return {
     backbone: mdv.backbone, cfg, lora: mdv.lora, trainableSet: mdv.trainableSet, version: mdv.version, round: mdv.round, source: mdv.source,
-    weights, prototypes, info: mdv.info as Record<string, JsonValue> | undefined,
+    weights, prototypes, labels: mdv.labels, info: mdv.info as Record<string, JsonValue> | undefined,
   };
+}
+
+function checkLabels(labels: string[], classes: number, where: string): string[] {
+  if (labels.length !== classes) throw new ModelCheckpointError(`${where}: ${labels.length} class names for ${classes} classes`);
+  return labels;
 }
 
 /**
@@ -157,13 +168,15 @@ export async function loadModelCheckpoint(path: string, opts: LoadCheckpointOpti
  * assumed (see {@link LoadCheckpointOptions.loraAlpha}). Version: `fed-r<round>-<8 hex of the state hash>`.
  */
 async function fromFederation(path: string, ck: Checkpoint, loraAlpha: number): Promise<ModelCheckpoint> {
-  const meta = ck.metadata as { version?: unknown; hash?: unknown; prototypeCounts?: unknown; backbone?: unknown; loraAlpha?: unknown };
+  const meta = ck.metadata as { version?: unknown; hash?: unknown; prototypeCounts?: unknown; backbone?: unknown; loraAlpha?: unknown; labels?: unknown };
   // Federation checkpoints record their backbone and LoRA alpha; files written before they did used the
   // reference backbone.
   const backbone = typeof meta.backbone === 'string' ? meta.backbone : REFERENCE_BACKBONE;
   if (typeof meta.loraAlpha === 'number' && meta.loraAlpha > 0) loraAlpha = meta.loraAlpha;
   const bb = await loadBackbone(backbone);
-  const cfg = bb.cfg;
+  // The federation's label set sizes the exit heads (checkpoints written before 2026-12: the backbone's 10).
+  const labels = Array.isArray(meta.labels) && meta.labels.length > 0 && meta.labels.every((l) => typeof l === 'string') ? (meta.labels as string[]) : undefined;
+  const cfg = labels ? validateVitConfig({ ...bb.cfg, classes: labels.length }) : bb.cfg;
   const weights: Weights = new Map();
   for (const [k, t] of ck.tensors) if (k.startsWith('global/')) weights.set(k.slice('global/'.length), t.data);
   const a0 = [...weights.keys()].find((k) => k.endsWith('.lora_a'));
@@ -196,7 +209,7 @@ async function fromFederation(path: string, ck: Checkpoint, loraAlpha: number): 
   }
   const round = Number.isSafeInteger(meta.version) ? (meta.version as number) : 0;
   const hash = typeof meta.hash === 'string' ? meta.hash.slice(0, 8) : 'unknown';
-  return { backbone, cfg, lora, trainableSet, version: `fed-r${round}-${hash}`, round, source: 'federated', weights, prototypes };
+  return { backbone, cfg, lora, trainableSet, version: `fed-r${round}-${hash}`, round, source: 'federated', weights, prototypes, labels };
 }
 
 /** Prototype means from summed statistics (Trainer.prototypeStats): mean = sum / count, 0 where count is 0. */

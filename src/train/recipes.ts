@@ -1,8 +1,9 @@
 /**
  * Centralized training recipes used by scripts/pretrain-backbone.ts and scripts/finetune.ts: pretraining a
- * backbone on MNIST, and fine-tuning it on Fashion-MNIST as a linear probe, LoRA + heads or full fine-tuning.
+ * backbone (MNIST by default, or any data source), and fine-tuning it as a linear probe, LoRA + heads or full
+ * fine-tuning (Fashion-MNIST by default).
  */
-import { loadDataset, type Dataset, type DatasetName } from '../data/index.ts';
+import { loadData, type Dataset, type Normalization } from '../data/index.ts';
 import { exitSpecs, type LoraConfig, type TrainableSet, type VitConfig, type Weights } from '../model/vit.ts';
 import type { ExecutionProvider } from '../runtime/index.ts';
 import { Rng } from '../util/rng.ts';
@@ -13,7 +14,10 @@ export interface RecipeOptions {
   cfg: VitConfig;
   /** Starting weights; exit heads are re-initialized when `freshHeads` is set. */
   weights: Weights;
-  dataset: DatasetName;
+  /** A data source reference (`fashion-mnist`, `mnist`, a folder, a CSV file), or already loaded splits. */
+  dataset: string | { train: Dataset; test: Dataset };
+  /** Input normalisation (the backbone's; default mean 0.5, std 0.5). */
+  norm?: Normalization;
   trainableSet: TrainableSet;
   lora: LoraConfig | null;
   epochs: number;
@@ -46,7 +50,9 @@ export interface RecipeResult {
 /** Train `epochs` passes over the dataset's train split and evaluate every exit on its test split after each. */
 export async function runRecipe(o: RecipeOptions): Promise<RecipeResult> {
   const t0 = performance.now();
-  const [train, test] = await Promise.all([loadDataset(o.dataset, 'train'), loadDataset(o.dataset, 'test')]);
+  const { train, test } = typeof o.dataset === 'string'
+    ? await loadData({ ref: o.dataset, input: { size: o.cfg.image, channels: o.cfg.channels as 1 | 3 } })
+    : o.dataset;
   let weights = o.weights;
   if (o.freshHeads) {
     const heads = new Set(exitSpecs(o.cfg).map((s) => s.name));
@@ -54,7 +60,7 @@ export async function runRecipe(o: RecipeOptions): Promise<RecipeResult> {
   }
   const trainer = await Trainer.create({
     cfg: o.cfg, lora: o.lora, trainableSet: o.trainableSet, weights, batch: o.batch ?? 64,
-    optimizer: o.optimizer, seed: o.seed, threads: o.threads, provider: o.provider,
+    optimizer: o.optimizer, seed: o.seed, threads: o.threads, provider: o.provider, norm: o.norm,
   });
   const indices = subset(train, o.limit, o.seed);
   const perEpoch = Math.floor(indices.length / trainer.batch);
