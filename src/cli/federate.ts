@@ -2,6 +2,7 @@
  * The federated-learning part of `fmfl-node`: flags that map onto FederationConfig, and the run loop that
  * trains, exchanges and checkpoints every round with a progress bar and per-round metric lines.
  */
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { appendFile } from 'node:fs/promises';
 import cliProgress from 'cli-progress';
 import { Option, type Command } from 'commander';
@@ -14,6 +15,10 @@ import { prototypesFromStats } from '../model/model-checkpoint.ts';
 /** Flags of the federated run, as commander parses them. */
 export interface FlFlags {
   data?: string;
+  classes?: string;
+  imageSize?: number;
+  channels?: number;
+  testFraction?: number;
   shard?: string;
   partitionSeed?: number;
   alpha?: string;
@@ -69,7 +74,11 @@ function num(name: string) {
 /** Add the federated-learning flags to the main command. */
 export function addFederationOptions(cmd: Command): Command {
   return cmd
-    .addOption(new Option('--data <name>', 'dataset: fashion-mnist | mnist (enables federated training)'))
+    .addOption(new Option('--data <name|dir|csv>', 'training data: fashion-mnist | mnist, a folder of <class>/<image> files (png, jpg, webp, tif, dcm; optional train/ and test/ inside), or a CSV of path,label rows (enables federated training)'))
+    .addOption(new Option('--classes <list|file>', "the federation's label set: comma-separated names or a classes.txt (one per line); default: the data's own (sorted folder names)"))
+    .addOption(new Option('--image-size <n>', "input size the node expects; must match the backbone's (default: the backbone's)").argParser(num('--image-size')))
+    .addOption(new Option('--channels <n>', "input channels the node expects, 1 or 3; must match the backbone's (default: the backbone's)").argParser(num('--channels')))
+    .addOption(new Option('--test-fraction <x>', 'share of each class held out for testing when the data has no test/ folder (seeded, stratified; default 0.2)').argParser(num('--test-fraction')))
     .addOption(new Option('--shard <i/n>', "this node's shard of the train split, 0-based (e.g. 3/8)"))
     .addOption(new Option('--partition-seed <n>', 'seed of the label split; every member must use the same one to get disjoint shards (default 42)').argParser(num('--partition-seed')))
     .addOption(new Option('--alpha <x|iid>', 'Dirichlet label-skew concentration, or "iid" (default 0.5)'))
@@ -125,13 +134,35 @@ export function flFlagsToConfig(f: FlFlags): Partial<FederationConfig> & Record<
     device: f.device, backbone: f.backbone, minMembers: f.minMembers, finalEval: f.finalEval,
   };
   if (f.alpha !== undefined) out.alpha = f.alpha === 'iid' ? null : num('--alpha')(f.alpha);
+  if (f.classes !== undefined) out.classes = parseClassList(f.classes);
+  if (f.imageSize !== undefined) out.imageSize = f.imageSize;
+  if (f.channels !== undefined) out.channels = f.channels;
+  if (f.testFraction !== undefined) out.testFraction = f.testFraction;
   for (const k of Object.keys(out)) if (out[k] === undefined) delete out[k];
   return out as Partial<FederationConfig>;
 }
 
+/**
+ * `--classes`: a comma-separated list, or the path of a text file with one class per line (blank lines and lines
+ * starting with # are skipped). @throws ConfigError on an empty list or a duplicate name.
+ */
+export function parseClassList(v: string): string[] {
+  let names: string[];
+  if (!v.includes(',') && existsSync(v) && statSync(v).isFile()) {
+    names = readFileSync(v, 'utf8').split(/\r?\n/).map((l) => l.trim()).filter((l) => l !== '' && !l.startsWith('#'));
+    if (names.length === 0) throw new ConfigError(`--classes ${v}: the file names no class (one class name per line)`);
+  } else {
+    names = v.split(',').map((s) => s.trim()).filter((s) => s !== '');
+    if (names.length === 0) throw new ConfigError('--classes: give at least one class name, e.g. --classes normal,pneumonia (or a classes.txt)');
+  }
+  const dup = names.find((n, i) => names.indexOf(n) !== i);
+  if (dup !== undefined) throw new ConfigError(`--classes names '${dup}' twice`);
+  return names;
+}
+
 /** True when the flags or the profile ask for federated training. */
 export function wantsFederation(f: FlFlags, profile: Record<string, unknown> | undefined): boolean {
-  return f.data !== undefined || f.rounds !== undefined || f.protocol !== undefined || f.shard !== undefined || profile !== undefined;
+  return f.data !== undefined || f.classes !== undefined || f.rounds !== undefined || f.protocol !== undefined || f.shard !== undefined || profile !== undefined;
 }
 
 export function formatRound(m: RoundMetrics): string {

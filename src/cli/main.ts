@@ -115,6 +115,9 @@ function port(value: string): number {
   return Number(value);
 }
 
+/** Error codes that are the user's input to fix (exit 2): configuration, data folders and files, backbone names. */
+const USER_ERROR_CODES = new Set(['CONFIG', 'DATASET', 'BACKBONE']);
+
 /**
  * The `fmfl-node` command line. Returns the process exit code: 0 ok, 1 runtime failure, 2 usage or
  * configuration error. Never calls process.exit.
@@ -174,7 +177,7 @@ export async function main(argv: string[], io: CliIo = defaultIo): Promise<numbe
     }
     if (err instanceof FmflError) {
       io.stderr(`fmfl-node: ${err.message}\n`);
-      return err.code === 'CONFIG' || err.code.startsWith('MESH_BAD') ? 2 : 1;
+      return USER_ERROR_CODES.has(err.code) || err.code.startsWith('MESH_BAD') ? 2 : 1;
     }
     io.stderr(`fmfl-node: ${(err as Error)?.stack ?? String(err)}\n`);
     return 1;

@@ -36,18 +36,21 @@ export enum RefusalReason {
   CAPACITY = 14,
   /** The peer is not on the allowlist, or is blocked (connection gater). */
   NOT_ALLOWED = 15,
+  /** The peer trains another model (backbone, input spec, label set or update shape): not of this federation. */
+  MODEL_MISMATCH = 16,
 }
 
 /**
  * Refusals that are not evidence of misbehaviour (mapped to gossipsub Ignore rather than Reject): reordering,
- * clock skew, a full view, a payload not (yet) fetchable. Everything else costs the sender score.
+ * clock skew, a full view, a payload not (yet) fetchable, a peer set up for another model. Everything else costs the sender score.
  */
 export function isBenign(reason: RefusalReason): boolean {
   return (
     reason === RefusalReason.REPLAYED ||
     reason === RefusalReason.STALE ||
     reason === RefusalReason.CAPACITY ||
-    reason === RefusalReason.UNAVAILABLE
+    reason === RefusalReason.UNAVAILABLE ||
+    reason === RefusalReason.MODEL_MISMATCH
   );
 }
 

@@ -34,6 +34,9 @@ export interface Capabilities {
 }
 
 /** Default capabilities: a CPU node with nothing to offer yet. */
+/** Capability feature that carries the federation model digest (`model:<hex>`). */
+export const MODEL_FEATURE_PREFIX = 'model:';
+
 export const DEFAULT_CAPABILITIES: Capabilities = {
   device: 'cpu',
   trainThroughput: 0,
@@ -61,7 +64,7 @@ export interface Member {
 }
 
 /** Why a member left the view. */
-export type LeaveReason = 'left' | 'expired';
+export type LeaveReason = 'left' | 'expired' | 'refused';
 
 /** Options of the membership service (all required; Mesh fills defaults). */
 export interface MembershipOptions {
@@ -82,6 +85,9 @@ export class Membership extends EventEmitter {
   private readonly lastSeq = new Map<string, bigint>();
   private readonly opts: MembershipOptions;
   private capabilities: Capabilities;
+  private modelDigest: string | undefined;
+  /** Peers already told about (once each) for a model mismatch. */
+  private readonly mismatchLogged = new Set<string>();
   private seq: bigint;
   private timer: NodeJS.Timeout | undefined;
   private sweeper: NodeJS.Timeout | undefined;
@@ -135,6 +141,29 @@ export class Membership extends EventEmitter {
       await new Promise((r) => setTimeout(r, LEAVE_FLUSH_MS));
     }
     this.view.clear();
+  }
+
+  /**
+   * Declare the federation model this node trains (backbone, input spec, label set, update shape; see
+   * federationModelDigest). It is advertised as the feature `model:<digest>`, and heartbeats of peers that
+   * advertise another digest are refused (MODEL_MISMATCH): they never join this node's view. Peers that
+   * advertise none (a node that only routes or serves) are accepted.
+   */
+  setModelDigest(digest: string): void {
+    if (!/^[0-9a-f]{8,64}$/.test(digest)) throw new RangeError('model digest must be 8..64 lowercase hex characters');
+    this.modelDigest = digest;
+    const features = this.capabilities.features.filter((f) => !f.startsWith(MODEL_FEATURE_PREFIX));
+    this.capabilities = { ...this.capabilities, features: [...features, MODEL_FEATURE_PREFIX + digest].slice(-MAX_FEATURES) };
+    // Peers that joined before the digest was known and advertise another one leave the view now.
+    for (const [id, m] of this.view) {
+      const theirs = m.capabilities.features.find((f) => f.startsWith(MODEL_FEATURE_PREFIX))?.slice(MODEL_FEATURE_PREFIX.length);
+      if (theirs !== undefined && theirs !== digest) {
+        this.view.delete(id);
+        this.opts.logger.warn({ peer: id, theirs, ours: digest }, 'refusing a peer that trains another model: every member must use the same --backbone, --classes, --image-size/--channels and --lora-targets');
+        this.mismatchLogged.add(id);
+        this.emit('leave', m, 'refused' satisfies LeaveReason);
+      }
+    }
   }
 
   /** Replace advertised capabilities (sent with the next heartbeat). */
@@ -218,6 +247,17 @@ export class Membership extends EventEmitter {
     if (ts > now + MAX_CLOCK_SKEW_MS || now - ts > this.opts.expiryMs) return RefusalReason.STALE;
     if (!validCapabilities(hb.capabilities) || hb.protocolVersion.length > MAX_SHORT_STRING_CHARS) {
       return RefusalReason.INVALID_FIELD;
+    }
+    if (this.modelDigest !== undefined) {
+      const theirs = hb.capabilities!.features.find((f) => f.startsWith(MODEL_FEATURE_PREFIX))?.slice(MODEL_FEATURE_PREFIX.length);
+      if (theirs !== undefined && theirs !== this.modelDigest) {
+        if (!this.mismatchLogged.has(from) && this.mismatchLogged.size < MAX_MEMBERS) {
+          this.mismatchLogged.add(from);
+          this.opts.logger.warn({ peer: from, theirs, ours: this.modelDigest },
+            'refusing a peer that trains another model (its backbone, input size/channels, label set or LoRA targets differ): every member must use the same --backbone, --classes, --image-size/--channels and --lora-targets');
+        }
+        return RefusalReason.MODEL_MISMATCH;
+      }
     }
     for (const a of hb.addrs) {
       if (a.length > MAX_ADDR_CHARS) return RefusalReason.INVALID_FIELD;

@@ -5,16 +5,16 @@
 import { existsSync } from 'node:fs';
 import { z } from 'zod';
 import { AGGREGATOR_NAMES } from '../aggregate/index.ts';
-import { loadDataset, shardIndices, type Dataset } from '../data/index.ts';
+import { loadData, shardIndices, type Dataset } from '../data/index.ts';
 import type { Mesh } from '../mesh/index.ts';
-import { loadBackbone, DEFAULT_BACKBONE } from '../model/backbone.ts';
+import { federationModelDigest, loadBackbone, DEFAULT_BACKBONE } from '../model/backbone.ts';
 import { loadCheckpoint, saveCheckpoint, type JsonValue } from '../model/checkpoint.ts';
 import { exitSpecs, LORA_TARGETS, type LoraConfig, type TrainableSet } from '../model/vit.ts';
 import { RdpAccountant } from '../privacy/index.ts';
 import { logPriorBias, Trainer } from '../train/trainer.ts';
 import { LR_SCHEDULES, lrAt } from '../train/schedule.ts';
 import { joinOptimizerState, splitOptimizerState } from '../train/optim.ts';
-import { toUpdateManifest, type PrototypeTable, type TensorMap, type UpdateManifest } from '../update/index.ts';
+import { manifestDigest, toUpdateManifest, type PrototypeTable, type TensorMap, type UpdateManifest } from '../update/index.ts';
 import { ConfigError, FmflError } from '../util/errors.ts';
 import type { Logger } from '../util/log.ts';
 import { GossipProtocol } from './gossip.ts';
@@ -36,7 +36,22 @@ export const FederationConfigSchema = z
      */
     lrSchedule: z.enum(LR_SCHEDULES).default('constant'),
     weightDecay: z.number().min(0).max(1).default(0.01),
-    dataset: z.enum(['fashion-mnist', 'mnist']).default('fashion-mnist'),
+    /**
+     * Where the node's images come from: a bundled dataset (`fashion-mnist`, `mnist`), a folder of
+     * `<class>/<image>` files (optionally `train/` and `test/` inside), or a CSV file of `path,label` rows.
+     */
+    dataset: z.string().min(1).max(4096).default('fashion-mnist'),
+    /**
+     * The federation's label set, in label order (every member must declare the same; it enters the model digest).
+     * Default: the source's own (the bundled dataset's classes, or the sorted folder names).
+     */
+    classes: z.array(z.string().min(1).max(128).regex(/^[^,\n\r]+$/, 'class names hold no commas or line breaks')).min(1).max(256).optional(),
+    /** The input size the node expects (checked against the backbone's input spec; default: the backbone's). */
+    imageSize: z.number().int().min(4).max(512).optional(),
+    /** Input channels the node expects, 1 or 3 (checked against the backbone's; default: the backbone's). */
+    channels: z.union([z.literal(1), z.literal(3)]).optional(),
+    /** Share of each class held out as this node's test split when its data has no `test/` part (seeded, stratified). */
+    testFraction: z.number().gt(0).lt(1).default(0.2),
     /** This node's shard `i/n` (0-based i) of the train split. */
     shard: z.string().regex(/^\d+\/\d+$/, 'shard must look like i/n, e.g. 3/8').default('0/1'),
     /** Dirichlet label-skew concentration; omit (null) for an IID split. */
@@ -159,6 +174,10 @@ export class Federation {
   readonly protocol: RoundProtocol;
   readonly trainer: Trainer;
   readonly manifest: UpdateManifest;
+  /** The federation model digest this node advertises (backbone, input spec, label set, update shape). */
+  readonly modelDigest: string;
+  /** The federation's label set, in label order. */
+  readonly classes: readonly string[];
   private readonly mesh: Mesh;
   private readonly logger: Logger;
   private readonly train: Dataset;
@@ -170,13 +189,15 @@ export class Federation {
   private stopped = false;
 
   private constructor(o: {
-    cfg: FederationConfig; protocol: RoundProtocol; trainer: Trainer; manifest: UpdateManifest; mesh: Mesh; logger: Logger;
+    cfg: FederationConfig; protocol: RoundProtocol; trainer: Trainer; manifest: UpdateManifest; mesh: Mesh; logger: Logger; modelDigest: string; classes: string[];
     train: Dataset; test: Dataset; shard: Uint32Array; testIdx: Uint32Array; stateDir?: string; accountant: RdpAccountant | null;
   }) {
     this.cfg = o.cfg;
     this.protocol = o.protocol;
     this.trainer = o.trainer;
     this.manifest = o.manifest;
+    this.modelDigest = o.modelDigest;
+    this.classes = o.classes;
     this.mesh = o.mesh;
     this.logger = o.logger;
     this.train = o.train;
@@ -199,8 +220,20 @@ export class Federation {
       throw new ConfigError(`secure aggregation reveals only the mean update: aggregator must be one of ${SECAGG_AGGREGATORS.join(', ')}, not ${cfg.aggregator}`);
     }
 
-    const [bb, train, test] = await Promise.all([loadBackbone(cfg.backbone, cfg.backboneDir), loadDataset(cfg.dataset, 'train'), loadDataset(cfg.dataset, 'test')]);
-    const shard = shardIndices(train.labels, cfg.shard, cfg.alpha === null ? { seed: cfg.partitionSeed, scheme: 'iid' } : { seed: cfg.partitionSeed, scheme: 'dirichlet', alpha: cfg.alpha });
+    const bb = await loadBackbone(cfg.backbone, cfg.backboneDir);
+    if ((cfg.imageSize !== undefined && cfg.imageSize !== bb.input.size) || (cfg.channels !== undefined && cfg.channels !== bb.input.channels)) {
+      throw new ConfigError(`backbone ${cfg.backbone} takes ${bb.input.size}x${bb.input.size} images with ${bb.input.channels} channel(s), not ${cfg.imageSize ?? bb.input.size}x${cfg.imageSize ?? bb.input.size} with ${cfg.channels ?? bb.input.channels}: pick a backbone pretrained at that size (npm run pretrain -- --data <dir> --model <config> --name <name>, then --backbone <name>) or drop --image-size/--channels`);
+    }
+    const data = await loadData({
+      ref: cfg.dataset, input: { size: bb.input.size, channels: bb.input.channels }, classes: cfg.classes, testFraction: cfg.testFraction, seed: cfg.partitionSeed,
+    });
+    if (data.skipped.count > 0) {
+      opts.logger.warn({ skipped: data.skipped.count, examples: data.skipped.examples.slice(0, 5) }, `skipped ${data.skipped.count} unreadable or unsupported image file(s)`);
+    }
+    const { train, test } = data;
+    if (test.n === 0) throw new FederationError(`${cfg.dataset} has no test images: add a test/ folder or more images per class (--test-fraction ${cfg.testFraction})`);
+    const modelCfg = { ...bb.cfg, classes: data.classes.length };
+    const shard = shardIndices(train.labels, cfg.shard, cfg.alpha === null ? { seed: cfg.partitionSeed, scheme: 'iid' } : { seed: cfg.partitionSeed, scheme: 'dirichlet', alpha: cfg.alpha, dirichlet: { numClasses: modelCfg.classes } });
     if (shard.length < cfg.batch) throw new FederationError(`shard ${cfg.shard} has ${shard.length} samples, fewer than one batch of ${cfg.batch}`);
     const testIdx = stridedSlice(test.n, si, sn, cfg.testSlice);
     const lora: LoraConfig | null = cfg.trainable === 'lora+heads' ? { rank: cfg.rank, alpha: cfg.loraAlpha, targets: cfg.loraTargets } : null;
@@ -208,16 +241,17 @@ export class Federation {
     // Global version 0: backbone + fresh exit heads + fresh LoRA, all from the federation's model seed.
     const weights = new Map([...bb.weights].filter(([k]) => !heads.has(k)));
     const trainer = await Trainer.create({
-      cfg: bb.cfg, lora, trainableSet: cfg.trainable as TrainableSet, weights, batch: cfg.batch, seed: cfg.modelSeed,
+      cfg: modelCfg, lora, norm: bb.input, trainableSet: cfg.trainable as TrainableSet, weights, batch: cfg.batch, seed: cfg.modelSeed,
       optimizer: { kind: 'adamw', lr: cfg.lr, weightDecay: cfg.weightDecay }, protoWeight: cfg.protoWeight, logitAdjust: cfg.logitAdjust,
       threads: cfg.threads, provider: cfg.device, logger: opts.logger,
     });
     if (cfg.logitAdjust) {
-      const counts = new Array<number>(bb.cfg.classes).fill(0);
+      const counts = new Array<number>(modelCfg.classes).fill(0);
       for (const i of shard) counts[train.labels[i]]++;
       trainer.setLogitBias(logPriorBias(counts));
     }
-    const manifest = toUpdateManifest(trainer.specs, { prototypes: { exits: bb.cfg.depth, classes: bb.cfg.classes, dim: bb.cfg.dim } });
+    const manifest = toUpdateManifest(trainer.specs, { prototypes: { exits: modelCfg.depth, classes: modelCfg.classes, dim: modelCfg.dim } });
+    const modelDigest = federationModelDigest({ backboneSha256: bb.manifest.sha256, input: bb.input, labels: data.classes, updateManifestDigest: manifestDigest(manifest) });
     const initial = makeState(0, trainer.snapshot(), [], manifest);
 
     let restore: ProtocolSnapshot | undefined;
@@ -243,7 +277,8 @@ export class Federation {
     };
     const protocol: RoundProtocol = cfg.protocol === 'leader' ? new LeaderProtocol(ctx, ropts, initial, restore) : new GossipProtocol(ctx, ropts, initial, restore);
     const accountant = ropts.dp ? new RdpAccountant() : null;
-    return new Federation({ cfg, protocol, trainer, manifest, mesh, logger: opts.logger, train, test, shard, testIdx, stateDir: opts.stateDir, accountant });
+    mesh.membership.setModelDigest(modelDigest);
+    return new Federation({ cfg, protocol, trainer, manifest, modelDigest, classes: data.classes, mesh, logger: opts.logger, train, test, shard, testIdx, stateDir: opts.stateDir, accountant });
   }
 
   /** Number of training samples of this node. */
@@ -374,7 +409,7 @@ export class Federation {
   /** Write the protocol state, error feedback and optimizer state atomically. */
   async checkpoint(): Promise<void> {
     if (!this.stateDir) return;
-    await writeFederationCheckpoint(`${this.stateDir}/${CHECKPOINT_FILE}`, this.protocol.snapshot(), this.trainer, this.cfg);
+    await writeFederationCheckpoint(`${this.stateDir}/${CHECKPOINT_FILE}`, this.protocol.snapshot(), this.trainer, this.cfg, this.classes);
   }
 
   async stop(): Promise<void> {
@@ -395,7 +430,7 @@ function stridedSlice(n: number, i: number, count: number, max: number): Uint32A
   return Uint32Array.from({ length: max }, (_, k) => Math.min(n - 1, Math.floor(k * step) + offset));
 }
 
-async function writeFederationCheckpoint(path: string, snap: ProtocolSnapshot, trainer: Trainer, cfg: FederationConfig): Promise<void> {
+async function writeFederationCheckpoint(path: string, snap: ProtocolSnapshot, trainer: Trainer, cfg: FederationConfig, classes: readonly string[]): Promise<void> {
   const tensors = new Map<string, Float32Array>();
   for (const [k, v] of snap.state.tensors) tensors.set(`global/${k}`, v);
   for (const [k, v] of snap.residual) tensors.set(`residual/${k}`, Float32Array.from(v));
@@ -409,7 +444,7 @@ async function writeFederationCheckpoint(path: string, snap: ProtocolSnapshot, t
   for (const [k, v] of opt.tensors) tensors.set(k, v);
   const meta: JsonValue = {
     kind: 'federation', protocol: snap.protocol, version: snap.state.version, hash: hex(snap.state.hash),
-    backbone: cfg.backbone, loraAlpha: cfg.loraAlpha, loraRank: cfg.rank, loraTargets: cfg.loraTargets, trainable: cfg.trainable,
+    backbone: cfg.backbone, loraAlpha: cfg.loraAlpha, loraRank: cfg.rank, loraTargets: cfg.loraTargets, trainable: cfg.trainable, labels: [...classes],
     prototypeCounts: snap.state.prototypes.map((p) => ({ exit: p.exit, dim: p.dim, counts: p.counts })),
     publicRound: snap.publicModel?.round ?? null, serverOptStep: snap.serverOpt?.step ?? null,
     optimizer: opt.meta as unknown as JsonValue,
