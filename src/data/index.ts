@@ -17,3 +17,18 @@ export {
   DEFAULT_DIRICHLET_RETRIES,
 } from './partition.ts';
 export type { Partition, DirichletOptions, ShardSpec, ShardOptions } from './partition.ts';
+export {
+  decodeImage,
+  decodeDicomGrey,
+  sniffImageFormat,
+  checkInputSpec,
+  ImageDecodeError,
+  IMAGE_EXTENSIONS,
+  MAX_IMAGE_FILE_BYTES,
+  MAX_INPUT_PIXELS,
+  MIN_INPUT_SIZE,
+  MAX_INPUT_SIZE,
+  DECODE_RULES_VERSION,
+  DICOM_NATIVE_TRANSFER_SYNTAXES,
+} from './decode.ts';
+export type { InputSpec, ImageFormat } from './decode.ts';
