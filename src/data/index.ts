@@ -32,3 +32,26 @@ export {
   DICOM_NATIVE_TRANSFER_SYNTAXES,
 } from './decode.ts';
 export type { InputSpec, ImageFormat } from './decode.ts';
+export {
+  loadImageFolder,
+  DEFAULT_MAX_IMAGES,
+  MAX_IMAGES_LIMIT,
+  MAX_IMAGE_SET_BYTES,
+  DEFAULT_TEST_FRACTION,
+  DEFAULT_SPLIT_SEED,
+  MAX_DECODE_CONCURRENCY,
+} from './image-folder.ts';
+export type { ImageFolderOptions, ImageSet, ImageSplit } from './image-folder.ts';
+export {
+  ImageFolderError,
+  checkClasses,
+  assignSplits,
+  MAX_IMAGE_CLASSES,
+  MAX_CLASS_NAME_CHARS,
+  MAX_FOLDER_DEPTH,
+  MAX_CSV_BYTES,
+  MAX_CSV_PATH_CHARS,
+  MAX_SKIPPED_EXAMPLES,
+} from './image-listing.ts';
+export type { ImageFolderErrorReason } from './image-listing.ts';
+export { IMAGE_CACHE_VERSION, IMAGE_CACHE_MAGIC } from './image-cache.ts';
