@@ -44,7 +44,7 @@ export interface ImageFolderOptions {
   classes?: string[];
   /**
    * Share of each class's files put into test when neither a test/ folder nor a CSV split column decides
-   * (default {@link DEFAULT_TEST_FRACTION}); in [0, 1). Ignored by the folder layout with train/ (test/ or not).
+   * (default {@link DEFAULT_TEST_FRACTION}); in [0, 1). Ignored when a test/ folder exists (train/ alone is split by it).
    */
   testFraction?: number;
   /** Seed of the split (default {@link DEFAULT_SPLIT_SEED}); an integer in 0..2^32-1. */

@@ -152,6 +152,8 @@ interface Candidate {
 
 /**
  * List a folder (`<dir>/<class>/...` or `<dir>/train/<class>/...` + `<dir>/test/<class>/...`) or a CSV.
+ * With train/ and test/ the folders fix each file's split; with train/ alone (or the flat layout) the split is
+ * left to the seeded test fraction.
  * Folder rules: hidden entries (name starting with '.') are ignored; files directly in `<dir>` (or in train/,
  * test/) are ignored; every file below a class folder (at most {@link MAX_FOLDER_DEPTH} levels deep) whose
  * extension is in IMAGE_EXTENSIONS or absent is a candidate, others are skipped and counted; symbolic links
@@ -276,9 +278,11 @@ async function listFolder(root: string, opts: ListOptions, skipped: SkipLog): Pr
     if (others.length > 0) {
       throw new ImageFolderError('BAD_LAYOUT', `${root} has a train/ folder next to other folders (${others.slice(0, 3).join(', ')}): put every class folder under train/ (and test/), or remove train/`);
     }
+    // With test/, the folders decide the split; train/ alone leaves it to the seeded test fraction.
+    const hasTest = top.dirs.includes('test');
     for (const split of ['train', 'test'] as const) {
       if (!top.dirs.includes(split)) continue;
-      for (const cls of (await dirs(join(root, split))).dirs) await walkClass(join(root, split, cls), `${split}/${cls}`, cls, split);
+      for (const cls of (await dirs(join(root, split))).dirs) await walkClass(join(root, split, cls), `${split}/${cls}`, cls, hasTest ? split : null);
     }
   } else if (top.dirs.includes('test')) {
     throw new ImageFolderError('BAD_LAYOUT', `${root} has a test/ folder but no train/ folder: add train/<class>/ folders, or rename test/ if it is a class`);

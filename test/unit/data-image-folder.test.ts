@@ -1,6 +1,6 @@
 import test from 'ava';
 import sharp from 'sharp';
-import { mkdir, readFile, writeFile, utimes, rm } from 'node:fs/promises';
+import { mkdir, readFile, rename, writeFile, utimes, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { loadDataset, loadImageFolder, ImageFolderError, DatasetError, type ImageSet, type ImageFolderOptions, type ImageFolderErrorReason } from '../../src/data/index.ts';
 import { writeDicom } from '../dicom-writer.ts';
@@ -139,7 +139,7 @@ test('testFraction: stratified per class and seeded (same seed, same split; anot
   t.false(same(a.test.images, c.test.images));
 });
 
-test('a train/ + test/ layout is honoured (testFraction ignored); test/ without train/ is refused', async (t) => {
+test('a train/ + test/ layout is honoured (testFraction ignored); train/ alone is split by testFraction; test/ without train/ is refused', async (t) => {
   const dir = await tempDir('fmfl-imgsplit-');
   const px = (v: number): Promise<Buffer> => sharp(Buffer.alloc(784, v), raw28).png().toBuffer();
   for (const [split, cls, n] of [['train', 'cat', 5], ['train', 'dog', 4], ['test', 'cat', 2], ['test', 'dog', 3], ['test', 'eel', 1]] as const) {
@@ -152,7 +152,15 @@ test('a train/ + test/ layout is honoured (testFraction ignored); test/ without 
   t.true(set.train.images.every((v) => v < 100));
   t.true(set.test.images.every((v) => v >= 200));
   t.deepEqual([...set.test.labels], [0, 0, 1, 1, 1, 2]);
+  // train/ alone: the seeded test fraction splits it (cat: 5 → Math.round(2.5) = 3 test, dog: 4 → 2).
+  await rename(join(dir, 'test'), join(dir, 'held-out-elsewhere'));
+  await t.throwsAsync(loadImageFolder({ path: dir, spec: SPEC, cacheDir }), { instanceOf: ImageFolderError, message: /train\/ folder next to other folders \(held-out-elsewhere\)/ });
+  await rm(join(dir, 'held-out-elsewhere'), { recursive: true });
+  const alone = await loadImageFolder({ path: dir, spec: SPEC, cacheDir, testFraction: 0.5 });
+  t.deepEqual(alone.classes, ['cat', 'dog']);
+  t.deepEqual(alone.classCounts, { train: [2, 2], test: [3, 2] });
   await rm(join(dir, 'train'), { recursive: true });
+  await mkdir(join(dir, 'test', 'cat'), { recursive: true });
   await t.throwsAsync(loadImageFolder({ path: dir, spec: SPEC, cacheDir }), { instanceOf: ImageFolderError, message: /test\/ folder but no train\// });
 });
 
