@@ -23,3 +23,41 @@ export {
 export type { Partition, DirichletOptions, ShardSpec, ShardOptions } from './partition.ts';
 export { DATA_SOURCES, resolveDataSource, loadData, labelMap, channelStats } from './registry.ts';
 export type { DataSource, DataRequest, LoadedData, SkippedFiles } from './registry.ts';
+export {
+  decodeImage,
+  decodeDicomGrey,
+  sniffImageFormat,
+  checkInputSpec,
+  ImageDecodeError,
+  IMAGE_EXTENSIONS,
+  MAX_IMAGE_FILE_BYTES,
+  MAX_INPUT_PIXELS,
+  MIN_INPUT_SIZE,
+  MAX_INPUT_SIZE,
+  DECODE_RULES_VERSION,
+  DICOM_NATIVE_TRANSFER_SYNTAXES,
+} from './decode.ts';
+export type { DecodeSpec, ImageFormat } from './decode.ts';
+export {
+  loadImageFolder,
+  DEFAULT_MAX_IMAGES,
+  MAX_IMAGES_LIMIT,
+  MAX_IMAGE_SET_BYTES,
+  DEFAULT_TEST_FRACTION,
+  DEFAULT_SPLIT_SEED,
+  MAX_DECODE_CONCURRENCY,
+} from './image-folder.ts';
+export type { ImageFolderOptions, ImageSet, ImageSplit } from './image-folder.ts';
+export {
+  ImageFolderError,
+  checkClasses,
+  assignSplits,
+  MAX_IMAGE_CLASSES,
+  MAX_CLASS_NAME_CHARS,
+  MAX_FOLDER_DEPTH,
+  MAX_CSV_BYTES,
+  MAX_CSV_PATH_CHARS,
+  MAX_SKIPPED_EXAMPLES,
+} from './image-listing.ts';
+export type { ImageFolderErrorReason } from './image-listing.ts';
+export { IMAGE_CACHE_VERSION, IMAGE_CACHE_MAGIC } from './image-cache.ts';
