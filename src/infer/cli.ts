@@ -94,13 +94,15 @@ export async function runInfer(f: InferFlags, io: InferIo): Promise<number> {
     throw new InferError('BAD_INPUT', `cannot read --input ${f.input}: ${(err as Error).message}`);
   }
   if (bytes.length > Math.max(MAX_INPUT_FILE_BYTES, MAX_PNG_BYTES)) throw new InferError('BAD_INPUT', `--input is over ${MAX_INPUT_FILE_BYTES} bytes`);
-  const images = parseInputBytes(bytes);
   const model = await openModel(f.checkpoint, { threads: f.threads, calibrate: exitOpt === 'auto' || f.budgetMs !== undefined ? 10 : false });
   try {
+    const images = await parseInputBytes(bytes, model.input);
     if (typeof exitOpt === 'number' && (exitOpt < 1 || exitOpt > model.exits)) throw new ConfigError(`--exit must be in 1..${model.exits} for this model`);
     const exit = typeof exitOpt === 'number' ? exitOpt - 1 : exitOpt;
     const info = model.model.info as { recipe?: { dataset?: string } } | undefined;
-    const names: readonly string[] | null = info?.recipe?.dataset === 'fashion-mnist' || model.model.source === 'federated' ? FASHION_MNIST_CLASSES : null;
+    // Class names: the checkpoint's label set; checkpoints from before 2026-12 carry none (Fashion-MNIST's then).
+    const names: readonly string[] | null = model.model.labels
+      ?? (info?.recipe?.dataset === 'fashion-mnist' || model.model.source === 'federated' ? FASHION_MNIST_CLASSES : null);
     const label = (c: number): string => (names ? `${names[c]} (${c})` : String(c));
     const k = f.peersK ?? 0;
     if (k > 0) {
@@ -110,10 +112,10 @@ export async function runInfer(f: InferFlags, io: InferIo): Promise<number> {
     const out: unknown[] = [];
     for (let start = 0; start < images.length; start += 64) {
       const chunk = images.slice(start, start + 64);
-      const { predictions, result } = await model.predict(normalizeImages(chunk), chunk.length, { exit, budgetMs: f.budgetMs, mode });
+      const { predictions, result } = await model.predict(normalizeImages(chunk, model.input), chunk.length, { exit, budgetMs: f.budgetMs, mode });
       predictions.forEach((p, i) => {
         const top = p.probs[p.label];
-        if (f.json) out.push({ image: start + i, label: p.label, probs: Array.from(p.probs, (x) => Math.round(x * 1e6) / 1e6), exit: p.exit + 1, mode, stoppedBy: result.stoppedBy });
+        if (f.json) out.push({ image: start + i, label: p.label, ...(names ? { className: names[p.label] } : {}), probs: Array.from(p.probs, (x) => Math.round(x * 1e6) / 1e6), exit: p.exit + 1, mode, stoppedBy: result.stoppedBy });
         else io.stdout(`image ${start + i}: ${label(p.label)}  p=${pct(top)}  exit ${p.exit + 1}/${model.exits}  ${mode}${result.stoppedBy === 'budget' ? '  (budget)' : ''}\n`);
       });
     }

@@ -8,7 +8,7 @@ import type { Logger } from '../util/log.ts';
 import { MAX_INFER_BATCH, PREDICT_MODES, type AnytimeModel, type PredictMode } from './anytime.ts';
 import { COMBINE_RULES, type CombineRule } from './combine.ts';
 import { InferError } from './errors.ts';
-import { normalizeImages, parseJsonImages, pngToGrey } from './input.ts';
+import { decodeInputImage, normalizeImages, parseJsonImages } from './input.ts';
 import { MAX_DEADLINE_MS, MAX_INFER_IMAGES, MAX_PEERS_K, MIN_DEADLINE_MS } from './limits.ts';
 import type { InferService } from './service.ts';
 
@@ -83,14 +83,18 @@ interface PredictBody {
   combine: CombineRule;
 }
 
-function parsePredictBody(v: unknown, model: AnytimeModel): PredictBody {
+async function parsePredictBody(v: unknown, model: AnytimeModel): Promise<PredictBody> {
   if (!v || typeof v !== 'object' || Array.isArray(v)) throw new HttpError(400, 'BAD_INPUT', 'body must be a JSON object');
   const o = v as Record<string, unknown>;
   let images: Uint8Array[];
   if (typeof o.png === 'string') {
     if (o.png.length > MAX_HTTP_BODY_BYTES) throw new HttpError(413, 'TOO_LARGE', 'png too large');
-    images = [pngToGrey(new Uint8Array(Buffer.from(o.png, 'base64')))];
-  } else images = parseJsonImages(o.images !== undefined ? { images: o.images } : { pixels: o.pixels });
+    images = [await decodeInputImage(new Uint8Array(Buffer.from(o.png, 'base64')), model.input)];
+  } else if (typeof o.image === 'string') {
+    // Any image format the data layer reads (PNG, JPEG, WebP, TIFF, DICOM), base64, resized to the model's input.
+    if (o.image.length > MAX_HTTP_BODY_BYTES) throw new HttpError(413, 'TOO_LARGE', 'image too large');
+    images = [await decodeInputImage(new Uint8Array(Buffer.from(o.image, 'base64')), model.input)];
+  } else images = parseJsonImages(o.images !== undefined ? { images: o.images } : { pixels: o.pixels }, model.input);
   const bad = (m: string): never => {
     throw new HttpError(400, 'BAD_OPTION', m);
   };
@@ -151,7 +155,7 @@ export async function startPredictServer(o: PredictServerOptions): Promise<Predi
       } catch {
         throw new HttpError(400, 'BAD_JSON', 'body is not valid JSON');
       }
-      const b = parsePredictBody(json, o.model);
+      const b = await parsePredictBody(json, o.model);
       const t0 = performance.now();
       if (b.peersK > 0) {
         if (!o.service) throw new HttpError(400, 'BAD_OPTION', 'this node does not run the mesh; peersK must be 0');
@@ -167,9 +171,9 @@ export async function startPredictServer(o: PredictServerOptions): Promise<Predi
         });
         return;
       }
-      const { predictions, result } = await o.model.predict(normalizeImages(b.images), b.images.length, { exit: b.exit, budgetMs: b.budgetMs, mode: b.mode });
+      const { predictions, result } = await o.model.predict(normalizeImages(b.images, o.model.input), b.images.length, { exit: b.exit, budgetMs: b.budgetMs, mode: b.mode });
       send(res, 200, {
-        predictions: predictions.map((p) => ({ label: p.label, probs: Array.from(p.probs, round), exit: p.exit + 1 })),
+        predictions: predictions.map((p) => ({ label: p.label, className: o.model.labels[p.label], probs: Array.from(p.probs, round), exit: p.exit + 1 })),
         modelVersion: o.model.version,
         backbone: o.model.backboneName,
         mode: b.mode,

@@ -8,8 +8,7 @@ export { softmax, argmax, prototypeProbs, meanProbs, combineProbs, isProbVector,
 export type { CombineRule } from './combine.ts';
 export { InferError } from './errors.ts';
 export type { InferErrorCode } from './errors.ts';
-export { decodePng, pngToGrey, parseJsonImages, parseInputBytes, normalizeImages, MAX_PNG_BYTES, MAX_JSON_IMAGES } from './input.ts';
-export type { DecodedPng } from './input.ts';
+export { decodeInputImage, parseJsonImages, parseInputBytes, normalizeImages, MAX_IMAGE_INPUT_BYTES, MAX_PNG_BYTES, MAX_JSON_IMAGES } from './input.ts';
 export * from './limits.ts';
 export { InferService, InferStatus, TokenBucket, validateInferRequest, validateInferResponse, latencyFeatures, parseLatencyFeatures } from './service.ts';
 export type { InferServiceOptions, CollaborateOptions, CollaborativeResult, PeerAnswer, IgnoredReason, AnswerExpectation, ValidRequest } from './service.ts';

@@ -1,7 +1,6 @@
 /**
  * Limits of collaborative prediction (protocols/infer.md, protocols/LIMITS.md). All finite.
  */
-import { IMAGE_PIXELS } from '../data/index.ts';
 
 /** Protocol name: `/fmfl/<federation>/infer/1.0.0`. */
 export const INFER_PROTOCOL = 'infer';
@@ -13,8 +12,10 @@ export const INFER_METHOD = 'predict';
 export const INFER_VERSION = 1;
 /** Most images in one InferRequest. */
 export const MAX_INFER_IMAGES = 16;
+/** Largest image in an InferRequest, bytes (3 x 128 x 128: models with larger inputs serve locally only). */
+export const MAX_INFER_IMAGE_BYTES = 3 * 128 * 128;
 /** Largest InferRequest body: the pixels plus the small fields. */
-export const MAX_INFER_REQUEST_BYTES = MAX_INFER_IMAGES * IMAGE_PIXELS + 512;
+export const MAX_INFER_REQUEST_BYTES = MAX_INFER_IMAGES * MAX_INFER_IMAGE_BYTES + 512;
 /** Largest InferResponse body accepted by a requester (16 images x 1000 classes x 5 bytes, plus fields). */
 export const MAX_INFER_RESPONSE_BYTES = 96 * 1024;
 /** Most classes an answer may claim. */

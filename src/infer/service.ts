@@ -8,7 +8,7 @@ import type { PeerId } from '@libp2p/interface';
 import type { Mesh } from '../mesh/mesh.ts';
 import type { RequestResponseProtocol } from '../mesh/request-response.ts';
 import { RefusalError, RefusalReason } from '../mesh/errors.ts';
-import { IMAGE_PIXELS } from '../data/index.ts';
+import { MNIST_INPUT, pixelsPerImage } from '../data/index.ts';
 import { DEFAULT_BACKBONE } from '../model/backbone.ts';
 import type { Logger } from '../util/log.ts';
 import type { AnytimeModel, ExitLatency, PredictMode } from './anytime.ts';
@@ -29,6 +29,7 @@ import {
   MAX_ID_CHARS,
   MAX_INFER_CLASSES,
   MAX_INFER_IMAGES,
+  MAX_INFER_IMAGE_BYTES,
   MAX_INFER_MESSAGE_CHARS,
   MAX_INFER_REQUEST_BYTES,
   MAX_INFER_RESPONSE_BYTES,
@@ -100,7 +101,8 @@ export function validateInferRequest(body: Uint8Array): { ok: true; req: ValidRe
   if (!REQUEST_ID_RE.test(id)) return no(InferStatus.MALFORMED, 'request_id must be 1..64 chars of [A-Za-z0-9._-]');
   if (r.count < 1) return no(InferStatus.MALFORMED, 'count must be at least 1');
   if (r.count > MAX_INFER_IMAGES) return no(InferStatus.OVERSIZED, `count ${r.count} exceeds ${MAX_INFER_IMAGES} images`);
-  if (r.pixels.byteLength !== r.count * IMAGE_PIXELS) return no(InferStatus.MALFORMED, `pixels must hold count * ${IMAGE_PIXELS} bytes, got ${r.pixels.byteLength}`);
+  if (r.pixels.byteLength === 0 || r.pixels.byteLength % r.count !== 0) return no(InferStatus.MALFORMED, `pixels must hold count equal-sized images, got ${r.pixels.byteLength} bytes for ${r.count}`);
+  if (r.pixels.byteLength / r.count > MAX_INFER_IMAGE_BYTES) return no(InferStatus.OVERSIZED, `images over ${MAX_INFER_IMAGE_BYTES} bytes each`);
   if (r.deadlineMs < MIN_DEADLINE_MS || r.deadlineMs > MAX_DEADLINE_MS) return no(InferStatus.MALFORMED, `deadline_ms must be in ${MIN_DEADLINE_MS}..${MAX_DEADLINE_MS}`);
   if (r.maxExit > 64) return no(InferStatus.MALFORMED, 'max_exit out of range');
   if (r.backbone.length === 0 || r.backbone.length > 128) return no(InferStatus.MALFORMED, 'backbone must be 1..128 chars');
@@ -337,6 +339,10 @@ export class InferService {
       this.count(InferStatus.MODEL_MISMATCH);
       return refusal(InferStatus.MODEL_MISMATCH, req.requestId, `this node runs backbone ${m.backboneName}`);
     }
+    if (req.pixels.byteLength !== req.count * pixelsPerImage(m.input)) {
+      this.count(InferStatus.MODEL_MISMATCH);
+      return refusal(InferStatus.MODEL_MISMATCH, req.requestId, `this node's model takes ${m.input.channels}x${m.input.size}x${m.input.size} images`);
+    }
     const budget = req.deadlineMs * RESPONDER_BUDGET_SHARE;
     const lat = m.latency ? (req.count === 1 ? m.latency.batch1 : m.latency.batch64) : null;
     if (lat && lat[0] > budget) {
@@ -350,9 +356,10 @@ export class InferService {
     this.active++;
     try {
       const exit = req.maxExit === 0 ? m.exits - 1 : Math.min(req.maxExit, m.exits) - 1;
+      const P = pixelsPerImage(m.input);
       const imgs: Uint8Array[] = [];
-      for (let b = 0; b < req.count; b++) imgs.push(req.pixels.subarray(b * IMAGE_PIXELS, (b + 1) * IMAGE_PIXELS));
-      const { predictions, result } = await m.predict(normalizeImages(imgs), req.count, { exit, budgetMs: budget, mode: this.mode });
+      for (let b = 0; b < req.count; b++) imgs.push(req.pixels.subarray(b * P, (b + 1) * P));
+      const { predictions, result } = await m.predict(normalizeImages(imgs, m.input), req.count, { exit, budgetMs: budget, mode: this.mode });
       const probs: number[] = [];
       for (const p of predictions) probs.push(...p.probs);
       this.count(InferStatus.OK);
@@ -387,7 +394,8 @@ export class InferService {
   async collaborate(images: Uint8Array[], o: CollaborateOptions): Promise<CollaborativeResult> {
     const count = images.length;
     if (count < 1 || count > MAX_INFER_IMAGES) throw new InferError('BAD_INPUT', `collaborative prediction takes 1..${MAX_INFER_IMAGES} images`);
-    if (images.some((i) => i.length !== IMAGE_PIXELS)) throw new InferError('BAD_INPUT', `every image must have ${IMAGE_PIXELS} pixels`);
+    const P = pixelsPerImage(this.model?.input ?? MNIST_INPUT);
+    if (images.some((i) => i.length !== P)) throw new InferError('BAD_INPUT', `every image must have ${P} values (the model's channels x size x size)`);
     if (!Number.isInteger(o.k) || o.k < 0 || o.k > MAX_PEERS_K) throw new InferError('BAD_OPTION', `k must be in 0..${MAX_PEERS_K}`);
     const deadline = o.deadlineMs ?? DEFAULT_DEADLINE_MS;
     if (!(deadline >= MIN_DEADLINE_MS && deadline <= MAX_DEADLINE_MS)) throw new InferError('BAD_OPTION', `deadline must be in ${MIN_DEADLINE_MS}..${MAX_DEADLINE_MS} ms`);
@@ -400,8 +408,8 @@ export class InferService {
     const self = this.mesh.peerId.toString();
     const peers = (o.peers ?? this.candidates()).filter((p) => p !== self).slice(0, o.k);
     const requestId = `r${Date.now().toString(36)}-${(requestCounter++).toString(36)}`;
-    const pixels = new Uint8Array(count * IMAGE_PIXELS);
-    images.forEach((img, i) => pixels.set(img, i * IMAGE_PIXELS));
+    const pixels = new Uint8Array(count * P);
+    images.forEach((img, i) => pixels.set(img, i * P));
     const body = InferRequest.encode({ version: INFER_VERSION, requestId, count, pixels, deadlineMs: Math.round(deadline), maxExit: o.maxExit ?? 0, backbone });
     const t0 = performance.now();
     const asked = peers.map(async (peer): Promise<PeerAnswer | { peer: string; reason: IgnoredReason; detail: string }> => {
@@ -429,7 +437,7 @@ export class InferService {
     let local: CollaborativeResult['local'] = null;
     if (includeLocal) {
       if (!m) throw new InferError('BAD_OPTION', 'includeLocal needs a local model');
-      const { predictions, result } = await m.predict(normalizeImages(images), count, { exit: o.local?.exit, budgetMs: o.local?.budgetMs, mode: o.local?.mode ?? this.mode });
+      const { predictions, result } = await m.predict(normalizeImages(images, m.input), count, { exit: o.local?.exit, budgetMs: o.local?.budgetMs, mode: o.local?.mode ?? this.mode });
       local = { exit: result.exit + 1, probs: predictions.map((p) => p.probs) };
     }
     const settled = await Promise.all(asked);

@@ -60,7 +60,7 @@ test('infer: usage errors are refused with a reason', async (t) => {
   await refused(['--input', json, '--exit', '7'], /--exit must be in 1\.\.4/);
   await refused(['--input', json, '--mode', 'magic'], /mode/);
   await refused(['--input', json, '--peers-k', '99'], /--peers-k must be a whole number in 0\.\.16/);
-  await refused(['--input', join(FIX, 'gray-32.png')], /32x32/);
+  await refused(['--input', join(FIX, 'fmnist-test-3017.gray')], /neither an image file/);
   await refused(['--input', join(FIX, 'nope.json')], /cannot read --input/);
   const notCkpt = await infer(['--checkpoint', join(FIX, 'fmnist-gray.png'), '--input', json]);
   t.regex(notCkpt.err, /not an fmfl checkpoint/);
@@ -98,8 +98,10 @@ test('fmfl-node infer and a node serving POST /predict through main()', async (t
   const code = await main(['infer', '--checkpoint', ckpt, '--input', json, '--exit', '1', '--json'], { stdout: (s) => void (out += s), stderr: (s) => void (err += s) });
   t.is(code, 0, err);
   t.true((JSON.parse(out) as { predictions: { exit: number }[] }).predictions.every((p) => p.exit === 1));
-  t.is(await main(['infer', '--checkpoint', ckpt, '--input', join(FIX, 'gray-32.png')], { stdout: () => {}, stderr: (s) => void (err += s) }), 1);
-  t.regex(err, /32x32/);
+  // Any size is resized to the model's input (sharp); raw bytes that are no image nor JSON are refused.
+  t.is(await main(['infer', '--checkpoint', ckpt, '--input', join(FIX, 'gray-32.png')], { stdout: () => {}, stderr: (s) => void (err += s) }), 0, err);
+  t.is(await main(['infer', '--checkpoint', ckpt, '--input', join(FIX, 'fmnist-test-3017.gray')], { stdout: () => {}, stderr: (s) => void (err += s) }), 1);
+  t.regex(err, /neither an image file/);
   t.is(await main(['--http-port', '0'], { stdout: () => {}, stderr: (s) => void (err += s) }), 2);
   t.regex(err, /--http-port needs --checkpoint/);
 

@@ -5,7 +5,7 @@ import {
   InferService, TokenBucket, latencyFeatures, parseLatencyFeatures, validateInferRequest, validateInferResponse, type AnswerExpectation,
 } from '../../src/infer/service.ts';
 import { combineProbs, isProbVector, prototypeProbs } from '../../src/infer/combine.ts';
-import { INFER_VERSION, MAX_INFER_IMAGES } from '../../src/infer/limits.ts';
+import { INFER_VERSION, MAX_INFER_IMAGES, MAX_INFER_REQUEST_BYTES } from '../../src/infer/limits.ts';
 import type { AnytimeModel } from '../../src/infer/anytime.ts';
 import type { Mesh } from '../../src/mesh/mesh.ts';
 
@@ -21,14 +21,15 @@ test('request validation: every malformed field is refused with its reason; rand
   };
   t.is(status(req({ version: 2 })), InferStatus.UNSUPPORTED_VERSION);
   t.is(status(req({ count: MAX_INFER_IMAGES + 1, pixels: px(MAX_INFER_IMAGES + 1) })), InferStatus.OVERSIZED);
-  t.is(status(req({ count: 2 })), InferStatus.MALFORMED);
+  t.is(status(req({ count: 2, pixels: new Uint8Array(785) })), InferStatus.MALFORMED, 'pixels not count equal-sized images');
+  t.is(status(req({ count: 1, pixels: new Uint8Array(3 * 128 * 128 + 1) })), InferStatus.OVERSIZED);
   t.is(status(req({ count: 0, pixels: new Uint8Array(0) })), InferStatus.MALFORMED);
   t.is(status(req({ deadlineMs: 1 })), InferStatus.MALFORMED);
   t.is(status(req({ deadlineMs: 10 ** 6 })), InferStatus.MALFORMED);
   t.is(status(req({ requestId: 'has space' })), InferStatus.MALFORMED);
   t.is(status(req({ backbone: '' })), InferStatus.MALFORMED);
   t.is(status(new Uint8Array([0xff, 0xff, 0xff])), InferStatus.MALFORMED);
-  t.is(status(new Uint8Array(20 * 784)), InferStatus.OVERSIZED);
+  t.is(status(new Uint8Array(MAX_INFER_REQUEST_BYTES + 1)), InferStatus.OVERSIZED);
   fc.assert(fc.property(fc.uint8Array({ maxLength: 2000 }), (b) => {
     const v = validateInferRequest(b);
     return v.ok === false || v.req.pixels.length === v.req.count * 784;
@@ -107,7 +108,7 @@ function fakeService(o: { maxConcurrent?: number; ratePerSec?: number; rateBurst
   } as unknown as Mesh;
   const calls: { exit: unknown; budgetMs: unknown }[] = [];
   const model = {
-    exits: 3, backboneName: 'bb', version: 'v7', cfg: { classes: 3 }, latency: o.latency ? { batch1: o.latency, batch64: o.latency } : null,
+    exits: 3, backboneName: 'bb', version: 'v7', cfg: { classes: 3 }, input: { size: 28, channels: 1, mean: [0.5], std: [0.5] }, latency: o.latency ? { batch1: o.latency, batch64: o.latency } : null,
     predict: async (_x: Float32Array, n: number, opts: { exit?: number; budgetMs?: number }) => {
       calls.push({ exit: opts.exit, budgetMs: opts.budgetMs });
       await o.hold;
@@ -131,6 +132,7 @@ test('serving: answers, refuses malformed/mismatched requests, rate-limits per p
   t.is(r.modelVersion, 'v7');
   t.deepEqual(calls[0], { exit: 1, budgetMs: 50 }, 'max_exit is 1-based; the budget is half the deadline');
   t.is(statusOf(await svc.handle(req({ backbone: 'other' }), 'p1')), InferStatus.MODEL_MISMATCH);
+  t.is(statusOf(await svc.handle(req({ pixels: new Uint8Array(3 * 32 * 32) }), 'p1')), InferStatus.MODEL_MISMATCH, 'images of another input size');
   t.is(statusOf(await svc.handle(new Uint8Array([9, 9, 9]), 'p1')), InferStatus.MALFORMED);
   t.is(statusOf(await svc.handle(req(), 'p1')), InferStatus.RATE_LIMITED, 'burst of 3 spent');
   t.is(statusOf(await svc.handle(req(), 'p2')), InferStatus.OK, 'buckets are per peer');
