@@ -77,9 +77,13 @@ test('collaborative prediction over 5 real nodes: mixed depths answer; garbage a
     const raw = async (body: Uint8Array): Promise<InferResponse> => InferResponse.decode(await garbage.request(b.peerId, INFER_METHOD, body, { timeoutMs: 5000 }));
     t.is((await raw(Uint8Array.from([0xde, 0xad, 0xbe, 0xef]))).status, InferStatus.MALFORMED);
     const short = await raw(InferRequest.encode({ version: 1, requestId: 'x1', count: 1, pixels: new Uint8Array(10), deadlineMs: 1000, backbone: models[1].backboneName }));
-    t.is(short.status, InferStatus.MALFORMED);
+    // Images of another size than the responder's model takes: refused as a model mismatch, naming its input.
+    t.is(short.status, InferStatus.MODEL_MISMATCH);
     t.is(short.requestId, 'x1');
-    t.regex(short.message, /pixels/);
+    t.regex(short.message, /1x28x28/);
+    const uneven = await raw(InferRequest.encode({ version: 1, requestId: 'x2', count: 2, pixels: new Uint8Array(785), deadlineMs: 1000, backbone: models[1].backboneName }));
+    t.is(uneven.status, InferStatus.MALFORMED);
+    t.regex(uneven.message, /pixels/);
     t.is((await raw(InferRequest.encode({ version: 1, requestId: 'x2', count: 1, pixels: img, deadlineMs: 1000, backbone: 'other-bb' }))).status, InferStatus.MODEL_MISMATCH);
     t.is((await raw(InferRequest.encode({ version: 9, requestId: 'x3', count: 1, pixels: img, deadlineMs: 1000, backbone: models[1].backboneName }))).status, InferStatus.UNSUPPORTED_VERSION);
     const ok = await raw(InferRequest.encode({ version: 1, requestId: 'x4', count: 1, pixels: img, deadlineMs: 1000, maxExit: 1, backbone: models[1].backboneName }));

@@ -132,7 +132,7 @@ test('serving: answers, refuses malformed/mismatched requests, rate-limits per p
   t.is(r.modelVersion, 'v7');
   t.deepEqual(calls[0], { exit: 1, budgetMs: 50 }, 'max_exit is 1-based; the budget is half the deadline');
   t.is(statusOf(await svc.handle(req({ backbone: 'other' }), 'p1')), InferStatus.MODEL_MISMATCH);
-  t.is(statusOf(await svc.handle(req({ pixels: new Uint8Array(3 * 32 * 32) }), 'p1')), InferStatus.MODEL_MISMATCH, 'images of another input size');
+  t.is(statusOf(await svc.handle(req({ pixels: new Uint8Array(3 * 32 * 32) }), 'p2')), InferStatus.MODEL_MISMATCH, 'images of another input size');
   t.is(statusOf(await svc.handle(new Uint8Array([9, 9, 9]), 'p1')), InferStatus.MALFORMED);
   t.is(statusOf(await svc.handle(req(), 'p1')), InferStatus.RATE_LIMITED, 'burst of 3 spent');
   t.is(statusOf(await svc.handle(req(), 'p2')), InferStatus.OK, 'buckets are per peer');
