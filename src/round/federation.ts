@@ -7,7 +7,7 @@ import { z } from 'zod';
 import { AGGREGATOR_NAMES } from '../aggregate/index.ts';
 import { loadDataset, shardIndices, type Dataset } from '../data/index.ts';
 import type { Mesh } from '../mesh/index.ts';
-import { loadBackbone, DEFAULT_BACKBONE } from '../model/backbone.ts';
+import { loadBackboneShared, DEFAULT_BACKBONE } from '../model/backbone.ts';
 import { loadCheckpoint, saveCheckpoint, type JsonValue } from '../model/checkpoint.ts';
 import { exitSpecs, LORA_TARGETS, type LoraConfig, type TrainableSet } from '../model/vit.ts';
 import { RdpAccountant } from '../privacy/index.ts';
@@ -199,7 +199,7 @@ export class Federation {
       throw new ConfigError(`secure aggregation reveals only the mean update: aggregator must be one of ${SECAGG_AGGREGATORS.join(', ')}, not ${cfg.aggregator}`);
     }
 
-    const [bb, train, test] = await Promise.all([loadBackbone(cfg.backbone, cfg.backboneDir), loadDataset(cfg.dataset, 'train'), loadDataset(cfg.dataset, 'test')]);
+    const [bb, train, test] = await Promise.all([loadBackboneShared(cfg.backbone, cfg.backboneDir), sharedDataset(cfg.dataset, 'train'), sharedDataset(cfg.dataset, 'test')]);
     const shard = shardIndices(train.labels, cfg.shard, cfg.alpha === null ? { seed: cfg.partitionSeed, scheme: 'iid' } : { seed: cfg.partitionSeed, scheme: 'dirichlet', alpha: cfg.alpha });
     if (shard.length < cfg.batch) throw new FederationError(`shard ${cfg.shard} has ${shard.length} samples, fewer than one batch of ${cfg.batch}`);
     const testIdx = stridedSlice(test.n, si, sn, cfg.testSlice);
@@ -385,6 +385,19 @@ export class Federation {
   async release(): Promise<void> {
     await this.trainer.release();
   }
+}
+
+const splits = new Map<string, Promise<Dataset>>();
+/** A decoded split loaded once per process and shared (read-only) by every federation in it; each shards by index. */
+function sharedDataset(name: FederationConfig['dataset'], split: 'train' | 'test'): Promise<Dataset> {
+  const key = `${process.env.FMFL_CACHE_DIR ?? ''}|${name}|${split}`;
+  let p = splits.get(key);
+  if (p === undefined) {
+    p = loadDataset(name, split);
+    splits.set(key, p);
+    p.catch(() => splits.delete(key));
+  }
+  return p;
 }
 
 /** `max` test indices spread evenly over the (class-ordered) split, offset by the node's shard index. */
