@@ -24,6 +24,7 @@ import { Trainer } from '../src/train/trainer.ts';
 import { createLogger, silentLogger } from '../src/util/log.ts';
 import { lineChart } from './lib/svg-plot.ts';
 import { kill9, readMetrics, startProc, type ProcNode } from './lib/procs.ts';
+import { finishInproc, inprocHeartbeat } from './lib/inproc.ts';
 
 const program = new Command()
   .option('--nodes <n>', 'number of nodes', '8')
@@ -70,6 +71,7 @@ const program = new Command()
   .option('--seed <n>', 'partition seed', '42')
   .option('--out <dir>', 'output folder', 'out/sim')
   .option('--name <s>', 'run name (subfolder of --out)', '')
+  .option('--heartbeat-ms <n>', 'inproc mode: membership heartbeat period (default 1000 up to 16 nodes, then growing with N², expiry 6x)')
   .option('--verbose', 'log every node')
   .parse(process.argv);
 const o = program.opts<Record<string, any>>();
@@ -297,7 +299,7 @@ async function startNode(i: number, peers: string[]): Promise<void> {
   await mkdir(stateDir(i), { recursive: true });
   const mesh = await createMesh({
     federation: 'sim', identity: await loadOrCreateIdentity(stateDir(i)), listen: listen(i), peers,
-    heartbeatIntervalMs: 1000, memberExpiryMs: 6000, logger: o.verbose ? createLogger({ level: 'info', name: `mesh${i}` }) : undefined,
+    ...inprocHeartbeat(N, o.heartbeatMs === undefined ? undefined : Number(o.heartbeatMs)), logger: o.verbose ? createLogger({ level: 'info', name: `mesh${i}` }) : undefined,
   });
   await mesh.start();
   meshes[i] = mesh;
@@ -310,7 +312,7 @@ function addrOf(i: number): string {
 
 for (let i = 0; i < N; i++) await startNode(i, []);
 for (const [a, b] of edges()) meshes[b]!.addPeer(addrOf(a));
-log.info({ nodes: N, topology: o.topology, protocol: o.protocol, setupMs: Date.now() - t0 }, 'nodes started');
+log.info({ nodes: N, topology: o.topology, protocol: o.protocol, setupMs: Date.now() - t0, rssMB: Math.round(process.memoryUsage.rss() / 1e6), ...inprocHeartbeat(N, o.heartbeatMs === undefined ? undefined : Number(o.heartbeatMs)) }, 'nodes started');
 
 // Fault schedule, triggered when the first node finishes round R-1 (i.e. round R starts).
 const faults: string[] = o.fault ?? [];
@@ -376,16 +378,17 @@ function onRoundDone(r: number): void {
 for (let i = 0; i < N; i++) runNode(i);
 // Runs started by restarts are appended while we wait.
 for (let k = 0; k < runs.length; k++) await runs[k];
+log.info({ t: Date.now() - t0 }, 'all runs done');
 
-// Final evaluation of every surviving node on the full test split.
-const finals: { node: number; accuracy: number[]; ensembleAccuracy: number; hash: string }[] = [];
-for (let i = 0; i < N; i++) {
-  const f = feds[i];
-  if (!f) continue;
-  const ev = await f.evaluate();
-  finals.push({ node: i, accuracy: ev.accuracy, ensembleAccuracy: ev.ensembleAccuracy, hash: metrics[i].at(-1)?.hash ?? '' });
-}
+// Final evaluation on the full test split: freeze each node's model, stop every protocol and mesh at once, then
+// evaluate each distinct model once (scripts/lib/inproc.ts says why; this order ends the 32-node hang of issue 17).
+const testSet = await loadDataset('fashion-mnist', 'test');
+const done = await finishInproc({
+  feds, meshes, test: testSet,
+  onEval: (e) => log.info({ node: e.node, sharedBy: e.nodes, ms: Math.round(e.ms) }, 'final evaluation'),
+});
+log.info({ t: Date.now() - t0, stopMs: Math.round(done.stopMs), evalMs: Math.round(done.evalMs), evaluations: done.evaluations }, 'meshes stopped, final models evaluated');
+const finals = done.finals.map(({ node, accuracy, ensembleAccuracy, hash }) => ({ node, accuracy, ensembleAccuracy, hash: metrics[node].at(-1)?.hash ?? hash }));
 await report(metrics, finals, events, faults);
-for (const m of meshes) await m?.stop().catch(() => {});
 for (const f of feds) await f?.release().catch(() => {});
 process.exit(0);
