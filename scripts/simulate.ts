@@ -72,6 +72,7 @@ const program = new Command()
   .option('--out <dir>', 'output folder', 'out/sim')
   .option('--name <s>', 'run name (subfolder of --out)', '')
   .option('--heartbeat-ms <n>', 'inproc mode: membership heartbeat period (default 1000 up to 16 nodes, then growing with N², expiry 6x)')
+  .option('--status-s <n>', 'inproc mode: seconds between status lines (version, members, connections, wire, RSS)', '30')
   .option('--verbose', 'log every node')
   .parse(process.argv);
 const o = program.opts<Record<string, any>>();
@@ -376,8 +377,20 @@ function onRoundDone(r: number): void {
   }
 }
 for (let i = 0; i < N; i++) runNode(i);
+// A status line every --status-s seconds (default 30): large in-process runs are otherwise silent until the end.
+const statusTimer = setInterval(() => {
+  const live = meshes.filter((m): m is Mesh => m !== null);
+  const span = (xs: number[]): string => (xs.length ? `${Math.min(...xs)}..${Math.max(...xs)}` : '-');
+  log.info({
+    t: Math.round((Date.now() - t0) / 1000), version: span(feds.filter((f): f is Federation => f !== null).map((f) => f.protocol.round)),
+    members: span(live.map((m) => m.membership.memberIds().length)), connections: span(live.map((m) => m.connectedPeers().length)),
+    wireMB: Math.round(live.reduce((a, m) => a + m.wire.bytesOut, 0) / 1e5) / 10, rssMB: Math.round(process.memoryUsage.rss() / 1e6),
+  }, 'status');
+}, 1000 * Number(o.statusS));
+statusTimer.unref();
 // Runs started by restarts are appended while we wait.
 for (let k = 0; k < runs.length; k++) await runs[k];
+clearInterval(statusTimer);
 log.info({ t: Date.now() - t0 }, 'all runs done');
 
 // Final evaluation on the full test split: freeze each node's model, stop every protocol and mesh at once, then
