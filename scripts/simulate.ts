@@ -17,13 +17,14 @@ import { mkdir, writeFile, rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { createMesh, loadOrCreateIdentity, type Mesh } from '../src/mesh/index.ts';
 import { DEFAULT_GOSSIP_MOMENTUM, Federation, leaderOrder, type RoundMetrics } from '../src/round/index.ts';
-import { loadDataset, shardIndices } from '../src/data/index.ts';
+import { loadData, shardIndices } from '../src/data/index.ts';
 import { loadBackbone } from '../src/model/backbone.ts';
 import { exitSpecs, LORA_TARGETS, type LoraTarget } from '../src/model/vit.ts';
 import { Trainer } from '../src/train/trainer.ts';
 import { createLogger, silentLogger } from '../src/util/log.ts';
 import { lineChart } from './lib/svg-plot.ts';
 import { kill9, readMetrics, startProc, type ProcNode } from './lib/procs.ts';
+import { finishInproc, inprocHeartbeat } from './lib/inproc.ts';
 
 const program = new Command()
   .option('--nodes <n>', 'number of nodes', '8')
@@ -55,6 +56,8 @@ const program = new Command()
   .option('--gossip-momentum <x>', 'gossip heavy-ball momentum on the averaged model (default 0.6)')
   .option('--rank <n>', 'LoRA rank', '8')
   .option('--lora-alpha <x>', 'LoRA alpha (default: the product default, 64)')
+  .option('--data <ref>', 'every node\'s data: fashion-mnist | mnist | a folder of <class>/<image> files | a CSV of path,label rows (split into --nodes shards)', 'fashion-mnist')
+  .option('--classes <list>', 'the federation\'s label set, comma-separated (default: the data\'s own)')
   .option('--backbone <name>', 'backbone in models/ (default: the product default)')
   .option('--lora-targets <list>', 'LoRA projections (default: the product default, all six)')
   .option('--backbone-reference', "the training-engine issue's reference recipe: --backbone vit-tiny-mnist --lora-targets q,v --lora-alpha 16")
@@ -70,6 +73,8 @@ const program = new Command()
   .option('--seed <n>', 'partition seed', '42')
   .option('--out <dir>', 'output folder', 'out/sim')
   .option('--name <s>', 'run name (subfolder of --out)', '')
+  .option('--heartbeat-ms <n>', 'inproc mode: membership heartbeat period (default 1000 up to 16 nodes, then growing with N², expiry 6x)')
+  .option('--status-s <n>', 'inproc mode: seconds between status lines (version, members, connections, wire, RSS)', '30')
   .option('--verbose', 'log every node')
   .parse(process.argv);
 const o = program.opts<Record<string, any>>();
@@ -93,6 +98,7 @@ function flConfig(i: number): Record<string, unknown> {
   const byz = (o.fault ?? []).map((f: string) => /^byzantine:(\d+):(scale|nan)$/.exec(f)).find((m: RegExpExecArray | null) => m && Number(m[1]) === i);
   const drop = (o.fault ?? []).map((f: string) => /^drop:([\d.]+)$/.exec(f)).find(Boolean);
   return {
+    dataset: o.data, ...(o.classes ? { classes: String(o.classes).split(',') } : {}),
     protocol: o.protocol, rounds, localSteps: Number(o.localSteps), batch: Number(o.batch), lr: Number(o.lr), lrSchedule: o.lrSchedule,
     shard: `${i}/${N}`, alpha: o.alpha === 'iid' ? null : Number(o.alpha), partitionSeed: Number(o.seed),
     topk: Number(o.topk), topkScope: o.topkScope, brotli: o.brotli !== false, bits: Number(o.bits), errorFeedback: o.errorFeedback !== false, downlinkBits: Number(o.downlinkBits),
@@ -130,15 +136,18 @@ function edges(): [number, number][] {
 // Local-only baseline
 
 if (o.localOnly) {
-  const [bb, train, test] = await Promise.all([loadBackbone(o.backbone), loadDataset('fashion-mnist', 'train'), loadDataset('fashion-mnist', 'test')]);
+  const bb = await loadBackbone(o.backbone);
+  const data = await loadData({ ref: o.data, input: bb.input, classes: o.classes ? String(o.classes).split(',') : undefined, seed: Number(o.seed) });
+  const { train, test } = data;
+  bb.cfg = { ...bb.cfg, classes: data.classes.length };
   const targets = (o.loraTargets ? String(o.loraTargets).split(',') : [...LORA_TARGETS]) as LoraTarget[];
   const heads = new Set(exitSpecs(bb.cfg).map((s) => s.name));
   const weights = new Map([...bb.weights].filter(([k]) => !heads.has(k)));
   const results: { node: number; samples: number; accuracy: number[] }[] = [];
   for (let i = 0; i < N; i++) {
     const cfg = flConfig(i);
-    const shard = shardIndices(train.labels, `${i}/${N}`, cfg.alpha === null ? { seed: Number(o.seed), scheme: 'iid' } : { seed: Number(o.seed), scheme: 'dirichlet', alpha: cfg.alpha as number });
-    const tr = await Trainer.create({ cfg: bb.cfg, lora: { rank: Number(o.rank), alpha: 2 * Number(o.rank), targets }, trainableSet: 'lora+heads', weights, batch: Number(o.batch), seed: 7, threads: Number(o.threads), optimizer: { kind: 'adamw', lr: Number(o.lr), weightDecay: 0.01 } });
+    const shard = shardIndices(train.labels, `${i}/${N}`, cfg.alpha === null ? { seed: Number(o.seed), scheme: 'iid' } : { seed: Number(o.seed), scheme: 'dirichlet', alpha: cfg.alpha as number, dirichlet: { numClasses: bb.cfg.classes } });
+    const tr = await Trainer.create({ cfg: bb.cfg, norm: bb.input, lora: { rank: Number(o.rank), alpha: 2 * Number(o.rank), targets }, trainableSet: 'lora+heads', weights, batch: Number(o.batch), seed: 7, threads: Number(o.threads), optimizer: { kind: 'adamw', lr: Number(o.lr), weightDecay: 0.01 } });
     await tr.trainSteps(train, shard, rounds * Number(o.localSteps));
     const ev = await tr.evaluate(test);
     results.push({ node: i, samples: shard.length, accuracy: ev.accuracy });
@@ -221,7 +230,7 @@ if (mode === 'procs') {
       const flag = (k: string, v: unknown): string[] => (v === undefined || v === null ? [] : [k, String(v)]);
       return [
         '--federation', 'sim', '--heartbeat-ms', '1000', '--expiry-ms', '6000', '--config', profile, '--final-eval',
-        '--data', 'fashion-mnist', '--shard', `${i}/${N}`, '--alpha', String(o.alpha), '--protocol', o.protocol,
+        '--data', o.data, ...flag('--classes', o.classes), '--shard', `${i}/${N}`, '--alpha', String(o.alpha), '--protocol', o.protocol,
         ...flag('--partition-seed', o.seed), ...flag('--rounds', rounds), ...flag('--local-steps', o.localSteps), ...flag('--batch', o.batch), ...flag('--lr', o.lr),
         ...flag('--topk', o.topk), ...flag('--topk-scope', o.topkScope), ...(o.brotli === false ? ['--no-brotli'] : []), ...flag('--bits', o.bits), ...(o.errorFeedback === false ? ['--no-error-feedback'] : []),
         ...flag('--downlink-bits', o.downlinkBits), ...flag('--aggregator', o.aggregator), ...flag('--server-lr', o.serverLr), ...flag('--server-momentum', o.serverMomentum), ...(o.serverLrDecay ? ['--server-lr-decay'] : []), ...flag('--quorum', o.quorum),
@@ -297,7 +306,7 @@ async function startNode(i: number, peers: string[]): Promise<void> {
   await mkdir(stateDir(i), { recursive: true });
   const mesh = await createMesh({
     federation: 'sim', identity: await loadOrCreateIdentity(stateDir(i)), listen: listen(i), peers,
-    heartbeatIntervalMs: 1000, memberExpiryMs: 6000, logger: o.verbose ? createLogger({ level: 'info', name: `mesh${i}` }) : undefined,
+    ...inprocHeartbeat(N, o.heartbeatMs === undefined ? undefined : Number(o.heartbeatMs)), logger: o.verbose ? createLogger({ level: 'info', name: `mesh${i}` }) : undefined,
   });
   await mesh.start();
   meshes[i] = mesh;
@@ -310,7 +319,7 @@ function addrOf(i: number): string {
 
 for (let i = 0; i < N; i++) await startNode(i, []);
 for (const [a, b] of edges()) meshes[b]!.addPeer(addrOf(a));
-log.info({ nodes: N, topology: o.topology, protocol: o.protocol, setupMs: Date.now() - t0 }, 'nodes started');
+log.info({ nodes: N, topology: o.topology, protocol: o.protocol, setupMs: Date.now() - t0, rssMB: Math.round(process.memoryUsage.rss() / 1e6), ...inprocHeartbeat(N, o.heartbeatMs === undefined ? undefined : Number(o.heartbeatMs)) }, 'nodes started');
 
 // Fault schedule, triggered when the first node finishes round R-1 (i.e. round R starts).
 const faults: string[] = o.fault ?? [];
@@ -374,18 +383,31 @@ function onRoundDone(r: number): void {
   }
 }
 for (let i = 0; i < N; i++) runNode(i);
+// A status line every --status-s seconds (default 30): large in-process runs are otherwise silent until the end.
+const statusTimer = setInterval(() => {
+  const live = meshes.filter((m): m is Mesh => m !== null);
+  const span = (xs: number[]): string => (xs.length ? `${Math.min(...xs)}..${Math.max(...xs)}` : '-');
+  log.info({
+    t: Math.round((Date.now() - t0) / 1000), version: span(feds.filter((f): f is Federation => f !== null).map((f) => f.protocol.round)),
+    members: span(live.map((m) => m.membership.memberIds().length)), connections: span(live.map((m) => m.connectedPeers().length)),
+    wireMB: Math.round(live.reduce((a, m) => a + m.wire.bytesOut, 0) / 1e5) / 10, rssMB: Math.round(process.memoryUsage.rss() / 1e6),
+  }, 'status');
+}, 1000 * Number(o.statusS));
+statusTimer.unref();
 // Runs started by restarts are appended while we wait.
 for (let k = 0; k < runs.length; k++) await runs[k];
+clearInterval(statusTimer);
+log.info({ t: Date.now() - t0 }, 'all runs done');
 
-// Final evaluation of every surviving node on the full test split.
-const finals: { node: number; accuracy: number[]; ensembleAccuracy: number; hash: string }[] = [];
-for (let i = 0; i < N; i++) {
-  const f = feds[i];
-  if (!f) continue;
-  const ev = await f.evaluate();
-  finals.push({ node: i, accuracy: ev.accuracy, ensembleAccuracy: ev.ensembleAccuracy, hash: metrics[i].at(-1)?.hash ?? '' });
-}
+// Final evaluation on the full test split: freeze each node's model, stop every protocol and mesh at once, then
+// evaluate each distinct model once (scripts/lib/inproc.ts says why; this order ends the 32-node hang of issue 17).
+const testSet = (await loadData({ ref: o.data, input: (await loadBackbone(o.backbone)).input, classes: o.classes ? String(o.classes).split(',') : undefined, seed: Number(o.seed) })).test;
+const done = await finishInproc({
+  feds, meshes, test: testSet,
+  onEval: (e) => log.info({ node: e.node, sharedBy: e.nodes, ms: Math.round(e.ms) }, 'final evaluation'),
+});
+log.info({ t: Date.now() - t0, stopMs: Math.round(done.stopMs), evalMs: Math.round(done.evalMs), evaluations: done.evaluations }, 'meshes stopped, final models evaluated');
+const finals = done.finals.map(({ node, accuracy, ensembleAccuracy, hash }) => ({ node, accuracy, ensembleAccuracy, hash: metrics[node].at(-1)?.hash ?? hash }));
 await report(metrics, finals, events, faults);
-for (const m of meshes) await m?.stop().catch(() => {});
 for (const f of feds) await f?.release().catch(() => {});
 process.exit(0);

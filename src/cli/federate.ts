@@ -227,7 +227,8 @@ export async function runFederation(
       // Text mode prints the line below on stdout; JSON-log mode also emits the structured record on stderr.
       if (node.config.jsonLogs) node.log.info({ ...m, accuracy: m.accuracy.map((a) => Math.round(a * 10000) / 10000) }, 'round complete');
       io.stdout(`${formatRound(m)}\n`);
-      if (opts.metrics) void appendFile(opts.metrics, JSON.stringify(m) + '\n').catch(() => {});
+      // wireIn / wireOut: cumulative raw connection bytes of this node (libp2p level, heartbeats included).
+      if (opts.metrics) void appendFile(opts.metrics, JSON.stringify({ ...m, wireIn: node.mesh.wire.bytesIn, wireOut: node.mesh.wire.bytesOut }) + '\n').catch(() => {});
     },
     onFinal: (ev) => {
       io.stdout(`final v${ev.version} test accuracy (${ev.n} images) per exit ${ev.accuracy.map((a) => (a * 100).toFixed(2)).join('/')} exit-ensemble ${(ev.ensembleAccuracy * 100).toFixed(2)}\n`);

@@ -124,6 +124,29 @@ export function federationModelDigest(o: { backboneSha256: string; input: InputS
   return createHash('sha256').update(canon).digest('hex').slice(0, 16);
 }
 
+const loaded = new Map<string, { sha256: string; backbone: Promise<Backbone> }>();
+
+/**
+ * `loadBackbone`, loaded and verified once per process: later calls whose manifest still names the same
+ * checkpoint digest get the same (read-only) weights, so in-process nodes hold one copy of the frozen backbone.
+ */
+export async function loadBackboneShared(name = DEFAULT_BACKBONE, dir: string = MODELS_DIR): Promise<Backbone> {
+  dir ??= MODELS_DIR;
+  const path = resolve(manifestPath(name, dir));
+  let sha = '';
+  try {
+    sha = String((JSON.parse(await readFile(path, 'utf8')) as Partial<BackboneManifest>).sha256 ?? '');
+  } catch {
+    return loadBackbone(name, dir); // let it report the problem
+  }
+  const hit = loaded.get(path);
+  if (hit && hit.sha256 === sha) return hit.backbone;
+  const backbone = loadBackbone(name, dir);
+  loaded.set(path, { sha256: sha, backbone });
+  backbone.catch(() => loaded.delete(path));
+  return backbone;
+}
+
 /** Write a backbone checkpoint and its manifest (atomically). */
 export async function saveBackbone(
   name: string,

@@ -5,9 +5,9 @@
 import { existsSync } from 'node:fs';
 import { z } from 'zod';
 import { AGGREGATOR_NAMES } from '../aggregate/index.ts';
-import { loadData, shardIndices, type Dataset } from '../data/index.ts';
+import { loadData, shardIndices, type DataRequest, type Dataset, type LoadedData } from '../data/index.ts';
 import type { Mesh } from '../mesh/index.ts';
-import { federationModelDigest, loadBackbone, DEFAULT_BACKBONE } from '../model/backbone.ts';
+import { federationModelDigest, loadBackboneShared, DEFAULT_BACKBONE } from '../model/backbone.ts';
 import { loadCheckpoint, saveCheckpoint, type JsonValue } from '../model/checkpoint.ts';
 import { exitSpecs, LORA_TARGETS, type LoraConfig, type TrainableSet } from '../model/vit.ts';
 import { RdpAccountant } from '../privacy/index.ts';
@@ -220,11 +220,11 @@ export class Federation {
       throw new ConfigError(`secure aggregation reveals only the mean update: aggregator must be one of ${SECAGG_AGGREGATORS.join(', ')}, not ${cfg.aggregator}`);
     }
 
-    const bb = await loadBackbone(cfg.backbone, cfg.backboneDir);
+    const bb = await loadBackboneShared(cfg.backbone, cfg.backboneDir);
     if ((cfg.imageSize !== undefined && cfg.imageSize !== bb.input.size) || (cfg.channels !== undefined && cfg.channels !== bb.input.channels)) {
       throw new ConfigError(`backbone ${cfg.backbone} takes ${bb.input.size}x${bb.input.size} images with ${bb.input.channels} channel(s), not ${cfg.imageSize ?? bb.input.size}x${cfg.imageSize ?? bb.input.size} with ${cfg.channels ?? bb.input.channels}: pick a backbone pretrained at that size (npm run pretrain -- --data <dir> --model <config> --name <name>, then --backbone <name>) or drop --image-size/--channels`);
     }
-    const data = await loadData({
+    const data = await sharedData({
       ref: cfg.dataset, input: { size: bb.input.size, channels: bb.input.channels }, classes: cfg.classes, testFraction: cfg.testFraction, seed: cfg.partitionSeed,
     });
     if (data.skipped.count > 0) {
@@ -420,6 +420,22 @@ export class Federation {
   async release(): Promise<void> {
     await this.trainer.release();
   }
+}
+
+const loaded = new Map<string, Promise<LoadedData>>();
+/**
+ * A node's data loaded once per process and shared (read-only) by every federation in it that asks for the same
+ * source, input, label set and split; each node shards it by index (the in-process simulator runs many nodes).
+ */
+function sharedData(req: DataRequest): Promise<LoadedData> {
+  const key = JSON.stringify([process.env.FMFL_CACHE_DIR ?? '', req.ref, req.input, req.classes ?? null, req.testFraction ?? null, req.seed ?? null]);
+  let p = loaded.get(key);
+  if (p === undefined) {
+    p = loadData(req);
+    loaded.set(key, p);
+    p.catch(() => loaded.delete(key));
+  }
+  return p;
 }
 
 /** `max` test indices spread evenly over the (class-ordered) split, offset by the node's shard index. */

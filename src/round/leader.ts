@@ -29,6 +29,8 @@ export const ROUND_WIRE_VERSION = 1;
 export const MAX_CONTRIBUTORS = 1024;
 /** Only the first this-many members of a round's leader order may publish its aggregate. */
 export const MAX_LEADER_RANKS = 4;
+/** State requests a catch-up keeps in flight at once. */
+export const CATCH_UP_PARALLEL = 8;
 /** Topics and stream methods. */
 export const UPDATE_TOPIC = 'update';
 export const GLOBAL_TOPIC = 'global';
@@ -145,9 +147,12 @@ export class LeaderProtocol implements RoundProtocol {
   /** Ask members for a newer global state (restart / late join). Returns true if the state advanced. */
   async catchUp(): Promise<boolean> {
     let advanced = false;
-    for (const peer of this.ctx.members()) {
-      if (peer === this.ctx.selfId) continue;
-      if (await this.syncFrom(peer)) advanced = true;
+    const peers = this.ctx.members().filter((p) => p !== this.ctx.selfId);
+    // CATCH_UP_PARALLEL requests at a time: one after another, N-1 round trips made every node of a fresh
+    // N-node federation wait minutes before round 1 at N = 32 in one process (issue 17).
+    for (let i = 0; i < peers.length; i += CATCH_UP_PARALLEL) {
+      const got = await Promise.all(peers.slice(i, i + CATCH_UP_PARALLEL).map(async (p) => this.syncFrom(p)));
+      if (got.some(Boolean)) advanced = true;
     }
     return advanced;
   }

@@ -2,6 +2,7 @@
  * The only module that imports onnxruntime-node: session creation, execution providers, thread settings and
  * typed feeds/fetches. Everything else passes plain typed arrays.
  */
+import { createHash } from 'node:crypto';
 import * as ort from 'onnxruntime-node';
 import { FmflError } from '../util/errors.ts';
 import type { Logger } from '../util/log.ts';
@@ -34,59 +35,84 @@ export type FeedValue =
 
 export type Fetched = Float32Array | Float64Array | BigInt64Array | Int32Array | Uint8Array;
 
-/** One loaded ONNX model. */
+/** An onnxruntime session and the handles using it (one unless it is shared). */
+interface Loaded {
+  inner: ort.InferenceSession;
+  provider: 'cpu' | 'cuda';
+  refs: number;
+  /** Tail of this session's run queue: runs are serialized per session, never concurrent. */
+  tail: Promise<unknown>;
+  /** Pool key when shared. */
+  key?: string;
+}
+
+/** Shared sessions of this process by model digest and session settings (Session.shared). */
+const pool = new Map<string, Promise<Loaded>>();
+
+/**
+ * One loaded ONNX model. `Session.create` loads a private session; `Session.shared` hands out a handle on a
+ * process-wide session per identical model and settings (nodes of one process whose graphs are byte-identical,
+ * e.g. every in-process node of a simulation, then share one session and its memory arena). Runs on one
+ * underlying session are serialized in call order.
+ */
 export class Session {
   readonly provider: 'cpu' | 'cuda';
   readonly inputNames: readonly string[];
   readonly outputNames: readonly string[];
-  private readonly inner: ort.InferenceSession;
+  private readonly loaded: Loaded;
+  private released = false;
 
-  private constructor(inner: ort.InferenceSession, provider: 'cpu' | 'cuda') {
-    this.inner = inner;
-    this.provider = provider;
-    this.inputNames = inner.inputNames;
-    this.outputNames = inner.outputNames;
+  private constructor(loaded: Loaded) {
+    this.loaded = loaded;
+    this.provider = loaded.provider;
+    this.inputNames = loaded.inner.inputNames;
+    this.outputNames = loaded.inner.outputNames;
   }
 
-  /** Load a model from bytes. */
+  /** Load a model from bytes into a session of its own. */
   static async create(model: Uint8Array, opts: SessionOptions = {}): Promise<Session> {
-    const want = opts.provider ?? 'cpu';
-    const threads = opts.threads ?? defaultThreads();
-    const base: ort.InferenceSession.SessionOptions = {
-      intraOpNumThreads: threads,
-      interOpNumThreads: 1,
-      executionMode: 'sequential',
-      graphOptimizationLevel: opts.optimization ?? 'all',
-      enableCpuMemArena: true,
-      enableMemPattern: true,
-      logSeverityLevel: 3,
-    };
-    if (want === 'cuda' || want === 'auto') {
-      try {
-        const s = await ort.InferenceSession.create(model, { ...base, executionProviders: ['cuda', 'cpu'] });
-        return new Session(s, 'cuda');
-      } catch (err) {
-        if (want === 'cuda') {
-          throw new RuntimeError(`the CUDA execution provider could not be loaded (${(err as Error).message}); run \`npm run setup:gpu\` on a machine with an NVIDIA GPU, or use --device cpu`, { cause: err });
-        }
-        warnOnce(opts.logger, `CUDA execution provider unavailable, using CPU (${firstLine((err as Error).message)})`);
-      }
+    const { inner, provider } = await load(model, opts);
+    return new Session({ inner, provider, refs: 1, tail: Promise.resolve() });
+  }
+
+  /**
+   * A handle on the process-wide session of this model (same bytes, provider, threads and optimization level),
+   * loading it on first use. Each handle must be released; the session is freed with the last one.
+   */
+  static async shared(model: Uint8Array, opts: SessionOptions = {}): Promise<Session> {
+    const key = [createHash('sha256').update(model).digest('hex'), opts.provider ?? 'cpu', opts.threads ?? defaultThreads(), opts.optimization ?? 'all'].join('|');
+    let p = pool.get(key);
+    if (p === undefined) {
+      p = load(model, opts).then(({ inner, provider }) => ({ inner, provider, refs: 0, tail: Promise.resolve(), key }));
+      pool.set(key, p);
+      p.catch(() => pool.delete(key));
     }
-    try {
-      const s = await ort.InferenceSession.create(model, { ...base, ...CPU_ONLY, executionProviders: ['cpu'] });
-      return new Session(s, 'cpu');
-    } catch (err) {
-      throw new RuntimeError(`onnxruntime rejected the model: ${(err as Error).message}`, { cause: err });
-    }
+    const loaded = await p;
+    loaded.refs++;
+    return new Session(loaded);
+  }
+
+  /** Number of distinct shared sessions alive in this process (diagnostics, tests). */
+  static sharedCount(): number {
+    return pool.size;
   }
 
   /** Run the model; returns the requested outputs (all by default) as typed arrays. */
   async run(feeds: Record<string, FeedValue>, fetches?: readonly string[]): Promise<Record<string, Fetched>> {
+    if (this.released) throw new RuntimeError('run on a released session');
+    const l = this.loaded;
+    const job = l.tail.then(() => this.runNow(feeds, fetches));
+    l.tail = job.catch(() => undefined);
+    return job;
+  }
+
+  private async runNow(feeds: Record<string, FeedValue>, fetches?: readonly string[]): Promise<Record<string, Fetched>> {
     const ortFeeds: Record<string, ort.Tensor> = {};
     for (const [name, v] of Object.entries(feeds)) ortFeeds[name] = new ort.Tensor(v.data as Float32Array, v.dims as number[]);
     let out: ort.InferenceSession.ReturnType;
+    const inner = this.loaded.inner;
     try {
-      out = fetches ? await this.inner.run(ortFeeds, fetches as string[]) : await this.inner.run(ortFeeds);
+      out = fetches ? await inner.run(ortFeeds, fetches as string[]) : await inner.run(ortFeeds);
     } catch (err) {
       throw new RuntimeError(`onnxruntime run failed: ${(err as Error).message}`, { cause: err });
     }
@@ -95,8 +121,44 @@ export class Session {
     return res;
   }
 
+  /** Release this handle; the session itself goes with its last handle (after the runs queued on it). Idempotent. */
   async release(): Promise<void> {
-    await this.inner.release();
+    if (this.released) return;
+    this.released = true;
+    const l = this.loaded;
+    if (--l.refs > 0) return;
+    if (l.key !== undefined) pool.delete(l.key);
+    await l.tail;
+    await l.inner.release();
+  }
+}
+
+async function load(model: Uint8Array, opts: SessionOptions): Promise<{ inner: ort.InferenceSession; provider: 'cpu' | 'cuda' }> {
+  const want = opts.provider ?? 'cpu';
+  const threads = opts.threads ?? defaultThreads();
+  const base: ort.InferenceSession.SessionOptions = {
+    intraOpNumThreads: threads,
+    interOpNumThreads: 1,
+    executionMode: 'sequential',
+    graphOptimizationLevel: opts.optimization ?? 'all',
+    enableCpuMemArena: true,
+    enableMemPattern: true,
+    logSeverityLevel: 3,
+  };
+  if (want === 'cuda' || want === 'auto') {
+    try {
+      return { inner: await ort.InferenceSession.create(model, { ...base, executionProviders: ['cuda', 'cpu'] }), provider: 'cuda' };
+    } catch (err) {
+      if (want === 'cuda') {
+        throw new RuntimeError(`the CUDA execution provider could not be loaded (${(err as Error).message}); run \`npm run setup:gpu\` on a machine with an NVIDIA GPU, or use --device cpu`, { cause: err });
+      }
+      warnOnce(opts.logger, `CUDA execution provider unavailable, using CPU (${firstLine((err as Error).message)})`);
+    }
+  }
+  try {
+    return { inner: await ort.InferenceSession.create(model, { ...base, ...CPU_ONLY, executionProviders: ['cpu'] }), provider: 'cpu' };
+  } catch (err) {
+    throw new RuntimeError(`onnxruntime rejected the model: ${(err as Error).message}`, { cause: err });
   }
 }
 

@@ -41,6 +41,12 @@ export interface TrainerOptions {
   clipNorm?: number;
   /** Per-channel input normalisation (the backbone's input spec; default mean 0.5, std 0.5). */
   norm?: Normalization;
+  /**
+   * Share the onnxruntime sessions with every other trainer of this process whose graphs are byte-identical
+   * (same architecture, LoRA, trainable set, frozen weights, batch sizes, thread count): trainable tensors are
+   * graph inputs, so one session serves every trainer's steps, and its memory arena is paid once (default true).
+   */
+  shareSessions?: boolean;
   logger?: Logger;
 }
 
@@ -158,7 +164,8 @@ export class Trainer {
     const trainG = buildTrainGraph({ ...common, batch, protoWeight, logitAdjust: opts.logitAdjust });
     const evalG = buildInferGraph({ ...common, batch: evalBatch });
     const sOpts = { provider: opts.provider, threads: opts.threads, logger: opts.logger };
-    const [train, evalS] = await Promise.all([Session.create(trainG.onnx, sOpts), Session.create(evalG.onnx, sOpts)]);
+    const open = opts.shareSessions === false ? Session.create : Session.shared;
+    const [train, evalS] = await Promise.all([open(trainG.onnx, sOpts), open(evalG.onnx, sOpts)]);
     const oc = opts.optimizer ?? { kind: 'adamw', lr: 1e-3, weightDecay: 0.01 };
     const clip = opts.clipNorm !== undefined ? { maxGradNorm: opts.clipNorm } : {};
     const optimizer: Optimizer =

@@ -1,0 +1,98 @@
+/**
+ * The end of an in-process simulation (many Federation + Mesh pairs in one Node.js process): freeze every node's
+ * final model, stop every protocol and mesh at once, then evaluate each distinct final model once.
+ *
+ * Why this order (issue 17): with N in-process meshes every membership heartbeat is signature-checked by the other
+ * N-1 meshes on the same event loop, so the process spends O(N²) work per heartbeat interval on gossip alone. At 32
+ * nodes that took ~80% of the main thread (a CPU profile: ed25519 verification ~28%, Noise/Yamux plumbing most of the
+ * rest, onnxruntime 2.5%), and the old final evaluation (N full test-split passes, one after the other, meshes still
+ * running) then crawled for tens of minutes. A stopped mesh costs nothing; the evaluation needs only the trainer and
+ * the model, and leader-protocol nodes (and gossip nodes holding the same replicas) end on the same model.
+ */
+import { createHash } from 'node:crypto';
+import type { Dataset } from '../../src/data/index.ts';
+import type { Mesh } from '../../src/mesh/index.ts';
+import type { Federation } from '../../src/round/index.ts';
+
+export interface FinalEval {
+  node: number;
+  accuracy: number[];
+  ensembleAccuracy: number;
+  /** Global-state hash (protocol snapshot), as in the round metrics. */
+  hash: string;
+  /** Digest of the evaluated model's tensors: nodes with equal digests share one evaluation. */
+  modelDigest: string;
+}
+
+export interface FinishResult {
+  finals: FinalEval[];
+  /** Distinct final models (= evaluations run). */
+  evaluations: number;
+  stopMs: number;
+  evalMs: number;
+}
+
+/** SHA-256 over a model's tensors in name order (values as float32 bytes). */
+export function modelDigest(tensors: ReadonlyMap<string, Float32Array>): string {
+  const h = createHash('sha256');
+  for (const k of [...tensors.keys()].sort()) {
+    const v = tensors.get(k)!;
+    h.update(k);
+    h.update(new Uint8Array(v.buffer, v.byteOffset, v.byteLength));
+  }
+  return h.digest('hex');
+}
+
+/**
+ * After every node's `run` has settled: snapshot each surviving node's model (gossip's model depends on the live
+ * membership view, so before stopping), stop all federations and meshes concurrently, then evaluate each distinct
+ * model on `test` (all of it unless `indices`) with the trainer of the first node holding it. Releases nothing:
+ * the caller still owns the federations (their trainers) and may `release()` them.
+ */
+export async function finishInproc(o: {
+  feds: readonly (Federation | null)[];
+  meshes: readonly (Mesh | null)[];
+  test: Dataset;
+  indices?: ArrayLike<number>;
+  onEval?: (e: { node: number; nodes: number; ms: number }) => void;
+}): Promise<FinishResult> {
+  const frozen = o.feds.map((f) => {
+    if (!f) return null;
+    const tensors = new Map([...f.protocol.model()].map(([k, v]) => [k, Float32Array.from(v)]));
+    return { tensors, digest: modelDigest(tensors), hash: Buffer.from(f.protocol.snapshot().state.hash).toString('hex').slice(0, 16) };
+  });
+  const t0 = performance.now();
+  await Promise.all(o.feds.map(async (f) => f?.stop().catch(() => {})));
+  await Promise.all(o.meshes.map(async (m) => m?.stop().catch(() => {})));
+  const stopMs = performance.now() - t0;
+  const byDigest = new Map<string, number[]>();
+  frozen.forEach((fz, i) => {
+    if (!fz) return;
+    const list = byDigest.get(fz.digest) ?? [];
+    list.push(i);
+    byDigest.set(fz.digest, list);
+  });
+  const finals: FinalEval[] = [];
+  const t1 = performance.now();
+  for (const [digest, nodes] of byDigest) {
+    const te = performance.now();
+    const trainer = o.feds[nodes[0]]!.trainer;
+    trainer.loadParams(frozen[nodes[0]]!.tensors);
+    const ev = await trainer.evaluate(o.test, o.indices);
+    o.onEval?.({ node: nodes[0], nodes: nodes.length, ms: performance.now() - te });
+    for (const i of nodes) finals.push({ node: i, accuracy: ev.accuracy, ensembleAccuracy: ev.ensembleAccuracy, hash: frozen[i]!.hash, modelDigest: digest });
+  }
+  finals.sort((a, b) => a.node - b.node);
+  return { finals, evaluations: byDigest.size, stopMs, evalMs: performance.now() - t1 };
+}
+
+/**
+ * Membership heartbeat period and expiry for N meshes in one process: 1 s / 6 s up to 16 nodes (what the process
+ * mode uses), then growing with N² so that the process-wide rate of heartbeat signature checks, N·(N-1) per period,
+ * stays near that of 16 nodes (~240/s) instead of growing with N²; capped at 15 s. One node per process only checks
+ * N-1 heartbeats per period and keeps the 1 s default. `overrideMs` (a --heartbeat-ms flag) wins.
+ */
+export function inprocHeartbeat(n: number, overrideMs?: number): { heartbeatIntervalMs: number; memberExpiryMs: number } {
+  const ms = overrideMs ?? Math.min(15_000, Math.round(1000 * Math.max(1, (n / 16) ** 2)));
+  return { heartbeatIntervalMs: ms, memberExpiryMs: 6 * ms };
+}

@@ -1,0 +1,73 @@
+/**
+ * Issue 17 regression: the end of an in-process simulation. Nodes over the memory transport run their rounds; then
+ * finishInproc (what `npm run simulate -- --mode inproc` runs) freezes each model, stops every protocol and mesh, and
+ * evaluates each distinct final model once, after the meshes are down. Everything must settle and stop cleanly.
+ */
+import test from 'ava';
+import { createMesh, type Mesh } from '../../src/mesh/index.ts';
+import { loadDataset } from '../../src/data/index.ts';
+import { Session } from '../../src/runtime/index.ts';
+import { finishInproc, inprocHeartbeat, modelDigest } from '../../scripts/lib/inproc.ts';
+import { FAST, link, stopAll, topologies, viewsConverged, waitFor } from './mesh-helpers.ts';
+import { createFeds, releaseAll, runAll, tinyFl } from './fed-helpers.ts';
+
+const N = 7;
+
+async function memoryMeshes(n: number, tag: string): Promise<Mesh[]> {
+  const meshes: Mesh[] = [];
+  for (let i = 0; i < n; i++) {
+    const m = await createMesh({ federation: 'test', ...FAST, listen: [`/memory/fmfl-end-${tag}-${i}`] });
+    await m.start();
+    meshes.push(m);
+  }
+  return meshes;
+}
+
+for (const protocol of ['leader', 'gossip'] as const) {
+  test.serial(`${protocol}: ${N} in-process nodes over the memory transport finish, stop every mesh, then evaluate each distinct model once`, async (t) => {
+    const meshes = await memoryMeshes(N, protocol);
+    t.teardown(() => stopAll(meshes));
+    link(meshes, topologies.full(N));
+    await waitFor(() => viewsConverged(meshes), 'membership views');
+    const sharedBefore = Session.sharedCount();
+    const feds = await createFeds(meshes, (i) => tinyFl(i, N, { protocol, rounds: 2, localSteps: 2, minMembers: N }));
+    t.teardown(() => releaseAll(feds));
+    t.is(Session.sharedCount() - sharedBefore, 2, `the ${N} trainers share one training and one evaluation session`);
+    const metrics = await runAll(feds);
+    for (const m of metrics) t.deepEqual(m.map((x) => x.version), [1, 2]);
+    const models = feds.map((f) => modelDigest(f.protocol.model()));
+
+    const testSet = await loadDataset('fashion-mnist', 'test');
+    const runningAtEval: number[] = [];
+    const done = await finishInproc({
+      feds, meshes, test: testSet, indices: Uint32Array.from({ length: 100 }, (_, k) => k * 97),
+      onEval: () => runningAtEval.push(meshes.filter((m) => m.isRunning).length),
+    });
+    t.deepEqual(done.finals.map((f) => f.node), [...Array(N).keys()], 'one final result per node, in node order');
+    t.deepEqual(done.finals.map((f) => f.modelDigest), models, 'each node is scored on the model it ended with');
+    t.is(done.evaluations, new Set(models).size, 'one evaluation per distinct final model');
+    t.is(runningAtEval.length, done.evaluations);
+    t.true(runningAtEval.every((r) => r === 0), `meshes still running during evaluation: ${runningAtEval.join(',')}`);
+    if (protocol === 'leader') t.is(done.evaluations, 1, 'leader nodes end on one model: evaluated once');
+    for (const f of done.finals) {
+      t.is(f.accuracy.length, 2);
+      t.true(f.accuracy.every((a) => a >= 0 && a <= 1));
+    }
+    for (const m of meshes) {
+      t.false(m.isRunning);
+      t.is(m.libp2p.status, 'stopped');
+      t.is(m.libp2p.getConnections().length, 0);
+    }
+    await releaseAll(feds);
+    t.is(Session.sharedCount() - sharedBefore, 0, 'sessions released with the last trainer');
+  });
+}
+
+test('inprocHeartbeat: 1 s up to 16 nodes, then the process-wide heartbeat-check rate stays bounded; an override wins', (t) => {
+  t.deepEqual(inprocHeartbeat(8), { heartbeatIntervalMs: 1000, memberExpiryMs: 6000 });
+  t.deepEqual(inprocHeartbeat(16), { heartbeatIntervalMs: 1000, memberExpiryMs: 6000 });
+  const rate = (n: number): number => (n * (n - 1)) / (inprocHeartbeat(n).heartbeatIntervalMs / 1000);
+  t.true(rate(32) <= rate(16) * 1.1 && rate(48) <= rate(16) * 1.1, `checks/s at 16, 32, 48: ${rate(16)}, ${rate(32)}, ${rate(48)}`);
+  t.is(inprocHeartbeat(1000).heartbeatIntervalMs, 15_000);
+  t.deepEqual(inprocHeartbeat(64, 500), { heartbeatIntervalMs: 500, memberExpiryMs: 3000 });
+});
