@@ -20,7 +20,7 @@ import { resolveModelConfig, MODEL_PRESET_NAMES, type ModelOverrides } from '../
 import { saveBackbone, MODELS_DIR, REFERENCE_BACKBONE } from '../src/model/backbone.ts';
 import { DATASET_NAMES, loadData, type InputSpec } from '../src/data/index.ts';
 import { runRecipe } from '../src/train/recipes.ts';
-import { FmflError } from '../src/util/errors.ts';
+import { ConfigError, FmflError } from '../src/util/errors.ts';
 
 const o = new Command()
   .option('--epochs <n>', 'passes over the train split', '5')
@@ -36,7 +36,7 @@ const o = new Command()
   .option('--model <name|file.json>', `architecture: ${MODEL_PRESET_NAMES.join(' | ')} or a JSON file of a custom config`, 'vit-tiny')
   .option('--image-size <n>', 'override the model\'s input size')
   .option('--channels <n>', 'override the model\'s input channels (1 or 3)')
-  .option('--norm <how>', 'input normalisation: data (per-channel mean/std of the train split) | half (mean 0.5, std 0.5)')
+  .option('--norm <how>', 'input normalisation: data (per-channel mean/std of the train split) | half (mean 0.5, std 0.5) | <means>/<stds>, e.g. 0.485,0.456,0.406/0.229,0.224,0.225')
   .option('--test-fraction <x>', 'share of each class held out for testing when the data has no test split', '0.2')
   .parse(process.argv)
   .opts<Record<string, string | undefined>>();
@@ -55,10 +55,17 @@ try {
   const cfg = resolveModelConfig(model, { ...overrides, classes: data.classes.length });
   const bundled = (DATASET_NAMES as readonly string[]).includes(dataRef);
   const normHow = o.norm ?? (bundled ? 'half' : 'data');
-  if (normHow !== 'data' && normHow !== 'half') throw new Error('--norm must be data or half');
+  const given = /^([\d.,]+)\/([\d.,]+)$/.exec(normHow);
+  if (normHow !== 'data' && normHow !== 'half' && !given) throw new ConfigError('--norm must be data, half or <means>/<stds> (one per channel, comma-separated)');
+  const parse = (v: string): number[] => v.split(',').map(Number);
   const input: InputSpec = normHow === 'half'
     ? { size: cfg.image, channels: cfg.channels as 1 | 3, mean: Array(cfg.channels).fill(0.5), std: Array(cfg.channels).fill(0.5) }
-    : { size: cfg.image, channels: cfg.channels as 1 | 3, mean: data.stats.mean, std: data.stats.std };
+    : given
+      ? { size: cfg.image, channels: cfg.channels as 1 | 3, mean: parse(given[1]), std: parse(given[2]) }
+      : { size: cfg.image, channels: cfg.channels as 1 | 3, mean: data.stats.mean, std: data.stats.std };
+  if (input.mean.length !== cfg.channels || input.std.length !== cfg.channels || !input.mean.every(Number.isFinite) || !input.std.every((v) => v > 0)) {
+    throw new ConfigError(`--norm: give ${cfg.channels} finite means and ${cfg.channels} stds > 0`);
+  }
   console.error(`pretraining ${o.name}: ${cfg.channels}x${cfg.image}x${cfg.image}, patch ${cfg.patch}, dim ${cfg.dim}, depth ${cfg.depth}, ${cfg.heads} heads, MLP ${cfg.mlp}, ${cfg.classes} classes; ${data.train.n} train / ${data.test.n} test images; normalisation mean ${input.mean.join(',')} std ${input.std.join(',')}`);
   const seed = Number(o.seed);
   const bar = stepBar('pretrain');
