@@ -1,6 +1,7 @@
 import test from 'ava';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import sharp from 'sharp';
 import { makeTestCheckpoint, fixtureImage } from './infer-helpers.ts';
 import { openModel } from '../../src/infer/load.ts';
 import { startPredictServer, type PredictServer } from '../../src/infer/http.ts';
@@ -54,6 +55,12 @@ test('POST /predict: pixels, images, base64 PNG, exits and modes', async (t) => 
   const b = await post({ png });
   t.is(b.status, 200);
   t.deepEqual(b.json.predictions[0].probs, p.probs, 'the PNG and the pixel array are the same image');
+  t.is(typeof b.json.predictions[0].className, 'string', 'answers name the class');
+  // A JPEG at another size (sharp writes it here) is decoded and resized to the model's 28x28 input.
+  const jpeg = await sharp(Buffer.from(await readFile(join(import.meta.dirname, '..', 'fixtures', 'infer', 'fmnist-gray.png')))).resize(56, 56).jpeg({ quality: 95 }).toBuffer();
+  const j = await post({ image: jpeg.toString('base64') });
+  t.is(j.status, 200);
+  t.is(j.json.predictions[0].probs.length, 10);
 
   const c = await post({ images: [img, img.map((v) => 255 - v)], exit: 1, mode: 'ensemble' });
   t.is(c.status, 200);
