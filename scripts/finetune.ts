@@ -17,7 +17,8 @@
 import { Command } from 'commander';
 import { stepBar } from './lib/progress.ts';
 import { loadBackbone, DEFAULT_BACKBONE, REFERENCE_BACKBONE } from '../src/model/backbone.ts';
-import { LORA_TARGETS, TRAINABLE_SETS, backboneSpecs, type LoraTarget, type TrainableSet } from '../src/model/vit.ts';
+import { LORA_TARGETS, TRAINABLE_SETS, type LoraTarget, type TrainableSet } from '../src/model/vit.ts';
+import { architectureOf } from '../src/model/architecture.ts';
 import { runRecipe } from '../src/train/recipes.ts';
 import { LR_SCHEDULES, type LrSchedule } from '../src/train/schedule.ts';
 import { balancedIndices, loadData } from '../src/data/index.ts';
@@ -133,7 +134,7 @@ const res = await runRecipe({
     console.error(`epoch ${e}: train loss ${l.toFixed(4)}; test accuracy per exit ${ev.accuracy.map((a) => (a * 100).toFixed(2)).join(' / ')}; exit ensemble ${(ev.ensembleAccuracy * 100).toFixed(2)}`);
   },
 });
-const backboneParams = backboneSpecs(bb.cfg).reduce((a, s) => a + s.shape.reduce((x, y) => x * y, 1), 0);
+const backboneParams = architectureOf(bb.cfg).backboneTensors(bb.cfg).reduce((a, s) => a + s.shape.reduce((x, y) => x * y, 1), 0);
 /** `perClass` seeded samples of each class when every class has them, else a seeded sample of the whole split. */
 function balancedIndicesPresent(labels: Uint8Array, perClass: number, seed: number, classes: number): Uint32Array {
   if (new Set(labels).size === classes) return balancedIndices(labels, perClass, seed, classes);

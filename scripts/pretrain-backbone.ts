@@ -15,7 +15,8 @@
 import { readFile } from 'node:fs/promises';
 import { Command } from 'commander';
 import { stepBar } from './lib/progress.ts';
-import { backboneSpecs, exitSpecs, initWeights } from '../src/model/vit.ts';
+import { initWeights } from '../src/model/vit.ts';
+import { backboneAndExitTensors } from '../src/model/architecture.ts';
 import { resolveModelConfig, MODEL_PRESET_NAMES, type ModelOverrides } from '../src/model/presets.ts';
 import { saveBackbone, MODELS_DIR, REFERENCE_BACKBONE } from '../src/model/backbone.ts';
 import { DATASET_NAMES, loadData, type InputSpec } from '../src/data/index.ts';
@@ -71,7 +72,7 @@ try {
   const bar = stepBar('pretrain');
   const res = await runRecipe({
     cfg,
-    weights: initWeights([...backboneSpecs(cfg), ...exitSpecs(cfg)], seed),
+    weights: initWeights(backboneAndExitTensors(cfg), seed),
     dataset: { train: data.train, test: data.test },
     norm: input,
     trainableSet: 'all',

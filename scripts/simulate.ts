@@ -19,7 +19,8 @@ import { createMesh, loadOrCreateIdentity, type Mesh } from '../src/mesh/index.t
 import { DEFAULT_GOSSIP_MOMENTUM, Federation, leaderOrder, type RoundMetrics } from '../src/round/index.ts';
 import { loadData, shardIndices } from '../src/data/index.ts';
 import { loadBackbone } from '../src/model/backbone.ts';
-import { exitSpecs, LORA_TARGETS, type LoraTarget } from '../src/model/vit.ts';
+import { LORA_TARGETS, type LoraTarget } from '../src/model/vit.ts';
+import { exitTensorNames } from '../src/model/architecture.ts';
 import { Trainer } from '../src/train/trainer.ts';
 import { createLogger, silentLogger } from '../src/util/log.ts';
 import { lineChart } from './lib/svg-plot.ts';
@@ -141,7 +142,7 @@ if (o.localOnly) {
   const { train, test } = data;
   bb.cfg = { ...bb.cfg, classes: data.classes.length };
   const targets = (o.loraTargets ? String(o.loraTargets).split(',') : [...LORA_TARGETS]) as LoraTarget[];
-  const heads = new Set(exitSpecs(bb.cfg).map((s) => s.name));
+  const heads = exitTensorNames(bb.cfg);
   const weights = new Map([...bb.weights].filter(([k]) => !heads.has(k)));
   const results: { node: number; samples: number; accuracy: number[] }[] = [];
   for (let i = 0; i < N; i++) {

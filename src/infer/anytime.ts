@@ -9,7 +9,8 @@ import type { Backbone } from '../model/backbone.ts';
 import { IMAGES } from '../model/graphs.ts';
 import type { ModelCheckpoint, Prototypes } from '../model/model-checkpoint.ts';
 import { buildSegmentGraphs, hiddenShape, HIDDEN_NEXT } from '../model/segments.ts';
-import { backboneSpecs, exitSpecs, loraSpecs, trainableSpecs, type ParamSpec, type VitConfig, type Weights } from '../model/vit.ts';
+import type { ParamSpec, VitConfig, Weights } from '../model/vit.ts';
+import { modelTensors, trainableTensors } from '../model/architecture.ts';
 import { Session, type ExecutionProvider, type FeedValue } from '../runtime/index.ts';
 import { argmax, meanProbs, prototypeProbs, softmax } from './combine.ts';
 import { InferError } from './errors.ts';
@@ -146,10 +147,10 @@ export class AnytimeModel {
     const depth = ck.cfg.depth;
     const exits = o.maxExits ?? depth;
     if (!Number.isInteger(exits) || exits < 1 || exits > depth) throw new InferError('BAD_OPTION', `maxExits must be in 1..${depth}`);
-    const trainable = trainableSpecs(ck.cfg, ck.trainableSet, ck.lora);
+    const trainable = trainableTensors(ck.cfg, ck.trainableSet, ck.lora);
     const names = new Set(trainable.map((s) => s.name));
     const frozen: Weights = new Map();
-    for (const s of [...backboneSpecs(ck.cfg), ...exitSpecs(ck.cfg), ...(ck.lora ? loraSpecs(ck.cfg, ck.lora) : [])]) {
+    for (const s of modelTensors(ck.cfg, ck.lora)) {
       if (names.has(s.name)) continue;
       const w = bb.weights.get(s.name);
       if (!w) throw new InferError('MODEL_MISMATCH', `backbone ${bb.manifest.name} lacks tensor ${s.name}`);
@@ -177,7 +178,7 @@ export class AnytimeModel {
 
   /** Replace the trainable tensors (a new global model) without rebuilding sessions. Shapes are checked. */
   setWeights(weights: Weights, version?: string): void {
-    const specs = trainableSpecs(this.cfg, this.checkpoint.trainableSet, this.checkpoint.lora);
+    const specs = trainableTensors(this.cfg, this.checkpoint.trainableSet, this.checkpoint.lora);
     const feeds: Record<string, FeedValue> = {};
     for (const s of specs) {
       const w = weights.get(s.name);

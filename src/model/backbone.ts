@@ -12,7 +12,8 @@ import { FmflError } from '../util/errors.ts';
 import { MNIST_CLASSES, MNIST_INPUT, type InputSpec } from '../data/index.ts';
 import { decodeCheckpoint, encodeCheckpoint, type JsonValue } from './checkpoint.ts';
 import { resolveModelConfig } from './presets.ts';
-import { backboneSpecs, exitSpecs, validateVitConfig, type VitConfig, type Weights } from './vit.ts';
+import type { VitConfig, Weights } from './vit.ts';
+import { architectureOf, backboneAndExitTensors } from './architecture.ts';
 
 /** Folder of the committed models (project root `models/`). */
 export const MODELS_DIR = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', 'models');
@@ -78,7 +79,7 @@ export async function loadBackbone(name = DEFAULT_BACKBONE, dir: string = MODELS
     throw new BackboneError(`cannot read the manifest of backbone ${name} in ${dir}: ${(err as Error).message}. Run \`npm run pretrain\` to create it.`, { cause: err });
   }
   if (manifest.format !== 'fmfl-backbone/1') throw new BackboneError(`backbone ${name}: unknown manifest format ${String(manifest.format)}`);
-  const cfg = validateVitConfig(manifest.config);
+  const cfg = architectureOf(manifest.config).validate(manifest.config);
   const input = checkInputSpec(manifest.input ?? MNIST_INPUT, cfg, name);
   const labels = manifest.labels ?? [...MNIST_CLASSES];
   if (!Array.isArray(labels) || labels.length !== cfg.classes || labels.some((l) => typeof l !== 'string' || l.length === 0)) {
@@ -89,7 +90,7 @@ export async function loadBackbone(name = DEFAULT_BACKBONE, dir: string = MODELS
   if (sha !== manifest.sha256) throw new BackboneError(`backbone ${name}: checkpoint checksum ${sha} does not match the manifest (${manifest.sha256}); the file is corrupt or was replaced`);
   const ckpt = decodeCheckpoint(bytes, { copy: true });
   const weights: Weights = new Map();
-  for (const s of [...backboneSpecs(cfg), ...exitSpecs(cfg)]) {
+  for (const s of backboneAndExitTensors(cfg)) {
     const t = ckpt.tensors.get(s.name);
     if (!t) throw new BackboneError(`backbone ${name}: tensor ${s.name} is missing`);
     if (t.shape.length !== s.shape.length || t.shape.some((d, i) => d !== s.shape[i])) {
@@ -158,7 +159,7 @@ export async function saveBackbone(
   const input = checkInputSpec(info.input ?? { size: cfg.image, channels: cfg.channels as 1 | 3, mean: Array(cfg.channels).fill(0.5), std: Array(cfg.channels).fill(0.5) }, cfg, name);
   const labels = info.labels ? [...info.labels] : Array.from({ length: cfg.classes }, (_, i) => String(i));
   if (labels.length !== cfg.classes) throw new BackboneError(`saveBackbone: ${labels.length} labels for ${cfg.classes} classes`);
-  const specs = [...backboneSpecs(cfg), ...exitSpecs(cfg)];
+  const specs = backboneAndExitTensors(cfg);
   const tensors = new Map(specs.map((s) => {
     const data = weights.get(s.name);
     if (!data) throw new BackboneError(`saveBackbone: tensor ${s.name} is missing`);

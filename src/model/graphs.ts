@@ -6,7 +6,8 @@
 import * as G from '../graph/index.ts';
 import type { Tensor } from '../graph/index.ts';
 import { ConfigError } from '../util/errors.ts';
-import { backboneSpecs, exitSpecs, loraSpecs, vitForward, type LoraConfig, type ParamSpec, type VitConfig, type Weights } from './vit.ts';
+import type { LoraConfig, ParamSpec, VitConfig, Weights } from './vit.ts';
+import { architectureOf, modelTensors } from './architecture.ts';
 
 export interface GraphSpec {
   cfg: VitConfig;
@@ -75,7 +76,7 @@ function imagesInput(g: G.Graph, spec: GraphSpec): Tensor {
 
 /** Every tensor of the model (backbone, exits, LoRA when configured). */
 export function modelSpecs(cfg: VitConfig, lora: LoraConfig | null): ParamSpec[] {
-  return [...backboneSpecs(cfg), ...exitSpecs(cfg), ...(lora ? loraSpecs(cfg, lora) : [])];
+  return modelTensors(cfg, lora);
 }
 
 export interface BuiltGraph {
@@ -97,7 +98,7 @@ export function buildTrainGraph(spec: TrainGraphSpec): BuiltGraph {
   const labels = g.input(LABELS, [spec.batch], 'int64');
   const param = paramSource(g, spec);
   const trainTensors = spec.trainable.map((s) => param(s.name));
-  const { logits, embeddings } = vitForward(spec.cfg, images, param, { lora: spec.lora, fusedGelu: spec.fusedGelu, fusedAttention: spec.fusedAttention, fusedLayerNorm: spec.fusedLayerNorm });
+  const { logits, embeddings } = architectureOf(spec.cfg).forward(spec.cfg, images, param, { lora: spec.lora, fusedGelu: spec.fusedGelu, fusedAttention: spec.fusedAttention, fusedLayerNorm: spec.fusedLayerNorm });
   const E = logits.length;
   const bias = spec.logitAdjust ? g.input(LOGIT_BIAS, [spec.cfg.classes]) : null;
   const adjusted = (z: Tensor): Tensor => (bias ? G.add(z, bias) : z);
@@ -144,7 +145,7 @@ export function buildInferGraph(spec: InferGraphSpec): BuiltGraph {
   const images = imagesInput(g, spec);
   const param = paramSource(g, spec);
   for (const s of spec.trainable) param(s.name);
-  const { logits, embeddings } = vitForward(spec.cfg, images, param, { lora: spec.lora, fusedGelu: spec.fusedGelu, fusedAttention: spec.fusedAttention, fusedLayerNorm: spec.fusedLayerNorm, blocks: spec.blocks });
+  const { logits, embeddings } = architectureOf(spec.cfg).forward(spec.cfg, images, param, { lora: spec.lora, fusedGelu: spec.fusedGelu, fusedAttention: spec.fusedAttention, fusedLayerNorm: spec.fusedLayerNorm, blocks: spec.blocks });
   logits.forEach((l, e) => g.output(l, logitsName(e)));
   embeddings.forEach((z, e) => g.output(z, embeddingName(e)));
   return { onnx: G.exportOnnx(g, { name: 'fmfl-vit-infer' }), params: spec.trainable.map((s) => s.name), nodes: g.nodes.length };

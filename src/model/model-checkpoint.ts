@@ -11,8 +11,9 @@
 import { z } from 'zod';
 import { FmflError } from '../util/errors.ts';
 import { loadCheckpoint, saveCheckpoint, type Checkpoint, type JsonValue, type LoadCheckpointOptions as GenericLoadOptions } from './checkpoint.ts';
+import { architectureOf, trainableTensors } from './architecture.ts';
 import { DEFAULT_BACKBONE, REFERENCE_BACKBONE, loadBackbone } from './backbone.ts';
-import { DEFAULT_LORA, LORA_TARGETS, LoraConfigSchema, TRAINABLE_SETS, type LoraTarget, VitConfigSchema, trainableSpecs, validateVitConfig, type LoraConfig, type TrainableSet, type VitConfig, type Weights } from './vit.ts';
+import { DEFAULT_LORA, LORA_TARGETS, LoraConfigSchema, TRAINABLE_SETS, type LoraTarget, VitConfigSchema, type LoraConfig, type TrainableSet, type VitConfig, type Weights } from './vit.ts';
 
 /** Tensor name of the per-exit class prototypes [E, C, D]. */
 export const PROTOTYPES_TENSOR = 'prototypes';
@@ -22,6 +23,9 @@ export const PROTOTYPE_COUNTS_TENSOR = 'prototype_counts';
 export const MODEL_CHECKPOINT_KIND = 'fmfl-model';
 /** Metadata format version this build writes and reads. */
 export const MODEL_CHECKPOINT_FORMAT = 1;
+
+/** Validate a config through its architecture. */
+const validateConfig = (cfg: VitConfig): VitConfig => architectureOf(cfg).validate(cfg);
 
 /** A model checkpoint is structurally valid but does not describe a usable model. */
 export class ModelCheckpointError extends FmflError {
@@ -84,8 +88,8 @@ export interface LoadCheckpointOptions extends GenericLoadOptions {
 
 /** Write a model checkpoint atomically. @throws ModelCheckpointError on missing or misshapen tensors. */
 export async function saveModelCheckpoint(path: string, m: ModelCheckpoint): Promise<void> {
-  const cfg = validateVitConfig(m.cfg);
-  const specs = trainableSpecs(cfg, m.trainableSet, m.lora);
+  const cfg = validateConfig(m.cfg);
+  const specs = trainableTensors(cfg, m.trainableSet, m.lora);
   const tensors = new Map<string, { shape: number[]; data: Float32Array }>();
   for (const s of specs) {
     const data = m.weights.get(s.name);
@@ -130,9 +134,9 @@ export async function loadModelCheckpoint(path: string, opts: LoadCheckpointOpti
     throw new ModelCheckpointError(`${path} is not an fmfl model checkpoint (${parsed.error.issues.slice(0, 3).map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}); make one with \`npm run finetune -- --save <file>\``);
   }
   const mdv = parsed.data;
-  const cfg = validateVitConfig(mdv.config);
+  const cfg = validateConfig(mdv.config);
   if (mdv.labels) checkLabels(mdv.labels, cfg.classes, path);
-  const specs = trainableSpecs(cfg, mdv.trainableSet, mdv.lora);
+  const specs = trainableTensors(cfg, mdv.trainableSet, mdv.lora);
   const weights: Weights = new Map();
   for (const s of specs) {
     const t = ck.tensors.get(s.name);
@@ -176,7 +180,7 @@ async function fromFederation(path: string, ck: Checkpoint, loraAlpha: number): 
   const bb = await loadBackbone(backbone);
   // The federation's label set sizes the exit heads (checkpoints written before 2026-12: the backbone's 10).
   const labels = Array.isArray(meta.labels) && meta.labels.length > 0 && meta.labels.every((l) => typeof l === 'string') ? (meta.labels as string[]) : undefined;
-  const cfg = labels ? validateVitConfig({ ...bb.cfg, classes: labels.length }) : bb.cfg;
+  const cfg = labels ? validateConfig({ ...bb.cfg, classes: labels.length }) : bb.cfg;
   const weights: Weights = new Map();
   for (const [k, t] of ck.tensors) if (k.startsWith('global/')) weights.set(k.slice('global/'.length), t.data);
   const a0 = [...weights.keys()].find((k) => k.endsWith('.lora_a'));
@@ -189,7 +193,7 @@ async function fromFederation(path: string, ck: Checkpoint, loraAlpha: number): 
     lora = { rank, alpha: loraAlpha, targets: targets as LoraTarget[] };
   }
   const trainableSet: TrainableSet = lora ? 'lora+heads' : 'heads';
-  for (const s of trainableSpecs(cfg, trainableSet, lora)) {
+  for (const s of trainableTensors(cfg, trainableSet, lora)) {
     const w = weights.get(s.name);
     if (!w || w.length !== s.shape.reduce((a, b) => a * b, 1)) throw new ModelCheckpointError(`${path}: federation state lacks ${s.name} (or it is misshapen)`);
     if (!w.every(Number.isFinite)) throw new ModelCheckpointError(`${path}: ${s.name} holds a non-finite value`);

@@ -4,14 +4,14 @@
  * Running segments 0..k in order computes exactly what {@link buildInferGraph} computes for exits 0..k, in one
  * pass: the hidden state travels between segments through JS, and a caller can stop between any two of them.
  *
- * Built from the same pieces as `vitForward` (vitEmbed, vitBlock, vitExit). Frozen tensors are initializers;
+ * Built from the same pieces as the architecture's forward pass (its embed, block and exit). Frozen tensors are initializers;
  * trainable tensors stay graph inputs (only those a segment uses), so new global weights need no rebuild.
  */
 import * as G from '../graph/index.ts';
 import type { Tensor } from '../graph/index.ts';
 import { ConfigError } from '../util/errors.ts';
 import { embeddingName, logitsName, modelSpecs, IMAGES, type GraphSpec } from './graphs.ts';
-import { numPatches, vitBlock, vitEmbed, vitExit } from './vit.ts';
+import { architectureOf } from './architecture.ts';
 
 /** Input name of the hidden state (segments 1..depth-1). */
 export const HIDDEN = 'hidden';
@@ -42,7 +42,8 @@ export interface SegmentsSpec extends GraphSpec {
 
 /** The hidden-state shape [B, patches + 1, dim] passed between segments. */
 export function hiddenShape(spec: Pick<GraphSpec, 'cfg' | 'batch'>): [number, number, number] {
-  return [spec.batch, numPatches(spec.cfg) + 1, spec.cfg.dim];
+  const [b, n, d] = architectureOf(spec.cfg).hiddenShape(spec.cfg, spec.batch);
+  return [b, n, d];
 }
 
 /** Build segment graphs 0..blocks-1 (see the module comment). */
@@ -75,10 +76,11 @@ export function buildSegmentGraphs(spec: SegmentsSpec): SegmentGraph[] {
       return t;
     };
     const c = spec.cfg;
-    const x0 = i === 0 ? vitEmbed(c, g.input(IMAGES, [spec.batch, c.channels, c.image, c.image]), param, fwd) : g.input(HIDDEN, hiddenShape(spec));
+    const arch = architectureOf(c);
+    const x0 = i === 0 ? arch.embed(c, g.input(IMAGES, [spec.batch, c.channels, c.image, c.image]), param, fwd) : g.input(HIDDEN, hiddenShape(spec));
     const hasHidden = i < c.depth - 1;
-    const x = vitBlock(c, x0, i, param, fwd, !hasHidden);
-    const e = vitExit(c, x, i, param, fwd);
+    const x = arch.block(c, x0, i, param, fwd, !hasHidden);
+    const e = arch.exit(c, x, i, param, fwd);
     if (hasHidden) g.output(x, HIDDEN_NEXT);
     g.output(e.logits, logitsName(i));
     g.output(e.embedding, embeddingName(i));

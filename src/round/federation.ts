@@ -9,7 +9,8 @@ import { loadData, shardIndices, type DataRequest, type Dataset, type LoadedData
 import type { Mesh } from '../mesh/index.ts';
 import { federationModelDigest, loadBackboneShared, DEFAULT_BACKBONE } from '../model/backbone.ts';
 import { loadCheckpoint, saveCheckpoint, type JsonValue } from '../model/checkpoint.ts';
-import { exitSpecs, LORA_TARGETS, type LoraConfig, type TrainableSet } from '../model/vit.ts';
+import { LORA_TARGETS, type LoraConfig, type TrainableSet } from '../model/vit.ts';
+import { exitTensorNames } from '../model/architecture.ts';
 import { RdpAccountant } from '../privacy/index.ts';
 import { logPriorBias, Trainer } from '../train/trainer.ts';
 import { LR_SCHEDULES, lrAt } from '../train/schedule.ts';
@@ -237,7 +238,7 @@ export class Federation {
     if (shard.length < cfg.batch) throw new FederationError(`shard ${cfg.shard} has ${shard.length} samples, fewer than one batch of ${cfg.batch}`);
     const testIdx = stridedSlice(test.n, si, sn, cfg.testSlice);
     const lora: LoraConfig | null = cfg.trainable === 'lora+heads' ? { rank: cfg.rank, alpha: cfg.loraAlpha, targets: cfg.loraTargets } : null;
-    const heads = new Set(exitSpecs(bb.cfg).map((s) => s.name));
+    const heads = exitTensorNames(bb.cfg);
     // Global version 0: backbone + fresh exit heads + fresh LoRA, all from the federation's model seed.
     const weights = new Map([...bb.weights].filter(([k]) => !heads.has(k)));
     const trainer = await Trainer.create({

@@ -4,7 +4,8 @@
  * fine-tuning (Fashion-MNIST by default).
  */
 import { loadData, type Dataset, type Normalization } from '../data/index.ts';
-import { exitSpecs, type LoraConfig, type TrainableSet, type VitConfig, type Weights } from '../model/vit.ts';
+import type { LoraConfig, TrainableSet, VitConfig, Weights } from '../model/vit.ts';
+import { exitTensorNames } from '../model/architecture.ts';
 import type { ExecutionProvider } from '../runtime/index.ts';
 import { Rng } from '../util/rng.ts';
 import { lrAt, type LrSchedule } from './schedule.ts';
@@ -55,7 +56,7 @@ export async function runRecipe(o: RecipeOptions): Promise<RecipeResult> {
     : o.dataset;
   let weights = o.weights;
   if (o.freshHeads) {
-    const heads = new Set(exitSpecs(o.cfg).map((s) => s.name));
+    const heads = exitTensorNames(o.cfg);
     weights = new Map([...weights].filter(([k]) => !heads.has(k)));
   }
   const trainer = await Trainer.create({

@@ -4,7 +4,8 @@
  * Float32Arrays in between.
  */
 import { buildInferGraph, buildTrainGraph, embeddingName, gradName, logitsName, IMAGES, LABELS, LOGIT_BIAS, PROTOTYPES, PROTO_MASK } from '../model/graphs.ts';
-import { backboneSpecs, exitSpecs, initWeights, loraSpecs, trainableSpecs, type LoraConfig, type ParamSpec, type TrainableSet, type VitConfig, type Weights } from '../model/vit.ts';
+import { initWeights, type LoraConfig, type ParamSpec, type TrainableSet, type VitConfig, type Weights } from '../model/vit.ts';
+import { modelTensors, trainableTensors } from '../model/architecture.ts';
 import { Session, type ExecutionProvider, type FeedValue } from '../runtime/index.ts';
 import { toFloatBatch, type Dataset, type Normalization } from '../data/index.ts';
 import { AdamW, SGD, type Optimizer, type OptimizerState } from './optim.ts';
@@ -140,7 +141,7 @@ export class Trainer {
     if (!Number.isInteger(batch) || batch < 1 || batch > 4096) throw new ConfigError('batch must be an integer in 1..4096');
     if (!Number.isInteger(evalBatch) || evalBatch < 1 || evalBatch > 4096) throw new ConfigError('evalBatch must be an integer in 1..4096');
     const seed = opts.seed ?? 0;
-    const specs = trainableSpecs(cfg, set, lora);
+    const specs = trainableTensors(cfg, set, lora);
     const trainableNames = new Set(specs.map((s) => s.name));
     const fresh = initWeights(specs.filter((s) => !opts.weights.has(s.name)), seed);
     const params: Weights = new Map();
@@ -152,7 +153,7 @@ export class Trainer {
     }
     // Frozen: every other tensor the graph uses (backbone, exits when not trained, LoRA when not trained).
     const frozen: Weights = new Map();
-    const needed = [...backboneSpecs(cfg), ...exitSpecs(cfg), ...(lora ? loraSpecs(cfg, lora) : [])];
+    const needed = modelTensors(cfg, lora);
     for (const s of needed) {
       if (trainableNames.has(s.name)) continue;
       const w = opts.weights.get(s.name);
