@@ -505,12 +505,13 @@ export class Mesh extends EventEmitter {
     return this.allow === undefined || this.allow.has(peerId);
   }
 
-  /** Record a refusal: counted, emitted, logged at warn once per (peer, reason, where) and at debug after. */
+  /** Record a refusal: counted, emitted, logged at warn once per (peer, reason, where) and at debug after (benign ones: debug). */
   refuse(reason: RefusalReason, where: string, peer?: string): void {
     this.refusals.set(reason, (this.refusals.get(reason) ?? 0) + 1);
     const key = `${peer ?? '?'}|${reason}|${where}`;
     const fields = { reason: RefusalReason[reason], where, peer };
-    if (!this.loggedRefusals.has(key) && this.loggedRefusals.size < 10_000) {
+    // Benign refusals (reordering, clock skew, not yet available) are routine in a running federation: debug only.
+    if (!isBenign(reason) && !this.loggedRefusals.has(key) && this.loggedRefusals.size < 10_000) {
       this.loggedRefusals.add(key);
       this.log.warn(fields, 'refused inbound data');
     } else {
