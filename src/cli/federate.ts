@@ -152,10 +152,10 @@ export async function runFederation(
   shutdown: Promise<string>,
   opts: { metrics?: string; progress?: boolean } = {},
 ): Promise<{ rounds: RoundMetrics[]; stoppedBy?: string }> {
+  const t0 = performance.now();
   const fed = await Federation.create(node.mesh, fl, { logger: node.log, stateDir: node.config.stateDir });
   node.mesh.membership.setCapabilities({ datasetSize: fed.shardSize, loraRank: fed.cfg.trainable === 'lora+heads' ? fed.cfg.rank : 0, maxExitDepth: fed.trainer.cfg.depth });
   io.stdout(`federating: protocol=${fed.cfg.protocol} rounds=${fed.cfg.rounds} shard=${fed.cfg.shard} samples=${fed.shardSize} topk=${fed.cfg.topk} bits=${fed.cfg.bits} aggregator=${fed.cfg.aggregator}\n`);
-  const t0 = performance.now();
   const minMembers = fed.cfg.minMembers ?? Number(fed.cfg.shard.split('/')[1]);
   node.status.federationStarted({ protocol: fed.cfg.protocol, rounds: fed.cfg.rounds, minMembers, roundTimeoutMs: fed.cfg.roundTimeoutMs, localSteps: fed.cfg.localSteps, version: fed.protocol.round });
   const waiting = waitingReporter(node, minMembers, io);
@@ -252,7 +252,7 @@ function waitingReporter(node: FmflNode, need: number, io: { stdout: (s: string)
       const dialing = node.mesh.dialStatus().filter((d) => !d.connected);
       const what = dialing.length > 0
         ? `dialing ${dialing.map((d) => `${d.addr}${d.cause ? ` (${d.cause})` : ''}`).join(', ')}`
-        : node.mesh.connectedPeers().length > 0 ? 'connected; waiting for their heartbeats' : 'no peers to dial: the others must dial this node (--peers)';
+        : node.mesh.connectedPeers().length > 0 ? 'connected; waiting for their heartbeats' : 'no --peers to dial: the others must dial this node';
       line = `waiting for members ${have}/${need} (${what})`;
     }
     if (line !== last) {

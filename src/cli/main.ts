@@ -23,11 +23,17 @@ const defaultIo: CliIo = {
   stderr: (s) => process.stderr.write(s),
 };
 
+/**
+ * Resolves with the first SIGINT or SIGTERM. Later ones are ignored while the node shuts down: `npx` forwards the
+ * terminal's Ctrl-C to the node, which therefore gets it twice, and the default action of the second would kill the
+ * node mid-shutdown (exit 130 instead of 0).
+ */
 function waitForSignal(): Promise<string> {
   return new Promise((resolve) => {
+    let first: NodeJS.Signals | undefined;
     const on = (sig: NodeJS.Signals): void => {
-      process.off('SIGINT', on);
-      process.off('SIGTERM', on);
+      if (first !== undefined) return;
+      first = sig;
       resolve(sig);
     };
     process.on('SIGINT', on);
