@@ -11,8 +11,13 @@ export const PEER_STATUS_VERSION = 1;
 export const MAX_PEER_STATUS_BYTES = 16384;
 /** Most neighbour PeerIds in one peer status answer (a node lists at most this many of its connections). */
 export const MAX_PEER_STATUS_NEIGHBOURS = 128;
-/** Deadline of one peer status or RTT ping request (ms). */
-export const PEER_STATUS_TIMEOUT_MS = 2000;
+/**
+ * Deadline of one peer status or RTT ping request (ms). Generous: a member busy with a training step answers late
+ * (RTTs of 1-2 s were measured on 2 shared cores during local training).
+ */
+export const PEER_STATUS_TIMEOUT_MS = 10_000;
+/** How long `GET /status` waits for a member poll in progress before answering with what it has (ms). */
+export const STATUS_POLL_WAIT_MS = 1500;
 /** A member's polled status (round, neighbours, RTT) is refreshed at most this often (ms). */
 export const PEER_POLL_INTERVAL_MS = 3000;
 /** Most members polled for their status in one refresh. */

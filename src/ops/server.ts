@@ -94,7 +94,7 @@ export async function startStatusServer(o: StatusServerOptions): Promise<StatusS
     if (pushing || clients.size === 0) return;
     pushing = true;
     try {
-      const doc: StatusDocument = await o.status.snapshot();
+      const doc: StatusDocument = await o.status.snapshot(0);
       const frame = `event: status\ndata: ${JSON.stringify(doc)}\n\n`;
       for (const c of clients) c.write(frame);
     } catch (err) {

@@ -8,7 +8,7 @@ import type { Mesh } from '../mesh/mesh.ts';
 import type { Capabilities } from '../mesh/membership.ts';
 import type { RoundMetrics } from '../round/federation.ts';
 import { leaderOrder } from '../round/leader.ts';
-import { MAX_POLLED_PEERS, MAX_RECENT_REFUSALS, MAX_ROUND_HISTORY, MAX_STATUS_MEMBERS, PEER_POLL_INTERVAL_MS } from './limits.ts';
+import { MAX_POLLED_PEERS, MAX_RECENT_REFUSALS, MAX_ROUND_HISTORY, MAX_STATUS_MEMBERS, PEER_POLL_INTERVAL_MS, STATUS_POLL_WAIT_MS } from './limits.ts';
 import { pollPeer, servePeerStatus, type Phase, type PolledPeer } from './peer-status.ts';
 import type { FmflMetrics } from './metrics.ts';
 
@@ -217,9 +217,17 @@ export class NodeStatus {
     return this.polling;
   }
 
-  /** The /status document (polls members first when their status is stale). */
-  async snapshot(): Promise<StatusDocument> {
-    await this.refreshPeers();
+  /**
+   * The /status document. Starts a member poll when their status is stale and waits for it at most `waitMs`
+   * (default STATUS_POLL_WAIT_MS): a member busy training answers late, and its last known status is shown meanwhile.
+   */
+  async snapshot(waitMs = STATUS_POLL_WAIT_MS): Promise<StatusDocument> {
+    const poll = this.refreshPeers().catch(() => {});
+    if (waitMs > 0) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([poll, new Promise<void>((r) => (timer = setTimeout(r, waitMs)))]);
+      clearTimeout(timer);
+    }
     return this.document();
   }
 
