@@ -62,3 +62,29 @@ test.serial('Ctrl-C on `npx fmfl-node` (SIGINT to the whole process group, as a 
   t.is(await exited, 0);
   t.regex(out, /shutting down \(SIGINT\)/);
 });
+
+test.serial('a federating node says what it waits for, with the likely cause of a failed dial, and sums up when stopped', async (t) => {
+  const { tinyFl } = await import('./fed-helpers.ts');
+  const { writeFile } = await import('node:fs/promises');
+  const { createMesh } = await import('../../src/mesh/index.ts');
+  const dir = await tempDir('fmfl-wait-');
+  const profile = join(dir, 'p.json');
+  await writeFile(profile, JSON.stringify({ fl: await tinyFl(0, 2, { rounds: 3 }) }));
+  const ghost = (await createMesh({ federation: 'x' })).peerId.toString();
+  let out = '';
+  let stop!: (why: string) => void;
+  const stopped = new Promise<string>((r) => (stop = r));
+  const run = main(['--config', profile, '--state-dir', join(dir, 's'), '--federation', 'wait', '--log-level', 'silent', '--no-progress', '--peers', `/ip4/127.0.0.1/tcp/1/p2p/${ghost}`], {
+    stdout: (s) => void (out += s), stderr: () => {}, shutdown: () => stopped,
+  });
+  await waitFor(() => /\(unreachable: nothing listens/.test(out), 'the waiting line names the cause', 60_000);
+  t.regex(out, new RegExp(`^waiting for members 1/2 \\(dialing /ip4/127\\.0\\.0\\.1/tcp/1/p2p/${ghost} \\(unreachable: nothing listens at that address`, 'm'));
+  const lines = (): number => (out.match(/^waiting for members/gm) ?? []).length;
+  const before = lines();
+  t.true(before <= 2, 'one line when waiting starts and one when the cause is known, at most');
+  await new Promise((r) => setTimeout(r, 2500)); // redials at 0.5 s, 1 s, 2 s: same cause, no new line
+  t.is(lines(), before, 'no line per retry');
+  stop('test');
+  t.is(await run, 0);
+  t.regex(out, /^stopped \(test\) at round 0 of 3 \(0 run here\) in [\d.]+ s; no round completed; checkpoint .*federation\.fmfl$/m);
+});
