@@ -4,7 +4,9 @@
  * trained locally through onnxruntime, top-10% 8-bit updates with error feedback. Prints every node's per-round
  * accuracy and bytes, then a summary and the path of the plots (out/demo/).
  *
- *   npm run demo -- [--rounds 10] [--local-steps 40] [--nodes 4] [--protocol leader|gossip]
+ * Node 0 serves the live dashboard: its URL is printed at start.
+ *
+ *   npm run demo -- [--rounds 10] [--local-steps 40] [--nodes 4] [--protocol leader|gossip] [--http-port 0]
  */
 import { Command } from 'commander';
 import { rm, writeFile, mkdir } from 'node:fs/promises';
@@ -18,8 +20,9 @@ const o = new Command()
   .option('--local-steps <n>', 'local steps per round', '40')
   .option('--protocol <p>', 'leader | gossip', 'leader')
   .option('--out <dir>', 'output folder', 'out/demo')
+  .option('--http-port <n>', "port of node 0's dashboard (0: any free port)", '0')
   .parse(process.argv)
-  .opts<{ nodes: string; rounds: string; localSteps: string; protocol: string; out: string }>();
+  .opts<{ nodes: string; rounds: string; localSteps: string; protocol: string; out: string; httpPort: string }>();
 const N = Number(o.nodes);
 const outDir = resolve(o.out);
 await rm(outDir, { recursive: true, force: true });
@@ -34,8 +37,11 @@ const nodes = await startAll({
     '--federation', 'demo', '--heartbeat-ms', '1000', '--expiry-ms', '6000',
     '--data', 'fashion-mnist', '--shard', `${i}/${N}`, '--alpha', '0.5', '--protocol', o.protocol,
     '--rounds', o.rounds, '--local-steps', o.localSteps, '--rank', '8', '--threads', '1',
+    // Node 0 serves the live dashboard (and /status, /metrics) while the demo runs.
+    ...(i === 0 ? ['--http-port', o.httpPort] : []),
   ],
   onLine: (i, line) => {
+    if (line.startsWith('dashboard ')) console.log(`[node ${i}] ${line}  (live while the demo runs; fmfl-node status --http ${line.slice(10).replace(/\/$/, '')})`);
     if (line.startsWith('round ') || line.startsWith('exited')) console.log(`[node ${i}] ${line}`);
   },
 });

@@ -8,7 +8,9 @@ import cliProgress from 'cli-progress';
 import { Option, type Command } from 'commander';
 import { AGGREGATOR_NAMES } from '../aggregate/index.ts';
 import type { FmflNode } from '../node/fmfl-node.ts';
+import { join } from 'node:path';
 import { Federation, type FederationConfig, type RoundMetrics } from '../round/index.ts';
+import { CHECKPOINT_FILE } from '../round/federation.ts';
 import { ConfigError } from '../util/errors.ts';
 import { prototypesFromStats } from '../model/model-checkpoint.ts';
 
@@ -181,9 +183,13 @@ export async function runFederation(
   shutdown: Promise<string>,
   opts: { metrics?: string; progress?: boolean } = {},
 ): Promise<{ rounds: RoundMetrics[]; stoppedBy?: string }> {
+  const t0 = performance.now();
   const fed = await Federation.create(node.mesh, fl, { logger: node.log, stateDir: node.config.stateDir });
   node.mesh.membership.setCapabilities({ datasetSize: fed.shardSize, loraRank: fed.cfg.trainable === 'lora+heads' ? fed.cfg.rank : 0, maxExitDepth: fed.trainer.cfg.depth });
   io.stdout(`federating: protocol=${fed.cfg.protocol} rounds=${fed.cfg.rounds} shard=${fed.cfg.shard} samples=${fed.shardSize} topk=${fed.cfg.topk} bits=${fed.cfg.bits} aggregator=${fed.cfg.aggregator}\n`);
+  const minMembers = fed.cfg.minMembers ?? Number(fed.cfg.shard.split('/')[1]);
+  node.status.federationStarted({ protocol: fed.cfg.protocol, rounds: fed.cfg.rounds, minMembers, roundTimeoutMs: fed.cfg.roundTimeoutMs, localSteps: fed.cfg.localSteps, version: fed.protocol.round });
+  const waiting = waitingReporter(node, minMembers, io);
   const useBar = opts.progress !== false && process.stderr.isTTY === true;
   const bar = useBar ? new cliProgress.SingleBar({ format: 'local training [{bar}] {value}/{total} steps  loss {loss}', stream: process.stderr, clearOnComplete: true }, cliProgress.Presets.shades_classic) : null;
   let barOn = false;
@@ -194,6 +200,8 @@ export async function runFederation(
   });
   const rounds = await fed.run({
     onStep: (s, total, loss) => {
+      waiting.stop();
+      node.status.trainingStep(s, total);
       if (!bar) return;
       if (!barOn) {
         bar.start(total, 0, { loss: '-' });
@@ -206,6 +214,14 @@ export async function runFederation(
       }
     },
     onRound: (m) => {
+      waiting.stop();
+      const members = node.mesh.membership.memberIds(true).length;
+      node.status.roundDone(m);
+      // Leader rounds count the leader among the contributors; a gossip round counts the peers mixed in.
+      const contributed = m.via === 'mixed' ? m.contributors + 1 : m.contributors;
+      if (m.via !== 'synced' && contributed < members) {
+        node.log.warn({ round: m.version, contributors: contributed, members }, `round ${m.version} ran with ${contributed} of ${members} members' updates (the others were late or gone)`);
+      }
       // A node that also serves predictions switches to each new global model (sessions are reused).
       if (node.inference) {
         try {
@@ -228,15 +244,61 @@ export async function runFederation(
       if (node.config.jsonLogs) node.log.info({ ...m, accuracy: m.accuracy.map((a) => Math.round(a * 10000) / 10000) }, 'round complete');
       io.stdout(`${formatRound(m)}\n`);
       // wireIn / wireOut: cumulative raw connection bytes of this node (libp2p level, heartbeats included).
-      if (opts.metrics) void appendFile(opts.metrics, JSON.stringify({ ...m, wireIn: node.mesh.wire.bytesIn, wireOut: node.mesh.wire.bytesOut }) + '\n').catch(() => {});
+      if (opts.metrics) void appendFile(opts.metrics, JSON.stringify({ time: new Date().toISOString(), ...m, wireIn: node.mesh.wire.bytesIn, wireOut: node.mesh.wire.bytesOut }) + '\n').catch(() => {});
     },
     onFinal: (ev) => {
       io.stdout(`final v${ev.version} test accuracy (${ev.n} images) per exit ${ev.accuracy.map((a) => (a * 100).toFixed(2)).join('/')} exit-ensemble ${(ev.ensembleAccuracy * 100).toFixed(2)}\n`);
-      if (opts.metrics) void appendFile(opts.metrics, JSON.stringify({ final: true, ...ev }) + '\n').catch(() => {});
+      if (opts.metrics) void appendFile(opts.metrics, JSON.stringify({ time: new Date().toISOString(), final: true, ...ev }) + '\n').catch(() => {});
     },
-  });
+  }).finally(() => waiting.stop());
   if (barOn) bar?.stop();
   await fed.checkpoint();
   await fed.release();
+  node.status.federationEnded(stoppedBy);
+  io.stdout(`${runSummary(rounds, fed.protocol.round, fed.cfg.rounds, (performance.now() - t0) / 1000, node.config.stateDir, stoppedBy)}\n`);
   return { rounds, stoppedBy };
+}
+
+/** The one end-of-run line: rounds, final accuracy per exit, checkpoint, wall time. */
+export function runSummary(rounds: RoundMetrics[], version: number, target: number, seconds: number, stateDir: string | undefined, stoppedBy?: string): string {
+  const last = rounds.at(-1);
+  const acc = last ? `final accuracy per exit ${last.accuracy.map((a) => (a * 100).toFixed(1)).join('/')}%` : 'no round completed';
+  const ck = stateDir !== undefined ? `checkpoint ${join(stateDir, CHECKPOINT_FILE)}` : 'no checkpoint (no --state-dir)';
+  const head = stoppedBy !== undefined && version < target ? `stopped (${stoppedBy}) at round ${version} of ${target}` : `done: ${version} of ${target} rounds`;
+  return `${head} (${rounds.length} run here) in ${seconds.toFixed(1)} s; ${acc}; ${ck}`;
+}
+
+/**
+ * While the node waits for members before round 1, print "waiting for members k/n (dialing ...)" whenever the count
+ * or a dial failure cause changes. `stop()` ends it (first training step or round).
+ */
+function waitingReporter(node: FmflNode, need: number, io: { stdout: (s: string) => void }): { stop(): void } {
+  let last = '';
+  let stopped = false;
+  const report = (): void => {
+    if (stopped) return;
+    const have = node.mesh.membership.memberIds(true).length;
+    let line: string;
+    if (have >= need) line = `members ${have}/${need}: starting`;
+    else {
+      const dialing = node.mesh.dialStatus().filter((d) => !d.connected);
+      const what = dialing.length > 0
+        ? `dialing ${dialing.map((d) => `${d.addr}${d.cause ? ` (${d.cause})` : ''}`).join(', ')}`
+        : node.mesh.connectedPeers().length > 0 ? 'connected; waiting for their heartbeats' : 'no --peers to dial: the others must dial this node';
+      line = `waiting for members ${have}/${need} (${what})`;
+    }
+    if (line !== last) {
+      io.stdout(`${line}\n`);
+      last = line;
+    }
+    if (have >= need) stop();
+  };
+  const timer = setInterval(report, 500);
+  timer.unref();
+  const stop = (): void => {
+    stopped = true;
+    clearInterval(timer);
+  };
+  report();
+  return { stop };
 }

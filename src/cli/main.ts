@@ -1,4 +1,6 @@
+import { existsSync, readFileSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
+import { DEFAULT_STATUS_HOST, DEFAULT_STATUS_PORT, fetchStatus, formatStatus } from '../ops/index.ts';
 import { FmflNode } from '../node/fmfl-node.ts';
 import { resolveNodeConfig, type NodeConfigInput } from '../node/config.ts';
 import { loadOrCreateIdentity } from '../mesh/identity.ts';
@@ -21,11 +23,17 @@ const defaultIo: CliIo = {
   stderr: (s) => process.stderr.write(s),
 };
 
+/**
+ * Resolves with the first SIGINT or SIGTERM. Later ones are ignored while the node shuts down: `npx` forwards the
+ * terminal's Ctrl-C to the node, which therefore gets it twice, and the default action of the second would kill the
+ * node mid-shutdown (exit 130 instead of 0).
+ */
 function waitForSignal(): Promise<string> {
   return new Promise((resolve) => {
+    let first: NodeJS.Signals | undefined;
     const on = (sig: NodeJS.Signals): void => {
-      process.off('SIGINT', on);
-      process.off('SIGTERM', on);
+      if (first !== undefined) return;
+      first = sig;
       resolve(sig);
     };
     process.on('SIGINT', on);
@@ -62,6 +70,21 @@ interface RunFlags extends FlFlags {
   httpHost?: string;
 }
 
+/** The fmfl version (package.json). */
+export const FMFL_VERSION: string = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+
+const EXAMPLES = `
+Examples:
+  fmfl-node --http-port 8470                                   run a node with its dashboard at http://127.0.0.1:8470/
+  fmfl-node --state-dir .a --data fashion-mnist --shard 0/2 --rounds 10 --http-port 8470
+  fmfl-node --state-dir .b --data fashion-mnist --shard 1/2 --rounds 10 --peers <address printed by the first>
+  fmfl-node --config nodes/fl-site.json --swarm-key swarm.key  run a profile in a private network
+  fmfl-node status --http http://127.0.0.1:8470                the federation as the node sees it
+  fmfl-node swarm-key swarm.key                                create a private-network key (share it with members)
+  fmfl-node infer --checkpoint model.fmfl --input digit.png    predict locally
+  fmfl-node help infer                                         help of a command
+`;
+
 /** Default state directory of the CLI (relative to the working directory). */
 export const DEFAULT_STATE_DIR = '.fmfl';
 
@@ -78,8 +101,9 @@ async function runNode(flags: RunFlags, io: CliIo): Promise<number> {
     heartbeatIntervalMs: flags.heartbeatMs,
     memberExpiryMs: flags.expiryMs,
   };
-  if (flags.checkpoint !== undefined) overrides.infer = { checkpoint: flags.checkpoint, httpPort: flags.httpPort, httpHost: flags.httpHost ?? '127.0.0.1' };
-  else if (flags.httpPort !== undefined) throw new FmflError('CONFIG', '--http-port needs --checkpoint (the model to serve)');
+  if (flags.checkpoint !== undefined) overrides.infer = { checkpoint: flags.checkpoint };
+  if (flags.httpPort !== undefined) overrides.http = { port: flags.httpPort, host: flags.httpHost ?? '127.0.0.1' };
+  else if (flags.httpHost !== undefined) throw new FmflError('CONFIG', '--http-host needs --http-port');
   const flOver = flFlagsToConfig(flags);
   if (Object.keys(flOver).length > 0) overrides.fl = flOver;
   const cfg = await resolveNodeConfig({ file: flags.config, overrides });
@@ -90,7 +114,10 @@ async function runNode(flags: RunFlags, io: CliIo): Promise<number> {
   await node.start();
   io.stdout(`fmfl-node ${node.peerId} federation=${cfg.federation}\n`);
   for (const a of node.multiaddrs()) io.stdout(`listening ${a}\n`);
-  if (node.inference?.http) io.stdout(`predict ${node.inference.http.url}/predict\n`);
+  if (node.http) {
+    io.stdout(`dashboard ${node.http.url}/\n`);
+    if (node.inference) io.stdout(`predict ${node.http.url}/predict\n`);
+  }
   const shutdown = (io.shutdown ?? waitForSignal)();
   let why: string;
   if (wantsFederation(flags, cfg.fl)) {
@@ -125,11 +152,15 @@ const USER_ERROR_CODES = new Set(['CONFIG', 'DATASET', 'BACKBONE']);
 export async function main(argv: string[], io: CliIo = defaultIo): Promise<number> {
   let code = 0;
   const program = new Command('fmfl-node')
-    .description('Peer-to-peer federated-learning mesh node')
+    .description('Peer-to-peer federated-learning mesh node. Without a command: run a node (add --data/--rounds/--config to federate).')
+    .usage('[options]  |  fmfl-node <command> [options]')
     .exitOverride()
     .enablePositionalOptions()
+    .allowExcessArguments(true)
     .configureOutput({ writeOut: io.stdout, writeErr: io.stderr })
     .showHelpAfterError(false)
+    .version(FMFL_VERSION, '-V, --version', 'print the fmfl version')
+    .optionsGroup('Mesh:')
     .addOption(new Option('--listen <multiaddr,...>', 'listen multiaddrs (default /ip4/127.0.0.1/tcp/0)').argParser(list))
     .addOption(new Option('--peers <multiaddr,...>', 'peers to dial (full multiaddrs with /p2p/<id>); redialled with backoff').argParser(list))
     .option('--state-dir <dir>', `state folder: identity.key, peers.json (default ${DEFAULT_STATE_DIR})`)
@@ -137,18 +168,43 @@ export async function main(argv: string[], io: CliIo = defaultIo): Promise<numbe
     .option('--config <file>', 'JSON node profile (see nodes/); flags override it')
     .option('--swarm-key <file>', 'private-network pre-shared key: peers without it cannot connect')
     .addOption(new Option('--allow <peerId,...>', 'only these peers may connect (connection gater)').argParser(list))
-    .addOption(new Option('--log-level <level>', 'log level (default info)').choices(LOG_LEVELS))
-    .option('--json-logs', 'JSON log lines on stderr')
     .addOption(new Option('--heartbeat-ms <ms>', 'membership heartbeat interval (default 2000)').argParser(int('--heartbeat-ms')))
     .addOption(new Option('--expiry-ms <ms>', 'membership expiry (default 10000)').argParser(int('--expiry-ms')))
+    .optionsGroup('Dashboard, status and serving:')
+    .addOption(new Option('--http-port <port>', 'HTTP server: dashboard /, /status, /metrics (and /predict with --checkpoint); 0: any free port').argParser(port))
+    .option('--http-host <host>', 'host of the HTTP server (default 127.0.0.1: this machine only)')
     .option('--checkpoint <file>', 'serve predictions with this model checkpoint (infer protocol; see fmfl-node infer)')
-    .addOption(new Option('--http-port <port>', 'also serve POST /predict over HTTP on this port (0: any free port)').argParser(port))
-    .option('--http-host <host>', 'host of the HTTP endpoint (default 127.0.0.1: this machine only)');
-  addFederationOptions(program).action(async (flags: RunFlags) => {
+    .optionsGroup('Logging:')
+    .addOption(new Option('--log-level <level>', 'log level (default info)').choices(LOG_LEVELS))
+    .option('--json-logs', 'JSON log lines on stderr')
+    .optionsGroup('Federated training (any of --data, --rounds, --shard, --protocol or an "fl" profile starts it):');
+  addFederationOptions(program);
+  program
+    .optionsGroup('Help:')
+    .helpOption('-h, --help', 'show this help (fmfl-node help <command>: help of a command)')
+    .helpCommand('help [command]', 'show the help of a command')
+    .commandsGroup('Commands:')
+    .addHelpText('after', EXAMPLES)
+    .action(async (flags: RunFlags, cmd: Command) => {
+      if (cmd.args.length > 0) {
+        io.stderr(`fmfl-node: unknown command "${cmd.args[0]}"; commands: ${program.commands.map((c) => c.name()).join(', ')}, help (see fmfl-node --help)\n`);
+        code = 2;
+        return;
+      }
       code = await runNode(flags, io);
     });
 
   registerInferCommand(program, io, (c) => (code = c));
+
+  program
+    .command('status')
+    .description('show a running node\'s view of its federation as tables: members, round, leader, bytes (reads its /status)')
+    .option('--http <url>', `the node's HTTP server, as printed at its start (default http://${DEFAULT_STATUS_HOST}:${DEFAULT_STATUS_PORT})`)
+    .option('--json', 'print the /status document as JSON instead')
+    .action(async (flags: { http?: string; json?: boolean }) => {
+      const doc = await fetchStatus(flags.http ?? `http://${DEFAULT_STATUS_HOST}:${DEFAULT_STATUS_PORT}`);
+      io.stdout(flags.json ? `${JSON.stringify(doc, null, 2)}\n` : formatStatus(doc));
+    });
 
   program
     .command('id')
@@ -161,9 +217,11 @@ export async function main(argv: string[], io: CliIo = defaultIo): Promise<numbe
 
   program
     .command('swarm-key')
-    .description('write a new random private-network swarm key to <file>')
+    .description('write a new random private-network swarm key to <file> (refuses to replace an existing file)')
     .argument('<file>', 'where to write the key (mode 0600)')
-    .action(async (file: string) => {
+    .option('--force', 'replace an existing file (every member then needs the new key)')
+    .action(async (file: string, flags: { force?: boolean }) => {
+      if (!flags.force && existsSync(file)) throw new FmflError('CONFIG', `${file} exists; pass --force to replace it (every member of the federation then needs the new key)`);
       await writeSwarmKey(file);
       io.stdout(`wrote swarm key ${file}\n`);
     });

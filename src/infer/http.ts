@@ -129,9 +129,37 @@ async function parsePredictBody(v: unknown, model: AnytimeModel): Promise<Predic
 export async function startPredictServer(o: PredictServerOptions): Promise<PredictServer> {
   const host = o.host ?? DEFAULT_HTTP_HOST;
   const port = o.port ?? DEFAULT_HTTP_PORT;
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new InferError('BAD_OPTION', 'HTTP port must be 0..65535');
+  const server = createServer(predictRequestHandler(o));
+  server.requestTimeout = HTTP_REQUEST_TIMEOUT_MS;
+  server.headersTimeout = HTTP_REQUEST_TIMEOUT_MS;
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const addr = server.address() as AddressInfo;
+  const shown = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
+  return {
+    url: `http://${shown}:${addr.port}`,
+    port: addr.port,
+    server,
+    close: () => new Promise<void>((resolve) => {
+      server.closeAllConnections();
+      server.close(() => resolve());
+    }),
+  };
+}
+
+/**
+ * The request handler behind {@link startPredictServer}: `POST /predict` and `GET /healthz` (anything else 404),
+ * for mounting on another node:http server (the node's status server). Never throws; errors become JSON answers.
+ */
+export function predictRequestHandler(o: Omit<PredictServerOptions, 'host' | 'port'>): (req: IncomingMessage, res: ServerResponse) => void {
   const maxBody = o.maxBodyBytes ?? MAX_HTTP_BODY_BYTES;
   const maxConcurrent = o.maxConcurrent ?? MAX_HTTP_CONCURRENT;
-  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new InferError('BAD_OPTION', 'HTTP port must be 0..65535');
   let active = 0;
   const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
     const path = (req.url ?? '/').split('?')[0];
@@ -184,7 +212,7 @@ export async function startPredictServer(o: PredictServerOptions): Promise<Predi
       active--;
     }
   };
-  const server = createServer((req, res) => {
+  return (req, res) => {
     handle(req, res).catch((err: unknown) => {
       if (res.headersSent) return void res.destroy();
       if (err instanceof HttpError) send(res, err.status, { error: { code: err.code, message: err.message } });
@@ -195,25 +223,5 @@ export async function startPredictServer(o: PredictServerOptions): Promise<Predi
       }
       if (err instanceof HttpError && err.status === 413) req.resume();
     });
-  });
-  server.requestTimeout = HTTP_REQUEST_TIMEOUT_MS;
-  server.headersTimeout = HTTP_REQUEST_TIMEOUT_MS;
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, host, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
-  const addr = server.address() as AddressInfo;
-  const shown = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
-  return {
-    url: `http://${shown}:${addr.port}`,
-    port: addr.port,
-    server,
-    close: () => new Promise<void>((resolve) => {
-      server.closeAllConnections();
-      server.close(() => resolve());
-    }),
   };
 }

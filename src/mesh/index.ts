@@ -3,7 +3,9 @@
  * Wire contracts live in protocols/; limits in protocols/LIMITS.md and ./constants.ts.
  */
 export { Mesh, createMesh, parsePeerAddr } from './mesh.ts';
-export type { MeshOptions, MessageMeta, MessageHandler, PayloadValidator, SubscribeOptions, PublishResult, RefusalEvent } from './mesh.ts';
+export type { MeshOptions, MessageMeta, MessageHandler, PayloadValidator, SubscribeOptions, PublishResult, RefusalEvent, DialState } from './mesh.ts';
+export { classifyDialError, QUICK_CLOSE_MS } from './dial-errors.ts';
+export type { DialCause, DialDiagnosis } from './dial-errors.ts';
 export { Membership, DEFAULT_CAPABILITIES } from './membership.ts';
 export type { Capabilities, Member, LeaveReason, MembershipOptions } from './membership.ts';
 export { RequestResponseProtocol } from './request-response.ts';

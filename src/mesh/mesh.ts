@@ -14,7 +14,10 @@ import type { Libp2p, Message, PeerId, PrivateKey, PubSub, ConnectionGater } fro
 import type { Identify } from '@libp2p/identify';
 import type { GossipSub, GossipsubEvents } from '@chainsafe/libp2p-gossipsub';
 import { createTopicScoreParams } from '@chainsafe/libp2p-gossipsub/score';
+import type { Registry } from 'prom-client';
+import { prometheusMetrics } from '@libp2p/prometheus-metrics';
 import type { Logger } from '../util/log.ts';
+import { classifyDialError, CLOSED_BY_PEER, QUICK_CLOSE_MS, type DialDiagnosis } from './dial-errors.ts';
 import { silentLogger } from '../util/log.ts';
 import { Envelope } from './pb/envelope.ts';
 import { RefusalError, RefusalReason, MeshError, isBenign } from './errors.ts';
@@ -89,6 +92,12 @@ export interface MeshOptions {
   dialTimeoutMs?: number;
   /** Logger (default: silent). */
   logger?: Logger;
+  /**
+   * Register libp2p's own metrics (@libp2p/prometheus-metrics: libp2p_*, nodejs_*, process_*) in this prom-client
+   * registry (default: none, no libp2p metrics). libp2p keeps metric objects per process: run one metered node per
+   * process for exact numbers.
+   */
+  metricsRegistry?: Registry;
 }
 
 /** Metadata handed to topic validators and handlers with each payload. */
@@ -155,6 +164,22 @@ interface Redial {
   peerId: PeerId;
   attempt: number;
   timer?: NodeJS.Timeout;
+  /** Dials tried since the last connection. */
+  tries: number;
+  /** The last dial failure, explained (cleared on connect). */
+  last?: DialDiagnosis;
+  connectedMs?: number;
+}
+
+/** A configured peer as `Mesh.dialStatus` reports it. */
+export interface DialState {
+  peer: string;
+  addr: string;
+  connected: boolean;
+  /** Dials tried since the last connection. */
+  attempts: number;
+  /** Likely cause of the last failure, one line; null when none failed yet. */
+  cause: string | null;
 }
 
 type MeshLibp2p = Libp2p<{ identify: Identify; pubsub: PubSub<GossipsubEvents> }>;
@@ -220,12 +245,14 @@ export class Mesh extends EventEmitter {
   private running = false;
   private stopping = false;
   private readonly identityKey: PrivateKey | undefined;
+  private readonly privateNetwork: boolean;
 
   /** Use `createMesh`. */
   constructor(libp2p: MeshLibp2p, opts: MeshOptions, wire: WireCounters, allow: Set<string> | undefined, blocked: Set<string>, identityKey?: PrivateKey) {
     super();
     this.libp2p = libp2p;
     this.identityKey = identityKey;
+    this.privateNetwork = opts.swarmKey !== undefined;
     this.federation = opts.federation;
     this.peerId = libp2p.peerId;
     this.wire = wire;
@@ -238,7 +265,7 @@ export class Mesh extends EventEmitter {
     this.listenAddrs = opts.listen ?? [DEFAULT_LISTEN];
     for (const p of opts.peers ?? []) {
       const { addr, peerId } = parsePeerAddr(p);
-      if (!peerId.equals(this.peerId)) this.redials.set(peerId.toString(), { addr, peerId, attempt: 0 });
+      if (!peerId.equals(this.peerId)) this.redials.set(peerId.toString(), { addr, peerId, attempt: 0, tries: 0 });
     }
     this.sync = this.createProtocol(SYNC_PROTOCOL);
     this.sync.handle('blob', (body) => {
@@ -333,9 +360,20 @@ export class Mesh extends EventEmitter {
     const { addr: ma, peerId } = parsePeerAddr(addr);
     const id = peerId.toString();
     if (peerId.equals(this.peerId) || this.redials.has(id)) return;
-    const r: Redial = { addr: ma, peerId, attempt: 0 };
+    const r: Redial = { addr: ma, peerId, attempt: 0, tries: 0 };
     this.redials.set(id, r);
     if (this.running) void this.dialConfigured(r);
+  }
+
+  /** The configured peers (`peers` option, `addPeer`): connected or not, dials tried, likely cause of the last failure. */
+  dialStatus(): DialState[] {
+    return [...this.redials.values()].map((r) => ({
+      peer: r.peerId.toString(),
+      addr: r.addr.toString(),
+      connected: this.libp2p.getConnections(r.peerId).length > 0,
+      attempts: r.tries,
+      cause: r.last?.hint ?? null,
+    }));
   }
 
   /** Dial a peer by multiaddr (with `/p2p/<id>`) once, without redial. */
@@ -467,12 +505,13 @@ export class Mesh extends EventEmitter {
     return this.allow === undefined || this.allow.has(peerId);
   }
 
-  /** Record a refusal: counted, emitted, logged at warn once per (peer, reason, where) and at debug after. */
+  /** Record a refusal: counted, emitted, logged at warn once per (peer, reason, where) and at debug after (benign ones: debug). */
   refuse(reason: RefusalReason, where: string, peer?: string): void {
     this.refusals.set(reason, (this.refusals.get(reason) ?? 0) + 1);
     const key = `${peer ?? '?'}|${reason}|${where}`;
     const fields = { reason: RefusalReason[reason], where, peer };
-    if (!this.loggedRefusals.has(key) && this.loggedRefusals.size < 10_000) {
+    // Benign refusals (reordering, clock skew, not yet available) are routine in a running federation: debug only.
+    if (!isBenign(reason) && !this.loggedRefusals.has(key) && this.loggedRefusals.size < 10_000) {
       this.loggedRefusals.add(key);
       this.log.warn(fields, 'refused inbound data');
     } else {
@@ -610,6 +649,8 @@ export class Mesh extends EventEmitter {
     const r = this.redials.get(id);
     if (r !== undefined) {
       r.attempt = 0;
+      r.tries = 0;
+      r.connectedMs = Date.now();
       clearTimeout(r.timer);
       r.timer = undefined;
     }
@@ -620,8 +661,20 @@ export class Mesh extends EventEmitter {
     const id = evt.detail.toString();
     this.emit('peer:disconnect', id);
     const r = this.redials.get(id);
-    if (r !== undefined && this.running) this.scheduleRedial(r);
+    if (r !== undefined && this.running && !this.stopping) {
+      if (r.connectedMs !== undefined && Date.now() - r.connectedMs < QUICK_CLOSE_MS) this.dialFailed(r, CLOSED_BY_PEER);
+      r.connectedMs = undefined;
+      this.scheduleRedial(r);
+    }
   };
+
+  /** Log a configured peer's dial failure at info once per distinct cause (repeats at debug). */
+  private dialFailed(r: Redial, d: DialDiagnosis, err?: unknown): void {
+    const fields = { peer: r.peerId.toString(), addr: r.addr.toString(), cause: d.hint };
+    if (r.last?.cause !== d.cause) this.log.info(fields, 'cannot connect to a configured peer; will retry');
+    else this.log.debug({ ...fields, err: err === undefined ? undefined : String(err) }, 'dial failed again');
+    r.last = d;
+  }
 
   private scheduleRedial(r: Redial): void {
     if (!this.running || this.stopping || r.timer !== undefined) return;
@@ -641,11 +694,13 @@ export class Mesh extends EventEmitter {
       this.scheduleRedial(r);
       return;
     }
+    r.tries++;
     try {
       await this.libp2p.dial(r.addr);
       this.log.debug({ peer: r.peerId.toString() }, 'dialled configured peer');
     } catch (err) {
-      this.log.debug({ peer: r.peerId.toString(), err: String(err) }, 'dial failed; will retry');
+      if (!this.running || this.stopping) return;
+      this.dialFailed(r, classifyDialError(err, { swarmKey: this.privateNetwork }), err);
       this.scheduleRedial(r);
     }
   }
@@ -721,6 +776,7 @@ export async function createMesh(opts: MeshOptions): Promise<Mesh> {
     connectionProtector: (components) =>
       new CountingProtector(wire, swarmKey !== undefined ? preSharedKey({ psk: swarmKey })(components) : undefined),
     connectionGater: gater,
+    ...(opts.metricsRegistry !== undefined ? { metrics: prometheusMetrics({ registry: opts.metricsRegistry }) } : {}),
     connectionManager: {
       dialTimeout: opts.dialTimeoutMs ?? DEFAULT_DIAL_TIMEOUT_MS,
       inboundUpgradeTimeout: opts.dialTimeoutMs ?? DEFAULT_DIAL_TIMEOUT_MS,

@@ -94,6 +94,19 @@ export const NodeConfigSchema = z
     fl: FederationConfigSchema.partial().optional(),
     /** Serve predictions (src/infer): model checkpoint, max exits, HTTP endpoint (`httpPort`; loopback by default). */
     infer: InferConfigSchema.optional(),
+    /**
+     * The node's HTTP server (src/ops): dashboard `/`, `/status`, `/events`, `/metrics`, and `/predict` + `/healthz`
+     * when `infer` is set. Absent: no HTTP server (an `infer.httpPort` is used as `http.port` then).
+     */
+    http: z
+      .object({
+        /** Port (0: any free port). */
+        port: z.number().int().min(0).max(65535),
+        /** Listen host (default 127.0.0.1: this machine only). */
+        host: z.string().min(1).max(255).default('127.0.0.1'),
+      })
+      .strict()
+      .optional(),
   })
   .strict()
   .refine((c) => c.memberExpiryMs > c.heartbeatIntervalMs, {
@@ -151,6 +164,9 @@ export async function resolveNodeConfig(opts: { file?: string; overrides?: NodeC
   }
   if (typeof base.infer === 'object' && base.infer !== null && over.infer !== undefined) {
     merged.infer = { ...(base.infer as object), ...(over.infer as object) };
+  }
+  if (typeof base.http === 'object' && base.http !== null && over.http !== undefined) {
+    merged.http = { ...(base.http as object), ...(over.http as object) };
   }
   if (typeof base.fl === 'object' && base.fl !== null && over.fl !== undefined) {
     merged.fl = { ...(base.fl as object), ...(over.fl as object) };

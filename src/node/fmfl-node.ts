@@ -7,8 +7,11 @@ import { loadSwarmKey } from '../mesh/swarm-key.ts';
 import type { Member, LeaveReason } from '../mesh/membership.ts';
 import { atomicWriteFile } from '../util/atomic.ts';
 import { createLogger, type Logger } from '../util/log.ts';
+import { ConfigError } from '../util/errors.ts';
 import { parseNodeConfig, type NodeConfig } from './config.ts';
 import { NodeInference } from '../infer/node-inference.ts';
+import { predictRequestHandler } from '../infer/http.ts';
+import { FmflMetrics, NodeStatus, startStatusServer, type StatusServer } from '../ops/index.ts';
 
 /** File in the state directory listing the members last seen, redialled once at the next start. */
 export const PEERS_CACHE_FILE = 'peers.json';
@@ -36,23 +39,44 @@ export class FmflNode extends EventEmitter {
   readonly config: NodeConfig;
   readonly mesh: Mesh;
   readonly log: Logger;
-  /** Deploy-time inference (model, infer protocol, HTTP endpoint) when the config has an `infer` section. */
+  /** Deploy-time inference (model, infer protocol) when the config has an `infer` section. */
   readonly inference: NodeInference | null;
+  /** What the node knows about its federation (GET /status, the dashboard, `fmfl-node status`). */
+  readonly status: NodeStatus;
+  /** Prometheus metrics (GET /metrics). */
+  readonly metrics: FmflMetrics;
+  /** The HTTP server (dashboard, /status, /metrics, /predict) while running with `http` configured. */
+  http: StatusServer | null = null;
+  /** Addresses of members seen since start (and those read from peers.json), most recent last. */
+  private readonly knownPeers = new Map<string, string>();
 
-  private constructor(config: NodeConfig, mesh: Mesh, log: Logger, inference: NodeInference | null = null) {
+  private constructor(config: NodeConfig, mesh: Mesh, log: Logger, inference: NodeInference | null, metrics: FmflMetrics) {
     super();
     this.inference = inference;
     this.config = config;
     this.mesh = mesh;
     this.log = log;
+    this.metrics = metrics;
+    this.status = new NodeStatus(mesh, { name: config.name, checkpoint: config.infer?.checkpoint }, metrics);
+    // The CLI prints join/leave lines; the log keeps them at debug so a terminal shows each event once.
     mesh.membership.on('join', (m: Member) => {
-      this.log.info({ peer: m.peerId, device: m.capabilities.device }, 'member joined');
+      this.log.debug({ peer: m.peerId, device: m.capabilities.device }, 'member joined');
+      this.rememberPeer(m);
       this.emit('join', m);
     });
+    mesh.membership.on('update', (m: Member) => this.rememberPeer(m));
     mesh.membership.on('leave', (m: Member, why: LeaveReason) => {
-      this.log.info({ peer: m.peerId, why }, 'member left');
+      this.log.debug({ peer: m.peerId, why }, 'member left');
       this.emit('leave', m, why);
     });
+  }
+
+  private rememberPeer(m: Member): void {
+    const addr = m.addrs[0];
+    if (addr === undefined) return;
+    this.knownPeers.delete(m.peerId);
+    this.knownPeers.set(m.peerId, addr);
+    while (this.knownPeers.size > MAX_CACHED_PEERS) this.knownPeers.delete(this.knownPeers.keys().next().value!);
   }
 
   /** Validate `config` (throws ConfigError), load or create the identity and swarm key, build the mesh. */
@@ -60,6 +84,9 @@ export class FmflNode extends EventEmitter {
     const cfg = parseNodeConfig(config);
     const log = opts.logger ?? createLogger({ level: cfg.logLevel, json: cfg.jsonLogs, name: cfg.name ?? 'fmfl-node' });
     const swarmKey = cfg.swarmKey !== undefined ? await loadSwarmKey(cfg.swarmKey) : undefined;
+    const httpCfg = cfg.http ?? (cfg.infer?.httpPort !== undefined ? { port: cfg.infer.httpPort, host: cfg.infer.httpHost } : undefined);
+    if (httpCfg !== undefined) cfg.http = httpCfg;
+    const metrics = new FmflMetrics();
     const identity = cfg.stateDir !== undefined ? await loadOrCreateIdentity(cfg.stateDir) : await ephemeralIdentity();
     if (identity.created && cfg.stateDir !== undefined) log.info({ peer: identity.peerId.toString() }, 'created a new identity');
     const mesh = await createMesh({
@@ -76,9 +103,12 @@ export class FmflNode extends EventEmitter {
       redialBaseMs: opts.redialBaseMs,
       redialMaxMs: opts.redialMaxMs,
       logger: log,
+      metricsRegistry: httpCfg !== undefined ? metrics.registry : undefined,
     });
-    const inference = cfg.infer !== undefined ? await NodeInference.create(mesh, cfg.infer, log) : null;
-    return new FmflNode(cfg, mesh, log, inference);
+    metrics.observeMesh(mesh);
+    // The node's own HTTP server serves /predict and /healthz, so the inference part starts none.
+    const inference = cfg.infer !== undefined ? await NodeInference.create(mesh, { ...cfg.infer, httpPort: undefined }, log) : null;
+    return new FmflNode(cfg, mesh, log, inference, metrics);
   }
 
   /** The node's PeerId as a string. */
@@ -95,8 +125,23 @@ export class FmflNode extends EventEmitter {
   async start(): Promise<void> {
     await this.mesh.start();
     await this.inference?.start();
+    if (this.config.http !== undefined) {
+      try {
+        const inf = this.inference;
+        this.http = await startStatusServer({
+          status: this.status, metrics: this.metrics, host: this.config.http.host, port: this.config.http.port, logger: this.log,
+          predict: inf ? predictRequestHandler({ model: inf.model, service: inf.service, logger: this.log }) : null,
+        });
+      } catch (err) {
+        await this.stop();
+        throw new ConfigError((err as Error).message, { cause: err });
+      }
+      this.log.info({ url: this.http.url }, 'status server listening');
+    }
     this.log.info({ peer: this.peerId, federation: this.config.federation, addrs: this.multiaddrs() }, 'node started');
     for (const addr of await this.readPeersCache()) {
+      const id = addr.slice(addr.lastIndexOf('/p2p/') + 5);
+      if (!this.knownPeers.has(id)) this.knownPeers.set(id, addr);
       void this.mesh.dial(addr).catch((err: unknown) => this.log.debug({ addr, err: String(err) }, 'cached peer unreachable'));
     }
   }
@@ -105,6 +150,8 @@ export class FmflNode extends EventEmitter {
   async stop(): Promise<void> {
     if (!this.mesh.isRunning) return;
     await this.writePeersCache().catch((err: unknown) => this.log.warn({ err: String(err) }, 'could not write peers cache'));
+    await this.http?.close().catch((err: unknown) => this.log.warn({ err: String(err) }, 'status server close failed'));
+    this.http = null;
     await this.inference?.stop().catch((err: unknown) => this.log.warn({ err: String(err) }, 'inference stop failed'));
     await this.mesh.stop();
     this.log.info({ peer: this.peerId }, 'node stopped');
@@ -123,10 +170,10 @@ export class FmflNode extends EventEmitter {
 
   private async writePeersCache(): Promise<void> {
     if (this.config.stateDir === undefined) return;
-    const addrs = this.mesh.membership
-      .members()
-      .flatMap((m) => m.addrs.slice(0, 1))
-      .slice(0, MAX_CACHED_PEERS);
+    // Every member seen (and every cached one), not only those still here: a peer that left first is redialled
+    // at the next start instead of leaving an empty cache behind. Most recently seen first.
+    for (const m of this.mesh.membership.members()) this.rememberPeer(m);
+    const addrs = [...this.knownPeers.values()].reverse().slice(0, MAX_CACHED_PEERS);
     await atomicWriteFile(join(this.config.stateDir, PEERS_CACHE_FILE), JSON.stringify(addrs, null, 2) + '\n');
   }
 }

@@ -168,7 +168,8 @@ export interface RoundMetrics {
   epsilon?: number;
 }
 
-const CHECKPOINT_FILE = 'federation.fmfl';
+/** File of the federation checkpoint in the state folder. */
+export const CHECKPOINT_FILE = 'federation.fmfl';
 
 export class Federation {
   readonly cfg: FederationConfig;

@@ -102,8 +102,8 @@ test('fmfl-node infer and a node serving POST /predict through main()', async (t
   t.is(await main(['infer', '--checkpoint', ckpt, '--input', join(FIX, 'gray-32.png')], { stdout: () => {}, stderr: (s) => void (err += s) }), 0, err);
   t.is(await main(['infer', '--checkpoint', ckpt, '--input', join(FIX, 'fmnist-test-3017.gray')], { stdout: () => {}, stderr: (s) => void (err += s) }), 1);
   t.regex(err, /neither an image file/);
-  t.is(await main(['--http-port', '0'], { stdout: () => {}, stderr: (s) => void (err += s) }), 2);
-  t.regex(err, /--http-port needs --checkpoint/);
+  t.is(await main(['--http-host', '127.0.0.1'], { stdout: () => {}, stderr: (s) => void (err += s) }), 2);
+  t.regex(err, /--http-host needs --http-port/);
 
   let release!: (why: string) => void;
   const stop = new Promise<string>((r) => (release = r));
