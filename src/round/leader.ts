@@ -90,9 +90,13 @@ export class LeaderProtocol implements RoundProtocol {
     this.topics = this.secagg ? [GLOBAL_TOPIC, ...this.secagg.topics] : [UPDATE_TOPIC, GLOBAL_TOPIC];
   }
 
-  /** Whether `peer` is among the first MAX_LEADER_RANKS of round `round`'s leader order (as this node sees it). */
+  /**
+   * Whether `peer` is among the first MAX_LEADER_RANKS of round `round`'s leader order over the live roster members
+   * this node sees. Never over members ∪ {peer}: a peer outside the view has no rank.
+   */
   private mayAggregate(peer: string, round: number): boolean {
-    return leaderOrder(this.ctx.federation, round, [...this.ctx.members(), peer]).indexOf(peer) < MAX_LEADER_RANKS;
+    const rank = leaderOrder(this.ctx.federation, round, this.ctx.members()).indexOf(peer);
+    return rank >= 0 && rank < MAX_LEADER_RANKS;
   }
 
   get round(): number {
@@ -205,8 +209,7 @@ export class LeaderProtocol implements RoundProtocol {
     if (typeof u === 'number') return u;
     if (u.round !== round || u.baseVersion !== round - 1) return RefusalReason.INVALID_FIELD;
     // Only the round's first MAX_LEADER_RANKS members in the rendezvous order may publish its aggregate.
-    const order = leaderOrder(this.ctx.federation, round, [...this.ctx.members(), u.sender]);
-    if (order.indexOf(u.sender) >= MAX_LEADER_RANKS) return RefusalReason.APPLICATION;
+    if (!this.mayAggregate(u.sender, round)) return RefusalReason.APPLICATION;
     return { msg, update: u, from: u.sender, bytes: payload.byteLength };
   }
 
