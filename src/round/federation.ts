@@ -84,7 +84,8 @@ export const FederationConfigSchema = z
     serverMomentum: z.number().min(0).lt(1).optional(),
     /** Decay serverLr over the rounds to 1 (cosine), so early rounds take large server steps and late ones settle. */
     serverLrDecay: z.boolean().default(false),
-    quorum: z.number().gt(0).max(1).default(1),
+    /** Fewest contributions a round closes with, as a fraction of the roster (default: a majority; round.md "Quorum"). */
+    quorum: z.number().gt(0).max(1).optional(),
     roundTimeoutMs: z.number().int().min(100).max(3_600_000).default(60_000),
     leaderTimeoutMs: z.number().int().min(100).max(3_600_000).default(15_000),
     gossipGamma: z.number().min(0).max(1).default(0),
@@ -234,7 +235,7 @@ export class Federation {
     const ropts: RoundOptions = {
       compression: { topk: cfg.topk, topkScope: cfg.topkScope, bits: cfg.bits, errorFeedback: cfg.errorFeedback, downlinkBits: cfg.downlinkBits, brotli: cfg.brotli },
       aggregator: cfg.aggregator, aggregatorOptions: definedOnly({ serverLr: cfg.serverLr, serverMomentum: cfg.serverMomentum }),
-      serverLrDecay: cfg.serverLrDecay ? { rounds: cfg.rounds } : undefined, quorum: cfg.quorum, roundTimeoutMs: cfg.roundTimeoutMs, leaderTimeoutMs: cfg.leaderTimeoutMs,
+      serverLrDecay: cfg.serverLrDecay ? { rounds: cfg.rounds } : undefined, quorum: cfg.quorum, maxRounds: cfg.rounds, roundTimeoutMs: cfg.roundTimeoutMs, leaderTimeoutMs: cfg.leaderTimeoutMs,
       gossipGamma: cfg.gossipGamma, gossipMomentum: cfg.gossipMomentum,
       dp: cfg.dpClip !== undefined ? { clipNorm: cfg.dpClip, noiseMultiplier: cfg.dpNoise! } : undefined,
       attack: cfg.attack,
@@ -412,6 +413,7 @@ async function writeFederationCheckpoint(path: string, snap: ProtocolSnapshot, t
     backbone: cfg.backbone, loraAlpha: cfg.loraAlpha, loraRank: cfg.rank, loraTargets: cfg.loraTargets, trainable: cfg.trainable,
     prototypeCounts: snap.state.prototypes.map((p) => ({ exit: p.exit, dim: p.dim, counts: p.counts })),
     publicRound: snap.publicModel?.round ?? null, serverOptStep: snap.serverOpt?.step ?? null,
+    certificate: snap.certificate ? snap.certificate.map((a) => Buffer.from(a).toString('base64')) : null, serverKnown: snap.serverKnown ?? null,
     optimizer: opt.meta as unknown as JsonValue,
   };
   await saveCheckpoint(path, tensors, meta);
@@ -446,6 +448,8 @@ async function readFederationCheckpoint(path: string, manifest: UpdateManifest, 
       v: new Map([...pick('server-v/')].map(([k, v]) => [k, Float64Array.from(v)])),
     };
   }
+  if (Array.isArray(meta.certificate)) snap.certificate = (meta.certificate as string[]).slice(0, 4096).map((b) => new Uint8Array(Buffer.from(b, 'base64')));
+  if (typeof meta.serverKnown === 'boolean') snap.serverKnown = meta.serverKnown;
   if (meta.optimizer) trainer.optimizer.loadState(joinOptimizerState(meta.optimizer, ck.tensors));
   return snap;
 }

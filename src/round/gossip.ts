@@ -14,9 +14,8 @@ import { EventEmitter } from 'node:events';
 import { RefusalError, RefusalReason, type MessageMeta } from '../mesh/index.ts';
 import { decodeUpdate, encodeUpdate, UpdateError, type ModelUpdate, type PrototypeTable, type TensorMap } from '../update/index.ts';
 import { Rng } from '../util/rng.ts';
-import { nextChange, RoundBytes } from './signals.ts';
+import { nextChange, RoundBytes, RoundStoppedError, ROUND_WIRE_VERSION } from './signals.ts';
 import { MixUpdate, PublicRequest, PublicResponse } from './pb/round.ts';
-import { RoundStoppedError, ROUND_WIRE_VERSION } from './leader.ts';
 import { deltaOf, encodeState, makeState, mergePrototypes, type GlobalState } from './state.ts';
 import type { LocalContribution, ProtocolSnapshot, RoundContext, RoundOptions, RoundOutcome, RoundProtocol } from './types.ts';
 
