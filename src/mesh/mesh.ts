@@ -334,6 +334,11 @@ export class Mesh extends EventEmitter {
     this.blobs.clear();
   }
 
+  /** This node's PeerId as a string. */
+  get selfId(): string {
+    return this.peerId.toString();
+  }
+
   /** Whether `start` ran and `stop` did not. */
   get isRunning(): boolean {
     return this.running;

@@ -19,6 +19,8 @@ import { ConfigError, FmflError } from '../util/errors.ts';
 import type { Logger } from '../util/log.ts';
 import { GossipProtocol } from './gossip.ts';
 import { LeaderProtocol } from './leader.ts';
+import { withFaults } from './faults.ts';
+import type { MeshPort } from './mesh-port.ts';
 import { hex, makeState, prototypeTensors, type GlobalState } from './state.ts';
 import { DEFAULT_COMPRESSION, DEFAULT_GOSSIP_MOMENTUM, PROTOCOL_NAMES, type ProtocolSnapshot, type RoundOptions, type RoundOutcome, type RoundProtocol } from './types.ts';
 
@@ -188,7 +190,7 @@ export class Federation {
     this.accountant = o.accountant;
   }
 
-  static async create(mesh: Mesh, input: unknown, opts: { logger: Logger; stateDir?: string }): Promise<Federation> {
+  static async create(mesh: Mesh, input: unknown, opts: { logger: Logger; stateDir?: string; decorate?: (port: MeshPort) => MeshPort }): Promise<Federation> {
     const parsed = FederationConfigSchema.safeParse(input);
     if (!parsed.success) throw new ConfigError(`invalid federation settings: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
     const cfg = parsed.data;
@@ -228,8 +230,16 @@ export class Federation {
     }
     const selfId = mesh.peerId.toString();
     const seed = cfg.seed ?? (cfg.modelSeed * 1000 + si);
+    // Fault injection (simulator, tests) decorates the mesh the protocol sees; the protocol itself stays honest.
+    let port: MeshPort = opts.decorate ? opts.decorate(mesh) : mesh;
+    if (cfg.attack || cfg.dropRate > 0) {
+      port = withFaults(port, {
+        kind: cfg.attack ? (cfg.attack.kind === 'nan' ? 'nan-update' : 'scale-update') : 'none', factor: cfg.attack?.factor,
+        dropRate: cfg.dropRate, seed, manifest, loraRank: lora?.rank ?? 0,
+      }).port;
+    }
     const ctx = {
-      mesh, federation: mesh.federation, selfId, manifest, loraRank: lora?.rank ?? 0, logger: opts.logger, seed,
+      mesh: port, federation: mesh.federation, selfId, manifest, loraRank: lora?.rank ?? 0, logger: opts.logger, seed,
       members: () => [selfId, ...mesh.membership.memberIds(false)].sort(),
     };
     const ropts: RoundOptions = {
@@ -238,8 +248,6 @@ export class Federation {
       serverLrDecay: cfg.serverLrDecay ? { rounds: cfg.rounds } : undefined, quorum: cfg.quorum, maxRounds: cfg.rounds, roundTimeoutMs: cfg.roundTimeoutMs, leaderTimeoutMs: cfg.leaderTimeoutMs,
       gossipGamma: cfg.gossipGamma, gossipMomentum: cfg.gossipMomentum,
       dp: cfg.dpClip !== undefined ? { clipNorm: cfg.dpClip, noiseMultiplier: cfg.dpNoise! } : undefined,
-      attack: cfg.attack,
-      dropRate: cfg.dropRate,
       secagg: cfg.secagg ? { clip: cfg.secaggClip } : undefined,
     };
     const protocol: RoundProtocol = cfg.protocol === 'leader' ? new LeaderProtocol(ctx, ropts, initial, restore) : new GossipProtocol(ctx, ropts, initial, restore);
@@ -286,7 +294,7 @@ export class Federation {
     const [, sn] = this.cfg.shard.split('/').map(Number);
     await this.waitForMembers(this.cfg.minMembers ?? sn, 60_000);
     await this.waitForTopicPeers(10_000);
-    if (this.protocol instanceof LeaderProtocol) await this.protocol.catchUp();
+    await this.protocol.catchUp?.();
     try {
       const self = this;
       while (!this.stopped && this.protocol.round < this.cfg.rounds) {

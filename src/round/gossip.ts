@@ -44,7 +44,6 @@ export class GossipProtocol implements RoundProtocol {
   private readonly pendingResync = new Set<string>();
   private readonly events = new EventEmitter();
   private readonly rng: Rng;
-  private readonly dropRng: Rng;
   private running = false;
   private readonly down = new RoundBytes();
   private myPrototypes: PrototypeTable[] = [];
@@ -61,7 +60,6 @@ export class GossipProtocol implements RoundProtocol {
     // samples 0 = not known before this node's first exchange: it weighs as the median.
     this.pub = restore?.publicModel ? { round: restore.publicModel.round, tensors: restore.publicModel.tensors, samples: 0 } : { round: 0, tensors: cloneMap(initial.tensors), samples: 0 };
     this.rng = new Rng(ctx.seed ^ 0x90551);
-    this.dropRng = new Rng(ctx.seed ^ 0xd40b);
     this.events.setMaxListeners(64);
   }
 
@@ -163,7 +161,6 @@ export class GossipProtocol implements RoundProtocol {
   }
 
   private onMix(payload: Uint8Array, meta: MessageMeta): void {
-    if ((this.opts.dropRate ?? 0) > 0 && this.dropRng.next() < this.opts.dropRate!) return; // fault injection
     const m = this.decodeMix(payload, meta);
     if (typeof m === 'number') return;
     const sender = m.update.sender;

@@ -73,7 +73,6 @@ export class LeaderProtocol implements RoundProtocol {
   private readonly opened = new WeakMap<Uint8Array, ReceivedUpdate>();
   private readonly events = new EventEmitter();
   private readonly rng: Rng;
-  private readonly dropRng: Rng;
   private running = false;
   private pausedLogged = 0;
   /** This node's signed update for the round in progress (served to a leader that missed it). */
@@ -99,7 +98,6 @@ export class LeaderProtocol implements RoundProtocol {
     this.certified = this.state.version === 0 || cert.length > 0 ? { state: this.state, cert } : null;
     for (const a of cert) this.attestations.add(a);
     this.rng = new Rng(ctx.seed ^ 0x1ead);
-    this.dropRng = new Rng(ctx.seed ^ 0xd40b);
     this.events.setMaxListeners(64);
     this.secagg = opts.secagg
       ? new SecAggRound(ctx, { revealTimeoutMs: Math.min(5000, opts.leaderTimeoutMs / 2), ...opts.secagg }, this.state, () => this.state.version, (peer, round) => this.mayAggregate(peer, round), this.events)
@@ -247,7 +245,6 @@ export class LeaderProtocol implements RoundProtocol {
   }
 
   private onUpdate(payload: Uint8Array, _meta: MessageMeta): void {
-    if (this.lost()) return;
     const r = this.opened.get(payload);
     if (r) this.store(r, payload.byteLength);
   }
@@ -280,7 +277,6 @@ export class LeaderProtocol implements RoundProtocol {
   }
 
   private onGlobal(payload: Uint8Array, meta: MessageMeta): void {
-    if (this.lost()) return;
     const g = decodeGlobal(payload, this.wire, meta.from.toString());
     if (typeof g === 'number' || g.round <= this.state.version) return;
     if (this.globals.length >= 64) this.globals.shift();
@@ -502,7 +498,7 @@ export class LeaderProtocol implements RoundProtocol {
     const base = this.state;
 
     // 1. Publish this node's compressed update for the round (masked, with secure aggregation).
-    if (this.secagg && !this.opts.attack) {
+    if (this.secagg) {
       await this.secagg.waitForKeys(Math.max(this.opts.leaderTimeoutMs, 3 * SECAGG_ANNOUNCE_INTERVAL_MS));
       const n = await this.secagg.publish(round, base, local.tensors, this.opts.dp, this.rng);
       this.current = { round, publishedAt: Date.now() };
@@ -516,7 +512,6 @@ export class LeaderProtocol implements RoundProtocol {
     };
     const c = this.opts.compression;
     const encOpts = { topk: c.topk < 1 ? { fraction: c.topk, scope: c.topkScope ?? 'global' } : undefined, bits: c.bits, brotli: c.brotli, seed: this.rng.nextU32(), prototypeBits: 32 as const };
-    if (this.opts.attack) return this.misbehave(update, round);
     const enc = c.errorFeedback ? encodeWithErrorFeedback(update, this.ctx.manifest, this.ef, encOpts) : encodeUpdate(update, this.ctx.manifest, encOpts);
     const signed = await this.sign(enc.bytes);
     // Aggregate what peers decode from the wire, exactly as they will when they verify.
@@ -602,54 +597,6 @@ export class LeaderProtocol implements RoundProtocol {
         if (led) return { ...led, bytesUp: bytesUp + led.bytesUp, updateBytes, bytesDown: this.down.take(round) };
       }
       await nextChange(this.events, rank === 0 ? 100 : 250);
-    }
-  }
-
-  /**
-   * Fault injection (simulator): publish a scaled or NaN update, then follow the round passively (never lead, so
-   * the experiment measures what honest leaders do with it).
-   */
-  private async misbehave(update: ModelUpdate, round: number): Promise<RoundOutcome> {
-    const a = this.opts.attack!;
-    const deltas: TensorMap = new Map([...update.deltas].map(([k, v]) => [k, Float32Array.from(v, (x) => x * a.factor)]));
-    let inner = encodeUpdate({ ...update, deltas }, this.ctx.manifest, { bits: 32, prototypeBits: 32 }).bytes;
-    if (a.kind === 'nan') {
-      // Overwrite the first float32 of the dense payload that equals a scaled delta value with NaN.
-      const first = [...deltas.values()].find((t) => t.some((x) => x !== 0));
-      if (first) {
-        const pat = new Uint8Array(first.buffer, first.byteOffset, 4);
-        inner = Uint8Array.from(inner);
-        for (let i = 0; i + 4 <= inner.length; i++) {
-          if (inner[i] === pat[0] && inner[i + 1] === pat[1] && inner[i + 2] === pat[2] && inner[i + 3] === pat[3]) {
-            new DataView(inner.buffer).setFloat32(i, Number.NaN, true);
-            break;
-          }
-        }
-      }
-    }
-    const bytes = await this.sign(inner);
-    try {
-      this.store({ update: decodeUpdate(inner, this.ctx.manifest), digest: sha256(inner), signed: bytes }, 0);
-    } catch {
-      // a NaN update does not decode: nobody will aggregate it, this node included
-    }
-    this.current = { round, publishedAt: Date.now() };
-    let nextCatchUp = Date.now() + this.opts.roundTimeoutMs + this.opts.leaderTimeoutMs;
-    try {
-      await this.ctx.mesh.publish(UPDATE_TOPIC, bytes);
-    } catch {
-      // ignored: a Byzantine node does not care
-    }
-    for (;;) {
-      if (!this.running) throw new RoundStoppedError();
-      if (this.state.version >= round) return { round, via: 'synced', contributors: [], bytesUp: bytes.byteLength, bytesDown: this.down.take(round) };
-      const applied = await this.tryApplyGlobals(round);
-      if (applied) return { ...applied, bytesUp: bytes.byteLength, bytesDown: this.down.take(round) };
-      if (Date.now() >= nextCatchUp) {
-        nextCatchUp = Date.now() + this.opts.leaderTimeoutMs;
-        await this.catchUp();
-      }
-      await nextChange(this.events, 250);
     }
   }
 
@@ -817,10 +764,5 @@ export class LeaderProtocol implements RoundProtocol {
     await this.attest(round, base.hash, step.next.hash);
     this.ctx.logger.info({ round, rank, contributors: contributors.length, serverStep: step.agg.serverStep, hash: hex(step.next.hash).slice(0, 12) }, 'led round');
     return { round, via: 'led', leader: this.ctx.selfId, leaderRank: rank, contributors, bytesUp: bytes.byteLength };
-  }
-
-  /** Fault injection: drop an inbound message with probability dropRate. */
-  private lost(): boolean {
-    return (this.opts.dropRate ?? 0) > 0 && this.dropRng.next() < this.opts.dropRate!;
   }
 }

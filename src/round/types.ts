@@ -1,4 +1,4 @@
-import type { Mesh } from '../mesh/index.ts';
+import type { MeshPort } from './mesh-port.ts';
 import { DEFAULT_SERVER_MOMENTUM, type AggregateOptions } from '../aggregate/index.ts';
 import type { ClientDpOptions } from '../privacy/index.ts';
 import type { PrototypeTable, TensorMap, UpdateEncodeOptions, UpdateManifest } from '../update/index.ts';
@@ -63,7 +63,8 @@ export interface RoundOutcome {
 
 /** Everything a protocol needs from the node. */
 export interface RoundContext {
-  mesh: Mesh;
+  /** The protocol's view of the mesh (src/mesh's Mesh, an in-memory fake, or a fault-injecting decorator). */
+  mesh: MeshPort;
   federation: string;
   selfId: string;
   manifest: UpdateManifest;
@@ -118,10 +119,6 @@ export interface RoundOptions {
    * and no prototype statistics are exchanged; the aggregator sees a single uniform-mean input.
    */
   secagg?: { clip: number };
-  /** Fault injection (simulator): drop this fraction of inbound round messages as if lost (seeded). */
-  dropRate?: number;
-  /** Fault injection (simulator, tests): behave as a Byzantine member. */
-  attack?: { kind: 'scale' | 'nan'; factor: number };
 }
 
 /** Gossip's default heavy-ball momentum: the leader's FedAvgM default, so both protocols follow one recursion. */
@@ -171,6 +168,8 @@ export interface RoundProtocol {
   prototypes(): PrototypeTable[];
   exchange(local: LocalContribution): Promise<RoundOutcome>;
   snapshot(): ProtocolSnapshot;
+  /** Pull newer state from members at start (restart, late join); true if the state advanced. Optional. */
+  catchUp?(): Promise<boolean>;
   /** Gossip topics this protocol publishes on (the node waits until they have subscribers before round 1). */
   readonly topics: readonly string[];
 }

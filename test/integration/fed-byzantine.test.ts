@@ -6,7 +6,8 @@
 import test from 'ava';
 import { createMesh, ephemeralIdentity, type Mesh } from '../../src/mesh/index.ts';
 import { Federation, leaderOrder, VerifyRefusal, type LeaderProtocol, type RoundMetrics } from '../../src/round/index.ts';
-import { injectFaults, type FaultKind, type FaultLog } from '../../src/round/faults.ts';
+import { withFaults, type FaultKind, type FaultLog } from '../../src/round/faults.ts';
+import type { MeshPort } from '../../src/round/mesh-port.ts';
 import { silentLogger } from '../../src/util/log.ts';
 import { FAST, link, stopAll, topologies, viewsConverged, waitFor } from './mesh-helpers.ts';
 import { finalHashes, releaseAll, tinyFl } from './fed-helpers.ts';
@@ -43,13 +44,27 @@ async function runWithLiar(t: import('ava').ExecutionContext, pickLiar: (ids: st
   await waitFor(() => viewsConverged(meshes), 'membership views');
   const ids = meshes.map((m) => m.peerId.toString());
   const liar = pickLiar(ids);
-  const feds = await Promise.all(meshes.map(async (m, i) => Federation.create(m, await tinyFl(i, N, { rounds: 3, roundTimeoutMs: 8000, leaderTimeoutMs: 2000, ...extra }), { logger: silentLogger() })));
+  let log: FaultLog = { forgedGlobals: 0, forgedStates: 0, withheld: 0 };
+  let liarFed: Federation | undefined;
+  // The liar runs the unchanged protocol behind a fault-injecting MeshPort decorator.
+  // Built inside Federation.create, before the federation exists: the manifest is read when first needed.
+  const decorate = (port: MeshPort): MeshPort => {
+    const r = withFaults(port, {
+      kind, factor: 20, loraRank: 2, state: () => proto(liarFed!).globalState(),
+      get manifest() {
+        return liarFed!.manifest;
+      },
+      members: () => [ids[liar], ...meshes[liar].membership.memberIds()].sort(),
+    });
+    log = r.log;
+    return r.port;
+  };
+  const feds = await Promise.all(meshes.map(async (m, i) => Federation.create(m, await tinyFl(i, N, { rounds: 3, roundTimeoutMs: 8000, leaderTimeoutMs: 2000, ...extra }), {
+    logger: silentLogger(), decorate: i === liar ? decorate : undefined,
+  })));
   t.teardown(() => releaseAll(feds));
-  const f = feds[liar];
-  const log = injectFaults(meshes[liar], {
-    kind, factor: 20, manifest: f.manifest, loraRank: f.cfg.rank, state: () => proto(f).globalState(),
-    members: () => [ids[liar], ...meshes[liar].membership.memberIds()].sort(),
-  });
+  liarFed = feds[liar];
+  t.is(liarFed.cfg.rank, 2, 'the forgeries encode LoRA rank 2 (tinyFl)');
   const metrics = await Promise.all(feds.map((x) => x.run()));
   return { meshes, feds, ids, metrics, log, honest: [0, 1, 2, 3].filter((i) => i !== liar) };
 }
