@@ -10,4 +10,4 @@ export { AGGREGATORS, AGGREGATOR_NAMES, DEFAULT_AGGREGATOR, DEFAULT_ROBUST_AGGRE
 export { svd, qr, lowRankSvd, matmul, transpose, mat } from './linalg.ts';
 export type { Mat } from './linalg.ts';
 export { aggregateRound } from './round.ts';
-export type { RoundAggregate } from './round.ts';
+export type { RoundAggregate, RoundInputs, RoundFailures } from './round.ts';

@@ -103,7 +103,7 @@ export function addFederationOptions(cmd: Command): Command {
     .addOption(new Option('--server-lr <x>', 'server learning rate of fedavgm (default 1) and fedadam/fedyogi/fedadagrad (default 0.01)').argParser(num('--server-lr')))
     .addOption(new Option('--server-lr-decay', 'decay --server-lr over the rounds to 1 (cosine)'))
     .addOption(new Option('--server-momentum <x>', 'fedavgm: server momentum in [0, 1) (default 0.6)').argParser(num('--server-momentum')))
-    .addOption(new Option('--quorum <x>', 'leader: fraction of members that closes a round early (default 1)').argParser(num('--quorum')))
+    .addOption(new Option('--quorum <x>', 'leader: fewest contributions a round closes with, as a fraction of the roster (default: a majority)').argParser(num('--quorum')))
     .addOption(new Option('--round-timeout-ms <ms>', 'leader: wait for updates at most this long (default 60000)').argParser(num('--round-timeout-ms')))
     .addOption(new Option('--leader-timeout-ms <ms>', 'leader: backup k takes over after k times this (default 15000)').argParser(num('--leader-timeout-ms')))
     .addOption(new Option('--gamma <x>', 'gossip: CHOCO consensus step size in [0, 1] (default 0)').argParser(num('--gamma')))

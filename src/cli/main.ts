@@ -5,6 +5,7 @@ import { FmflNode } from '../node/fmfl-node.ts';
 import { resolveNodeConfig, type NodeConfigInput } from '../node/config.ts';
 import { loadOrCreateIdentity } from '../mesh/identity.ts';
 import { writeSwarmKey } from '../mesh/swarm-key.ts';
+import { readRosterFile } from '../mesh/roster.ts';
 import { LOG_LEVELS } from '../util/log.ts';
 import { FmflError } from '../util/errors.ts';
 import { registerInferCommand } from '../infer/cli.ts';
@@ -61,6 +62,7 @@ interface RunFlags extends FlFlags {
   config?: string;
   swarmKey?: string;
   allow?: string[];
+  roster?: string;
   logLevel?: string;
   jsonLogs?: boolean;
   heartbeatMs?: number;
@@ -96,6 +98,7 @@ async function runNode(flags: RunFlags, io: CliIo): Promise<number> {
     federation: flags.federation,
     swarmKey: flags.swarmKey,
     allow: flags.allow,
+    roster: flags.roster !== undefined ? await readRosterFile(flags.roster) : undefined,
     logLevel: flags.logLevel as NodeConfigInput['logLevel'],
     jsonLogs: flags.jsonLogs,
     heartbeatIntervalMs: flags.heartbeatMs,
@@ -167,7 +170,8 @@ export async function main(argv: string[], io: CliIo = defaultIo): Promise<numbe
     .option('--federation <name>', 'federation name; namespaces all topics and protocols (default "default")')
     .option('--config <file>', 'JSON node profile (see nodes/); flags override it')
     .option('--swarm-key <file>', 'private-network pre-shared key: peers without it cannot connect')
-    .addOption(new Option('--allow <peerId,...>', 'only these peers may connect (connection gater)').argParser(list))
+    .addOption(new Option('--allow <peerId,...>', 'only these peers may connect (connection gater); also the roster unless --roster is given').argParser(list))
+    .option('--roster <file>', "the federation's members (JSON array or one PeerId a line): gossip signed by anyone else is rejected, rounds count only them")
     .addOption(new Option('--heartbeat-ms <ms>', 'membership heartbeat interval (default 2000)').argParser(int('--heartbeat-ms')))
     .addOption(new Option('--expiry-ms <ms>', 'membership expiry (default 10000)').argParser(int('--expiry-ms')))
     .optionsGroup('Dashboard, status and serving:')

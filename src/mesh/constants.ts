@@ -102,6 +102,10 @@ export const LEAVE_FLUSH_MS = 500;
 
 /** Most members a membership view holds; heartbeats from further new peers are ignored. */
 export const MAX_MEMBERS = 1024;
+/** Most PeerIds on a federation's roster (`--allow` / `--roster`). */
+export const MAX_ROSTER_MEMBERS = 4096;
+/** Largest roster file read at start. */
+export const MAX_ROSTER_BYTES = 1024 * 1024;
 
 /** Large payloads a node keeps for re-serving to its neighbours, by count and by total bytes. */
 export const BLOB_CACHE_MAX_ENTRIES = 64;

@@ -34,7 +34,7 @@ export enum RefusalReason {
   BLOB_MISMATCH = 13,
   /** The membership view is full. */
   CAPACITY = 14,
-  /** The peer is not on the allowlist, or is blocked (connection gater). */
+  /** The peer is not on the allowlist or blocked (connection gater), or a message's signer is not on the roster. */
   NOT_ALLOWED = 15,
   /** The peer trains another model (backbone, input spec, label set or update shape): not of this federation. */
   MODEL_MISMATCH = 16,

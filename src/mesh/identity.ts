@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { generateKeyPair, privateKeyFromProtobuf, privateKeyToProtobuf } from '@libp2p/crypto/keys';
+import { generateKeyPair, generateKeyPairFromSeed, privateKeyFromProtobuf, privateKeyToProtobuf } from '@libp2p/crypto/keys';
 import { peerIdFromPrivateKey } from '@libp2p/peer-id';
 import type { PeerId, PrivateKey } from '@libp2p/interface';
 import { atomicWriteFile } from '../util/atomic.ts';
@@ -43,6 +43,17 @@ export async function loadOrCreateIdentity(stateDir: string): Promise<Identity> 
     }
     if (privateKey.type !== 'Ed25519') {
       throw new ConfigError(`identity file ${path} holds a ${privateKey.type} key; fmfl needs Ed25519`);
+    }
+    // libp2p stores an Ed25519 key as seed ‖ public key and trusts the stored half: a flipped public-key byte would
+    // make the node sign with one key while announcing the PeerId of another. Derive the public key from the seed.
+    const raw = privateKey.raw;
+    const derived = await generateKeyPairFromSeed('Ed25519', raw.subarray(0, 32));
+    if (!Buffer.from(derived.publicKey.raw).equals(Buffer.from(privateKey.publicKey.raw))) {
+      throw new ConfigError(
+        `identity file ${path} is inconsistent: its stored public key does not match its private key (a damaged or ` +
+          `tampered file); restore it from a backup to keep this node's PeerId, or move it away to create a new identity ` +
+          `(and update the federation's roster with the new PeerId)`,
+      );
     }
     return { privateKey, peerId: peerIdFromPrivateKey(privateKey), created: false };
   }

@@ -13,6 +13,7 @@ export type { RequestHandler, RequestContext, RequestOptions, RequestResponseLim
 export { RefusalReason, RefusalError, MeshError, isBenign } from './errors.ts';
 export { loadOrCreateIdentity, ephemeralIdentity, IDENTITY_FILE } from './identity.ts';
 export type { Identity } from './identity.ts';
+export { parseRoster, readRosterFile } from './roster.ts';
 export { parseSwarmKey, loadSwarmKey, generateSwarmKeyText, writeSwarmKey } from './swarm-key.ts';
 export { FrameReader, encodeFrame } from './framing.ts';
 export { BlobStore, sha256 } from './blob-store.ts';

@@ -71,6 +71,13 @@ export interface MeshOptions {
   swarmKey?: Uint8Array;
   /** When set, only these PeerIds may connect (in or out); everyone else is refused by the connection gater. */
   allow?: string[];
+  /**
+   * The federation's members (PeerIds; default: `allow`). When set, every gossip message whose signer is not on it
+   * is rejected (NOT_ALLOWED), whoever relays it, so the membership view, updates and aggregates hold roster
+   * members only; without `allow`, the gater admits only roster members too. Absent with `allow` absent: an open
+   * mesh, where any peer that can connect can join and lie (the mesh warns at start).
+   */
+  roster?: string[];
   /** Membership heartbeat interval (default 2000 ms). */
   heartbeatIntervalMs?: number;
   /** A member not heard from for this long leaves the view (default 10000 ms). */
@@ -227,6 +234,9 @@ export class Mesh extends EventEmitter {
   readonly wire: WireCounters;
   /** Count of refusals of inbound data by reason. */
   readonly refusals = new Map<RefusalReason, number>();
+  /** The roster (sorted PeerIds, self included), or undefined for an open mesh. */
+  readonly roster: readonly string[] | undefined;
+  private readonly rosterSet: Set<string> | undefined;
 
   private readonly log: Logger;
   private readonly topics = new Map<string, TopicEntry>();
@@ -248,8 +258,10 @@ export class Mesh extends EventEmitter {
   private readonly privateNetwork: boolean;
 
   /** Use `createMesh`. */
-  constructor(libp2p: MeshLibp2p, opts: MeshOptions, wire: WireCounters, allow: Set<string> | undefined, blocked: Set<string>, identityKey?: PrivateKey) {
+  constructor(libp2p: MeshLibp2p, opts: MeshOptions, wire: WireCounters, allow: Set<string> | undefined, blocked: Set<string>, identityKey?: PrivateKey, roster?: Set<string>) {
     super();
+    this.rosterSet = roster;
+    this.roster = roster ? [...roster].sort() : undefined;
     this.libp2p = libp2p;
     this.identityKey = identityKey;
     this.privateNetwork = opts.swarmKey !== undefined;
@@ -315,6 +327,18 @@ export class Mesh extends EventEmitter {
       );
     }
     for (const r of this.redials.values()) void this.dialConfigured(r);
+    if (this.roster === undefined) {
+      this.log.warn(
+        { federation: this.federation },
+        'no roster (--allow or --roster): any peer that can connect can join this federation, vote in its quorum and lie; ' +
+          'give every member the same roster for a real federation',
+      );
+    }
+  }
+
+  /** Whether `peerId` is a federation member: on the roster, or anyone when there is no roster. */
+  onRoster(peerId: string): boolean {
+    return this.rosterSet === undefined || this.rosterSet.has(peerId);
   }
 
   /**
@@ -335,6 +359,11 @@ export class Mesh extends EventEmitter {
     this.libp2p.removeEventListener('peer:disconnect', this.onDisconnect);
     await this.libp2p.stop();
     this.blobs.clear();
+  }
+
+  /** This node's PeerId as a string. */
+  get selfId(): string {
+    return this.peerId.toString();
   }
 
   /** Whether `start` ran and `stop` did not. */
@@ -469,7 +498,10 @@ export class Mesh extends EventEmitter {
 
   /** Shorthand: register a handler for `method` on the sync protocol. */
   handleRequest(method: string, handler: RequestHandler): void {
-    this.sync.handle(method, handler);
+    this.sync.handle(method, (body, ctx) => {
+      if (!this.onRoster(ctx.peer.toString())) throw new RefusalError(RefusalReason.NOT_ALLOWED, 'requester is not on the roster');
+      return handler(body, ctx);
+    });
   }
 
   /** Shorthand: send a request on the sync protocol. */
@@ -535,6 +567,8 @@ export class Mesh extends EventEmitter {
     if (entry === undefined) return TopicValidatorResult.Ignore;
     try {
       if (msg.type !== 'signed') throw new RefusalError(RefusalReason.BAD_SIGNATURE, 'unsigned message');
+      // The signer, not the relaying neighbour, must be a member: a member relaying foreign keys gains nothing.
+      if (!this.onRoster(msg.from.toString())) throw new RefusalError(RefusalReason.NOT_ALLOWED, 'signer is not on the roster');
       const { payload, meta } = await this.openEnvelope(entry, via, msg);
       let verdict: RefusalReason | undefined;
       try {
@@ -751,8 +785,11 @@ export async function createMesh(opts: MeshOptions): Promise<Mesh> {
   const identity = opts.identity ?? (await ephemeralIdentity());
   const wire: WireCounters = { bytesIn: 0, bytesOut: 0 };
   const blocked = new Set<string>();
-  const allow = opts.allow !== undefined ? new Set(opts.allow.map((a) => peerIdFromString(a).toString())) : undefined;
-  if (allow !== undefined) allow.add(identity.peerId.toString());
+  const norm = (l: string[]): Set<string> => new Set([...l.map((a) => peerIdFromString(a).toString()), identity.peerId.toString()]);
+  const allowList = opts.allow ?? opts.roster;
+  const allow = allowList !== undefined ? norm(allowList) : undefined;
+  const rosterList = opts.roster ?? opts.allow;
+  const roster = rosterList !== undefined ? norm(rosterList) : undefined;
   let mesh: Mesh | undefined;
   const permitted = (p: PeerId): boolean => {
     const id = p.toString();
@@ -802,6 +839,6 @@ export async function createMesh(opts: MeshOptions): Promise<Mesh> {
       }),
     },
   })) as unknown as MeshLibp2p;
-  mesh = new Mesh(libp2p, opts, wire, allow, blocked, identity.privateKey);
+  mesh = new Mesh(libp2p, opts, wire, allow, blocked, identity.privateKey, roster);
   return mesh;
 }

@@ -77,6 +77,11 @@ export const NodeConfigSchema = z
     swarmKey: z.string().min(1).optional(),
     /** Allowlist of PeerIds (absent: anyone with the swarm key may connect). */
     allow: z.array(peerIdString).max(4096).optional(),
+    /**
+     * The federation's members (default: `allow`): gossip signed by anyone else is rejected whoever relays it, and
+     * rounds count roster members only. The CLI's `--roster <file>` reads it from a file (JSON array or one PeerId a line).
+     */
+    roster: z.array(peerIdString).max(4096).optional(),
     /** Log level. */
     logLevel: z.enum(LOG_LEVELS).default('info'),
     /** JSON log lines instead of human-readable ones. */

@@ -96,6 +96,7 @@ export class FmflNode extends EventEmitter {
       peers: cfg.peers,
       swarmKey,
       allow: cfg.allow,
+      roster: cfg.roster,
       heartbeatIntervalMs: cfg.heartbeatIntervalMs,
       memberExpiryMs: cfg.memberExpiryMs,
       capabilities: cfg.capabilities,

@@ -20,6 +20,8 @@ import { ConfigError, FmflError } from '../util/errors.ts';
 import type { Logger } from '../util/log.ts';
 import { GossipProtocol } from './gossip.ts';
 import { LeaderProtocol } from './leader.ts';
+import { withFaults } from './faults.ts';
+import type { MeshPort } from './mesh-port.ts';
 import { hex, makeState, prototypeTensors, type GlobalState } from './state.ts';
 import { DEFAULT_COMPRESSION, DEFAULT_GOSSIP_MOMENTUM, PROTOCOL_NAMES, type ProtocolSnapshot, type RoundOptions, type RoundOutcome, type RoundProtocol } from './types.ts';
 
@@ -100,7 +102,8 @@ export const FederationConfigSchema = z
     serverMomentum: z.number().min(0).lt(1).optional(),
     /** Decay serverLr over the rounds to 1 (cosine), so early rounds take large server steps and late ones settle. */
     serverLrDecay: z.boolean().default(false),
-    quorum: z.number().gt(0).max(1).default(1),
+    /** Fewest contributions a round closes with, as a fraction of the roster (default: a majority; round.md "Quorum"). */
+    quorum: z.number().gt(0).max(1).optional(),
     roundTimeoutMs: z.number().int().min(100).max(3_600_000).default(60_000),
     leaderTimeoutMs: z.number().int().min(100).max(3_600_000).default(15_000),
     gossipGamma: z.number().min(0).max(1).default(0),
@@ -210,7 +213,7 @@ export class Federation {
     this.accountant = o.accountant;
   }
 
-  static async create(mesh: Mesh, input: unknown, opts: { logger: Logger; stateDir?: string }): Promise<Federation> {
+  static async create(mesh: Mesh, input: unknown, opts: { logger: Logger; stateDir?: string; decorate?: (port: MeshPort) => MeshPort }): Promise<Federation> {
     const parsed = FederationConfigSchema.safeParse(input);
     if (!parsed.success) throw new ConfigError(`invalid federation settings: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
     const cfg = parsed.data;
@@ -263,18 +266,24 @@ export class Federation {
     }
     const selfId = mesh.peerId.toString();
     const seed = cfg.seed ?? (cfg.modelSeed * 1000 + si);
+    // Fault injection (simulator, tests) decorates the mesh the protocol sees; the protocol itself stays honest.
+    let port: MeshPort = opts.decorate ? opts.decorate(mesh) : mesh;
+    if (cfg.attack || cfg.dropRate > 0) {
+      port = withFaults(port, {
+        kind: cfg.attack ? (cfg.attack.kind === 'nan' ? 'nan-update' : 'scale-update') : 'none', factor: cfg.attack?.factor,
+        dropRate: cfg.dropRate, seed, manifest, loraRank: lora?.rank ?? 0,
+      }).port;
+    }
     const ctx = {
-      mesh, federation: mesh.federation, selfId, manifest, loraRank: lora?.rank ?? 0, logger: opts.logger, seed,
+      mesh: port, federation: mesh.federation, selfId, manifest, loraRank: lora?.rank ?? 0, logger: opts.logger, seed,
       members: () => [selfId, ...mesh.membership.memberIds(false)].sort(),
     };
     const ropts: RoundOptions = {
       compression: { topk: cfg.topk, topkScope: cfg.topkScope, bits: cfg.bits, errorFeedback: cfg.errorFeedback, downlinkBits: cfg.downlinkBits, brotli: cfg.brotli },
       aggregator: cfg.aggregator, aggregatorOptions: definedOnly({ serverLr: cfg.serverLr, serverMomentum: cfg.serverMomentum }),
-      serverLrDecay: cfg.serverLrDecay ? { rounds: cfg.rounds } : undefined, quorum: cfg.quorum, roundTimeoutMs: cfg.roundTimeoutMs, leaderTimeoutMs: cfg.leaderTimeoutMs,
+      serverLrDecay: cfg.serverLrDecay ? { rounds: cfg.rounds } : undefined, quorum: cfg.quorum, maxRounds: cfg.rounds, roundTimeoutMs: cfg.roundTimeoutMs, leaderTimeoutMs: cfg.leaderTimeoutMs,
       gossipGamma: cfg.gossipGamma, gossipMomentum: cfg.gossipMomentum,
       dp: cfg.dpClip !== undefined ? { clipNorm: cfg.dpClip, noiseMultiplier: cfg.dpNoise! } : undefined,
-      attack: cfg.attack,
-      dropRate: cfg.dropRate,
       secagg: cfg.secagg ? { clip: cfg.secaggClip } : undefined,
     };
     const protocol: RoundProtocol = cfg.protocol === 'leader' ? new LeaderProtocol(ctx, ropts, initial, restore) : new GossipProtocol(ctx, ropts, initial, restore);
@@ -322,7 +331,7 @@ export class Federation {
     const [, sn] = this.cfg.shard.split('/').map(Number);
     await this.waitForMembers(this.cfg.minMembers ?? sn, 60_000);
     await this.waitForTopicPeers(10_000);
-    if (this.protocol instanceof LeaderProtocol) await this.protocol.catchUp();
+    await this.protocol.catchUp?.();
     try {
       const self = this;
       while (!this.stopped && this.protocol.round < this.cfg.rounds) {
@@ -465,6 +474,7 @@ async function writeFederationCheckpoint(path: string, snap: ProtocolSnapshot, t
     backbone: cfg.backbone, loraAlpha: cfg.loraAlpha, loraRank: cfg.rank, loraTargets: cfg.loraTargets, trainable: cfg.trainable, labels: [...classes],
     prototypeCounts: snap.state.prototypes.map((p) => ({ exit: p.exit, dim: p.dim, counts: p.counts })),
     publicRound: snap.publicModel?.round ?? null, serverOptStep: snap.serverOpt?.step ?? null,
+    certificate: snap.certificate ? snap.certificate.map((a) => Buffer.from(a).toString('base64')) : null, serverKnown: snap.serverKnown ?? null,
     optimizer: opt.meta as unknown as JsonValue,
   };
   await saveCheckpoint(path, tensors, meta);
@@ -499,6 +509,8 @@ async function readFederationCheckpoint(path: string, manifest: UpdateManifest, 
       v: new Map([...pick('server-v/')].map(([k, v]) => [k, Float64Array.from(v)])),
     };
   }
+  if (Array.isArray(meta.certificate)) snap.certificate = (meta.certificate as string[]).slice(0, 4096).map((b) => new Uint8Array(Buffer.from(b, 'base64')));
+  if (typeof meta.serverKnown === 'boolean') snap.serverKnown = meta.serverKnown;
   if (meta.optimizer) trainer.optimizer.loadState(joinOptimizerState(meta.optimizer, ck.tensors));
   return snap;
 }

@@ -14,9 +14,8 @@ import { EventEmitter } from 'node:events';
 import { RefusalError, RefusalReason, type MessageMeta } from '../mesh/index.ts';
 import { decodeUpdate, encodeUpdate, UpdateError, type ModelUpdate, type PrototypeTable, type TensorMap } from '../update/index.ts';
 import { Rng } from '../util/rng.ts';
-import { nextChange, RoundBytes } from './signals.ts';
+import { nextChange, RoundBytes, RoundStoppedError, ROUND_WIRE_VERSION } from './signals.ts';
 import { MixUpdate, PublicRequest, PublicResponse } from './pb/round.ts';
-import { RoundStoppedError, ROUND_WIRE_VERSION } from './leader.ts';
 import { deltaOf, encodeState, makeState, mergePrototypes, type GlobalState } from './state.ts';
 import type { LocalContribution, ProtocolSnapshot, RoundContext, RoundOptions, RoundOutcome, RoundProtocol } from './types.ts';
 
@@ -45,7 +44,6 @@ export class GossipProtocol implements RoundProtocol {
   private readonly pendingResync = new Set<string>();
   private readonly events = new EventEmitter();
   private readonly rng: Rng;
-  private readonly dropRng: Rng;
   private running = false;
   private readonly down = new RoundBytes();
   private myPrototypes: PrototypeTable[] = [];
@@ -62,7 +60,6 @@ export class GossipProtocol implements RoundProtocol {
     // samples 0 = not known before this node's first exchange: it weighs as the median.
     this.pub = restore?.publicModel ? { round: restore.publicModel.round, tensors: restore.publicModel.tensors, samples: 0 } : { round: 0, tensors: cloneMap(initial.tensors), samples: 0 };
     this.rng = new Rng(ctx.seed ^ 0x90551);
-    this.dropRng = new Rng(ctx.seed ^ 0xd40b);
     this.events.setMaxListeners(64);
   }
 
@@ -164,7 +161,6 @@ export class GossipProtocol implements RoundProtocol {
   }
 
   private onMix(payload: Uint8Array, meta: MessageMeta): void {
-    if ((this.opts.dropRate ?? 0) > 0 && this.dropRng.next() < this.opts.dropRate!) return; // fault injection
     const m = this.decodeMix(payload, meta);
     if (typeof m === 'number') return;
     const sender = m.update.sender;

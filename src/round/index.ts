@@ -1,4 +1,8 @@
-export { LeaderProtocol, leaderOrder, RoundStoppedError, ROUND_WIRE_VERSION, MAX_CONTRIBUTORS, MAX_LEADER_RANKS, UPDATE_TOPIC, GLOBAL_TOPIC, STATE_METHOD } from './leader.ts';
+export { LeaderProtocol } from './leader.ts';
+export { leaderOrder, ROUND_WIRE_VERSION, MAX_CONTRIBUTORS, MAX_LEADER_RANKS, UPDATE_TOPIC, GLOBAL_TOPIC, ATTEST_TOPIC, STATE_METHOD, INPUT_METHOD } from './leader-wire.ts';
+export { RoundStoppedError } from './signals.ts';
+export { VerifyRefusal, computeGlobalStep, ArrivalTracker, WithholdRecord } from './verify.ts';
+export { AttestationStore, checkCertificate, majority } from './certificate.ts';
 export { SecAggRound, SECAGG_TOPIC, MASKED_TOPIC, REVEAL_METHOD, DEFAULT_SECAGG_CLIP } from './secagg-round.ts';
 export { GossipProtocol, MIX_TOPIC, PUBLIC_METHOD } from './gossip.ts';
 export { Federation, FederationConfigSchema, FederationError } from './federation.ts';

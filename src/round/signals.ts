@@ -1,4 +1,14 @@
 import type { EventEmitter } from 'node:events';
+import { FmflError } from '../util/errors.ts';
+
+/** Wire version of round messages (both protocols). */
+export const ROUND_WIRE_VERSION = 1;
+
+export class RoundStoppedError extends FmflError {
+  constructor() {
+    super('ROUND_STOPPED', 'the round protocol was stopped');
+  }
+}
 
 /** Bytes received per round, so a round's traffic is reported with the round it belongs to. */
 export class RoundBytes {

@@ -1,4 +1,4 @@
-import type { Mesh } from '../mesh/index.ts';
+import type { MeshPort } from './mesh-port.ts';
 import { DEFAULT_SERVER_MOMENTUM, type AggregateOptions } from '../aggregate/index.ts';
 import type { ClientDpOptions } from '../privacy/index.ts';
 import type { PrototypeTable, TensorMap, UpdateEncodeOptions, UpdateManifest } from '../update/index.ts';
@@ -63,7 +63,8 @@ export interface RoundOutcome {
 
 /** Everything a protocol needs from the node. */
 export interface RoundContext {
-  mesh: Mesh;
+  /** The protocol's view of the mesh (src/mesh's Mesh, an in-memory fake, or a fault-injecting decorator). */
+  mesh: MeshPort;
   federation: string;
   selfId: string;
   manifest: UpdateManifest;
@@ -85,10 +86,21 @@ export interface RoundOptions {
    * 1 + (serverLr − 1)·½(1 + cos(π (r − 1) / (rounds − 1))), from serverLr in round 1 to 1 (plain averaging) in the last.
    */
   serverLrDecay?: { rounds: number };
-  /** Leader: fraction of live members whose updates close a round early (default 1). */
-  quorum: number;
-  /** Leader: how long the leader waits for updates after publishing its own (default 30 s). */
+  /**
+   * Leader: the fewest contributions a round may close with, as a fraction q of the roster: ceil(q × roster size).
+   * Default (undefined): a majority of the roster, floor(R/2) + 1, so that two sides of a partition can never both
+   * close a round (the minority pauses). Lower values trade that safety for liveness. Without a roster, R is the live view.
+   */
+  quorum?: number;
+  /**
+   * Leader: the most the leader waits for updates after publishing its own (default 30 s). The actual deadline adapts:
+   * p90 of measured update arrival delays × 2, within [minRoundTimeoutMs, roundTimeoutMs].
+   */
   roundTimeoutMs: number;
+  /** Leader: lower bound of the adaptive deadline (default min(2000, roundTimeoutMs)). */
+  minRoundTimeoutMs?: number;
+  /** Leader: the federation's last round (`--rounds`): a pulled state beyond it is refused. */
+  maxRounds?: number;
   /** Leader: extra wait per backup rank before a backup leader takes over (default 10 s). */
   leaderTimeoutMs: number;
   /** Gossip: consensus step size gamma of CHOCO-SGD (default 0: replicas are averaged, public copies accumulate). */
@@ -107,10 +119,6 @@ export interface RoundOptions {
    * and no prototype statistics are exchanged; the aggregator sees a single uniform-mean input.
    */
   secagg?: { clip: number };
-  /** Fault injection (simulator): drop this fraction of inbound round messages as if lost (seeded). */
-  dropRate?: number;
-  /** Fault injection (simulator, tests): behave as a Byzantine member. */
-  attack?: { kind: 'scale' | 'nan'; factor: number };
 }
 
 /** Gossip's default heavy-ball momentum: the leader's FedAvgM default, so both protocols follow one recursion. */
@@ -119,7 +127,6 @@ export const DEFAULT_GOSSIP_MOMENTUM = DEFAULT_SERVER_MOMENTUM;
 export const DEFAULT_ROUND_OPTIONS: RoundOptions = {
   compression: DEFAULT_COMPRESSION,
   aggregator: 'fedavgm',
-  quorum: 1,
   roundTimeoutMs: 30_000,
   leaderTimeoutMs: 10_000,
   gossipGamma: 0,
@@ -136,6 +143,10 @@ export interface ProtocolSnapshot {
   publicModel?: { round: number; tensors: TensorMap };
   /** Server optimizer state (FedAdam/FedYogi), leader protocol. */
   serverOpt?: { step: number; m: Map<string, Float64Array>; v: Map<string, Float64Array> };
+  /** Leader protocol: the state's certificate (encoded Attestations of a roster majority), when it has one. */
+  certificate?: Uint8Array[];
+  /** Leader protocol: whether serverOpt is the federation's replicated server state for `state` (false after a state pull). */
+  serverKnown?: boolean;
 }
 
 /**
@@ -157,6 +168,8 @@ export interface RoundProtocol {
   prototypes(): PrototypeTable[];
   exchange(local: LocalContribution): Promise<RoundOutcome>;
   snapshot(): ProtocolSnapshot;
+  /** Pull newer state from members at start (restart, late join); true if the state advanced. Optional. */
+  catchUp?(): Promise<boolean>;
   /** Gossip topics this protocol publishes on (the node waits until they have subscribers before round 1). */
   readonly topics: readonly string[];
 }

@@ -118,8 +118,10 @@ for (const attack of ['scale', 'nan'] as const) {
     t.teardown(() => releaseAll(feds));
     const initial = feds[0].protocol.snapshot().state.tensors;
     const metrics = await Promise.all(feds.map((f) => f.run()));
-    const hashes = finalHashes(feds);
-    t.is(new Set(hashes).size, 1, 'honest and Byzantine nodes end on the same global state');
+    // The Byzantine node runs the honest protocol behind a fault-injecting mesh decorator that also suppresses its
+    // aggregates; when it was a round's leader it keeps its own (unpublished) step, so only the honest nodes must agree.
+    const hashes = finalHashes(feds.filter((_, i) => i !== bad));
+    t.is(new Set(hashes).size, 1, 'the honest nodes end on the same global state');
     t.deepEqual(metrics[0].map((m) => m.version), [1, 2]);
     const final = feds[0].protocol.snapshot().state.tensors;
     let maxAbs = 0;

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { FmflNode, parseNodeConfig, resolveNodeConfig, PEERS_CACHE_FILE } from '../../src/node/index.ts';
 import { loadOrCreateIdentity, IDENTITY_FILE, MeshError } from '../../src/mesh/index.ts';
 import { ConfigError } from '../../src/util/errors.ts';
+import { main } from '../../src/cli/main.ts';
 import { silentLogger } from '../../src/util/log.ts';
 import { waitFor } from './mesh-helpers.ts';
 
@@ -61,6 +62,21 @@ test('a corrupt identity file is a ConfigError that says what to do', async (t) 
   await writeFile(join(dir, IDENTITY_FILE), 'not a key');
   const err = await t.throwsAsync(loadOrCreateIdentity(dir), { instanceOf: ConfigError });
   t.regex(err.message, /corrupt.*move it away/);
+});
+
+test('an identity file whose public key does not match its private key is a ConfigError; the CLI exits 2 with the fix', async (t) => {
+  const dir = await tmp(t);
+  const good = await loadOrCreateIdentity(dir);
+  const bytes = Uint8Array.from(await readFile(join(dir, IDENTITY_FILE)));
+  t.is((await loadOrCreateIdentity(dir)).peerId.toString(), good.peerId.toString(), 'an intact file loads');
+  bytes[bytes.length - 1] ^= 1; // last byte of the stored public key
+  await writeFile(join(dir, IDENTITY_FILE), bytes);
+  const err = await t.throwsAsync(loadOrCreateIdentity(dir), { instanceOf: ConfigError });
+  t.regex(err.message, /public key does not match its private key.*restore it from a backup.*move it away/);
+  const out: string[] = [];
+  const code = await main(['id', '--state-dir', dir], { stdout: (s: string) => out.push(s), stderr: (s: string) => out.push(s) });
+  t.is(code, 2);
+  t.regex(out.join(''), /does not match its private key/);
 });
 
 test('config validation names every bad key', (t) => {

@@ -175,10 +175,24 @@ test('aggregateRound: decoded updates through the named rule, prototypes merged'
     federation: 'f', round: 1, baseVersion: 0, sender, sampleCount: n, loraRank: 0, deltas: new Map([['x', Float32Array.from(x)]]),
     prototypes: [{ exit: 0, dim: 1, counts, sums: Float32Array.from(sums) }],
   }, m).bytes, m);
-  const r = aggregateRound([mk([1, 2], 1, 'a', [1, 0], [5, 0]), mk([3, 6], 3, 'b', [2, 2], [1, 4])], 'fedavg');
+  const ua = mk([1, 2], 1, 'a', [1, 0], [5, 0]);
+  const ub = mk([3, 6], 3, 'b', [2, 2], [1, 4]);
+  const failures = { missing: [{ peer: 'c', why: 'withheld' }] };
+  const r = aggregateRound({ rule: 'fedavg', updates: [ub, ua] }, failures);
   close(t, get(r), [2.5, 5]);
-  t.deepEqual(r.senders, ['a', 'b']);
+  t.deepEqual(r.senders, ['a', 'b'], 'sorted sender order whatever the input order');
   t.deepEqual(r.prototypes[0].counts, [3, 2]);
   close(t, Array.from(r.prototypes[0].sums), [6, 4]);
   t.is(r.rule, 'fedavg');
+  t.is(r.failures, failures, 'failures are passed through, not thrown');
+  // Deterministic: fedavgm with server state twice from the same inputs is bit-identical, and the state passed in
+  // is not modified.
+  const state = { step: 1, m: new Map([['x', Float64Array.from([0.5, -0.25])]]), v: new Map() };
+  const a1 = aggregateRound({ rule: 'fedavgm', updates: [ua, ub], options: { serverMomentum: 0.6 } }, undefined, state);
+  const a2 = aggregateRound({ rule: 'fedavgm', updates: [ub, ua], options: { serverMomentum: 0.6 } }, undefined, state);
+  t.deepEqual(Array.from(a1.deltas.get('x')!), Array.from(a2.deltas.get('x')!));
+  t.deepEqual(Array.from(state.m.get('x')!), [0.5, -0.25]);
+  t.is(a1.state!.step, 2);
+  const fresh = aggregateRound({ rule: 'fedavgm', updates: [ua, ub], options: { serverMomentum: 0.6 } });
+  t.notDeepEqual(Array.from(fresh.deltas.get('x')!), Array.from(a1.deltas.get('x')!), 'the server state matters');
 });

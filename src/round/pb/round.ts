@@ -19,6 +19,7 @@ export interface GlobalUpdate {
   contributors: string[]
   leaderRank: number
   update: Uint8Array
+  contributorDigests: Uint8Array[]
 }
 
 export namespace GlobalUpdate {
@@ -68,6 +69,13 @@ export namespace GlobalUpdate {
           w.bytes(obj.update)
         }
 
+        if (obj.contributorDigests != null) {
+          for (const value of obj.contributorDigests) {
+            w.uint32(66)
+            w.bytes(value)
+          }
+        }
+
         if (opts.lengthDelimited !== false) {
           w.ldelim()
         }
@@ -79,7 +87,8 @@ export namespace GlobalUpdate {
           newHash: uint8ArrayAlloc(0),
           contributors: [],
           leaderRank: 0,
-          update: uint8ArrayAlloc(0)
+          update: uint8ArrayAlloc(0),
+          contributorDigests: []
         }
 
         const end = length == null ? reader.len : reader.pos + length
@@ -120,6 +129,14 @@ export namespace GlobalUpdate {
               obj.update = reader.bytes()
               break
             }
+            case 8: {
+              if (opts.limits?.contributorDigests != null && obj.contributorDigests.length === opts.limits.contributorDigests) {
+                throw new MaxLengthError('Decode error - map field "contributorDigests" had too many elements')
+              }
+
+              obj.contributorDigests.push(reader.bytes())
+              break
+            }
             default: {
               reader.skipType(tag & 7)
               break
@@ -140,6 +157,296 @@ export namespace GlobalUpdate {
 
   export const decode = (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<GlobalUpdate>): GlobalUpdate => {
     return decodeMessage(buf, GlobalUpdate.codec(), opts)
+  }
+}
+
+export interface SignedUpdate {
+  version: number
+  update: Uint8Array
+  signature: Uint8Array
+}
+
+export namespace SignedUpdate {
+  let _codec: Codec<SignedUpdate>
+
+  export const codec = (): Codec<SignedUpdate> => {
+    if (_codec == null) {
+      _codec = message<SignedUpdate>((obj, w, opts = {}) => {
+        if (opts.lengthDelimited !== false) {
+          w.fork()
+        }
+
+        if ((obj.version != null && obj.version !== 0)) {
+          w.uint32(8)
+          w.uint32(obj.version)
+        }
+
+        if ((obj.update != null && obj.update.byteLength > 0)) {
+          w.uint32(18)
+          w.bytes(obj.update)
+        }
+
+        if ((obj.signature != null && obj.signature.byteLength > 0)) {
+          w.uint32(26)
+          w.bytes(obj.signature)
+        }
+
+        if (opts.lengthDelimited !== false) {
+          w.ldelim()
+        }
+      }, (reader, length, opts = {}) => {
+        const obj: any = {
+          version: 0,
+          update: uint8ArrayAlloc(0),
+          signature: uint8ArrayAlloc(0)
+        }
+
+        const end = length == null ? reader.len : reader.pos + length
+
+        while (reader.pos < end) {
+          const tag = reader.uint32()
+
+          switch (tag >>> 3) {
+            case 1: {
+              obj.version = reader.uint32()
+              break
+            }
+            case 2: {
+              obj.update = reader.bytes()
+              break
+            }
+            case 3: {
+              obj.signature = reader.bytes()
+              break
+            }
+            default: {
+              reader.skipType(tag & 7)
+              break
+            }
+          }
+        }
+
+        return obj
+      })
+    }
+
+    return _codec
+  }
+
+  export const encode = (obj: Partial<SignedUpdate>): Uint8Array => {
+    return encodeMessage(obj, SignedUpdate.codec())
+  }
+
+  export const decode = (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<SignedUpdate>): SignedUpdate => {
+    return decodeMessage(buf, SignedUpdate.codec(), opts)
+  }
+}
+
+export interface InputRequest {
+  version: number
+  round: bigint
+  sender: string
+  digest: Uint8Array
+}
+
+export namespace InputRequest {
+  let _codec: Codec<InputRequest>
+
+  export const codec = (): Codec<InputRequest> => {
+    if (_codec == null) {
+      _codec = message<InputRequest>((obj, w, opts = {}) => {
+        if (opts.lengthDelimited !== false) {
+          w.fork()
+        }
+
+        if ((obj.version != null && obj.version !== 0)) {
+          w.uint32(8)
+          w.uint32(obj.version)
+        }
+
+        if ((obj.round != null && obj.round !== 0n)) {
+          w.uint32(16)
+          w.uint64(obj.round)
+        }
+
+        if ((obj.sender != null && obj.sender !== '')) {
+          w.uint32(26)
+          w.string(obj.sender)
+        }
+
+        if ((obj.digest != null && obj.digest.byteLength > 0)) {
+          w.uint32(34)
+          w.bytes(obj.digest)
+        }
+
+        if (opts.lengthDelimited !== false) {
+          w.ldelim()
+        }
+      }, (reader, length, opts = {}) => {
+        const obj: any = {
+          version: 0,
+          round: 0n,
+          sender: '',
+          digest: uint8ArrayAlloc(0)
+        }
+
+        const end = length == null ? reader.len : reader.pos + length
+
+        while (reader.pos < end) {
+          const tag = reader.uint32()
+
+          switch (tag >>> 3) {
+            case 1: {
+              obj.version = reader.uint32()
+              break
+            }
+            case 2: {
+              obj.round = reader.uint64()
+              break
+            }
+            case 3: {
+              obj.sender = reader.string()
+              break
+            }
+            case 4: {
+              obj.digest = reader.bytes()
+              break
+            }
+            default: {
+              reader.skipType(tag & 7)
+              break
+            }
+          }
+        }
+
+        return obj
+      })
+    }
+
+    return _codec
+  }
+
+  export const encode = (obj: Partial<InputRequest>): Uint8Array => {
+    return encodeMessage(obj, InputRequest.codec())
+  }
+
+  export const decode = (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<InputRequest>): InputRequest => {
+    return decodeMessage(buf, InputRequest.codec(), opts)
+  }
+}
+
+export interface Attestation {
+  version: number
+  round: bigint
+  baseHash: Uint8Array
+  newHash: Uint8Array
+  signer: string
+  signature: Uint8Array
+}
+
+export namespace Attestation {
+  let _codec: Codec<Attestation>
+
+  export const codec = (): Codec<Attestation> => {
+    if (_codec == null) {
+      _codec = message<Attestation>((obj, w, opts = {}) => {
+        if (opts.lengthDelimited !== false) {
+          w.fork()
+        }
+
+        if ((obj.version != null && obj.version !== 0)) {
+          w.uint32(8)
+          w.uint32(obj.version)
+        }
+
+        if ((obj.round != null && obj.round !== 0n)) {
+          w.uint32(16)
+          w.uint64(obj.round)
+        }
+
+        if ((obj.baseHash != null && obj.baseHash.byteLength > 0)) {
+          w.uint32(26)
+          w.bytes(obj.baseHash)
+        }
+
+        if ((obj.newHash != null && obj.newHash.byteLength > 0)) {
+          w.uint32(34)
+          w.bytes(obj.newHash)
+        }
+
+        if ((obj.signer != null && obj.signer !== '')) {
+          w.uint32(42)
+          w.string(obj.signer)
+        }
+
+        if ((obj.signature != null && obj.signature.byteLength > 0)) {
+          w.uint32(50)
+          w.bytes(obj.signature)
+        }
+
+        if (opts.lengthDelimited !== false) {
+          w.ldelim()
+        }
+      }, (reader, length, opts = {}) => {
+        const obj: any = {
+          version: 0,
+          round: 0n,
+          baseHash: uint8ArrayAlloc(0),
+          newHash: uint8ArrayAlloc(0),
+          signer: '',
+          signature: uint8ArrayAlloc(0)
+        }
+
+        const end = length == null ? reader.len : reader.pos + length
+
+        while (reader.pos < end) {
+          const tag = reader.uint32()
+
+          switch (tag >>> 3) {
+            case 1: {
+              obj.version = reader.uint32()
+              break
+            }
+            case 2: {
+              obj.round = reader.uint64()
+              break
+            }
+            case 3: {
+              obj.baseHash = reader.bytes()
+              break
+            }
+            case 4: {
+              obj.newHash = reader.bytes()
+              break
+            }
+            case 5: {
+              obj.signer = reader.string()
+              break
+            }
+            case 6: {
+              obj.signature = reader.bytes()
+              break
+            }
+            default: {
+              reader.skipType(tag & 7)
+              break
+            }
+          }
+        }
+
+        return obj
+      })
+    }
+
+    return _codec
+  }
+
+  export const encode = (obj: Partial<Attestation>): Uint8Array => {
+    return encodeMessage(obj, Attestation.codec())
+  }
+
+  export const decode = (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<Attestation>): Attestation => {
+    return decodeMessage(buf, Attestation.codec(), opts)
   }
 }
 
@@ -219,6 +526,7 @@ export interface StateResponse {
   globalVersion: bigint
   hash: Uint8Array
   state: Uint8Array
+  certificate: Attestation[]
 }
 
 export namespace StateResponse {
@@ -251,6 +559,13 @@ export namespace StateResponse {
           w.bytes(obj.state)
         }
 
+        if (obj.certificate != null) {
+          for (const value of obj.certificate) {
+            w.uint32(42)
+            Attestation.codec().encode(value, w)
+          }
+        }
+
         if (opts.lengthDelimited !== false) {
           w.ldelim()
         }
@@ -259,7 +574,8 @@ export namespace StateResponse {
           version: 0,
           globalVersion: 0n,
           hash: uint8ArrayAlloc(0),
-          state: uint8ArrayAlloc(0)
+          state: uint8ArrayAlloc(0),
+          certificate: []
         }
 
         const end = length == null ? reader.len : reader.pos + length
@@ -282,6 +598,16 @@ export namespace StateResponse {
             }
             case 4: {
               obj.state = reader.bytes()
+              break
+            }
+            case 5: {
+              if (opts.limits?.certificate != null && obj.certificate.length === opts.limits.certificate) {
+                throw new MaxLengthError('Decode error - map field "certificate" had too many elements')
+              }
+
+              obj.certificate.push(Attestation.codec().decode(reader, reader.uint32(), {
+                limits: opts.limits?.certificate$
+              }))
               break
             }
             default: {
