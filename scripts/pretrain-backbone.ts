@@ -63,7 +63,8 @@ try {
     ? { size: cfg.image, channels: cfg.channels as 1 | 3, mean: Array(cfg.channels).fill(0.5), std: Array(cfg.channels).fill(0.5) }
     : given
       ? { size: cfg.image, channels: cfg.channels as 1 | 3, mean: parse(given[1]), std: parse(given[2]) }
-      : { size: cfg.image, channels: cfg.channels as 1 | 3, mean: data.stats.mean, std: data.stats.std };
+      // A constant channel has std 0: floor it so the normalisation stays finite.
+      : { size: cfg.image, channels: cfg.channels as 1 | 3, mean: data.stats.mean, std: data.stats.std.map((v) => Math.max(v, 1e-3)) };
   if (input.mean.length !== cfg.channels || input.std.length !== cfg.channels || !input.mean.every(Number.isFinite) || !input.std.every((v) => v > 0)) {
     throw new ConfigError(`--norm: give ${cfg.channels} finite means and ${cfg.channels} stds > 0`);
   }

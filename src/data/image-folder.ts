@@ -305,7 +305,7 @@ function countLabels(labels: Uint8Array, k: number): number[] {
 }
 
 /** Per-channel mean and population std of `split`'s pixels in [0, 1] units (from exact 256-bin histograms). */
-function channelStats(split: { images: Uint8Array; n: number }, spec: DecodeSpec): { mean: number[]; std: number[] } {
+export function channelStats(split: { images: Uint8Array; n: number }, spec: DecodeSpec): { mean: number[]; std: number[] } {
   const plane = spec.size * spec.size;
   const mean: number[] = [];
   const std: number[] = [];

@@ -21,7 +21,8 @@ export {
   DEFAULT_DIRICHLET_RETRIES,
 } from './partition.ts';
 export type { Partition, DirichletOptions, ShardSpec, ShardOptions } from './partition.ts';
-export { DATA_SOURCES, resolveDataSource, loadData, labelMap, channelStats } from './registry.ts';
+export { DATA_SOURCES, resolveDataSource, loadData, labelMap } from './registry.ts';
+export { channelStats } from './image-folder.ts';
 export type { DataSource, DataRequest, LoadedData, SkippedFiles } from './registry.ts';
 export {
   decodeImage,

@@ -10,7 +10,7 @@ import { readFile } from 'node:fs/promises';
 import { atomicWriteFile } from '../util/atomic.ts';
 import { cachePath, decodeDatasetCache, defaultCacheDir, encodeDatasetCache } from './cache.ts';
 import { datasetOf, loadDataset } from './dataset.ts';
-import { loadImageFolder, type ImageSet } from './image-folder.ts';
+import { channelStats, loadImageFolder, type ImageSet } from './image-folder.ts';
 import { resizeImages } from './resize.ts';
 import { sourceInfo } from './sources.ts';
 import { DATASET_NAMES, DatasetError, IMAGE_SIZE, MAX_CLASSES, type Dataset, type DatasetName, type Split } from './types.ts';
@@ -61,31 +61,6 @@ export interface DataSource {
   readonly description: string;
   matches(ref: string): boolean;
   load(req: DataRequest): Promise<LoadedData>;
-}
-
-/** Per-channel mean and std (in [0, 1] units) of planar images. */
-export function channelStats(images: Uint8Array, n: number, channels: number, size: number): { mean: number[]; std: number[] } {
-  const plane = size * size;
-  const sum = new Float64Array(channels);
-  const sq = new Float64Array(channels);
-  for (let i = 0; i < n; i++) {
-    for (let c = 0; c < channels; c++) {
-      const base = (i * channels + c) * plane;
-      let s = 0;
-      let q = 0;
-      for (let p = 0; p < plane; p++) {
-        const v = images[base + p];
-        s += v;
-        q += v * v;
-      }
-      sum[c] += s;
-      sq[c] += q;
-    }
-  }
-  const count = Math.max(1, n * plane);
-  const mean = Array.from(sum, (s) => s / count / 255);
-  const std = Array.from(sq, (q, c) => Math.sqrt(Math.max(0, q / count / (255 * 255) - mean[c] * mean[c])));
-  return { mean: mean.map((m) => Math.round(m * 1e6) / 1e6), std: std.map((s) => Math.round(Math.max(s, 1e-3) * 1e6) / 1e6) };
 }
 
 /**
@@ -149,7 +124,7 @@ function bundled(name: DatasetName, description: string): DataSource {
       const train = remap(tr.ds);
       return {
         source: name, train, test: remap(te.ds), classes, skipped: { count: 0, examples: [] },
-        stats: channelStats(train.images, train.n, req.input.channels, req.input.size), cacheHit: tr.hit && te.hit,
+        stats: channelStats(train, req.input), cacheHit: tr.hit && te.hit,
       };
     },
   };
