@@ -148,7 +148,7 @@ async function decodeRaster(bytes: Uint8Array, name: string, format: ImageFormat
 }
 
 /** Bring an 8-bit interleaved raw buffer (1 or 3 channels) to `spec`: resize (cover) when needed, colour, CHW. */
-async function finishRaw(data: Uint8Array, width: number, height: number, ch: number, spec: DecodeSpec, name: string): Promise<Uint8Array> {
+export async function finishRaw(data: Uint8Array, width: number, height: number, ch: number, spec: DecodeSpec, name: string): Promise<Uint8Array> {
   const { size, channels } = spec;
   if (ch === 1 && channels === 1 && width === size && height === size) return new Uint8Array(data);
   if (ch !== 1 && ch !== 3) fail(name, `decoded image has ${ch} channels, expected 1 or 3`);
