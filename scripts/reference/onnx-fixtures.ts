@@ -146,7 +146,7 @@ export interface TinyVitOptions {
   mlp?: number;
   classes?: number;
   seed?: number;
-  /** Insert one op the importer does not know (to test its error), as node `/blocks.0/Unknown`. */
+  /** Put an op the importer does not know on block 0's path (to test its error), as node `/blocks.0/<op>`. */
   unsupportedOp?: string;
 }
 
@@ -192,8 +192,8 @@ export function tinyVitOnnx(o: TinyVitOptions = {}): Uint8Array {
     const probs = w.one(a, 'Softmax', [scores], { axis: -1 });
     const ctx = w.one(a, 'Transpose', [w.one(a, 'MatMul', [probs, v])], { perm: [0, 2, 1, 3] });
     const mergedShape = w.one(a, 'Concat', [w.dim(a, h1, 0), w.dim(a, h1, 1), w.dim(a, h1, 2)], { axis: 0 });
-    const merged = w.one(a, 'Reshape', [ctx, mergedShape]);
-    if (i === 0 && o.unsupportedOp) w.one(p, o.unsupportedOp, [merged]);
+    let merged = w.one(a, 'Reshape', [ctx, mergedShape]);
+    if (i === 0 && o.unsupportedOp) merged = w.one(p, o.unsupportedOp, [merged]);
     x = w.one(p, 'Add', [x, w.linear3(`${a}/proj`, merged, dim, dim, `blocks.${i}.attn.proj`)]);
     const h2 = w.layerNorm(`${p}/norm2`, x, dim, `blocks.${i}.norm2`, 1e-6);
     const f1 = w.linear3(`${p}/mlp/fc1`, h2, dim, mlp, `blocks.${i}.mlp.fc1`);
