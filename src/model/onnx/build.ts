@@ -23,10 +23,11 @@ export interface BuildContext {
   /** ONNX node name → its LoRA site. */
   sites: Map<string, LoraSite>;
   consts: Readonly<Record<string, ConstValue>>;
+  opset: number;
 }
 
 export function buildContext(ir: ImportedGraph, g: Graph, param: ParamSource, lora: LoraConfig | null): BuildContext {
-  return { g, env: new Map(), param, lora, weights: new Map(ir.weights.map((w) => [w.onnx, w.name])), sites: new Map(ir.lora.map((s) => [s.node, s])), consts: ir.consts };
+  return { g, env: new Map(), param, lora, weights: new Map(ir.weights.map((w) => [w.onnx, w.name])), sites: new Map(ir.lora.map((s) => [s.node, s])), consts: ir.consts, opset: ir.opset };
 }
 
 /** The value of an ONNX name: computed, a weight (through `param`), or a constant. */
@@ -180,7 +181,10 @@ const OPS: Readonly<Record<string, Handler>> = {
   },
   Softmax: (cx, n, [a]) => {
     const x = T(cx, a, n);
-    return [G.softmax(x, axis(n, attrInt(n, 'axis', -1), x.rank))];
+    // Before opset 13 Softmax flattened the axes from `axis` on (default 1): the same as one axis only for the last.
+    const ax = axis(n, attrInt(n, 'axis', cx.opset < 13 ? 1 : -1), x.rank);
+    if (cx.opset < 13 && ax !== x.rank - 1) throw unsupported(n, `opset-${cx.opset} Softmax over axes ${ax}.. of a rank-${x.rank} tensor (flattened form); re-export with opset_version=17`);
+    return [G.softmax(x, ax)];
   },
   LayerNormalization: (cx, n, [a, s, b]) => {
     const x = T(cx, a, n);
@@ -245,7 +249,11 @@ const OPS: Readonly<Record<string, Handler>> = {
   },
   Slice: (cx, n, [a, st, en, ax, sp]) => {
     const x = T(cx, a, n);
-    const { start, end } = sliceRanges(n, x.shape, ints(n, st, 'starts'), ints(n, en, 'ends'), ax ? ints(n, ax, 'axes') : undefined, sp ? ints(n, sp, 'steps') : undefined);
+    // Opset < 10: starts, ends and axes are attributes.
+    const at = (k: string): number[] | undefined => n.attrs[k] as number[] | undefined;
+    const starts = st ? ints(n, st, 'starts') : at('starts') ?? ints(n, st, 'starts');
+    const ends = en ? ints(n, en, 'ends') : at('ends') ?? ints(n, en, 'ends');
+    const { start, end } = sliceRanges(n, x.shape, starts, ends, ax ? ints(n, ax, 'axes') : at('axes'), sp ? ints(n, sp, 'steps') : undefined);
     const axes = x.shape.map((_, i) => i).filter((i) => start[i] !== 0 || end[i] !== x.shape[i]);
     if (axes.length === 0) return [x];
     return [G.slice(x, axes.map((i) => start[i]), axes.map((i) => end[i]), axes)];

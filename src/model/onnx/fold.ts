@@ -209,7 +209,9 @@ export const FOLD: Readonly<Record<string, FoldFn>> = {
   },
   Slice: (n, [x, st, en, ax, sp]) => {
     const v = need(n, x, 'data');
-    const { start, end } = sliceRanges(n, v.shape, need(n, st, 'starts').data, need(n, en, 'ends').data, ax?.data, sp?.data);
+    // Opset < 10: starts, ends and axes are attributes.
+    const a = (k: string): number[] | undefined => n.attrs[k] as number[] | undefined;
+    const { start, end } = sliceRanges(n, v.shape, st?.data ?? a('starts') ?? need(n, st, 'starts').data, en?.data ?? a('ends') ?? need(n, en, 'ends').data, ax?.data ?? a('axes'), sp?.data);
     const shape = start.map((s, i) => end[i] - s);
     const strides = stridesOf(v.shape);
     const data: number[] = [];

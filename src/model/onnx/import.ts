@@ -84,7 +84,7 @@ function baseGraph(p: ParsedOnnx): { ir: ImportedGraph; weights: Weights } {
   const weights: Weights = new Map();
   for (const [onnx, name] of wNames) weights.set(name, p.weights.get(onnx)!.data);
   const ir: ImportedGraph = {
-    format: IMPORTED_GRAPH_FORMAT, input: p.input, outputs: p.outputs, nodes: p.nodes, consts,
+    format: IMPORTED_GRAPH_FORMAT, opset: p.opset, input: p.input, outputs: p.outputs, nodes: p.nodes, consts,
     weights: [...wNames].map(([onnx, name]) => ({ name, onnx, shape: p.weights.get(onnx)!.shape })),
     lora: [], exits: [], dim: 0,
   };

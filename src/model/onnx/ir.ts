@@ -49,6 +49,8 @@ export const IMPORTED_GRAPH_FORMAT = 'fmfl-onnx-graph/1';
 
 export interface ImportedGraph {
   format: typeof IMPORTED_GRAPH_FORMAT;
+  /** The model's default-domain opset (op semantics that changed across opsets follow it). */
+  opset: number;
   input: { name: string; channels: number; size: number };
   /** The original graph outputs (the reference forward's outputs). */
   outputs: string[];

@@ -16,7 +16,7 @@ export const MAX_ONNX_BYTES = 2 ** 31 - 1;
 /** At most this many nodes in the main graph. */
 export const MAX_ONNX_NODES = 200_000;
 /** Opsets the importer reads (the default domain). */
-export const MIN_OPSET = 13;
+export const MIN_OPSET = 9;
 export const MAX_OPSET = 21;
 
 /** Why an import failed: a stable code plus, where there is one, the ONNX op and node it concerns. */
@@ -152,6 +152,16 @@ export function readOnnx(bytes: Uint8Array, opts: { inputSize?: number } = {}): 
     for (const a of n.attribute ?? []) attrs[a.name ?? ''] = readAttr(a, name);
     return { op, name, inputs: [...(n.input ?? [])], outputs: [...(n.output ?? [])], attrs };
   });
+  // Some exporters (paddle2onnx, older opsets) store weights as Constant nodes: float tensors with more than one
+  // value become weights like initializers, so they are frozen backbone tensors, not graph constants.
+  for (let i = nodes.length - 1; i >= 0; i--) {
+    const n = nodes[i];
+    const v = n.op === 'Constant' && n.attrs.value && typeof n.attrs.value === 'object' && 'tensor' in n.attrs.value ? n.attrs.value.tensor : null;
+    if (v && (v.dtype === 'float32' || v.dtype === 'float64') && v.data.length > 1 && n.outputs[0]) {
+      weights.set(n.outputs[0], { shape: v.shape, data: Float32Array.from(v.data) });
+      nodes.splice(i, 1);
+    }
+  }
   const inputs = g.input.filter((v) => !weights.has(v.name ?? '') && !consts.has(v.name ?? ''));
   if (inputs.length !== 1) throw new OnnxImportError('structure', `the graph has ${inputs.length} data inputs (${inputs.map((v) => v.name).join(', ')}); an image model takes exactly one [batch, channels, height, width] input`);
   const inp = { ...inputs[0], name: inputs[0].name ?? '' };
