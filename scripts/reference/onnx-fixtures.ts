@@ -146,6 +146,8 @@ export interface TinyVitOptions {
   mlp?: number;
   classes?: number;
   seed?: number;
+  /** `fused` (timm: one qkv Linear, default) or `separate` q, k, v Linears (the reference early-exit ViT). */
+  qkv?: 'fused' | 'separate';
   /** Put an op the importer does not know on block 0's path (to test its error), as node `/blocks.0/<op>`. */
   unsupportedOp?: string;
 }
@@ -182,12 +184,17 @@ export function tinyVitOnnx(o: TinyVitOptions = {}): Uint8Array {
     const Nq = w.dim(a, h1, 1);
     const Cdim = w.one(a, 'Gather', [w.one(a, 'Shape', [h1]), w.i64(a, [2], true)], { axis: 0 });
     const hdv = w.one(a, 'Cast', [w.one(a, 'Div', [Cdim, w.i64(a, [heads], true)])], { to: INT64 });
-    const qkvShape = w.one(a, 'Concat', [Bq, Nq, w.i64(a, [3]), w.i64(a, [heads]), w.one(a, 'Unsqueeze', [hdv, w.i64(a, [0])])], { axis: 0 });
-    const qkv = w.linear3(`${a}/qkv`, h1, dim, 3 * dim, `blocks.${i}.attn.qkv`);
-    const perm = w.one(a, 'Transpose', [w.one(a, 'Reshape', [qkv, qkvShape])], { perm: [2, 0, 3, 1, 4] });
-    const q = w.one(a, 'Gather', [perm, w.i64(a, [0], true)], { axis: 0 });
-    const k = w.one(a, 'Gather', [perm, w.i64(a, [1], true)], { axis: 0 });
-    const v = w.one(a, 'Gather', [perm, w.i64(a, [2], true)], { axis: 0 });
+    let q: string, k: string, v: string;
+    if ((o.qkv ?? 'fused') === 'fused') {
+      const qkvShape = w.one(a, 'Concat', [Bq, Nq, w.i64(a, [3]), w.i64(a, [heads]), w.one(a, 'Unsqueeze', [hdv, w.i64(a, [0])])], { axis: 0 });
+      const qkv = w.linear3(`${a}/qkv`, h1, dim, 3 * dim, `blocks.${i}.attn.qkv`);
+      const perm = w.one(a, 'Transpose', [w.one(a, 'Reshape', [qkv, qkvShape])], { perm: [2, 0, 3, 1, 4] });
+      [q, k, v] = [0, 1, 2].map((j) => w.one(a, 'Gather', [perm, w.i64(a, [j], true)], { axis: 0 }));
+    } else {
+      // q(x).reshape(B, N, heads, C // heads).transpose(1, 2), likewise k and v.
+      const headShape = w.one(a, 'Concat', [Bq, Nq, w.i64(a, [heads]), w.one(a, 'Unsqueeze', [hdv, w.i64(a, [0])])], { axis: 0 });
+      [q, k, v] = ['q', 'k', 'v'].map((nm) => w.one(a, 'Transpose', [w.one(a, 'Reshape', [w.linear3(`${a}/${nm}`, h1, dim, dim, `blocks.${i}.attn.${nm}`), headShape])], { perm: [0, 2, 1, 3] }));
+    }
     const scores = w.one(a, 'Mul', [w.one(a, 'MatMul', [q, w.one(a, 'Transpose', [k], { perm: [0, 1, 3, 2] })]), w.f32(a, 1 / Math.sqrt(hd))]);
     const probs = w.one(a, 'Softmax', [scores], { axis: -1 });
     const ctx = w.one(a, 'Transpose', [w.one(a, 'MatMul', [probs, v])], { perm: [0, 2, 1, 3] });
