@@ -9,6 +9,7 @@ import { readRosterFile } from '../mesh/roster.ts';
 import { LOG_LEVELS } from '../util/log.ts';
 import { FmflError } from '../util/errors.ts';
 import { registerInferCommand } from '../infer/cli.ts';
+import { registerImportModelCommand } from './import-model.ts';
 import { addFederationOptions, flFlagsToConfig, runFederation, wantsFederation, type FlFlags } from './federate.ts';
 
 /** Where the CLI writes and what stops a running node; tests pass their own. */
@@ -84,6 +85,7 @@ Examples:
   fmfl-node status --http http://127.0.0.1:8470                the federation as the node sees it
   fmfl-node swarm-key swarm.key                                create a private-network key (share it with members)
   fmfl-node infer --checkpoint model.fmfl --input digit.png    predict locally
+  fmfl-node import-model vit.onnx --name my-vit --lora-targets 'attn/qkv/'   bring your own ONNX model
   fmfl-node help infer                                         help of a command
 `;
 
@@ -146,7 +148,7 @@ function port(value: string): number {
 }
 
 /** Error codes that are the user's input to fix (exit 2): configuration, data folders and files, backbone names. */
-const USER_ERROR_CODES = new Set(['CONFIG', 'DATASET', 'BACKBONE']);
+const USER_ERROR_CODES = new Set(['CONFIG', 'DATASET', 'BACKBONE', 'ONNX_IMPORT']);
 
 /**
  * The `fmfl-node` command line. Returns the process exit code: 0 ok, 1 runtime failure, 2 usage or
@@ -199,6 +201,7 @@ export async function main(argv: string[], io: CliIo = defaultIo): Promise<numbe
     });
 
   registerInferCommand(program, io, (c) => (code = c));
+  registerImportModelCommand(program, io, (c) => (code = c));
 
   program
     .command('status')

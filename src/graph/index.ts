@@ -3,3 +3,4 @@ export type { DType, FloatDType, Shape, TensorData, GraphNode, Attrs } from './g
 export * from './ops.ts';
 export { grad } from './autodiff.ts';
 export { exportOnnx, ONNX_IR_VERSION, ONNX_OPSET } from './onnx-export.ts';
+export * from './ops-vision.ts';

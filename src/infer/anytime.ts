@@ -242,7 +242,7 @@ export class AnytimeModel {
       for (const p of seg.params) feeds[p.name] = this.feeds[p.name];
       feeds[seg.input] = seg.input === IMAGES
         ? { data: x, dims: [batch, this.cfg.channels, this.cfg.image, this.cfg.image] }
-        : { data: hidden!, dims: hiddenShape({ cfg: this.cfg, batch }) };
+        : { data: hidden!, dims: hiddenShape({ cfg: this.cfg, batch }, e - 1) };
       const fetch = [`logits:${e}`, `embedding:${e}`];
       if (seg.hasHidden && e < last) fetch.push(HIDDEN_NEXT);
       const out = await seg.session.run(feeds, fetch);
@@ -312,7 +312,7 @@ export class AnytimeModel {
           const seg = segs[e];
           const feeds: Record<string, FeedValue> = {};
           for (const p of seg.params) feeds[p.name] = this.feeds[p.name];
-          feeds[seg.input] = seg.input === IMAGES ? { data: img, dims: [batch, this.cfg.channels, this.cfg.image, this.cfg.image] } : { data: hidden!, dims: hiddenShape({ cfg: this.cfg, batch }) };
+          feeds[seg.input] = seg.input === IMAGES ? { data: img, dims: [batch, this.cfg.channels, this.cfg.image, this.cfg.image] } : { data: hidden!, dims: hiddenShape({ cfg: this.cfg, batch }, e - 1) };
           const fetch = [`logits:${e}`, `embedding:${e}`, ...(seg.hasHidden ? [HIDDEN_NEXT] : [])];
           const out = await seg.session.run(feeds, fetch);
           hidden = (out[HIDDEN_NEXT] as Float32Array | undefined) ?? null;

@@ -44,6 +44,7 @@ export interface InferFlags {
   discoverMs?: number;
   threads?: number;
   json?: boolean;
+  modelsDir?: string;
 }
 
 function positive(name: string, max: number) {
@@ -94,7 +95,7 @@ export async function runInfer(f: InferFlags, io: InferIo): Promise<number> {
     throw new InferError('BAD_INPUT', `cannot read --input ${f.input}: ${(err as Error).message}`);
   }
   if (bytes.length > Math.max(MAX_INPUT_FILE_BYTES, MAX_PNG_BYTES)) throw new InferError('BAD_INPUT', `--input is over ${MAX_INPUT_FILE_BYTES} bytes`);
-  const model = await openModel(f.checkpoint, { threads: f.threads, calibrate: exitOpt === 'auto' || f.budgetMs !== undefined ? 10 : false });
+  const model = await openModel(f.checkpoint, { modelsDir: f.modelsDir, threads: f.threads, calibrate: exitOpt === 'auto' || f.budgetMs !== undefined ? 10 : false });
   try {
     const images = await parseInputBytes(bytes, model.input);
     if (typeof exitOpt === 'number' && (exitOpt < 1 || exitOpt > model.exits)) throw new ConfigError(`--exit must be in 1..${model.exits} for this model`);
@@ -195,6 +196,7 @@ export function registerInferCommand(program: Command, io: InferIo, setCode: (co
     .addOption(new Option('--combine <rule>', 'how answers are combined').choices([...COMBINE_RULES]).default('mean'))
     .addOption(new Option('--discover-ms <ms>', `how long to wait for peers (default ${DEFAULT_DISCOVER_MS})`).argParser(whole('--discover-ms', 0, 120_000)))
     .addOption(new Option('--threads <n>', 'onnxruntime threads').argParser(whole('--threads', 1, 256)))
+    .option('--models-dir <dir>', "folder of the checkpoint's backbone (default models/; e.g. where import-model wrote it)")
     .option('--json', 'print one JSON object')
     .action(async (flags: InferFlags) => {
       setCode(await runInfer(flags, io));

@@ -20,7 +20,7 @@ export interface OpenModelOptions {
  * its per-exit latency at batch 1 and 64.
  */
 export async function openModel(checkpointPath: string, o: OpenModelOptions = {}): Promise<AnytimeModel> {
-  const ck = await loadModelCheckpoint(checkpointPath);
+  const ck = await loadModelCheckpoint(checkpointPath, { modelsDir: o.modelsDir });
   const bb = await loadBackbone(ck.backbone, o.modelsDir ?? MODELS_DIR);
   const m = await AnytimeModel.create({ checkpoint: ck, backbone: bb, maxExits: o.maxExits, threads: o.threads, provider: o.provider });
   const cal = o.calibrate ?? true;

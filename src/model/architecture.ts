@@ -31,8 +31,8 @@ export interface ModelArchitecture {
   embed(cfg: VitConfig, images: Tensor, param: ParamSource, opts?: ForwardOptions): Tensor;
   block(cfg: VitConfig, x: Tensor, i: number, param: ParamSource, opts: ForwardOptions, last: boolean): Tensor;
   exit(cfg: VitConfig, x: Tensor, i: number, param: ParamSource, opts?: ForwardOptions): { logits: Tensor; embedding: Tensor };
-  /** Shape of the hidden state between segments at `batch`. */
-  hiddenShape(cfg: VitConfig, batch: number): number[];
+  /** Shape of the hidden state between segments at `batch`: the output of block `after` (default 0). */
+  hiddenShape(cfg: VitConfig, batch: number, after?: number): number[];
 }
 
 /** The Vision Transformer with an exit after every block (src/model/vit.ts). */
@@ -50,13 +50,23 @@ export const VIT_ARCHITECTURE: ModelArchitecture = {
   hiddenShape: (cfg, batch) => [batch, numPatches(cfg) + 1, cfg.dim],
 };
 
-/** The registry: architecture name → record. */
-export const ARCHITECTURES: Readonly<Record<string, ModelArchitecture>> = { vit: VIT_ARCHITECTURE };
+const REGISTRY: Record<string, ModelArchitecture> = { vit: VIT_ARCHITECTURE };
+
+/** The registry: architecture name → record (built-in ones, plus imported graphs once their backbone is loaded). */
+export const ARCHITECTURES: Readonly<Record<string, ModelArchitecture>> = REGISTRY;
+
+/** Add an architecture (an imported ONNX graph, src/model/onnx). A name is registered once. */
+export function registerArchitecture(a: ModelArchitecture): void {
+  const had = REGISTRY[a.name];
+  if (had && had !== a) throw new ConfigError(`model architecture '${a.name}' is already registered`);
+  REGISTRY[a.name] = a;
+}
 
 /** The architecture of a config (its `arch`, default `vit`). @throws ConfigError naming the known ones. */
 export function architectureOf(cfg: Pick<VitConfig, 'arch'>): ModelArchitecture {
   const name = cfg.arch ?? 'vit';
   const a = ARCHITECTURES[name];
+  if (!a && name.startsWith('onnx:')) throw new ConfigError(`model architecture '${name}' is an imported ONNX graph that is not loaded: load its backbone first (the backbone named in the checkpoint or --backbone; import one with \`npx fmfl-node import-model\`)`);
   if (!a) throw new ConfigError(`unknown model architecture '${name}': known ${Object.keys(ARCHITECTURES).join(', ')}`);
   return a;
 }

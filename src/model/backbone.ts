@@ -14,6 +14,22 @@ import { decodeCheckpoint, encodeCheckpoint, type JsonValue } from './checkpoint
 import { resolveModelConfig } from './presets.ts';
 import type { VitConfig, Weights } from './vit.ts';
 import { architectureOf, backboneAndExitTensors } from './architecture.ts';
+import { registerImportedGraph } from './onnx/architecture.ts';
+import { IMPORTED_GRAPH_FORMAT, type ImportedGraph } from './onnx/ir.ts';
+
+/** A checkpoint's `graph` metadata as an imported graph (shape-checked; its node contents are checked on build). */
+function checkImportedGraph(g: unknown, name: string): ImportedGraph {
+  const ok = typeof g === 'object' && g !== null && (g as ImportedGraph).format === IMPORTED_GRAPH_FORMAT &&
+    ['nodes', 'weights', 'lora', 'exits', 'outputs'].every((k) => Array.isArray((g as Record<string, unknown>)[k])) &&
+    typeof (g as ImportedGraph).input?.name === 'string' && Number.isInteger((g as ImportedGraph).dim);
+  if (!ok) throw new BackboneError(`backbone ${name}: the checkpoint's imported graph is not in format ${IMPORTED_GRAPH_FORMAT}; re-import the model with npx fmfl-node import-model`);
+  return g as ImportedGraph;
+}
+
+function importedSummary(graph: JsonValue, sourceSha256: string, cfg: VitConfig): NonNullable<BackboneManifest['imported']> {
+  const g = graph as unknown as ImportedGraph;
+  return { sourceSha256, arch: String(cfg.arch), nodes: g.nodes.length, lora: g.lora.map((s) => s.node), exits: g.exits.map((e) => e.tensor) };
+}
 
 /** Folder of the committed models (project root `models/`). */
 export const MODELS_DIR = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', 'models');
@@ -52,6 +68,8 @@ export interface BackboneManifest {
   input?: InputSpec;
   /** The pretraining label set, in label order (absent before 2026-12: the MNIST digits). */
   labels?: string[];
+  /** An imported ONNX model (src/model/onnx): the source file's SHA-256 (the graph itself is in the checkpoint). */
+  imported?: { sourceSha256: string; arch: string; nodes: number; lora: string[]; exits: string[] };
 }
 
 export interface Backbone {
@@ -79,16 +97,21 @@ export async function loadBackbone(name = DEFAULT_BACKBONE, dir: string = MODELS
     throw new BackboneError(`cannot read the manifest of backbone ${name} in ${dir}: ${(err as Error).message}. Run \`npm run pretrain\` to create it.`, { cause: err });
   }
   if (manifest.format !== 'fmfl-backbone/1') throw new BackboneError(`backbone ${name}: unknown manifest format ${String(manifest.format)}`);
+  const bytes = new Uint8Array(await readFile(join(dir, manifest.checkpoint)));
+  const sha = createHash('sha256').update(bytes).digest('hex');
+  if (sha !== manifest.sha256) throw new BackboneError(`backbone ${name}: checkpoint checksum ${sha} does not match the manifest (${manifest.sha256}); the file is corrupt or was replaced`);
+  const ckpt = decodeCheckpoint(bytes, { copy: true });
+  const graph = (ckpt.metadata as { graph?: unknown } | null)?.graph;
+  if (graph !== undefined) {
+    const arch = registerImportedGraph(checkImportedGraph(graph, name));
+    if (arch !== manifest.config.arch) throw new BackboneError(`backbone ${name}: the checkpoint's graph is architecture ${arch}, the manifest names ${String(manifest.config.arch)}`);
+  }
   const cfg = architectureOf(manifest.config).validate(manifest.config);
   const input = checkInputSpec(manifest.input ?? MNIST_INPUT, cfg, name);
   const labels = manifest.labels ?? [...MNIST_CLASSES];
   if (!Array.isArray(labels) || labels.length !== cfg.classes || labels.some((l) => typeof l !== 'string' || l.length === 0)) {
     throw new BackboneError(`backbone ${name}: the manifest's labels must be ${cfg.classes} non-empty names (its exit heads' classes)`);
   }
-  const bytes = new Uint8Array(await readFile(join(dir, manifest.checkpoint)));
-  const sha = createHash('sha256').update(bytes).digest('hex');
-  if (sha !== manifest.sha256) throw new BackboneError(`backbone ${name}: checkpoint checksum ${sha} does not match the manifest (${manifest.sha256}); the file is corrupt or was replaced`);
-  const ckpt = decodeCheckpoint(bytes, { copy: true });
   const weights: Weights = new Map();
   for (const s of backboneAndExitTensors(cfg)) {
     const t = ckpt.tensors.get(s.name);
@@ -153,7 +176,7 @@ export async function saveBackbone(
   name: string,
   cfg: VitConfig,
   weights: Weights,
-  info: { training: Record<string, JsonValue>; testAccuracy: number[]; input?: InputSpec; labels?: readonly string[] },
+  info: { training: Record<string, JsonValue>; testAccuracy: number[]; input?: InputSpec; labels?: readonly string[]; graph?: JsonValue; sourceSha256?: string },
   dir = MODELS_DIR,
 ): Promise<BackboneManifest> {
   const input = checkInputSpec(info.input ?? { size: cfg.image, channels: cfg.channels as 1 | 3, mean: Array(cfg.channels).fill(0.5), std: Array(cfg.channels).fill(0.5) }, cfg, name);
@@ -165,7 +188,7 @@ export async function saveBackbone(
     if (!data) throw new BackboneError(`saveBackbone: tensor ${s.name} is missing`);
     return [s.name, { shape: s.shape, data }] as const;
   }));
-  const bytes = encodeCheckpoint(tensors, { kind: 'backbone', name, config: cfg as unknown as JsonValue });
+  const bytes = encodeCheckpoint(tensors, { kind: 'backbone', name, config: cfg as unknown as JsonValue, ...(info.graph ? { graph: info.graph } : {}) });
   const file = `${name}.fmfl`;
   await atomicWriteFile(join(dir, file), bytes, 0o644);
   const manifest: BackboneManifest = {
@@ -180,6 +203,7 @@ export async function saveBackbone(
     testAccuracy: info.testAccuracy,
     input,
     labels,
+    ...(info.graph && info.sourceSha256 ? { imported: importedSummary(info.graph, info.sourceSha256, cfg) } : {}),
   };
   await atomicWriteFile(manifestPath(name, dir), JSON.stringify(manifest, null, 2) + '\n', 0o644);
   return manifest;

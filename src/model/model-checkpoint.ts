@@ -11,8 +11,9 @@
 import { z } from 'zod';
 import { FmflError } from '../util/errors.ts';
 import { loadCheckpoint, saveCheckpoint, type Checkpoint, type JsonValue, type LoadCheckpointOptions as GenericLoadOptions } from './checkpoint.ts';
-import { architectureOf, trainableTensors } from './architecture.ts';
-import { DEFAULT_BACKBONE, REFERENCE_BACKBONE, loadBackbone } from './backbone.ts';
+import { ARCHITECTURES, architectureOf, trainableTensors } from './architecture.ts';
+import { importedGraphOf } from './onnx/architecture.ts';
+import { DEFAULT_BACKBONE, REFERENCE_BACKBONE, loadBackbone, loadBackboneShared } from './backbone.ts';
 import { DEFAULT_LORA, LORA_TARGETS, LoraConfigSchema, TRAINABLE_SETS, type LoraTarget, VitConfigSchema, type LoraConfig, type TrainableSet, type VitConfig, type Weights } from './vit.ts';
 
 /** Tensor name of the per-exit class prototypes [E, C, D]. */
@@ -84,6 +85,8 @@ export interface LoadCheckpointOptions extends GenericLoadOptions {
    * not record it (default {@link DEFAULT_LORA}'s 16, the federation's default `loraAlpha`).
    */
   loraAlpha?: number;
+  /** Folder of the checkpoint's backbone, loaded first when the model is an imported ONNX graph (default models/). */
+  modelsDir?: string;
 }
 
 /** Write a model checkpoint atomically. @throws ModelCheckpointError on missing or misshapen tensors. */
@@ -128,12 +131,14 @@ export async function saveModelCheckpoint(path: string, m: ModelCheckpoint): Pro
 export async function loadModelCheckpoint(path: string, opts: LoadCheckpointOptions = {}): Promise<ModelCheckpoint> {
   const ck = await loadCheckpoint(path, { ...opts, copy: true });
   const md = ck.metadata as { kind?: unknown } | null;
-  if (md && typeof md === 'object' && md.kind === 'federation') return fromFederation(path, ck, opts.loraAlpha ?? DEFAULT_LORA.alpha);
+  if (md && typeof md === 'object' && md.kind === 'federation') return fromFederation(path, ck, opts.loraAlpha ?? DEFAULT_LORA.alpha, opts.modelsDir);
   const parsed = MetadataSchema.safeParse(ck.metadata);
   if (!parsed.success) {
     throw new ModelCheckpointError(`${path} is not an fmfl model checkpoint (${parsed.error.issues.slice(0, 3).map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}); make one with \`npm run finetune -- --save <file>\``);
   }
   const mdv = parsed.data;
+  // An imported graph's architecture is registered by loading its backbone (the graph is in the backbone checkpoint).
+  if (mdv.config.arch?.startsWith('onnx:') && !(mdv.config.arch in ARCHITECTURES)) await loadBackboneShared(mdv.backbone, opts.modelsDir);
   const cfg = validateConfig(mdv.config);
   if (mdv.labels) checkLabels(mdv.labels, cfg.classes, path);
   const specs = trainableTensors(cfg, mdv.trainableSet, mdv.lora);
@@ -171,13 +176,13 @@ function checkLabels(labels: string[], classes: number, where: string): string[]
  * The backbone is the default one; LoRA rank and targets are read from the tensor shapes and names, alpha is
  * assumed (see {@link LoadCheckpointOptions.loraAlpha}). Version: `fed-r<round>-<8 hex of the state hash>`.
  */
-async function fromFederation(path: string, ck: Checkpoint, loraAlpha: number): Promise<ModelCheckpoint> {
+async function fromFederation(path: string, ck: Checkpoint, loraAlpha: number, modelsDir?: string): Promise<ModelCheckpoint> {
   const meta = ck.metadata as { version?: unknown; hash?: unknown; prototypeCounts?: unknown; backbone?: unknown; loraAlpha?: unknown; labels?: unknown };
   // Federation checkpoints record their backbone and LoRA alpha; files written before they did used the
   // reference backbone.
   const backbone = typeof meta.backbone === 'string' ? meta.backbone : REFERENCE_BACKBONE;
   if (typeof meta.loraAlpha === 'number' && meta.loraAlpha > 0) loraAlpha = meta.loraAlpha;
-  const bb = await loadBackbone(backbone);
+  const bb = await loadBackbone(backbone, modelsDir);
   // The federation's label set sizes the exit heads (checkpoints written before 2026-12: the backbone's 10).
   const labels = Array.isArray(meta.labels) && meta.labels.length > 0 && meta.labels.every((l) => typeof l === 'string') ? (meta.labels as string[]) : undefined;
   const cfg = labels ? validateConfig({ ...bb.cfg, classes: labels.length }) : bb.cfg;
@@ -187,10 +192,12 @@ async function fromFederation(path: string, ck: Checkpoint, loraAlpha: number): 
   let lora: LoraConfig | null = null;
   if (a0) {
     const targets = LORA_TARGETS.filter((tg) => [...weights.keys()].some((k) => k.startsWith('blocks.0.') && k.endsWith(`.${tg}.lora_a`)));
-    // The federation stores tensors flat: rank = length / fan-in (mlp for fc2, dim otherwise).
-    const rank = weights.get(a0)!.length / (a0.includes('.fc2.') ? cfg.mlp : cfg.dim);
+    // The federation stores tensors flat: rank = length / fan-in (an imported graph's site; else mlp for fc2, dim).
+    const site = importedGraphOf(cfg)?.lora.find((s) => `${s.prefix}.lora_a` === a0);
+    const rank = weights.get(a0)!.length / (site ? site.in : a0.includes('.fc2.') ? cfg.mlp : cfg.dim);
     if (!Number.isInteger(rank) || rank < 1) throw new ModelCheckpointError(`${path}: cannot infer the LoRA rank from ${a0}`);
-    lora = { rank, alpha: loraAlpha, targets: targets as LoraTarget[] };
+    // An imported graph's LoRA sites are fixed at import; its config's targets are unused.
+    lora = { rank, alpha: loraAlpha, targets: (targets.length ? targets : ['q']) as LoraTarget[] };
   }
   const trainableSet: TrainableSet = lora ? 'lora+heads' : 'heads';
   for (const s of trainableTensors(cfg, trainableSet, lora)) {

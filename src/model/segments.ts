@@ -40,10 +40,9 @@ export interface SegmentsSpec extends GraphSpec {
   blocks?: number;
 }
 
-/** The hidden-state shape [B, patches + 1, dim] passed between segments. */
-export function hiddenShape(spec: Pick<GraphSpec, 'cfg' | 'batch'>): [number, number, number] {
-  const [b, n, d] = architectureOf(spec.cfg).hiddenShape(spec.cfg, spec.batch);
-  return [b, n, d];
+/** The hidden-state shape passed into segment `after + 1` (the ViT's [B, patches + 1, dim] after every block). */
+export function hiddenShape(spec: Pick<GraphSpec, 'cfg' | 'batch'>, after = 0): number[] {
+  return architectureOf(spec.cfg).hiddenShape(spec.cfg, spec.batch, after);
 }
 
 /** Build segment graphs 0..blocks-1 (see the module comment). */
@@ -77,7 +76,7 @@ export function buildSegmentGraphs(spec: SegmentsSpec): SegmentGraph[] {
     };
     const c = spec.cfg;
     const arch = architectureOf(c);
-    const x0 = i === 0 ? arch.embed(c, g.input(IMAGES, [spec.batch, c.channels, c.image, c.image]), param, fwd) : g.input(HIDDEN, hiddenShape(spec));
+    const x0 = i === 0 ? arch.embed(c, g.input(IMAGES, [spec.batch, c.channels, c.image, c.image]), param, fwd) : g.input(HIDDEN, hiddenShape(spec, i - 1));
     const hasHidden = i < c.depth - 1;
     const x = arch.block(c, x0, i, param, fwd, !hasHidden);
     const e = arch.exit(c, x, i, param, fwd);

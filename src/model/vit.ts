@@ -17,8 +17,8 @@ export const LORA_TARGETS = ['q', 'k', 'v', 'proj', 'fc1', 'fc2'] as const;
 export type LoraTarget = (typeof LORA_TARGETS)[number];
 
 export const VitConfigSchema = z.object({
-  /** Model family (src/model/architecture.ts); absent: `vit`. */
-  arch: z.literal('vit').optional(),
+  /** Model family (src/model/architecture.ts): `vit` (absent: `vit`) or an imported graph, `onnx:<16 hex>`. */
+  arch: z.string().regex(/^(vit|onnx:[0-9a-f]{16})$/).optional(),
   image: z.number().int().min(4).max(256).default(28),
   channels: z.number().int().min(1).max(4).default(1),
   patch: z.number().int().min(1).max(32).default(4),

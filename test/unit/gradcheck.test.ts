@@ -6,6 +6,7 @@
 import test from 'ava';
 import * as G from '../../src/graph/index.ts';
 import { gradcheck, type InputSpec } from './gradcheck-helpers.ts';
+import { VISION_CASES } from './gradcheck-vision-cases.ts';
 
 type Build = (...xs: G.Tensor[]) => G.Tensor;
 interface Case {
@@ -86,6 +87,7 @@ const CASES: Case[] = [
   { op: 'composite', title: 'GELU composed from Erf, float32', build: G.gelu, inputs: [{ shape: [3, 4], range: [-3, 3] }], dtype: 'float32' },
   { op: 'composite', title: 'attention: softmax(q k^T / sqrt d) v, batched heads', build: (q, k, v) => G.matmul(G.softmax(G.mul(G.matmul(q, G.transpose(k, [0, 1, 3, 2])), q.graph.scalar(0.5, 'float64')), -1), v), inputs: [{ shape: [2, 2, 3, 4] }, { shape: [2, 2, 3, 4] }, { shape: [2, 2, 3, 4] }] },
   { op: 'composite', title: 'LoRA linear: x W + b + s (x A) B', build: (x, a, b) => G.add(G.matmul(x, x.graph.constant([0.1, -0.2, 0.3, 0.4, 0.5, -0.6, 0.7, 0.8, -0.9, 1.0, 1.1, 1.2], [4, 3], 'float64')), G.mul(G.matmul(G.matmul(x, a), b), x.graph.scalar(2, 'float64'))), inputs: [{ shape: [2, 5, 4] }, { shape: [4, 2] }, { shape: [2, 3] }] },
+  ...VISION_CASES,
 ];
 
 /** A nonlinear scalar-per-row mix of two maps' outputs, so both outputs' gradients matter. */
@@ -100,7 +102,7 @@ function fixed(like: G.Tensor, shape: number[], offset: number): G.Tensor {
   return like.graph.constant(Array.from({ length: n }, (_, i) => offset + 0.9 * Math.sin(1.7 * i + offset)), shape, 'float64');
 }
 
-const NON_DIFF = new Set(['ArgMax', 'Floor', 'StopGradient']);
+const NON_DIFF = new Set(['ArgMax', 'Floor', 'StopGradient', 'ConvTranspose']);
 
 test('every op in the op table has a gradient check (or is declared non-differentiable)', (t) => {
   const covered = new Set(CASES.map((c) => c.op));

@@ -1,0 +1,165 @@
+/**
+ * An imported ONNX graph as one more {@link ModelArchitecture}: its initializers are the frozen backbone, LoRA
+ * sits on the MatMul/Gemm nodes chosen at import, a fresh exit head (LayerNorm + Linear, as the ViT's) reads each
+ * exit tensor (token 0 of a [B, n, d] sequence, the spatial mean of a [B, C, H, W] map, or a [B, d] vector), and
+ * the anytime segments are the stretches of graph between consecutive exit tensors. A config names it by
+ * `arch: "onnx:<16 hex of the graph's SHA-256>"`; loading the backbone registers it.
+ */
+import { createHash } from 'node:crypto';
+import * as G from '../../graph/index.ts';
+import type { Tensor } from '../../graph/index.ts';
+import { ConfigError } from '../../util/errors.ts';
+import { registerArchitecture, ARCHITECTURES, type ModelArchitecture } from '../architecture.ts';
+import { exitSpecs, VitConfigSchema, type ForwardOptions, type ParamSource, type ParamSpec, type VitConfig, type LoraConfig } from '../vit.ts';
+import { buildContext, nodesFor, runNode, type BuildContext } from './build.ts';
+import type { ConstValue, ImportedGraph } from './ir.ts';
+
+/** Architecture names of imported graphs start with this. */
+export const IMPORTED_ARCH_PREFIX = 'onnx:';
+
+/** The architecture name of an imported graph: `onnx:` + 16 hex characters of the SHA-256 of its JSON. */
+export function importedArchName(ir: ImportedGraph): string {
+  return IMPORTED_ARCH_PREFIX + createHash('sha256').update(JSON.stringify(ir)).digest('hex').slice(0, 16);
+}
+
+const GRAPHS = new Map<string, ImportedGraph>();
+
+/** Register an imported graph's architecture (idempotent); returns its name. */
+export function registerImportedGraph(ir: ImportedGraph): string {
+  const name = importedArchName(ir);
+  if (!GRAPHS.has(name)) {
+    GRAPHS.set(name, ir);
+    registerArchitecture(importedArchitecture(name, ir));
+  }
+  return name;
+}
+
+/** The imported graph of a config, or null for a built-in architecture. */
+export function importedGraphOf(cfg: Pick<VitConfig, 'arch'>): ImportedGraph | null {
+  return cfg.arch && cfg.arch.startsWith(IMPORTED_ARCH_PREFIX) ? GRAPHS.get(cfg.arch) ?? null : null;
+}
+
+/** The config of an imported graph: input size and channels, one exit per exit site, exit width, classes. */
+export function importedConfig(ir: ImportedGraph, classes: number): VitConfig {
+  return VitConfigSchema.parse({ arch: importedArchName(ir), image: ir.input.size, channels: ir.input.channels, dim: ir.dim, depth: ir.exits.length, classes, patch: 1, heads: 1 });
+}
+
+/** Per-batch constant values of the whole graph (the folded shape plumbing), for segments that start mid-graph. */
+function constsAt(ir: ImportedGraph, batch: number): Map<string, ConstValue> {
+  const key = `${batch}`;
+  let per = CONSTS.get(ir);
+  if (!per) CONSTS.set(ir, (per = new Map()));
+  const hit = per.get(key);
+  if (hit) return hit;
+  const g = new G.Graph();
+  const shapes = new Map(ir.weights.map((w) => [w.name, w.shape]));
+  const made = new Map<string, Tensor>();
+  const param: ParamSource = (name) => {
+    let t = made.get(name);
+    if (!t) made.set(name, (t = g.input(name, shapes.get(name) ?? [1])));
+    return t;
+  };
+  const cx = buildContext(ir, g, param, null);
+  cx.env.set(ir.input.name, { t: g.input('images', [batch, ir.input.channels, ir.input.size, ir.input.size]) });
+  for (const n of nodesFor(ir, ir.exits.map((e) => e.tensor))) runNode(cx, n);
+  const out = new Map<string, ConstValue>();
+  for (const [k, v] of cx.env) if ('c' in v) out.set(k, v.c);
+  per.set(key, out);
+  return out;
+}
+const CONSTS = new WeakMap<ImportedGraph, Map<string, Map<string, ConstValue>>>();
+
+function context(ir: ImportedGraph, x: Tensor, param: ParamSource, opts: ForwardOptions): BuildContext {
+  return buildContext(ir, x.graph, param, opts.lora ?? null);
+}
+
+/** Run the graph from the images up to the exit tensors 0..blocks-1; returns them. */
+export function runToExits(ir: ImportedGraph, images: Tensor, param: ParamSource, opts: ForwardOptions, blocks: number): Tensor[] {
+  const cx = context(ir, images, param, opts);
+  cx.env.set(ir.input.name, { t: images });
+  const targets = ir.exits.slice(0, blocks).map((e) => e.tensor);
+  for (const n of nodesFor(ir, targets)) runNode(cx, n);
+  return targets.map((t) => tensorOf(cx, t));
+}
+
+/** Run the whole original graph (its own outputs): the importer's check against onnxruntime. */
+export function runOriginal(ir: ImportedGraph, images: Tensor, param: ParamSource): Tensor[] {
+  const cx = context(ir, images, param, {});
+  cx.env.set(ir.input.name, { t: images });
+  for (const n of nodesFor(ir, ir.outputs)) runNode(cx, n);
+  return ir.outputs.map((t) => tensorOf(cx, t));
+}
+
+function tensorOf(cx: BuildContext, name: string): Tensor {
+  const v = cx.env.get(name);
+  if (!v || !('t' in v)) throw new ConfigError(`imported graph: tensor ${name} is a constant, not a tensor of the model`);
+  return v.t;
+}
+
+/** Segment i of the graph: from the input (i = 0) or exit tensor i-1 to exit tensor i. */
+export function runSegment(ir: ImportedGraph, x: Tensor, i: number, param: ParamSource, opts: ForwardOptions): Tensor {
+  const cx = context(ir, x, param, opts);
+  const consts = constsAt(ir, x.shape[0]);
+  for (const [k, c] of consts) cx.env.set(k, { c });
+  const from = i === 0 ? ir.input.name : ir.exits[i - 1].tensor;
+  cx.env.set(from, { t: x });
+  const stops = new Set([from, ...consts.keys()]);
+  for (const n of nodesFor(ir, [ir.exits[i].tensor], stops)) runNode(cx, n);
+  return tensorOf(cx, ir.exits[i].tensor);
+}
+
+/** Exit head i on an exit tensor: pick token 0 / pool / take the vector, then LayerNorm and Linear. */
+function exitHead(cfg: VitConfig, x: Tensor, i: number, param: ParamSource): { logits: Tensor; embedding: Tensor } {
+  const B = x.shape[0];
+  let z: Tensor;
+  if (x.rank === 3) z = G.reshape(G.slice(x, [0], [1], [1]), [B, x.shape[2]]);
+  else if (x.rank === 4) z = G.reshape(G.reduceMean(x, [2, 3], false), [B, x.shape[1]]);
+  else if (x.rank === 2) z = x;
+  else throw new ConfigError(`imported graph: exit ${i} reads a rank-${x.rank} tensor; exits read [B, n, d], [B, C, H, W] or [B, d]`);
+  const embedding = G.layerNormC(z, param(`exits.${i}.norm.weight`), param(`exits.${i}.norm.bias`), cfg.eps);
+  return { embedding, logits: G.add(G.matmul(embedding, param(`exits.${i}.head.weight`)), param(`exits.${i}.head.bias`)) };
+}
+
+function loraSpecs(ir: ImportedGraph, lora: LoraConfig): ParamSpec[] {
+  return ir.lora.flatMap((s) => [
+    { name: `${s.prefix}.lora_a`, shape: [s.in, lora.rank], init: { kind: 'uniform', bound: 1 / Math.sqrt(s.in) }, group: 'lora' } as ParamSpec,
+    { name: `${s.prefix}.lora_b`, shape: [lora.rank, s.out], init: { kind: 'const', value: 0 }, group: 'lora' } as ParamSpec,
+  ]);
+}
+
+function importedArchitecture(name: string, ir: ImportedGraph): ModelArchitecture {
+  const E = ir.exits.length;
+  return {
+    name,
+    validate(cfg) {
+      const parsed = VitConfigSchema.safeParse(cfg);
+      if (!parsed.success) throw new ConfigError(`invalid model config: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
+      const c = parsed.data;
+      if (c.arch !== name) throw new ConfigError(`config names architecture ${c.arch}, not ${name}`);
+      if (c.image !== ir.input.size || c.channels !== ir.input.channels || c.depth !== E || c.dim !== ir.dim) {
+        throw new ConfigError(`imported model ${name}: the config must keep image ${ir.input.size}, channels ${ir.input.channels}, depth ${E} (exits) and dim ${ir.dim}; only classes may change`);
+      }
+      return c;
+    },
+    backboneTensors: () => ir.weights.map((w) => ({ name: w.name, shape: [...w.shape], init: { kind: 'const', value: 0 }, group: 'backbone' }) as ParamSpec),
+    exitTensors: (cfg) => exitSpecs({ ...cfg, depth: E, dim: ir.dim }),
+    loraTensors: (_cfg, lora) => loraSpecs(ir, lora),
+    exits: () => E,
+    forward(cfg, images, param, opts = {}) {
+      const blocks = opts.blocks ?? E;
+      if (!Number.isInteger(blocks) || blocks < 1 || blocks > E) throw new ConfigError(`blocks must be in 1..${E}`);
+      const xs = runToExits(ir, images, param, opts, blocks);
+      const heads = xs.map((x, i) => exitHead(cfg, x, i, param));
+      return { logits: heads.map((h) => h.logits), embeddings: heads.map((h) => h.embedding) };
+    },
+    embed: (_cfg, images) => images,
+    block: (_cfg, x, i, param, opts) => runSegment(ir, x, i, param, opts),
+    exit: (cfg, x, i, param) => exitHead(cfg, x, i, param),
+    hiddenShape: (_cfg, batch, after = 0) => [batch, ...ir.exits[Math.min(Math.max(after, 0), E - 1)].shape],
+  };
+}
+
+/** Whether a name is a registered architecture (built-in or imported). */
+export function isKnownArchitecture(name: string): boolean {
+  return name in ARCHITECTURES;
+}
