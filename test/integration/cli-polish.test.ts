@@ -27,7 +27,7 @@ test('--version, help <command>, grouped --help with examples, unknown commands 
   t.regex((await run(['help', 'status'])).out, /--http <url>/);
   const bogus = await run(['bogus']);
   t.is(bogus.code, 2);
-  t.regex(bogus.err, /unknown command "bogus"; commands: infer, status, id, swarm-key, help/);
+  t.regex(bogus.err, /unknown command "bogus"; commands: infer, import-model, status, id, swarm-key, help/);
 });
 
 test('swarm-key refuses to replace an existing key unless --force', async (t) => {
