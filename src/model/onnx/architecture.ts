@@ -11,7 +11,7 @@ import type { Tensor } from '../../graph/index.ts';
 import { ConfigError } from '../../util/errors.ts';
 import { registerArchitecture, ARCHITECTURES, type ModelArchitecture } from '../architecture.ts';
 import { exitSpecs, VitConfigSchema, type ForwardOptions, type ParamSource, type ParamSpec, type VitConfig, type LoraConfig } from '../vit.ts';
-import { buildContext, nodesFor, runNode, type BuildContext } from './build.ts';
+import { buildContext, buildProbe, nodesFor, runNode, type BuildContext } from './build.ts';
 import type { ConstValue, ImportedGraph } from './ir.ts';
 
 /** Architecture names of imported graphs start with this. */
@@ -51,17 +51,7 @@ function constsAt(ir: ImportedGraph, batch: number): Map<string, ConstValue> {
   if (!per) CONSTS.set(ir, (per = new Map()));
   const hit = per.get(key);
   if (hit) return hit;
-  const g = new G.Graph();
-  const shapes = new Map(ir.weights.map((w) => [w.name, w.shape]));
-  const made = new Map<string, Tensor>();
-  const param: ParamSource = (name) => {
-    let t = made.get(name);
-    if (!t) made.set(name, (t = g.input(name, shapes.get(name) ?? [1])));
-    return t;
-  };
-  const cx = buildContext(ir, g, param, null);
-  cx.env.set(ir.input.name, { t: g.input('images', [batch, ir.input.channels, ir.input.size, ir.input.size]) });
-  for (const n of nodesFor(ir, ir.exits.map((e) => e.tensor))) runNode(cx, n);
+  const cx = buildProbe(ir, batch, ir.exits.map((e) => e.tensor));
   const out = new Map<string, ConstValue>();
   for (const [k, v] of cx.env) if ('c' in v) out.set(k, v.c);
   per.set(key, out);

@@ -30,6 +30,25 @@ export function buildContext(ir: ImportedGraph, g: Graph, param: ParamSource, lo
   return { g, env: new Map(), param, lora, weights: new Map(ir.weights.map((w) => [w.onnx, w.name])), sites: new Map(ir.lora.map((s) => [s.node, s])), consts: ir.consts, opset: ir.opset };
 }
 
+/**
+ * Build the nodes that `targets` need on a throwaway graph at `batch`, with every weight a graph input of its
+ * stored shape and no LoRA: the context then holds each value's shape and the folded constants at that batch.
+ */
+export function buildProbe(ir: ImportedGraph, batch: number, targets: readonly string[]): BuildContext {
+  const g = new G.Graph();
+  const shapes = new Map(ir.weights.map((w) => [w.name, w.shape]));
+  const made = new Map<string, Tensor>();
+  const param: ParamSource = (name) => {
+    let t = made.get(name);
+    if (!t) made.set(name, (t = g.input(name, shapes.get(name) ?? [1])));
+    return t;
+  };
+  const cx = buildContext(ir, g, param, null);
+  cx.env.set(ir.input.name, { t: g.input('images', [batch, ir.input.channels, ir.input.size, ir.input.size]) });
+  for (const n of nodesFor(ir, targets)) runNode(cx, n);
+  return cx;
+}
+
 /** The value of an ONNX name: computed, a weight (through `param`), or a constant. */
 export function valueOf(cx: BuildContext, name: string, n: IrNode): Value {
   const v = cx.env.get(name);

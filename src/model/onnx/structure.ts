@@ -3,10 +3,7 @@
  * weight), the repeated blocks and their outputs (the automatic exits), and the check that each exit tensor is a
  * block boundary (everything after it depends on it alone, so anytime segments can start there).
  */
-import * as G from '../../graph/index.ts';
-import type { Tensor } from '../../graph/index.ts';
-import type { ParamSource } from '../vit.ts';
-import { buildContext, nodesFor, runNode } from './build.ts';
+import { buildProbe, nodesFor } from './build.ts';
 import { OnnxImportError } from './read.ts';
 import type { ExitSite, ImportedGraph, IrNode, LoraSite } from './ir.ts';
 
@@ -105,17 +102,7 @@ export function blockFamilies(ir: ImportedGraph, isTensor: (name: string) => boo
 
 /** Shapes of the graph's values at batch 1 (tensors only), and the names of its tensors, from one build. */
 export function probeShapes(ir: ImportedGraph): Map<string, readonly number[]> {
-  const g = new G.Graph();
-  const shapes = new Map(ir.weights.map((w) => [w.name, w.shape]));
-  const made = new Map<string, Tensor>();
-  const param: ParamSource = (name) => {
-    let t = made.get(name);
-    if (!t) made.set(name, (t = g.input(name, shapes.get(name) ?? [1])));
-    return t;
-  };
-  const cx = buildContext(ir, g, param, null);
-  cx.env.set(ir.input.name, { t: g.input('images', [1, ir.input.channels, ir.input.size, ir.input.size]) });
-  for (const n of nodesFor(ir, ir.outputs)) runNode(cx, n);
+  const cx = buildProbe(ir, 1, ir.outputs);
   const out = new Map<string, readonly number[]>();
   for (const [k, v] of cx.env) if ('t' in v && !cx.weights.has(k)) out.set(k, v.t.shape);
   return out;
