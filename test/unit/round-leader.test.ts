@@ -7,13 +7,13 @@
 import test, { type ExecutionContext } from 'ava';
 import { Attestation, GlobalUpdate, SignedUpdate } from '../../src/round/pb/round.ts';
 import { withFaults, type FaultKind, type FaultLog } from '../../src/round/faults.ts';
-import { DEFAULT_ROUND_OPTIONS, GLOBAL_TOPIC, hex, leaderOrder, LeaderProtocol, makeState, ROUND_WIRE_VERSION, UPDATE_TOPIC, VerifyRefusal } from '../../src/round/index.ts';
+import { computeGlobalStep, DEFAULT_ROUND_OPTIONS, GLOBAL_TOPIC, hex, leaderOrder, LeaderProtocol, makeState, ROUND_WIRE_VERSION, UPDATE_TOPIC, VerifyRefusal } from '../../src/round/index.ts';
 import type { RoundOptions, RoundOutcome } from '../../src/round/index.ts';
 import type { MeshPort } from '../../src/round/mesh-port.ts';
 import { ATTEST_TOPIC, sha256, updateSigningBytes } from '../../src/round/leader-wire.ts';
 import { makeAttestation } from '../../src/round/certificate.ts';
-import { RefusalReason } from '../../src/mesh/index.ts';
-import { decodeUpdate, encodeUpdate, type TensorMap, type UpdateManifest } from '../../src/update/index.ts';
+import { RefusalReason, type MessageHandler, type SubscribeOptions } from '../../src/mesh/index.ts';
+import { decodeUpdate, encodeUpdate, type ModelUpdate, type TensorMap, type UpdateManifest } from '../../src/update/index.ts';
 import { Rng } from '../../src/util/rng.ts';
 import { silentLogger } from '../../src/util/log.ts';
 import { fakeMeshes, seededIdentity, type FakeNetwork, type FakePort } from '../fake-mesh.ts';
@@ -56,7 +56,7 @@ interface Fed {
 }
 
 /** Five members; `liar` (if any) runs the unchanged protocol behind `withFaults(kind)`. */
-async function federation(o: { liar?: number; kind?: FaultKind; opts?: Partial<RoundOptions> } = {}): Promise<Fed> {
+async function federation(o: { liar?: number; kind?: FaultKind; decorate?: (port: FakePort, net: FakeNetwork) => MeshPort; opts?: Partial<RoundOptions> } = {}): Promise<Fed> {
   const { net, ports, ids } = await fakeMeshes(N, { federation: FED });
   let log: FaultLog = { forgedGlobals: 0, forgedStates: 0, withheld: 0 };
   const nodes: Node[] = [];
@@ -67,6 +67,7 @@ async function federation(o: { liar?: number; kind?: FaultKind; opts?: Partial<R
       mesh = r.port;
       log = r.log;
     }
+    if (i === o.liar && o.decorate) mesh = o.decorate(port, net);
     const ctx = { mesh, federation: FED, selfId: port.selfId, manifest, loraRank: 0, logger: silentLogger(), seed: 11 + i, members: () => net.view(port.selfId) };
     nodes.push({ i, port, proto: new LeaderProtocol(ctx, options(o.opts), initial), outcomes: [], versions: [] });
   });
@@ -166,6 +167,59 @@ test.serial('an own aggregate published early, before its slot, is never applied
   // The early aggregate lists the liar alone; every step an honest member took lists a roster majority.
   for (const i of others(liar)) for (const o of f.nodes[i].outcomes) t.true(o.contributors.length >= 3, `round ${o.round} via ${o.via}: ${o.contributors.length} contributors`);
   t.true(drift(f, others(liar)) < ROUNDS * DELTA * 3, 'no scaled step reached the honest state');
+});
+
+/**
+ * A backup that publishes a valid, recomputable aggregate of the first three updates at once (before its slot):
+ * the round's rank 0 must still be the one applied, with every update in.
+ */
+function earlyBackup(port: FakePort, net: FakeNetwork): MeshPort {
+  const held = new Map<string, { update: ModelUpdate; digest: Uint8Array }>();
+  let sent = false;
+  const collect = async (signed: Uint8Array): Promise<void> => {
+    const s = SignedUpdate.decode(signed);
+    const u = decodeUpdate(s.update, manifest);
+    if (u.round !== 1) return;
+    held.set(u.sender, { update: u, digest: sha256(s.update) });
+    const rank = leaderOrder(FED, 1, net.view(port.selfId)).indexOf(port.selfId);
+    if (sent || held.size < 3 || rank < 1) return;
+    sent = true;
+    const ins = [...held.values()].sort((a, b) => (a.update.sender < b.update.sender ? -1 : 1));
+    const step = computeGlobalStep({
+      federation: FED, manifest, round: 1, base: initial, updates: ins.map((x) => x.update), rule: 'fedavgm', options: { weighting: undefined },
+      serverState: undefined, sender: port.selfId, loraRank: 0, downlinkBits: 32,
+    });
+    await port.publish(GLOBAL_TOPIC, GlobalUpdate.encode({
+      version: ROUND_WIRE_VERSION, round: 1n, baseHash: initial.hash, newHash: step.next.hash, contributors: ins.map((x) => x.update.sender),
+      contributorDigests: ins.map((x) => x.digest), leaderRank: rank, update: step.bytes,
+    }));
+  };
+  return {
+    federation: port.federation, selfId: port.selfId, roster: port.roster, onRoster: (p) => port.onRoster(p), unsubscribe: (n) => port.unsubscribe(n),
+    handleRequest: (m, h) => port.handleRequest(m, h), request: (p, m, b, o) => port.request(p, m, b, o), signWithIdentity: (d) => port.signWithIdentity(d),
+    subscribe: (name: string, handler: MessageHandler, o?: SubscribeOptions) => port.subscribe(name, name === UPDATE_TOPIC ? async (p, m) => {
+      await handler(p, m);
+      await collect(p);
+    } : handler, o),
+    publish: async (name: string, payload: Uint8Array) => {
+      const r = await port.publish(name, payload);
+      if (name === UPDATE_TOPIC) await collect(payload);
+      return r;
+    },
+  };
+}
+
+test.serial('a verifiable aggregate published by a backup before its slot is held; rank 0 leads with every update', async (t) => {
+  const ids = (await fakeMeshes(N, { federation: FED })).ids;
+  const liar = ids.indexOf(leaderOrder(FED, 1, ids)[1]);
+  const f = await federation({ liar, decorate: earlyBackup });
+  await run(f, others(liar));
+  honestAgree(t, f, others(liar));
+  t.true(refusals(f, others(liar), VerifyRefusal.SLOT_NOT_OPEN) >= 1, 'the early aggregate was held');
+  for (const i of others(liar)) {
+    t.is(f.nodes[i].outcomes[0].leaderRank, 0, `node ${i}: round 1 from rank 0`);
+    t.is(f.nodes[i].outcomes[0].contributors.length, N, `node ${i}: round 1 with every update`);
+  }
 });
 
 test.serial('a leader aggregate scaled x20 with consistent hashes is refused by recomputation; the next rank leads', async (t) => {
