@@ -134,37 +134,38 @@ export class LeaderProtocol implements RoundProtocol {
   // One round
 
   async exchange(local: LocalContribution): Promise<RoundOutcome> {
-    if (!this.core.running) throw new RoundStoppedError();
-    const round = this.core.state.version + 1;
-    const base = this.core.state;
+    const c = this.core;
+    if (!c.running) throw new RoundStoppedError();
+    const round = c.state.version + 1;
+    const base = c.state;
 
     // 1. Publish this node's compressed update for the round (masked, with secure aggregation).
-    if (this.core.secagg) {
-      await this.core.secagg.waitForKeys(Math.max(this.core.opts.leaderTimeoutMs, 3 * SECAGG_ANNOUNCE_INTERVAL_MS));
-      const n = await this.core.secagg.publish(round, base, local.tensors, this.core.opts.dp, this.core.rng);
-      this.core.current = { round, publishedAt: Date.now() };
-      return this.follow(round, n, this.core.current.publishedAt);
+    if (c.secagg) {
+      await c.secagg.waitForKeys(Math.max(c.opts.leaderTimeoutMs, 3 * SECAGG_ANNOUNCE_INTERVAL_MS));
+      const n = await c.secagg.publish(round, base, local.tensors, c.opts.dp, c.rng);
+      c.current = { round, publishedAt: Date.now() };
+      return this.follow(round, n, c.current.publishedAt);
     }
     let deltas = deltaOf(local.tensors, base.tensors);
-    if (this.core.opts.dp) deltas = privatizeUpdate(deltas, this.core.opts.dp, this.core.rng.fork()).deltas;
+    if (c.opts.dp) deltas = privatizeUpdate(deltas, c.opts.dp, c.rng.fork()).deltas;
     const update: ModelUpdate = {
-      federation: this.core.ctx.federation, round, baseVersion: base.version, sender: this.core.ctx.selfId,
-      sampleCount: local.sampleCount, loraRank: this.core.ctx.loraRank, deltas, prototypes: local.prototypes,
+      federation: c.ctx.federation, round, baseVersion: base.version, sender: c.ctx.selfId,
+      sampleCount: local.sampleCount, loraRank: c.ctx.loraRank, deltas, prototypes: local.prototypes,
     };
-    const c = this.core.opts.compression;
-    const encOpts = { topk: c.topk < 1 ? { fraction: c.topk, scope: c.topkScope ?? 'global' } : undefined, bits: c.bits, brotli: c.brotli, seed: this.core.rng.nextU32(), prototypeBits: 32 as const };
-    const enc = c.errorFeedback ? encodeWithErrorFeedback(update, this.core.ctx.manifest, this.core.ef, encOpts) : encodeUpdate(update, this.core.ctx.manifest, encOpts);
+    const comp = c.opts.compression;
+    const encOpts = { topk: comp.topk < 1 ? { fraction: comp.topk, scope: comp.topkScope ?? 'global' } : undefined, bits: comp.bits, brotli: comp.brotli, seed: c.rng.nextU32(), prototypeBits: 32 as const };
+    const enc = comp.errorFeedback ? encodeWithErrorFeedback(update, c.ctx.manifest, c.ef, encOpts) : encodeUpdate(update, c.ctx.manifest, encOpts);
     const signed = await this.sign(enc.bytes);
     // Aggregate what peers decode from the wire, exactly as they will when they verify.
-    storeUpdate(this.core, { update: decodeUpdate(enc.bytes, this.core.ctx.manifest), digest: sha256(enc.bytes), signed }, 0);
-    this.core.myUpdate = { round, bytes: signed };
-    this.core.current = { round, publishedAt: Date.now() };
+    storeUpdate(c, { update: decodeUpdate(enc.bytes, c.ctx.manifest), digest: sha256(enc.bytes), signed }, 0);
+    c.myUpdate = { round, bytes: signed };
+    c.current = { round, publishedAt: Date.now() };
     try {
-      await this.core.ctx.mesh.publish(UPDATE_TOPIC, signed);
+      await c.ctx.mesh.publish(UPDATE_TOPIC, signed);
     } catch (err) {
-      this.core.ctx.logger.warn({ err: (err as Error).message }, 'publishing the update failed; the round goes on');
+      c.ctx.logger.warn({ err: (err as Error).message }, 'publishing the update failed; the round goes on');
     }
-    return this.follow(round, signed.byteLength, this.core.current.publishedAt);
+    return this.follow(round, signed.byteLength, c.current.publishedAt);
   }
 
   private async sign(updateBytes: Uint8Array): Promise<Uint8Array> {
@@ -174,53 +175,54 @@ export class LeaderProtocol implements RoundProtocol {
 
   /** After publishing this node's update (`updateBytes`) at `publishedAt`: wait for, or produce, the round's model. */
   private async follow(round: number, updateBytes: number, publishedAt: number): Promise<RoundOutcome> {
+    const c = this.core;
     const bytesUp = updateBytes;
     // Lost messages: the leader pulls missing updates at 1/4 of its deadline; anyone still without the round's
     // model after the deadline plus one leader timeout asks members for their certified state, then periodically.
     let pulled = false;
-    let nextCatchUp = publishedAt + this.core.opts.roundTimeoutMs + this.core.opts.leaderTimeoutMs;
+    let nextCatchUp = publishedAt + c.opts.roundTimeoutMs + c.opts.leaderTimeoutMs;
 
     // 2. Wait until this node holds version >= round: apply a verified global, sync a certified state, or lead.
     for (;;) {
-      if (!this.core.running) throw new RoundStoppedError();
-      if (this.core.state.version >= round) {
-        return { round, via: 'synced', contributors: [], bytesUp, updateBytes, bytesDown: this.core.down.take(round) };
+      if (!c.running) throw new RoundStoppedError();
+      if (c.state.version >= round) {
+        return { round, via: 'synced', contributors: [], bytesUp, updateBytes, bytesDown: c.down.take(round) };
       }
-      const applied = await tryApplyGlobals(this.core, round);
-      if (applied) return { ...applied, bytesUp, updateBytes, bytesDown: this.core.down.take(round) };
+      const applied = await tryApplyGlobals(c, round);
+      if (applied) return { ...applied, bytesUp, updateBytes, bytesDown: c.down.take(round) };
 
-      const members = this.core.ctx.members();
-      const order = leaderOrder(this.core.ctx.federation, round, members);
-      const rank = order.indexOf(this.core.ctx.selfId);
-      const mine = this.core.updates.get(round);
-      const have = this.core.secagg ? this.core.secagg.count(round) : (mine?.size ?? 0);
+      const members = c.ctx.members();
+      const order = leaderOrder(c.ctx.federation, round, members);
+      const rank = order.indexOf(c.ctx.selfId);
+      const mine = c.updates.get(round);
+      const have = c.secagg ? c.secagg.count(round) : (mine?.size ?? 0);
       // Everyone still contributing has sent: members that withheld in the last rounds do not hold the round open.
-      const allIn = this.core.secagg ? have >= members.length : members.every((p) => mine?.has(p) || this.core.withheld.excused(p, round));
-      const need = this.core.need();
+      const allIn = c.secagg ? have >= members.length : members.every((p) => mine?.has(p) || c.withheld.excused(p, round));
+      const need = c.need();
       const now = Date.now();
-      const deadline = publishedAt + this.core.deadlineMs();
-      if (rank === 0 && !pulled && !this.core.secagg && !allIn && now >= publishedAt + this.core.deadlineMs() / 4) {
+      const deadline = publishedAt + c.deadlineMs();
+      if (rank === 0 && !pulled && !c.secagg && !allIn && now >= publishedAt + c.deadlineMs() / 4) {
         pulled = true;
-        await pullMissing(this.core, round);
+        await pullMissing(c, round);
         continue;
       }
       if (now >= nextCatchUp) {
-        nextCatchUp = now + this.core.opts.leaderTimeoutMs;
-        if (await catchUp(this.core)) continue;
+        nextCatchUp = now + c.opts.leaderTimeoutMs;
+        if (await catchUp(c)) continue;
       }
-      const slot = rank === 0 ? allIn || now >= deadline : rank > 0 && rank < MAX_LEADER_RANKS && this.core.slotOpen(round, rank, order);
-      if (slot && have < need && now >= deadline && now - this.core.pausedLogged > 10_000) {
-        this.core.pausedLogged = now;
-        this.core.ctx.logger.warn({ round, have, need, roster: this.core.rosterSize(), live: members.length },
+      const slot = rank === 0 ? allIn || now >= deadline : rank > 0 && rank < MAX_LEADER_RANKS && c.slotOpen(round, rank, order);
+      if (slot && have < need && now >= deadline && now - c.pausedLogged > 10_000) {
+        c.pausedLogged = now;
+        c.ctx.logger.warn({ round, have, need, roster: c.rosterSize(), live: members.length },
           'round paused: fewer contributions than the quorum (a majority of the roster by default); a minority partition waits for the heal');
       }
       // A node that cannot recompute the federation's step (server state unknown after a pull) lets its slot pass.
-      if (slot && have >= need && (this.core.secagg !== null || this.core.canRecompute())) {
-        const led = await lead(this.core, round, rank, members);
-        if (led) this.core.closedBy.set(round, rank > 0 ? 'takeover' : allIn ? 'all-in' : 'deadline');
-        if (led) return { ...led, bytesUp: bytesUp + led.bytesUp, updateBytes, bytesDown: this.core.down.take(round) };
+      if (slot && have >= need && (c.secagg !== null || c.canRecompute())) {
+        const led = await lead(c, round, rank, members);
+        if (led) c.closedBy.set(round, rank > 0 ? 'takeover' : allIn ? 'all-in' : 'deadline');
+        if (led) return { ...led, bytesUp: bytesUp + led.bytesUp, updateBytes, bytesDown: c.down.take(round) };
       }
-      await nextChange(this.core.events, rank === 0 ? 100 : 250);
+      await nextChange(c.events, rank === 0 ? 100 : 250);
     }
   }
 }
