@@ -7,7 +7,7 @@ import { z } from 'zod';
 import type { JsonValue } from '../model/checkpoint.ts';
 import { ConfigError } from '../util/errors.ts';
 import { GossipProtocol } from './gossip.ts';
-import { LeaderProtocol } from './leader.ts';
+import { leaderOrder, LeaderProtocol } from './leader.ts';
 import type { GlobalState } from './state.ts';
 import { PROTOCOL_NAMES, type ProtocolName, type ProtocolSnapshot, type RoundContext, type RoundOptions, type RoundProtocol } from './types.ts';
 
@@ -32,6 +32,8 @@ export interface RoundProtocolEntry {
   readonly options: z.ZodType<unknown>;
   create(ctx: RoundContext, opts: RoundOptions, initial: GlobalState, restore?: ProtocolSnapshot): RoundProtocol;
   readonly snapshot: SnapshotCodec;
+  /** Protocols with a round leader: who leads round `round` over the live members (status pages); absent otherwise. */
+  readonly leaderOf?: (federation: string, round: number, members: readonly string[]) => string | null;
 }
 
 /** Aggregators that work on the mean delta alone (what secure aggregation reveals). */
@@ -73,6 +75,7 @@ const LEADER: RoundProtocolEntry = {
   summary: 'rotating round leader; every member verifies the aggregate by recomputation and attests it',
   options: leaderOptions,
   create: (ctx, opts, initial, restore) => new LeaderProtocol(ctx, opts, initial, restore),
+  leaderOf: (federation, round, members) => leaderOrder(federation, round, [...members].sort())[0] ?? null,
   snapshot: {
     encode(snap) {
       const tensors = new Map<string, Float32Array>();

@@ -1,6 +1,6 @@
 /** The round protocol registry: one entry per name, option schemas that name what to change, snapshot codecs that round-trip. */
 import test from 'ava';
-import { DEFAULT_ROUND_OPTIONS, makeState, PROTOCOL_NAMES, protocolOptionIssues, ROUND_PROTOCOLS, roundProtocol, UnknownProtocolError } from '../../src/round/index.ts';
+import { DEFAULT_ROUND_OPTIONS, leaderOrder, makeState, PROTOCOL_NAMES, protocolOptionIssues, ROUND_PROTOCOLS, roundProtocol, UnknownProtocolError } from '../../src/round/index.ts';
 import type { ProtocolSnapshot, RoundOptions } from '../../src/round/index.ts';
 import type { UpdateManifest } from '../../src/update/index.ts';
 
@@ -13,6 +13,9 @@ test('every protocol name has exactly its own entry; an unknown name is a typed 
   const err = t.throws(() => roundProtocol('raft'), { instanceOf: UnknownProtocolError });
   t.regex(err.message, /leader, gossip/);
   t.throws(() => roundProtocol('toString'), { instanceOf: UnknownProtocolError });
+  const members = ['c', 'a', 'b', 'd'];
+  t.is(roundProtocol('leader').leaderOf?.('f', 3, members), leaderOrder('f', 3, [...members].sort())[0]);
+  t.is(roundProtocol('gossip').leaderOf, undefined, 'gossip has no leader');
 });
 
 test('option schemas: secure aggregation only with the leader and a mean-based aggregator', (t) => {
