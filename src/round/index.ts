@@ -11,3 +11,5 @@ export { hashState, applyDelta, deltaOf, makeState, prototypeTensors, mergeProto
 export type { GlobalState } from './state.ts';
 export { PROTOCOL_NAMES, DEFAULT_COMPRESSION, DEFAULT_ROUND_OPTIONS, DEFAULT_GOSSIP_MOMENTUM } from './types.ts';
 export type { RoundProtocol, RoundOutcome, RoundContext, RoundOptions, CompressionOptions, LocalContribution, ProtocolSnapshot, ProtocolName } from './types.ts';
+export { ROUND_PROTOCOLS, roundProtocol, protocolOptionIssues, UnknownProtocolError, SECAGG_AGGREGATORS } from './registry.ts';
+export type { RoundProtocolEntry, SnapshotCodec, SnapshotParts } from './registry.ts';
