@@ -44,6 +44,8 @@ export interface MeasuredCapabilities {
 /** Inputs of {@link measureCapabilities}, taken from a node config. */
 export interface MeasureOptions {
   backbone?: string;
+  /** Folder of the backbone (default models/). */
+  backboneDir?: string;
   rank?: number;
   loraAlpha?: number;
   loraTargets?: LoraConfig['targets'];
@@ -57,7 +59,7 @@ export interface MeasureOptions {
 /** The measurement's options from a node config (the `fl` section's backbone, LoRA, batch, threads, device). */
 export function measureOptionsOf(cfg: NodeConfig): MeasureOptions {
   const fl = FederationConfigSchema.partial().parse(cfg.fl ?? {});
-  return { backbone: fl.backbone, rank: fl.rank, loraAlpha: fl.loraAlpha, loraTargets: fl.loraTargets, batch: fl.batch, threads: fl.threads ?? cfg.infer?.threads, device: fl.device };
+  return { backbone: fl.backbone, backboneDir: fl.backboneDir, rank: fl.rank, loraAlpha: fl.loraAlpha, loraTargets: fl.loraTargets, batch: fl.batch, threads: fl.threads ?? cfg.infer?.threads, device: fl.device };
 }
 
 function syntheticData(n: number, channels: number, size: number, classes: number, seed: number): Dataset {
@@ -74,7 +76,7 @@ function syntheticData(n: number, channels: number, size: number, classes: numbe
  */
 export async function measureCapabilities(o: MeasureOptions = {}): Promise<MeasuredCapabilities> {
   const t0 = performance.now();
-  const bb = await loadBackboneShared(o.backbone);
+  const bb = await loadBackboneShared(o.backbone, o.backboneDir);
   const lora: LoraConfig = { rank: o.rank ?? 8, alpha: o.loraAlpha ?? 64, targets: o.loraTargets ?? ['q', 'k', 'v', 'proj', 'fc1', 'fc2'] };
   const batch = Math.min(o.batch ?? 64, MEASURE_MAX_BATCH);
   const steps = o.steps ?? MEASURE_TRAIN_STEPS;

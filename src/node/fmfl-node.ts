@@ -154,7 +154,14 @@ export class FmflNode extends EventEmitter {
   /** Measure device, throughput and exit latency; advertise them (declared maxExitDepth / loraRank cap them). */
   private async measure(): Promise<void> {
     const o = measureOptionsOf(this.config);
-    const m = await measureCapabilities(o);
+    let m: MeasuredCapabilities;
+    try {
+      m = await measureCapabilities(o);
+    } catch (err) {
+      // A bad backbone or data reference is the federation's configuration error, reported when it starts.
+      this.log.warn({ err: String(err) }, 'could not measure capabilities; advertising the declared ones');
+      return;
+    }
     this.measured = m;
     const declared = this.config.capabilities;
     const caps = advertisedCapabilities(declared, m, { trains: this.config.fl !== undefined, rank: o.rank ?? 8, maxExits: this.config.infer?.maxExits });
