@@ -54,6 +54,8 @@ export interface MeasureOptions {
   device?: 'cpu' | 'cuda' | 'auto';
   steps?: number;
   forwards?: number;
+  /** Latency already calibrated (the checkpoint a node serves): the backbone's is then not measured again. */
+  latency?: ExitLatency | null;
 }
 
 /** The measurement's options from a node config (the `fl` section's backbone, LoRA, batch, threads, device). */
@@ -96,6 +98,7 @@ export async function measureCapabilities(o: MeasureOptions = {}): Promise<Measu
   } finally {
     await trainer.release();
   }
+  if (o.latency) return { device, trainThroughput, trainBatch: batch, trainSteps: steps, exitLatencyMs: o.latency, exits: o.latency.batch1.length, backbone: bb.manifest.name, ms: performance.now() - t0 };
   // The anytime model on the backbone's own exit heads and a seeded LoRA: the same graphs a served checkpoint runs.
   const w: Weights = initWeights(loraSpecs(bb.cfg, lora), 1);
   for (const s of exitSpecs(bb.cfg)) w.set(s.name, bb.weights.get(s.name)!);

@@ -156,7 +156,7 @@ export class FmflNode extends EventEmitter {
     const o = measureOptionsOf(this.config);
     let m: MeasuredCapabilities;
     try {
-      m = await measureCapabilities(o);
+      m = await measureCapabilities({ ...o, latency: this.inference?.model.latency });
     } catch (err) {
       // A bad backbone or data reference is the federation's configuration error, reported when it starts.
       this.log.warn({ err: String(err) }, 'could not measure capabilities; advertising the declared ones');
