@@ -95,6 +95,30 @@ export function accuracyVsBytesSpec(metrics: PlotRound[][], title: string): TopL
   } as TopLevelSpec;
 }
 
+/** One series of {@link lineChartSpec}. */
+export interface LineSeries {
+  name: string;
+  points: [number, number][];
+  dashed?: boolean;
+}
+
+/** vega-lite spec of a generic line chart (benchmarks): integer x ticks, a bytes y axis with `yBytes`. */
+export function lineChartSpec(o: { title: string; xLabel: string; yLabel: string; series: LineSeries[]; yMin?: number; yBytes?: boolean }): TopLevelSpec {
+  const rows = o.series.flatMap((s) => s.points.filter(([x, y]) => Number.isFinite(x) && Number.isFinite(y)).map(([x, y]) => ({ series: s.name, x, y, dashed: !!s.dashed })));
+  return {
+    $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
+    title: o.title, width: 520, height: 300, background: 'white',
+    data: { values: rows },
+    mark: { type: 'line', point: true },
+    encoding: {
+      x: { field: 'x', type: 'quantitative', title: o.xLabel, axis: { format: 'd', tickMinStep: 1 } },
+      y: { field: 'y', type: 'quantitative', title: o.yLabel, scale: o.yMin !== undefined ? { domainMin: o.yMin } : { zero: false }, ...(o.yBytes ? { axis: { labelExpr: BYTES_LABEL.replace(/^indexof[^?]*\? '' : /, '') } } : {}) },
+      color: { field: 'series', type: 'nominal', title: null },
+      strokeDash: { field: 'dashed', type: 'nominal', legend: null, scale: { domain: [false, true], range: [[1, 0], [6, 4]] } },
+    },
+  } as TopLevelSpec;
+}
+
 /** Render a vega-lite spec to an SVG document string (headless, no canvas). */
 export async function renderSvg(spec: TopLevelSpec): Promise<string> {
   const view = new vega.View(vega.parse(compile(spec).spec), { renderer: 'none' });

@@ -6,7 +6,7 @@
 import test from 'ava';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { accuracyVsBytesSpec, accuracyVsRoundSpec, MEAN_SERIES, renderSvg, writeRunReport, type PlotRound } from '../../scripts/lib/report.ts';
+import { accuracyVsBytesSpec, accuracyVsRoundSpec, lineChartSpec, MEAN_SERIES, renderSvg, writeRunReport, type PlotRound } from '../../scripts/lib/report.ts';
 import { tempDir } from '../temp-dirs.ts';
 
 const NODES = 3;
@@ -56,4 +56,16 @@ test('writeRunReport writes both SVGs and report.html with the plots inline and 
   t.regex(html, /<h2>Nodes<\/h2>/);
   t.regex(await readFile(files.accuracyVsRound, 'utf8'), /^<svg/);
   t.regex(await readFile(files.accuracyVsBytes, 'utf8'), /^<svg/);
+});
+
+test('the benchmark line chart: one line per series, integer x ticks, a bytes y axis', async (t) => {
+  const svg = await renderSvg(lineChartSpec({ title: 'wire bytes vs N', xLabel: 'nodes N', yLabel: 'bytes', yMin: 0, yBytes: true, series: [
+    { name: 'inproc leader', points: [[2, 40_000], [4, 90_000], [8, 2_100_000]] },
+    { name: 'procs leader', dashed: true, points: [[2, 50_000], [4, 120_000], [8, NaN]] },
+  ] }));
+  const words = texts(svg);
+  for (const w of ['nodes N', 'bytes', 'wire bytes vs N', 'inproc leader', 'procs leader']) t.true(words.includes(w), w);
+  t.is(linePaths(svg), 2);
+  t.true(words.some((w) => / MB$/.test(w)), words.join('|'));
+  t.false(words.some((w) => /^\d+\.\d+$/.test(w)), 'integer node counts on the x axis');
 });
