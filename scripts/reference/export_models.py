@@ -176,7 +176,8 @@ def make(name):
 
 
 def flat(t):
-    return [float(v) for v in t.detach().reshape(-1).tolist()]
+    """float32 values as JSON numbers (9 significant digits round-trip a float32 exactly)."""
+    return [float('%.9g' % v) for v in t.detach().reshape(-1).tolist()]
 
 
 def reference(name, out_dir, batch, rank, alpha):
