@@ -20,6 +20,7 @@ A's gradient is not trivially zero); the same values go into the JSON for fmfl. 
 classifier (the last Linear, LoRA included when targeted) is the last exit instead of a fresh head.
 
 Usage: /usr/bin/python3 scripts/reference/export_models.py --out DIR [--models vit-qkv,resnet,vit-ref]
+       /usr/bin/python3 scripts/reference/export_models.py --bench --rank 8 --alpha 16 [--iters 30] [--threads 2]
 Writes DIR/<model>.onnx and DIR/<model>.json (inputs, labels, outputs, LoRA / head values and gradients).
 """
 import argparse
@@ -258,14 +259,83 @@ def reference(name, out_dir, batch, rank, alpha):
     return {'model': name, 'onnx': path, 'bytes': os.path.getsize(path), 'loss': float(loss), 'params': len(params)}
 
 
+def bench(name, batch, iters, threads, rank, alpha):
+    """PyTorch's LoRA + heads train step (AdamW) on the architecture as fmfl trains its import: LoRA (rank, alpha)
+    on the same Linear modules, fresh LayerNorm + Linear heads on the exit modules (the kept classifier for the
+    ResNet), loss = mean of the exits' cross-entropies. Median ms over `iters` steps after 5 warm-up steps."""
+    import statistics
+    import time
+    torch.set_num_threads(threads)
+    model, shape, exit_mods, lora_names, _, _, keep_head = make(name)
+    model.train()
+    for mod in model.modules():
+        if isinstance(mod, nn.BatchNorm2d):
+            mod.eval()  # frozen BatchNorm (running statistics), as the import uses it
+    for p in model.parameters():
+        p.requires_grad_(False)
+    modules = dict(model.named_modules())
+    scale = alpha / rank
+    params = []
+    for ln in lora_names:
+        lin = modules[ln]
+        a = nn.Parameter(torch.empty(lin.in_features, rank).uniform_(-1, 1) / math.sqrt(lin.in_features))
+        b = nn.Parameter(torch.zeros(rank, lin.out_features))
+        params += [a, b]
+        lin.register_forward_hook(lambda mod, inp, out, a=a, b=b: out + scale * ((inp[0] @ a) @ b))
+    captured = []
+    for mod in exit_mods:
+        mod.register_forward_hook(lambda mod, inp, out: captured.append(out))
+    fresh = len(exit_mods) - (1 if keep_head else 0)
+    x = torch.rand((batch,) + shape) * 2 - 1
+    y = torch.randint(0, 10, (batch,))
+    with torch.no_grad():
+        model(x)
+    width = captured[0].shape[2] if captured[0].dim() == 3 else captured[0].shape[1]
+    heads = nn.ModuleList([nn.Sequential(nn.LayerNorm(width), nn.Linear(width, 10)) for _ in range(fresh)])
+    params += list(heads.parameters())
+    opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.01)
+
+    def step():
+        captured.clear()
+        out = model(x)
+        out = out[-1] if isinstance(out, tuple) else out
+        logits = [h(c[:, 0] if c.dim() == 3 else c.mean(dim=(2, 3))) for h, c in zip(heads, captured)]
+        if keep_head:
+            logits.append(out)
+        loss = sum(F.cross_entropy(z, y) for z in logits) / len(logits)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    for _ in range(5):
+        step()
+    ts = []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        step()
+        ts.append((time.perf_counter() - t0) * 1e3)
+    ms = statistics.median(ts)
+    return {'model': name, 'torch': torch.__version__, 'threads': torch.get_num_threads(), 'batch': batch,
+            'loraStepMs': round(ms, 2), 'samplesPerSec': round(batch * 1000 / ms), 'trainable': sum(p.numel() for p in params)}
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument('--out', required=True)
+    ap.add_argument('--out', help='folder for the exports and references (required unless --bench)')
     ap.add_argument('--models', default='vit-qkv,resnet,vit-ref')
     ap.add_argument('--batch', type=int, default=4)
     ap.add_argument('--rank', type=int, default=4)
     ap.add_argument('--alpha', type=float, default=8.0)
+    ap.add_argument('--bench', action='store_true', help='time the LoRA train step instead (batch 64 unless --batch)')
+    ap.add_argument('--iters', type=int, default=30)
+    ap.add_argument('--threads', type=int, default=2)
     a = ap.parse_args()
+    if a.bench:
+        for name in a.models.split(','):
+            print(json.dumps(bench(name, a.batch if a.batch != 4 else 64, a.iters, a.threads, a.rank, a.alpha)))
+        return
+    if not a.out:
+        ap.error('--out DIR is required (or --bench)')
     os.makedirs(a.out, exist_ok=True)
     torch.set_num_threads(1)
     for name in a.models.split(','):
