@@ -160,7 +160,9 @@ const OPS: Readonly<Record<string, Handler>> = {
   Relu: unary(G.relu),
   Gelu: (cx, n, [a]) => {
     if ((n.attrs.approximate ?? 'none') !== 'none') throw unsupported(n, `approximate='${String(n.attrs.approximate)}' GELU is not supported; export with the exact (erf) GELU`);
-    return [G.gelu(T(cx, a, n))];
+    const x = T(cx, a, n);
+    // ORT's fused Gelu (float32) with its own VJP, as the native ViT; the Erf composition otherwise.
+    return [x.dtype === 'float32' ? G.geluFused(x) : G.gelu(x)];
   },
   Clip: (cx, n, [a, lo, hi]) => {
     const bound = (v: Value | undefined, attr: string, d: number): number => (v ? ints(n, v, attr)[0] : attrNum(n, attr, d));

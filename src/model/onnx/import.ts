@@ -17,6 +17,7 @@ import { initWeights, type Weights } from '../vit.ts';
 import { importedConfig, registerImportedGraph, runOriginal } from './architecture.ts';
 import { IMPORTED_GRAPH_FORMAT, type ConstValue, type ExitSite, type ImportedGraph } from './ir.ts';
 import { OnnxImportError, readOnnx, type ParsedOnnx } from './read.ts';
+import { fuseGelu } from './fuse.ts';
 import { blockFamilies, checkSegments, chooseExits, keepHead, loraCandidates, pickLoraSites, probeShapes, type LoraCandidate } from './structure.ts';
 import { architectureOf } from '../architecture.ts';
 import type { JsonValue } from '../checkpoint.ts';
@@ -79,14 +80,15 @@ function weightNames(names: readonly string[]): Map<string, string> {
 
 /** The graph part of an import (no LoRA sites or exits yet), with its weights under fmfl names. */
 function baseGraph(p: ParsedOnnx): { ir: ImportedGraph; weights: Weights } {
-  const referenced = new Set(p.nodes.flatMap((n) => n.inputs));
+  const nodes = fuseGelu(p.nodes, p.consts, p.outputs);
+  const referenced = new Set(nodes.flatMap((n) => n.inputs));
   const wNames = weightNames([...p.weights.keys()].filter((k) => referenced.has(k)));
   const consts: Record<string, ConstValue> = {};
   for (const [k, v] of p.consts) if (referenced.has(k)) consts[k] = v;
   const weights: Weights = new Map();
   for (const [onnx, name] of wNames) weights.set(name, p.weights.get(onnx)!.data);
   const ir: ImportedGraph = {
-    format: IMPORTED_GRAPH_FORMAT, opset: p.opset, input: p.input, outputs: p.outputs, nodes: p.nodes, consts,
+    format: IMPORTED_GRAPH_FORMAT, opset: p.opset, input: p.input, outputs: p.outputs, nodes, consts,
     weights: [...wNames].map(([onnx, name]) => ({ name, onnx, shape: p.weights.get(onnx)!.shape })),
     lora: [], exits: [], dim: 0,
   };
