@@ -10,7 +10,7 @@
  *
  * Scenarios: baseline; partition (a seeded minority cut off for 3 rounds, then healed); loss10 / loss30 (every
  * host drops that share of inbound packets, iptables statistic); kill-member / kill-leader (SIGKILL a member, or
- * the next round's leader, 1.5 s into a round, restart it from its checkpoint 5 s later); rate1mbit (tc tbf caps
+ * the next round's leader, 1 s into a round, restart it from its checkpoint 5 s later); rate1mbit (tc tbf caps
  * every host's egress at 1 Mbit/s). Namespaces, veths, rules and processes are removed on exit, error or SIGINT.
  */
 import { Command } from 'commander';
@@ -33,14 +33,15 @@ const PORT = 4001;
 const program = new Command()
   .argument('<scenario>', `${SCENARIOS.join(' | ')} | all`)
   .option('--nodes <n>', 'hosts, one fmfl-node each', '5')
-  .option('--rounds <n>', 'rounds', '8')
-  .option('--local-steps <n>', 'local steps per round', '10')
+  .option('--rounds <n>', 'rounds', '10')
+  .option('--local-steps <n>', 'local steps per round', '30')
   .option('--batch <n>', 'batch size', '32')
   .option('--test-slice <n>', 'test images each node evaluates per round', '200')
   .option('--threads <n>', 'onnxruntime threads per node', '1')
   .option('--round-timeout-ms <n>', 'leader: most a round waits for updates', '30000')
   .option('--leader-timeout-ms <n>', 'leader: backup delay per rank', '10000')
-  .option('--fault-at <n>', 'version after which the fault starts (partition, kills)', '2')
+  .option('--fault-at <n>', 'version after which the fault starts (partition, kills)', '3')
+  .option('--kill-after-ms <n>', 'kill-*: the SIGKILL comes this long after the first node logged version --fault-at (mid local training)', '1000')
   .option('--partition-rounds <n>', 'partition: rounds the majority runs before the heal', '3')
   .option('--down-s <n>', 'kill-*: seconds between the SIGKILL and the restart', '5')
   .option('--seed <n>', 'seed of the partition side and the killed member (also the label split)', '42')
@@ -81,7 +82,9 @@ function rng(seed: number): () => number {
 
 type Opts = Record<string, string | boolean | undefined>;
 
-async function runScenario(scenario: Scenario, o: Opts): Promise<Verdict> {
+type ChaosVerdict = Verdict & { droppedPackets: { loss: number; partition: number; shaped?: { sent: number; dropped: number; overlimits: number } } };
+
+async function runScenario(scenario: Scenario, o: Opts): Promise<ChaosVerdict> {
   const N = Number(o.nodes);
   const rounds = Number(o.rounds);
   const faultAt = Number(o.faultAt);
@@ -150,7 +153,7 @@ async function runScenario(scenario: Scenario, o: Opts): Promise<Verdict> {
       event(`SIGKILL node ${i} (${why}) at version ${version[i]}`);
       kill9(nodes[i]);
       setTimeout(() => void restart(i).catch((err) => event(`restart of node ${i} failed: ${(err as Error).message}`)), 1000 * Number(o.downS));
-    }, 1500);
+    }, Number(o.killAfterMs));
   };
 
   // Faults set up before the nodes start hold for the whole run.
@@ -219,9 +222,11 @@ async function runScenario(scenario: Scenario, o: Opts): Promise<Verdict> {
   }
   await Promise.all(nodes.map((n) => n.exited));
   await Promise.all(logs.flatMap((l) => [l.out, l.err]).map((s) => new Promise((r) => s.end(r))));
+  const wallS = (Date.now() - t0) / 1000;
+  const network = { ...net.dropped(), ...(scenario === 'rate1mbit' ? { shaped: net.shaped() } : {}) };
   net.destroy();
   live = { nets: [], nodes: [] };
-  const verdict = await computeVerdict({ scenario, nodes: N, rounds, dirs, wallS: (Date.now() - t0) / 1000, events, killedAtEnd });
+  const verdict = { ...(await computeVerdict({ scenario, nodes: N, rounds, dirs, wallS, events, killedAtEnd })), droppedPackets: network };
   await writeFile(join(outDir, 'verdict.json'), JSON.stringify(verdict, null, 2));
   return verdict;
 }
@@ -248,7 +253,7 @@ async function main(): Promise<number> {
   // Build the dataset cache once here rather than in N node processes at the same time.
   await loadData({ ref: 'fashion-mnist', input: (await loadBackbone(undefined)).input, seed: Number(o.seed) });
   const list = which === 'all' ? [...SCENARIOS] : [which as Scenario];
-  const verdicts: Verdict[] = [];
+  const verdicts: ChaosVerdict[] = [];
   for (const s of list) {
     const v = await runScenario(s, o);
     verdicts.push(v);

@@ -158,6 +158,34 @@ export class Netns {
     }
   }
 
+  /** Packets the loss and partition rules dropped so far, over all hosts (from the iptables counters). */
+  dropped(): { loss: number; partition: number } {
+    const count = (i: number, chain: string): number => run('ip', ['netns', 'exec', this.hosts[i].ns, 'iptables', '-w', '-L', chain, '-v', '-x', '-n'])
+      .split('\n').slice(2).reduce((a, l) => a + (Number(l.trim().split(/\s+/)[0]) || 0), 0);
+    let loss = 0;
+    let partition = 0;
+    for (const h of this.hosts) {
+      loss += count(h.index, 'FMFL-LOSS');
+      partition += count(h.index, 'FMFL-PART') + count(h.index, 'FMFL-PART-OUT');
+    }
+    return { loss, partition };
+  }
+
+  /** Packets sent and packets the rate cap dropped or delayed (tbf overlimits), over all hosts (tc -s). */
+  shaped(): { sent: number; dropped: number; overlimits: number } {
+    const out = { sent: 0, dropped: 0, overlimits: 0 };
+    for (const h of this.hosts) {
+      const t = run('ip', ['netns', 'exec', h.ns, 'tc', '-s', 'qdisc', 'show', 'dev', 'eth0']);
+      const m = /Sent \d+ bytes (\d+) pkt \(dropped (\d+), overlimits (\d+)/.exec(t);
+      if (m) {
+        out.sent += Number(m[1]);
+        out.dropped += Number(m[2]);
+        out.overlimits += Number(m[3]);
+      }
+    }
+    return out;
+  }
+
   /** Delete every namespace this object created (with its veths, rules and qdiscs). Kill the processes first. */
   destroy(): void {
     if (this.destroyed) return;
