@@ -50,6 +50,8 @@ export class Netns {
   private readonly bridgeNs: string;
   private readonly created: string[] = [];
   private partitioned = false;
+  /** Packets dropped by partition rules already flushed by heal(). */
+  private healedDrops = 0;
   private destroyed = false;
 
   private constructor(readonly prefix: string, n: number) {
@@ -135,6 +137,7 @@ export class Netns {
   /** Remove every partition rule. */
   heal(): void {
     if (!this.partitioned) return;
+    this.healedDrops = this.dropped().partition;
     for (const h of this.hosts) {
       this.ipt(h.index, ['-F', 'FMFL-PART']);
       this.ipt(h.index, ['-F', 'FMFL-PART-OUT']);
@@ -163,7 +166,7 @@ export class Netns {
     const count = (i: number, chain: string): number => run('ip', ['netns', 'exec', this.hosts[i].ns, 'iptables', '-w', '-L', chain, '-v', '-x', '-n'])
       .split('\n').slice(2).reduce((a, l) => a + (Number(l.trim().split(/\s+/)[0]) || 0), 0);
     let loss = 0;
-    let partition = 0;
+    let partition = this.healedDrops;
     for (const h of this.hosts) {
       loss += count(h.index, 'FMFL-LOSS');
       partition += count(h.index, 'FMFL-PART') + count(h.index, 'FMFL-PART-OUT');
