@@ -48,6 +48,7 @@ const program = new Command()
   .option('--timeout-s <n>', 'a scenario is stopped (nodes SIGKILLed, completed=false) after this many seconds', '900')
   .option('--grace-s <n>', 'once one node finished, the others get this long before being SIGKILLed', '120')
   .option('--out <dir>', 'output folder (a subfolder per scenario: node logs, metrics, checkpoints, verdict.json)', 'out/chaos')
+  .option('--node-log-level <level>', "nodes' --log-level (their stderr goes to out/chaos/<scenario>/node-<i>/stderr.log)", 'info')
   .option('--verbose', 'print every node line');
 
 // ------------------------------------------------------------------------------------------------------------
@@ -126,7 +127,7 @@ async function runScenario(scenario: Scenario, o: Opts): Promise<ChaosVerdict> {
       '--listen', `/ip4/${net.hosts[i].ip}/tcp/${PORT}`, '--federation', FEDERATION, '--roster', roster, '--heartbeat-ms', '1000', '--expiry-ms', '6000',
       '--data', 'fashion-mnist', '--shard', `${i}/${N}`, '--partition-seed', String(o.seed), '--protocol', 'leader', '--rounds', String(rounds),
       '--local-steps', String(o.localSteps), '--batch', String(o.batch), '--test-slice', String(o.testSlice), '--threads', String(o.threads),
-      '--round-timeout-ms', String(o.roundTimeoutMs), '--leader-timeout-ms', String(o.leaderTimeoutMs), '--log-level', 'info',
+      '--round-timeout-ms', String(o.roundTimeoutMs), '--leader-timeout-ms', String(o.leaderTimeoutMs), '--log-level', String(o.nodeLogLevel),
       ...(i === 0 ? ['--final-eval'] : []),
     ],
     onLine: (i, line) => {
