@@ -6,7 +6,7 @@ import { ConfigError } from '../util/errors.ts';
 import { LOG_LEVELS } from '../util/log.ts';
 import { DEFAULT_HEARTBEAT_INTERVAL_MS, DEFAULT_MEMBER_EXPIRY_MS, NAME_RE } from '../mesh/constants.ts';
 import { parsePeerAddr } from '../mesh/mesh.ts';
-import { FederationConfigSchema } from '../round/federation.ts';
+import { describeFlIssue, FederationConfigSchema } from '../round/fl-config.ts';
 import { InferConfigSchema } from '../infer/node-inference.ts';
 
 const multiaddrString = z.string().refine(
@@ -93,8 +93,8 @@ export const NodeConfigSchema = z
     /** Capabilities advertised in heartbeats. */
     capabilities: CapabilitiesSchema.default(CapabilitiesSchema.parse({})),
     /**
-     * Federated training (src/round FederationConfig keys, every one optional: protocol, rounds, localSteps,
-     * dataset, shard, alpha, rank, topk, bits, aggregator, ...). Present: the node trains and federates.
+     * Federated training: the keys of src/round/fl-config.ts (the same schema generates the CLI and simulator flags),
+     * every one optional. Present: the node trains and federates.
      */
     fl: FederationConfigSchema.partial().optional(),
     /** Serve predictions (src/infer): model checkpoint, max exits, HTTP endpoint (`httpPort`; loopback by default). */
@@ -125,7 +125,9 @@ export type NodeConfig = z.output<typeof NodeConfigSchema>;
 export type NodeConfigInput = z.input<typeof NodeConfigSchema>;
 
 function describe(err: z.ZodError, source: string): string {
-  const lines = err.issues.map((i) => `  ${i.path.length > 0 ? i.path.join('.') : '(root)'}: ${i.message}`);
+  const lines = err.issues.map((i) =>
+    i.path[0] === 'fl' && i.path.length > 1 ? `  ${describeFlIssue({ ...i, path: i.path.slice(1) })}` : `  ${i.path.length > 0 ? i.path.join('.') : '(root)'}: ${i.message}`,
+  );
   return `invalid node configuration (${source}):\n${lines.join('\n')}`;
 }
 
