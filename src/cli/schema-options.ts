@@ -94,6 +94,14 @@ export function schemaOptions(shape: KnobShape, defaults: Readonly<Record<string
     const m = metaOf(shape, key);
     const flag = typedFlag(shape, key, defaults);
     if (isBoolean(shape[key])) return new Option(flag, helpText(shape, key, defaults));
+    if (m.parse === 'repeat') {
+      return new Option(`${flag} ${m.arg ?? '<value>'}`, `${helpText(shape, key, defaults)}; repeatable`).argParser((raw: string, prev: unknown) => {
+        const all = [...((prev as string[] | undefined) ?? []), raw];
+        const r = shape[key].safeParse(all);
+        if (!r.success) throw new InvalidArgumentError(`${m.flag} ${raw}: ${r.error.issues[0].message}`);
+        return all;
+      });
+    }
     return new Option(`${flag} ${m.arg ?? '<value>'}`, helpText(shape, key, defaults)).argParser((raw: string) => parseFlagValue(shape, key, raw));
   });
 }

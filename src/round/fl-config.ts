@@ -21,7 +21,8 @@ export type ProtocolName = (typeof PROTOCOL_NAMES)[number];
 export const DEFAULT_GOSSIP_MOMENTUM = DEFAULT_SERVER_MOMENTUM;
 
 /** How a flag's text becomes a value, where the zod type alone does not say it. */
-export type KnobParse = 'list' | 'classes' | 'alpha';
+/** `repeat`: the flag may be given several times (`--fault a --fault b`), collecting an array. */
+export type KnobParse = 'list' | 'classes' | 'alpha' | 'repeat';
 
 /** What every schema key declares about its command-line face. */
 export interface KnobMeta {
@@ -35,7 +36,7 @@ export interface KnobMeta {
   defaultText?: string;
   parse?: KnobParse;
   /** Help group of the flag. */
-  group: KnobGroup;
+  group?: KnobGroup;
 }
 
 export const KNOB_GROUPS = ['data', 'training', 'model', 'compression', 'aggregation', 'round', 'privacy', 'runtime', 'testing'] as const;
