@@ -54,8 +54,9 @@ export function simulatorProgram(): Command {
 }
 
 /** Parse simulator arguments: the simulator settings (defaults filled) and the federation settings typed. */
-export function parseSimulatorArgs(argv: string[]): { sim: SimConfig; fl: Record<string, unknown> } {
+export function parseSimulatorArgs(argv: string[], out?: { writeErr: (s: string) => void }): { sim: SimConfig; fl: Record<string, unknown> } {
   const cmd = simulatorProgram();
+  if (out) cmd.configureOutput({ writeErr: out.writeErr });
   cmd.parse(argv, { from: 'user' });
   const sim = SimConfigSchema.parse(typedValues(cmd, SIM_KNOBS));
   const fl = typedValues(cmd, FL_KNOBS, SIM_FL_KEYS);

@@ -51,7 +51,8 @@ export function helpText(shape: KnobShape, key: string, defaults: Readonly<Recor
   const m = metaOf(shape, key);
   const allowed = allowedValues(shape[key]);
   const parts = [allowed && !isBoolean(shape[key]) ? `one of ${allowed.join(', ')}` : '', `default ${defaultText(shape, key, defaults)}`].filter(Boolean);
-  return `${m.help} (${parts.join('; ')})`;
+  const negated = typedFlag(shape, key, defaults) !== m.flag;
+  return `${negated ? 'turn off: ' : ''}${m.help} (${parts.join('; ')})`;
 }
 
 /**
@@ -81,12 +82,16 @@ export function parseFlagValue(shape: KnobShape, key: string, raw: string): unkn
     throw new InvalidArgumentError((err as Error).message);
   }
   const r = schema.safeParse(value);
+  // Commander cannot store null (an argParser's null reads back as ''): `iid` stays text until typedValues.
+  if (r.success && value === null && m.parse === 'alpha') return IID;
   if (!r.success) {
     const issue = r.error.issues[0];
     throw new InvalidArgumentError(allowed ? `${m.flag} ${raw}: must be ${m.parse === 'list' ? 'a comma-separated list of' : 'one of'} ${allowed.join(', ')}` : `${m.flag} ${raw}: ${issue.message}`);
   }
   return r.data;
 }
+
+const IID = 'iid';
 
 /** Commander options for every key of `shape` (no commander defaults: unset flags stay unset). */
 export function schemaOptions(shape: KnobShape, defaults: Readonly<Record<string, unknown>>, keys: readonly string[] = Object.keys(shape)): Option[] {
@@ -123,7 +128,7 @@ export function typedValues(cmd: Command, shape: KnobShape, keys: readonly strin
   const opts = cmd.opts<Record<string, unknown>>();
   for (const key of keys) {
     const attr = attrOf(metaOf(shape, key).flag);
-    if (cmd.getOptionValueSource(attr) === 'cli') out[key] = opts[attr];
+    if (cmd.getOptionValueSource(attr) === 'cli') out[key] = metaOf(shape, key).parse === 'alpha' && opts[attr] === IID ? null : opts[attr];
   }
   return out;
 }

@@ -124,9 +124,10 @@ export type NodeConfig = z.output<typeof NodeConfigSchema>;
 /** What a config file or a set of flags may hold (everything optional). */
 export type NodeConfigInput = z.input<typeof NodeConfigSchema>;
 
-function describe(err: z.ZodError, source: string): string {
+function describe(err: z.ZodError, source: string, input: unknown): string {
+  const fl = typeof input === 'object' && input !== null ? (input as { fl?: unknown }).fl : undefined;
   const lines = err.issues.map((i) =>
-    i.path[0] === 'fl' && i.path.length > 1 ? `  ${describeFlIssue({ ...i, path: i.path.slice(1) })}` : `  ${i.path.length > 0 ? i.path.join('.') : '(root)'}: ${i.message}`,
+    i.path[0] === 'fl' && i.path.length > 1 ? `  ${describeFlIssue({ ...i, path: i.path.slice(1) }, fl)}` : `  ${i.path.length > 0 ? i.path.join('.') : '(root)'}: ${i.message}`,
   );
   return `invalid node configuration (${source}):\n${lines.join('\n')}`;
 }
@@ -134,7 +135,7 @@ function describe(err: z.ZodError, source: string): string {
 /** Validate a configuration object; throws `ConfigError` listing every problem by key. */
 export function parseNodeConfig(input: unknown, source = 'config'): NodeConfig {
   const r = NodeConfigSchema.safeParse(input);
-  if (!r.success) throw new ConfigError(describe(r.error, source));
+  if (!r.success) throw new ConfigError(describe(r.error, source, input));
   return r.data;
 }
 

@@ -85,11 +85,11 @@ export const FL_KNOBS = {
   topk: knob(z.number().positive().max(1).default(1), { group: 'compression', flag: '--topk', arg: '<x>', help: 'fraction of update entries sent (1 = dense)' }),
   topkScope: knob(z.enum(['tensor', 'global']).default('tensor'), { group: 'compression', flag: '--topk-scope', arg: '<s>', help: 'top-k per tensor, or one magnitude threshold over all tensors (per tensor measured 2.6 points better on the 8-node reference run)' }),
   bits: knob(bitsValues.default(1), { group: 'compression', flag: '--bits', arg: '<n>', help: 'bits per sent value (1: scaled sign, one mean-|x| scale per 1,024 values; best with dense updates and error feedback)' }),
-  errorFeedback: knob(z.boolean().default(true), { group: 'compression', flag: '--error-feedback', help: 'carry what compression dropped into the next round (--no-error-feedback: off)' }),
+  errorFeedback: knob(z.boolean().default(true), { group: 'compression', flag: '--error-feedback', help: 'carry what compression dropped into the next round' }),
   downlinkBits: knob(downlinkValues.default(16), { group: 'compression', flag: '--downlink-bits', arg: '<n>', help: "bits of the leader's broadcast (every node applies the decoded delta, so states stay identical)" }),
-  brotli: knob(z.boolean().default(true), { group: 'compression', flag: '--brotli', help: 'brotli over each update payload, lossless, about 8% smaller (--no-brotli: off)' }),
+  brotli: knob(z.boolean().default(true), { group: 'compression', flag: '--brotli', help: 'brotli over each update payload, lossless, about 8% smaller' }),
   // aggregation
-  aggregator: knob(z.enum(AGGREGATOR_NAMES as [string, ...string[]]).default(DEFAULT_AGGREGATOR), { group: 'aggregation', flag: '--aggregator', arg: '<name>', help: 'aggregation rule (see Aggregation in the README)' }),
+  aggregator: knob(z.enum(AGGREGATOR_NAMES as [string, ...string[]]).default(DEFAULT_AGGREGATOR), { group: 'aggregation', flag: '--aggregator', arg: '<name>', help: 'aggregation rule (README: Aggregation)' }),
   serverLr: knob(z.number().positive().max(100).optional(), { group: 'aggregation', flag: '--server-lr', arg: '<x>', defaultText: "the rule's own", help: 'server learning rate of fedavgm (1) and fedadam / fedyogi / fedadagrad (0.01)' }),
   serverMomentum: knob(z.number().min(0).lt(1).optional(), { group: 'aggregation', flag: '--server-momentum', arg: '<x>', defaultText: String(DEFAULT_SERVER_MOMENTUM), help: 'fedavgm: server momentum in [0, 1)' }),
   serverLrDecay: knob(z.boolean().default(false), { group: 'aggregation', flag: '--server-lr-decay', help: 'decay --server-lr over the rounds to 1 (cosine)' }),
@@ -152,12 +152,12 @@ export function allowedValues(schema: z.ZodType): readonly (string | number)[] |
 }
 
 /** Describe one zod issue of the `fl` settings by flag and key, with the allowed values when the type has a finite set. */
-export function describeFlIssue(issue: z.core.$ZodIssue, prefix = 'fl.'): string {
+export function describeFlIssue(issue: z.core.$ZodIssue, input?: unknown, prefix = 'fl.'): string {
   const key = issue.path[0];
   if (typeof key === 'string' && key in FL_KNOBS) {
     const k = key as FlKey;
     const allowed = allowedValues(FL_KNOBS[k]);
-    const received = (issue as { input?: unknown }).input;
+    const received = typeof input === 'object' && input !== null ? (input as Record<string, unknown>)[k] : undefined;
     const got = received !== undefined ? ` (got ${JSON.stringify(received)})` : '';
     const what = allowed ? `must be one of ${allowed.join(', ')}` : issue.message;
     return `${knobMeta(k).flag} / ${prefix}${[k, ...issue.path.slice(1)].join('.')}: ${what}${got}`;
@@ -172,7 +172,7 @@ export function describeFlIssue(issue: z.core.$ZodIssue, prefix = 'fl.'): string
  */
 export function checkFederationConfig(input: unknown, opts: { filesystem?: boolean } = {}): FederationConfig {
   const parsed = FederationConfigSchema.safeParse(input);
-  if (!parsed.success) throw new ConfigError(`invalid federation settings:\n${parsed.error.issues.map((i) => `  ${describeFlIssue(i)}`).join('\n')}`);
+  if (!parsed.success) throw new ConfigError(`invalid federation settings:\n${parsed.error.issues.map((i) => `  ${describeFlIssue(i, input)}`).join('\n')}`);
   const cfg = parsed.data;
   if ((cfg.dpClip === undefined) !== (cfg.dpNoise === undefined)) throw new ConfigError('differential privacy needs both --dp-clip and --dp-noise (fl.dpClip, fl.dpNoise)');
   if (cfg.secagg && cfg.protocol !== 'leader') throw new ConfigError('secure aggregation (--secagg) needs --protocol leader');
