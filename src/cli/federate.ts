@@ -155,7 +155,7 @@ function waitingReporter(node: FmflNode, need: number, io: { stdout: (s: string)
       const dialing = node.mesh.dialStatus().filter((d) => !d.connected);
       const what = dialing.length > 0
         ? `dialing ${dialing.map((d) => `${d.addr}${d.cause ? ` (${d.cause})` : ''}`).join(', ')}`
-        : node.mesh.connectedPeers().length > 0 ? 'connected; waiting for their heartbeats' : 'no --peers to dial: the others must dial this node';
+        : node.mesh.connectedPeers().length > 0 ? 'connected; waiting for their heartbeats' : node.config.mdns ? 'looking for members by mDNS' : 'no --peers to dial: the others must dial this node';
       line = `waiting for members ${have}/${need} (${what})`;
     }
     if (line !== last) {

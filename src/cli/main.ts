@@ -59,6 +59,8 @@ function int(name: string) {
 interface RunFlags extends FlFlags {
   listen?: string[];
   peers?: string[];
+  bootstrap?: string[];
+  mdns?: boolean;
   stateDir?: string;
   federation?: string;
   config?: string;
@@ -97,6 +99,8 @@ async function runNode(flags: RunFlags, cmd: Command, io: CliIo): Promise<number
   const overrides: NodeConfigInput = {
     listen: flags.listen,
     peers: flags.peers,
+    bootstrap: flags.bootstrap,
+    mdns: flags.mdns,
     stateDir: flags.stateDir,
     federation: flags.federation,
     swarmKey: flags.swarmKey,
@@ -172,6 +176,8 @@ export async function main(argv: string[], io: CliIo = defaultIo): Promise<numbe
     .optionsGroup('Mesh:')
     .addOption(new Option('--listen <multiaddr,...>', 'listen multiaddrs (default /ip4/127.0.0.1/tcp/0)').argParser(list))
     .addOption(new Option('--peers <multiaddr,...>', 'peers to dial (full multiaddrs with /p2p/<id>); redialled with backoff').argParser(list))
+    .addOption(new Option('--bootstrap <multiaddr,...>', 'bootstrap peers (@libp2p/bootstrap; full multiaddrs with /p2p/<id>): dialled at start, redialled with backoff').argParser(list))
+    .option('--mdns', 'find peers on the local network by multicast DNS (@libp2p/mdns); the swarm key and --allow still apply')
     .option('--state-dir <dir>', `state folder: identity.key, peers.json (default ${DEFAULT_STATE_DIR})`)
     .option('--federation <name>', 'federation name; namespaces all topics and protocols (default "default")')
     .option('--config <file>', 'JSON node profile (see nodes/); flags override it')

@@ -6,6 +6,7 @@ import { ConfigError } from '../util/errors.ts';
 import { LOG_LEVELS } from '../util/log.ts';
 import { DEFAULT_HEARTBEAT_INTERVAL_MS, DEFAULT_MEMBER_EXPIRY_MS, NAME_RE } from '../mesh/constants.ts';
 import { parsePeerAddr } from '../mesh/mesh.ts';
+import { DEFAULT_MDNS_INTERVAL_MS } from '../mesh/discovery.ts';
 import { describeFlIssue, FederationConfigSchema } from '../round/fl-config.ts';
 import { InferConfigSchema } from '../infer/node-inference.ts';
 
@@ -71,6 +72,15 @@ export const NodeConfigSchema = z
     listen: z.array(multiaddrString).min(1).max(16).default(['/ip4/127.0.0.1/tcp/0']),
     /** Peers dialled at start and redialled with backoff. */
     peers: z.array(peerAddrString).max(256).default([]),
+    /**
+     * Bootstrap peers (@libp2p/bootstrap): full multiaddrs ending in /p2p/<id>, dialled at start and redialled with
+     * backoff; the swarm key and the allowlist apply as to any peer.
+     */
+    bootstrap: z.array(peerAddrString).max(256).default([]),
+    /** Find peers on the local network by multicast DNS (@libp2p/mdns); the swarm key and the allowlist still apply. */
+    mdns: z.boolean().default(false),
+    /** mDNS query period (ms). */
+    mdnsIntervalMs: z.number().int().min(100).max(3_600_000).default(DEFAULT_MDNS_INTERVAL_MS),
     /** Folder holding identity.key and peers.json; absent: an ephemeral identity, nothing persisted. */
     stateDir: z.string().min(1).optional(),
     /** Path of a private-network swarm key file. */
