@@ -1,16 +1,20 @@
 import cliProgress from 'cli-progress';
 
-/** A step progress bar on stderr for training scripts: `step` starts it lazily, `done` closes it (e.g. per epoch). */
-export function stepBar(label: string): { step: (s: number, total: number, loss: number) => void; done: () => void } {
-  const bar = new cliProgress.SingleBar({ format: `${label} [{bar}] {value}/{total} steps  loss {loss}`, stream: process.stderr }, cliProgress.Presets.shades_classic);
+/**
+ * A step progress bar on stderr for training scripts (a terminal only): epoch k/n, steps over the whole run, loss and
+ * the ETA of the run. `step` starts it lazily, `done` closes it (e.g. per epoch, before printing the epoch line).
+ */
+export function stepBar(label: string, epochs = 1): { step: (s: number, total: number, loss: number) => void; done: () => void } {
+  const bar = new cliProgress.SingleBar({ format: `${label} [{bar}] epoch {epoch}/{epochs} | step {value}/{total} | loss {loss} | ETA {eta_formatted}`, stream: process.stderr, etaBuffer: 50 }, cliProgress.Presets.shades_classic);
   let started = false;
   return {
     step(s, total, loss) {
+      const epoch = Math.min(epochs, Math.floor(((s - 1) * epochs) / Math.max(1, total)) + 1);
       if (!started) {
-        bar.start(total, 0, { loss: '-' });
+        bar.start(total, s - 1, { loss: '-', epoch, epochs });
         started = true;
       }
-      bar.update(s, { loss: loss.toFixed(3) });
+      bar.update(s, { loss: loss.toFixed(3), epoch });
     },
     done() {
       if (started) bar.stop();
