@@ -6,6 +6,8 @@ export { AttestationStore, checkCertificate, majority } from './certificate.ts';
 export { SecAggRound, SECAGG_TOPIC, MASKED_TOPIC, REVEAL_METHOD, DEFAULT_SECAGG_CLIP } from './secagg-round.ts';
 export { GossipProtocol, MIX_TOPIC, PUBLIC_METHOD } from './gossip.ts';
 export { Federation, FederationConfigSchema, FederationError } from './federation.ts';
+export { checkFederationConfig, describeFlIssue, FL_DEFAULTS, FL_KEYS, FL_KNOBS, FL_FAULT_KEYS, SECAGG_AGGREGATORS } from './fl-config.ts';
+export type { FlKey, KnobMeta } from './fl-config.ts';
 export type { FederationConfig, RoundMetrics } from './federation.ts';
 export { hashState, applyDelta, deltaOf, makeState, prototypeTensors, mergePrototypes, hex, StateError } from './state.ts';
 export type { GlobalState } from './state.ts';

@@ -3,7 +3,8 @@
  * with one set of defaults; bad values name the flag and list the allowed values; README's table is generated from it.
  */
 import test from 'ava';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,6 +14,8 @@ import { withFlagTable } from '../../src/cli/flag-table.ts';
 import { main } from '../../src/cli/main.ts';
 import { helpText, typedFlag } from '../../src/cli/schema-options.ts';
 import { parseNodeConfig, resolveNodeConfig } from '../../src/node/config.ts';
+import { DEFAULT_AGGREGATOR } from '../../src/aggregate/index.ts';
+import { DEFAULT_COMPRESSION, DEFAULT_ROUND_OPTIONS, DEFAULT_SECAGG_CLIP } from '../../src/round/index.ts';
 import { checkFederationConfig, FederationConfigSchema, FL_DEFAULTS, FL_FAULT_KEYS, FL_KEYS, FL_KNOBS } from '../../src/round/fl-config.ts';
 import { parseSimulatorArgs, SIM_ASSIGNED_KEYS, SIM_FL_KEYS, simulatorProgram } from '../../scripts/lib/sim-config.ts';
 
@@ -62,6 +65,11 @@ test('one set of defaults: an empty profile, no flags and no simulator flags all
   t.deepEqual(checkFederationConfig(fl), FL_DEFAULTS);
   // Values that had drifted between the three copies.
   t.like(FL_DEFAULTS, { roundTimeoutMs: 60_000, leaderTimeoutMs: 15_000, brotli: true, topkScope: 'tensor', aggregator: 'fedavgm' });
+  // The constants other modules use are the schema's.
+  t.like(DEFAULT_ROUND_OPTIONS, { aggregator: FL_DEFAULTS.aggregator, roundTimeoutMs: FL_DEFAULTS.roundTimeoutMs, leaderTimeoutMs: FL_DEFAULTS.leaderTimeoutMs, gossipGamma: FL_DEFAULTS.gossipGamma, gossipMomentum: FL_DEFAULTS.gossipMomentum });
+  t.like(DEFAULT_COMPRESSION, { topk: FL_DEFAULTS.topk, topkScope: FL_DEFAULTS.topkScope, bits: FL_DEFAULTS.bits, errorFeedback: FL_DEFAULTS.errorFeedback, downlinkBits: FL_DEFAULTS.downlinkBits, brotli: FL_DEFAULTS.brotli });
+  t.is(DEFAULT_AGGREGATOR, FL_DEFAULTS.aggregator);
+  t.is(DEFAULT_SECAGG_CLIP, FL_DEFAULTS.secaggClip);
 });
 
 test('precedence: CLI > profile > schema defaults', async (t) => {
@@ -129,6 +137,13 @@ test('simulator flags: bad values are refused by flag; --backbone-reference fill
   const { sim, fl } = parseSimulatorArgs(['--nodes', '3', '--backbone-reference', '--fault', 'kill:1@2', '--fault', 'drop:0.1', '--rounds', '4']);
   t.like(sim, { nodes: 3, fault: ['kill:1@2', 'drop:0.1'], mode: undefined, topology: 'full' });
   t.deepEqual(fl, { rounds: 4, backbone: 'vit-tiny-mnist', loraTargets: ['q', 'v'], loraAlpha: 16 });
+});
+
+test('the profiles in nodes/ are valid, and their fl sections pass the full check', async (t) => {
+  for (const f of readdirSync(new URL('../../nodes/', import.meta.url)).filter((n) => n.endsWith('.json'))) {
+    const cfg = await resolveNodeConfig({ file: fileURLToPath(new URL(`../../nodes/${f}`, import.meta.url)) });
+    t.notThrows(() => checkFederationConfig(cfg.fl ?? {}, { filesystem: true }), f);
+  }
 });
 
 test("README's flag table is the one generated from the schema (npm run docs:flags)", (t) => {
