@@ -17,7 +17,7 @@ export const SIM_ASSIGNED_KEYS: Readonly<Partial<Record<FlKey, string>>> = {
 /** The federation settings that are simulator flags. */
 export const SIM_FL_KEYS: readonly FlKey[] = FL_KEYS.filter((k) => !(k in SIM_ASSIGNED_KEYS));
 
-const m = <T extends z.ZodType>(schema: T, meta: Omit<KnobMeta, 'group'>): T => schema.meta(meta as unknown as Record<string, unknown>) as T;
+const m = <T extends z.ZodType>(schema: T, meta: KnobMeta): T => schema.meta(meta as unknown as Record<string, unknown>) as T;
 
 export const FAULT_RE = /^(kill-leader@\d+|kill:\d+@\d+|restart:\d+@\d+|drop:[\d.]+|partition@\d+|heal@\d+|byzantine:\d+:(scale|nan))$/;
 

@@ -35,12 +35,7 @@ export interface KnobMeta {
   /** How the default reads in help where it is not a fixed value (e.g. "the backbone's"). */
   defaultText?: string;
   parse?: KnobParse;
-  /** Help group of the flag. */
-  group?: KnobGroup;
 }
-
-export const KNOB_GROUPS = ['data', 'training', 'model', 'compression', 'aggregation', 'round', 'privacy', 'runtime', 'testing'] as const;
-export type KnobGroup = (typeof KNOB_GROUPS)[number];
 
 const knob = <T extends z.ZodType>(schema: T, meta: KnobMeta): T => schema.meta(meta as unknown as Record<string, unknown>) as T;
 
@@ -52,65 +47,65 @@ const seedInt = z.number().int().min(0).max(2 ** 31);
 /** Every federated-learning setting of a node with its default, its flag and its help. */
 export const FL_KNOBS = {
   // data
-  dataset: knob(z.string().min(1).max(4096).default('fashion-mnist'), { group: 'data', flag: '--data', arg: '<name|dir|csv>', help: 'training data: fashion-mnist | mnist, a folder of <class>/<image> files (png, jpg, webp, tif, dcm; optional train/ and test/ inside), or a CSV of path,label[,train|test] rows' }),
-  classes: knob(classNames.optional(), { group: 'data', flag: '--classes', arg: '<list|file>', parse: 'classes', defaultText: "the data's own", help: "the federation's label set in label order: comma-separated names or a classes.txt (one per line); every member must declare the same" }),
-  imageSize: knob(z.number().int().min(4).max(512).optional(), { group: 'data', flag: '--image-size', arg: '<n>', defaultText: "the backbone's", help: "input size the node expects, checked against the backbone's input spec" }),
-  channels: knob(z.union([z.literal(1), z.literal(3)]).optional(), { group: 'data', flag: '--channels', arg: '<n>', defaultText: "the backbone's", help: "input channels the node expects, checked against the backbone's" }),
-  testFraction: knob(z.number().gt(0).lt(1).default(0.2), { group: 'data', flag: '--test-fraction', arg: '<x>', help: 'share of each class held out for testing when the data has no test/ folder (seeded, stratified)' }),
-  shard: knob(z.string().regex(/^\d+\/\d+$/, 'must look like i/n with 0 <= i < n, e.g. 3/8').refine((s) => { const [i, n] = s.split('/').map(Number); return n >= 1 && i < n; }, 'needs 0 <= i < n, e.g. 3/8').default('0/1'), { group: 'data', flag: '--shard', arg: '<i/n>', help: "this node's shard of the train split, 0-based (e.g. 3/8)" }),
-  alpha: knob(z.number().positive().max(1e6).nullable().default(0.5), { group: 'data', flag: '--alpha', arg: '<x|iid>', parse: 'alpha', help: 'Dirichlet label-skew concentration of the split, or iid (null in a profile)' }),
-  partitionSeed: knob(seedInt.default(42), { group: 'data', flag: '--partition-seed', arg: '<n>', help: 'seed of the label split; every member must use the same one to get disjoint shards' }),
+  dataset: knob(z.string().min(1).max(4096).default('fashion-mnist'), { flag: '--data', arg: '<name|dir|csv>', help: 'training data: fashion-mnist | mnist, a folder of <class>/<image> files (png, jpg, webp, tif, dcm; optional train/ and test/ inside), or a CSV of path,label[,train|test] rows' }),
+  classes: knob(classNames.optional(), { flag: '--classes', arg: '<list|file>', parse: 'classes', defaultText: "the data's own", help: "the federation's label set in label order: comma-separated names or a classes.txt (one per line); every member must declare the same" }),
+  imageSize: knob(z.number().int().min(4).max(512).optional(), { flag: '--image-size', arg: '<n>', defaultText: "the backbone's", help: "input size the node expects, checked against the backbone's input spec" }),
+  channels: knob(z.union([z.literal(1), z.literal(3)]).optional(), { flag: '--channels', arg: '<n>', defaultText: "the backbone's", help: "input channels the node expects, checked against the backbone's" }),
+  testFraction: knob(z.number().gt(0).lt(1).default(0.2), { flag: '--test-fraction', arg: '<x>', help: 'share of each class held out for testing when the data has no test/ folder (seeded, stratified)' }),
+  shard: knob(z.string().regex(/^\d+\/\d+$/, 'must look like i/n with 0 <= i < n, e.g. 3/8').refine((s) => { const [i, n] = s.split('/').map(Number); return n >= 1 && i < n; }, 'needs 0 <= i < n, e.g. 3/8').default('0/1'), { flag: '--shard', arg: '<i/n>', help: "this node's shard of the train split, 0-based (e.g. 3/8)" }),
+  alpha: knob(z.number().positive().max(1e6).nullable().default(0.5), { flag: '--alpha', arg: '<x|iid>', parse: 'alpha', help: 'Dirichlet label-skew concentration of the split, or iid (null in a profile)' }),
+  partitionSeed: knob(seedInt.default(42), { flag: '--partition-seed', arg: '<n>', help: 'seed of the label split; every member must use the same one to get disjoint shards' }),
   // training
-  protocol: knob(z.enum(PROTOCOL_NAMES).default('leader'), { group: 'round', flag: '--protocol', arg: '<p>', help: 'round protocol: rotating round-leader, or gossip averaging of replicated public models (CHOCO-style)' }),
-  rounds: knob(z.number().int().min(1).max(100_000).default(30), { group: 'training', flag: '--rounds', arg: '<n>', help: 'rounds to run' }),
-  localSteps: knob(z.number().int().min(1).max(1_000_000).default(50), { group: 'training', flag: '--local-steps', arg: '<n>', help: 'local AdamW steps per round' }),
-  batch: knob(z.number().int().min(1).max(4096).default(64), { group: 'training', flag: '--batch', arg: '<n>', help: 'batch size' }),
-  lr: knob(z.number().positive().max(10).default(1e-3), { group: 'training', flag: '--lr', arg: '<x>', help: 'AdamW learning rate' }),
-  lrSchedule: knob(z.enum(LR_SCHEDULES).default('constant'), { group: 'training', flag: '--lr-schedule', arg: '<s>', help: 'local learning-rate schedule over all rounds (cosine: decays to zero at the last step of the last round)' }),
-  weightDecay: knob(z.number().min(0).max(1).default(0.01), { group: 'training', flag: '--weight-decay', arg: '<x>', help: 'AdamW weight decay' }),
-  logitAdjust: knob(z.boolean().default(false), { group: 'training', flag: '--logit-adjust', help: 'against label skew: local training adds the log of the local label prior to the logits in the loss (balanced softmax, FedLC)' }),
-  protoWeight: knob(z.number().min(0).max(100).default(0), { group: 'training', flag: '--proto-weight', arg: '<x>', help: 'weight of the prototype loss term' }),
-  prototypeEvery: knob(z.number().int().min(0).max(100_000).default(0), { group: 'training', flag: '--prototype-every', arg: '<n>', help: 'send prototype statistics every n rounds (0: last round only; every round when --proto-weight > 0)' }),
-  prototypeSamples: knob(z.number().int().min(1).max(1_000_000).default(1000), { group: 'training', flag: '--prototype-samples', arg: '<n>', help: 'shard samples used to compute local prototype statistics' }),
-  seed: knob(seedInt.optional(), { group: 'training', flag: '--seed', arg: '<n>', defaultText: 'from the shard', help: "seed of this node's minibatch order and quantization noise" }),
+  protocol: knob(z.enum(PROTOCOL_NAMES).default('leader'), { flag: '--protocol', arg: '<p>', help: 'round protocol: rotating round-leader, or gossip averaging of replicated public models (CHOCO-style)' }),
+  rounds: knob(z.number().int().min(1).max(100_000).default(30), { flag: '--rounds', arg: '<n>', help: 'rounds to run' }),
+  localSteps: knob(z.number().int().min(1).max(1_000_000).default(50), { flag: '--local-steps', arg: '<n>', help: 'local AdamW steps per round' }),
+  batch: knob(z.number().int().min(1).max(4096).default(64), { flag: '--batch', arg: '<n>', help: 'batch size' }),
+  lr: knob(z.number().positive().max(10).default(1e-3), { flag: '--lr', arg: '<x>', help: 'AdamW learning rate' }),
+  lrSchedule: knob(z.enum(LR_SCHEDULES).default('constant'), { flag: '--lr-schedule', arg: '<s>', help: 'local learning-rate schedule over all rounds (cosine: decays to zero at the last step of the last round)' }),
+  weightDecay: knob(z.number().min(0).max(1).default(0.01), { flag: '--weight-decay', arg: '<x>', help: 'AdamW weight decay' }),
+  logitAdjust: knob(z.boolean().default(false), { flag: '--logit-adjust', help: 'against label skew: local training adds the log of the local label prior to the logits in the loss (balanced softmax, FedLC)' }),
+  protoWeight: knob(z.number().min(0).max(100).default(0), { flag: '--proto-weight', arg: '<x>', help: 'weight of the prototype loss term' }),
+  prototypeEvery: knob(z.number().int().min(0).max(100_000).default(0), { flag: '--prototype-every', arg: '<n>', help: 'send prototype statistics every n rounds (0: last round only; every round when --proto-weight > 0)' }),
+  prototypeSamples: knob(z.number().int().min(1).max(1_000_000).default(1000), { flag: '--prototype-samples', arg: '<n>', help: 'shard samples used to compute local prototype statistics' }),
+  seed: knob(seedInt.optional(), { flag: '--seed', arg: '<n>', defaultText: 'from the shard', help: "seed of this node's minibatch order and quantization noise" }),
   // model
-  backbone: knob(z.string().min(1).max(128).default(DEFAULT_BACKBONE), { group: 'model', flag: '--backbone', arg: '<name>', help: 'backbone in models/ (vit-tiny-mnist is the reference recipe; vit-tiny-32-mnist takes 32x32 RGB; npm run pretrain makes others)' }),
-  backboneDir: knob(z.string().min(1).optional(), { group: 'model', flag: '--backbone-dir', arg: '<dir>', defaultText: "the project's models/", help: 'folder holding the backbone' }),
-  modelSeed: knob(seedInt.default(7), { group: 'model', flag: '--model-seed', arg: '<n>', help: 'seed of the initial LoRA and exit-head weights (the same on every member: global version 0)' }),
-  trainable: knob(z.enum(['lora+heads', 'heads']).default('lora+heads'), { group: 'model', flag: '--trainable', arg: '<set>', help: 'what local training updates: LoRA adapters and exit heads, or the heads only' }),
-  rank: knob(z.number().int().min(1).max(64).default(8), { group: 'model', flag: '--rank', arg: '<n>', help: 'LoRA rank' }),
-  loraAlpha: knob(z.number().positive().max(4096).default(64), { group: 'model', flag: '--lora-alpha', arg: '<x>', help: 'LoRA alpha; scale alpha/r (64: scale 8 at r=8; the reference recipe uses 16)' }),
-  loraTargets: knob(z.array(z.enum(LORA_TARGETS)).min(1).default([...LORA_TARGETS]), { group: 'model', flag: '--lora-targets', arg: '<list>', parse: 'list', help: 'projections with LoRA, comma-separated' }),
+  backbone: knob(z.string().min(1).max(128).default(DEFAULT_BACKBONE), { flag: '--backbone', arg: '<name>', help: 'backbone in models/ (vit-tiny-mnist is the reference recipe; vit-tiny-32-mnist takes 32x32 RGB; npm run pretrain makes others)' }),
+  backboneDir: knob(z.string().min(1).optional(), { flag: '--backbone-dir', arg: '<dir>', defaultText: "the project's models/", help: 'folder holding the backbone' }),
+  modelSeed: knob(seedInt.default(7), { flag: '--model-seed', arg: '<n>', help: 'seed of the initial LoRA and exit-head weights (the same on every member: global version 0)' }),
+  trainable: knob(z.enum(['lora+heads', 'heads']).default('lora+heads'), { flag: '--trainable', arg: '<set>', help: 'what local training updates: LoRA adapters and exit heads, or the heads only' }),
+  rank: knob(z.number().int().min(1).max(64).default(8), { flag: '--rank', arg: '<n>', help: 'LoRA rank' }),
+  loraAlpha: knob(z.number().positive().max(4096).default(64), { flag: '--lora-alpha', arg: '<x>', help: 'LoRA alpha; scale alpha/r (64: scale 8 at r=8; the reference recipe uses 16)' }),
+  loraTargets: knob(z.array(z.enum(LORA_TARGETS)).min(1).default([...LORA_TARGETS]), { flag: '--lora-targets', arg: '<list>', parse: 'list', help: 'projections with LoRA, comma-separated' }),
   // compression
-  topk: knob(z.number().positive().max(1).default(1), { group: 'compression', flag: '--topk', arg: '<x>', help: 'fraction of update entries sent (1 = dense)' }),
-  topkScope: knob(z.enum(['tensor', 'global']).default('tensor'), { group: 'compression', flag: '--topk-scope', arg: '<s>', help: 'top-k per tensor, or one magnitude threshold over all tensors (per tensor measured 2.6 points better on the 8-node reference run)' }),
-  bits: knob(bitsValues.default(1), { group: 'compression', flag: '--bits', arg: '<n>', help: 'bits per sent value (1: scaled sign, one mean-|x| scale per 1,024 values; best with dense updates and error feedback)' }),
-  errorFeedback: knob(z.boolean().default(true), { group: 'compression', flag: '--error-feedback', help: 'carry what compression dropped into the next round' }),
-  downlinkBits: knob(downlinkValues.default(16), { group: 'compression', flag: '--downlink-bits', arg: '<n>', help: "bits of the leader's broadcast (every node applies the decoded delta, so states stay identical)" }),
-  brotli: knob(z.boolean().default(true), { group: 'compression', flag: '--brotli', help: 'brotli over each update payload, lossless, about 8% smaller' }),
+  topk: knob(z.number().positive().max(1).default(1), { flag: '--topk', arg: '<x>', help: 'fraction of update entries sent (1 = dense)' }),
+  topkScope: knob(z.enum(['tensor', 'global']).default('tensor'), { flag: '--topk-scope', arg: '<s>', help: 'top-k per tensor, or one magnitude threshold over all tensors (per tensor measured 2.6 points better on the 8-node reference run)' }),
+  bits: knob(bitsValues.default(1), { flag: '--bits', arg: '<n>', help: 'bits per sent value (1: scaled sign, one mean-|x| scale per 1,024 values; best with dense updates and error feedback)' }),
+  errorFeedback: knob(z.boolean().default(true), { flag: '--error-feedback', help: 'carry what compression dropped into the next round' }),
+  downlinkBits: knob(downlinkValues.default(16), { flag: '--downlink-bits', arg: '<n>', help: "bits of the leader's broadcast (every node applies the decoded delta, so states stay identical)" }),
+  brotli: knob(z.boolean().default(true), { flag: '--brotli', help: 'brotli over each update payload, lossless, about 8% smaller' }),
   // aggregation
-  aggregator: knob(z.enum(AGGREGATOR_NAMES as [string, ...string[]]).default(DEFAULT_AGGREGATOR), { group: 'aggregation', flag: '--aggregator', arg: '<name>', help: 'aggregation rule (README: Aggregation)' }),
-  serverLr: knob(z.number().positive().max(100).optional(), { group: 'aggregation', flag: '--server-lr', arg: '<x>', defaultText: "the rule's own", help: 'server learning rate of fedavgm (1) and fedadam / fedyogi / fedadagrad (0.01)' }),
-  serverMomentum: knob(z.number().min(0).lt(1).optional(), { group: 'aggregation', flag: '--server-momentum', arg: '<x>', defaultText: String(DEFAULT_SERVER_MOMENTUM), help: 'fedavgm: server momentum in [0, 1)' }),
-  serverLrDecay: knob(z.boolean().default(false), { group: 'aggregation', flag: '--server-lr-decay', help: 'decay --server-lr over the rounds to 1 (cosine)' }),
+  aggregator: knob(z.enum(AGGREGATOR_NAMES as [string, ...string[]]).default(DEFAULT_AGGREGATOR), { flag: '--aggregator', arg: '<name>', help: 'aggregation rule (README: Aggregation)' }),
+  serverLr: knob(z.number().positive().max(100).optional(), { flag: '--server-lr', arg: '<x>', defaultText: "the rule's own", help: 'server learning rate of fedavgm (1) and fedadam / fedyogi / fedadagrad (0.01)' }),
+  serverMomentum: knob(z.number().min(0).lt(1).optional(), { flag: '--server-momentum', arg: '<x>', defaultText: String(DEFAULT_SERVER_MOMENTUM), help: 'fedavgm: server momentum in [0, 1)' }),
+  serverLrDecay: knob(z.boolean().default(false), { flag: '--server-lr-decay', help: 'decay --server-lr over the rounds to 1 (cosine)' }),
   // round
-  quorum: knob(z.number().gt(0).max(1).optional(), { group: 'round', flag: '--quorum', arg: '<x>', defaultText: 'a roster majority', help: 'leader: fewest contributions a round closes with, as a fraction of the roster' }),
-  roundTimeoutMs: knob(z.number().int().min(100).max(3_600_000).default(60_000), { group: 'round', flag: '--round-timeout-ms', arg: '<ms>', help: 'leader: the most a leader waits for updates (cap of the adaptive deadline)' }),
-  leaderTimeoutMs: knob(z.number().int().min(100).max(3_600_000).default(15_000), { group: 'round', flag: '--leader-timeout-ms', arg: '<ms>', help: 'leader: backup k takes over after k times this' }),
-  gossipGamma: knob(z.number().min(0).max(1).default(0), { group: 'round', flag: '--gamma', arg: '<x>', help: "gossip: CHOCO consensus step size (0: the node's model is the sample-weighted average of the public copies)" }),
-  gossipMomentum: knob(z.number().min(0).lt(1).default(DEFAULT_GOSSIP_MOMENTUM), { group: 'round', flag: '--gossip-momentum', arg: '<x>', help: "gossip: heavy-ball momentum on the node's averaged model" }),
-  minMembers: knob(z.number().int().min(1).max(10_000).optional(), { group: 'round', flag: '--min-members', arg: '<n>', defaultText: 'n of --shard', help: 'members to wait for before round 1' }),
+  quorum: knob(z.number().gt(0).max(1).optional(), { flag: '--quorum', arg: '<x>', defaultText: 'a roster majority', help: 'leader: fewest contributions a round closes with, as a fraction of the roster' }),
+  roundTimeoutMs: knob(z.number().int().min(100).max(3_600_000).default(60_000), { flag: '--round-timeout-ms', arg: '<ms>', help: 'leader: the most a leader waits for updates (cap of the adaptive deadline)' }),
+  leaderTimeoutMs: knob(z.number().int().min(100).max(3_600_000).default(15_000), { flag: '--leader-timeout-ms', arg: '<ms>', help: 'leader: backup k takes over after k times this' }),
+  gossipGamma: knob(z.number().min(0).max(1).default(0), { flag: '--gamma', arg: '<x>', help: "gossip: CHOCO consensus step size (0: the node's model is the sample-weighted average of the public copies)" }),
+  gossipMomentum: knob(z.number().min(0).lt(1).default(DEFAULT_GOSSIP_MOMENTUM), { flag: '--gossip-momentum', arg: '<x>', help: "gossip: heavy-ball momentum on the node's averaged model" }),
+  minMembers: knob(z.number().int().min(1).max(10_000).optional(), { flag: '--min-members', arg: '<n>', defaultText: 'n of --shard', help: 'members to wait for before round 1' }),
   // privacy
-  dpClip: knob(z.number().positive().optional(), { group: 'privacy', flag: '--dp-clip', arg: '<x>', defaultText: 'off', help: 'client-level DP: clip each update to this L2 norm (needs --dp-noise)' }),
-  dpNoise: knob(z.number().min(0).optional(), { group: 'privacy', flag: '--dp-noise', arg: '<z>', defaultText: 'off', help: 'client-level DP: Gaussian noise multiplier (needs --dp-clip); epsilon is logged each round' }),
-  dpDelta: knob(z.number().gt(0).lt(1).default(1e-5), { group: 'privacy', flag: '--dp-delta', arg: '<x>', help: 'client-level DP: delta of the reported (epsilon, delta)' }),
-  secagg: knob(z.boolean().default(false), { group: 'privacy', flag: '--secagg', help: 'leader protocol: secure aggregation, the leader learns only the mean of dense fixed-point masked updates (aggregator fedavg, fedavgm, fedadam, fedyogi or fedadagrad; no prototypes)' }),
-  secaggClip: knob(z.number().positive().max(1000).default(1), { group: 'privacy', flag: '--secagg-clip', arg: '<x>', help: 'secure aggregation: clip each update value to [-x, x] before fixed-point encoding' }),
+  dpClip: knob(z.number().positive().optional(), { flag: '--dp-clip', arg: '<x>', defaultText: 'off', help: 'client-level DP: clip each update to this L2 norm (needs --dp-noise)' }),
+  dpNoise: knob(z.number().min(0).optional(), { flag: '--dp-noise', arg: '<z>', defaultText: 'off', help: 'client-level DP: Gaussian noise multiplier (needs --dp-clip); epsilon is logged each round' }),
+  dpDelta: knob(z.number().gt(0).lt(1).default(1e-5), { flag: '--dp-delta', arg: '<x>', help: 'client-level DP: delta of the reported (epsilon, delta)' }),
+  secagg: knob(z.boolean().default(false), { flag: '--secagg', help: 'leader protocol: secure aggregation, the leader learns only the mean of dense fixed-point masked updates (aggregator fedavg, fedavgm, fedadam, fedyogi or fedadagrad; no prototypes)' }),
+  secaggClip: knob(z.number().positive().max(1000).default(1), { flag: '--secagg-clip', arg: '<x>', help: 'secure aggregation: clip each update value to [-x, x] before fixed-point encoding' }),
   // runtime and evaluation
-  testSlice: knob(z.number().int().min(1).max(100_000).default(1000), { group: 'runtime', flag: '--test-slice', arg: '<n>', help: 'test images evaluated each round (a strided slice of the test split)' }),
-  finalEval: knob(z.boolean().default(false), { group: 'runtime', flag: '--final-eval', help: 'after the last round, evaluate on the whole test split' }),
-  threads: knob(z.number().int().min(1).max(256).optional(), { group: 'runtime', flag: '--threads', arg: '<n>', defaultText: 'cores (simulator: cores / nodes)', help: 'onnxruntime threads' }),
-  device: knob(z.enum(['cpu', 'cuda', 'auto']).default('cpu'), { group: 'runtime', flag: '--device', arg: '<d>', help: 'execution provider (auto: CUDA if it loads, else CPU with one log line)' }),
+  testSlice: knob(z.number().int().min(1).max(100_000).default(1000), { flag: '--test-slice', arg: '<n>', help: 'test images evaluated each round (a strided slice of the test split)' }),
+  finalEval: knob(z.boolean().default(false), { flag: '--final-eval', help: 'after the last round, evaluate on the whole test split' }),
+  threads: knob(z.number().int().min(1).max(256).optional(), { flag: '--threads', arg: '<n>', defaultText: 'cores (simulator: cores / nodes)', help: 'onnxruntime threads' }),
+  device: knob(z.enum(['cpu', 'cuda', 'auto']).default('cpu'), { flag: '--device', arg: '<d>', help: 'execution provider (auto: CUDA if it loads, else CPU with one log line)' }),
 } as const;
 
 /**
