@@ -34,6 +34,7 @@ import { finishInproc, inprocHeartbeat } from './lib/inproc.ts';
 import { parseSimulatorArgs } from './lib/sim-config.ts';
 import { federationBar } from './lib/progress.ts';
 import { checkFederationConfig } from '../src/round/fl-config.ts';
+import { FmflError } from '../src/util/errors.ts';
 
 // Flags: the simulator-only schema and every fmfl-node federation flag, generated (scripts/lib/sim-config.ts).
 let args: ReturnType<typeof parseSimulatorArgs>;
@@ -45,7 +46,23 @@ try {
 }
 const { sim, fl: flTyped } = args;
 // Every setting the nodes run with (schema defaults filled), for names, the baseline and the summary.
-const o = { ...checkFederationConfig(flTyped, { filesystem: true }), ...sim };
+/** A configuration error: the message, exit 2 (before any node starts). */
+function configError(message: string): never {
+  console.error(`simulate: ${message}`);
+  process.exit(2);
+}
+let checked: ReturnType<typeof checkFederationConfig>;
+try {
+  checked = checkFederationConfig(flTyped, { filesystem: true });
+} catch (err) {
+  if (err instanceof FmflError) configError(err.message);
+  throw err;
+}
+const o = { ...checked, ...sim };
+if ((o.mode ?? (o.nodes <= 16 ? 'procs' : 'inproc')) === 'procs') {
+  if (o.nodes > 16) configError('process mode runs at most 16 nodes; use --mode inproc --transport memory');
+  if (o.fault.some((f) => /^(partition|heal)@/.test(f))) configError('partition/heal faults need --mode inproc');
+}
 const N = Number(o.nodes);
 const rounds = Number(o.rounds);
 const name = o.name || `${o.localOnly ? 'local' : o.protocol}-n${N}-r${rounds}-topk${o.topk}-b${o.bits}`;
@@ -55,7 +72,6 @@ await mkdir(outDir, { recursive: true });
 const log = createLogger({ level: 'info', name: 'sim' });
 const t0 = Date.now();
 const mode = o.mode ?? (N <= 16 ? 'procs' : 'inproc');
-if (mode === 'procs' && N > 16) throw new Error('process mode runs at most 16 nodes; use --mode inproc --transport memory');
 const tty = o.progress && process.stderr.isTTY === true;
 const progress = federationBar(N, rounds, { tty, log: (line) => log.info(line) });
 
@@ -171,7 +187,6 @@ async function report(metrics: RoundMetrics[][], finals: { node: number; accurac
 
 if (mode === 'procs') {
   const faults: string[] = o.fault;
-  if (faults.some((f) => /^(partition|heal)@/.test(f))) throw new Error('partition/heal faults need --mode inproc');
   const E = edges();
   const events: { t: number; event: string }[] = [];
   const nodes: ProcNode[] = [];
