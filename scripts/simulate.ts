@@ -33,7 +33,7 @@ import { kill9, readMetrics, startProc, type ProcNode } from './lib/procs.ts';
 import { finishInproc, inprocHeartbeat } from './lib/inproc.ts';
 import { parseSimulatorArgs } from './lib/sim-config.ts';
 import { federationBar } from './lib/progress.ts';
-import { checkFederationConfig } from '../src/round/fl-config.ts';
+import { preflightFederation } from '../src/round/preflight.ts';
 import { FmflError } from '../src/util/errors.ts';
 
 // Flags: the simulator-only schema and every fmfl-node federation flag, generated (scripts/lib/sim-config.ts).
@@ -51,9 +51,9 @@ function configError(message: string): never {
   console.error(`simulate: ${message}`);
   process.exit(2);
 }
-let checked: ReturnType<typeof checkFederationConfig>;
+let checked: ReturnType<typeof preflightFederation>;
 try {
-  checked = checkFederationConfig(flTyped, { filesystem: true });
+  checked = preflightFederation(flTyped, { filesystem: true });
 } catch (err) {
   if (err instanceof FmflError) configError(err.message);
   throw err;

@@ -11,7 +11,7 @@ import { FmflError } from '../util/errors.ts';
 import { registerInferCommand } from '../infer/cli.ts';
 import { registerImportModelCommand } from './import-model.ts';
 import { addFederationOptions, flFlagsToConfig, runFederation, wantsFederation, type FlFlags } from './federate.ts';
-import { checkFederationConfig } from '../round/fl-config.ts';
+import { preflightFederation } from '../round/preflight.ts';
 
 /** Where the CLI writes and what stops a running node; tests pass their own. */
 export interface CliIo {
@@ -120,7 +120,7 @@ async function runNode(flags: RunFlags, cmd: Command, io: CliIo): Promise<number
   if (cfg.stateDir === undefined) cfg.stateDir = DEFAULT_STATE_DIR;
   const federate = wantsFederation(flOver, cfg.fl);
   // Every configuration error (bad values, a shard out of range, an unknown backbone, missing data) before the mesh starts.
-  if (federate) checkFederationConfig(cfg.fl ?? {}, { filesystem: true });
+  if (federate) preflightFederation(cfg.fl ?? {}, { filesystem: true });
   const node = await FmflNode.create(cfg);
   node.on('join', (m: { peerId: string; capabilities: { device: string } }) => io.stdout(`join ${m.peerId} device=${m.capabilities.device}\n`));
   node.on('leave', (m: { peerId: string }, why: string) => io.stdout(`leave ${m.peerId} (${why})\n`));

@@ -16,15 +16,16 @@ import { joinOptimizerState, splitOptimizerState } from '../train/optim.ts';
 import { manifestDigest, toUpdateManifest, type PrototypeTable, type TensorMap, type UpdateManifest } from '../update/index.ts';
 import { ConfigError, FmflError } from '../util/errors.ts';
 import type { Logger } from '../util/log.ts';
-import { GossipProtocol } from './gossip.ts';
-import { LeaderProtocol } from './leader.ts';
 import { withFaults } from './faults.ts';
 import type { MeshPort } from './mesh-port.ts';
 import { hex, makeState, prototypeTensors, type GlobalState } from './state.ts';
-import { checkFederationConfig, type FederationConfig } from './fl-config.ts';
-import { type ProtocolSnapshot, type RoundOptions, type RoundOutcome, type RoundProtocol } from './types.ts';
+import { roundOptionsOf, type FederationConfig } from './fl-config.ts';
+import { preflightFederation } from './preflight.ts';
+import { roundProtocol } from './registry.ts';
+import type { ProtocolName, ProtocolSnapshot, RoundOutcome, RoundProtocol } from './types.ts';
 
-export { FederationConfigSchema, SECAGG_AGGREGATORS, type FederationConfig } from './fl-config.ts';
+export { FederationConfigSchema, type FederationConfig } from './fl-config.ts';
+export { SECAGG_AGGREGATORS } from './registry.ts';
 
 export class FederationError extends FmflError {
   constructor(message: string) {
@@ -38,7 +39,7 @@ export interface RoundMetrics {
   round: number;
   version: number;
   hash: string;
-  protocol: 'leader' | 'gossip';
+  protocol: ProtocolName;
   via: RoundOutcome['via'];
   leader?: string;
   contributors: number;
@@ -98,8 +99,9 @@ export class Federation {
   }
 
   static async create(mesh: Mesh, input: unknown, opts: { logger: Logger; stateDir?: string; decorate?: (port: MeshPort) => MeshPort }): Promise<Federation> {
-    const cfg = checkFederationConfig(input);
+    const cfg = preflightFederation(input);
     const [si, sn] = cfg.shard.split('/').map(Number);
+    const ropts = roundOptionsOf(cfg);
 
     const bb = await loadBackboneShared(cfg.backbone, cfg.backboneDir);
     if ((cfg.imageSize !== undefined && cfg.imageSize !== bb.input.size) || (cfg.channels !== undefined && cfg.channels !== bb.input.channels)) {
@@ -154,15 +156,7 @@ export class Federation {
       mesh: port, federation: mesh.federation, selfId, manifest, loraRank: lora?.rank ?? 0, logger: opts.logger, seed,
       members: () => [selfId, ...mesh.membership.memberIds(false)].sort(),
     };
-    const ropts: RoundOptions = {
-      compression: { topk: cfg.topk, topkScope: cfg.topkScope, bits: cfg.bits, errorFeedback: cfg.errorFeedback, downlinkBits: cfg.downlinkBits, brotli: cfg.brotli },
-      aggregator: cfg.aggregator, aggregatorOptions: definedOnly({ serverLr: cfg.serverLr, serverMomentum: cfg.serverMomentum }),
-      serverLrDecay: cfg.serverLrDecay ? { rounds: cfg.rounds } : undefined, quorum: cfg.quorum, maxRounds: cfg.rounds, roundTimeoutMs: cfg.roundTimeoutMs, leaderTimeoutMs: cfg.leaderTimeoutMs,
-      gossipGamma: cfg.gossipGamma, gossipMomentum: cfg.gossipMomentum,
-      dp: cfg.dpClip !== undefined ? { clipNorm: cfg.dpClip, noiseMultiplier: cfg.dpNoise! } : undefined,
-      secagg: cfg.secagg ? { clip: cfg.secaggClip } : undefined,
-    };
-    const protocol: RoundProtocol = cfg.protocol === 'leader' ? new LeaderProtocol(ctx, ropts, initial, restore) : new GossipProtocol(ctx, ropts, initial, restore);
+    const protocol: RoundProtocol = roundProtocol(cfg.protocol).create(ctx, ropts, initial, restore);
     const accountant = ropts.dp ? new RdpAccountant() : null;
     mesh.membership.setModelDigest(modelDigest);
     return new Federation({ cfg, protocol, trainer, manifest, modelDigest, classes: data.classes, mesh, logger: opts.logger, train, test, shard, testIdx, stateDir: opts.stateDir, accountant });
@@ -338,19 +332,15 @@ async function writeFederationCheckpoint(path: string, snap: ProtocolSnapshot, t
   for (const [k, v] of snap.state.tensors) tensors.set(`global/${k}`, v);
   for (const [k, v] of snap.residual) tensors.set(`residual/${k}`, Float32Array.from(v));
   snap.state.prototypes.forEach((p) => tensors.set(`proto/${p.exit}`, p.sums));
-  if (snap.publicModel) for (const [k, v] of snap.publicModel.tensors) tensors.set(`public/${k}`, v);
-  if (snap.serverOpt) {
-    for (const [k, v] of snap.serverOpt.m) tensors.set(`server-m/${k}`, Float32Array.from(v));
-    for (const [k, v] of snap.serverOpt.v) tensors.set(`server-v/${k}`, Float32Array.from(v));
-  }
+  const own = roundProtocol(snap.protocol).snapshot.encode(snap);
+  for (const [k, v] of own.tensors) tensors.set(k, v);
   const opt = splitOptimizerState(trainer.optimizerState());
   for (const [k, v] of opt.tensors) tensors.set(k, v);
   const meta: JsonValue = {
     kind: 'federation', protocol: snap.protocol, version: snap.state.version, hash: hex(snap.state.hash),
     backbone: cfg.backbone, loraAlpha: cfg.loraAlpha, loraRank: cfg.rank, loraTargets: cfg.loraTargets, trainable: cfg.trainable, labels: [...classes],
     prototypeCounts: snap.state.prototypes.map((p) => ({ exit: p.exit, dim: p.dim, counts: p.counts })),
-    publicRound: snap.publicModel?.round ?? null, serverOptStep: snap.serverOpt?.step ?? null,
-    certificate: snap.certificate ? snap.certificate.map((a) => Buffer.from(a).toString('base64')) : null, serverKnown: snap.serverKnown ?? null,
+    ...own.meta,
     optimizer: opt.meta as unknown as JsonValue,
   };
   await saveCheckpoint(path, tensors, meta);
@@ -375,23 +365,9 @@ async function readFederationCheckpoint(path: string, manifest: UpdateManifest, 
   const state: GlobalState = makeState(meta.version, tensors, prototypes, manifest);
   if (hex(state.hash) !== meta.hash) throw new FederationError(`${path}: state hash mismatch`);
   const residual = new Map([...pick('residual/')].map(([k, v]) => [k, Float64Array.from(v)]));
-  const pub = pick('public/');
-  const snap: ProtocolSnapshot = { protocol: cfg.protocol, state, residual };
-  if (pub.size) snap.publicModel = { round: meta.publicRound ?? state.version, tensors: pub };
-  if (meta.serverOptStep !== null && meta.serverOptStep !== undefined) {
-    snap.serverOpt = {
-      step: meta.serverOptStep,
-      m: new Map([...pick('server-m/')].map(([k, v]) => [k, Float64Array.from(v)])),
-      v: new Map([...pick('server-v/')].map(([k, v]) => [k, Float64Array.from(v)])),
-    };
-  }
-  if (Array.isArray(meta.certificate)) snap.certificate = (meta.certificate as string[]).slice(0, 4096).map((b) => new Uint8Array(Buffer.from(b, 'base64')));
-  if (typeof meta.serverKnown === 'boolean') snap.serverKnown = meta.serverKnown;
+  const snap: ProtocolSnapshot = { ...roundProtocol(cfg.protocol).snapshot.decode(meta, pick, state), protocol: cfg.protocol, state, residual };
   if (meta.optimizer) trainer.optimizer.loadState(joinOptimizerState(meta.optimizer, ck.tensors));
   return snap;
 }
 
-function definedOnly<T extends Record<string, unknown>>(o: T): Partial<T> {
-  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
-}
 

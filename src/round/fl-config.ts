@@ -12,6 +12,7 @@ import { LORA_TARGETS } from '../model/vit.ts';
 import { LR_SCHEDULES } from '../train/schedule.ts';
 import { resolveDataSource } from '../data/index.ts';
 import { ConfigError } from '../util/errors.ts';
+import type { RoundOptions } from './types.ts';
 
 /** Names of the round protocols. */
 export const PROTOCOL_NAMES = ['leader', 'gossip'] as const;
@@ -134,9 +135,6 @@ export function knobMeta(key: FlKey): KnobMeta {
   return FL_KNOBS[key].meta() as unknown as KnobMeta;
 }
 
-/** Aggregators that work on the mean delta alone (what secure aggregation reveals). */
-export const SECAGG_AGGREGATORS: readonly string[] = ['fedavg', 'fedavgm', 'fedadam', 'fedyogi', 'fedadagrad'];
-
 /** The allowed values of a schema whose type is a finite set (enum, union of literals), unwrapping default/optional. */
 export function allowedValues(schema: z.ZodType): readonly (string | number)[] | undefined {
   let s = schema as unknown as { _zod: { def: { type: string; innerType?: unknown }; values?: Set<unknown> } };
@@ -161,8 +159,9 @@ export function describeFlIssue(issue: z.core.$ZodIssue, input?: unknown, prefix
 }
 
 /**
- * Validate `fl` settings completely, before any mesh or model is started: the schema, then what one key cannot say
- * alone (DP pairs, secagg's protocol and aggregator) and what must exist (the backbone's manifest, the data).
+ * Validate `fl` settings: the schema, then what one key cannot say alone (the DP pair) and, with `filesystem`, what
+ * must exist (the backbone's manifest, the data). The round protocol's own option rules (e.g. secure aggregation's)
+ * are the registry's: {@link preflightFederation} in src/round/preflight.ts runs both before a mesh starts.
  * @throws ConfigError naming the flags.
  */
 export function checkFederationConfig(input: unknown, opts: { filesystem?: boolean } = {}): FederationConfig {
@@ -170,10 +169,6 @@ export function checkFederationConfig(input: unknown, opts: { filesystem?: boole
   if (!parsed.success) throw new ConfigError(`invalid federation settings:\n${parsed.error.issues.map((i) => `  ${describeFlIssue(i, input)}`).join('\n')}`);
   const cfg = parsed.data;
   if ((cfg.dpClip === undefined) !== (cfg.dpNoise === undefined)) throw new ConfigError('differential privacy needs both --dp-clip and --dp-noise (fl.dpClip, fl.dpNoise)');
-  if (cfg.secagg && cfg.protocol !== 'leader') throw new ConfigError('secure aggregation (--secagg) needs --protocol leader');
-  if (cfg.secagg && !SECAGG_AGGREGATORS.includes(cfg.aggregator)) {
-    throw new ConfigError(`secure aggregation reveals only the mean update: --aggregator must be one of ${SECAGG_AGGREGATORS.join(', ')}, not ${cfg.aggregator}`);
-  }
   if (opts.filesystem) {
     const dir = cfg.backboneDir ?? MODELS_DIR;
     if (!existsSync(`${dir}/${cfg.backbone}.json`)) {
@@ -182,6 +177,22 @@ export function checkFederationConfig(input: unknown, opts: { filesystem?: boole
     resolveDataSource(cfg.dataset);
   }
   return cfg;
+}
+
+/** The round options of a federation config (what the protocol factory and its options schema get). */
+export function roundOptionsOf(cfg: FederationConfig): RoundOptions {
+  return {
+    compression: { topk: cfg.topk, topkScope: cfg.topkScope, bits: cfg.bits, errorFeedback: cfg.errorFeedback, downlinkBits: cfg.downlinkBits, brotli: cfg.brotli },
+    aggregator: cfg.aggregator, aggregatorOptions: definedOnly({ serverLr: cfg.serverLr, serverMomentum: cfg.serverMomentum }),
+    serverLrDecay: cfg.serverLrDecay ? { rounds: cfg.rounds } : undefined, quorum: cfg.quorum, maxRounds: cfg.rounds, roundTimeoutMs: cfg.roundTimeoutMs, leaderTimeoutMs: cfg.leaderTimeoutMs,
+    gossipGamma: cfg.gossipGamma, gossipMomentum: cfg.gossipMomentum,
+    dp: cfg.dpClip !== undefined ? { clipNorm: cfg.dpClip, noiseMultiplier: cfg.dpNoise! } : undefined,
+    secagg: cfg.secagg ? { clip: cfg.secaggClip } : undefined,
+  };
+}
+
+function definedOnly<T extends Record<string, unknown>>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
 }
 
 /** Backbone names in a models folder (files `<name>.json`). */

@@ -128,6 +128,11 @@ test('profile errors name the key and the flag; shard and backbone problems are 
   r = await run(['--dp-clip', '1', '--state-dir', dir]);
   t.is(r.code, 2);
   t.regex(r.err, /--dp-clip and --dp-noise/);
+  // The round protocol's own rules (the registry's) are checked before the mesh starts too.
+  r = await run(['--secagg', '--protocol', 'gossip', '--state-dir', dir]);
+  t.is(r.code, 2);
+  t.regex(r.err, /--protocol gossip: .*secagg.* needs the leader protocol/);
+  t.notRegex(r.out, /listening/);
 });
 
 test('simulator flags: bad values are refused by flag; --backbone-reference fills the reference recipe', (t) => {
