@@ -160,8 +160,9 @@ export function describeFlIssue(issue: z.core.$ZodIssue, input?: unknown, prefix
 
 /**
  * Validate `fl` settings: the schema, then what one key cannot say alone (the DP pair) and, with `filesystem`, what
- * must exist (the backbone's manifest, the data). The round protocol's own option rules (e.g. secure aggregation's)
- * are the registry's: {@link preflightFederation} in src/round/preflight.ts runs both before a mesh starts.
+ * must exist and match (the backbone's manifest with its input size and channels, the data). The round protocol's
+ * own option rules (e.g. secure aggregation's) are the registry's: preflightFederation (src/round/preflight.ts) runs
+ * both before a mesh starts.
  * @throws ConfigError naming the flags.
  */
 export function checkFederationConfig(input: unknown, opts: { filesystem?: boolean } = {}): FederationConfig {
@@ -173,6 +174,10 @@ export function checkFederationConfig(input: unknown, opts: { filesystem?: boole
     const dir = cfg.backboneDir ?? MODELS_DIR;
     if (!existsSync(`${dir}/${cfg.backbone}.json`)) {
       throw new ConfigError(`--backbone ${cfg.backbone}: no such backbone in ${dir}; allowed: ${listBackbones(dir).join(', ') || 'none (npm run pretrain makes one)'}`);
+    }
+    const input = backboneInput(`${dir}/${cfg.backbone}.json`);
+    if (input && ((cfg.imageSize !== undefined && cfg.imageSize !== input.size) || (cfg.channels !== undefined && cfg.channels !== input.channels))) {
+      throw new ConfigError(`--image-size ${cfg.imageSize ?? input.size} --channels ${cfg.channels ?? input.channels}: backbone ${cfg.backbone} takes ${input.size}x${input.size} images with ${input.channels} channel(s); pick a backbone of that input (--backbone) or drop --image-size/--channels`);
     }
     resolveDataSource(cfg.dataset);
   }
@@ -193,6 +198,18 @@ export function roundOptionsOf(cfg: FederationConfig): RoundOptions {
 
 function definedOnly<T extends Record<string, unknown>>(o: T): Partial<T> {
   return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+}
+
+/** A backbone manifest's input size and channels (undefined when unreadable: loading the backbone reports that). */
+function backboneInput(manifest: string): { size: number; channels: number } | undefined {
+  try {
+    const m = JSON.parse(readFileSync(manifest, 'utf8')) as { input?: { size?: unknown; channels?: unknown }; config?: { image?: unknown; channels?: unknown } };
+    const size = m.input?.size ?? m.config?.image;
+    const channels = m.input?.channels ?? m.config?.channels;
+    return typeof size === 'number' && typeof channels === 'number' ? { size, channels } : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** Backbone names in a models folder (files `<name>.json`). */

@@ -128,6 +128,10 @@ test('profile errors name the key and the flag; shard and backbone problems are 
   r = await run(['--dp-clip', '1', '--state-dir', dir]);
   t.is(r.code, 2);
   t.regex(r.err, /--dp-clip and --dp-noise/);
+  r = await run(['--image-size', '32', '--state-dir', dir]);
+  t.is(r.code, 2);
+  t.regex(r.err, /backbone vit-tiny-mnist-strong takes 28x28 images with 1 channel/);
+  t.notRegex(r.out, /listening/);
   // The round protocol's own rules (the registry's) are checked before the mesh starts too.
   r = await run(['--secagg', '--protocol', 'gossip', '--state-dir', dir]);
   t.is(r.code, 2);
