@@ -28,7 +28,7 @@ import { loadBackbone } from '../src/model/backbone.ts';
 import { exitTensorNames } from '../src/model/architecture.ts';
 import { Trainer } from '../src/train/trainer.ts';
 import { createLogger, silentLogger } from '../src/util/log.ts';
-import { lineChart } from './lib/svg-plot.ts';
+import { writeRunReport } from './lib/report.ts';
 import { kill9, readMetrics, startProc, type ProcNode } from './lib/procs.ts';
 import { finishInproc, inprocHeartbeat } from './lib/inproc.ts';
 import { parseSimulatorArgs } from './lib/sim-config.ts';
@@ -167,13 +167,6 @@ async function report(metrics: RoundMetrics[][], finals: { node: number; accurac
   };
   await writeFile(join(outDir, 'metrics.json'), JSON.stringify({ summary, metrics }, null, 1));
   await writeFile(join(outDir, 'summary.json'), JSON.stringify(summary, null, 2));
-  const accSeries = metrics.map((m, i) => ({ name: `node ${i}`, points: m.map((x) => [x.round, lastExit(x.accuracy)] as [number, number]) }));
-  await writeFile(join(outDir, 'accuracy-vs-round.svg'), lineChart({ title: `${o.protocol}: last-exit test accuracy`, xLabel: 'round', yLabel: 'accuracy', series: accSeries }));
-  const bytesSeries = metrics.map((m, i) => {
-    let cum = 0;
-    return { name: `node ${i}`, points: m.map((x) => [(cum += x.bytesUp), lastExit(x.accuracy)] as [number, number]) };
-  });
-  await writeFile(join(outDir, 'accuracy-vs-bytes.svg'), lineChart({ title: `${o.protocol}: accuracy vs bytes sent`, xLabel: 'cumulative bytes sent per node', yLabel: 'accuracy', series: bytesSeries, logX: true }));
   const rows = metrics.map((m, i) => {
     const last = m.at(-1);
     const fin = finals.find((f) => f.node === i);
@@ -182,7 +175,8 @@ async function report(metrics: RoundMetrics[][], finals: { node: number; accurac
   console.log(`\nnode  rounds  slice-acc  full-acc%  update B  up B/rnd  down B/rnd  state`);
   console.log(rows.join('\n'));
   console.log(`\n${JSON.stringify({ ...summary, finals: undefined })}`);
-  console.log(`\nplots: ${join(outDir, 'accuracy-vs-round.svg')}, ${join(outDir, 'accuracy-vs-bytes.svg')}`);
+  const files = await writeRunReport(outDir, { name, label: String(o.protocol), summary, metrics, nodes: { head: ['node', 'rounds', 'slice acc', 'full acc', 'update B', 'up B/round', 'down B/round', 'state'], rows: rows.map((r) => r.trim().split(/\s+/)) } });
+  console.log(`\nplots: ${files.accuracyVsRound}, ${files.accuracyVsBytes}; report: ${files.html}`);
 }
 
 if (mode === 'procs') {

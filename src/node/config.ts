@@ -100,8 +100,14 @@ export const NodeConfigSchema = z
     heartbeatIntervalMs: z.number().int().min(10).max(600_000).default(DEFAULT_HEARTBEAT_INTERVAL_MS),
     /** Membership expiry (ms); must exceed the heartbeat interval. */
     memberExpiryMs: z.number().int().min(20).max(3_600_000).default(DEFAULT_MEMBER_EXPIRY_MS),
-    /** Capabilities advertised in heartbeats. */
+    /**
+     * Capabilities advertised in heartbeats. With `measureCapabilities` (the default) device, trainThroughput and
+     * the per-exit latency are measured at start and replace what is declared here; a declared `maxExitDepth` or
+     * `loraRank` (> 0) caps the measured value (a budget).
+     */
     capabilities: CapabilitiesSchema.default(CapabilitiesSchema.parse({})),
+    /** Measure device, training throughput and per-exit latency at start (src/node/capabilities.ts; ~2 s on 2 cores). */
+    measureCapabilities: z.boolean().default(true),
     /**
      * Federated training: the keys of src/round/fl-config.ts (the same schema generates the CLI and simulator flags),
      * every one optional. Present: the node trains and federates.
