@@ -18,6 +18,7 @@ import type { Registry } from 'prom-client';
 import { prometheusMetrics } from '@libp2p/prometheus-metrics';
 import type { Logger } from '../util/log.ts';
 import { classifyDialError, CLOSED_BY_PEER, QUICK_CLOSE_MS, type DialDiagnosis } from './dial-errors.ts';
+import { DiscoveryDialer, discoveryServices, type DiscoveryOptions } from './discovery.ts';
 import { silentLogger } from '../util/log.ts';
 import { Envelope } from './pb/envelope.ts';
 import { RefusalError, RefusalReason, MeshError, isBenign } from './errors.ts';
@@ -53,7 +54,7 @@ import {
 } from './constants.ts';
 
 /** Options of `createMesh`. Every field has a documented default. */
-export interface MeshOptions {
+export interface MeshOptions extends DiscoveryOptions {
   /** Federation name (1..64 chars of [a-zA-Z0-9._-]): namespaces every topic and protocol id. */
   federation: string;
   /** Node identity (default: a fresh ephemeral Ed25519 key). */
@@ -256,6 +257,7 @@ export class Mesh extends EventEmitter {
   private stopping = false;
   private readonly identityKey: PrivateKey | undefined;
   private readonly privateNetwork: boolean;
+  private readonly discovery: DiscoveryDialer;
 
   /** Use `createMesh`. */
   constructor(libp2p: MeshLibp2p, opts: MeshOptions, wire: WireCounters, allow: Set<string> | undefined, blocked: Set<string>, identityKey?: PrivateKey, roster?: Set<string>) {
@@ -265,6 +267,13 @@ export class Mesh extends EventEmitter {
     this.libp2p = libp2p;
     this.identityKey = identityKey;
     this.privateNetwork = opts.swarmKey !== undefined;
+    this.discovery = new DiscoveryDialer(libp2p, {
+      permitted: (id) => this.isPermitted(id),
+      managed: (id) => this.redials.has(id),
+      privateNetwork: this.privateNetwork,
+      log: opts.logger ?? silentLogger(),
+      onFailure: (f) => this.emit('discovery:dial-failed', f),
+    });
     this.federation = opts.federation;
     this.peerId = libp2p.peerId;
     this.wire = wire;
@@ -275,7 +284,8 @@ export class Mesh extends EventEmitter {
     this.redialMaxMs = opts.redialMaxMs ?? REDIAL_MAX_MS;
     this.invalidMessageWeight = opts.invalidMessageWeight ?? TOPIC_INVALID_MESSAGE_WEIGHT;
     this.listenAddrs = opts.listen ?? [DEFAULT_LISTEN];
-    for (const p of opts.peers ?? []) {
+    // Bootstrap peers (src/mesh/discovery.ts) are redialled with backoff like configured ones.
+    for (const p of [...(opts.peers ?? []), ...(opts.bootstrap ?? [])]) {
       const { addr, peerId } = parsePeerAddr(p);
       if (!peerId.equals(this.peerId)) this.redials.set(peerId.toString(), { addr, peerId, attempt: 0, tries: 0 });
     }
@@ -307,6 +317,7 @@ export class Mesh extends EventEmitter {
     this.libp2p.addEventListener('peer:connect', this.onConnect);
     this.libp2p.addEventListener('peer:disconnect', this.onDisconnect);
     try {
+      this.discovery.start();
       await this.libp2p.start();
       for (const p of this.protocols) await p.start();
       await this.membership.start();
@@ -357,6 +368,7 @@ export class Mesh extends EventEmitter {
     this.pubsub.removeEventListener('gossipsub:message', this.onGossip);
     this.libp2p.removeEventListener('peer:connect', this.onConnect);
     this.libp2p.removeEventListener('peer:disconnect', this.onDisconnect);
+    this.discovery.stop();
     await this.libp2p.stop();
     this.blobs.clear();
   }
@@ -781,7 +793,7 @@ export async function createMesh(opts: MeshOptions): Promise<Mesh> {
   if (!NAME_RE.test(opts.federation)) {
     throw new MeshError('BAD_FEDERATION', `federation name "${opts.federation}" must be 1..64 characters of [a-zA-Z0-9._-]`);
   }
-  for (const p of opts.peers ?? []) parsePeerAddr(p);
+  for (const p of [...(opts.peers ?? []), ...(opts.bootstrap ?? [])]) parsePeerAddr(p);
   const identity = opts.identity ?? (await ephemeralIdentity());
   const wire: WireCounters = { bytesIn: 0, bytesOut: 0 };
   const blocked = new Set<string>();
@@ -813,6 +825,7 @@ export async function createMesh(opts: MeshOptions): Promise<Mesh> {
     connectionProtector: (components) =>
       new CountingProtector(wire, swarmKey !== undefined ? preSharedKey({ psk: swarmKey })(components) : undefined),
     connectionGater: gater,
+    peerDiscovery: discoveryServices(opts),
     ...(opts.metricsRegistry !== undefined ? { metrics: prometheusMetrics({ registry: opts.metricsRegistry }) } : {}),
     connectionManager: {
       dialTimeout: opts.dialTimeoutMs ?? DEFAULT_DIAL_TIMEOUT_MS,
