@@ -16,17 +16,17 @@ import { Attestation, SignedUpdate } from './pb/round.ts';
 import { SECAGG_ANNOUNCE_INTERVAL_MS, type SecAggRound } from './secagg-round.ts';
 import { deltaOf, type GlobalState } from './state.ts';
 import {
-  ATTEST_TOPIC, GLOBAL_TOPIC, INPUT_METHOD, leaderOrder, MAX_LEADER_RANKS, ROUND_WIRE_VERSION, sha256, STATE_METHOD, UPDATE_METHOD, UPDATE_TOPIC,
+  ATTEST_TOPIC, GLOBAL_TOPIC, INPUT_METHOD, leaderOrder, MAX_LEADER_RANKS, ROUND_WIRE_VERSION, sha256, STATE_METHOD, STEP_METHOD, UPDATE_METHOD, UPDATE_TOPIC,
   updateSigningBytes,
 } from './leader-wire.ts';
 import { LeaderCore } from './leader-core.ts';
 import { onAttestation, onGlobal, onUpdate, storeUpdate, validateAttestation, validateGlobal, validateUpdate } from './leader-inbox.ts';
-import { catchUp, pullMissing, serveInput, serveState, serveUpdate } from './leader-sync.ts';
+import { catchUp, pullMissing, serveInput, serveState, serveStep, serveUpdate } from './leader-sync.ts';
 import { lead, tryApplyGlobals } from './leader-apply.ts';
 import type { VerifyRefusal } from './verify.ts';
 import type { LocalContribution, ProtocolSnapshot, RoundContext, RoundOptions, RoundOutcome, RoundProtocol } from './types.ts';
 
-export { leaderOrder, MAX_CONTRIBUTORS, MAX_LEADER_RANKS, ROUND_WIRE_VERSION, UPDATE_TOPIC, GLOBAL_TOPIC, ATTEST_TOPIC, STATE_METHOD, INPUT_METHOD } from './leader-wire.ts';
+export { leaderOrder, MAX_CONTRIBUTORS, MAX_LEADER_RANKS, ROUND_WIRE_VERSION, UPDATE_TOPIC, GLOBAL_TOPIC, ATTEST_TOPIC, STATE_METHOD, INPUT_METHOD, STEP_METHOD } from './leader-wire.ts';
 export { CATCH_UP_PARALLEL } from './leader-sync.ts';
 export { RoundStoppedError };
 
@@ -108,6 +108,7 @@ export class LeaderProtocol implements RoundProtocol {
     mesh.handleRequest(STATE_METHOD, (body) => serveState(c, body));
     mesh.handleRequest(UPDATE_METHOD, (body) => serveUpdate(c, body));
     mesh.handleRequest(INPUT_METHOD, (body) => serveInput(c, body));
+    mesh.handleRequest(STEP_METHOD, (body) => serveStep(c, body));
     await c.secagg?.start();
   }
 
