@@ -17,6 +17,12 @@ export const MAX_CONTRIBUTORS = 1024;
 export const MAX_LEADER_RANKS = 4;
 /** Largest Ed25519 signature field accepted (an Ed25519 signature is 64 bytes). */
 export const MAX_SIGNATURE_BYTES = 64;
+/**
+ * Signed updates above this size go over the `update` topic as announcements and are pulled once per hop over the
+ * sync stream (mesh `streamCutoverBytes`): a ~4.5 KB update then crosses each link about once instead of once per
+ * gossip duplicate (protocols/round.md "Wire bytes").
+ */
+export const UPDATE_STREAM_CUTOVER_BYTES = 1024;
 /** Topics and stream methods. */
 export const UPDATE_TOPIC = 'update';
 export const GLOBAL_TOPIC = 'global';
