@@ -47,6 +47,7 @@ import {
   REDIAL_FACTOR,
   REDIAL_MAX_MS,
   STREAM_CUTOVER_BYTES,
+  MIN_STREAM_CUTOVER_BYTES,
   SYNC_PROTOCOL,
   WIRE_VERSION,
   protocolId,
@@ -143,6 +144,12 @@ export interface SubscribeOptions {
   maxPayloadBytes?: number;
   /** Refuse (STALE) messages whose author timestamp is older than this (default: no age bound). */
   maxAgeMs?: number;
+  /**
+   * Payloads above this many bytes are announced by SHA-256 and pulled once per hop over the sync stream instead of
+   * travelling inline through every gossip duplicate (default and ceiling STREAM_CUTOVER_BYTES, floor
+   * MIN_STREAM_CUTOVER_BYTES). Part of the topic's contract: every subscriber must use the same value.
+   */
+  streamCutoverBytes?: number;
 }
 
 /** Result of `Mesh.publish`. */
@@ -451,6 +458,10 @@ export class Mesh extends EventEmitter {
     this.pubsub.subscribe(id);
   }
 
+  private cutover(o: SubscribeOptions | undefined): number {
+    return Math.max(MIN_STREAM_CUTOVER_BYTES, Math.min(STREAM_CUTOVER_BYTES, o?.streamCutoverBytes ?? STREAM_CUTOVER_BYTES));
+  }
+
   /** Leave a topic. */
   unsubscribe(name: string): void {
     const id = this.topicId(name);
@@ -474,7 +485,7 @@ export class Mesh extends EventEmitter {
     if (payload.byteLength > MAX_BLOB_BYTES) {
       throw new MeshError('TOO_LARGE', `payload of ${payload.byteLength} bytes exceeds MAX_BLOB_BYTES (${MAX_BLOB_BYTES})`);
     }
-    const viaStream = payload.byteLength > STREAM_CUTOVER_BYTES;
+    const viaStream = payload.byteLength > this.cutover(this.topics.get(this.topicId(name))?.opts);
     const env: Envelope = { version: WIRE_VERSION, timestampMs: BigInt(Date.now()) };
     if (viaStream) {
       const hash = this.blobs.put(payload);
@@ -625,15 +636,16 @@ export class Mesh extends EventEmitter {
     if ((env.inline === undefined) === (env.blob === undefined)) {
       throw new RefusalError(RefusalReason.INVALID_FIELD, 'envelope needs exactly one of inline and blob');
     }
+    const cutover = this.cutover(entry.opts);
     if (env.inline !== undefined) {
-      if (env.inline.byteLength > Math.min(maxPayload, STREAM_CUTOVER_BYTES)) {
+      if (env.inline.byteLength > Math.min(maxPayload, cutover)) {
         throw new RefusalError(RefusalReason.OVERSIZED, `inline payload of ${env.inline.byteLength} bytes`);
       }
       return { payload: env.inline, meta };
     }
     const blob = env.blob!;
     if (blob.sha256.byteLength !== 32) throw new RefusalError(RefusalReason.INVALID_FIELD, 'blob hash is not 32 bytes');
-    if (blob.size <= BigInt(STREAM_CUTOVER_BYTES)) {
+    if (blob.size <= BigInt(cutover)) {
       throw new RefusalError(RefusalReason.INVALID_FIELD, 'blob small enough to go inline');
     }
     if (blob.size > BigInt(maxPayload)) throw new RefusalError(RefusalReason.OVERSIZED, `blob of ${blob.size} bytes`);

@@ -82,7 +82,7 @@ export const FL_KNOBS = {
   topkScope: knob(z.enum(['tensor', 'global']).default('tensor'), { flag: '--topk-scope', arg: '<s>', help: 'top-k per tensor, or one magnitude threshold over all tensors (per tensor measured 2.6 points better on the 8-node reference run)' }),
   bits: knob(bitsValues.default(1), { flag: '--bits', arg: '<n>', help: 'bits per sent value (1: scaled sign, one mean-|x| scale per 1,024 values; best with dense updates and error feedback)' }),
   errorFeedback: knob(z.boolean().default(true), { flag: '--error-feedback', help: 'carry what compression dropped into the next round' }),
-  downlinkBits: knob(downlinkValues.default(16), { flag: '--downlink-bits', arg: '<n>', help: "bits of the leader's broadcast (every node applies the decoded delta, so states stay identical)" }),
+  downlinkBits: knob(downlinkValues.default(16), { flag: '--downlink-bits', arg: '<n>', help: 'bits of the encoded round step (every member recomputes it bit for bit; it travels, over round.step, only to members that cannot recompute)' }),
   brotli: knob(z.boolean().default(true), { flag: '--brotli', help: 'brotli over each update payload, lossless, about 8% smaller' }),
   // aggregation
   aggregator: knob(z.enum(AGGREGATOR_NAMES as [string, ...string[]]).default(DEFAULT_AGGREGATOR), { flag: '--aggregator', arg: '<name>', help: 'aggregation rule (README: Aggregation)' }),

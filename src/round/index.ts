@@ -1,5 +1,5 @@
 export { LeaderProtocol } from './leader.ts';
-export { leaderOrder, ROUND_WIRE_VERSION, MAX_CONTRIBUTORS, MAX_LEADER_RANKS, UPDATE_TOPIC, GLOBAL_TOPIC, ATTEST_TOPIC, STATE_METHOD, INPUT_METHOD } from './leader-wire.ts';
+export { leaderOrder, ROUND_WIRE_VERSION, MAX_CONTRIBUTORS, MAX_LEADER_RANKS, UPDATE_TOPIC, GLOBAL_TOPIC, ATTEST_TOPIC, STATE_METHOD, INPUT_METHOD, STEP_METHOD } from './leader-wire.ts';
 export { RoundStoppedError } from './signals.ts';
 export { VerifyRefusal, computeGlobalStep, ArrivalTracker, WithholdRecord } from './verify.ts';
 export { AttestationStore, checkCertificate, majority } from './certificate.ts';

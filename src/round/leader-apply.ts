@@ -7,10 +7,10 @@
  */
 import type { ModelUpdate } from '../update/index.ts';
 import { Attestation, GlobalUpdate } from './pb/round.ts';
-import { applyDelta, hex, sameHash, type GlobalState } from './state.ts';
+import { hex, sameHash, type GlobalState } from './state.ts';
 import { GLOBAL_TOPIC, ATTEST_TOPIC, leaderOrder, MAX_LEADER_RANKS, ROUND_WIRE_VERSION, type ReceivedGlobal } from './leader-wire.ts';
 import { makeAttestation } from './certificate.ts';
-import { gatherInputs, syncFrom } from './leader-sync.ts';
+import { gatherInputs, pullStep, syncFrom } from './leader-sync.ts';
 import type { LeaderCore } from './leader-core.ts';
 import { computeGlobalStep, VerifyRefusal, type GlobalStep } from './verify.ts';
 import type { RoundOutcome } from './types.ts';
@@ -86,8 +86,9 @@ async function verifyAndApply(c: LeaderCore, g: ReceivedGlobal, rank: number): P
     return 'refused';
   }
   if (!c.canRecompute()) {
-    // Secure aggregation hides the inputs; after a state pull the server state is unknown. Apply the publisher's
-    // delta only once a roster majority attested its result (secure aggregation: on its hash, see round.md).
+    // Secure aggregation hides the inputs; after a state pull the server state is unknown. Pull the step (the
+    // commitment carries none) and apply it only once a roster majority attested its result (secure aggregation:
+    // on its hash, see round.md).
     const cert = c.secagg ? [] : c.attestations.certificate(r, g.msg.newHash, c.certNeed());
     if (!c.secagg && !cert) {
       if (!c.noted.has(g)) {
@@ -96,14 +97,15 @@ async function verifyAndApply(c: LeaderCore, g: ReceivedGlobal, rank: number): P
       }
       return 'wait';
     }
-    const next = applyDelta(base, g.update.deltas, g.update.prototypes, c.ctx.manifest);
-    if (!sameHash(next.hash, g.msg.newHash)) {
-      c.refuse(VerifyRefusal.HASH_MISMATCH, fields);
+    const pulled = await pullStep(c, g, base);
+    if (c.state !== base) return 'refused';
+    if (pulled === 'mismatch' || pulled === 'unavailable') {
+      c.refuse(pulled === 'mismatch' ? VerifyRefusal.HASH_MISMATCH : VerifyRefusal.STEP_UNAVAILABLE, fields);
       c.markFaulty(r, g.from);
       return 'refused';
     }
-    c.adopt(next, g.update.deltas);
-    afterApply(c, r, base, next, g.msg.contributors);
+    c.adopt(pulled.next, pulled.deltas, undefined, pulled.bytes);
+    afterApply(c, r, base, pulled.next, g.msg.contributors);
     return 'applied';
   }
   const inputs = await gatherInputs(c, g);
@@ -126,7 +128,7 @@ async function verifyAndApply(c: LeaderCore, g: ReceivedGlobal, rank: number): P
     c.markFaulty(r, g.from);
     return 'refused';
   }
-  c.adopt(step.next, step.applied, step.agg.state);
+  c.adopt(step.next, step.applied, step.agg.state, step.bytes);
   afterApply(c, r, base, step.next, g.msg.contributors);
   c.ctx.logger.debug({ ...fields, contributors: inputs.length }, 'verified and applied global');
   return 'applied';
@@ -182,10 +184,10 @@ export async function lead(c: LeaderCore, round: number, rank: number, members: 
   }
   const bytes = GlobalUpdate.encode({
     version: ROUND_WIRE_VERSION, round: BigInt(round), baseHash: base.hash, newHash: step.next.hash, contributors, leaderRank: rank,
-    update: step.bytes, contributorDigests: digests,
+    contributorDigests: digests,
   });
   if (c.state !== base) return null; // a global arrived meanwhile
-  c.adopt(step.next, step.applied, step.agg.state);
+  c.adopt(step.next, step.applied, step.agg.state, step.bytes);
   c.withheld.record(round, members, contributors);
   try {
     await c.ctx.mesh.publish(GLOBAL_TOPIC, bytes);

@@ -20,6 +20,9 @@ import {
 import { ArrivalTracker, VerifyRefusal, WithholdRecord } from './verify.ts';
 import type { ProtocolSnapshot, RoundContext, RoundOptions } from './types.ts';
 
+/** Applied steps kept servable over `round.step` (the most recent rounds). */
+export const STEPS_KEPT = 4;
+
 export class LeaderCore {
   readonly ctx: RoundContext;
   readonly opts: RoundOptions;
@@ -55,6 +58,11 @@ export class LeaderCore {
   pausedLogged = 0;
   /** This node's signed update for the round in progress (served to a leader that missed it). */
   myUpdate: { round: number; bytes: Uint8Array } | null = null;
+  /**
+   * The encoded steps of the rounds this node applied, by round (the last STEPS_KEPT): served over `round.step` to
+   * members that cannot recompute (protocols/round.md). Bytes are identical on every member that applied the step.
+   */
+  readonly steps = new Map<number, { hash: Uint8Array; bytes: Uint8Array }>();
   /** Payload bytes received per round (updates and globals for that round, state pulls while in it). */
   readonly down = new RoundBytes();
 
@@ -157,7 +165,7 @@ export class LeaderCore {
    * their buffer from the applied step on every member; adaptive rules take the recomputed moments. After a state
    * pull the server state is unknown until the next applied step (momentum) or for good (adaptive rules).
    */
-  adopt(st: GlobalState, applied?: TensorMap, server?: ServerOptimizerState): void {
+  adopt(st: GlobalState, applied?: TensorMap, server?: ServerOptimizerState, stepBytes?: Uint8Array): void {
     if (MOMENTUM_AGGREGATORS.includes(this.opts.aggregator)) {
       this.serverOpt = applied ? momentumFromStep(applied, this.aggregatorOptionsFor(st.version), this.serverOpt?.step ?? 0) : undefined;
       this.serverKnown = applied !== undefined;
@@ -166,6 +174,8 @@ export class LeaderCore {
       this.serverKnown = this.serverKnown && applied !== undefined && server !== undefined;
     }
     this.state = st;
+    if (stepBytes) this.steps.set(st.version, { hash: st.hash, bytes: stepBytes });
+    for (const r of [...this.steps.keys()]) if (r <= st.version - STEPS_KEPT) this.steps.delete(r);
     for (const r of [...this.updates.keys()]) if (r <= st.version) this.updates.delete(r);
     // The inputs of the round just applied stay servable: members still verifying it pull them (`round.input`).
     for (const r of [...this.byDigest.keys()]) if (r < st.version) this.byDigest.delete(r);

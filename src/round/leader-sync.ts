@@ -6,9 +6,9 @@
  */
 import { RefusalError, RefusalReason } from '../mesh/index.ts';
 import type { ModelUpdate } from '../update/index.ts';
-import { InputRequest, StateRequest, StateResponse, UpdateRequest } from './pb/round.ts';
-import { decodeState, encodeState, hex, sameHash } from './state.ts';
-import { INPUT_METHOD, openSignedUpdate, ROUND_WIRE_VERSION, STATE_METHOD, UPDATE_METHOD, type ReceivedGlobal } from './leader-wire.ts';
+import { InputRequest, StateRequest, StateResponse, StepRequest, UpdateRequest } from './pb/round.ts';
+import { applyDelta, decodeState, encodeState, hex, sameHash, type GlobalState } from './state.ts';
+import { decodeModelUpdate, INPUT_METHOD, openSignedUpdate, ROUND_WIRE_VERSION, STATE_METHOD, STEP_METHOD, UPDATE_METHOD, type ReceivedGlobal } from './leader-wire.ts';
 import { checkCertificate, MAX_CERTIFICATE_ENTRIES } from './certificate.ts';
 import { storeUpdate } from './leader-inbox.ts';
 import type { LeaderCore } from './leader-core.ts';
@@ -22,6 +22,8 @@ const PULL_TIMEOUT_MS = 10_000;
 const STATE_PULL_TIMEOUT_MS = 15_000;
 /** Largest update or state pulled over the sync stream. */
 const MAX_PULL_BYTES = 64 * 1024 * 1024;
+/** Most members asked for a round's step besides its publisher (those that attested its hash). */
+const STEP_SOURCES = 3;
 
 export function serveState(c: LeaderCore, body: Uint8Array): Uint8Array {
   let req: StateRequest;
@@ -67,6 +69,58 @@ export function serveInput(c: LeaderCore, body: Uint8Array): Uint8Array {
   const r = c.byDigest.get(Number(req.round))?.get(hex(req.digest));
   if (!r || r.update.sender !== req.sender) throw new RefusalError(RefusalReason.UNAVAILABLE, 'no such input here');
   return r.signed;
+}
+
+export function serveStep(c: LeaderCore, body: Uint8Array): Uint8Array {
+  let req: StepRequest;
+  try {
+    req = StepRequest.decode(body);
+  } catch {
+    throw new RefusalError(RefusalReason.MALFORMED, 'StepRequest does not decode');
+  }
+  if (req.version !== ROUND_WIRE_VERSION) throw new RefusalError(RefusalReason.UNSUPPORTED_VERSION, `StepRequest version ${req.version} (this node speaks round wire version ${ROUND_WIRE_VERSION})`);
+  if (req.newHash.length !== 32) throw new RefusalError(RefusalReason.INVALID_FIELD, 'new_hash is not 32 bytes');
+  const s = c.steps.get(Number(req.round));
+  if (!s || !sameHash(s.hash, req.newHash)) throw new RefusalError(RefusalReason.UNAVAILABLE, 'no such step here');
+  return s.bytes;
+}
+
+/** Why a step pull did not give a state: nobody served it, or the publisher served one that misses the hash. */
+export type StepPull = { next: GlobalState; bytes: Uint8Array; deltas: Map<string, Float32Array> } | 'unavailable' | 'mismatch';
+
+/**
+ * Member side, when it cannot recompute: pull the step of `g` from its publisher, then from up to STEP_SOURCES
+ * members that attested its hash. A response is decoded strictly (an fmfl Update for the round, sender = the
+ * publisher) and accepted only if applying it to `base` gives `new_hash`. 'mismatch' only when the publisher itself
+ * served a wrong step (evidence against it); a wrong step from anyone else is skipped.
+ */
+export async function pullStep(c: LeaderCore, g: ReceivedGlobal, base: GlobalState): Promise<StepPull> {
+  const body = StepRequest.encode({ version: ROUND_WIRE_VERSION, round: BigInt(g.round), newHash: g.msg.newHash });
+  const attesters = c.attestations.for(g.round, g.msg.newHash).map((a) => a.signer).filter((p) => p !== g.from && p !== c.ctx.selfId);
+  let result: StepPull = 'unavailable';
+  for (const src of [g.from, ...attesters.slice(0, STEP_SOURCES)]) {
+    if (src === c.ctx.selfId) continue;
+    let bytes: Uint8Array;
+    try {
+      bytes = await c.ctx.mesh.request(src, STEP_METHOD, body, { timeoutMs: PULL_TIMEOUT_MS, maxResponseBytes: MAX_PULL_BYTES });
+    } catch (err) {
+      c.ctx.logger.debug({ src, round: g.round, err: (err as Error).message }, 'pulling a step failed');
+      continue;
+    }
+    const u = decodeModelUpdate(bytes, c.wire, g.from);
+    let next: GlobalState | null = null;
+    try {
+      next = typeof u === 'number' || u.round !== g.round || u.baseVersion !== g.round - 1 ? null : applyDelta(base, u.deltas, u.prototypes, c.ctx.manifest);
+    } catch {
+      next = null;
+    }
+    if (next && typeof u !== 'number' && sameHash(next.hash, g.msg.newHash)) {
+      c.down.add(g.round, bytes.byteLength);
+      return { next, bytes, deltas: u.deltas };
+    }
+    if (src === g.from) result = 'mismatch';
+  }
+  return result;
 }
 
 /** Leader side: pull the updates of members that have not arrived by gossip (validated like gossip). */

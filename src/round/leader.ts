@@ -16,17 +16,17 @@ import { Attestation, SignedUpdate } from './pb/round.ts';
 import { SECAGG_ANNOUNCE_INTERVAL_MS, type SecAggRound } from './secagg-round.ts';
 import { deltaOf, type GlobalState } from './state.ts';
 import {
-  ATTEST_TOPIC, GLOBAL_TOPIC, INPUT_METHOD, leaderOrder, MAX_LEADER_RANKS, ROUND_WIRE_VERSION, sha256, STATE_METHOD, UPDATE_METHOD, UPDATE_TOPIC,
+  ATTEST_TOPIC, GLOBAL_TOPIC, INPUT_METHOD, leaderOrder, MAX_LEADER_RANKS, ROUND_WIRE_VERSION, sha256, STATE_METHOD, STEP_METHOD, UPDATE_METHOD, UPDATE_STREAM_CUTOVER_BYTES, UPDATE_TOPIC,
   updateSigningBytes,
 } from './leader-wire.ts';
 import { LeaderCore } from './leader-core.ts';
 import { onAttestation, onGlobal, onUpdate, storeUpdate, validateAttestation, validateGlobal, validateUpdate } from './leader-inbox.ts';
-import { catchUp, pullMissing, serveInput, serveState, serveUpdate } from './leader-sync.ts';
+import { catchUp, pullMissing, serveInput, serveState, serveStep, serveUpdate } from './leader-sync.ts';
 import { lead, tryApplyGlobals } from './leader-apply.ts';
 import type { VerifyRefusal } from './verify.ts';
 import type { LocalContribution, ProtocolSnapshot, RoundContext, RoundOptions, RoundOutcome, RoundProtocol } from './types.ts';
 
-export { leaderOrder, MAX_CONTRIBUTORS, MAX_LEADER_RANKS, ROUND_WIRE_VERSION, UPDATE_TOPIC, GLOBAL_TOPIC, ATTEST_TOPIC, STATE_METHOD, INPUT_METHOD } from './leader-wire.ts';
+export { leaderOrder, MAX_CONTRIBUTORS, MAX_LEADER_RANKS, ROUND_WIRE_VERSION, UPDATE_TOPIC, GLOBAL_TOPIC, ATTEST_TOPIC, STATE_METHOD, INPUT_METHOD, STEP_METHOD } from './leader-wire.ts';
 export { CATCH_UP_PARALLEL } from './leader-sync.ts';
 export { RoundStoppedError };
 
@@ -102,12 +102,15 @@ export class LeaderProtocol implements RoundProtocol {
     const { mesh } = c.ctx;
     c.running = true;
     // With secure aggregation no member publishes its cleartext update: the `update` topic is not joined.
-    if (!c.secagg) mesh.subscribe(UPDATE_TOPIC, (p) => onUpdate(c, p), { validator: (p, m) => validateUpdate(c, p, m) });
+    if (!c.secagg) {
+      mesh.subscribe(UPDATE_TOPIC, (p) => onUpdate(c, p), { validator: (p, m) => validateUpdate(c, p, m), streamCutoverBytes: UPDATE_STREAM_CUTOVER_BYTES });
+    }
     mesh.subscribe(GLOBAL_TOPIC, (p, m) => onGlobal(c, p, m), { validator: (p, m) => validateGlobal(c, p, m) });
     mesh.subscribe(ATTEST_TOPIC, (p) => onAttestation(c, p), { validator: (p, m) => validateAttestation(c, p, m), maxPayloadBytes: 1024 });
     mesh.handleRequest(STATE_METHOD, (body) => serveState(c, body));
     mesh.handleRequest(UPDATE_METHOD, (body) => serveUpdate(c, body));
     mesh.handleRequest(INPUT_METHOD, (body) => serveInput(c, body));
+    mesh.handleRequest(STEP_METHOD, (body) => serveStep(c, body));
     await c.secagg?.start();
   }
 

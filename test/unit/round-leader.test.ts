@@ -10,7 +10,7 @@ import { withFaults, type FaultKind, type FaultLog } from '../../src/round/fault
 import { computeGlobalStep, DEFAULT_ROUND_OPTIONS, GLOBAL_TOPIC, hex, leaderOrder, LeaderProtocol, makeState, ROUND_WIRE_VERSION, UPDATE_TOPIC, VerifyRefusal } from '../../src/round/index.ts';
 import type { RoundOptions, RoundOutcome } from '../../src/round/index.ts';
 import type { MeshPort } from '../../src/round/mesh-port.ts';
-import { ATTEST_TOPIC, sha256, updateSigningBytes } from '../../src/round/leader-wire.ts';
+import { ATTEST_TOPIC, INPUT_METHOD, sha256, STEP_METHOD, updateSigningBytes } from '../../src/round/leader-wire.ts';
 import { makeAttestation } from '../../src/round/certificate.ts';
 import { RefusalReason, type MessageHandler, type SubscribeOptions } from '../../src/mesh/index.ts';
 import { decodeUpdate, encodeUpdate, type ModelUpdate, type TensorMap, type UpdateManifest } from '../../src/update/index.ts';
@@ -56,7 +56,11 @@ interface Fed {
 }
 
 /** Five members; `liar` (if any) runs the unchanged protocol behind `withFaults(kind)`. */
-async function federation(o: { liar?: number; kind?: FaultKind; decorate?: (port: FakePort, net: FakeNetwork) => MeshPort; opts?: Partial<RoundOptions> } = {}): Promise<Fed> {
+async function federation(o: {
+  liar?: number; kind?: FaultKind; decorate?: (port: FakePort, net: FakeNetwork) => MeshPort; opts?: Partial<RoundOptions>;
+  /** A node restored at version 0 with its server state unknown (as after a state pull): it cannot recompute round 1. */
+  unknownServer?: number;
+} = {}): Promise<Fed> {
   const { net, ports, ids } = await fakeMeshes(N, { federation: FED });
   let log: FaultLog = { forgedGlobals: 0, forgedStates: 0, withheld: 0 };
   const nodes: Node[] = [];
@@ -69,7 +73,8 @@ async function federation(o: { liar?: number; kind?: FaultKind; decorate?: (port
     }
     if (i === o.liar && o.decorate) mesh = o.decorate(port, net);
     const ctx = { mesh, federation: FED, selfId: port.selfId, manifest, loraRank: 0, logger: silentLogger(), seed: 11 + i, members: () => net.view(port.selfId) };
-    nodes.push({ i, port, proto: new LeaderProtocol(ctx, options(o.opts), initial), outcomes: [], versions: [] });
+    const restore = i === o.unknownServer ? { protocol: 'leader' as const, state: initial, residual: new Map(), serverKnown: false } : undefined;
+    nodes.push({ i, port, proto: new LeaderProtocol(ctx, options(o.opts), initial, restore), outcomes: [], versions: [] });
   });
   for (const n of nodes) await n.proto.start();
   return { net, ids, nodes, get log() { return log; } };
@@ -191,7 +196,7 @@ function earlyBackup(port: FakePort, net: FakeNetwork): MeshPort {
     });
     await port.publish(GLOBAL_TOPIC, GlobalUpdate.encode({
       version: ROUND_WIRE_VERSION, round: 1n, baseHash: initial.hash, newHash: step.next.hash, contributors: ins.map((x) => x.update.sender),
-      contributorDigests: ins.map((x) => x.digest), leaderRank: rank, update: step.bytes,
+      contributorDigests: ins.map((x) => x.digest), leaderRank: rank,
     }));
   };
   return {
@@ -249,7 +254,7 @@ test.serial('updates, aggregates and attestations signed by a non-roster key are
   // Its aggregate for round 1: self-consistent, claiming rank 0, listing only itself.
   const d = decodeUpdate(u, manifest);
   const next = makeState(1, new Map([...initial.tensors].map(([k, v]) => [k, Float32Array.from(v, (x, j) => x + d.deltas.get(k)![j])])), [], manifest);
-  const global = GlobalUpdate.encode({ version: ROUND_WIRE_VERSION, round: 1n, baseHash: initial.hash, newHash: next.hash, contributors: [outsider.id], contributorDigests: [sha256(u)], leaderRank: 0, update: u });
+  const global = GlobalUpdate.encode({ version: ROUND_WIRE_VERSION, round: 1n, baseHash: initial.hash, newHash: next.hash, contributors: [outsider.id], contributorDigests: [sha256(u)], leaderRank: 0 });
   const attestation = await makeAttestation(async (x) => outsider.key.sign(x), FED, outsider.id, 1, initial.hash, next.hash);
   t.true(f.net.deliver(UPDATE_TOPIC, signed, outsider.id, via) >= 3);
   f.net.deliver(GLOBAL_TOPIC, global, outsider.id, via);
@@ -306,6 +311,79 @@ test.serial('a minority partition does not advance; after the heal it catches up
     t.is(hashOf(f.nodes[i]), hashOf(f.nodes[majority[0]]));
   }
   await stop(f);
+});
+
+/** A port that drops the gossip of `deaf` senders on `update` and counts its requests by method. */
+function deafTo(deaf: () => readonly string[], calls: Map<string, number>) {
+  return (port: FakePort): MeshPort => ({
+    federation: port.federation, selfId: port.selfId, roster: port.roster, onRoster: (p) => port.onRoster(p), unsubscribe: (n) => port.unsubscribe(n),
+    handleRequest: (m, h) => port.handleRequest(m, h), signWithIdentity: (d) => port.signWithIdentity(d), publish: (n, p) => port.publish(n, p),
+    request: (p, m, b, o) => {
+      calls.set(m, (calls.get(m) ?? 0) + 1);
+      return port.request(p, m, b, o);
+    },
+    subscribe: (name: string, handler: MessageHandler, o?: SubscribeOptions) =>
+      port.subscribe(name, name === UPDATE_TOPIC ? (p, m) => (deaf().includes(m.from.toString()) ? undefined : handler(p, m)) : handler, o),
+  });
+}
+
+test.serial('the global is a commitment without a delta; a member lacking two listed updates pulls them (round.input) and applies', async (t) => {
+  const ids = (await fakeMeshes(N, { federation: FED })).ids;
+  const order = leaderOrder(FED, 1, ids);
+  const member = ids.indexOf(order[3]);
+  const deaf = [order[1], order[2]];
+  const calls = new Map<string, number>();
+  const seen: Uint8Array[] = [];
+  const f = await federation({ liar: member, decorate: (port) => {
+    const inner = deafTo(() => deaf, calls)(port);
+    return { ...inner, subscribe: (name, handler, o) => inner.subscribe(name, name === GLOBAL_TOPIC ? (p, m) => (seen.push(p), handler(p, m)) : handler, o) };
+  } });
+  await run(f, others(-1));
+  t.is(honestAgree(t, f, others(-1)), await referenceHash(t), 'every member, the deaf one included, ends on the honest state');
+  t.true((calls.get(INPUT_METHOD) ?? 0) >= 2, `the member pulled the updates it lacked (${calls.get(INPUT_METHOD) ?? 0} round.input requests)`);
+  t.is(f.nodes[member].outcomes[0].via, 'applied', 'round 1 applied by recomputation, not pulled as state');
+  t.true(seen.length >= 1);
+  for (const g of seen) t.true(g.byteLength < 1024, `a commitment of ${g.byteLength} bytes carries no delta`);
+});
+
+test.serial('a member that cannot recompute pulls the step (round.step), applies it only against the hash and certificate', async (t) => {
+  const ids = (await fakeMeshes(N, { federation: FED })).ids;
+  const order = leaderOrder(FED, 1, ids);
+  const member = ids.indexOf(order[2]);
+  const calls = new Map<string, number>();
+  const f = await federation({ liar: member, unknownServer: member, decorate: deafTo(() => [], calls) });
+  await run(f, others(-1));
+  t.is(honestAgree(t, f, others(-1)), await referenceHash(t), 'the step it pulled is the honest one');
+  t.is(f.nodes[member].outcomes[0].via, 'applied');
+  t.true((calls.get(STEP_METHOD) ?? 0) >= 1, 'round 1 came over round.step');
+  t.true(f.nodes[member].proto.refusalCount(VerifyRefusal.UNVERIFIABLE) >= 1, 'it waited for the certificate first');
+});
+
+/** The round-1 leader serves a scaled step over `round.step` (its commitment is honest). */
+function wrongStep(served: { n: number }) {
+  return (port: FakePort): MeshPort => ({
+    federation: port.federation, selfId: port.selfId, roster: port.roster, onRoster: (p) => port.onRoster(p), unsubscribe: (n) => port.unsubscribe(n),
+    request: (p, m, b, o) => port.request(p, m, b, o), signWithIdentity: (d) => port.signWithIdentity(d), publish: (n, p) => port.publish(n, p),
+    subscribe: (n, h, o) => port.subscribe(n, h, o),
+    handleRequest: (m, h) => port.handleRequest(m, m !== STEP_METHOD ? h : async (body, rc) => {
+      const u = decodeUpdate(await h(body, rc), manifest);
+      served.n++;
+      return encodeUpdate({ ...u, deltas: new Map([...u.deltas].map(([k, v]) => [k, v.map((x) => 20 * x)])) }, manifest, { bits: 32, prototypeBits: 32 }).bytes;
+    }),
+  });
+}
+
+test.serial('a wrong step served by the publisher over round.step is not applied; the step of an attesting member is', async (t) => {
+  const ids = (await fakeMeshes(N, { federation: FED })).ids;
+  const order = leaderOrder(FED, 1, ids);
+  const leader = ids.indexOf(order[0]);
+  const member = ids.indexOf(order[2]);
+  const served = { n: 0 };
+  const f = await federation({ liar: leader, unknownServer: member, decorate: wrongStep(served) });
+  await run(f, others(-1));
+  t.is(honestAgree(t, f, others(-1)), await referenceHash(t), 'no scaled step reached any state');
+  t.true(served.n >= 1, 'the publisher served its scaled step');
+  t.is(f.nodes[member].outcomes[0].via, 'applied', 'the member applied the step an attesting member served');
 });
 
 function liarId(f: Fed, liar: number): string {
