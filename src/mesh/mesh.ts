@@ -265,6 +265,8 @@ export class Mesh extends EventEmitter {
   private readonly identityKey: PrivateKey | undefined;
   private readonly privateNetwork: boolean;
   private readonly discovery: DiscoveryDialer;
+  /** --mdns or bootstrap peers given: dial permitted peers that discovery finds. */
+  private readonly discoveryConfigured: boolean;
 
   /** Use `createMesh`. */
   constructor(libp2p: MeshLibp2p, opts: MeshOptions, wire: WireCounters, allow: Set<string> | undefined, blocked: Set<string>, identityKey?: PrivateKey, roster?: Set<string>) {
@@ -274,6 +276,7 @@ export class Mesh extends EventEmitter {
     this.libp2p = libp2p;
     this.identityKey = identityKey;
     this.privateNetwork = opts.swarmKey !== undefined;
+    this.discoveryConfigured = opts.mdns === true || (opts.bootstrap?.length ?? 0) > 0;
     this.discovery = new DiscoveryDialer(libp2p, {
       permitted: (id) => this.isPermitted(id),
       managed: (id) => this.redials.has(id),
@@ -324,7 +327,9 @@ export class Mesh extends EventEmitter {
     this.libp2p.addEventListener('peer:connect', this.onConnect);
     this.libp2p.addEventListener('peer:disconnect', this.onDisconnect);
     try {
-      this.discovery.start();
+      // Only a node configured for discovery dials what it discovers (libp2p also emits peer:discovery for peers
+      // learnt through identify, which must not turn a chosen topology into a full mesh).
+      if (this.discoveryConfigured) this.discovery.start();
       await this.libp2p.start();
       for (const p of this.protocols) await p.start();
       await this.membership.start();
