@@ -10,7 +10,9 @@ import type { Mesh } from '../mesh/index.ts';
 import { federationModelDigest, loadBackboneShared, DEFAULT_BACKBONE } from '../model/backbone.ts';
 import { loadCheckpoint, saveCheckpoint, type JsonValue } from '../model/checkpoint.ts';
 import { LORA_TARGETS, type LoraConfig, type TrainableSet } from '../model/vit.ts';
-import { exitTensorNames } from '../model/architecture.ts';
+import { exitTensorNames, trainableTensors } from '../model/architecture.ts';
+import { initWeights } from '../model/vit.ts';
+import { globalAtBudget, type NodeBudget } from '../aggregate/index.ts';
 import { RdpAccountant } from '../privacy/index.ts';
 import { logPriorBias, Trainer } from '../train/trainer.ts';
 import { LR_SCHEDULES, lrAt } from '../train/schedule.ts';
@@ -77,6 +79,18 @@ export const FederationConfigSchema = z
     attack: z.object({ kind: z.enum(['scale', 'nan']), factor: z.number().finite().default(100) }).strict().optional(),
     trainable: z.enum(['lora+heads', 'heads']).default('lora+heads'),
     rank: z.number().int().min(1).max(64).default(8),
+    /**
+     * Rank budgets (HetLoRA / FlexLoRA): rank of the federation's global adapter, the same on every member (default:
+     * `rank`). A node with a smaller `rank` trains the global truncated to its rank (its LoRA alpha scaled by
+     * rank / globalRank, so every member's adapter has the scale loraAlpha / globalRank); mixed ranks need a
+     * rank-heterogeneous aggregator (hetlora-zero, hetlora-replicate, flexlora).
+     */
+    globalRank: z.number().int().min(1).max(64).optional(),
+    /**
+     * Depth budget (DepthFL / InclusiveFL): train and serve only blocks 1..maxDepth and their exits (the training
+     * graph is cut there); the node's updates carry only those tensors (default: the model's depth).
+     */
+    maxDepth: z.number().int().min(1).max(1024).optional(),
     /** LoRA alpha; the scale is alpha / rank. 64 (scale 8 at r=8) is the product default, 16 the reference recipe's. */
     loraAlpha: z.number().positive().max(4096).default(64),
     /** Default: every projection (the product default found on Fashion-MNIST; `q,v` is the reference recipe). */
@@ -191,12 +205,15 @@ export class Federation {
   private readonly testIdx: Uint32Array;
   private readonly stateDir: string | undefined;
   private readonly accountant: RdpAccountant | null;
+  /** This node's rank and depth budget against the global adapter. */
+  readonly budget: NodeBudget;
   private stopped = false;
 
   private constructor(o: {
     cfg: FederationConfig; protocol: RoundProtocol; trainer: Trainer; manifest: UpdateManifest; mesh: Mesh; logger: Logger; modelDigest: string; classes: string[];
-    train: Dataset; test: Dataset; shard: Uint32Array; testIdx: Uint32Array; stateDir?: string; accountant: RdpAccountant | null;
+    train: Dataset; test: Dataset; shard: Uint32Array; testIdx: Uint32Array; stateDir?: string; accountant: RdpAccountant | null; budget: NodeBudget;
   }) {
+    this.budget = o.budget;
     this.cfg = o.cfg;
     this.protocol = o.protocol;
     this.trainer = o.trainer;
@@ -241,12 +258,22 @@ export class Federation {
     const shard = shardIndices(train.labels, cfg.shard, cfg.alpha === null ? { seed: cfg.partitionSeed, scheme: 'iid' } : { seed: cfg.partitionSeed, scheme: 'dirichlet', alpha: cfg.alpha, dirichlet: { numClasses: modelCfg.classes } });
     if (shard.length < cfg.batch) throw new FederationError(`shard ${cfg.shard} has ${shard.length} samples, fewer than one batch of ${cfg.batch}`);
     const testIdx = stridedSlice(test.n, si, sn, cfg.testSlice);
-    const lora: LoraConfig | null = cfg.trainable === 'lora+heads' ? { rank: cfg.rank, alpha: cfg.loraAlpha, targets: cfg.loraTargets } : null;
+    const globalRank = cfg.globalRank ?? cfg.rank;
+    if (cfg.rank > globalRank) throw new ConfigError(`rank ${cfg.rank} exceeds the federation's globalRank ${globalRank}: a node trains the global adapter truncated to its rank`);
+    if (cfg.maxDepth !== undefined && cfg.maxDepth > modelCfg.depth) throw new ConfigError(`maxDepth ${cfg.maxDepth} exceeds the backbone's ${modelCfg.depth} blocks`);
+    const heterogeneous = globalRank !== cfg.rank || (cfg.maxDepth ?? modelCfg.depth) < modelCfg.depth;
+    if (heterogeneous && (cfg.protocol !== 'leader' || cfg.secagg)) throw new ConfigError('rank and depth budgets (rank < globalRank, maxDepth) need the leader protocol without secure aggregation');
+    const lora: LoraConfig | null = cfg.trainable === 'lora+heads' ? { rank: cfg.rank, alpha: (cfg.loraAlpha * cfg.rank) / globalRank, targets: cfg.loraTargets } : null;
+    const globalLora: LoraConfig | null = lora ? { ...lora, rank: globalRank, alpha: cfg.loraAlpha } : null;
     const heads = exitTensorNames(bb.cfg);
-    // Global version 0: backbone + fresh exit heads + fresh LoRA, all from the federation's model seed.
-    const weights = new Map([...bb.weights].filter(([k]) => !heads.has(k)));
+    // Global version 0: backbone + fresh exit heads + fresh LoRA at the global rank, all from the federation's model
+    // seed (the same on every member whatever its own rank); the trainer starts from it truncated to its rank.
+    const manifest = toUpdateManifest(trainableTensors(modelCfg, cfg.trainable as TrainableSet, globalLora), { prototypes: { exits: modelCfg.depth, classes: modelCfg.classes, dim: modelCfg.dim } });
+    const global0 = initWeights(trainableTensors(modelCfg, cfg.trainable as TrainableSet, globalLora), cfg.modelSeed);
+    const budgetOf = (trained?: readonly string[]): NodeBudget => ({ globalRank: lora ? globalRank : 0, rank: lora ? cfg.rank : 0, trained });
+    const weights = new Map([...[...bb.weights].filter(([k]) => !heads.has(k)), ...globalAtBudget(global0, manifest, budgetOf())]);
     const trainer = await Trainer.create({
-      cfg: modelCfg, lora, norm: bb.input, trainableSet: cfg.trainable as TrainableSet, weights, batch: cfg.batch, seed: cfg.modelSeed,
+      cfg: modelCfg, lora, norm: bb.input, trainableSet: cfg.trainable as TrainableSet, weights, batch: cfg.batch, seed: cfg.modelSeed, maxDepth: cfg.maxDepth,
       optimizer: { kind: 'adamw', lr: cfg.lr, weightDecay: cfg.weightDecay }, protoWeight: cfg.protoWeight, logitAdjust: cfg.logitAdjust,
       threads: cfg.threads, provider: cfg.device, logger: opts.logger,
     });
@@ -255,9 +282,9 @@ export class Federation {
       for (const i of shard) counts[train.labels[i]]++;
       trainer.setLogitBias(logPriorBias(counts));
     }
-    const manifest = toUpdateManifest(trainer.specs, { prototypes: { exits: modelCfg.depth, classes: modelCfg.classes, dim: modelCfg.dim } });
     const modelDigest = federationModelDigest({ backboneSha256: bb.manifest.sha256, input: bb.input, labels: data.classes, updateManifestDigest: manifestDigest(manifest) });
-    const initial = makeState(0, trainer.snapshot(), [], manifest);
+    const initial = makeState(0, global0, [], manifest);
+    const budget = budgetOf(trainer.depth < modelCfg.depth ? trainer.trainedSpecs.map((s) => s.name) : undefined);
 
     let restore: ProtocolSnapshot | undefined;
     if (opts.stateDir && existsSync(`${opts.stateDir}/${CHECKPOINT_FILE}`)) {
@@ -271,16 +298,16 @@ export class Federation {
     if (cfg.attack || cfg.dropRate > 0) {
       port = withFaults(port, {
         kind: cfg.attack ? (cfg.attack.kind === 'nan' ? 'nan-update' : 'scale-update') : 'none', factor: cfg.attack?.factor,
-        dropRate: cfg.dropRate, seed, manifest, loraRank: lora?.rank ?? 0,
+        dropRate: cfg.dropRate, seed, manifest, loraRank: budget.globalRank,
       }).port;
     }
     const ctx = {
-      mesh: port, federation: mesh.federation, selfId, manifest, loraRank: lora?.rank ?? 0, logger: opts.logger, seed,
+      mesh: port, federation: mesh.federation, selfId, manifest, loraRank: budget.globalRank, logger: opts.logger, seed,
       members: () => [selfId, ...mesh.membership.memberIds(false)].sort(),
     };
     const ropts: RoundOptions = {
       compression: { topk: cfg.topk, topkScope: cfg.topkScope, bits: cfg.bits, errorFeedback: cfg.errorFeedback, downlinkBits: cfg.downlinkBits, brotli: cfg.brotli },
-      aggregator: cfg.aggregator, aggregatorOptions: definedOnly({ serverLr: cfg.serverLr, serverMomentum: cfg.serverMomentum }),
+      aggregator: cfg.aggregator, aggregatorOptions: definedOnly({ serverLr: cfg.serverLr, serverMomentum: cfg.serverMomentum, targetRank: lora ? globalRank : undefined }),
       serverLrDecay: cfg.serverLrDecay ? { rounds: cfg.rounds } : undefined, quorum: cfg.quorum, maxRounds: cfg.rounds, roundTimeoutMs: cfg.roundTimeoutMs, leaderTimeoutMs: cfg.leaderTimeoutMs,
       gossipGamma: cfg.gossipGamma, gossipMomentum: cfg.gossipMomentum,
       dp: cfg.dpClip !== undefined ? { clipNorm: cfg.dpClip, noiseMultiplier: cfg.dpNoise! } : undefined,
@@ -289,7 +316,7 @@ export class Federation {
     const protocol: RoundProtocol = cfg.protocol === 'leader' ? new LeaderProtocol(ctx, ropts, initial, restore) : new GossipProtocol(ctx, ropts, initial, restore);
     const accountant = ropts.dp ? new RdpAccountant() : null;
     mesh.membership.setModelDigest(modelDigest);
-    return new Federation({ cfg, protocol, trainer, manifest, modelDigest, classes: data.classes, mesh, logger: opts.logger, train, test, shard, testIdx, stateDir: opts.stateDir, accountant });
+    return new Federation({ cfg, protocol, trainer, manifest, modelDigest, classes: data.classes, mesh, logger: opts.logger, train, test, shard, testIdx, stateDir: opts.stateDir, accountant, budget });
   }
 
   /** Number of training samples of this node. */
@@ -336,7 +363,7 @@ export class Federation {
       const self = this;
       while (!this.stopped && this.protocol.round < this.cfg.rounds) {
         const t0 = performance.now();
-        this.trainer.loadParams(this.protocol.trainingStart());
+        this.trainer.loadParams(this.atBudget(this.protocol.trainingStart()));
         if (this.cfg.protoWeight > 0) {
           const c = this.trainer.cfg;
           const { protos, mask } = prototypeTensors(this.protocol.prototypes(), c.depth, c.classes, c.dim);
@@ -362,9 +389,9 @@ export class Federation {
         // With secure aggregation no prototype statistics are exchanged (they would travel in the clear).
         const sendProtos = !this.cfg.secagg && (r >= this.cfg.rounds || (every > 0 && r % every === 0));
         const prototypes = sendProtos ? await this.localPrototypes() : [];
-        const outcome = await this.protocol.exchange({ tensors: this.trainer.snapshot(), prototypes, sampleCount: this.shard.length });
+        const outcome = await this.protocol.exchange({ tensors: this.trainer.snapshot(), prototypes, sampleCount: this.shard.length, budget: this.budget });
         if (this.accountant && this.cfg.dpNoise !== undefined) this.accountant.step(1, this.cfg.dpNoise, 1);
-        this.trainer.loadParams(this.protocol.model());
+        this.trainer.loadParams(this.atBudget(this.protocol.model()));
         const ev = await this.trainer.evaluate(this.test, this.testIdx);
         const m: RoundMetrics = {
           node: this.mesh.peerId.toString(), round: outcome.round, version: this.protocol.round, hash: this.stateHash().slice(0, 16),
@@ -385,6 +412,11 @@ export class Federation {
       hooks.onFinal?.({ accuracy: ev.accuracy, ensembleAccuracy: ev.ensembleAccuracy, n: ev.n, version: this.protocol.round, hash: this.stateHash().slice(0, 16) });
     }
     return out;
+  }
+
+  /** Global tensors as this node trains them (LoRA truncated to its rank). */
+  private atBudget(global: TensorMap): TensorMap {
+    return globalAtBudget(global, this.manifest, this.budget);
   }
 
   private stateHash(): string {
@@ -413,7 +445,7 @@ export class Federation {
 
   /** Full evaluation of the current model on `indices` of the test split (all by default). */
   async evaluate(indices?: ArrayLike<number>) {
-    this.trainer.loadParams(this.protocol.model());
+    this.trainer.loadParams(this.atBudget(this.protocol.model()));
     return this.trainer.evaluate(this.test, indices);
   }
 

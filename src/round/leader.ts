@@ -11,7 +11,7 @@
  */
 import { EventEmitter } from 'node:events';
 import { lrAt } from '../train/schedule.ts';
-import { momentumFromStep, MOMENTUM_AGGREGATORS, type AggregateOptions, type ServerOptimizerState } from '../aggregate/index.ts';
+import { budgetDelta, momentumFromStep, MOMENTUM_AGGREGATORS, type AggregateOptions, type ServerOptimizerState } from '../aggregate/index.ts';
 import { RefusalError, RefusalReason, type MessageMeta } from '../mesh/index.ts';
 import { privatizeUpdate } from '../privacy/index.ts';
 import { decodeUpdate, encodeUpdate, encodeWithErrorFeedback, ErrorFeedback, type ModelUpdate, type TensorMap } from '../update/index.ts';
@@ -19,7 +19,7 @@ import { Rng } from '../util/rng.ts';
 import { nextChange, RoundBytes, RoundStoppedError } from './signals.ts';
 import { Attestation, GlobalUpdate, InputRequest, SignedUpdate, StateRequest, StateResponse, UpdateRequest } from './pb/round.ts';
 import { SECAGG_ANNOUNCE_INTERVAL_MS, SecAggRound } from './secagg-round.ts';
-import { applyDelta, decodeState, deltaOf, encodeState, hex, sameHash, type GlobalState } from './state.ts';
+import { applyDelta, decodeState, encodeState, hex, sameHash, type GlobalState } from './state.ts';
 import {
   ATTEST_TOPIC, decodeGlobal, GLOBAL_TOPIC, INPUT_METHOD, leaderOrder, MAX_LEADER_RANKS, openSignedUpdate, ROUND_WIRE_VERSION, sha256,
   STATE_METHOD, UPDATE_METHOD, UPDATE_TOPIC, updateSigningBytes, type ReceivedGlobal, type ReceivedUpdate, type WireContext,
@@ -509,11 +509,12 @@ export class LeaderProtocol implements RoundProtocol {
       this.current = { round, publishedAt: Date.now() };
       return this.follow(round, n, this.current.publishedAt);
     }
-    let deltas = deltaOf(local.tensors, base.tensors);
+    const budget = { globalRank: this.ctx.loraRank, rank: local.budget?.rank ?? this.ctx.loraRank, trained: local.budget?.trained };
+    let deltas = budgetDelta(local.tensors, base.tensors, this.ctx.manifest, budget);
     if (this.opts.dp) deltas = privatizeUpdate(deltas, this.opts.dp, this.rng.fork()).deltas;
     const update: ModelUpdate = {
       federation: this.ctx.federation, round, baseVersion: base.version, sender: this.ctx.selfId,
-      sampleCount: local.sampleCount, loraRank: this.ctx.loraRank, deltas, prototypes: local.prototypes,
+      sampleCount: local.sampleCount, loraRank: budget.rank, deltas, prototypes: local.prototypes, partial: budget.trained !== undefined || undefined,
     };
     const c = this.opts.compression;
     const encOpts = { topk: c.topk < 1 ? { fraction: c.topk, scope: c.topkScope ?? 'global' } : undefined, bits: c.bits, brotli: c.brotli, seed: this.rng.nextU32(), prototypeBits: 32 as const };
