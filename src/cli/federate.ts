@@ -30,6 +30,8 @@ export interface FlFlags {
   batch?: number;
   lr?: number;
   rank?: number;
+  globalRank?: number;
+  maxDepth?: number;
   loraAlpha?: number;
   loraTargets?: string[];
   topk?: number;
@@ -90,7 +92,9 @@ export function addFederationOptions(cmd: Command): Command {
     .addOption(new Option('--batch <n>', 'batch size (default 64)').argParser(num('--batch')))
     .addOption(new Option('--lr <x>', 'AdamW learning rate (default 1e-3)').argParser(num('--lr')))
     .addOption(new Option('--lr-schedule <s>', 'local learning-rate schedule over all rounds: constant | cosine (default constant)'))
-    .addOption(new Option('--rank <n>', 'LoRA rank (default 8)').argParser(num('--rank')))
+    .addOption(new Option('--rank <n>', 'LoRA rank of this node (default 8); below --global-rank it trains the global adapter truncated to it').argParser(num('--rank')))
+    .addOption(new Option('--global-rank <n>', 'rank of the federation\'s global adapter, the same on every member (default: --rank); mixed ranks need --aggregator hetlora-zero | hetlora-replicate | flexlora').argParser(num('--global-rank')))
+    .addOption(new Option('--max-depth <k>', 'depth budget: train and serve blocks 1..k and exits 1..k only; updates carry only those tensors (default: all blocks)').argParser(num('--max-depth')))
     .addOption(new Option('--lora-alpha <x>', 'LoRA alpha (default 64: scale alpha/r = 8 at r=8; the reference recipe uses 16)').argParser(num('--lora-alpha')))
     .addOption(new Option('--lora-targets <list>', 'projections with LoRA, comma-separated: q,k,v,proj,fc1,fc2 (default all six)').argParser((v: string) => v.split(',').map((s) => s.trim())))
     .addOption(new Option('--topk <x>', 'fraction of update entries sent, 1 = dense (default 1)').argParser(num('--topk')))
@@ -129,7 +133,7 @@ export function addFederationOptions(cmd: Command): Command {
 export function flFlagsToConfig(f: FlFlags): Partial<FederationConfig> & Record<string, unknown> {
   const out: Record<string, unknown> = {
     dataset: f.data, shard: f.shard, partitionSeed: f.partitionSeed, protocol: f.protocol, rounds: f.rounds, localSteps: f.localSteps, batch: f.batch, lr: f.lr,
-    rank: f.rank, loraAlpha: f.loraAlpha, loraTargets: f.loraTargets, topk: f.topk, topkScope: f.topkScope, brotli: f.brotli === false ? false : undefined, bits: f.bits,
+    rank: f.rank, globalRank: f.globalRank, maxDepth: f.maxDepth, loraAlpha: f.loraAlpha, loraTargets: f.loraTargets, topk: f.topk, topkScope: f.topkScope, brotli: f.brotli === false ? false : undefined, bits: f.bits,
     errorFeedback: f.errorFeedback === false ? false : undefined, downlinkBits: f.downlinkBits, aggregator: f.aggregator,
     serverLr: f.serverLr, serverMomentum: f.serverMomentum, serverLrDecay: f.serverLrDecay, logitAdjust: f.logitAdjust, lrSchedule: f.lrSchedule, quorum: f.quorum, roundTimeoutMs: f.roundTimeoutMs, leaderTimeoutMs: f.leaderTimeoutMs, gossipGamma: f.gamma, gossipMomentum: f.gossipMomentum,
     protoWeight: f.protoWeight, prototypeEvery: f.prototypeEvery, testSlice: f.testSlice, dpClip: f.dpClip, dpNoise: f.dpNoise, secagg: f.secagg, secaggClip: f.secaggClip, threads: f.threads,
@@ -185,7 +189,7 @@ export async function runFederation(
 ): Promise<{ rounds: RoundMetrics[]; stoppedBy?: string }> {
   const t0 = performance.now();
   const fed = await Federation.create(node.mesh, fl, { logger: node.log, stateDir: node.config.stateDir });
-  node.mesh.membership.setCapabilities({ datasetSize: fed.shardSize, loraRank: fed.cfg.trainable === 'lora+heads' ? fed.cfg.rank : 0, maxExitDepth: fed.trainer.cfg.depth });
+  node.mesh.membership.setCapabilities({ datasetSize: fed.shardSize, loraRank: fed.cfg.trainable === 'lora+heads' ? fed.cfg.rank : 0, maxExitDepth: fed.trainer.depth });
   io.stdout(`federating: protocol=${fed.cfg.protocol} rounds=${fed.cfg.rounds} shard=${fed.cfg.shard} samples=${fed.shardSize} topk=${fed.cfg.topk} bits=${fed.cfg.bits} aggregator=${fed.cfg.aggregator}\n`);
   const minMembers = fed.cfg.minMembers ?? Number(fed.cfg.shard.split('/')[1]);
   node.status.federationStarted({ protocol: fed.cfg.protocol, rounds: fed.cfg.rounds, minMembers, roundTimeoutMs: fed.cfg.roundTimeoutMs, localSteps: fed.cfg.localSteps, version: fed.protocol.round });
