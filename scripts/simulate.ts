@@ -26,6 +26,7 @@ import { createLogger, silentLogger } from '../src/util/log.ts';
 import { lineChart } from './lib/svg-plot.ts';
 import { kill9, readMetrics, startProc, type ProcNode } from './lib/procs.ts';
 import { finishInproc, inprocHeartbeat } from './lib/inproc.ts';
+import { groupOfNode, groupSummary, parseFleet, type FleetGroup } from './lib/fleet.ts';
 
 const program = new Command()
   .option('--nodes <n>', 'number of nodes', '8')
@@ -56,6 +57,7 @@ const program = new Command()
   .option('--gamma <x>', 'gossip CHOCO consensus step size', '0')
   .option('--gossip-momentum <x>', 'gossip heavy-ball momentum on the averaged model (default 0.6)')
   .option('--rank <n>', 'LoRA rank', '8')
+  .option('--fleet <spec>', 'heterogeneous fleet, e.g. 4:edge,4:full: groups of nodes with the budgets (maxDepth, rank, globalRank) of nodes/fleet-<group>.json; sets --nodes')
   .option('--lora-alpha <x>', 'LoRA alpha (default: the product default, 64)')
   .option('--data <ref>', 'every node\'s data: fashion-mnist | mnist | a folder of <class>/<image> files | a CSV of path,label rows (split into --nodes shards)', 'fashion-mnist')
   .option('--classes <list>', 'the federation\'s label set, comma-separated (default: the data\'s own)')
@@ -72,6 +74,7 @@ const program = new Command()
   .option('--test-slice <n>', 'test images each node evaluates per round', '1000')
   .option('--threads <n>', 'onnxruntime threads per node', '1')
   .option('--seed <n>', 'partition seed', '42')
+  .option('--shard-count <n>', 'split the data into this many Dirichlet shards and give node i shard i (default: --nodes); e.g. 4 nodes on shards 0..3 of 8')
   .option('--out <dir>', 'output folder', 'out/sim')
   .option('--name <s>', 'run name (subfolder of --out)', '')
   .option('--heartbeat-ms <n>', 'inproc mode: membership heartbeat period (default 1000 up to 16 nodes, then growing with N², expiry 6x)')
@@ -84,9 +87,23 @@ if (o.backboneReference) {
   o.loraTargets ??= 'q,v';
   o.loraAlpha ??= '16';
 }
-const N = Number(o.nodes);
+const fleet: FleetGroup[] | null = o.fleet ? await parseFleet(String(o.fleet)) : null;
+if (fleet && program.getOptionValueSource('nodes') === 'cli' && Number(o.nodes) !== fleet.reduce((a, g) => a + g.count, 0)) {
+  throw new Error(`--nodes ${o.nodes} disagrees with --fleet ${o.fleet}`);
+}
+if (fleet && program.getOptionValueSource('aggregator') === 'default') {
+  const named = [...new Set(fleet.map((g) => g.aggregator).filter((a): a is string => a !== undefined))];
+  if (named.length > 1) throw new Error(`the fleet's profiles name different aggregators (${named.join(', ')}): pass --aggregator`);
+  if (named.length === 1) o.aggregator = named[0];
+}
+const nodeGroup = fleet ? groupOfNode(fleet) : null;
+const N = fleet ? nodeGroup!.length : Number(o.nodes);
+const SHARDS = o.shardCount === undefined ? N : Number(o.shardCount);
+if (!(Number.isInteger(SHARDS) && SHARDS >= N)) throw new Error(`--shard-count ${o.shardCount} must be an integer >= the ${N} nodes`);
+/** Node i's budget keys (its fleet group's), or none. */
+const budgetOf = (i: number): Record<string, number> => ({ ...(nodeGroup?.[i].budget ?? {}) });
 const rounds = Number(o.rounds);
-const name = o.name || `${o.localOnly ? 'local' : o.protocol}-n${N}-r${rounds}-topk${o.topk}-b${o.bits}`;
+const name = o.name || `${o.localOnly ? 'local' : o.protocol}-n${N}-r${rounds}-topk${o.topk}-b${o.bits}${fleet ? `-fleet-${fleet.map((g) => `${g.count}${g.name}`).join('-')}` : ''}`;
 const outDir = resolve(o.out, name);
 await rm(outDir, { recursive: true, force: true });
 await mkdir(outDir, { recursive: true });
@@ -101,7 +118,7 @@ function flConfig(i: number): Record<string, unknown> {
   return {
     dataset: o.data, ...(o.classes ? { classes: String(o.classes).split(',') } : {}),
     protocol: o.protocol, rounds, localSteps: Number(o.localSteps), batch: Number(o.batch), lr: Number(o.lr), lrSchedule: o.lrSchedule,
-    shard: `${i}/${N}`, alpha: o.alpha === 'iid' ? null : Number(o.alpha), partitionSeed: Number(o.seed),
+    shard: `${i}/${SHARDS}`, alpha: o.alpha === 'iid' ? null : Number(o.alpha), partitionSeed: Number(o.seed),
     topk: Number(o.topk), topkScope: o.topkScope, brotli: o.brotli !== false, bits: Number(o.bits), errorFeedback: o.errorFeedback !== false, downlinkBits: Number(o.downlinkBits),
     aggregator: o.aggregator, ...(o.serverLr !== undefined ? { serverLr: Number(o.serverLr) } : {}), ...(o.serverMomentum !== undefined ? { serverMomentum: Number(o.serverMomentum) } : {}), ...(o.serverLrDecay ? { serverLrDecay: true } : {}), quorum: Number(o.quorum), roundTimeoutMs: Number(o.roundTimeoutMs), leaderTimeoutMs: Number(o.leaderTimeoutMs),
     gossipGamma: Number(o.gamma), ...(o.gossipMomentum !== undefined ? { gossipMomentum: Number(o.gossipMomentum) } : {}), rank: Number(o.rank), ...(o.loraAlpha ? { loraAlpha: Number(o.loraAlpha) } : {}), ...(o.logitAdjust ? { logitAdjust: true } : {}),
@@ -110,6 +127,7 @@ function flConfig(i: number): Record<string, unknown> {
     ...(o.dpClip ? { dpClip: Number(o.dpClip), dpNoise: Number(o.dpNoise ?? 1) } : {}),
     ...(byz ? { attack: { kind: byz[2], factor: 100 } } : {}),
     ...(drop ? { dropRate: Number(drop[1]) } : {}),
+    ...budgetOf(i),
   };
 }
 
@@ -147,7 +165,7 @@ if (o.localOnly) {
   const results: { node: number; samples: number; accuracy: number[] }[] = [];
   for (let i = 0; i < N; i++) {
     const cfg = flConfig(i);
-    const shard = shardIndices(train.labels, `${i}/${N}`, cfg.alpha === null ? { seed: Number(o.seed), scheme: 'iid' } : { seed: Number(o.seed), scheme: 'dirichlet', alpha: cfg.alpha as number, dirichlet: { numClasses: bb.cfg.classes } });
+    const shard = shardIndices(train.labels, `${i}/${SHARDS}`, cfg.alpha === null ? { seed: Number(o.seed), scheme: 'iid' } : { seed: Number(o.seed), scheme: 'dirichlet', alpha: cfg.alpha as number, dirichlet: { numClasses: bb.cfg.classes } });
     const tr = await Trainer.create({ cfg: bb.cfg, norm: bb.input, lora: { rank: Number(o.rank), alpha: 2 * Number(o.rank), targets }, trainableSet: 'lora+heads', weights, batch: Number(o.batch), seed: 7, threads: Number(o.threads), optimizer: { kind: 'adamw', lr: Number(o.lr), weightDecay: 0.01 } });
     await tr.trainSteps(train, shard, rounds * Number(o.localSteps));
     const ev = await tr.evaluate(test);
@@ -177,7 +195,9 @@ async function report(metrics: RoundMetrics[][], finals: { node: number; accurac
     gamma: o.protocol === 'gossip' ? Number(o.gamma) : undefined, gossipMomentum: o.protocol === 'gossip' ? Number(o.gossipMomentum ?? DEFAULT_GOSSIP_MOMENTUM) : undefined, logitAdjust: !!o.logitAdjust, lr: Number(o.lr), lrSchedule: o.lrSchedule, backbone: o.backbone ?? 'default', loraTargets: o.loraTargets ?? 'default',
     faults, events,
     finalAccuracyMean: meanOf(finals.map((f) => lastExit(f.accuracy))),
-    finalAccuracyPerExitMean: finals[0]?.accuracy.map((_, e) => meanOf(finals.map((f) => f.accuracy[e]))),
+    finalAccuracyPerExitMean: Array.from({ length: Math.max(0, ...finals.map((f) => f.accuracy.length)) }, (_, e) => meanOf(finals.filter((f) => f.accuracy.length > e).map((f) => f.accuracy[e]))),
+    fleet: fleet ? o.fleet : undefined,
+    groups: fleet ? groupSummary(fleet, finals) : undefined,
     finalEnsembleAccuracyMean: meanOf(finals.map((f) => f.ensembleAccuracy)),
     identicalFinalState: new Set(finals.map((f) => f.hash)).size === 1,
     updateBytesPerNodePerRound: Math.round(perRound('updateBytes')),
@@ -206,6 +226,10 @@ async function report(metrics: RoundMetrics[][], finals: { node: number; accurac
   });
   console.log(`\nnode  rounds  slice-acc  full-acc%  update B  up B/rnd  down B/rnd  state`);
   console.log(rows.join('\n'));
+  if (summary.groups) {
+    console.log(`\ngroup  nodes  budget                          per-exit accuracy % (mean over the group's nodes)`);
+    for (const [g, s] of Object.entries(summary.groups)) console.log(`${g.padEnd(6)} ${String(s.nodes).padStart(5)}  ${JSON.stringify(s.budget).padEnd(30)}  ${s.perExit.map((a) => (a * 100).toFixed(2)).join(' / ')}`);
+  }
   console.log(`\n${JSON.stringify({ ...summary, finals: undefined })}`);
   console.log(`\nplots: ${join(outDir, 'accuracy-vs-round.svg')}, ${join(outDir, 'accuracy-vs-bytes.svg')}`);
 }
@@ -231,13 +255,14 @@ if (mode === 'procs') {
       const flag = (k: string, v: unknown): string[] => (v === undefined || v === null ? [] : [k, String(v)]);
       return [
         '--federation', 'sim', '--heartbeat-ms', '1000', '--expiry-ms', '6000', '--config', profile, '--final-eval',
-        '--data', o.data, ...flag('--classes', o.classes), '--shard', `${i}/${N}`, '--alpha', String(o.alpha), '--protocol', o.protocol,
+        '--data', o.data, ...flag('--classes', o.classes), '--shard', `${i}/${SHARDS}`, '--min-members', String(N), '--alpha', String(o.alpha), '--protocol', o.protocol,
         ...flag('--partition-seed', o.seed), ...flag('--rounds', rounds), ...flag('--local-steps', o.localSteps), ...flag('--batch', o.batch), ...flag('--lr', o.lr),
         ...flag('--topk', o.topk), ...flag('--topk-scope', o.topkScope), ...(o.brotli === false ? ['--no-brotli'] : []), ...flag('--bits', o.bits), ...(o.errorFeedback === false ? ['--no-error-feedback'] : []),
         ...flag('--downlink-bits', o.downlinkBits), ...flag('--aggregator', o.aggregator), ...flag('--server-lr', o.serverLr), ...flag('--server-momentum', o.serverMomentum), ...(o.serverLrDecay ? ['--server-lr-decay'] : []), ...flag('--quorum', o.quorum),
         ...flag('--round-timeout-ms', o.roundTimeoutMs), ...flag('--leader-timeout-ms', o.leaderTimeoutMs), ...flag('--gamma', o.gamma), ...flag('--gossip-momentum', o.gossipMomentum), ...(o.logitAdjust ? ['--logit-adjust'] : []), ...flag('--lr-schedule', o.lrSchedule),
         ...flag('--rank', o.rank), ...flag('--lora-alpha', o.loraAlpha), ...flag('--backbone', o.backbone), ...flag('--lora-targets', o.loraTargets), ...flag('--proto-weight', o.protoWeight), ...flag('--prototype-every', o.prototypeEvery), ...flag('--test-slice', o.testSlice), ...flag('--threads', o.threads),
         ...(o.dpClip ? ['--dp-clip', String(o.dpClip), '--dp-noise', String(o.dpNoise ?? 1)] : []),
+        ...Object.entries(budgetOf(i)).flatMap(([k, v]) => [`--${k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`, String(v)]),
       ];
     },
     onLine: (i: number, line: string) => {

@@ -363,7 +363,7 @@ export class Federation {
       const self = this;
       while (!this.stopped && this.protocol.round < this.cfg.rounds) {
         const t0 = performance.now();
-        this.trainer.loadParams(this.atBudget(this.protocol.trainingStart()));
+        this.trainer.loadParams(this.modelAtBudget(this.protocol.trainingStart()));
         if (this.cfg.protoWeight > 0) {
           const c = this.trainer.cfg;
           const { protos, mask } = prototypeTensors(this.protocol.prototypes(), c.depth, c.classes, c.dim);
@@ -391,7 +391,7 @@ export class Federation {
         const prototypes = sendProtos ? await this.localPrototypes() : [];
         const outcome = await this.protocol.exchange({ tensors: this.trainer.snapshot(), prototypes, sampleCount: this.shard.length, budget: this.budget });
         if (this.accountant && this.cfg.dpNoise !== undefined) this.accountant.step(1, this.cfg.dpNoise, 1);
-        this.trainer.loadParams(this.atBudget(this.protocol.model()));
+        this.trainer.loadParams(this.modelAtBudget(this.protocol.model()));
         const ev = await this.trainer.evaluate(this.test, this.testIdx);
         const m: RoundMetrics = {
           node: this.mesh.peerId.toString(), round: outcome.round, version: this.protocol.round, hash: this.stateHash().slice(0, 16),
@@ -414,8 +414,8 @@ export class Federation {
     return out;
   }
 
-  /** Global tensors as this node trains them (LoRA truncated to its rank). */
-  private atBudget(global: TensorMap): TensorMap {
+  /** Global tensors as this node trains and serves them (LoRA truncated to its rank). */
+  modelAtBudget(global: TensorMap): TensorMap {
     return globalAtBudget(global, this.manifest, this.budget);
   }
 
@@ -445,7 +445,7 @@ export class Federation {
 
   /** Full evaluation of the current model on `indices` of the test split (all by default). */
   async evaluate(indices?: ArrayLike<number>) {
-    this.trainer.loadParams(this.atBudget(this.protocol.model()));
+    this.trainer.loadParams(this.modelAtBudget(this.protocol.model()));
     return this.trainer.evaluate(this.test, indices);
   }
 
