@@ -239,7 +239,7 @@ export async function runFederation(
             sums.set(t.sums.subarray(0, c.classes * c.dim), t.exit * c.classes * c.dim);
           }
           const protos = tables.length ? prototypesFromStats({ exits: c.depth, classes: c.classes, dim: c.dim, sums, counts }) : undefined;
-          node.inference.updateModel(fed.protocol.model(), `fed-r${m.version}-${m.hash.slice(0, 8)}`, protos);
+          node.inference.updateModel(fed.modelAtBudget(fed.protocol.model()), `fed-r${m.version}-${m.hash.slice(0, 8)}`, protos);
         } catch (err) {
           node.log.warn({ err: (err as Error).message }, 'the served model does not match the federation model; keeping the served one');
         }

@@ -1,7 +1,8 @@
 import test from 'ava';
 import { loadDataset, balancedIndices } from '../../src/data/index.ts';
 import { loadBackbone } from '../../src/model/backbone.ts';
-import { tensorsUpToDepth } from '../../src/model/architecture.ts';
+import { modelTensors, tensorsUpToDepth, trainableTensors } from '../../src/model/architecture.ts';
+import { buildTrainGraph } from '../../src/model/graphs.ts';
 import { exitSpecs } from '../../src/model/vit.ts';
 import { Trainer } from '../../src/train/trainer.ts';
 
@@ -36,4 +37,18 @@ test('a depth-2 trainer trains only blocks 1..2 and exits 1..2 and serves exits 
   t.is(ev.accuracy.length, 2);
   const ps = await trainer.prototypeStats(testSet, balancedIndices(testSet.labels, 2, 2));
   t.is(ps.exits, 2);
+});
+
+test('the depth-2 training graph is cut after block 2: fewer nodes, gradients only for the tensors within the budget', async (t) => {
+  const bb = await loadBackbone();
+  const lora = { rank: 2, alpha: 4, targets: ['q', 'v'] as ('q' | 'v')[] };
+  const specs = trainableTensors(bb.cfg, 'lora+heads', lora);
+  const trainable = new Set(specs.map((s) => s.name));
+  const frozen = new Map([...bb.weights].filter(([k]) => !trainable.has(k)));
+  for (const s of modelTensors(bb.cfg, lora)) if (!trainable.has(s.name) && !frozen.has(s.name)) t.fail(`missing ${s.name}`);
+  const reach = tensorsUpToDepth(bb.cfg, lora, 2);
+  const cut = buildTrainGraph({ cfg: bb.cfg, lora, trainable: specs.filter((s) => reach.has(s.name)), frozen, batch: 4, blocks: 2 });
+  const full = buildTrainGraph({ cfg: bb.cfg, lora, trainable: specs, frozen, batch: 4 });
+  t.true(cut.nodes < 0.6 * full.nodes, `${cut.nodes} graph nodes at depth 2 vs ${full.nodes} at depth ${bb.cfg.depth}`);
+  t.true(cut.params.every((p) => /^(blocks|exits)\.[01]\./.test(p)));
 });
