@@ -269,9 +269,12 @@ export class Federation {
     // Global version 0: backbone + fresh exit heads + fresh LoRA at the global rank, all from the federation's model
     // seed (the same on every member whatever its own rank); the trainer starts from it truncated to its rank.
     const manifest = toUpdateManifest(trainableTensors(modelCfg, cfg.trainable as TrainableSet, globalLora), { prototypes: { exits: modelCfg.depth, classes: modelCfg.classes, dim: modelCfg.dim } });
-    const global0 = initWeights(trainableTensors(modelCfg, cfg.trainable as TrainableSet, globalLora), cfg.modelSeed);
+    const base = new Map([...bb.weights].filter(([k]) => !heads.has(k)));
+    const specs0 = trainableTensors(modelCfg, cfg.trainable as TrainableSet, globalLora);
+    const fresh0 = initWeights(specs0.filter((sp) => !base.has(sp.name)), cfg.modelSeed);
+    const global0 = new Map(specs0.map((sp) => [sp.name, Float32Array.from(base.get(sp.name) ?? fresh0.get(sp.name)!)]));
     const budgetOf = (trained?: readonly string[]): NodeBudget => ({ globalRank: lora ? globalRank : 0, rank: lora ? cfg.rank : 0, trained });
-    const weights = new Map([...[...bb.weights].filter(([k]) => !heads.has(k)), ...globalAtBudget(global0, manifest, budgetOf())]);
+    const weights = new Map([...base, ...globalAtBudget(global0, manifest, budgetOf())]);
     const trainer = await Trainer.create({
       cfg: modelCfg, lora, norm: bb.input, trainableSet: cfg.trainable as TrainableSet, weights, batch: cfg.batch, seed: cfg.modelSeed, maxDepth: cfg.maxDepth,
       optimizer: { kind: 'adamw', lr: cfg.lr, weightDecay: cfg.weightDecay }, protoWeight: cfg.protoWeight, logitAdjust: cfg.logitAdjust,
