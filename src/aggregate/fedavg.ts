@@ -77,12 +77,13 @@ export function tensorHolders(updates: readonly AggregateInput[]): Map<string, n
 
 /**
  * The weights of `tensor`'s holders: the round's normalized weights `w` when every update carries it, otherwise
- * renormalized over the updates that do (a tensor is averaged over the nodes that trained it).
+ * renormalized over the updates that do (a tensor is averaged over the nodes that trained it); none when no update
+ * carries it.
  */
 export function holderWeights(updates: readonly AggregateInput[], w: ArrayLike<number>, tensor: string): { idx: number[]; w: number[] } {
   const idx: number[] = [];
   for (let i = 0; i < updates.length; i++) if (updates[i].deltas.has(tensor)) idx.push(i);
-  if (idx.length === updates.length) return { idx, w: idx.map((i) => w[i]) };
+  if (idx.length === updates.length || idx.length === 0) return { idx, w: idx.map((i) => w[i]) };
   let s = 0;
   for (const i of idx) s += w[i];
   if (!(s > 0)) throw new AggregateError(AggregateRefusal.NON_FINITE, `the holders of ${tensor} have no weight`);

@@ -92,3 +92,12 @@ test('aggregateRound (what the leader and every verifying member run) is per ten
   close(t, r1.deltas.get('blocks.1.q.lora_a'), [5, 5, 5, 5]);
   for (const [k, v] of r1.deltas) t.deepEqual(Array.from(v), Array.from(r2.deltas.get(k)!), k);
 });
+
+test('a round where no update carries some tensors (every node shallow) leaves them out, for every per-tensor rule', (t) => {
+  const D = upd(1, 1, { 'blocks.0.q.lora_a': [3, 3], 'blocks.0.q.lora_b': [3, 3], 'exits.0.head': [3, 2] });
+  for (const rule of ['fedavg', 'fedavgm', 'hetlora-zero', 'hetlora-replicate', 'flexlora']) {
+    const r = getAggregator(rule)(rule.startsWith('fedavg') ? [C, C] : [C, D], { manifest, targetRank: 2 });
+    t.false([...r.deltas.keys()].some((k) => k.startsWith('blocks.1.') || k === 'exits.1.head'), rule);
+    t.true(r.deltas.has('exits.0.head'), rule);
+  }
+});
