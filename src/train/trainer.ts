@@ -395,6 +395,11 @@ export class Trainer {
     return this.optimizer.state();
   }
 
+  /** Execution provider the training session actually runs on (`cuda` only when its provider loaded). */
+  get provider(): 'cpu' | 'cuda' {
+    return this.trainSession.provider;
+  }
+
   async release(): Promise<void> {
     await Promise.all([this.trainSession.release(), this.evalSession.release()]);
   }
