@@ -32,6 +32,7 @@ import { writeRunReport } from './lib/report.ts';
 import { kill9, readMetrics, startProc, type ProcNode } from './lib/procs.ts';
 import { finishInproc, inprocHeartbeat } from './lib/inproc.ts';
 import { parseSimulatorArgs } from './lib/sim-config.ts';
+import { groupOfNode, groupSummary, parseFleet, type FleetGroup } from './lib/fleet.ts';
 import { federationBar } from './lib/progress.ts';
 import { preflightFederation } from '../src/round/preflight.ts';
 import { FmflError } from '../src/util/errors.ts';
@@ -63,9 +64,21 @@ if ((o.mode ?? (o.nodes <= 16 ? 'procs' : 'inproc')) === 'procs') {
   if (o.nodes > 16) configError('process mode runs at most 16 nodes; use --mode inproc --transport memory');
   if (o.fault.some((f) => /^(partition|heal)@/.test(f))) configError('partition/heal faults need --mode inproc');
 }
-const N = Number(o.nodes);
+const fleet: FleetGroup[] | null = o.fleet ? await parseFleet(String(o.fleet)) : null;
+if (fleet && process.argv.includes('--nodes') && o.nodes !== fleet.reduce((a, g) => a + g.count, 0)) configError(`--nodes ${o.nodes} disagrees with --fleet ${o.fleet}`);
+if (fleet && flTyped.aggregator === undefined) {
+  const named = [...new Set(fleet.map((g) => g.aggregator).filter((a): a is string => a !== undefined))];
+  if (named.length > 1) configError(`the fleet's profiles name different aggregators (${named.join(', ')}): pass --aggregator`);
+  if (named.length === 1) (o as { aggregator: string }).aggregator = flTyped.aggregator = named[0];
+}
+const nodeGroup = fleet ? groupOfNode(fleet) : null;
+const N = fleet ? nodeGroup!.length : Number(o.nodes);
+const SHARDS = o.shardCount ?? N;
+if (SHARDS < N) configError(`--shard-count ${SHARDS} must be at least the ${N} nodes`);
+/** Node i's budget keys (its fleet group's), or none. */
+const budgetOf = (i: number): Record<string, number> => ({ ...(nodeGroup?.[i].budget ?? {}) });
 const rounds = Number(o.rounds);
-const name = o.name || `${o.localOnly ? 'local' : o.protocol}-n${N}-r${rounds}-topk${o.topk}-b${o.bits}`;
+const name = o.name || `${o.localOnly ? 'local' : o.protocol}-n${N}-r${rounds}-topk${o.topk}-b${o.bits}${fleet ? `-fleet-${fleet.map((g) => `${g.count}${g.name}`).join('-')}` : ''}`;
 const outDir = resolve(o.out, name);
 await rm(outDir, { recursive: true, force: true });
 await mkdir(outDir, { recursive: true });
@@ -83,7 +96,7 @@ function flConfig(i: number): Record<string, unknown> {
   const byz = o.fault.map((f) => /^byzantine:(\d+):(scale|nan)$/.exec(f)).find((m) => m && Number(m[1]) === i);
   const drop = o.fault.map((f) => /^drop:([\d.]+)$/.exec(f)).find(Boolean);
   return {
-    ...flTyped, shard: `${i}/${N}`, minMembers: N, finalEval: mode === 'procs', threads: flTyped.threads ?? Math.max(1, Math.floor(cpus().length / N)),
+    ...flTyped, ...budgetOf(i), shard: `${i}/${SHARDS}`, minMembers: N, finalEval: mode === 'procs', threads: flTyped.threads ?? Math.max(1, Math.floor(cpus().length / N)),
     ...(byz ? { attack: { kind: byz[2], factor: 100 } } : {}),
     ...(drop ? { dropRate: Number(drop[1]) } : {}),
   };
@@ -122,7 +135,7 @@ if (o.localOnly) {
   const results: { node: number; samples: number; accuracy: number[] }[] = [];
   for (let i = 0; i < N; i++) {
     const cfg = flConfig(i);
-    const shard = shardIndices(train.labels, `${i}/${N}`, o.alpha === null ? { seed: o.partitionSeed, scheme: 'iid' } : { seed: o.partitionSeed, scheme: 'dirichlet', alpha: o.alpha, dirichlet: { numClasses: bb.cfg.classes } });
+    const shard = shardIndices(train.labels, `${i}/${SHARDS}`, o.alpha === null ? { seed: o.partitionSeed, scheme: 'iid' } : { seed: o.partitionSeed, scheme: 'dirichlet', alpha: o.alpha, dirichlet: { numClasses: bb.cfg.classes } });
     const tr = await Trainer.create({ cfg: bb.cfg, norm: bb.input, lora: { rank: o.rank, alpha: o.loraAlpha, targets: o.loraTargets }, trainableSet: 'lora+heads', weights, batch: o.batch, seed: o.modelSeed, threads: cfg.threads as number, optimizer: { kind: 'adamw', lr: o.lr, weightDecay: o.weightDecay } });
     await tr.trainSteps(train, shard, rounds * Number(o.localSteps));
     const ev = await tr.evaluate(test);
@@ -152,7 +165,9 @@ async function report(metrics: RoundMetrics[][], finals: { node: number; accurac
     gamma: o.protocol === 'gossip' ? o.gossipGamma : undefined, gossipMomentum: o.protocol === 'gossip' ? o.gossipMomentum : undefined, logitAdjust: o.logitAdjust, lr: o.lr, lrSchedule: o.lrSchedule, backbone: o.backbone, loraTargets: o.loraTargets.join(','),
     faults, events,
     finalAccuracyMean: meanOf(finals.map((f) => lastExit(f.accuracy))),
-    finalAccuracyPerExitMean: finals[0]?.accuracy.map((_, e) => meanOf(finals.map((f) => f.accuracy[e]))),
+    finalAccuracyPerExitMean: Array.from({ length: Math.max(0, ...finals.map((f) => f.accuracy.length)) }, (_, e) => meanOf(finals.filter((f) => f.accuracy.length > e).map((f) => f.accuracy[e]))),
+    fleet: fleet ? o.fleet : undefined,
+    groups: fleet ? groupSummary(fleet, finals) : undefined,
     finalEnsembleAccuracyMean: meanOf(finals.map((f) => f.ensembleAccuracy)),
     identicalFinalState: new Set(finals.map((f) => f.hash)).size === 1,
     updateBytesPerNodePerRound: Math.round(perRound('updateBytes')),
@@ -174,6 +189,10 @@ async function report(metrics: RoundMetrics[][], finals: { node: number; accurac
   });
   console.log(`\nnode  rounds  slice-acc  full-acc%  update B  up B/rnd  down B/rnd  state`);
   console.log(rows.join('\n'));
+  if (summary.groups) {
+    console.log(`\ngroup  nodes  budget                          per-exit accuracy % (mean over the group's nodes)`);
+    for (const [g, s] of Object.entries(summary.groups)) console.log(`${g.padEnd(6)} ${String(s.nodes).padStart(5)}  ${JSON.stringify(s.budget).padEnd(30)}  ${s.perExit.map((a) => (a * 100).toFixed(2)).join(' / ')}`);
+  }
   console.log(`\n${JSON.stringify({ ...summary, finals: undefined })}`);
   const files = await writeRunReport(outDir, { name, label: String(o.protocol), summary, metrics, nodes: { head: ['node', 'rounds', 'slice acc', 'full acc', 'update B', 'up B/round', 'down B/round', 'state'], rows: rows.map((r) => r.trim().split(/\s+/)) } });
   console.log(`\nplots: ${files.accuracyVsRound}, ${files.accuracyVsBytes}; report: ${files.html}`);

@@ -9,7 +9,7 @@ import { FL_DEFAULTS, FL_KEYS, FL_KNOBS, type FlKey, type KnobMeta } from '../..
 
 /** Federation settings the simulator assigns per node instead of taking them from a flag. */
 export const SIM_ASSIGNED_KEYS: Readonly<Partial<Record<FlKey, string>>> = {
-  shard: 'node i of --nodes N gets shard i/N',
+  shard: 'node i of --nodes N gets shard i/N (i/--shard-count when given)',
   minMembers: 'every node waits for all --nodes',
   finalEval: 'every node evaluates its final model on the whole test split (the summary needs it)',
 };
@@ -30,6 +30,8 @@ export const SIM_KNOBS = {
   k: m(z.number().int().min(1).max(256).default(3), { flag: '--k', arg: '<n>', help: 'degree of random-k' }),
   backboneReference: m(z.boolean().default(false), { flag: '--backbone-reference', help: "the training-engine issue's reference recipe: --backbone vit-tiny-mnist --lora-targets q,v --lora-alpha 16" }),
   fault: m(z.array(z.string().regex(FAULT_RE, 'not a fault: kill-leader@R, kill:I@R, restart:I@R, drop:P, partition@R, heal@R, byzantine:I:scale|nan')).default([]), { flag: '--fault', arg: '<spec>', parse: 'repeat', defaultText: 'none', help: 'fault schedule entry (see scripts/simulate.ts)' }),
+  fleet: m(z.string().regex(/^\d+:[a-z0-9-]+(,\d+:[a-z0-9-]+)*$/, 'a fleet looks like 4:edge,4:full').optional(), { flag: '--fleet', arg: '<spec>', defaultText: 'none', help: 'heterogeneous fleet, e.g. 4:edge,4:full: groups of nodes with the budgets (maxDepth, rank, globalRank) of nodes/fleet-<group>.json; sets --nodes' }),
+  shardCount: m(z.number().int().min(1).max(100_000).optional(), { flag: '--shard-count', arg: '<n>', defaultText: '--nodes', help: 'split the data into this many shards and give node i shard i (e.g. 4 nodes on shards 0..3 of 8)' }),
   localOnly: m(z.boolean().default(false), { flag: '--local-only', help: 'baseline: every node trains alone for rounds x local-steps' }),
   out: m(z.string().min(1).default('out/sim'), { flag: '--out', arg: '<dir>', help: 'output folder' }),
   name: m(z.string().default(''), { flag: '--name', arg: '<s>', defaultText: 'from the settings', help: 'run name (subfolder of --out)' }),

@@ -56,7 +56,7 @@ export async function runFederation(
 ): Promise<{ rounds: RoundMetrics[]; stoppedBy?: string }> {
   const t0 = performance.now();
   const fed = await Federation.create(node.mesh, fl, { logger: node.log, stateDir: node.config.stateDir });
-  node.mesh.membership.setCapabilities({ datasetSize: fed.shardSize, loraRank: fed.cfg.trainable === 'lora+heads' ? fed.cfg.rank : 0, maxExitDepth: fed.trainer.cfg.depth });
+  node.mesh.membership.setCapabilities({ datasetSize: fed.shardSize, loraRank: fed.cfg.trainable === 'lora+heads' ? fed.cfg.rank : 0, maxExitDepth: fed.trainer.depth });
   io.stdout(`federating: protocol=${fed.cfg.protocol} rounds=${fed.cfg.rounds} shard=${fed.cfg.shard} samples=${fed.shardSize} topk=${fed.cfg.topk} bits=${fed.cfg.bits} aggregator=${fed.cfg.aggregator}\n`);
   const minMembers = fed.cfg.minMembers ?? Number(fed.cfg.shard.split('/')[1]);
   node.status.federationStarted({ protocol: fed.cfg.protocol, rounds: fed.cfg.rounds, minMembers, roundTimeoutMs: fed.cfg.roundTimeoutMs, localSteps: fed.cfg.localSteps, version: fed.protocol.round });
@@ -106,7 +106,7 @@ export async function runFederation(
             sums.set(t.sums.subarray(0, c.classes * c.dim), t.exit * c.classes * c.dim);
           }
           const protos = tables.length ? prototypesFromStats({ exits: c.depth, classes: c.classes, dim: c.dim, sums, counts }) : undefined;
-          node.inference.updateModel(fed.protocol.model(), `fed-r${m.version}-${m.hash.slice(0, 8)}`, protos);
+          node.inference.updateModel(fed.modelAtBudget(fed.protocol.model()), `fed-r${m.version}-${m.hash.slice(0, 8)}`, protos);
         } catch (err) {
           node.log.warn({ err: (err as Error).message }, 'the served model does not match the federation model; keeping the served one');
         }

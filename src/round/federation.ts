@@ -8,7 +8,9 @@ import type { Mesh } from '../mesh/index.ts';
 import { federationModelDigest, loadBackboneShared } from '../model/backbone.ts';
 import { loadCheckpoint, saveCheckpoint, type JsonValue } from '../model/checkpoint.ts';
 import { type LoraConfig, type TrainableSet } from '../model/vit.ts';
-import { exitTensorNames } from '../model/architecture.ts';
+import { exitTensorNames, trainableTensors } from '../model/architecture.ts';
+import { initWeights } from '../model/vit.ts';
+import { globalAtBudget, type NodeBudget } from '../aggregate/index.ts';
 import { RdpAccountant } from '../privacy/index.ts';
 import { logPriorBias, Trainer } from '../train/trainer.ts';
 import { lrAt } from '../train/schedule.ts';
@@ -76,12 +78,15 @@ export class Federation {
   private readonly testIdx: Uint32Array;
   private readonly stateDir: string | undefined;
   private readonly accountant: RdpAccountant | null;
+  /** This node's rank and depth budget against the global adapter. */
+  readonly budget: NodeBudget;
   private stopped = false;
 
   private constructor(o: {
     cfg: FederationConfig; protocol: RoundProtocol; trainer: Trainer; manifest: UpdateManifest; mesh: Mesh; logger: Logger; modelDigest: string; classes: string[];
-    train: Dataset; test: Dataset; shard: Uint32Array; testIdx: Uint32Array; stateDir?: string; accountant: RdpAccountant | null;
+    train: Dataset; test: Dataset; shard: Uint32Array; testIdx: Uint32Array; stateDir?: string; accountant: RdpAccountant | null; budget: NodeBudget;
   }) {
+    this.budget = o.budget;
     this.cfg = o.cfg;
     this.protocol = o.protocol;
     this.trainer = o.trainer;
@@ -119,12 +124,25 @@ export class Federation {
     const shard = shardIndices(train.labels, cfg.shard, cfg.alpha === null ? { seed: cfg.partitionSeed, scheme: 'iid' } : { seed: cfg.partitionSeed, scheme: 'dirichlet', alpha: cfg.alpha, dirichlet: { numClasses: modelCfg.classes } });
     if (shard.length < cfg.batch) throw new FederationError(`shard ${cfg.shard} has ${shard.length} samples, fewer than one batch of ${cfg.batch}`);
     const testIdx = stridedSlice(test.n, si, sn, cfg.testSlice);
-    const lora: LoraConfig | null = cfg.trainable === 'lora+heads' ? { rank: cfg.rank, alpha: cfg.loraAlpha, targets: cfg.loraTargets } : null;
+    const globalRank = cfg.globalRank ?? cfg.rank;
+    if (cfg.rank > globalRank) throw new ConfigError(`rank ${cfg.rank} exceeds the federation's globalRank ${globalRank}: a node trains the global adapter truncated to its rank`);
+    if (cfg.maxDepth !== undefined && cfg.maxDepth > modelCfg.depth) throw new ConfigError(`maxDepth ${cfg.maxDepth} exceeds the backbone's ${modelCfg.depth} blocks`);
+    const heterogeneous = globalRank !== cfg.rank || (cfg.maxDepth ?? modelCfg.depth) < modelCfg.depth;
+    if (heterogeneous && (cfg.protocol !== 'leader' || cfg.secagg)) throw new ConfigError('rank and depth budgets (rank < globalRank, maxDepth) need the leader protocol without secure aggregation');
+    const lora: LoraConfig | null = cfg.trainable === 'lora+heads' ? { rank: cfg.rank, alpha: (cfg.loraAlpha * cfg.rank) / globalRank, targets: cfg.loraTargets } : null;
+    const globalLora: LoraConfig | null = lora ? { ...lora, rank: globalRank, alpha: cfg.loraAlpha } : null;
     const heads = exitTensorNames(bb.cfg);
-    // Global version 0: backbone + fresh exit heads + fresh LoRA, all from the federation's model seed.
-    const weights = new Map([...bb.weights].filter(([k]) => !heads.has(k)));
+    // Global version 0: backbone + fresh exit heads + fresh LoRA at the global rank, all from the federation's model
+    // seed (the same on every member whatever its own rank); the trainer starts from it truncated to its rank.
+    const specs0 = trainableTensors(modelCfg, cfg.trainable as TrainableSet, globalLora);
+    const manifest = toUpdateManifest(specs0, { prototypes: { exits: modelCfg.depth, classes: modelCfg.classes, dim: modelCfg.dim } });
+    const base = new Map([...bb.weights].filter(([k]) => !heads.has(k)));
+    const fresh0 = initWeights(specs0.filter((sp) => !base.has(sp.name)), cfg.modelSeed);
+    const global0 = new Map(specs0.map((sp) => [sp.name, Float32Array.from(base.get(sp.name) ?? fresh0.get(sp.name)!)]));
+    const budgetOf = (trained?: readonly string[]): NodeBudget => ({ globalRank: lora ? globalRank : 0, rank: lora ? cfg.rank : 0, trained });
+    const weights = new Map([...base, ...globalAtBudget(global0, manifest, budgetOf())]);
     const trainer = await Trainer.create({
-      cfg: modelCfg, lora, norm: bb.input, trainableSet: cfg.trainable as TrainableSet, weights, batch: cfg.batch, seed: cfg.modelSeed,
+      cfg: modelCfg, lora, norm: bb.input, trainableSet: cfg.trainable as TrainableSet, weights, batch: cfg.batch, seed: cfg.modelSeed, maxDepth: cfg.maxDepth,
       optimizer: { kind: 'adamw', lr: cfg.lr, weightDecay: cfg.weightDecay }, protoWeight: cfg.protoWeight, logitAdjust: cfg.logitAdjust,
       threads: cfg.threads, provider: cfg.device, logger: opts.logger,
     });
@@ -133,9 +151,9 @@ export class Federation {
       for (const i of shard) counts[train.labels[i]]++;
       trainer.setLogitBias(logPriorBias(counts));
     }
-    const manifest = toUpdateManifest(trainer.specs, { prototypes: { exits: modelCfg.depth, classes: modelCfg.classes, dim: modelCfg.dim } });
     const modelDigest = federationModelDigest({ backboneSha256: bb.manifest.sha256, input: bb.input, labels: data.classes, updateManifestDigest: manifestDigest(manifest) });
-    const initial = makeState(0, trainer.snapshot(), [], manifest);
+    const initial = makeState(0, global0, [], manifest);
+    const budget = budgetOf(trainer.depth < modelCfg.depth ? trainer.trainedSpecs.map((s) => s.name) : undefined);
 
     let restore: ProtocolSnapshot | undefined;
     if (opts.stateDir && existsSync(`${opts.stateDir}/${CHECKPOINT_FILE}`)) {
@@ -149,17 +167,17 @@ export class Federation {
     if (cfg.attack || cfg.dropRate > 0) {
       port = withFaults(port, {
         kind: cfg.attack ? (cfg.attack.kind === 'nan' ? 'nan-update' : 'scale-update') : 'none', factor: cfg.attack?.factor,
-        dropRate: cfg.dropRate, seed, manifest, loraRank: lora?.rank ?? 0,
+        dropRate: cfg.dropRate, seed, manifest, loraRank: budget.globalRank,
       }).port;
     }
     const ctx = {
-      mesh: port, federation: mesh.federation, selfId, manifest, loraRank: lora?.rank ?? 0, logger: opts.logger, seed,
+      mesh: port, federation: mesh.federation, selfId, manifest, loraRank: budget.globalRank, logger: opts.logger, seed,
       members: () => [selfId, ...mesh.membership.memberIds(false)].sort(),
     };
     const protocol: RoundProtocol = roundProtocol(cfg.protocol).create(ctx, ropts, initial, restore);
     const accountant = ropts.dp ? new RdpAccountant() : null;
     mesh.membership.setModelDigest(modelDigest);
-    return new Federation({ cfg, protocol, trainer, manifest, modelDigest, classes: data.classes, mesh, logger: opts.logger, train, test, shard, testIdx, stateDir: opts.stateDir, accountant });
+    return new Federation({ cfg, protocol, trainer, manifest, modelDigest, classes: data.classes, mesh, logger: opts.logger, train, test, shard, testIdx, stateDir: opts.stateDir, accountant, budget });
   }
 
   /** Number of training samples of this node. */
@@ -206,7 +224,7 @@ export class Federation {
       const self = this;
       while (!this.stopped && this.protocol.round < this.cfg.rounds) {
         const t0 = performance.now();
-        this.trainer.loadParams(this.protocol.trainingStart());
+        this.trainer.loadParams(this.modelAtBudget(this.protocol.trainingStart()));
         if (this.cfg.protoWeight > 0) {
           const c = this.trainer.cfg;
           const { protos, mask } = prototypeTensors(this.protocol.prototypes(), c.depth, c.classes, c.dim);
@@ -232,9 +250,9 @@ export class Federation {
         // With secure aggregation no prototype statistics are exchanged (they would travel in the clear).
         const sendProtos = !this.cfg.secagg && (r >= this.cfg.rounds || (every > 0 && r % every === 0));
         const prototypes = sendProtos ? await this.localPrototypes() : [];
-        const outcome = await this.protocol.exchange({ tensors: this.trainer.snapshot(), prototypes, sampleCount: this.shard.length });
+        const outcome = await this.protocol.exchange({ tensors: this.trainer.snapshot(), prototypes, sampleCount: this.shard.length, budget: this.budget });
         if (this.accountant && this.cfg.dpNoise !== undefined) this.accountant.step(1, this.cfg.dpNoise, 1);
-        this.trainer.loadParams(this.protocol.model());
+        this.trainer.loadParams(this.modelAtBudget(this.protocol.model()));
         const ev = await this.trainer.evaluate(this.test, this.testIdx);
         const m: RoundMetrics = {
           node: this.mesh.peerId.toString(), round: outcome.round, version: this.protocol.round, hash: this.stateHash().slice(0, 16),
@@ -255,6 +273,11 @@ export class Federation {
       hooks.onFinal?.({ accuracy: ev.accuracy, ensembleAccuracy: ev.ensembleAccuracy, n: ev.n, version: this.protocol.round, hash: this.stateHash().slice(0, 16) });
     }
     return out;
+  }
+
+  /** Global tensors as this node trains and serves them (LoRA truncated to its rank). */
+  modelAtBudget(global: TensorMap): TensorMap {
+    return globalAtBudget(global, this.manifest, this.budget);
   }
 
   private stateHash(): string {
@@ -283,7 +306,7 @@ export class Federation {
 
   /** Full evaluation of the current model on `indices` of the test split (all by default). */
   async evaluate(indices?: ArrayLike<number>) {
-    this.trainer.loadParams(this.protocol.model());
+    this.trainer.loadParams(this.modelAtBudget(this.protocol.model()));
     return this.trainer.evaluate(this.test, indices);
   }
 

@@ -75,6 +75,8 @@ export const FL_KNOBS = {
   modelSeed: knob(seedInt.default(7), { flag: '--model-seed', arg: '<n>', help: 'seed of the initial LoRA and exit-head weights (the same on every member: global version 0)' }),
   trainable: knob(z.enum(['lora+heads', 'heads']).default('lora+heads'), { flag: '--trainable', arg: '<set>', help: 'what local training updates: LoRA adapters and exit heads, or the heads only' }),
   rank: knob(z.number().int().min(1).max(64).default(8), { flag: '--rank', arg: '<n>', help: 'LoRA rank' }),
+  globalRank: knob(z.number().int().min(1).max(64).optional(), { flag: '--global-rank', arg: '<n>', defaultText: '--rank', help: "rank budgets: rank of the federation's global adapter, the same on every member; a node with a smaller --rank trains it truncated (mixed ranks need --aggregator hetlora-zero, hetlora-replicate or flexlora)" }),
+  maxDepth: knob(z.number().int().min(1).max(1024).optional(), { flag: '--max-depth', arg: '<k>', defaultText: 'all blocks', help: 'depth budget: train and serve blocks 1..k and exits 1..k only; updates carry only those tensors' }),
   loraAlpha: knob(z.number().positive().max(4096).default(64), { flag: '--lora-alpha', arg: '<x>', help: 'LoRA alpha; scale alpha/r (64: scale 8 at r=8; the reference recipe uses 16)' }),
   loraTargets: knob(z.array(z.enum(LORA_TARGETS)).min(1).default([...LORA_TARGETS]), { flag: '--lora-targets', arg: '<list>', parse: 'list', help: 'projections with LoRA, comma-separated' }),
   // compression
@@ -188,7 +190,7 @@ export function checkFederationConfig(input: unknown, opts: { filesystem?: boole
 export function roundOptionsOf(cfg: FederationConfig): RoundOptions {
   return {
     compression: { topk: cfg.topk, topkScope: cfg.topkScope, bits: cfg.bits, errorFeedback: cfg.errorFeedback, downlinkBits: cfg.downlinkBits, brotli: cfg.brotli },
-    aggregator: cfg.aggregator, aggregatorOptions: definedOnly({ serverLr: cfg.serverLr, serverMomentum: cfg.serverMomentum }),
+    aggregator: cfg.aggregator, aggregatorOptions: definedOnly({ serverLr: cfg.serverLr, serverMomentum: cfg.serverMomentum, targetRank: cfg.trainable === 'lora+heads' ? (cfg.globalRank ?? cfg.rank) : undefined }),
     serverLrDecay: cfg.serverLrDecay ? { rounds: cfg.rounds } : undefined, quorum: cfg.quorum, maxRounds: cfg.rounds, roundTimeoutMs: cfg.roundTimeoutMs, leaderTimeoutMs: cfg.leaderTimeoutMs,
     gossipGamma: cfg.gossipGamma, gossipMomentum: cfg.gossipMomentum,
     dp: cfg.dpClip !== undefined ? { clipNorm: cfg.dpClip, noiseMultiplier: cfg.dpNoise! } : undefined,

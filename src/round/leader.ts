@@ -14,7 +14,8 @@ import { decodeUpdate, encodeUpdate, encodeWithErrorFeedback, type ModelUpdate, 
 import { nextChange, RoundStoppedError } from './signals.ts';
 import { Attestation, SignedUpdate } from './pb/round.ts';
 import { SECAGG_ANNOUNCE_INTERVAL_MS, type SecAggRound } from './secagg-round.ts';
-import { deltaOf, type GlobalState } from './state.ts';
+import { budgetDelta } from '../aggregate/index.ts';
+import type { GlobalState } from './state.ts';
 import {
   ATTEST_TOPIC, GLOBAL_TOPIC, INPUT_METHOD, leaderOrder, MAX_LEADER_RANKS, ROUND_WIRE_VERSION, sha256, STATE_METHOD, STEP_METHOD, UPDATE_METHOD, UPDATE_STREAM_CUTOVER_BYTES, UPDATE_TOPIC,
   updateSigningBytes,
@@ -149,11 +150,12 @@ export class LeaderProtocol implements RoundProtocol {
       c.current = { round, publishedAt: Date.now() };
       return this.follow(round, n, c.current.publishedAt);
     }
-    let deltas = deltaOf(local.tensors, base.tensors);
+    const budget = { globalRank: c.ctx.loraRank, rank: local.budget?.rank ?? c.ctx.loraRank, trained: local.budget?.trained };
+    let deltas = budgetDelta(local.tensors, base.tensors, c.ctx.manifest, budget);
     if (c.opts.dp) deltas = privatizeUpdate(deltas, c.opts.dp, c.rng.fork()).deltas;
     const update: ModelUpdate = {
       federation: c.ctx.federation, round, baseVersion: base.version, sender: c.ctx.selfId,
-      sampleCount: local.sampleCount, loraRank: c.ctx.loraRank, deltas, prototypes: local.prototypes,
+      sampleCount: local.sampleCount, loraRank: budget.rank, deltas, prototypes: local.prototypes, partial: budget.trained !== undefined || undefined,
     };
     const comp = c.opts.compression;
     const encOpts = { topk: comp.topk < 1 ? { fraction: comp.topk, scope: comp.topkScope ?? 'global' } : undefined, bits: comp.bits, brotli: comp.brotli, seed: c.rng.nextU32(), prototypeBits: 32 as const };

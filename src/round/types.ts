@@ -44,6 +44,8 @@ export interface LocalContribution {
   prototypes: PrototypeTable[];
   /** Training samples behind it (FedAvg weight). */
   sampleCount: number;
+  /** Heterogeneous fleets (leader protocol): this node's LoRA rank and depth budget; absent: the global's rank, every tensor. */
+  budget?: { rank: number; trained?: readonly string[] };
 }
 
 /** How one round ended on this node. */
