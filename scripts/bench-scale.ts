@@ -8,7 +8,8 @@
  *   dataset shared; heartbeat period from scripts/lib/inproc.ts);
  * - as processes (`--proc-sizes`): N `fmfl-node` processes on 127.0.0.1 over TCP.
  * Measured per run:
- * - membership convergence: from the moment every node is started and dialling until every view lists the N-1 others;
+ * - membership convergence: from the first dial (in process: edges linked one dialling node at a time) until every
+ *   view lists the N-1 others;
  * - per round: wall time (from the last node finishing round r-1 to the last node finishing round r; round 1 from the
  *   start of the runs), training time (the longest local-training phase of any node in that round: in process the
  *   nodes' steps interleave on one event loop, so it spans the whole training phase), and the rest (exchange,
@@ -31,7 +32,7 @@ import { saveBackbone } from '../src/model/backbone.ts';
 import { backboneSpecs, exitSpecs, initWeights, VitConfigSchema } from '../src/model/vit.ts';
 import { ortVersion } from '../src/runtime/index.ts';
 import { silentLogger } from '../src/util/log.ts';
-import { inprocHeartbeat } from './lib/inproc.ts';
+import { inprocMeshOptions, linkInWaves } from './lib/inproc.ts';
 import { lineChart } from './lib/svg-plot.ts';
 import { startProc, type ProcNode } from './lib/procs.ts';
 
@@ -60,6 +61,8 @@ interface RunResult {
   topology: string;
   heartbeatMs: number;
   setupMs: number;
+  /** In process: time to connect every edge, one dialling node at a time (scripts/lib/inproc.ts linkInWaves). */
+  linkMs: number | null;
   membershipConvergeMs: number | null;
   rounds: { round: number; wallMs: number; trainMs: number; trainMeanMs: number; otherMs: number }[];
   meanRoundWallMs: number;
@@ -144,7 +147,7 @@ function summarize(base: Omit<RunResult, 'meanRoundWallMs' | 'meanRoundTrainMs' 
 async function runInproc(spec: RunSpec): Promise<RunResult> {
   const t0 = performance.now();
   const N = spec.n;
-  const hb = inprocHeartbeat(N);
+  const hb = inprocMeshOptions(N);
   const model = spec.model === 'tiny' ? await tinyBackbone(join(spec.outDir, 'models')) : {};
   const tag = `bs-${process.pid}`;
   const meshes: Mesh[] = [];
@@ -156,7 +159,7 @@ async function runInproc(spec: RunSpec): Promise<RunResult> {
   const feds = await Promise.all(meshes.map((m, i) => Federation.create(m, flConfig(spec, i, N, model), { logger: silentLogger() })));
   const setupMs = performance.now() - t0;
   const tLink = performance.now();
-  for (const [a, b] of edges(N, spec.topology, spec.k)) meshes[b].addPeer(meshes[a].multiaddrs()[0]);
+  const linkMs = await linkInWaves(meshes, edges(N, spec.topology, spec.k));
   let converge: number | null = null;
   while (performance.now() - tLink < 180_000) {
     if (meshes.every((m) => m.membership.memberIds().length === N - 1)) {
@@ -204,7 +207,7 @@ async function runInproc(spec: RunSpec): Promise<RunResult> {
   const peak = process.resourceUsage().maxRSS / 1024;
   return summarize({
     mode: 'inproc', n: N, protocol: spec.protocol, topology: spec.topology === 'full' || N <= spec.k + 1 ? 'full' : `random-${spec.k}`, heartbeatMs: hb.heartbeatIntervalMs,
-    setupMs: Math.round(setupMs), membershipConvergeMs: converge === null ? null : Math.round(converge),
+    setupMs: Math.round(setupMs), linkMs: Math.round(linkMs), membershipConvergeMs: converge === null ? null : Math.round(converge),
     rounds: roundTable(done, metrics, R),
     wireBytesPerNodePerRound: perNode.length ? { sent: Math.round(mean(perNode.map((p) => p.sent))), received: Math.round(mean(perNode.map((p) => p.received))) } : null,
     peakRssMB: Math.round(peak), rssPerNodeMB: round1(peak / N),
@@ -307,7 +310,7 @@ async function runProcs(spec: RunSpec): Promise<RunResult> {
   if (codes.some((c) => c !== 0)) process.stderr.write(`bench:scale procs n=${N}: exit codes ${codes.join(',')}\n`);
   return summarize({
     mode: 'procs', n: N, protocol: spec.protocol, topology: spec.topology === 'full' || N <= spec.k + 1 ? 'full' : `random-${spec.k}`, heartbeatMs: 1000,
-    setupMs: Math.round(setupMs), membershipConvergeMs: converge === null ? null : Math.round(converge),
+    setupMs: Math.round(setupMs), linkMs: null, membershipConvergeMs: converge === null ? null : Math.round(converge),
     rounds: roundTable(done, metrics, R),
     wireBytesPerNodePerRound: perNode.length ? { sent: Math.round(mean(perNode.map((p) => p.sent))), received: Math.round(mean(perNode.map((p) => p.received))) } : null,
     peakRssMB: Math.round(peakMB), rssPerNodeMB: round1(peakMB / N),
