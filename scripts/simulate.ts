@@ -77,7 +77,7 @@ const program = new Command()
   .option('--name <s>', 'run name (subfolder of --out)', '')
   .option('--heartbeat-ms <n>', 'inproc mode: membership heartbeat period (default 1000 up to 16 nodes, then growing with N², expiry 6x)')
   .option('--memory-latency-ms <n>', 'inproc mode, memory transport: latency of every frame (default 1; 0 starves the timers of a large run)')
-  .option('--status-s <n>', 'inproc mode: seconds between status lines (version, members, connections, wire, RSS)', '30')
+  .option('--status-s <n>', 'inproc mode: seconds between status lines (version, members, connections, wire, RSS, event-loop lag)', '30')
   .option('--verbose', 'log every node')
   .parse(process.argv);
 const o = program.opts<Record<string, any>>();
@@ -188,6 +188,9 @@ async function report(metrics: RoundMetrics[][], finals: { node: number; accurac
     roundsAppliedExactlyOnce: metrics.every((m) => m.every((x, k) => k === 0 || x.version > m[k - 1].version)),
     everyRoundReached: finals.every((f) => metrics[f.node].at(-1)?.version === rounds),
     meanRoundMs: Math.round(meanOf(metrics.flatMap((m) => m.map((x) => x.roundMs)))),
+    // In process: this process's peak RSS holds every node (shared backbone, sessions and data; scripts/lib/inproc.ts).
+    peakRssMB: mode === 'inproc' ? Math.round(process.resourceUsage().maxRSS / 1024) : undefined,
+    rssPerNodeMB: mode === 'inproc' ? Math.round(process.resourceUsage().maxRSS / 1024 / N) : undefined,
     finalConsensusDistance: o.protocol === 'gossip' ? meanOf(metrics.map((m) => m.at(-1)?.consensusDistance ?? NaN)) : undefined,
     seconds: Math.round((Date.now() - t0) / 1000),
     finals,

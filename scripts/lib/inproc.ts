@@ -107,11 +107,25 @@ export function inprocHeartbeat(n: number, overrideMs?: number): { heartbeatInte
  */
 export const INPROC_MEMORY_LATENCY_MS = 1;
 
-/** Mesh options of node `i`'s mesh in an N-node in-process simulation: heartbeat (see inprocHeartbeat), memory latency. */
+/** Dial and inbound-upgrade deadline in process: a handshake's turns wait behind every other node's work on one loop. */
+export const INPROC_DIAL_TIMEOUT_MS = 60_000;
+
+/**
+ * Mesh options of each mesh in an N-node in-process simulation: the membership heartbeat (inprocHeartbeat), the memory
+ * latency (INPROC_MEMORY_LATENCY_MS), no connection monitor (Mesh `connectionPingMs`: its pings of all N·(N-1)
+ * connection ends came in one burst every 10 s and, timing out on the busy loop, aborted healthy connections), and a
+ * gossipsub heartbeat of 1 s up to 16 nodes, then N/16 s (mesh upkeep and IHAVE gossip of N meshes; messages
+ * themselves are flood-published, so this is repair traffic only), and a dial / upgrade deadline of
+ * INPROC_DIAL_TIMEOUT_MS.
+ */
 export function inprocMeshOptions(n: number, o: { heartbeatMs?: number; memoryLatencyMs?: number } = {}): {
-  heartbeatIntervalMs: number; memberExpiryMs: number; memoryLatencyMs: number;
+  heartbeatIntervalMs: number; memberExpiryMs: number; memoryLatencyMs: number; connectionPingMs: number; gossipHeartbeatMs: number; dialTimeoutMs: number;
 } {
-  return { ...inprocHeartbeat(n, o.heartbeatMs), memoryLatencyMs: o.memoryLatencyMs ?? INPROC_MEMORY_LATENCY_MS };
+  return {
+    dialTimeoutMs: INPROC_DIAL_TIMEOUT_MS,
+    ...inprocHeartbeat(n, o.heartbeatMs), memoryLatencyMs: o.memoryLatencyMs ?? INPROC_MEMORY_LATENCY_MS, connectionPingMs: 0,
+    gossipHeartbeatMs: Math.round(1000 * Math.max(1, n / 16)),
+  };
 }
 
 /**
