@@ -19,12 +19,15 @@
  * - peak RSS: of the child process (in process), or the sum of the node processes' peaks (VmHWM, sampled);
  * - late joiner (leader, in process): after the last round a fresh node joins with no state and one configured
  *   peer; time from its start until it holds the federation's final version (membership, topic mesh, state pull).
- * Prints one JSON document (`--json`: nothing else on stdout) and writes it with SVG plots to --out.
+ * Prints one JSON document (`--json`: nothing else on stdout) and writes it with SVG plots to --out; each point is
+ * also appended to <out>/results.jsonl as it ends, and `--replot` rebuilds the document and plots from that file
+ * without running anything (a long grid stopped early keeps what it measured); `--append` keeps the points already
+ * there (a grid measured in several invocations).
  * Not part of `npm test`; no assertion on speed.
  */
 import { spawn } from 'node:child_process';
 import { cpus, loadavg, totalmem } from 'node:os';
-import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { appendFile, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { createMesh, type Mesh } from '../src/mesh/index.ts';
 import { Federation, type RoundMetrics } from '../src/round/index.ts';
@@ -322,7 +325,10 @@ async function runProcs(spec: RunSpec): Promise<RunResult> {
 
 const childAt = process.argv.indexOf('--child');
 if (childAt >= 0) {
-  const res = await runInproc(JSON.parse(process.argv[childAt + 1]) as RunSpec);
+  const spec = JSON.parse(process.argv[childAt + 1]) as RunSpec;
+  const res = await runInproc(spec);
+  // Also kept on disk as each point ends, so a long grid stopped early keeps what it measured (see --replot).
+  await appendFile(join(spec.outDir, 'results.jsonl'), JSON.stringify(res) + '\n');
   process.stdout.write(`RESULT ${JSON.stringify(res)}\n`);
   process.exit(0);
 }
@@ -342,10 +348,17 @@ const specs: RunSpec[] = [
 ];
 const t0 = Date.now();
 const results: RunResult[] = [];
-for (const s of specs) {
+const REPLOT = process.argv.includes('--replot');
+if (REPLOT) {
+  // No runs: the JSON document and plots from the points out/.../results.jsonl holds (each written as it ended).
+  const lines = (await readFile(join(outDir, 'results.jsonl'), 'utf8')).split('\n').filter(Boolean);
+  results.push(...lines.map((l) => JSON.parse(l) as RunResult));
+} else if (!process.argv.includes('--append')) await rm(join(outDir, 'results.jsonl'), { force: true });
+for (const s of REPLOT ? [] : specs) {
   log(`bench:scale ${s.mode} n=${s.n} ${s.protocol} (load ${loadavg()[0].toFixed(1)}) ...`);
   try {
     const r = s.mode === 'inproc' ? await runChild(s) : await runProcs(s);
+    if (s.mode === 'procs') await appendFile(join(outDir, 'results.jsonl'), JSON.stringify(r) + '\n');
     results.push(r);
     log(`  round ${(r.meanRoundWallMs / 1000).toFixed(1)} s (train ${(r.meanRoundTrainMs / 1000).toFixed(1)} s), wire ${r.wireBytesPerNodePerRound?.sent ?? '-'} B sent/node/round, peak RSS ${r.peakRssMB} MB, converge ${r.membershipConvergeMs} ms, late join ${r.lateJoinCatchUpMs ?? '-'} ms`);
   } catch (err) {
