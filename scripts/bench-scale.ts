@@ -36,7 +36,7 @@ import { backboneSpecs, exitSpecs, initWeights, VitConfigSchema } from '../src/m
 import { ortVersion } from '../src/runtime/index.ts';
 import { silentLogger } from '../src/util/log.ts';
 import { inprocMeshOptions, linkInWaves } from './lib/inproc.ts';
-import { lineChart } from './lib/svg-plot.ts';
+import { lineChartSpec, renderSvg } from './lib/report.ts';
 import { startProc, type ProcNode } from './lib/procs.ts';
 
 function arg(name: string, def: string): string {
@@ -379,9 +379,10 @@ const series = (pick: (r: RunResult) => number | undefined, label: string) => re
   points: results.filter((r) => `${r.mode} ${r.protocol}` === key).map((r) => [r.n, pick(r) ?? NaN] as [number, number]),
 }));
 if (results.length) {
-  await writeFile(join(outDir, 'round-time-vs-n.svg'), lineChart({ title: 'seconds per round vs N (total; training)', xLabel: 'nodes N', yLabel: 'seconds per round', series: [...series((r) => r.meanRoundWallMs / 1000, ''), ...series((r) => r.meanRoundTrainMs / 1000, 'train')], yMin: 0 }));
-  await writeFile(join(outDir, 'wire-bytes-vs-n.svg'), lineChart({ title: 'wire bytes sent per node per round vs N', xLabel: 'nodes N', yLabel: 'bytes', series: series((r) => r.wireBytesPerNodePerRound?.sent, ''), yMin: 0 }));
-  await writeFile(join(outDir, 'rss-vs-n.svg'), lineChart({ title: 'peak RSS per node vs N', xLabel: 'nodes N', yLabel: 'MB per node', series: series((r) => r.rssPerNodeMB, ''), yMin: 0 }));
+  const lineChart = (o: Parameters<typeof lineChartSpec>[0]): Promise<string> => renderSvg(lineChartSpec(o));
+  await writeFile(join(outDir, 'round-time-vs-n.svg'), await lineChart({ title: 'seconds per round vs N (total; training)', xLabel: 'nodes N', yLabel: 'seconds per round', series: [...series((r) => r.meanRoundWallMs / 1000, ''), ...series((r) => r.meanRoundTrainMs / 1000, 'train')], yMin: 0 }));
+  await writeFile(join(outDir, 'wire-bytes-vs-n.svg'), await lineChart({ title: 'wire bytes sent per node per round vs N', xLabel: 'nodes N', yLabel: 'bytes', series: series((r) => r.wireBytesPerNodePerRound?.sent, ''), yMin: 0, yBytes: true }));
+  await writeFile(join(outDir, 'rss-vs-n.svg'), await lineChart({ title: 'peak RSS per node vs N', xLabel: 'nodes N', yLabel: 'MB per node', series: series((r) => r.rssPerNodeMB, ''), yMin: 0 }));
 }
 process.stdout.write(JSON.stringify(doc) + '\n');
 log(`plots and JSON: ${outDir}`);

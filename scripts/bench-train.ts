@@ -4,6 +4,9 @@
  * Measures, at batch 64 on the embedded backbone (or a fresh vit-tiny when none is committed):
  *   (a) forward-only evaluation of all exits, (b) a LoRA r=8 train step including AdamW, (c) a full-parameter
  *   train step including AdamW; ms/step, samples/s, the (b)/(a) ratio, batch-1 forward latency and peak RSS.
+ * With --backbone <name> (a backbone in models/, e.g. one made by import-model) it times that backbone instead and,
+ * in the same interleaved run, the LoRA step of the natively built vit-tiny (fresh weights, LoRA r=8 on q and v):
+ * `nativeLoraStep` and `loraStepOverNative`. An imported backbone's LoRA sites are the ones chosen at import.
  * Every case is built first and then timed interleaved (ten rounds of steps/10 runs of each, after warm-up), so
  * that drift in the machine's speed during a run shifts all cases alike and the ratios stay comparable.
  */
@@ -11,7 +14,8 @@ import { basename } from 'node:path';
 import { Command } from 'commander';
 import { cpus } from 'node:os';
 import { buildInferGraph, IMAGES, type BuiltGraph } from '../src/model/graphs.ts';
-import { DEFAULT_LORA, VIT_TINY, backboneSpecs, exitSpecs, initWeights, loraSpecs, trainableSpecs, type Weights } from '../src/model/vit.ts';
+import { DEFAULT_LORA, VIT_TINY, backboneSpecs, exitSpecs, initWeights, type Weights } from '../src/model/vit.ts';
+import { architectureOf, trainableTensors } from '../src/model/architecture.ts';
 import { Session, ortVersion, type ExecutionProvider, type FeedValue } from '../src/runtime/index.ts';
 import { Trainer } from '../src/train/trainer.ts';
 import { loadDataset } from '../src/data/index.ts';
@@ -23,9 +27,10 @@ const program = new Command()
   .option('--threads <n>', 'onnxruntime intra-op threads (default: cores)')
   .option('--device <d>', 'cpu | cuda | auto', 'cpu')
   .option('--no-fused-gelu', 'use the Erf composition of GELU instead of com.microsoft.Gelu (the default)')
+  .option('--backbone <name>', 'time this backbone from models/ (e.g. an imported ONNX model) and, in the same run, the native vit-tiny LoRA step')
   .option('--reference <onnx>', 'also time this forward graph (e.g. the PyTorch export of scripts/reference/vit_torch.py) with the same session settings')
   .parse(process.argv);
-const o = program.opts<{ json?: boolean; steps: string; batch: string; threads?: string; device: ExecutionProvider; fusedGelu?: boolean; reference?: string }>();
+const o = program.opts<{ json?: boolean; steps: string; batch: string; threads?: string; device: ExecutionProvider; fusedGelu?: boolean; reference?: string; backbone?: string }>();
 const steps = Number(o.steps);
 const batch = Number(o.batch);
 const threads = o.threads ? Number(o.threads) : undefined;
@@ -60,31 +65,37 @@ async function timeInterleaved(cases: Record<string, Case>, rounds = 10): Promis
   return Object.fromEntries(Object.entries(samples).map(([k, v]) => [k, median(v)]));
 }
 
-const cfg = VIT_TINY;
+let cfg = VIT_TINY;
 let weights: Weights;
 let source = 'embedded backbone';
 try {
   const { loadBackbone } = await import('../src/model/backbone.ts');
-  const bb = await loadBackbone();
+  const bb = await loadBackbone(o.backbone);
   weights = bb.weights;
-  source = `embedded backbone models/${bb.manifest.name}`;
-} catch {
+  cfg = bb.cfg;
+  source = `${o.backbone ? 'backbone' : 'embedded backbone'} models/${bb.manifest.name}`;
+} catch (err) {
+  if (o.backbone) throw err;
   weights = initWeights([...backboneSpecs(cfg), ...exitSpecs(cfg)], 1);
   source = 'fresh vit-tiny (no embedded backbone found)';
 }
-const ds = await loadDataset('fashion-mnist', 'train');
+const pixels = cfg.channels * cfg.image * cfg.image;
+const imageDims = [cfg.channels, cfg.image, cfg.image];
+const fm = await loadDataset('fashion-mnist', 'train');
+// A backbone with another input spec trains on seeded random pixels of its own shape (timing only).
+const ds = fm.channels === cfg.channels && fm.height === cfg.image ? fm : { ...fm, channels: cfg.channels, height: cfg.image, width: cfg.image, images: Uint8Array.from({ length: fm.n * pixels }, (_, i) => (i * 2654435761) >>> 24) };
 const idx = Uint32Array.from({ length: batch }, (_, i) => (i * 937) % ds.n);
 
 // (a) forward-only, all exits, LoRA tensors as inputs (as the node evaluates).
-const loraW = initWeights(trainableSpecs(cfg, 'lora+heads', DEFAULT_LORA), 3);
-const specs = trainableSpecs(cfg, 'lora+heads', DEFAULT_LORA);
+const specs = trainableTensors(cfg, 'lora+heads', DEFAULT_LORA);
+const loraW = initWeights(specs, 3);
 const frozen: Weights = new Map([...weights].filter(([k]) => !specs.some((s) => s.name === k)));
 async function forwardSession(b: number, blocks?: number): Promise<{ s: Session; feeds: Record<string, FeedValue>; g: BuiltGraph }> {
   const g = buildInferGraph({ cfg, lora: DEFAULT_LORA, trainable: specs, frozen, batch: b, blocks, fusedGelu: o.fusedGelu });
   const s = await Session.create(g.onnx, { provider: o.device, threads });
   const feeds: Record<string, FeedValue> = {};
   for (const sp of specs) feeds[sp.name] = { data: loraW.get(sp.name)!, dims: sp.shape };
-  feeds[IMAGES] = { data: new Float32Array(b * 784).map((_, i) => Math.sin(i)), dims: [b, 1, 28, 28] };
+  feeds[IMAGES] = { data: new Float32Array(b * pixels).map((_, i) => Math.sin(i)), dims: [b, ...imageDims] };
   return { s, feeds, g };
 }
 const fwd = await forwardSession(batch);
@@ -101,7 +112,7 @@ if (o.reference) {
   const { readFile } = await import('node:fs/promises');
   const rs = await Session.create(new Uint8Array(await readFile(o.reference)), { provider: o.device, threads });
   const input = rs.inputNames[0];
-  const rfeeds: Record<string, FeedValue> = { [input]: { data: new Float32Array(batch * 784).map((_, i) => Math.sin(i)), dims: [batch, 1, 28, 28] } };
+  const rfeeds: Record<string, FeedValue> = { [input]: { data: new Float32Array(batch * pixels).map((_, i) => Math.sin(i)), dims: [batch, ...imageDims] } };
   cases.reference = { runs: steps, fn: () => rs.run(rfeeds) };
 }
 
@@ -112,6 +123,11 @@ for (const set of ['lora+heads', 'all'] as const) {
   trainers[set] = tr;
   cases[set] = { runs: steps, fn: () => tr.step(ds, idx) };
 }
+if (o.backbone) {
+  const tr = await Trainer.create({ cfg: VIT_TINY, lora: DEFAULT_LORA, trainableSet: 'lora+heads', weights: initWeights(backboneSpecs(VIT_TINY), 1), batch, threads, provider: o.device, fusedGelu: o.fusedGelu, seed: 1 });
+  trainers.native = tr;
+  cases.native = { runs: steps, fn: () => tr.step(fm, idx) };
+}
 const ms = await timeInterleaved(cases);
 const fwdMs = ms.forward;
 const fwd1Ms = ms.forward1;
@@ -120,20 +136,22 @@ const referenceMs = o.reference ? ms.reference : null;
 const paramCount = (tr: Trainer): number => [...tr.params.values()].reduce((a, p) => a + p.length, 0);
 const lora = { ms: ms['lora+heads'], params: paramCount(trainers['lora+heads']) };
 const full = { ms: ms.all, params: paramCount(trainers.all) };
+const native = o.backbone ? { ms: ms.native, params: paramCount(trainers.native) } : null;
 for (const tr of Object.values(trainers)) await tr.release();
 log(`forward b${batch}: ${fwdMs.toFixed(2)} ms; b1: ${fwd1Ms.toFixed(3)} ms; exit 1 only: ${exit1Ms.toFixed(3)} ms`);
 if (referenceMs !== null) log(`reference forward: ${referenceMs.toFixed(2)} ms`);
 log(`LoRA step: ${lora.ms.toFixed(2)} ms (${lora.params} trainable); full step: ${full.ms.toFixed(2)} ms (${full.params} trainable)`);
 
-const backboneParams = backboneSpecs(cfg).reduce((a, s) => a + s.shape.reduce((x, y) => x * y, 1), 0);
+const backboneParams = architectureOf(cfg).backboneTensors(cfg).reduce((a, s) => a + s.shape.reduce((x, y) => x * y, 1), 0);
 const result = {
   bench: 'train',
   machine: { cpu: cpus()[0]?.model ?? 'unknown', cores: cpus().length, threads: threads ?? 'default', device: o.device, ort: ortVersion(), node: process.versions.node },
-  model: { config: 'vit-tiny', weights: source, backboneParams, loraTrainableParams: lora.params, fullTrainableParams: full.params, fusedGelu: o.fusedGelu !== false },
+  model: { config: o.backbone ? cfg.arch ?? 'vit' : 'vit-tiny', weights: source, backboneParams, loraTrainableParams: lora.params, fullTrainableParams: full.params, fusedGelu: o.fusedGelu !== false },
   batch,
   forward: { msPerBatch: round(fwdMs), samplesPerSec: Math.round((batch * 1000) / fwdMs), batch1Ms: round(fwd1Ms, 3), exit1Batch1Ms: round(exit1Ms, 3) },
   loraStep: { msPerStep: round(lora.ms), samplesPerSec: Math.round((batch * 1000) / lora.ms) },
   fullStep: { msPerStep: round(full.ms), samplesPerSec: Math.round((batch * 1000) / full.ms) },
+  ...(native ? { nativeLoraStep: { config: 'vit-tiny', msPerStep: round(native.ms), samplesPerSec: Math.round((batch * 1000) / native.ms), params: native.params }, loraStepOverNative: round(lora.ms / native.ms, 3) } : {}),
   referenceForward: referenceMs === null ? null : { file: basename(o.reference!), msPerBatch: round(referenceMs), fmflOverReference: round(fwdMs / referenceMs) },
   ratioLoraStepToForward: round(lora.ms / fwdMs),
   ratioFullStepToForward: round(full.ms / fwdMs),

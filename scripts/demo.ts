@@ -11,7 +11,7 @@
 import { Command } from 'commander';
 import { rm, writeFile, mkdir } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { lineChart } from './lib/svg-plot.ts';
+import { writeRunReport } from './lib/report.ts';
 import { readMetrics, startAll } from './lib/procs.ts';
 
 const o = new Command()
@@ -55,19 +55,13 @@ metrics.forEach((m, i) => {
   console.log(`${String(i).padStart(4)}  ${String(m.length).padStart(6)}  ${f ? (last(f.accuracy) * 100).toFixed(2).padStart(12) + '%' : '            -'}  ${f ? (f.ensembleAccuracy * 100).toFixed(2).padStart(12) + '%' : '             -'}  ${String(mean('updateBytes')).padStart(19)}  ${`${mean('bytesUp')} / ${mean('bytesDown')}`.padStart(28)}  ${f?.hash.slice(0, 12) ?? ''}`);
 });
 const hashes = new Set(metrics.map((m) => m[m.length - 1]?.hash));
-await writeFile(join(outDir, 'accuracy-vs-round.svg'), lineChart({
-  title: `demo (${o.protocol}): last-exit accuracy per node`, xLabel: 'round', yLabel: 'test accuracy',
-  series: metrics.map((m, i) => ({ name: `node ${i}`, points: m.map((x) => [x.round, last(x.accuracy)] as [number, number]) })),
-}));
-await writeFile(join(outDir, 'accuracy-vs-bytes.svg'), lineChart({
-  title: 'accuracy vs cumulative bytes sent', xLabel: 'bytes sent by the node', yLabel: 'test accuracy', logX: true,
-  series: metrics.map((m, i) => {
-    let c = 0;
-    return { name: `node ${i}`, points: m.map((x) => [(c += x.bytesUp), last(x.accuracy)] as [number, number]) };
-  }),
-}));
+const report = await writeRunReport(outDir, {
+  name: 'demo', label: `demo (${o.protocol})`, metrics,
+  summary: { nodes: N, protocol: o.protocol, rounds: Number(o.rounds), localSteps: Number(o.localSteps), finalAccuracyPerNode: metrics.map((m) => (m.length ? last(m[m.length - 1].accuracy) : NaN)), identicalFinalState: hashes.size === 1, seconds: Math.round((Date.now() - t0) / 1000) },
+  nodes: { head: ['node', 'rounds', 'last-exit acc', 'exit ensemble', 'final state'], rows: metrics.map((m, i) => [i, m.length, m.at(-1) ? last(m.at(-1)!.accuracy) : '-', m.at(-1)?.ensembleAccuracy ?? '-', m.at(-1)?.hash.slice(0, 12) ?? '']) },
+});
 await writeFile(join(outDir, 'metrics.json'), JSON.stringify(metrics, null, 1));
 const ok = codes.every((c) => c === 0) && metrics.every((m) => m.length === Number(o.rounds));
 console.log(`\n${o.protocol === 'leader' ? (hashes.size === 1 ? 'all nodes hold the same global model' : 'nodes ended on different states') : 'gossip: each node keeps its own model'}; ${Math.round((Date.now() - t0) / 1000)} s`);
-console.log(`plots: ${join(outDir, 'accuracy-vs-round.svg')} and ${join(outDir, 'accuracy-vs-bytes.svg')}; metrics: ${join(outDir, 'metrics.json')}`);
+console.log(`plots: ${report.accuracyVsRound} and ${report.accuracyVsBytes}; report: ${report.html}; metrics: ${join(outDir, 'metrics.json')}`);
 process.exit(ok ? 0 : 1);

@@ -13,13 +13,17 @@
  * Exit heads are re-initialized (fresh heads); prints per-exit test accuracy after every epoch and a JSON summary.
  * `--save` writes the trainable tensors with per-exit class prototypes (from up to 1,000 train images per class)
  * as a model checkpoint (src/model/model-checkpoint.ts), the file `fmfl-node infer --checkpoint` loads.
+ * Ctrl-C (SIGINT) or SIGTERM stops the run, keeps the last completed epoch, saves it (to --save, or to
+ * out/finetune/<model version>.fmfl) and exits 0 saying where; a bar shows epoch, step, loss and ETA on a terminal.
  */
 import { Command } from 'commander';
 import { stepBar } from './lib/progress.ts';
 import { loadBackbone, DEFAULT_BACKBONE, REFERENCE_BACKBONE } from '../src/model/backbone.ts';
 import { LORA_TARGETS, TRAINABLE_SETS, type LoraTarget, type TrainableSet } from '../src/model/vit.ts';
 import { architectureOf } from '../src/model/architecture.ts';
-import { runRecipe } from '../src/train/recipes.ts';
+import { mkdir } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
+import { RecipeStopped, runRecipe } from '../src/train/recipes.ts';
 import { LR_SCHEDULES, type LrSchedule } from '../src/train/schedule.ts';
 import { balancedIndices, loadData } from '../src/data/index.ts';
 import { findBackboneForModel } from '../src/model/backbone.ts';
@@ -119,8 +123,23 @@ try {
 if (data.skipped.count > 0) console.error(`skipped ${data.skipped.count} unreadable file(s), e.g. ${data.skipped.examples.map((e) => e.file).join(', ')}`);
 const cfg = { ...bb.cfg, classes: data.classes.length };
 const lora = set === 'lora+heads' ? { rank: Number(o.rank), alpha: Number(o.alpha), targets } : null;
-const bar = stepBar(set);
-const res = await runRecipe({
+const bar = stepBar(set, Number(o.epochs));
+const modelVersion = o.modelVersion ? String(o.modelVersion) : `central-${set}-s${String(o.seed)}`;
+// Ctrl-C / SIGTERM: finish nothing new, keep the last completed epoch, save it and exit 0. A second signal (npx
+// forwards the terminal's Ctrl-C too) is ignored while saving.
+const stopper = new AbortController();
+const onSignal = (sig: NodeJS.Signals): void => {
+  if (stopper.signal.aborted) return;
+  bar.done();
+  console.error(`${sig}: stopping; the last completed epoch will be saved`);
+  stopper.abort(sig);
+};
+process.on('SIGINT', onSignal);
+process.on('SIGTERM', onSignal);
+let res: Awaited<ReturnType<typeof runRecipe>>;
+let stoppedBy: string | undefined;
+try {
+  res = await runRecipe({
   cfg, weights: bb.weights, dataset: { train: data.train, test: data.test }, norm: bb.input, trainableSet: set, lora,
   epochs: Number(o.epochs), batch: Number(o.batch), seed: Number(o.seed), freshHeads: true,
   optimizer: { kind: 'adamw', lr: Number(o.lr), weightDecay: Number(o.wd) },
@@ -133,7 +152,20 @@ const res = await runRecipe({
     bar.done();
     console.error(`epoch ${e}: train loss ${l.toFixed(4)}; test accuracy per exit ${ev.accuracy.map((a) => (a * 100).toFixed(2)).join(' / ')}; exit ensemble ${(ev.ensembleAccuracy * 100).toFixed(2)}`);
   },
-});
+  signal: stopper.signal,
+  });
+} catch (err) {
+  bar.done();
+  if (!(err instanceof RecipeStopped)) throw err;
+  if (err.result === undefined) {
+    console.error(`finetune: ${err.message}; nothing saved`);
+    process.exit(0);
+  }
+  res = err.result;
+  stoppedBy = err.reason;
+}
+// Where the model goes: --save, or (stopped without --save) a file named after the model version under out/finetune/.
+const savePath = o.save ? String(o.save) : stoppedBy !== undefined ? join('out', 'finetune', `${modelVersion}.fmfl`) : undefined;
 const backboneParams = architectureOf(bb.cfg).backboneTensors(bb.cfg).reduce((a, s) => a + s.shape.reduce((x, y) => x * y, 1), 0);
 /** `perClass` seeded samples of each class when every class has them, else a seeded sample of the whole split. */
 function balancedIndicesPresent(labels: Uint8Array, perClass: number, seed: number, classes: number): Uint32Array {
@@ -151,18 +183,22 @@ const summary = {
   exitEnsembleAccuracy: Math.round(res.test.ensembleAccuracy * 10000) / 100,
   perEpoch: res.epochs.map((e) => ({ epoch: e.epoch, trainLoss: Math.round(e.meanLoss * 1e4) / 1e4, lastExit: Math.round(e.test.accuracy[e.test.accuracy.length - 1] * 10000) / 100 })),
   seconds: Math.round(res.seconds),
+  ...(stoppedBy !== undefined ? { stoppedBy, completedEpochs: res.epochs.length } : {}),
 };
-if (o.save) {
+if (savePath !== undefined) {
   const train = data.train;
   const perClass = Math.min(1000, ...Array.from({ length: cfg.classes }, (_, c) => train.labels.reduce((n, l) => n + (l === c ? 1 : 0), 0)).filter((n) => n > 0));
   const stats = await res.trainer.prototypeStats(train, balancedIndicesPresent(train.labels, perClass, Number(o.seed), cfg.classes));
-  await saveModelCheckpoint(String(o.save), {
+  await mkdir(dirname(resolve(savePath)), { recursive: true });
+  await saveModelCheckpoint(savePath, {
     backbone: bb.manifest.name, cfg, labels: data.classes, lora: res.trainer.lora, trainableSet: set,
-    version: o.modelVersion ? String(o.modelVersion) : `central-${set}-s${String(o.seed)}`, round: 0, source: 'centralized',
+    version: modelVersion, round: 0, source: 'centralized',
     weights: res.trainer.snapshot(), prototypes: prototypesFromStats(stats),
-    info: { recipe: summary.recipe as never, testAccuracyPerExit: summary.testAccuracyPerExit, exitEnsembleAccuracy: summary.exitEnsembleAccuracy },
+    info: { recipe: summary.recipe as never, testAccuracyPerExit: summary.testAccuracyPerExit, exitEnsembleAccuracy: summary.exitEnsembleAccuracy, completedEpochs: res.epochs.length },
   });
-  console.error(`saved model checkpoint ${String(o.save)}`);
+  console.error(stoppedBy !== undefined
+    ? `stopped (${stoppedBy}) after epoch ${res.epochs.length} of ${Number(o.epochs)}: saved model checkpoint ${savePath} (the last completed epoch)`
+    : `saved model checkpoint ${savePath}`);
 }
 await res.trainer.release();
 console.log(JSON.stringify(summary, null, o.json ? 0 : 2));

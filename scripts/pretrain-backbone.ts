@@ -70,7 +70,7 @@ try {
   }
   console.error(`pretraining ${o.name}: ${cfg.channels}x${cfg.image}x${cfg.image}, patch ${cfg.patch}, dim ${cfg.dim}, depth ${cfg.depth}, ${cfg.heads} heads, MLP ${cfg.mlp}, ${cfg.classes} classes; ${data.train.n} train / ${data.test.n} test images; normalisation mean ${input.mean.join(',')} std ${input.std.join(',')}`);
   const seed = Number(o.seed);
-  const bar = stepBar('pretrain');
+  const bar = stepBar('pretrain', Number(o.epochs));
   const res = await runRecipe({
     cfg,
     weights: initWeights(backboneAndExitTensors(cfg), seed),

@@ -8,108 +8,96 @@
  *   npm run simulate -- --nodes 8 --fault kill-leader@5 --fault byzantine:7:scale --aggregator norm-bound
  *   npm run simulate -- --nodes 8 --local-only          (baseline: every node trains alone)
  *
+ * Flags: the simulator-only ones (scripts/lib/sim-config.ts) and every fmfl-node federation flag, generated from the
+ * one schema (src/round/fl-config.ts) with the same defaults; each node gets them through its profile's "fl" object.
+ * A progress bar of the whole federation (rounds done on all nodes, ETA) runs on a terminal.
+ *
  * Faults (repeat --fault): kill-leader@R (crash round R's leader mid-round), kill:I@R, restart:I@R,
  * drop:P (every node loses fraction P of inbound round messages), partition@R and heal@R (two halves; inproc
  * mode), byzantine:I:scale|nan (node I sends updates scaled x100 or NaN). In process mode kills are SIGKILL.
  */
-import { Command } from 'commander';
+import { CommanderError } from 'commander';
+import { cpus } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { mkdir, writeFile, rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { createMesh, loadOrCreateIdentity, type Mesh } from '../src/mesh/index.ts';
-import { DEFAULT_GOSSIP_MOMENTUM, Federation, leaderOrder, type RoundMetrics } from '../src/round/index.ts';
+import { Federation, leaderOrder, type RoundMetrics } from '../src/round/index.ts';
 import { loadData, shardIndices } from '../src/data/index.ts';
 import { loadBackbone } from '../src/model/backbone.ts';
-import { LORA_TARGETS, type LoraTarget } from '../src/model/vit.ts';
 import { exitTensorNames } from '../src/model/architecture.ts';
 import { Trainer } from '../src/train/trainer.ts';
 import { createLogger, silentLogger } from '../src/util/log.ts';
-import { lineChart } from './lib/svg-plot.ts';
+import { writeRunReport } from './lib/report.ts';
 import { kill9, readMetrics, startProc, type ProcNode } from './lib/procs.ts';
 import { finishInproc, inprocMeshOptions, linkInWaves } from './lib/inproc.ts';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { parseSimulatorArgs } from './lib/sim-config.ts';
+import { groupOfNode, groupSummary, parseFleet, type FleetGroup } from './lib/fleet.ts';
+import { federationBar } from './lib/progress.ts';
+import { preflightFederation } from '../src/round/preflight.ts';
+import { FmflError } from '../src/util/errors.ts';
 
-const program = new Command()
-  .option('--nodes <n>', 'number of nodes', '8')
-  .option('--mode <m>', 'procs (one fmfl-node process per node, up to 16) | inproc (one process)')
-  .option('--transport <t>', 'inproc mode: tcp | memory', 'tcp')
-  .option('--topology <t>', 'full | ring | star | line | random-k', 'full')
-  .option('--k <n>', 'degree for random-k', '3')
-  .option('--protocol <p>', 'leader | gossip', 'leader')
-  .option('--rounds <n>', 'rounds', '30')
-  .option('--local-steps <n>', 'local steps per round', '50')
-  .option('--batch <n>', 'batch size', '64')
-  .option('--lr <x>', 'AdamW learning rate', '1e-3')
-  .option('--lr-schedule <s>', 'local learning-rate schedule over all rounds: constant | cosine', 'constant')
-  .option('--alpha <x>', "Dirichlet alpha of the label split ('iid' for IID)", '0.5')
-  .option('--topk <x>', 'fraction of entries sent (1 = dense)', '1')
-  .option('--bits <n>', 'bits per value: 32 | 16 | 8 | 4 | 1 (scaled sign)', '1')
-  .option('--topk-scope <s>', 'global | tensor', 'tensor')
-  .option('--no-brotli', 'do not brotli-compress update payloads')
-  .option('--no-error-feedback', 'disable error feedback')
-  .option('--downlink-bits <n>', 'bits of the leader broadcast: 32 | 16 | 8', '16')
-  .option('--aggregator <name>', 'aggregation rule', 'fedavgm')
-  .option('--server-lr <x>', 'server learning rate (fedavgm: default 1; fedadam & co: 0.01)')
-  .option('--server-lr-decay', 'decay --server-lr over the rounds to 1 (cosine)')
-  .option('--server-momentum <x>', 'fedavgm server momentum (default 0.6)')
-  .option('--quorum <x>', 'leader quorum fraction', '1')
-  .option('--round-timeout-ms <n>', 'leader round deadline', '60000')
-  .option('--leader-timeout-ms <n>', 'backup leader wait per rank', '15000')
-  .option('--gamma <x>', 'gossip CHOCO consensus step size', '0')
-  .option('--gossip-momentum <x>', 'gossip heavy-ball momentum on the averaged model (default 0.6)')
-  .option('--rank <n>', 'LoRA rank', '8')
-  .option('--lora-alpha <x>', 'LoRA alpha (default: the product default, 64)')
-  .option('--data <ref>', 'every node\'s data: fashion-mnist | mnist | a folder of <class>/<image> files | a CSV of path,label rows (split into --nodes shards)', 'fashion-mnist')
-  .option('--classes <list>', 'the federation\'s label set, comma-separated (default: the data\'s own)')
-  .option('--backbone <name>', 'backbone in models/ (default: the product default)')
-  .option('--lora-targets <list>', 'LoRA projections (default: the product default, all six)')
-  .option('--backbone-reference', "the training-engine issue's reference recipe: --backbone vit-tiny-mnist --lora-targets q,v --lora-alpha 16")
-  .option('--proto-weight <x>', 'prototype loss weight', '0')
-  .option('--logit-adjust', 'balanced softmax against the local label prior in local training')
-  .option('--prototype-every <n>', 'send prototype statistics every n rounds (0: last round only)', '0')
-  .option('--dp-clip <x>', 'client DP: L2 clip of each update')
-  .option('--dp-noise <x>', 'client DP: noise multiplier')
-  .option('--fault <spec...>', 'fault schedule entries (see the file header)')
-  .option('--local-only', 'baseline: every node trains alone for rounds x local-steps')
-  .option('--test-slice <n>', 'test images each node evaluates per round', '1000')
-  .option('--threads <n>', 'onnxruntime threads per node', '1')
-  .option('--seed <n>', 'partition seed', '42')
-  .option('--out <dir>', 'output folder', 'out/sim')
-  .option('--name <s>', 'run name (subfolder of --out)', '')
-  .option('--heartbeat-ms <n>', 'inproc mode: membership heartbeat period (default 1000 up to 16 nodes, then growing with N², expiry 6x)')
-  .option('--memory-latency-ms <n>', 'inproc mode, memory transport: latency of every frame (default 1; 0 starves the timers of a large run)')
-  .option('--status-s <n>', 'inproc mode: seconds between status lines (version, members, connections, wire, RSS, event-loop lag)', '30')
-  .option('--verbose', 'log every node')
-  .parse(process.argv);
-const o = program.opts<Record<string, any>>();
-if (o.backboneReference) {
-  o.backbone ??= 'vit-tiny-mnist';
-  o.loraTargets ??= 'q,v';
-  o.loraAlpha ??= '16';
+// Flags: the simulator-only schema and every fmfl-node federation flag, generated (scripts/lib/sim-config.ts).
+let args: ReturnType<typeof parseSimulatorArgs>;
+try {
+  args = parseSimulatorArgs(process.argv.slice(2));
+} catch (err) {
+  // Commander already printed the error (it names the flag and the allowed values); --help exits 0.
+  process.exit(err instanceof CommanderError && err.exitCode === 0 ? 0 : 2);
 }
-const N = Number(o.nodes);
+const { sim, fl: flTyped } = args;
+// Every setting the nodes run with (schema defaults filled), for names, the baseline and the summary.
+/** A configuration error: the message, exit 2 (before any node starts). */
+function configError(message: string): never {
+  console.error(`simulate: ${message}`);
+  process.exit(2);
+}
+let checked: ReturnType<typeof preflightFederation>;
+try {
+  checked = preflightFederation(flTyped, { filesystem: true });
+} catch (err) {
+  if (err instanceof FmflError) configError(err.message);
+  throw err;
+}
+const o = { ...checked, ...sim };
+if ((o.mode ?? (o.nodes <= 16 ? 'procs' : 'inproc')) === 'procs') {
+  if (o.nodes > 16) configError('process mode runs at most 16 nodes; use --mode inproc --transport memory');
+  if (o.fault.some((f) => /^(partition|heal)@/.test(f))) configError('partition/heal faults need --mode inproc');
+}
+const fleet: FleetGroup[] | null = o.fleet ? await parseFleet(String(o.fleet)) : null;
+if (fleet && process.argv.includes('--nodes') && o.nodes !== fleet.reduce((a, g) => a + g.count, 0)) configError(`--nodes ${o.nodes} disagrees with --fleet ${o.fleet}`);
+if (fleet && flTyped.aggregator === undefined) {
+  const named = [...new Set(fleet.map((g) => g.aggregator).filter((a): a is string => a !== undefined))];
+  if (named.length > 1) configError(`the fleet's profiles name different aggregators (${named.join(', ')}): pass --aggregator`);
+  if (named.length === 1) (o as { aggregator: string }).aggregator = flTyped.aggregator = named[0];
+}
+const nodeGroup = fleet ? groupOfNode(fleet) : null;
+const N = fleet ? nodeGroup!.length : Number(o.nodes);
+const SHARDS = o.shardCount ?? N;
+if (SHARDS < N) configError(`--shard-count ${SHARDS} must be at least the ${N} nodes`);
+/** Node i's budget keys (its fleet group's), or none. */
+const budgetOf = (i: number): Record<string, number> => ({ ...(nodeGroup?.[i].budget ?? {}) });
 const rounds = Number(o.rounds);
-const name = o.name || `${o.localOnly ? 'local' : o.protocol}-n${N}-r${rounds}-topk${o.topk}-b${o.bits}`;
+const name = o.name || `${o.localOnly ? 'local' : o.protocol}-n${N}-r${rounds}-topk${o.topk}-b${o.bits}${fleet ? `-fleet-${fleet.map((g) => `${g.count}${g.name}`).join('-')}` : ''}`;
 const outDir = resolve(o.out, name);
 await rm(outDir, { recursive: true, force: true });
 await mkdir(outDir, { recursive: true });
 const log = createLogger({ level: 'info', name: 'sim' });
 const t0 = Date.now();
 const mode = o.mode ?? (N <= 16 ? 'procs' : 'inproc');
-if (mode === 'procs' && N > 16) throw new Error('process mode runs at most 16 nodes; use --mode inproc --transport memory');
+const tty = o.progress && process.stderr.isTTY === true;
+const progress = federationBar(N, rounds, { tty, log: (line) => log.info(line) });
 
+/**
+ * Node i's `fl` settings: what was typed, plus its shard, the member count, a final evaluation (process mode; inproc
+ * evaluates each distinct final model once in finishInproc) and, unless typed, cores / nodes onnxruntime threads.
+ */
 function flConfig(i: number): Record<string, unknown> {
-  const byz = (o.fault ?? []).map((f: string) => /^byzantine:(\d+):(scale|nan)$/.exec(f)).find((m: RegExpExecArray | null) => m && Number(m[1]) === i);
-  const drop = (o.fault ?? []).map((f: string) => /^drop:([\d.]+)$/.exec(f)).find(Boolean);
+  const byz = o.fault.map((f) => /^byzantine:(\d+):(scale|nan)$/.exec(f)).find((m) => m && Number(m[1]) === i);
+  const drop = o.fault.map((f) => /^drop:([\d.]+)$/.exec(f)).find(Boolean);
   return {
-    dataset: o.data, ...(o.classes ? { classes: String(o.classes).split(',') } : {}),
-    protocol: o.protocol, rounds, localSteps: Number(o.localSteps), batch: Number(o.batch), lr: Number(o.lr), lrSchedule: o.lrSchedule,
-    shard: `${i}/${N}`, alpha: o.alpha === 'iid' ? null : Number(o.alpha), partitionSeed: Number(o.seed),
-    topk: Number(o.topk), topkScope: o.topkScope, brotli: o.brotli !== false, bits: Number(o.bits), errorFeedback: o.errorFeedback !== false, downlinkBits: Number(o.downlinkBits),
-    aggregator: o.aggregator, ...(o.serverLr !== undefined ? { serverLr: Number(o.serverLr) } : {}), ...(o.serverMomentum !== undefined ? { serverMomentum: Number(o.serverMomentum) } : {}), ...(o.serverLrDecay ? { serverLrDecay: true } : {}), quorum: Number(o.quorum), roundTimeoutMs: Number(o.roundTimeoutMs), leaderTimeoutMs: Number(o.leaderTimeoutMs),
-    gossipGamma: Number(o.gamma), ...(o.gossipMomentum !== undefined ? { gossipMomentum: Number(o.gossipMomentum) } : {}), rank: Number(o.rank), ...(o.loraAlpha ? { loraAlpha: Number(o.loraAlpha) } : {}), ...(o.logitAdjust ? { logitAdjust: true } : {}),
-    ...(o.backbone ? { backbone: o.backbone } : {}), ...(o.loraTargets ? { loraTargets: String(o.loraTargets).split(',') } : {}), protoWeight: Number(o.protoWeight), testSlice: Number(o.testSlice),
-    threads: Number(o.threads), minMembers: N, prototypeEvery: Number(o.prototypeEvery),
-    ...(o.dpClip ? { dpClip: Number(o.dpClip), dpNoise: Number(o.dpNoise ?? 1) } : {}),
+    ...flTyped, ...budgetOf(i), shard: `${i}/${SHARDS}`, minMembers: N, finalEval: mode === 'procs', threads: flTyped.threads ?? Math.max(1, Math.floor(cpus().length / N)),
     ...(byz ? { attack: { kind: byz[2], factor: 100 } } : {}),
     ...(drop ? { dropRate: Number(drop[1]) } : {}),
   };
@@ -125,7 +113,7 @@ function edges(): [number, number][] {
     case 'random-k': {
       // A ring for connectivity plus seeded random chords up to degree ~k.
       for (let i = 0; i < N; i++) e.push([i, (i + 1) % N]);
-      let s = Number(o.seed);
+      let s = o.partitionSeed;
       const rnd = (): number => ((s = (s * 1103515245 + 12345) >>> 0) / 2 ** 32);
       for (let i = 0; i < N; i++) for (let c = 2; c < Number(o.k); c++) { const j = Math.floor(rnd() * N); if (j !== i) e.push([i, j]); }
       break;
@@ -140,17 +128,16 @@ function edges(): [number, number][] {
 
 if (o.localOnly) {
   const bb = await loadBackbone(o.backbone);
-  const data = await loadData({ ref: o.data, input: bb.input, classes: o.classes ? String(o.classes).split(',') : undefined, seed: Number(o.seed) });
+  const data = await loadData({ ref: o.dataset, input: bb.input, classes: o.classes, testFraction: o.testFraction, seed: o.partitionSeed });
   const { train, test } = data;
   bb.cfg = { ...bb.cfg, classes: data.classes.length };
-  const targets = (o.loraTargets ? String(o.loraTargets).split(',') : [...LORA_TARGETS]) as LoraTarget[];
   const heads = exitTensorNames(bb.cfg);
   const weights = new Map([...bb.weights].filter(([k]) => !heads.has(k)));
   const results: { node: number; samples: number; accuracy: number[] }[] = [];
   for (let i = 0; i < N; i++) {
     const cfg = flConfig(i);
-    const shard = shardIndices(train.labels, `${i}/${N}`, cfg.alpha === null ? { seed: Number(o.seed), scheme: 'iid' } : { seed: Number(o.seed), scheme: 'dirichlet', alpha: cfg.alpha as number, dirichlet: { numClasses: bb.cfg.classes } });
-    const tr = await Trainer.create({ cfg: bb.cfg, norm: bb.input, lora: { rank: Number(o.rank), alpha: 2 * Number(o.rank), targets }, trainableSet: 'lora+heads', weights, batch: Number(o.batch), seed: 7, threads: Number(o.threads), optimizer: { kind: 'adamw', lr: Number(o.lr), weightDecay: 0.01 } });
+    const shard = shardIndices(train.labels, `${i}/${SHARDS}`, o.alpha === null ? { seed: o.partitionSeed, scheme: 'iid' } : { seed: o.partitionSeed, scheme: 'dirichlet', alpha: o.alpha, dirichlet: { numClasses: bb.cfg.classes } });
+    const tr = await Trainer.create({ cfg: bb.cfg, norm: bb.input, lora: { rank: o.rank, alpha: o.loraAlpha, targets: o.loraTargets }, trainableSet: 'lora+heads', weights, batch: o.batch, seed: o.modelSeed, threads: cfg.threads as number, optimizer: { kind: 'adamw', lr: o.lr, weightDecay: o.weightDecay } });
     await tr.trainSteps(train, shard, rounds * Number(o.localSteps));
     const ev = await tr.evaluate(test);
     results.push({ node: i, samples: shard.length, accuracy: ev.accuracy });
@@ -158,7 +145,7 @@ if (o.localOnly) {
     await tr.release();
   }
   const last = results.map((r) => r.accuracy[r.accuracy.length - 1]);
-  const summary = { mode: 'local-only', nodes: N, steps: rounds * Number(o.localSteps), alpha: o.alpha, meanLastExitAccuracy: last.reduce((a, b) => a + b, 0) / N, perNode: results, seconds: Math.round((Date.now() - t0) / 1000) };
+  const summary = { mode: 'local-only', nodes: N, steps: rounds * Number(o.localSteps), alpha: o.alpha ?? 'iid', meanLastExitAccuracy: last.reduce((a, b) => a + b, 0) / N, perNode: results, seconds: Math.round((Date.now() - t0) / 1000) };
   await writeFile(join(outDir, 'summary.json'), JSON.stringify(summary, null, 2));
   console.log(JSON.stringify(summary));
   process.exit(0);
@@ -174,12 +161,14 @@ async function report(metrics: RoundMetrics[][], finals: { node: number; accurac
   const perRound = (key: 'bytesUp' | 'bytesDown' | 'updateBytes'): number => meanOf(metrics.flatMap((m) => m.map((x) => x[key])));
   const summary = {
     name, mode, nodes: N, protocol: o.protocol, topology: o.topology, rounds, localSteps: Number(o.localSteps),
-    alpha: o.alpha, topk: Number(o.topk), bits: Number(o.bits), errorFeedback: o.errorFeedback !== false, aggregator: o.aggregator,
+    alpha: o.alpha ?? 'iid', topk: o.topk, bits: o.bits, errorFeedback: o.errorFeedback, aggregator: o.aggregator,
     serverLr: o.serverLr === undefined ? undefined : Number(o.serverLr), serverMomentum: o.serverMomentum === undefined ? undefined : Number(o.serverMomentum), serverLrDecay: !!o.serverLrDecay,
-    gamma: o.protocol === 'gossip' ? Number(o.gamma) : undefined, gossipMomentum: o.protocol === 'gossip' ? Number(o.gossipMomentum ?? DEFAULT_GOSSIP_MOMENTUM) : undefined, logitAdjust: !!o.logitAdjust, lr: Number(o.lr), lrSchedule: o.lrSchedule, backbone: o.backbone ?? 'default', loraTargets: o.loraTargets ?? 'default',
+    gamma: o.protocol === 'gossip' ? o.gossipGamma : undefined, gossipMomentum: o.protocol === 'gossip' ? o.gossipMomentum : undefined, logitAdjust: o.logitAdjust, lr: o.lr, lrSchedule: o.lrSchedule, backbone: o.backbone, loraTargets: o.loraTargets.join(','),
     faults, events,
     finalAccuracyMean: meanOf(finals.map((f) => lastExit(f.accuracy))),
-    finalAccuracyPerExitMean: finals[0]?.accuracy.map((_, e) => meanOf(finals.map((f) => f.accuracy[e]))),
+    finalAccuracyPerExitMean: Array.from({ length: Math.max(0, ...finals.map((f) => f.accuracy.length)) }, (_, e) => meanOf(finals.filter((f) => f.accuracy.length > e).map((f) => f.accuracy[e]))),
+    fleet: fleet ? o.fleet : undefined,
+    groups: fleet ? groupSummary(fleet, finals) : undefined,
     finalEnsembleAccuracyMean: meanOf(finals.map((f) => f.ensembleAccuracy)),
     identicalFinalState: new Set(finals.map((f) => f.hash)).size === 1,
     updateBytesPerNodePerRound: Math.round(perRound('updateBytes')),
@@ -197,13 +186,6 @@ async function report(metrics: RoundMetrics[][], finals: { node: number; accurac
   };
   await writeFile(join(outDir, 'metrics.json'), JSON.stringify({ summary, metrics }, null, 1));
   await writeFile(join(outDir, 'summary.json'), JSON.stringify(summary, null, 2));
-  const accSeries = metrics.map((m, i) => ({ name: `node ${i}`, points: m.map((x) => [x.round, lastExit(x.accuracy)] as [number, number]) }));
-  await writeFile(join(outDir, 'accuracy-vs-round.svg'), lineChart({ title: `${o.protocol}: last-exit test accuracy`, xLabel: 'round', yLabel: 'accuracy', series: accSeries }));
-  const bytesSeries = metrics.map((m, i) => {
-    let cum = 0;
-    return { name: `node ${i}`, points: m.map((x) => [(cum += x.bytesUp), lastExit(x.accuracy)] as [number, number]) };
-  });
-  await writeFile(join(outDir, 'accuracy-vs-bytes.svg'), lineChart({ title: `${o.protocol}: accuracy vs bytes sent`, xLabel: 'cumulative bytes sent per node', yLabel: 'accuracy', series: bytesSeries, logX: true }));
   const rows = metrics.map((m, i) => {
     const last = m.at(-1);
     const fin = finals.find((f) => f.node === i);
@@ -211,13 +193,17 @@ async function report(metrics: RoundMetrics[][], finals: { node: number; accurac
   });
   console.log(`\nnode  rounds  slice-acc  full-acc%  update B  up B/rnd  down B/rnd  state`);
   console.log(rows.join('\n'));
+  if (summary.groups) {
+    console.log(`\ngroup  nodes  budget                          per-exit accuracy % (mean over the group's nodes)`);
+    for (const [g, s] of Object.entries(summary.groups)) console.log(`${g.padEnd(6)} ${String(s.nodes).padStart(5)}  ${JSON.stringify(s.budget).padEnd(30)}  ${s.perExit.map((a) => (a * 100).toFixed(2)).join(' / ')}`);
+  }
   console.log(`\n${JSON.stringify({ ...summary, finals: undefined })}`);
-  console.log(`\nplots: ${join(outDir, 'accuracy-vs-round.svg')}, ${join(outDir, 'accuracy-vs-bytes.svg')}`);
+  const files = await writeRunReport(outDir, { name, label: String(o.protocol), summary, metrics, nodes: { head: ['node', 'rounds', 'slice acc', 'full acc', 'update B', 'up B/round', 'down B/round', 'state'], rows: rows.map((r) => r.trim().split(/\s+/)) } });
+  console.log(`\nplots: ${files.accuracyVsRound}, ${files.accuracyVsBytes}; report: ${files.html}`);
 }
 
 if (mode === 'procs') {
-  const faults: string[] = o.fault ?? [];
-  if (faults.some((f) => /^(partition|heal)@/.test(f))) throw new Error('partition/heal faults need --mode inproc');
+  const faults: string[] = o.fault;
   const E = edges();
   const events: { t: number; event: string }[] = [];
   const nodes: ProcNode[] = [];
@@ -229,28 +215,19 @@ if (mode === 'procs') {
     outDir,
     peersOf: (i: number) => E.filter(([a, b]) => Math.max(a, b) === i && a !== b).map(([a, b]) => Math.min(a, b)),
     flags: (i: number) => {
-      const fl = flConfig(i) as Record<string, unknown>;
+      // Each node's settings travel as its profile's "fl" object: the same schema keys as the flags.
       const profile = join(outDir, `node-${i}.json`);
-      const extra = { ...(fl.attack ? { attack: fl.attack } : {}), ...(fl.dropRate ? { dropRate: fl.dropRate } : {}) };
-      void writeFile(profile, JSON.stringify({ fl: extra }));
-      const flag = (k: string, v: unknown): string[] => (v === undefined || v === null ? [] : [k, String(v)]);
-      return [
-        '--federation', 'sim', '--heartbeat-ms', '1000', '--expiry-ms', '6000', '--config', profile, '--final-eval',
-        '--data', o.data, ...flag('--classes', o.classes), '--shard', `${i}/${N}`, '--alpha', String(o.alpha), '--protocol', o.protocol,
-        ...flag('--partition-seed', o.seed), ...flag('--rounds', rounds), ...flag('--local-steps', o.localSteps), ...flag('--batch', o.batch), ...flag('--lr', o.lr),
-        ...flag('--topk', o.topk), ...flag('--topk-scope', o.topkScope), ...(o.brotli === false ? ['--no-brotli'] : []), ...flag('--bits', o.bits), ...(o.errorFeedback === false ? ['--no-error-feedback'] : []),
-        ...flag('--downlink-bits', o.downlinkBits), ...flag('--aggregator', o.aggregator), ...flag('--server-lr', o.serverLr), ...flag('--server-momentum', o.serverMomentum), ...(o.serverLrDecay ? ['--server-lr-decay'] : []), ...flag('--quorum', o.quorum),
-        ...flag('--round-timeout-ms', o.roundTimeoutMs), ...flag('--leader-timeout-ms', o.leaderTimeoutMs), ...flag('--gamma', o.gamma), ...flag('--gossip-momentum', o.gossipMomentum), ...(o.logitAdjust ? ['--logit-adjust'] : []), ...flag('--lr-schedule', o.lrSchedule),
-        ...flag('--rank', o.rank), ...flag('--lora-alpha', o.loraAlpha), ...flag('--backbone', o.backbone), ...flag('--lora-targets', o.loraTargets), ...flag('--proto-weight', o.protoWeight), ...flag('--prototype-every', o.prototypeEvery), ...flag('--test-slice', o.testSlice), ...flag('--threads', o.threads),
-        ...(o.dpClip ? ['--dp-clip', String(o.dpClip), '--dp-noise', String(o.dpNoise ?? 1)] : []),
-      ];
+      writeFileSync(profile, JSON.stringify({ fl: flConfig(i) }, null, 1));
+      return ['--federation', 'sim', '--heartbeat-ms', '1000', '--expiry-ms', '6000', '--config', profile];
     },
     onLine: (i: number, line: string) => {
       const id = /^fmfl-node (\S+)/.exec(line);
       if (id) peerIds[i] = id[1];
       const r = /^round (\d+) /.exec(line);
       if (r) {
-        if (i === 0 || o.verbose) console.log(`[node ${i}] ${line}`);
+        if ((i === 0 && !tty) || o.verbose) console.log(`[node ${i}] ${line}`);
+        const v = /^round \d+ v(\d+) /.exec(line);
+        progress.round(i, Number(v?.[1] ?? r[1]));
         onRound(Number(r[1]));
       }
       if (line.startsWith('exited')) console.log(`[node ${i}] ${line}`);
@@ -286,6 +263,7 @@ if (mode === 'procs') {
   log.info({ nodes: N, mode, topology: o.topology, protocol: o.protocol, setupMs: Date.now() - t0 }, 'node processes started');
   exits = nodes.map((n) => n.exited);
   for (let k = 0; k < exits.length; k++) await exits[k];
+  progress.done();
   const metrics: RoundMetrics[][] = [];
   const finals: { node: number; accuracy: number[]; ensembleAccuracy: number; hash: string }[] = [];
   for (let i = 0; i < N; i++) {
@@ -306,7 +284,7 @@ const feds: (Federation | null)[] = [];
 const metrics: RoundMetrics[][] = Array.from({ length: N }, () => []);
 const events: { t: number; event: string }[] = [];
 const stateDir = (i: number): string => join(outDir, `node-${i}`);
-const meshOpts = inprocMeshOptions(N, { heartbeatMs: o.heartbeatMs === undefined ? undefined : Number(o.heartbeatMs), memoryLatencyMs: o.memoryLatencyMs === undefined ? undefined : Number(o.memoryLatencyMs) });
+const meshOpts = inprocMeshOptions(N, { heartbeatMs: o.heartbeatMs, memoryLatencyMs: o.memoryLatencyMs });
 const listen = (i: number): string[] => (o.transport === 'memory' ? [`/memory/${name}-${i}-${Date.now()}`] : ['/ip4/127.0.0.1/tcp/0']);
 
 async function startNode(i: number, peers: string[]): Promise<void> {
@@ -331,7 +309,7 @@ const linkMs = await linkInWaves(meshes as Mesh[], edges(), {
 log.info({ nodes: N, topology: o.topology, protocol: o.protocol, setupMs: Date.now() - t0, linkMs: Math.round(linkMs), rssMB: Math.round(process.memoryUsage.rss() / 1e6), ...meshOpts }, 'nodes started and linked');
 
 // Fault schedule, triggered when the first node finishes round R-1 (i.e. round R starts).
-const faults: string[] = o.fault ?? [];
+const faults: string[] = o.fault;
 const fired = new Set<string>();
 const ids = (): string[] => meshes.filter(Boolean).map((m) => m!.peerId.toString());
 async function crash(i: number, why: string): Promise<void> {
@@ -350,7 +328,7 @@ const runs: Promise<void>[] = [];
 function runNode(i: number): void {
   const f = feds[i]!;
   runs.push(
-    f.run({ onRound: (m) => { metrics[i].push(m); onRoundDone(m.round); } }).then(() => undefined, (err) => log.error({ node: i, err: String(err) }, 'node failed')),
+    f.run({ onRound: (m) => { metrics[i].push(m); progress.round(i, m.version); onRoundDone(m.round); } }).then(() => undefined, (err) => log.error({ node: i, err: String(err) }, 'node failed')),
   );
 }
 function onRoundDone(r: number): void {
@@ -410,11 +388,12 @@ statusTimer.unref();
 // Runs started by restarts are appended while we wait.
 for (let k = 0; k < runs.length; k++) await runs[k];
 clearInterval(statusTimer);
+progress.done();
 log.info({ t: Date.now() - t0 }, 'all runs done');
 
 // Final evaluation on the full test split: freeze each node's model, stop every protocol and mesh at once, then
 // evaluate each distinct model once (scripts/lib/inproc.ts says why; this order ends the 32-node hang of issue 17).
-const testSet = (await loadData({ ref: o.data, input: (await loadBackbone(o.backbone)).input, classes: o.classes ? String(o.classes).split(',') : undefined, seed: Number(o.seed) })).test;
+const testSet = (await loadData({ ref: o.dataset, input: (await loadBackbone(o.backbone)).input, classes: o.classes, testFraction: o.testFraction, seed: o.partitionSeed })).test;
 const done = await finishInproc({
   feds, meshes, test: testSet,
   onEval: (e) => log.info({ node: e.node, sharedBy: e.nodes, ms: Math.round(e.ms) }, 'final evaluation'),

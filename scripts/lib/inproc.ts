@@ -68,19 +68,22 @@ export async function finishInproc(o: {
   const byDigest = new Map<string, number[]>();
   frozen.forEach((fz, i) => {
     if (!fz) return;
-    const list = byDigest.get(fz.digest) ?? [];
+    // Nodes share an evaluation when they hold the same model and the same budget (depth, rank) to run it at.
+    const f = o.feds[i]!;
+    const key = `${fz.digest}:${f.trainer.depth}:${f.budget.rank}`;
+    const list = byDigest.get(key) ?? [];
     list.push(i);
-    byDigest.set(fz.digest, list);
+    byDigest.set(key, list);
   });
   const finals: FinalEval[] = [];
   const t1 = performance.now();
   for (const [digest, nodes] of byDigest) {
     const te = performance.now();
     const trainer = o.feds[nodes[0]]!.trainer;
-    trainer.loadParams(frozen[nodes[0]]!.tensors);
+    trainer.loadParams(o.feds[nodes[0]]!.modelAtBudget(frozen[nodes[0]]!.tensors));
     const ev = await trainer.evaluate(o.test, o.indices);
     o.onEval?.({ node: nodes[0], nodes: nodes.length, ms: performance.now() - te });
-    for (const i of nodes) finals.push({ node: i, accuracy: ev.accuracy, ensembleAccuracy: ev.ensembleAccuracy, hash: frozen[i]!.hash, modelDigest: digest });
+    for (const i of nodes) finals.push({ node: i, accuracy: ev.accuracy, ensembleAccuracy: ev.ensembleAccuracy, hash: frozen[i]!.hash, modelDigest: frozen[i]!.digest });
   }
   finals.sort((a, b) => a.node - b.node);
   return { finals, evaluations: byDigest.size, stopMs, evalMs: performance.now() - t1 };

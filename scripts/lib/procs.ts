@@ -28,6 +28,10 @@ export interface ProcOptions {
   peersOf?: (i: number) => number[];
   /** Print node output lines (round lines always). */
   onLine?: (i: number, line: string) => void;
+  /** Every chunk node i writes on stderr (its logs). */
+  onStderr?: (i: number, chunk: string) => void;
+  /** Command prefix that node i runs under, e.g. `ip netns exec <ns>` (it must exec, keeping the pid). */
+  wrap?: (i: number) => string[];
 }
 
 /** Start node i and resolve once it printed its listen address. */
@@ -36,7 +40,8 @@ export async function startProc(o: ProcOptions, i: number, nodes: ProcNode[]): P
   await mkdir(dir, { recursive: true });
   const peers = (o.peersOf?.(i) ?? (i === 0 ? [] : [0])).map((k) => nodes[k]?.addr).filter((a): a is string => !!a);
   const args = [BIN, '--state-dir', dir, '--metrics', join(dir, 'metrics.jsonl'), '--no-progress', '--log-level', 'warn', ...(peers.length ? ['--peers', peers.join(',')] : []), ...o.flags(i)];
-  const proc = spawn(process.execPath, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env } });
+  const wrap = o.wrap?.(i) ?? [];
+  const proc = spawn(wrap[0] ?? process.execPath, wrap.length ? [...wrap.slice(1), process.execPath, ...args] : args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env } });
   let resolveAddr!: (a: string) => void;
   const addrP = new Promise<string>((r) => (resolveAddr = r));
   let buf = '';
@@ -54,6 +59,7 @@ export async function startProc(o: ProcOptions, i: number, nodes: ProcNode[]): P
   let err = '';
   proc.stderr!.on('data', (d: Buffer) => {
     err = (err + d.toString()).slice(-4000);
+    o.onStderr?.(i, d.toString());
   });
   const exited = new Promise<number | null>((r) => proc.on('close', (code) => {
     if (code !== 0 && code !== null) o.onLine?.(i, `exited with code ${code}: ${err.trim().split('\n').slice(-3).join(' | ')}`);

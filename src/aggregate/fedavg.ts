@@ -43,15 +43,68 @@ export function totalSamples(updates: readonly AggregateInput[]): number {
   return updates.reduce((s, u) => s + u.sampleCount, 0);
 }
 
-/** Σ_i w_i · x_i per tensor in float64, returned as Float32Arrays. */
+/**
+ * Tensor names carried by any update, in first-seen order (updates come sorted by sender, so the order is the same
+ * on every member), each checked: its holders agree on its length, their values are finite and their sample
+ * counts positive. The per-tensor form of {@link checkHomogeneous}: with depth budgets (`--max-depth`) an update
+ * carries only the tensors its sender trained.
+ */
+export function tensorHolders(updates: readonly AggregateInput[]): Map<string, number[]> {
+  if (updates.length === 0) throw new AggregateError(AggregateRefusal.NO_UPDATES, 'nothing to aggregate');
+  const holders = new Map<string, number[]>();
+  const lengths = new Map<string, number>();
+  for (const [k, u] of updates.entries()) {
+    if (!Number.isFinite(u.sampleCount) || u.sampleCount <= 0) {
+      throw new AggregateError(AggregateRefusal.NON_FINITE, `update ${k}: sample count ${u.sampleCount} must be positive`);
+    }
+    if (u.deltas.size === 0) throw new AggregateError(AggregateRefusal.SHAPE_MISMATCH, `update ${k} carries no tensor`);
+    for (const [n, d] of u.deltas) {
+      const want = lengths.get(n);
+      if (want !== undefined && d.length !== want) {
+        throw new AggregateError(AggregateRefusal.SHAPE_MISMATCH, `update ${k}: tensor ${n} has ${d.length} values, an earlier update ${want} (use a rank-heterogeneous rule for mixed LoRA ranks)`);
+      }
+      for (let i = 0; i < d.length; i++) {
+        if (!Number.isFinite(d[i])) throw new AggregateError(AggregateRefusal.NON_FINITE, `update ${k}: tensor ${n} has a non-finite value at ${i}`);
+      }
+      lengths.set(n, d.length);
+      const h = holders.get(n);
+      if (h === undefined) holders.set(n, [k]);
+      else h.push(k);
+    }
+  }
+  return holders;
+}
+
+/**
+ * The weights of `tensor`'s holders: the round's normalized weights `w` when every update carries it, otherwise
+ * renormalized over the updates that do (a tensor is averaged over the nodes that trained it); none when no update
+ * carries it.
+ */
+export function holderWeights(updates: readonly AggregateInput[], w: ArrayLike<number>, tensor: string): { idx: number[]; w: number[] } {
+  const idx: number[] = [];
+  for (let i = 0; i < updates.length; i++) if (updates[i].deltas.has(tensor)) idx.push(i);
+  if (idx.length === updates.length || idx.length === 0) return { idx, w: idx.map((i) => w[i]) };
+  let s = 0;
+  for (const i of idx) s += w[i];
+  if (!(s > 0)) throw new AggregateError(AggregateRefusal.NON_FINITE, `the holders of ${tensor} have no weight`);
+  return { idx, w: idx.map((i) => w[i] / s) };
+}
+
+/**
+ * Σ_i w_i · x_i per tensor in float64 over the updates that carry it (weights renormalized over them, see
+ * {@link holderWeights}), returned as Float32Arrays. Tensors no update carries are absent from the result (the
+ * global keeps them unchanged).
+ */
 export function weightedSum(updates: readonly AggregateInput[], w: ArrayLike<number>, names: readonly string[]): TensorMap {
   const out: TensorMap = new Map();
   for (const n of names) {
-    const acc = new Float64Array(updates[0].deltas.get(n)!.length);
-    updates.forEach((u, i) => {
-      const d = u.deltas.get(n)!;
-      const wi = w[i];
-      for (let j = 0; j < d.length; j++) acc[j] += wi * d[j];
+    const hw = holderWeights(updates, w, n);
+    if (hw.idx.length === 0) continue;
+    const acc = new Float64Array(updates[hw.idx[0]].deltas.get(n)!.length);
+    hw.idx.forEach((i, j) => {
+      const d = updates[i].deltas.get(n)!;
+      const wi = hw.w[j];
+      for (let k = 0; k < d.length; k++) acc[k] += wi * d[k];
     });
     out.set(n, Float32Array.from(acc));
   }
@@ -61,10 +114,11 @@ export function weightedSum(updates: readonly AggregateInput[], w: ArrayLike<num
 /**
  * FedAvg (McMahan et al., AISTATS 2017): the sample-weighted mean of the deltas. With equal LoRA ranks this is
  * also homogeneous LoRA aggregation (A and B averaged separately, as in FedIT / Zhang et al. 2024), which is
- * exact only when A is frozen (see `ffa-lora`).
+ * exact only when A is frozen (see `ffa-lora`). Per tensor: each tensor is the weighted mean over the updates
+ * that carry it (depth budgets, DepthFL / InclusiveFL); tensors nobody sent are absent and stay unchanged.
  */
 export function fedavg(updates: readonly AggregateInput[], opts: AggregateOptions = {}): AggregateResult {
-  const names = checkHomogeneous(updates);
+  const names = [...tensorHolders(updates).keys()];
   const w = weightsOf(updates, opts);
   return { deltas: weightedSum(updates, w, names), sampleCount: totalSamples(updates), loraRank: updates[0].loraRank };
 }

@@ -11,3 +11,5 @@ export { svd, qr, lowRankSvd, matmul, transpose, mat } from './linalg.ts';
 export type { Mat } from './linalg.ts';
 export { aggregateRound } from './round.ts';
 export type { RoundAggregate, RoundInputs, RoundFailures } from './round.ts';
+export { budgetDelta, globalAtBudget } from './budget.ts';
+export type { NodeBudget } from './budget.ts';

@@ -1,5 +1,5 @@
 import type { TensorMap, TensorSpec, UpdateManifest } from '../update/index.ts';
-import { checkHomogeneous, totalSamples, weightedSum, weightsOf } from './fedavg.ts';
+import { checkHomogeneous, holderWeights, tensorHolders, totalSamples, weightedSum, weightsOf } from './fedavg.ts';
 import { lowRankSvd, mat, type Mat } from './linalg.ts';
 import { AggregateError, AggregateRefusal, type AggregateInput, type AggregateOptions, type AggregateResult } from './types.ts';
 
@@ -82,23 +82,39 @@ function scaleOf(opts: AggregateOptions, r: number): number {
 
 interface Split {
   lora: Set<string>;
+  /** Pairs some update carries (an update carries both factors of a pair or neither). */
   pairs: LoraPair[];
   others: string[];
   ranks: number[];
   target: number;
 }
 
+/**
+ * Check the updates and split their tensors into LoRA pairs and the rest. Per tensor (depth budgets): an update
+ * may omit whole pairs and other tensors; the ones it carries must fit its rank.
+ */
 function split(updates: readonly AggregateInput[], opts: AggregateOptions): Split {
   if (updates.length === 0) throw new AggregateError(AggregateRefusal.NO_UPDATES, 'nothing to aggregate');
   const manifest = need(opts.manifest, 'opts.manifest');
-  const pairs = loraPairs(manifest, opts.loraSuffixes);
+  const all = loraPairs(manifest, opts.loraSuffixes);
   const lora = new Set(manifest.tensors.filter((s) => s.loraAxis !== undefined).map((s) => s.name));
-  const ranks = updates.map((u) => (pairs.length > 0 ? rankOf(u, pairs[0]) : u.loraRank ?? 0));
-  for (const p of pairs) updates.forEach((u, i) => { if (rankOf(u, p) !== ranks[i]) throw new AggregateError(AggregateRefusal.SHAPE_MISMATCH, `update ${i}: ${p.a} has another rank`); });
+  const pairs = all.filter((p) => updates.some((u) => u.deltas.has(p.a) || u.deltas.has(p.b)));
+  const ranks = updates.map((u, i) => {
+    const first = pairs.find((p) => u.deltas.has(p.a) || u.deltas.has(p.b));
+    const r = u.loraRank ?? (first === undefined ? 0 : rankOf(u, first));
+    if (!Number.isInteger(r) || r < (pairs.length > 0 ? 1 : 0)) throw new AggregateError(AggregateRefusal.SHAPE_MISMATCH, `update ${i}: LoRA rank ${r} invalid`);
+    return r;
+  });
+  for (const p of pairs) {
+    updates.forEach((u, i) => {
+      if (!u.deltas.has(p.a) && !u.deltas.has(p.b)) return;
+      if (rankOf(u, p) !== ranks[i]) throw new AggregateError(AggregateRefusal.SHAPE_MISMATCH, `update ${i}: ${p.a} has another rank`);
+    });
+  }
   const target = opts.targetRank ?? Math.max(...ranks);
   if (!Number.isInteger(target) || target < 1) throw new AggregateError(AggregateRefusal.BAD_OPTION, `targetRank ${target} must be a positive integer`);
-  const others = [...updates[0].deltas.keys()].filter((n) => !lora.has(n));
-  checkHomogeneous(updates.map((u) => ({ deltas: new Map(others.map((n) => [n, u.deltas.get(n) ?? new Float32Array(0)])), sampleCount: u.sampleCount })));
+  const rest = updates.map((u) => ({ deltas: new Map([...u.deltas].filter(([n]) => !lora.has(n))), sampleCount: u.sampleCount }));
+  const others = rest.every((u) => u.deltas.size === 0) ? [] : [...tensorHolders(rest.filter((u) => u.deltas.size > 0)).keys()];
   return { lora, pairs, others, ranks, target };
 }
 
@@ -112,7 +128,8 @@ function othersAvg(updates: readonly AggregateInput[], s: Split, w: Float64Array
  * - `replicate`: each rank slice is averaged only over the updates that have it, weights renormalized — the
  *   missing slices are filled by replicating the holders' mean (Byun & Lee, "Towards Federated Low-Rank
  *   Adaptation of Language Models with Rank Heterogeneity", 2024), so high-rank information is not diluted.
- * Updates of rank > R are truncated. Nodes take the result at their own rank with {@link resizeLora}.
+ * Updates of rank > R are truncated. Nodes take the result at their own rank with {@link resizeLora}. Per tensor:
+ * each LoRA factor is averaged over the updates that carry it (depth budgets); factors nobody sent are absent.
  * The α/r scale difference between ranks is not compensated (use `flexlora` with `loraAlpha` for that).
  */
 export function hetlora(mode: 'zero' | 'replicate') {
@@ -122,15 +139,17 @@ export function hetlora(mode: 'zero' | 'replicate') {
     const deltas = othersAvg(updates, s, w);
     const manifest = opts.manifest!;
     for (const spec of manifest.tensors) {
-      if (spec.loraAxis === undefined || !updates[0].deltas.has(spec.name)) continue;
+      if (spec.loraAxis === undefined) continue;
+      const hw = holderWeights(updates, w, spec.name);
+      if (hw.idx.length === 0) continue;
       const other = spec.shape[spec.loraAxis === 0 ? 1 : 0];
       const R = s.target;
       const acc = new Float64Array(other * R);
       const wsum = new Float64Array(R);
-      updates.forEach((u, i) => {
-        const d = resizeRankAxis(u.deltas.get(spec.name)!, spec, s.ranks[i], R);
-        for (let k = 0; k < d.length; k++) acc[k] += w[i] * d[k];
-        for (let j = 0; j < Math.min(s.ranks[i], R); j++) wsum[j] += w[i];
+      hw.idx.forEach((i, h) => {
+        const d = resizeRankAxis(updates[i].deltas.get(spec.name)!, spec, s.ranks[i], R);
+        for (let k = 0; k < d.length; k++) acc[k] += hw.w[h] * d[k];
+        for (let j = 0; j < Math.min(s.ranks[i], R); j++) wsum[j] += hw.w[h];
       });
       const out = new Float32Array(other * R);
       for (let k = 0; k < out.length; k++) {
@@ -173,7 +192,9 @@ export function flexlora(updates: readonly AggregateInput[], opts: AggregateOpti
     if (baseA !== undefined && (baseB?.length !== baseRank * p.outDim || !Number.isInteger(baseRank))) {
       throw new AggregateError(AggregateRefusal.SHAPE_MISMATCH, `base ${p.a}/${p.b} have inconsistent ranks`);
     }
-    const factors = updates.map((u, i) => {
+    const hw = holderWeights(updates, w, p.a);
+    const factors = hw.idx.map((i, h) => {
+      const u = updates[i];
       const r = s.ranks[i];
       const a = toMat(u.deltas.get(p.a), p.inDim, r);
       const b = toMat(u.deltas.get(p.b), r, p.outDim);
@@ -183,7 +204,7 @@ export function flexlora(updates: readonly AggregateInput[], opts: AggregateOpti
         for (let k = 0; k < a.data.length; k++) a.data[k] += ba[k];
         for (let k = 0; k < b.data.length; k++) b.data[k] += bb[k];
       }
-      const c = w[i] * scaleOf(opts, r);
+      const c = hw.w[h] * scaleOf(opts, r);
       for (let k = 0; k < a.data.length; k++) a.data[k] *= c;
       return { a, b };
     });

@@ -2,169 +2,40 @@
  * The federated-learning part of `fmfl-node`: flags that map onto FederationConfig, and the run loop that
  * trains, exchanges and checkpoints every round with a progress bar and per-round metric lines.
  */
-import { existsSync, readFileSync, statSync } from 'node:fs';
 import { appendFile } from 'node:fs/promises';
 import cliProgress from 'cli-progress';
 import { Option, type Command } from 'commander';
-import { AGGREGATOR_NAMES } from '../aggregate/index.ts';
 import type { FmflNode } from '../node/fmfl-node.ts';
 import { join } from 'node:path';
 import { Federation, type FederationConfig, type RoundMetrics } from '../round/index.ts';
 import { CHECKPOINT_FILE } from '../round/federation.ts';
-import { ConfigError } from '../util/errors.ts';
+import { FL_DEFAULTS, FL_KNOBS, parseClassList } from '../round/fl-config.ts';
+import { addSchemaOptions, typedValues } from './schema-options.ts';
 import { prototypesFromStats } from '../model/model-checkpoint.ts';
 
-/** Flags of the federated run, as commander parses them. */
+/** Flags of the federated run that are not federation settings (how this process reports). */
 export interface FlFlags {
-  data?: string;
-  classes?: string;
-  imageSize?: number;
-  channels?: number;
-  testFraction?: number;
-  shard?: string;
-  partitionSeed?: number;
-  alpha?: string;
-  protocol?: string;
-  rounds?: number;
-  localSteps?: number;
-  batch?: number;
-  lr?: number;
-  rank?: number;
-  loraAlpha?: number;
-  loraTargets?: string[];
-  topk?: number;
-  topkScope?: string;
-  brotli?: boolean;
-  bits?: number;
-  errorFeedback?: boolean;
-  downlinkBits?: number;
-  aggregator?: string;
-  serverLr?: number;
-  serverMomentum?: number;
-  serverLrDecay?: boolean;
-  logitAdjust?: boolean;
-  lrSchedule?: string;
-  quorum?: number;
-  roundTimeoutMs?: number;
-  leaderTimeoutMs?: number;
-  gamma?: number;
-  gossipMomentum?: number;
-  protoWeight?: number;
-  prototypeEvery?: number;
-  testSlice?: number;
-  dpClip?: number;
-  dpNoise?: number;
-  secagg?: boolean;
-  secaggClip?: number;
-  threads?: number;
-  device?: string;
-  backbone?: string;
-  minMembers?: number;
   metrics?: string;
   progress?: boolean;
-  finalEval?: boolean;
 }
 
-function num(name: string) {
-  return (v: string): number => {
-    const x = Number(v);
-    if (v.trim() === '' || !Number.isFinite(x)) throw new ConfigError(`${name} must be a number, got "${v}"`);
-    return x;
-  };
-}
-
-/** Add the federated-learning flags to the main command. */
+/** Add the federated-learning flags to the main command: one per schema key (src/round/fl-config.ts), then reporting. */
 export function addFederationOptions(cmd: Command): Command {
-  return cmd
-    .addOption(new Option('--data <name|dir|csv>', 'training data: fashion-mnist | mnist, a folder of <class>/<image> files (png, jpg, webp, tif, dcm; optional train/ and test/ inside), or a CSV of path,label rows (enables federated training)'))
-    .addOption(new Option('--classes <list|file>', "the federation's label set: comma-separated names or a classes.txt (one per line); default: the data's own (sorted folder names)"))
-    .addOption(new Option('--image-size <n>', "input size the node expects; must match the backbone's (default: the backbone's)").argParser(num('--image-size')))
-    .addOption(new Option('--channels <n>', "input channels the node expects, 1 or 3; must match the backbone's (default: the backbone's)").argParser(num('--channels')))
-    .addOption(new Option('--test-fraction <x>', 'share of each class held out for testing when the data has no test/ folder (seeded, stratified; default 0.2)').argParser(num('--test-fraction')))
-    .addOption(new Option('--shard <i/n>', "this node's shard of the train split, 0-based (e.g. 3/8)"))
-    .addOption(new Option('--partition-seed <n>', 'seed of the label split; every member must use the same one to get disjoint shards (default 42)').argParser(num('--partition-seed')))
-    .addOption(new Option('--alpha <x|iid>', 'Dirichlet label-skew concentration, or "iid" (default 0.5)'))
-    .addOption(new Option('--protocol <p>', 'round protocol: leader | gossip (default leader)'))
-    .addOption(new Option('--rounds <n>', 'rounds to run (default 30)').argParser(num('--rounds')))
-    .addOption(new Option('--local-steps <n>', 'local training steps per round (default 50)').argParser(num('--local-steps')))
-    .addOption(new Option('--batch <n>', 'batch size (default 64)').argParser(num('--batch')))
-    .addOption(new Option('--lr <x>', 'AdamW learning rate (default 1e-3)').argParser(num('--lr')))
-    .addOption(new Option('--lr-schedule <s>', 'local learning-rate schedule over all rounds: constant | cosine (default constant)'))
-    .addOption(new Option('--rank <n>', 'LoRA rank (default 8)').argParser(num('--rank')))
-    .addOption(new Option('--lora-alpha <x>', 'LoRA alpha (default 64: scale alpha/r = 8 at r=8; the reference recipe uses 16)').argParser(num('--lora-alpha')))
-    .addOption(new Option('--lora-targets <list>', 'projections with LoRA, comma-separated: q,k,v,proj,fc1,fc2 (default all six)').argParser((v: string) => v.split(',').map((s) => s.trim())))
-    .addOption(new Option('--topk <x>', 'fraction of update entries sent, 1 = dense (default 1)').argParser(num('--topk')))
-    .addOption(new Option('--topk-scope <s>', 'top-k per tensor (tensor, default) or one threshold over all tensors (global)'))
-    .addOption(new Option('--no-brotli', 'do not brotli-compress update payloads (on by default: lossless, ~8% smaller)'))
-    .addOption(new Option('--bits <n>', 'bits per sent value: 32 | 16 | 8 | 4 | 1 (1: scaled sign, for dense updates with error feedback; default 1)').argParser(num('--bits')))
-    .addOption(new Option('--no-error-feedback', 'do not carry compression residuals into the next round'))
-    .addOption(new Option('--downlink-bits <n>', 'bits of the leader broadcast: 32 | 16 | 8 (default 16)').argParser(num('--downlink-bits')))
-    .addOption(new Option('--aggregator <name>', `aggregation rule (default fedavgm): ${AGGREGATOR_NAMES.join(', ')}`))
-    .addOption(new Option('--server-lr <x>', 'server learning rate of fedavgm (default 1) and fedadam/fedyogi/fedadagrad (default 0.01)').argParser(num('--server-lr')))
-    .addOption(new Option('--server-lr-decay', 'decay --server-lr over the rounds to 1 (cosine)'))
-    .addOption(new Option('--server-momentum <x>', 'fedavgm: server momentum in [0, 1) (default 0.6)').argParser(num('--server-momentum')))
-    .addOption(new Option('--quorum <x>', 'leader: fewest contributions a round closes with, as a fraction of the roster (default: a majority)').argParser(num('--quorum')))
-    .addOption(new Option('--round-timeout-ms <ms>', 'leader: wait for updates at most this long (default 60000)').argParser(num('--round-timeout-ms')))
-    .addOption(new Option('--leader-timeout-ms <ms>', 'leader: backup k takes over after k times this (default 15000)').argParser(num('--leader-timeout-ms')))
-    .addOption(new Option('--gamma <x>', 'gossip: CHOCO consensus step size in [0, 1] (default 0)').argParser(num('--gamma')))
-    .addOption(new Option('--gossip-momentum <x>', 'gossip: heavy-ball momentum on the averaged model in [0, 1) (default 0.6)').argParser(num('--gossip-momentum')))
-    .addOption(new Option('--logit-adjust', 'against label skew: local training adds the log of the local label prior to the logits in the loss (balanced softmax, FedLC)'))
-    .addOption(new Option('--proto-weight <x>', 'weight of the prototype loss term (default 0)').argParser(num('--proto-weight')))
-    .addOption(new Option('--prototype-every <n>', 'send prototype statistics every n rounds (default 0: last round only)').argParser(num('--prototype-every')))
-    .addOption(new Option('--test-slice <n>', 'test images evaluated each round (default 1000)').argParser(num('--test-slice')))
-    .addOption(new Option('--dp-clip <x>', 'client-level DP: clip each update to this L2 norm').argParser(num('--dp-clip')))
-    .addOption(new Option('--dp-noise <x>', 'client-level DP: Gaussian noise multiplier').argParser(num('--dp-noise')))
-    .addOption(new Option('--secagg', 'leader protocol: secure aggregation, the leader learns only the mean of the updates (dense 32-bit masked updates: no top-k/quantization; no prototypes)'))
-    .addOption(new Option('--secagg-clip <x>', 'secure aggregation: clip each update value to [-x, x] before fixed-point encoding (default 1)').argParser(num('--secagg-clip')))
-    .addOption(new Option('--threads <n>', 'onnxruntime threads (default: cores)').argParser(num('--threads')))
-    .addOption(new Option('--device <d>', 'cpu | cuda | auto (default cpu)'))
-    .addOption(new Option('--backbone <name>', 'backbone in models/ (default vit-tiny-mnist-strong; vit-tiny-mnist is the reference recipe)'))
-    .addOption(new Option('--min-members <n>', 'members to wait for before round 1 (default: n of --shard)').argParser(num('--min-members')))
+  return addSchemaOptions(cmd, FL_KNOBS, FL_DEFAULTS)
     .addOption(new Option('--metrics <file>', 'append per-round metrics as JSON lines to this file'))
-    .addOption(new Option('--final-eval', 'after the last round, evaluate on the whole test split'))
     .addOption(new Option('--no-progress', 'no progress bar during local training'));
 }
 
-/** The FederationConfig fields set by flags (undefined = not given). */
-export function flFlagsToConfig(f: FlFlags): Partial<FederationConfig> & Record<string, unknown> {
-  const out: Record<string, unknown> = {
-    dataset: f.data, shard: f.shard, partitionSeed: f.partitionSeed, protocol: f.protocol, rounds: f.rounds, localSteps: f.localSteps, batch: f.batch, lr: f.lr,
-    rank: f.rank, loraAlpha: f.loraAlpha, loraTargets: f.loraTargets, topk: f.topk, topkScope: f.topkScope, brotli: f.brotli === false ? false : undefined, bits: f.bits,
-    errorFeedback: f.errorFeedback === false ? false : undefined, downlinkBits: f.downlinkBits, aggregator: f.aggregator,
-    serverLr: f.serverLr, serverMomentum: f.serverMomentum, serverLrDecay: f.serverLrDecay, logitAdjust: f.logitAdjust, lrSchedule: f.lrSchedule, quorum: f.quorum, roundTimeoutMs: f.roundTimeoutMs, leaderTimeoutMs: f.leaderTimeoutMs, gossipGamma: f.gamma, gossipMomentum: f.gossipMomentum,
-    protoWeight: f.protoWeight, prototypeEvery: f.prototypeEvery, testSlice: f.testSlice, dpClip: f.dpClip, dpNoise: f.dpNoise, secagg: f.secagg, secaggClip: f.secaggClip, threads: f.threads,
-    device: f.device, backbone: f.backbone, minMembers: f.minMembers, finalEval: f.finalEval,
-  };
-  if (f.alpha !== undefined) out.alpha = f.alpha === 'iid' ? null : num('--alpha')(f.alpha);
-  if (f.classes !== undefined) out.classes = parseClassList(f.classes);
-  if (f.imageSize !== undefined) out.imageSize = f.imageSize;
-  if (f.channels !== undefined) out.channels = f.channels;
-  if (f.testFraction !== undefined) out.testFraction = f.testFraction;
-  for (const k of Object.keys(out)) if (out[k] === undefined) delete out[k];
-  return out as Partial<FederationConfig>;
+/** The federation settings the user typed on the command line, by schema key (profile keys and flags share them). */
+export function flFlagsToConfig(cmd: Command): Partial<FederationConfig> {
+  return typedValues(cmd, FL_KNOBS) as Partial<FederationConfig>;
 }
 
-/**
- * `--classes`: a comma-separated list, or the path of a text file with one class per line (blank lines and lines
- * starting with # are skipped). @throws ConfigError on an empty list or a duplicate name.
- */
-export function parseClassList(v: string): string[] {
-  let names: string[];
-  if (!v.includes(',') && existsSync(v) && statSync(v).isFile()) {
-    names = readFileSync(v, 'utf8').split(/\r?\n/).map((l) => l.trim()).filter((l) => l !== '' && !l.startsWith('#'));
-    if (names.length === 0) throw new ConfigError(`--classes ${v}: the file names no class (one class name per line)`);
-  } else {
-    names = v.split(',').map((s) => s.trim()).filter((s) => s !== '');
-    if (names.length === 0) throw new ConfigError('--classes: give at least one class name, e.g. --classes normal,pneumonia (or a classes.txt)');
-  }
-  const dup = names.find((n, i) => names.indexOf(n) !== i);
-  if (dup !== undefined) throw new ConfigError(`--classes names '${dup}' twice`);
-  return names;
-}
+export { parseClassList };
 
 /** True when the flags or the profile ask for federated training. */
-export function wantsFederation(f: FlFlags, profile: Record<string, unknown> | undefined): boolean {
-  return f.data !== undefined || f.classes !== undefined || f.rounds !== undefined || f.protocol !== undefined || f.shard !== undefined || profile !== undefined;
+export function wantsFederation(typed: Record<string, unknown>, profile: Record<string, unknown> | undefined): boolean {
+  return Object.keys(typed).length > 0 || profile !== undefined;
 }
 
 export function formatRound(m: RoundMetrics): string {
@@ -185,7 +56,7 @@ export async function runFederation(
 ): Promise<{ rounds: RoundMetrics[]; stoppedBy?: string }> {
   const t0 = performance.now();
   const fed = await Federation.create(node.mesh, fl, { logger: node.log, stateDir: node.config.stateDir });
-  node.mesh.membership.setCapabilities({ datasetSize: fed.shardSize, loraRank: fed.cfg.trainable === 'lora+heads' ? fed.cfg.rank : 0, maxExitDepth: fed.trainer.cfg.depth });
+  node.mesh.membership.setCapabilities({ datasetSize: fed.shardSize, loraRank: fed.cfg.trainable === 'lora+heads' ? fed.cfg.rank : 0, maxExitDepth: fed.trainer.depth });
   io.stdout(`federating: protocol=${fed.cfg.protocol} rounds=${fed.cfg.rounds} shard=${fed.cfg.shard} samples=${fed.shardSize} topk=${fed.cfg.topk} bits=${fed.cfg.bits} aggregator=${fed.cfg.aggregator}\n`);
   const minMembers = fed.cfg.minMembers ?? Number(fed.cfg.shard.split('/')[1]);
   node.status.federationStarted({ protocol: fed.cfg.protocol, rounds: fed.cfg.rounds, minMembers, roundTimeoutMs: fed.cfg.roundTimeoutMs, localSteps: fed.cfg.localSteps, version: fed.protocol.round });
@@ -235,7 +106,7 @@ export async function runFederation(
             sums.set(t.sums.subarray(0, c.classes * c.dim), t.exit * c.classes * c.dim);
           }
           const protos = tables.length ? prototypesFromStats({ exits: c.depth, classes: c.classes, dim: c.dim, sums, counts }) : undefined;
-          node.inference.updateModel(fed.protocol.model(), `fed-r${m.version}-${m.hash.slice(0, 8)}`, protos);
+          node.inference.updateModel(fed.modelAtBudget(fed.protocol.model()), `fed-r${m.version}-${m.hash.slice(0, 8)}`, protos);
         } catch (err) {
           node.log.warn({ err: (err as Error).message }, 'the served model does not match the federation model; keeping the served one');
         }
@@ -284,7 +155,7 @@ function waitingReporter(node: FmflNode, need: number, io: { stdout: (s: string)
       const dialing = node.mesh.dialStatus().filter((d) => !d.connected);
       const what = dialing.length > 0
         ? `dialing ${dialing.map((d) => `${d.addr}${d.cause ? ` (${d.cause})` : ''}`).join(', ')}`
-        : node.mesh.connectedPeers().length > 0 ? 'connected; waiting for their heartbeats' : 'no --peers to dial: the others must dial this node';
+        : node.mesh.connectedPeers().length > 0 ? 'connected; waiting for their heartbeats' : node.config.mdns ? 'looking for members by mDNS' : 'no --peers to dial: the others must dial this node';
       line = `waiting for members ${have}/${need} (${what})`;
     }
     if (line !== last) {

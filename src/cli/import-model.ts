@@ -12,6 +12,7 @@ interface ImportFlags {
   name?: string;
   loraTargets?: string;
   exits?: string;
+  keepHead?: boolean;
   labels?: string;
   classes?: string;
   mean?: string;
@@ -45,6 +46,7 @@ export function registerImportModelCommand(program: Command, io: { stdout: (s: s
     .option('--name <name>', 'backbone name: writes <models-dir>/<name>.fmfl and <name>.json')
     .option('--lora-targets <regex>', "MatMul/Gemm nodes that get LoRA, matched against node and weight names (e.g. 'attn/(q|v)/' or 'attn/qkv'); none: heads or all only")
     .option('--exits <auto|tensor,...>', "exit heads: 'auto' (each repeated block's output) or tensor names from --list", 'auto')
+    .option('--keep-head', "keep the model's own classifier (the Linear computing its output) as the last exit; its class count must match --labels/--classes")
     .option('--labels <name,...>', 'class names of the exit heads (default 0..9; a federation resizes heads to its label set)')
     .option('--classes <n>', 'number of classes when no --labels are given (names 0..n-1)')
     .option('--mean <m,...>', 'per-channel input mean the model was trained with, in [0,1] units (default 0.5)')
@@ -84,7 +86,7 @@ Examples:
       const t0 = performance.now();
       const rep = await importOnnxModel(file, {
         name: f.name, loraTargets: f.loraTargets, exits: !f.exits || f.exits === 'auto' ? 'auto' : f.exits.split(',').map((s) => s.trim()),
-        labels, mean: numbers('--mean', f.mean), std: numbers('--std', f.std), inputSize, seed: positive('--seed', f.seed), dir: f.modelsDir,
+        keepHead: f.keepHead, labels, mean: numbers('--mean', f.mean), std: numbers('--std', f.std), inputSize, seed: positive('--seed', f.seed), dir: f.modelsDir,
       });
       const seconds = (performance.now() - t0) / 1000;
       if (f.json) {
@@ -95,7 +97,7 @@ Examples:
         io.stdout(`  ${rep.onnxNodes} ONNX nodes (${rep.foldedNodes} shape-plumbing nodes folded), ${rep.weights} frozen tensors, ${rep.params} parameters\n`);
         io.stdout(`  forward vs onnxruntime on the original file: max |diff| ${rep.forwardMaxAbsDiff.toExponential(2)}\n`);
         io.stdout(`  LoRA on ${rep.lora.length} nodes${rep.lora.length ? `: ${rep.lora.map((s) => s.node).join(', ')}` : ''}\n`);
-        io.stdout(`  ${rep.exits.length} exits (width ${rep.dim}): ${rep.exits.map((e) => e.tensor).join(', ')}\n`);
+        io.stdout(`  ${rep.exits.length} exits (width ${rep.dim}): ${rep.exits.map((e) => e.tensor).join(', ')}${rep.exits.at(-1)?.kept ? ` (the last with the model's own classifier, ${rep.exits.at(-1)!.kept!.classes} classes)` : ''}\n`);
         io.stdout(`  wrote ${rep.manifest.checkpoint} (sha256 ${rep.manifest.sha256.slice(0, 16)}...)\n`);
         io.stdout(`next: npm run finetune -- --backbone ${rep.name} --set ${rep.lora.length ? 'lora+heads' : 'heads'}${f.modelsDir ? ` --backbone-dir ${f.modelsDir}` : ''}\n`);
       }

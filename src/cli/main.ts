@@ -11,6 +11,7 @@ import { FmflError } from '../util/errors.ts';
 import { registerInferCommand } from '../infer/cli.ts';
 import { registerImportModelCommand } from './import-model.ts';
 import { addFederationOptions, flFlagsToConfig, runFederation, wantsFederation, type FlFlags } from './federate.ts';
+import { preflightFederation } from '../round/preflight.ts';
 
 /** Where the CLI writes and what stops a running node; tests pass their own. */
 export interface CliIo {
@@ -58,6 +59,8 @@ function int(name: string) {
 interface RunFlags extends FlFlags {
   listen?: string[];
   peers?: string[];
+  bootstrap?: string[];
+  mdns?: boolean;
   stateDir?: string;
   federation?: string;
   config?: string;
@@ -92,10 +95,12 @@ Examples:
 /** Default state directory of the CLI (relative to the working directory). */
 export const DEFAULT_STATE_DIR = '.fmfl';
 
-async function runNode(flags: RunFlags, io: CliIo): Promise<number> {
+async function runNode(flags: RunFlags, cmd: Command, io: CliIo): Promise<number> {
   const overrides: NodeConfigInput = {
     listen: flags.listen,
     peers: flags.peers,
+    bootstrap: flags.bootstrap,
+    mdns: flags.mdns,
     stateDir: flags.stateDir,
     federation: flags.federation,
     swarmKey: flags.swarmKey,
@@ -109,10 +114,13 @@ async function runNode(flags: RunFlags, io: CliIo): Promise<number> {
   if (flags.checkpoint !== undefined) overrides.infer = { checkpoint: flags.checkpoint };
   if (flags.httpPort !== undefined) overrides.http = { port: flags.httpPort, host: flags.httpHost ?? '127.0.0.1' };
   else if (flags.httpHost !== undefined) throw new FmflError('CONFIG', '--http-host needs --http-port');
-  const flOver = flFlagsToConfig(flags);
+  const flOver = flFlagsToConfig(cmd);
   if (Object.keys(flOver).length > 0) overrides.fl = flOver;
   const cfg = await resolveNodeConfig({ file: flags.config, overrides });
   if (cfg.stateDir === undefined) cfg.stateDir = DEFAULT_STATE_DIR;
+  const federate = wantsFederation(flOver, cfg.fl);
+  // Every configuration error (bad values, a shard out of range, an unknown backbone, missing data) before the mesh starts.
+  if (federate) preflightFederation(cfg.fl ?? {}, { filesystem: true });
   const node = await FmflNode.create(cfg);
   node.on('join', (m: { peerId: string; capabilities: { device: string } }) => io.stdout(`join ${m.peerId} device=${m.capabilities.device}\n`));
   node.on('leave', (m: { peerId: string }, why: string) => io.stdout(`leave ${m.peerId} (${why})\n`));
@@ -125,7 +133,7 @@ async function runNode(flags: RunFlags, io: CliIo): Promise<number> {
   }
   const shutdown = (io.shutdown ?? waitForSignal)();
   let why: string;
-  if (wantsFederation(flags, cfg.fl)) {
+  if (federate) {
     try {
       const res = await runFederation(node, cfg.fl ?? {}, io, shutdown, { metrics: flags.metrics, progress: flags.progress });
       why = res.stoppedBy ?? `${res.rounds.length} rounds done`;
@@ -168,6 +176,8 @@ export async function main(argv: string[], io: CliIo = defaultIo): Promise<numbe
     .optionsGroup('Mesh:')
     .addOption(new Option('--listen <multiaddr,...>', 'listen multiaddrs (default /ip4/127.0.0.1/tcp/0)').argParser(list))
     .addOption(new Option('--peers <multiaddr,...>', 'peers to dial (full multiaddrs with /p2p/<id>); redialled with backoff').argParser(list))
+    .addOption(new Option('--bootstrap <multiaddr,...>', 'bootstrap peers (@libp2p/bootstrap; full multiaddrs with /p2p/<id>): dialled at start, redialled with backoff').argParser(list))
+    .option('--mdns', 'find peers on the local network by multicast DNS (@libp2p/mdns); the swarm key and --allow still apply')
     .option('--state-dir <dir>', `state folder: identity.key, peers.json (default ${DEFAULT_STATE_DIR})`)
     .option('--federation <name>', 'federation name; namespaces all topics and protocols (default "default")')
     .option('--config <file>', 'JSON node profile (see nodes/); flags override it')
@@ -183,7 +193,7 @@ export async function main(argv: string[], io: CliIo = defaultIo): Promise<numbe
     .optionsGroup('Logging:')
     .addOption(new Option('--log-level <level>', 'log level (default info)').choices(LOG_LEVELS))
     .option('--json-logs', 'JSON log lines on stderr')
-    .optionsGroup('Federated training (any of --data, --rounds, --shard, --protocol or an "fl" profile starts it):');
+    .optionsGroup('Federated training (any of these flags or an "fl" profile starts it; the same keys go in a profile\'s "fl" object):');
   addFederationOptions(program);
   program
     .optionsGroup('Help:')
@@ -197,7 +207,7 @@ export async function main(argv: string[], io: CliIo = defaultIo): Promise<numbe
         code = 2;
         return;
       }
-      code = await runNode(flags, io);
+      code = await runNode(flags, cmd, io);
     });
 
   registerInferCommand(program, io, (c) => (code = c));

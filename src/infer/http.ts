@@ -9,6 +9,9 @@ import { MAX_INFER_BATCH, PREDICT_MODES, type AnytimeModel, type PredictMode } f
 import { COMBINE_RULES, type CombineRule } from './combine.ts';
 import { InferError } from './errors.ts';
 import { decodeInputImage, normalizeImages, parseJsonImages } from './input.ts';
+import { MAX_HTTP_BODY_BYTES, MAX_HTTP_UPLOAD_BYTES, PredictHttpError as HttpError, readPredictRequest, type UploadedImage } from './http-body.ts';
+
+export { MAX_HTTP_BODY_BYTES, MAX_HTTP_UPLOAD_BYTES, PredictHttpError } from './http-body.ts';
 import { MAX_DEADLINE_MS, MAX_INFER_IMAGES, MAX_PEERS_K, MIN_DEADLINE_MS } from './limits.ts';
 import type { InferService } from './service.ts';
 
@@ -16,8 +19,6 @@ import type { InferService } from './service.ts';
 export const DEFAULT_HTTP_HOST = '127.0.0.1';
 /** Default port of the prediction endpoint. */
 export const DEFAULT_HTTP_PORT = 8470;
-/** Largest request body (a 64-image JSON batch is ~250 KB). */
-export const MAX_HTTP_BODY_BYTES = 1024 * 1024;
 /** Requests handled at once before answering 503. */
 export const MAX_HTTP_CONCURRENT = 8;
 /** Longest a request may take to arrive (ms). */
@@ -31,7 +32,10 @@ export interface PredictServerOptions {
   host?: string;
   /** Port (0 = any free port; default DEFAULT_HTTP_PORT). */
   port?: number;
+  /** Largest JSON body (default MAX_HTTP_BODY_BYTES). */
   maxBodyBytes?: number;
+  /** Largest raw-image or multipart body (default MAX_HTTP_UPLOAD_BYTES). */
+  maxUploadBytes?: number;
   maxConcurrent?: number;
   logger?: Logger;
 }
@@ -45,29 +49,10 @@ export interface PredictServer {
   close(): Promise<void>;
 }
 
-class HttpError extends Error {
-  constructor(readonly status: number, readonly code: string, message: string) {
-    super(message);
-  }
-}
-
 function send(res: ServerResponse, status: number, body: unknown): void {
   const s = JSON.stringify(body);
   res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(s), 'cache-control': 'no-store' });
   res.end(s);
-}
-
-async function readBody(req: IncomingMessage, max: number): Promise<Buffer> {
-  const declared = Number(req.headers['content-length']);
-  if (Number.isFinite(declared) && declared > max) throw new HttpError(413, 'TOO_LARGE', `body over ${max} bytes`);
-  const chunks: Buffer[] = [];
-  let n = 0;
-  for await (const c of req) {
-    n += (c as Buffer).length;
-    if (n > max) throw new HttpError(413, 'TOO_LARGE', `body over ${max} bytes`);
-    chunks.push(c as Buffer);
-  }
-  return Buffer.concat(chunks);
 }
 
 const round = (x: number): number => Math.round(x * 1e6) / 1e6;
@@ -75,6 +60,8 @@ const round = (x: number): number => Math.round(x * 1e6) / 1e6;
 /** Parsed body of POST /predict. */
 interface PredictBody {
   images: Uint8Array[];
+  /** File names of multipart uploads (null entries otherwise). */
+  files: (string | null)[];
   exit?: number | 'auto';
   budgetMs?: number;
   mode: PredictMode;
@@ -83,18 +70,23 @@ interface PredictBody {
   combine: CombineRule;
 }
 
-async function parsePredictBody(v: unknown, model: AnytimeModel): Promise<PredictBody> {
+async function jsonImages(o: Record<string, unknown>, model: AnytimeModel): Promise<Uint8Array[]> {
+  const b64 = typeof o.png === 'string' ? o.png : typeof o.image === 'string' ? o.image : null;
+  if (b64 === null) return parseJsonImages(o.images !== undefined ? { images: o.images } : { pixels: o.pixels }, model.input);
+  // Any image format the data layer reads (PNG, JPEG, WebP, TIFF, DICOM), base64, resized to the model's input.
+  if (b64.length > MAX_HTTP_BODY_BYTES) throw new HttpError(413, 'TOO_LARGE', 'base64 image too large');
+  try {
+    return [await decodeInputImage(new Uint8Array(Buffer.from(b64, 'base64')), model.input)];
+  } catch (err) {
+    throw new HttpError(400, 'UNDECODABLE', (err as Error).message);
+  }
+}
+
+async function parsePredictBody(v: unknown, uploads: UploadedImage[] | null, model: AnytimeModel): Promise<PredictBody> {
   if (!v || typeof v !== 'object' || Array.isArray(v)) throw new HttpError(400, 'BAD_INPUT', 'body must be a JSON object');
   const o = v as Record<string, unknown>;
-  let images: Uint8Array[];
-  if (typeof o.png === 'string') {
-    if (o.png.length > MAX_HTTP_BODY_BYTES) throw new HttpError(413, 'TOO_LARGE', 'png too large');
-    images = [await decodeInputImage(new Uint8Array(Buffer.from(o.png, 'base64')), model.input)];
-  } else if (typeof o.image === 'string') {
-    // Any image format the data layer reads (PNG, JPEG, WebP, TIFF, DICOM), base64, resized to the model's input.
-    if (o.image.length > MAX_HTTP_BODY_BYTES) throw new HttpError(413, 'TOO_LARGE', 'image too large');
-    images = [await decodeInputImage(new Uint8Array(Buffer.from(o.image, 'base64')), model.input)];
-  } else images = parseJsonImages(o.images !== undefined ? { images: o.images } : { pixels: o.pixels }, model.input);
+  const images = uploads ? uploads.map((u) => u.pixels) : await jsonImages(o, model);
+  const files = uploads ? uploads.map((u) => u.file) : images.map(() => null);
   const bad = (m: string): never => {
     throw new HttpError(400, 'BAD_OPTION', m);
   };
@@ -114,7 +106,7 @@ async function parsePredictBody(v: unknown, model: AnytimeModel): Promise<Predic
   if (!COMBINE_RULES.includes(combine)) bad(`combine must be one of ${COMBINE_RULES.join(', ')}`);
   if ((peersK as number) > 0 && images.length > MAX_INFER_IMAGES) bad(`collaborative prediction takes at most ${MAX_INFER_IMAGES} images`);
   if (images.length > MAX_INFER_BATCH) bad(`at most ${MAX_INFER_BATCH} images per request`);
-  return { images, exit, budgetMs: o.budgetMs as number | undefined, mode, peersK: peersK as number, deadlineMs: o.deadlineMs as number | undefined, combine };
+  return { images, files, exit, budgetMs: o.budgetMs as number | undefined, mode, peersK: peersK as number, deadlineMs: o.deadlineMs as number | undefined, combine };
 }
 
 /**
@@ -159,6 +151,7 @@ export async function startPredictServer(o: PredictServerOptions): Promise<Predi
  */
 export function predictRequestHandler(o: Omit<PredictServerOptions, 'host' | 'port'>): (req: IncomingMessage, res: ServerResponse) => void {
   const maxBody = o.maxBodyBytes ?? MAX_HTTP_BODY_BYTES;
+  const maxUpload = o.maxUploadBytes ?? MAX_HTTP_UPLOAD_BYTES;
   const maxConcurrent = o.maxConcurrent ?? MAX_HTTP_CONCURRENT;
   let active = 0;
   const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
@@ -171,25 +164,19 @@ export function predictRequestHandler(o: Omit<PredictServerOptions, 'host' | 'po
     }
     if (path !== '/predict') throw new HttpError(404, 'NOT_FOUND', 'endpoints: POST /predict, GET /healthz');
     if (req.method !== 'POST') throw new HttpError(405, 'METHOD', 'use POST');
-    const ct = String(req.headers['content-type'] ?? '');
-    if (!ct.startsWith('application/json')) throw new HttpError(415, 'MEDIA_TYPE', 'send Content-Type: application/json');
     if (active >= maxConcurrent) throw new HttpError(503, 'BUSY', `serving ${active} requests already; retry later`);
     active++;
     try {
-      const raw = await readBody(req, maxBody);
-      let json: unknown;
-      try {
-        json = JSON.parse(raw.toString('utf8'));
-      } catch {
-        throw new HttpError(400, 'BAD_JSON', 'body is not valid JSON');
-      }
-      const b = await parsePredictBody(json, o.model);
+      const raw = await readPredictRequest(req, o.model.input, maxBody, maxUpload);
+      const b = await parsePredictBody(raw.json, raw.images, o.model);
+      const className = (label: number): string | null => o.model.labels[label] ?? null;
+      const file = (i: number): { file?: string } => (b.files[i] !== null ? { file: b.files[i]! } : {});
       const t0 = performance.now();
       if (b.peersK > 0) {
         if (!o.service) throw new HttpError(400, 'BAD_OPTION', 'this node does not run the mesh; peersK must be 0');
         const r = await o.service.collaborate(b.images, { k: b.peersK, deadlineMs: b.deadlineMs, combine: b.combine, local: { exit: b.exit, budgetMs: b.budgetMs, mode: b.mode } });
         send(res, 200, {
-          predictions: r.probs.map((p, i) => ({ label: r.labels[i], probs: Array.from(p, round) })),
+          predictions: r.probs.map((p, i) => ({ ...file(i), label: r.labels[i], className: className(r.labels[i]), probs: Array.from(p, round) })),
           modelVersion: o.model.version,
           combine: r.combine,
           local: r.local ? { exit: r.local.exit } : null,
@@ -201,7 +188,7 @@ export function predictRequestHandler(o: Omit<PredictServerOptions, 'host' | 'po
       }
       const { predictions, result } = await o.model.predict(normalizeImages(b.images, o.model.input), b.images.length, { exit: b.exit, budgetMs: b.budgetMs, mode: b.mode });
       send(res, 200, {
-        predictions: predictions.map((p) => ({ label: p.label, className: o.model.labels[p.label], probs: Array.from(p.probs, round), exit: p.exit + 1 })),
+        predictions: predictions.map((p, i) => ({ ...file(i), label: p.label, className: className(p.label), probs: Array.from(p.probs, round), exit: p.exit + 1 })),
         modelVersion: o.model.version,
         backbone: o.model.backboneName,
         mode: b.mode,
@@ -221,7 +208,7 @@ export function predictRequestHandler(o: Omit<PredictServerOptions, 'host' | 'po
         o.logger?.warn({ err: String(err) }, 'predict failed');
         send(res, 500, { error: { code: 'INTERNAL', message: 'prediction failed' } });
       }
-      if (err instanceof HttpError && err.status === 413) req.resume();
+      if (!req.complete) req.resume();
     });
   };
 }

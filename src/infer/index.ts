@@ -12,7 +12,8 @@ export { decodeInputImage, parseJsonImages, parseInputBytes, normalizeImages, MA
 export * from './limits.ts';
 export { InferService, InferStatus, TokenBucket, validateInferRequest, validateInferResponse, latencyFeatures, parseLatencyFeatures } from './service.ts';
 export type { InferServiceOptions, CollaborateOptions, CollaborativeResult, PeerAnswer, IgnoredReason, AnswerExpectation, ValidRequest } from './service.ts';
-export { startPredictServer, predictRequestHandler, DEFAULT_HTTP_HOST, DEFAULT_HTTP_PORT, MAX_HTTP_BODY_BYTES, MAX_HTTP_CONCURRENT } from './http.ts';
+export { startPredictServer, predictRequestHandler, DEFAULT_HTTP_HOST, DEFAULT_HTTP_PORT, MAX_HTTP_BODY_BYTES, MAX_HTTP_UPLOAD_BYTES, MAX_HTTP_CONCURRENT, PredictHttpError } from './http.ts';
+export type { PredictHttpCode } from './http-body.ts';
 export type { PredictServer, PredictServerOptions } from './http.ts';
 export { openModel } from './load.ts';
 export type { OpenModelOptions } from './load.ts';

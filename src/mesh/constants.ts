@@ -14,6 +14,11 @@ export const WIRE_VERSION = 1;
  * by SHA-256 and pulled hop by hop over the sync stream (`/fmfl/<federation>/sync/1.0.0`, method `blob`).
  */
 export const STREAM_CUTOVER_BYTES = 64 * 1024;
+/**
+ * Smallest per-topic cutover (`SubscribeOptions.streamCutoverBytes`): below it an announcement (~100 B of hash and
+ * size plus the envelope) would not be much smaller than the payload.
+ */
+export const MIN_STREAM_CUTOVER_BYTES = 512;
 
 /** Largest encoded Envelope accepted from gossip (inline payload + header). */
 export const MAX_ENVELOPE_BYTES = STREAM_CUTOVER_BYTES + 1024;

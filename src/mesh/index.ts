@@ -5,6 +5,7 @@
 export { Mesh, createMesh, parsePeerAddr } from './mesh.ts';
 export type { MeshOptions, MessageMeta, MessageHandler, PayloadValidator, SubscribeOptions, PublishResult, RefusalEvent, DialState } from './mesh.ts';
 export { classifyDialError, QUICK_CLOSE_MS } from './dial-errors.ts';
+export { DEFAULT_MDNS_INTERVAL_MS, MDNS_SERVICE_TAG, type DiscoveryDialFailure, type DiscoveryOptions } from './discovery.ts';
 export type { DialCause, DialDiagnosis } from './dial-errors.ts';
 export { Membership, DEFAULT_CAPABILITIES } from './membership.ts';
 export type { Capabilities, Member, LeaveReason, MembershipOptions } from './membership.ts';

@@ -18,6 +18,7 @@ import type { Registry } from 'prom-client';
 import { prometheusMetrics } from '@libp2p/prometheus-metrics';
 import type { Logger } from '../util/log.ts';
 import { classifyDialError, CLOSED_BY_PEER, QUICK_CLOSE_MS, type DialDiagnosis } from './dial-errors.ts';
+import { DiscoveryDialer, discoveryServices, type DiscoveryOptions } from './discovery.ts';
 import { silentLogger } from '../util/log.ts';
 import { Envelope } from './pb/envelope.ts';
 import { RefusalError, RefusalReason, MeshError, isBenign } from './errors.ts';
@@ -47,6 +48,7 @@ import {
   REDIAL_FACTOR,
   REDIAL_MAX_MS,
   STREAM_CUTOVER_BYTES,
+  MIN_STREAM_CUTOVER_BYTES,
   SYNC_PROTOCOL,
   WIRE_VERSION,
   protocolId,
@@ -54,7 +56,7 @@ import {
 } from './constants.ts';
 
 /** Options of `createMesh`. Every field has a documented default. */
-export interface MeshOptions {
+export interface MeshOptions extends DiscoveryOptions {
   /** Federation name (1..64 chars of [a-zA-Z0-9._-]): namespaces every topic and protocol id. */
   federation: string;
   /** Node identity (default: a fresh ephemeral Ed25519 key). */
@@ -150,6 +152,12 @@ export interface SubscribeOptions {
   maxPayloadBytes?: number;
   /** Refuse (STALE) messages whose author timestamp is older than this (default: no age bound). */
   maxAgeMs?: number;
+  /**
+   * Payloads above this many bytes are announced by SHA-256 and pulled once per hop over the sync stream instead of
+   * travelling inline through every gossip duplicate (default and ceiling STREAM_CUTOVER_BYTES, floor
+   * MIN_STREAM_CUTOVER_BYTES). Part of the topic's contract: every subscriber must use the same value.
+   */
+  streamCutoverBytes?: number;
 }
 
 /** Result of `Mesh.publish`. */
@@ -264,6 +272,9 @@ export class Mesh extends EventEmitter {
   private stopping = false;
   private readonly identityKey: PrivateKey | undefined;
   private readonly privateNetwork: boolean;
+  private readonly discovery: DiscoveryDialer;
+  /** --mdns or bootstrap peers given: dial permitted peers that discovery finds. */
+  private readonly discoveryConfigured: boolean;
 
   /** Use `createMesh`. */
   constructor(libp2p: MeshLibp2p, opts: MeshOptions, wire: WireCounters, allow: Set<string> | undefined, blocked: Set<string>, identityKey?: PrivateKey, roster?: Set<string>) {
@@ -273,6 +284,14 @@ export class Mesh extends EventEmitter {
     this.libp2p = libp2p;
     this.identityKey = identityKey;
     this.privateNetwork = opts.swarmKey !== undefined;
+    this.discoveryConfigured = opts.mdns === true || (opts.bootstrap?.length ?? 0) > 0;
+    this.discovery = new DiscoveryDialer(libp2p, {
+      permitted: (id) => this.isPermitted(id),
+      managed: (id) => this.redials.has(id),
+      privateNetwork: this.privateNetwork,
+      log: opts.logger ?? silentLogger(),
+      onFailure: (f) => this.emit('discovery:dial-failed', f),
+    });
     this.federation = opts.federation;
     this.peerId = libp2p.peerId;
     this.wire = wire;
@@ -283,7 +302,8 @@ export class Mesh extends EventEmitter {
     this.redialMaxMs = opts.redialMaxMs ?? REDIAL_MAX_MS;
     this.invalidMessageWeight = opts.invalidMessageWeight ?? TOPIC_INVALID_MESSAGE_WEIGHT;
     this.listenAddrs = opts.listen ?? [DEFAULT_LISTEN];
-    for (const p of opts.peers ?? []) {
+    // Bootstrap peers (src/mesh/discovery.ts) are redialled with backoff like configured ones.
+    for (const p of [...(opts.peers ?? []), ...(opts.bootstrap ?? [])]) {
       const { addr, peerId } = parsePeerAddr(p);
       if (!peerId.equals(this.peerId)) this.redials.set(peerId.toString(), { addr, peerId, attempt: 0, tries: 0 });
     }
@@ -315,6 +335,9 @@ export class Mesh extends EventEmitter {
     this.libp2p.addEventListener('peer:connect', this.onConnect);
     this.libp2p.addEventListener('peer:disconnect', this.onDisconnect);
     try {
+      // Only a node configured for discovery dials what it discovers (libp2p also emits peer:discovery for peers
+      // learnt through identify, which must not turn a chosen topology into a full mesh).
+      if (this.discoveryConfigured) this.discovery.start();
       await this.libp2p.start();
       for (const p of this.protocols) await p.start();
       await this.membership.start();
@@ -365,6 +388,7 @@ export class Mesh extends EventEmitter {
     this.pubsub.removeEventListener('gossipsub:message', this.onGossip);
     this.libp2p.removeEventListener('peer:connect', this.onConnect);
     this.libp2p.removeEventListener('peer:disconnect', this.onDisconnect);
+    this.discovery.stop();
     await this.libp2p.stop();
     this.blobs.clear();
   }
@@ -447,6 +471,10 @@ export class Mesh extends EventEmitter {
     this.pubsub.subscribe(id);
   }
 
+  private cutover(o: SubscribeOptions | undefined): number {
+    return Math.max(MIN_STREAM_CUTOVER_BYTES, Math.min(STREAM_CUTOVER_BYTES, o?.streamCutoverBytes ?? STREAM_CUTOVER_BYTES));
+  }
+
   /** Leave a topic. */
   unsubscribe(name: string): void {
     const id = this.topicId(name);
@@ -470,7 +498,7 @@ export class Mesh extends EventEmitter {
     if (payload.byteLength > MAX_BLOB_BYTES) {
       throw new MeshError('TOO_LARGE', `payload of ${payload.byteLength} bytes exceeds MAX_BLOB_BYTES (${MAX_BLOB_BYTES})`);
     }
-    const viaStream = payload.byteLength > STREAM_CUTOVER_BYTES;
+    const viaStream = payload.byteLength > this.cutover(this.topics.get(this.topicId(name))?.opts);
     const env: Envelope = { version: WIRE_VERSION, timestampMs: BigInt(Date.now()) };
     if (viaStream) {
       const hash = this.blobs.put(payload);
@@ -621,15 +649,16 @@ export class Mesh extends EventEmitter {
     if ((env.inline === undefined) === (env.blob === undefined)) {
       throw new RefusalError(RefusalReason.INVALID_FIELD, 'envelope needs exactly one of inline and blob');
     }
+    const cutover = this.cutover(entry.opts);
     if (env.inline !== undefined) {
-      if (env.inline.byteLength > Math.min(maxPayload, STREAM_CUTOVER_BYTES)) {
+      if (env.inline.byteLength > Math.min(maxPayload, cutover)) {
         throw new RefusalError(RefusalReason.OVERSIZED, `inline payload of ${env.inline.byteLength} bytes`);
       }
       return { payload: env.inline, meta };
     }
     const blob = env.blob!;
     if (blob.sha256.byteLength !== 32) throw new RefusalError(RefusalReason.INVALID_FIELD, 'blob hash is not 32 bytes');
-    if (blob.size <= BigInt(STREAM_CUTOVER_BYTES)) {
+    if (blob.size <= BigInt(cutover)) {
       throw new RefusalError(RefusalReason.INVALID_FIELD, 'blob small enough to go inline');
     }
     if (blob.size > BigInt(maxPayload)) throw new RefusalError(RefusalReason.OVERSIZED, `blob of ${blob.size} bytes`);
@@ -789,7 +818,7 @@ export async function createMesh(opts: MeshOptions): Promise<Mesh> {
   if (!NAME_RE.test(opts.federation)) {
     throw new MeshError('BAD_FEDERATION', `federation name "${opts.federation}" must be 1..64 characters of [a-zA-Z0-9._-]`);
   }
-  for (const p of opts.peers ?? []) parsePeerAddr(p);
+  for (const p of [...(opts.peers ?? []), ...(opts.bootstrap ?? [])]) parsePeerAddr(p);
   const identity = opts.identity ?? (await ephemeralIdentity());
   const wire: WireCounters = { bytesIn: 0, bytesOut: 0 };
   const blocked = new Set<string>();
@@ -821,6 +850,7 @@ export async function createMesh(opts: MeshOptions): Promise<Mesh> {
     connectionProtector: (components) =>
       new CountingProtector(wire, swarmKey !== undefined ? preSharedKey({ psk: swarmKey })(components) : undefined),
     connectionGater: gater,
+    peerDiscovery: discoveryServices(opts),
     ...(opts.metricsRegistry !== undefined ? { metrics: prometheusMetrics({ registry: opts.metricsRegistry }) } : {}),
     connectionMonitor: opts.connectionPingMs === 0 ? { enabled: false } : { pingInterval: opts.connectionPingMs ?? 10_000 },
     connectionManager: {

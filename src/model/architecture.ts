@@ -5,6 +5,7 @@
  * architecture is one {@link ModelArchitecture} record in {@link ARCHITECTURES}; a config picks it by its `arch`
  * field (default `vit`), a size of it is one preset (src/model/presets.ts).
  */
+import * as G from '../graph/index.ts';
 import type { Tensor } from '../graph/index.ts';
 import { ConfigError } from '../util/errors.ts';
 import {
@@ -100,4 +101,30 @@ export function backboneAndExitTensors(cfg: VitConfig): ParamSpec[] {
 /** Exit-head tensor names (fresh heads are initialised from the federation's model seed). */
 export function exitTensorNames(cfg: VitConfig): Set<string> {
   return new Set(architectureOf(cfg).exitTensors(cfg).map((s) => s.name));
+}
+
+/**
+ * The tensors the forward pass of the first `blocks` blocks reads (depth budgets, DepthFL / InclusiveFL): found by
+ * building that forward pass once on a throwaway graph and recording every tensor it asks for, so it holds for any
+ * architecture. With `blocks` = depth it is every tensor of the model.
+ */
+export function tensorsUpToDepth(cfg: VitConfig, lora: LoraConfig | null, blocks: number): Set<string> {
+  if (!Number.isInteger(blocks) || blocks < 1 || blocks > cfg.depth) throw new ConfigError(`max depth ${blocks} must be in 1..${cfg.depth}`);
+  const shapes = new Map(modelTensors(cfg, lora).map((s) => [s.name, s.shape]));
+  const g = new G.Graph();
+  const used = new Set<string>();
+  const made = new Map<string, Tensor>();
+  const param = (name: string): Tensor => {
+    let t = made.get(name);
+    if (t) return t;
+    const shape = shapes.get(name);
+    if (!shape) throw new ConfigError(`unknown model tensor ${name}`);
+    t = g.input(name, shape);
+    made.set(name, t);
+    used.add(name);
+    return t;
+  };
+  const images = g.input('images', [1, cfg.channels, cfg.image, cfg.image]);
+  architectureOf(cfg).forward(cfg, images, param, { lora, blocks });
+  return used;
 }

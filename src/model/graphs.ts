@@ -37,6 +37,8 @@ export interface TrainGraphSpec extends GraphSpec {
    * local label prior, so local training stops pushing the shared heads towards the node's own classes.
    */
   logitAdjust?: boolean;
+  /** Depth budget: build the first `blocks` blocks and exits only (forward, loss and backward scale with it); default all. */
+  blocks?: number;
 }
 
 /** Input names of the graphs. */
@@ -98,7 +100,7 @@ export function buildTrainGraph(spec: TrainGraphSpec): BuiltGraph {
   const labels = g.input(LABELS, [spec.batch], 'int64');
   const param = paramSource(g, spec);
   const trainTensors = spec.trainable.map((s) => param(s.name));
-  const { logits, embeddings } = architectureOf(spec.cfg).forward(spec.cfg, images, param, { lora: spec.lora, fusedGelu: spec.fusedGelu, fusedAttention: spec.fusedAttention, fusedLayerNorm: spec.fusedLayerNorm });
+  const { logits, embeddings } = architectureOf(spec.cfg).forward(spec.cfg, images, param, { lora: spec.lora, fusedGelu: spec.fusedGelu, fusedAttention: spec.fusedAttention, fusedLayerNorm: spec.fusedLayerNorm, blocks: spec.blocks });
   const E = logits.length;
   const bias = spec.logitAdjust ? g.input(LOGIT_BIAS, [spec.cfg.classes]) : null;
   const adjusted = (z: Tensor): Tensor => (bias ? G.add(z, bias) : z);

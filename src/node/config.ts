@@ -6,7 +6,8 @@ import { ConfigError } from '../util/errors.ts';
 import { LOG_LEVELS } from '../util/log.ts';
 import { DEFAULT_HEARTBEAT_INTERVAL_MS, DEFAULT_MEMBER_EXPIRY_MS, NAME_RE } from '../mesh/constants.ts';
 import { parsePeerAddr } from '../mesh/mesh.ts';
-import { FederationConfigSchema } from '../round/federation.ts';
+import { DEFAULT_MDNS_INTERVAL_MS } from '../mesh/discovery.ts';
+import { describeFlIssue, FederationConfigSchema } from '../round/fl-config.ts';
 import { InferConfigSchema } from '../infer/node-inference.ts';
 
 const multiaddrString = z.string().refine(
@@ -71,6 +72,15 @@ export const NodeConfigSchema = z
     listen: z.array(multiaddrString).min(1).max(16).default(['/ip4/127.0.0.1/tcp/0']),
     /** Peers dialled at start and redialled with backoff. */
     peers: z.array(peerAddrString).max(256).default([]),
+    /**
+     * Bootstrap peers (@libp2p/bootstrap): full multiaddrs ending in /p2p/<id>, dialled at start and redialled with
+     * backoff; the swarm key and the allowlist apply as to any peer.
+     */
+    bootstrap: z.array(peerAddrString).max(256).default([]),
+    /** Find peers on the local network by multicast DNS (@libp2p/mdns); the swarm key and the allowlist still apply. */
+    mdns: z.boolean().default(false),
+    /** mDNS query period (ms). */
+    mdnsIntervalMs: z.number().int().min(100).max(3_600_000).default(DEFAULT_MDNS_INTERVAL_MS),
     /** Folder holding identity.key and peers.json; absent: an ephemeral identity, nothing persisted. */
     stateDir: z.string().min(1).optional(),
     /** Path of a private-network swarm key file. */
@@ -90,11 +100,17 @@ export const NodeConfigSchema = z
     heartbeatIntervalMs: z.number().int().min(10).max(600_000).default(DEFAULT_HEARTBEAT_INTERVAL_MS),
     /** Membership expiry (ms); must exceed the heartbeat interval. */
     memberExpiryMs: z.number().int().min(20).max(3_600_000).default(DEFAULT_MEMBER_EXPIRY_MS),
-    /** Capabilities advertised in heartbeats. */
-    capabilities: CapabilitiesSchema.default(CapabilitiesSchema.parse({})),
     /**
-     * Federated training (src/round FederationConfig keys, every one optional: protocol, rounds, localSteps,
-     * dataset, shard, alpha, rank, topk, bits, aggregator, ...). Present: the node trains and federates.
+     * Capabilities advertised in heartbeats. With `measureCapabilities` (the default) device, trainThroughput and
+     * the per-exit latency are measured at start and replace what is declared here; a declared `maxExitDepth` or
+     * `loraRank` (> 0) caps the measured value (a budget).
+     */
+    capabilities: CapabilitiesSchema.default(CapabilitiesSchema.parse({})),
+    /** Measure device, training throughput and per-exit latency at start (src/node/capabilities.ts; ~2 s on 2 cores). */
+    measureCapabilities: z.boolean().default(true),
+    /**
+     * Federated training: the keys of src/round/fl-config.ts (the same schema generates the CLI and simulator flags),
+     * every one optional. Present: the node trains and federates.
      */
     fl: FederationConfigSchema.partial().optional(),
     /** Serve predictions (src/infer): model checkpoint, max exits, HTTP endpoint (`httpPort`; loopback by default). */
@@ -124,15 +140,18 @@ export type NodeConfig = z.output<typeof NodeConfigSchema>;
 /** What a config file or a set of flags may hold (everything optional). */
 export type NodeConfigInput = z.input<typeof NodeConfigSchema>;
 
-function describe(err: z.ZodError, source: string): string {
-  const lines = err.issues.map((i) => `  ${i.path.length > 0 ? i.path.join('.') : '(root)'}: ${i.message}`);
+function describe(err: z.ZodError, source: string, input: unknown): string {
+  const fl = typeof input === 'object' && input !== null ? (input as { fl?: unknown }).fl : undefined;
+  const lines = err.issues.map((i) =>
+    i.path[0] === 'fl' && i.path.length > 1 ? `  ${describeFlIssue({ ...i, path: i.path.slice(1) }, fl)}` : `  ${i.path.length > 0 ? i.path.join('.') : '(root)'}: ${i.message}`,
+  );
   return `invalid node configuration (${source}):\n${lines.join('\n')}`;
 }
 
 /** Validate a configuration object; throws `ConfigError` listing every problem by key. */
 export function parseNodeConfig(input: unknown, source = 'config'): NodeConfig {
   const r = NodeConfigSchema.safeParse(input);
-  if (!r.success) throw new ConfigError(describe(r.error, source));
+  if (!r.success) throw new ConfigError(describe(r.error, source, input));
   return r.data;
 }
 

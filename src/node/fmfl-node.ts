@@ -8,10 +8,11 @@ import type { Member, LeaveReason } from '../mesh/membership.ts';
 import { atomicWriteFile } from '../util/atomic.ts';
 import { createLogger, type Logger } from '../util/log.ts';
 import { ConfigError } from '../util/errors.ts';
-import { parseNodeConfig, type NodeConfig } from './config.ts';
+import { CapabilitiesSchema, parseNodeConfig, type NodeConfig } from './config.ts';
 import { NodeInference } from '../infer/node-inference.ts';
 import { predictRequestHandler } from '../infer/http.ts';
 import { FmflMetrics, NodeStatus, startStatusServer, type StatusServer } from '../ops/index.ts';
+import { advertisedCapabilities, measureCapabilities, measureOptionsOf, type MeasuredCapabilities } from './capabilities.ts';
 
 /** File in the state directory listing the members last seen, redialled once at the next start. */
 export const PEERS_CACHE_FILE = 'peers.json';
@@ -47,6 +48,8 @@ export class FmflNode extends EventEmitter {
   readonly metrics: FmflMetrics;
   /** The HTTP server (dashboard, /status, /metrics, /predict) while running with `http` configured. */
   http: StatusServer | null = null;
+  /** What start() measured (null before start or with `measureCapabilities: false`). */
+  measured: MeasuredCapabilities | null = null;
   /** Addresses of members seen since start (and those read from peers.json), most recent last. */
   private readonly knownPeers = new Map<string, string>();
 
@@ -94,6 +97,9 @@ export class FmflNode extends EventEmitter {
       identity,
       listen: cfg.listen,
       peers: cfg.peers,
+      bootstrap: cfg.bootstrap,
+      mdns: cfg.mdns,
+      mdnsIntervalMs: cfg.mdnsIntervalMs,
       swarmKey,
       allow: cfg.allow,
       roster: cfg.roster,
@@ -124,6 +130,7 @@ export class FmflNode extends EventEmitter {
 
   /** Start the mesh, then dial (once, best effort) the members cached at the last clean stop. */
   async start(): Promise<void> {
+    if (this.config.measureCapabilities) await this.measure();
     await this.mesh.start();
     await this.inference?.start();
     if (this.config.http !== undefined) {
@@ -145,6 +152,31 @@ export class FmflNode extends EventEmitter {
       if (!this.knownPeers.has(id)) this.knownPeers.set(id, addr);
       void this.mesh.dial(addr).catch((err: unknown) => this.log.debug({ addr, err: String(err) }, 'cached peer unreachable'));
     }
+  }
+
+  /** Measure device, throughput and exit latency; advertise them (declared maxExitDepth / loraRank cap them). */
+  private async measure(): Promise<void> {
+    const o = measureOptionsOf(this.config);
+    let m: MeasuredCapabilities;
+    try {
+      m = await measureCapabilities({ ...o, latency: this.inference?.model.latency });
+    } catch (err) {
+      // A bad backbone or data reference is the federation's configuration error, reported when it starts.
+      this.log.warn({ err: String(err) }, 'could not measure capabilities; advertising the declared ones');
+      return;
+    }
+    this.measured = m;
+    const declared = this.config.capabilities;
+    const caps = advertisedCapabilities(declared, m, { trains: this.config.fl !== undefined, rank: o.rank ?? 8, maxExits: this.config.infer?.maxExits });
+    this.mesh.membership.setCapabilities(caps);
+    const r = (v: number): number => Math.round(v * 100) / 100;
+    this.log.info({
+      device: caps.device, trainThroughput: caps.trainThroughput, trainBatch: m.trainBatch, trainSteps: m.trainSteps, backbone: m.backbone,
+      exitLatencyMsBatch1: m.exitLatencyMs.batch1.map(r), exitLatencyMsBatch64: m.exitLatencyMs.batch64.map(r),
+      maxExitDepth: caps.maxExitDepth, loraRank: caps.loraRank, ms: Math.round(m.ms),
+    }, `measured capabilities: device ${caps.device}, ${caps.trainThroughput} training samples/s, exit latency ${m.exitLatencyMs.batch1.map((x) => x.toFixed(2)).join('/')} ms at batch 1`);
+    const ignored = (['device', 'trainThroughput'] as const).filter((k) => this.config.capabilities[k] !== CapabilitiesSchema.parse({})[k] && this.config.capabilities[k] !== caps[k]);
+    if (ignored.length > 0) this.log.info({ declared: Object.fromEntries(ignored.map((k) => [k, declared[k]])) }, `the profile's ${ignored.join(' and ')} are measured now; the declared values are not advertised`);
   }
 
   /** Flush state (peers cache), leave the federation, close all connections. Idempotent. */

@@ -7,7 +7,7 @@ import { RefusalReason, type RefusalEvent } from '../mesh/index.ts';
 import type { Mesh } from '../mesh/mesh.ts';
 import type { Capabilities } from '../mesh/membership.ts';
 import type { RoundMetrics } from '../round/federation.ts';
-import { leaderOrder } from '../round/leader.ts';
+import { roundProtocol } from '../round/registry.ts';
 import { MAX_POLLED_PEERS, MAX_RECENT_REFUSALS, MAX_ROUND_HISTORY, MAX_STATUS_MEMBERS, PEER_POLL_INTERVAL_MS, STATUS_POLL_WAIT_MS } from './limits.ts';
 import { pollPeer, servePeerStatus, type Phase, type PolledPeer } from './peer-status.ts';
 import type { FmflMetrics } from './metrics.ts';
@@ -262,13 +262,14 @@ export class NodeStatus {
     let federation: StatusFederation | null = null;
     if (f !== null) {
       const next = f.version + 1;
-      const leader = f.protocol === 'leader' && f.phase !== 'done' && f.phase !== 'stopped' ? (leaderOrder(this.mesh.federation, next, [...ids].sort())[0] ?? null) : null;
+      const leaderOf = roundProtocol(f.protocol).leaderOf;
+      const leader = leaderOf && f.phase !== 'done' && f.phase !== 'stopped' ? leaderOf(this.mesh.federation, next, [...ids]) : null;
       const last = this.history.at(-1) ?? null;
       federation = {
         protocol: f.protocol, rounds: f.rounds, round: f.version, phase: f.phase, minMembers: f.minMembers,
         current: {
           round: Math.min(next, f.rounds), leader, startedMs: f.startedMs,
-          deadlineMs: f.phase === 'exchanging' && f.exchangeMs !== null && f.protocol === 'leader' ? f.exchangeMs + f.roundTimeoutMs : null,
+          deadlineMs: f.phase === 'exchanging' && f.exchangeMs !== null && leaderOf !== undefined ? f.exchangeMs + f.roundTimeoutMs : null,
           step: f.step, steps: f.localSteps,
         },
         last, epsilon: last?.epsilon ?? null, consensusDistance: last?.consensusDistance ?? null, stepsPerSecond: f.stepsPerSecond, stoppedBy: f.stoppedBy,

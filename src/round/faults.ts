@@ -7,7 +7,8 @@
  * Attacks (by a member signing with its own, roster-listed key):
  * - `scale-update` / `nan-update`: its update is re-encoded dense with every value scaled by `factor` (and, for
  *   `nan-update`, one value overwritten with NaN), re-signed; its own aggregates are not published (it never leads).
- * - `scale-global`: every aggregate it publishes is replaced by a self-consistent copy whose delta is scaled.
+ * - `scale-global`: every aggregate it publishes is replaced by a self-consistent commitment to a scaled step, and
+ *   `round.step` serves that scaled step.
  * - `early-global`: right after its update, when it is among the round's first MAX_LEADER_RANKS, it publishes a
  *   self-made aggregate (its own update, scaled) at once, before its slot.
  * - `forge-state`: it answers `round.state` with self-consistent garbage states ahead of the requester, alternately
@@ -20,10 +21,10 @@ import { RefusalError, RefusalReason, type PublishResult, type RequestHandler } 
 import { decodeUpdate, encodeUpdate, type TensorMap, type UpdateManifest } from '../update/index.ts';
 import { makeAttestation } from './certificate.ts';
 import { Rng } from '../util/rng.ts';
-import { GLOBAL_TOPIC, INPUT_METHOD, leaderOrder, MAX_LEADER_RANKS, ROUND_WIRE_VERSION, sha256, STATE_METHOD, UPDATE_METHOD, UPDATE_TOPIC, updateSigningBytes } from './leader-wire.ts';
+import { GLOBAL_TOPIC, INPUT_METHOD, leaderOrder, MAX_LEADER_RANKS, ROUND_WIRE_VERSION, sha256, STATE_METHOD, STEP_METHOD, UPDATE_METHOD, UPDATE_TOPIC, updateSigningBytes } from './leader-wire.ts';
 import type { MeshPort } from './mesh-port.ts';
-import { GlobalUpdate, SignedUpdate, StateResponse } from './pb/round.ts';
-import { applyDelta, encodeState, makeState, type GlobalState } from './state.ts';
+import { GlobalUpdate, SignedUpdate, StateResponse, StepRequest } from './pb/round.ts';
+import { applyDelta, deltaOf, encodeState, makeState, type GlobalState } from './state.ts';
 
 export type FaultKind = 'scale-update' | 'nan-update' | 'scale-global' | 'early-global' | 'forge-state' | 'withhold' | 'none';
 
@@ -90,6 +91,8 @@ export function withFaults(inner: MeshPort, opts: FaultOptions): { port: MeshPor
   const handle = (method: string, h: RequestHandler): void => inner.handleRequest(method, h);
   const dropRng = new Rng((opts.seed ?? 0) ^ 0xd40b);
   let base: GlobalState | null = null;
+  /** The forged steps by round, served over `round.step` in place of the honest ones. */
+  const forgedSteps = new Map<number, Uint8Array>();
 
   const forgeGlobal = (round: number, rank: number, contributors: string[], digests: Uint8Array[], delta: TensorMap, protos: GlobalState['prototypes']): Uint8Array => {
     const b = base!;
@@ -97,7 +100,8 @@ export function withFaults(inner: MeshPort, opts: FaultOptions): { port: MeshPor
     const d = decodeUpdate(u.bytes, opts.manifest);
     const next = applyDelta(b, d.deltas, d.prototypes, opts.manifest);
     log.forgedGlobals++;
-    return GlobalUpdate.encode({ version: ROUND_WIRE_VERSION, round: BigInt(round), baseHash: b.hash, newHash: next.hash, contributors, contributorDigests: digests, leaderRank: rank, update: u.bytes });
+    forgedSteps.set(round, u.bytes);
+    return GlobalUpdate.encode({ version: ROUND_WIRE_VERSION, round: BigInt(round), baseHash: b.hash, newHash: next.hash, contributors, contributorDigests: digests, leaderRank: rank });
   };
 
   const port: MeshPort = {
@@ -141,9 +145,10 @@ export function withFaults(inner: MeshPort, opts: FaultOptions): { port: MeshPor
       return res;
     }
     if (name === GLOBAL_TOPIC && opts.kind === 'scale-global' && base) {
+      // The commitment carries no step: the honest step is what the liar's protocol just applied to `base`.
       const g = GlobalUpdate.decode(payload);
-      const u = decodeUpdate(g.update, opts.manifest);
-      return publish(name, forgeGlobal(Number(g.round), g.leaderRank, g.contributors, g.contributorDigests, scaled(u.deltas, factor), u.prototypes));
+      const now = opts.state!();
+      return publish(name, forgeGlobal(Number(g.round), g.leaderRank, g.contributors, g.contributorDigests, scaled(deltaOf(now.tensors, base.tensors), factor), now.prototypes));
     }
     return publish(name, payload);
   };
@@ -166,6 +171,12 @@ export function withFaults(inner: MeshPort, opts: FaultOptions): { port: MeshPor
       return handle(method, () => {
         log.withheld++;
         throw new RefusalError(RefusalReason.UNAVAILABLE, 'withheld');
+      });
+    }
+    if (method === STEP_METHOD && (opts.kind === 'scale-global' || opts.kind === 'early-global')) {
+      return handle(method, async (body, rc) => {
+        const forged = forgedSteps.get(Number(StepRequest.decode(body).round));
+        return forged ?? handler(body, rc);
       });
     }
     if (opts.kind === 'forge-state' && method === STATE_METHOD) {

@@ -17,6 +17,12 @@ export const MAX_CONTRIBUTORS = 1024;
 export const MAX_LEADER_RANKS = 4;
 /** Largest Ed25519 signature field accepted (an Ed25519 signature is 64 bytes). */
 export const MAX_SIGNATURE_BYTES = 64;
+/**
+ * Signed updates above this size go over the `update` topic as announcements and are pulled once per hop over the
+ * sync stream (mesh `streamCutoverBytes`): a ~4.5 KB update then crosses each link about once instead of once per
+ * gossip duplicate (protocols/round.md "Wire bytes").
+ */
+export const UPDATE_STREAM_CUTOVER_BYTES = 1024;
 /** Topics and stream methods. */
 export const UPDATE_TOPIC = 'update';
 export const GLOBAL_TOPIC = 'global';
@@ -24,6 +30,7 @@ export const ATTEST_TOPIC = 'attest';
 export const STATE_METHOD = 'round.state';
 export const UPDATE_METHOD = 'round.update';
 export const INPUT_METHOD = 'round.input';
+export const STEP_METHOD = 'round.step';
 
 /** Rendezvous (highest-random-weight) order of members for a round: every member computes the same list. */
 export function leaderOrder(federation: string, round: number, members: readonly string[]): string[] {
@@ -104,19 +111,18 @@ export async function openSignedUpdate(bytes: Uint8Array, ctx: WireContext, auth
   return { update: u, digest, signed: bytes };
 }
 
-/** A GlobalUpdate as received: the message, its decoded inner Update and the publisher. */
+/** A GlobalUpdate (a commitment: no delta) as received: the message and the publisher. */
 export interface ReceivedGlobal {
   msg: GlobalUpdate;
   round: number;
-  update: ModelUpdate;
   from: string;
   bytes: number;
 }
 
 /**
  * Decode and check a GlobalUpdate's shape: version, round, 32-byte hashes, rank < MAX_LEADER_RANKS, contributors
- * sorted, unique, on the roster and matched one-to-one by 32-byte digests, inner Update valid for the round with
- * sender = `author`. Whether the publisher holds that rank, and whether the aggregate is right, is checked later.
+ * sorted, unique, on the roster and matched one-to-one by 32-byte digests. The publisher is `author` (the gossip
+ * signer). Whether the publisher holds that rank, and whether the aggregate is right, is checked later.
  */
 export function decodeGlobal(payload: Uint8Array, ctx: WireContext, author: string): ReceivedGlobal | RefusalReason {
   let msg: GlobalUpdate;
@@ -136,8 +142,5 @@ export function decodeGlobal(payload: Uint8Array, ctx: WireContext, author: stri
     if (c[i].length === 0 || c[i].length > 256 || (i > 0 && c[i - 1] >= c[i])) return RefusalReason.INVALID_FIELD;
     if (!ctx.onRoster(c[i])) return RefusalReason.NOT_ALLOWED;
   }
-  const u = decodeModelUpdate(msg.update, ctx, author);
-  if (typeof u === 'number') return u;
-  if (u.round !== round || u.baseVersion !== round - 1) return RefusalReason.INVALID_FIELD;
-  return { msg, round, update: u, from: author, bytes: payload.byteLength };
+  return { msg, round, from: author, bytes: payload.byteLength };
 }

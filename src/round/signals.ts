@@ -1,8 +1,12 @@
 import type { EventEmitter } from 'node:events';
 import { FmflError } from '../util/errors.ts';
 
-/** Wire version of round messages (both protocols). */
-export const ROUND_WIRE_VERSION = 1;
+/**
+ * Wire version of round messages (both protocols). 2: the GlobalUpdate is a commitment without the dense step,
+ * which members that cannot recompute pull over `round.step` (protocols/round.md); version-1 messages are refused
+ * with UNSUPPORTED_VERSION.
+ */
+export const ROUND_WIRE_VERSION = 2;
 
 export class RoundStoppedError extends FmflError {
   constructor() {

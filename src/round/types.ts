@@ -1,19 +1,19 @@
 import type { MeshPort } from './mesh-port.ts';
-import { DEFAULT_SERVER_MOMENTUM, type AggregateOptions } from '../aggregate/index.ts';
+import type { AggregateOptions } from '../aggregate/index.ts';
 import type { ClientDpOptions } from '../privacy/index.ts';
 import type { PrototypeTable, TensorMap, UpdateEncodeOptions, UpdateManifest } from '../update/index.ts';
 import type { Logger } from '../util/log.ts';
 import type { GlobalState } from './state.ts';
 
-/** Names of the round protocols. */
-export const PROTOCOL_NAMES = ['leader', 'gossip'] as const;
-export type ProtocolName = (typeof PROTOCOL_NAMES)[number];
+import { DEFAULT_GOSSIP_MOMENTUM, FL_DEFAULTS, PROTOCOL_NAMES, type ProtocolName } from './fl-config.ts';
+
+export { DEFAULT_GOSSIP_MOMENTUM, PROTOCOL_NAMES, type ProtocolName };
 
 /** Compression of the updates a node sends (uplink) and, for the leader protocol, of the global (downlink). */
 export interface CompressionOptions {
   /** Fraction of entries kept by top-k magnitude (1 = dense). */
   topk: number;
-  /** `global`: one magnitude threshold over all tensors (default); `tensor`: the fraction of every tensor. */
+  /** `tensor`: the fraction of every tensor (default); `global`: one magnitude threshold over all tensors. */
   topkScope?: 'global' | 'tensor';
   /** Bits per value: 32 (fp32), 16 (fp16), 8 or 4 (stochastic block quantization). */
   bits: 32 | 16 | 8 | 4 | 1;
@@ -26,11 +26,15 @@ export interface CompressionOptions {
 }
 
 /**
- * Default uplink: every value as a scaled sign (1 bit + a block scale) with error feedback. On the 8-node
- * Fashion-MNIST reference run with FedAvgM it ended within 1 point of dense fp32 updates (top-10% 8-bit: 2.6 points
- * under) at fewer bytes than top-10% 8-bit: AdamW deltas have near-uniform magnitudes, which top-k serves badly.
+ * Default uplink (the schema's defaults, src/round/fl-config.ts): every value as a scaled sign (1 bit + a block scale)
+ * with error feedback. On the 8-node Fashion-MNIST reference run with FedAvgM it ended within 1 point of dense fp32
+ * updates (top-10% 8-bit: 2.6 points under) at fewer bytes than top-10% 8-bit: AdamW deltas have near-uniform
+ * magnitudes, which top-k serves badly.
  */
-export const DEFAULT_COMPRESSION: CompressionOptions = { topk: 1, bits: 1, errorFeedback: true, downlinkBits: 16, brotli: false };
+export const DEFAULT_COMPRESSION: CompressionOptions = {
+  topk: FL_DEFAULTS.topk, topkScope: FL_DEFAULTS.topkScope, bits: FL_DEFAULTS.bits, errorFeedback: FL_DEFAULTS.errorFeedback,
+  downlinkBits: FL_DEFAULTS.downlinkBits, brotli: FL_DEFAULTS.brotli,
+};
 
 /** What a node contributes after its local training in a round. */
 export interface LocalContribution {
@@ -40,6 +44,8 @@ export interface LocalContribution {
   prototypes: PrototypeTable[];
   /** Training samples behind it (FedAvg weight). */
   sampleCount: number;
+  /** Heterogeneous fleets (leader protocol): this node's LoRA rank and depth budget; absent: the global's rank, every tensor. */
+  budget?: { rank: number; trained?: readonly string[] };
 }
 
 /** How one round ended on this node. */
@@ -93,7 +99,7 @@ export interface RoundOptions {
    */
   quorum?: number;
   /**
-   * Leader: the most the leader waits for updates after publishing its own (default 30 s). The actual deadline adapts:
+   * Leader: the most the leader waits for updates after publishing its own (default 60 s). The actual deadline adapts:
    * p90 of measured update arrival delays × 2, within [minRoundTimeoutMs, roundTimeoutMs].
    */
   roundTimeoutMs: number;
@@ -101,7 +107,7 @@ export interface RoundOptions {
   minRoundTimeoutMs?: number;
   /** Leader: the federation's last round (`--rounds`): a pulled state beyond it is refused. */
   maxRounds?: number;
-  /** Leader: extra wait per backup rank before a backup leader takes over (default 10 s). */
+  /** Leader: extra wait per backup rank before a backup leader takes over (default 15 s). */
   leaderTimeoutMs: number;
   /** Gossip: consensus step size gamma of CHOCO-SGD (default 0: replicas are averaged, public copies accumulate). */
   gossipGamma: number;
@@ -121,16 +127,14 @@ export interface RoundOptions {
   secagg?: { clip: number };
 }
 
-/** Gossip's default heavy-ball momentum: the leader's FedAvgM default, so both protocols follow one recursion. */
-export const DEFAULT_GOSSIP_MOMENTUM = DEFAULT_SERVER_MOMENTUM;
-
+/** Round options from the schema's defaults (src/round/fl-config.ts). */
 export const DEFAULT_ROUND_OPTIONS: RoundOptions = {
   compression: DEFAULT_COMPRESSION,
-  aggregator: 'fedavgm',
-  roundTimeoutMs: 30_000,
-  leaderTimeoutMs: 10_000,
-  gossipGamma: 0,
-  gossipMomentum: DEFAULT_GOSSIP_MOMENTUM,
+  aggregator: FL_DEFAULTS.aggregator,
+  roundTimeoutMs: FL_DEFAULTS.roundTimeoutMs,
+  leaderTimeoutMs: FL_DEFAULTS.leaderTimeoutMs,
+  gossipGamma: FL_DEFAULTS.gossipGamma,
+  gossipMomentum: FL_DEFAULTS.gossipMomentum,
 };
 
 /** Persistent part of a protocol (written atomically with the node's checkpoint every round). */

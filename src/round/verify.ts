@@ -30,8 +30,10 @@ export enum VerifyRefusal {
   UNCERTIFIED_STATE = 9,
   /** A pulled state is past the federation's last round (`--rounds`). */
   PAST_LAST_ROUND = 10,
-  /** The leader's delta applied to the base does not give the announced new state hash. */
+  /** The step pulled from the publisher (`round.step`) applied to the base does not give the announced new state hash. */
   HASH_MISMATCH = 11,
+  /** This node cannot recompute and no one (publisher, attesting members) served the round's step (`round.step`). */
+  STEP_UNAVAILABLE = 12,
 }
 
 /** Everything that determines a round's global step. */

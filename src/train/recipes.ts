@@ -7,6 +7,7 @@ import { loadData, type Dataset, type Normalization } from '../data/index.ts';
 import type { LoraConfig, TrainableSet, VitConfig, Weights } from '../model/vit.ts';
 import { exitTensorNames } from '../model/architecture.ts';
 import type { ExecutionProvider } from '../runtime/index.ts';
+import { FmflError } from '../util/errors.ts';
 import { Rng } from '../util/rng.ts';
 import { lrAt, type LrSchedule } from './schedule.ts';
 import { Trainer, type EvalResult, type OptimizerConfig } from './trainer.ts';
@@ -37,6 +38,11 @@ export interface RecipeOptions {
   onStep?: (step: number, total: number, loss: number) => void;
   /** Called after every epoch with its test evaluation. */
   onEpoch?: (epoch: number, ev: EvalResult, meanLoss: number) => void;
+  /**
+   * Stop early (e.g. Ctrl-C): checked between steps and after each epoch's evaluation. The run then throws
+   * {@link RecipeStopped} with the trainer set back to the weights of the last completed epoch.
+   */
+  signal?: AbortSignal;
 }
 
 export interface RecipeResult {
@@ -46,6 +52,19 @@ export interface RecipeResult {
   trainableParams: number;
   trainSamples: number;
   seconds: number;
+}
+
+/**
+ * A recipe stopped through its `signal`. `result` is the run up to the last completed epoch (the trainer holds that
+ * epoch's weights; the caller releases it), or undefined when no epoch completed (the trainer is released).
+ */
+export class RecipeStopped extends FmflError {
+  constructor(
+    readonly result: RecipeResult | undefined,
+    readonly reason: string,
+  ) {
+    super('STOPPED', result ? `stopped (${reason}) after epoch ${result.epochs.length}` : `stopped (${reason}) before the first epoch completed`);
+  }
 }
 
 /** Train `epochs` passes over the dataset's train split and evaluate every exit on its test split after each. */
@@ -71,23 +90,37 @@ export async function runRecipe(o: RecipeOptions): Promise<RecipeResult> {
   const schedule = o.schedule ?? 'constant';
   const base = trainer.optimizer.lr;
   trainer.optimizer.lr = lrAt(schedule, base, 0, total, o.warmupSteps ?? 0);
-  for (let e = 0; e < o.epochs; e++) {
-    const meanLoss = await trainer.trainSteps(train, indices, perEpoch, (_i, loss) => {
-      o.onStep?.(++step, total, loss);
-      if (step < total) trainer.optimizer.lr = lrAt(schedule, base, step, total, o.warmupSteps ?? 0);
-    });
-    const ev = await trainer.evaluate(test);
-    epochs.push({ epoch: e + 1, meanLoss, test: ev });
-    o.onEpoch?.(e + 1, ev, meanLoss);
-  }
-  return {
+  const result = (): RecipeResult => ({
     trainer,
     test: epochs[epochs.length - 1].test,
     epochs,
     trainableParams: [...trainer.params.values()].reduce((a, p) => a + p.length, 0),
     trainSamples: indices.length,
     seconds: (performance.now() - t0) / 1000,
+  });
+  let lastEpoch: Weights | undefined;
+  const stop = async (): Promise<never> => {
+    const why = String(o.signal?.reason ?? 'aborted');
+    if (lastEpoch === undefined) {
+      await trainer.release();
+      throw new RecipeStopped(undefined, why);
+    }
+    trainer.loadParams(lastEpoch);
+    throw new RecipeStopped(result(), why);
   };
+  for (let e = 0; e < o.epochs; e++) {
+    if (o.signal?.aborted) await stop();
+    const meanLoss = await trainer.trainSteps(train, indices, perEpoch, (_i, loss) => {
+      o.onStep?.(++step, total, loss);
+      if (step < total) trainer.optimizer.lr = lrAt(schedule, base, step, total, o.warmupSteps ?? 0);
+    }, o.signal);
+    if (o.signal?.aborted) await stop();
+    const ev = await trainer.evaluate(test);
+    epochs.push({ epoch: e + 1, meanLoss, test: ev });
+    if (o.signal !== undefined) lastEpoch = trainer.snapshot();
+    o.onEpoch?.(e + 1, ev, meanLoss);
+  }
+  return result();
 }
 
 function subset(ds: Dataset, limit: number | undefined, seed: number): Uint32Array {

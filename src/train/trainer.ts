@@ -5,7 +5,7 @@
  */
 import { buildInferGraph, buildTrainGraph, embeddingName, gradName, logitsName, IMAGES, LABELS, LOGIT_BIAS, PROTOTYPES, PROTO_MASK } from '../model/graphs.ts';
 import { initWeights, type LoraConfig, type ParamSpec, type TrainableSet, type VitConfig, type Weights } from '../model/vit.ts';
-import { modelTensors, trainableTensors } from '../model/architecture.ts';
+import { modelTensors, tensorsUpToDepth, trainableTensors } from '../model/architecture.ts';
 import { Session, type ExecutionProvider, type FeedValue } from '../runtime/index.ts';
 import { toFloatBatch, type Dataset, type Normalization } from '../data/index.ts';
 import { AdamW, SGD, type Optimizer, type OptimizerState } from './optim.ts';
@@ -38,6 +38,11 @@ export interface TrainerOptions {
   provider?: ExecutionProvider;
   threads?: number;
   fusedGelu?: boolean;
+  /**
+   * Depth budget (DepthFL / InclusiveFL): train and serve only blocks 1..maxDepth and their exits; the training and
+   * evaluation graphs are cut after that block. Default: the model's depth.
+   */
+  maxDepth?: number;
   /** Clip gradients to this global L2 norm (off by default). */
   clipNorm?: number;
   /** Per-channel input normalisation (the backbone's input spec; default mean 0.5, std 0.5). */
@@ -88,6 +93,10 @@ export class Trainer {
   /** The trainable tensors (updated in place by step()). */
   readonly params: Weights;
   readonly specs: readonly ParamSpec[];
+  /** Blocks (and exits) this trainer trains and evaluates: its depth budget. */
+  readonly depth: number;
+  /** The trainable tensors within the depth budget (all of `specs` at full depth), in `specs` order. */
+  readonly trainedSpecs: readonly ParamSpec[];
   readonly frozen: Weights;
   readonly optimizer: Optimizer;
   readonly protoWeight: number;
@@ -105,7 +114,7 @@ export class Trainer {
   private readonly trainFetches: string[];
 
   private constructor(o: {
-    cfg: VitConfig; lora: LoraConfig | null; set: TrainableSet; batch: number; evalBatch: number; params: Weights; specs: ParamSpec[];
+    cfg: VitConfig; lora: LoraConfig | null; set: TrainableSet; batch: number; evalBatch: number; params: Weights; specs: ParamSpec[]; depth: number; trainedSpecs: ParamSpec[];
     frozen: Weights; optimizer: Optimizer; train: Session; evalS: Session; seed: number; protoWeight: number; logitAdjust: boolean;
     norm?: Normalization;
   }) {
@@ -117,6 +126,8 @@ export class Trainer {
     this.evalBatch = o.evalBatch;
     this.params = o.params;
     this.specs = o.specs;
+    this.depth = o.depth;
+    this.trainedSpecs = o.trainedSpecs;
     this.frozen = o.frozen;
     this.optimizer = o.optimizer;
     this.trainSession = o.train;
@@ -128,7 +139,7 @@ export class Trainer {
     this.xBuf = new Float32Array(o.batch * px);
     this.yBuf = new BigInt64Array(o.batch);
     this.xEval = new Float32Array(o.evalBatch * px);
-    this.trainFetches = ['loss', 'loss_ce', ...o.specs.map((s) => gradName(s.name))];
+    this.trainFetches = ['loss', 'loss_ce', ...o.trainedSpecs.map((s) => gradName(s.name))];
   }
 
   static async create(opts: TrainerOptions): Promise<Trainer> {
@@ -142,6 +153,9 @@ export class Trainer {
     if (!Number.isInteger(evalBatch) || evalBatch < 1 || evalBatch > 4096) throw new ConfigError('evalBatch must be an integer in 1..4096');
     const seed = opts.seed ?? 0;
     const specs = trainableTensors(cfg, set, lora);
+    const depth = opts.maxDepth ?? cfg.depth;
+    const reach = tensorsUpToDepth(cfg, lora, depth);
+    const trainedSpecs = specs.filter((s) => reach.has(s.name));
     const trainableNames = new Set(specs.map((s) => s.name));
     const fresh = initWeights(specs.filter((s) => !opts.weights.has(s.name)), seed);
     const params: Weights = new Map();
@@ -161,7 +175,7 @@ export class Trainer {
       frozen.set(s.name, w);
     }
     const protoWeight = opts.protoWeight ?? 0;
-    const common = { cfg, lora, trainable: specs, frozen, fusedGelu: opts.fusedGelu };
+    const common = { cfg, lora, trainable: trainedSpecs, frozen, fusedGelu: opts.fusedGelu, blocks: depth };
     const trainG = buildTrainGraph({ ...common, batch, protoWeight, logitAdjust: opts.logitAdjust });
     const evalG = buildInferGraph({ ...common, batch: evalBatch });
     const sOpts = { provider: opts.provider, threads: opts.threads, logger: opts.logger };
@@ -169,19 +183,25 @@ export class Trainer {
     const [train, evalS] = await Promise.all([open(trainG.onnx, sOpts), open(evalG.onnx, sOpts)]);
     const oc = opts.optimizer ?? { kind: 'adamw', lr: 1e-3, weightDecay: 0.01 };
     const clip = opts.clipNorm !== undefined ? { maxGradNorm: opts.clipNorm } : {};
+    // The optimizer steps the tensors within the depth budget (the same arrays as `params`).
+    const stepped: Weights = new Map(trainedSpecs.map((s) => [s.name, params.get(s.name)!]));
     const optimizer: Optimizer =
       oc.kind === 'adamw'
-        ? new AdamW(params, { lr: oc.lr, weightDecay: oc.weightDecay ?? 0.01, betas: oc.betas, ...clip })
-        : new SGD(params, { lr: oc.lr, momentum: oc.momentum ?? 0.9, weightDecay: oc.weightDecay ?? 0, nesterov: oc.nesterov, ...clip });
-    return new Trainer({ cfg, lora, set, batch, evalBatch, params, specs, frozen, optimizer, train, evalS, seed, protoWeight, logitAdjust: !!opts.logitAdjust, norm: opts.norm });
+        ? new AdamW(stepped, { lr: oc.lr, weightDecay: oc.weightDecay ?? 0.01, betas: oc.betas, ...clip })
+        : new SGD(stepped, { lr: oc.lr, momentum: oc.momentum ?? 0.9, weightDecay: oc.weightDecay ?? 0, nesterov: oc.nesterov, ...clip });
+    return new Trainer({ cfg, lora, set, batch, evalBatch, params, specs, depth, trainedSpecs, frozen, optimizer, train, evalS, seed, protoWeight, logitAdjust: !!opts.logitAdjust, norm: opts.norm });
   }
 
-  /** Global prototypes for the prototype term: [exits, classes, dim] and a [exits, classes] validity mask. */
+  /**
+   * Global prototypes for the prototype term: [exits, classes, dim] and a [exits, classes] validity mask over all
+   * of the model's exits (a depth-budget trainer uses its first `depth`).
+   */
   setPrototypes(protos: Float32Array, mask: Float32Array): void {
     const E = this.cfg.depth;
     const C = this.cfg.classes;
     if (protos.length !== E * C * this.cfg.dim || mask.length !== E * C) throw new TrainingError('prototype tensors have the wrong size');
-    this.prototypes = { protos, mask };
+    const k = this.depth;
+    this.prototypes = { protos: protos.subarray(0, k * C * this.cfg.dim), mask: mask.subarray(0, k * C) };
   }
 
   /**
@@ -199,7 +219,7 @@ export class Trainer {
 
   private paramFeeds(): Record<string, FeedValue> {
     const feeds: Record<string, FeedValue> = {};
-    for (const s of this.specs) feeds[s.name] = { data: this.params.get(s.name)!, dims: s.shape };
+    for (const s of this.trainedSpecs) feeds[s.name] = { data: this.params.get(s.name)!, dims: s.shape };
     return feeds;
   }
 
@@ -226,7 +246,7 @@ export class Trainer {
     feeds[LABELS] = { data: this.yBuf, dims: [this.batch] };
     if (this.logitBias) feeds[LOGIT_BIAS] = { data: this.logitBias, dims: [this.cfg.classes] };
     if (this.protoWeight > 0) {
-      const E = this.cfg.depth;
+      const E = this.depth;
       const C = this.cfg.classes;
       const p = this.prototypes ?? { protos: new Float32Array(E * C * this.cfg.dim), mask: new Float32Array(E * C) };
       feeds[PROTOTYPES] = { data: p.protos, dims: [E, C, this.cfg.dim] };
@@ -237,7 +257,7 @@ export class Trainer {
     const lossCe = Number(out.loss_ce[0]);
     if (!Number.isFinite(loss)) throw new TrainingError(`loss is ${loss}; lower the learning rate`);
     const grads = new Map<string, Float32Array>();
-    for (const s of this.specs) grads.set(s.name, out[gradName(s.name)] as Float32Array);
+    for (const s of this.trainedSpecs) grads.set(s.name, out[gradName(s.name)] as Float32Array);
     this.optimizer.step(grads);
     return { loss, lossCe };
   }
@@ -291,9 +311,9 @@ export class Trainer {
     }
   }
 
-  /** Accuracy and loss of every exit, and of the exit ensemble, on `indices` of `ds` (all by default). */
+  /** Accuracy and loss of every exit it serves (1..depth), and of their ensemble, on `indices` of `ds` (all by default). */
   async evaluate(ds: Dataset, indices?: ArrayLike<number>): Promise<EvalResult> {
-    const E = this.cfg.depth;
+    const E = this.depth;
     const C = this.cfg.classes;
     const correct = new Array<number>(E).fill(0);
     const lossSum = new Array<number>(E).fill(0);
@@ -330,7 +350,7 @@ export class Trainer {
 
   /** Per-exit, per-class sums of exit embeddings and counts over `indices` (the local prototype statistics). */
   async prototypeStats(ds: Dataset, indices?: ArrayLike<number>): Promise<PrototypeStats> {
-    const E = this.cfg.depth;
+    const E = this.depth;
     const C = this.cfg.classes;
     const D = this.cfg.dim;
     const sums = new Float64Array(E * C * D);
@@ -373,6 +393,11 @@ export class Trainer {
 
   optimizerState(): OptimizerState {
     return this.optimizer.state();
+  }
+
+  /** Execution provider the training session actually runs on (`cuda` only when its provider loaded). */
+  get provider(): 'cpu' | 'cuda' {
+    return this.trainSession.provider;
   }
 
   async release(): Promise<void> {

@@ -173,6 +173,53 @@ function validateInMemory(update: ModelUpdate, manifest: UpdateManifest): void {
   if (update.federation === '' || update.sender === '') bad('federation and sender must be non-empty');
   const names = new Set(manifest.tensors.map((s) => s.name));
   for (const name of update.deltas.keys()) if (!names.has(name)) bad(`tensor ${name} is not in the manifest`);
+  if (update.partial) {
+    if (update.deltas.size === 0) bad('a partial update must carry at least one tensor');
+    const unpaired = loraPartnerMissing(manifest, (n) => update.deltas.has(n));
+    if (unpaired !== null) bad(`partial update: ${unpaired}`);
+  }
+}
+
+/** The partner of a LoRA factor (`.lora_a` <-> `.lora_b`), or null for other tensors. */
+function loraPartner(name: string): string | null {
+  if (name.endsWith('.lora_a')) return `${name.slice(0, -7)}.lora_b`;
+  if (name.endsWith('.lora_b')) return `${name.slice(0, -7)}.lora_a`;
+  return null;
+}
+
+/** A message naming a LoRA factor in the set whose manifest partner is not, or null when pairs are whole. */
+function loraPartnerMissing(manifest: UpdateManifest, has: (name: string) => boolean): string | null {
+  const names = new Set(manifest.tensors.map((s) => s.name));
+  for (const s of manifest.tensors) {
+    if (s.loraAxis === undefined || !has(s.name)) continue;
+    const p = loraPartner(s.name);
+    if (p !== null && names.has(p) && !has(p)) return `${s.name} without ${p} (a LoRA pair trains whole)`;
+  }
+  return null;
+}
+
+/** Bitmap over manifest positions of the tensors in `has` (protocols/update.proto, `trained_tensors`). */
+function trainedMask(manifest: UpdateManifest, has: (name: string) => boolean): Uint8Array {
+  const mask = new Uint8Array(Math.ceil(manifest.tensors.length / 8));
+  manifest.tensors.forEach((s, i) => { if (has(s.name)) mask[i >> 3] |= 1 << (i & 7); });
+  return mask;
+}
+
+/** Decode and validate `trained_tensors`: the set of trained tensor names, or null when the field is empty. */
+function decodeTrainedMask(mask: Uint8Array, manifest: UpdateManifest): Set<string> | null {
+  if (mask.length === 0) return null;
+  const n = manifest.tensors.length;
+  check(mask.length === Math.ceil(n / 8), UpdateRefusal.BAD_HEADER, () => `trained_tensors has ${mask.length} bytes, the manifest's ${n} tensors need ${Math.ceil(n / 8)}`);
+  const set = new Set<string>();
+  for (let i = 0; i < mask.length * 8; i++) {
+    if ((mask[i >> 3] & (1 << (i & 7))) === 0) continue;
+    check(i < n, UpdateRefusal.BAD_HEADER, () => `trained_tensors sets bit ${i}, past the manifest's ${n} tensors`);
+    set.add(manifest.tensors[i].name);
+  }
+  check(set.size > 0, UpdateRefusal.BAD_HEADER, 'trained_tensors names no tensor');
+  const unpaired = loraPartnerMissing(manifest, (name) => set.has(name));
+  check(unpaired === null, UpdateRefusal.BAD_SHAPE, () => `trained_tensors: ${unpaired}`);
+  return set;
 }
 
 /**
@@ -250,6 +297,7 @@ export function encodeUpdate(update: ModelUpdate, manifest: UpdateManifest, opts
     manifestDigest: byIndex ? manifestDigest(manifest) : new Uint8Array(0),
     tensorCodec,
     tensorIndexCodec,
+    trainedTensors: update.partial ? trainedMask(manifest, (n) => update.deltas.has(n)) : new Uint8Array(0),
   });
   const useBrotli = opts.brotli !== undefined && opts.brotli !== false;
   let payload = body;
@@ -306,7 +354,9 @@ function toSafeNumber(v: bigint, max: number, what: string): number {
 /**
  * Decode and fully validate an update from a peer against the local manifest. Every failure is an
  * {@link UpdateError} with a {@link UpdateRefusal} reason; nothing else escapes. Manifest tensors the sender did
- * not transmit decode as zeros, so `deltas` always holds every manifest tensor at the sender's rank.
+ * not transmit decode as zeros, so `deltas` always holds every manifest tensor at the sender's rank, unless the
+ * update names the tensors its sender trained (`trained_tensors`, depth budgets): then `deltas` holds exactly
+ * those and `partial` is set.
  */
 export function decodeUpdate(bytes: Uint8Array, manifest: UpdateManifest, limits: Partial<DecodeLimits> = {}): ModelUpdate {
   const lim: DecodeLimits = { ...DEFAULT_DECODE_LIMITS, ...limits };
@@ -375,6 +425,7 @@ function decodeUnsafe(bytes: Uint8Array, manifest: UpdateManifest, lim: DecodeLi
     check(msg.manifestDigest.length === ours.length && msg.manifestDigest.every((b, i) => b === ours[i]), UpdateRefusal.MANIFEST_MISMATCH,
       'the sender\'s manifest differs from ours (different backbone or exit heads)');
   }
+  const trained = decodeTrainedMask(msg.trainedTensors, manifest);
   const deltas: TensorMap = new Map();
   const defaults: TensorDefaults = { codec: msg.tensorCodec, indexCodec: msg.tensorIndexCodec };
   let lastPos = -1;
@@ -393,9 +444,10 @@ function decodeUnsafe(bytes: Uint8Array, manifest: UpdateManifest, lim: DecodeLi
     const shape = shapes.get(t.name);
     check(shape !== undefined, UpdateRefusal.BAD_SHAPE, () => `tensor ${JSON.stringify(t.name)} is not in the manifest`);
     check(!deltas.has(t.name), UpdateRefusal.BAD_SHAPE, () => `tensor ${t.name} appears twice`);
+    check(trained === null || trained.has(t.name), UpdateRefusal.BAD_SHAPE, () => `tensor ${t.name} is outside the sender's trained_tensors`);
     deltas.set(t.name, decodeTensor(t, shape, byPosition, defaults));
   }
-  for (const [name, shape] of shapes) if (!deltas.has(name)) deltas.set(name, new Float32Array(numel(shape)));
+  for (const [name, shape] of shapes) if (!deltas.has(name) && (trained === null || trained.has(name))) deltas.set(name, new Float32Array(numel(shape)));
 
   const prototypes: PrototypeTable[] = [];
   if (msg.prototypes.length > 0) {
@@ -428,7 +480,9 @@ function decodeUnsafe(bytes: Uint8Array, manifest: UpdateManifest, lim: DecodeLi
       prototypes.push({ exit: p.exit, dim: ps.dim, counts, sums });
     }
   }
-  return {
+  const out: ModelUpdate = {
     federation: msg.federation, round, baseVersion, sender: msg.sender, sampleCount, loraRank: msg.loraRank, deltas, prototypes,
   };
+  if (trained !== null) out.partial = true;
+  return out;
 }

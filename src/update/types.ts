@@ -51,6 +51,12 @@ export interface ModelUpdate {
   loraRank: number;
   deltas: TensorMap;
   prototypes: PrototypeTable[];
+  /**
+   * Depth budgets (`--max-depth`): `deltas` holds exactly the tensors the sender trained and the update says so
+   * on the wire (`trained_tensors`); receivers aggregate each tensor over the updates that carry it. Absent or
+   * false: `deltas` stands for every manifest tensor (missing ones are zeros).
+   */
+  partial?: boolean;
 }
 
 /** Element count of a shape. */

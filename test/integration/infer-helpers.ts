@@ -9,7 +9,7 @@ import { tempDir } from '../temp-dirs.ts';
  * Write a model checkpoint built from the embedded backbone: its MNIST-trained exit heads, LoRA A random and
  * B small (so LoRA inputs matter), prototypes from a fixed pattern. Returns the file path.
  */
-export async function makeTestCheckpoint(version = 'test-v1', seed = 1): Promise<string> {
+export async function makeTestCheckpoint(version = 'test-v1', seed = 1, labels?: string[]): Promise<string> {
   const bb = await loadBackbone();
   const lora: LoraConfig = { rank: 4, alpha: 8, targets: ['q', 'v'] };
   const w: Weights = initWeights(loraSpecs(bb.cfg, lora), seed);
@@ -20,7 +20,7 @@ export async function makeTestCheckpoint(version = 'test-v1', seed = 1): Promise
   const counts = new Float32Array(E * C).fill(10);
   const dir = await tempDir('fmfl-infer-');
   const path = join(dir, `${version}.fmfl`);
-  await saveModelCheckpoint(path, { backbone: bb.manifest.name, cfg: bb.cfg, lora, trainableSet: 'lora+heads', version, round: 0, source: 'centralized', weights: w, prototypes: { means, counts } });
+  await saveModelCheckpoint(path, { backbone: bb.manifest.name, cfg: bb.cfg, lora, trainableSet: 'lora+heads', version, round: 0, source: 'centralized', weights: w, prototypes: { means, counts }, ...(labels ? { labels } : {}) });
   return path;
 }
 

@@ -84,7 +84,7 @@ test('POST /predict refuses bad requests with a status and a reason', async (t) 
   await bad({ pixels: img, mode: 'magic' }, 400, /BAD_OPTION/);
   await bad({ pixels: img, exit: 'auto' }, 400, /BAD_OPTION/);
   await bad({ pixels: img, peersK: 2 }, 400, /BAD_OPTION/);
-  await bad({ png: 'aGVsbG8=' }, 400, /BAD_INPUT/);
+  await bad({ png: 'aGVsbG8=' }, 400, /UNDECODABLE/);
   await bad(null, 400, /BAD_JSON/, { raw: '{nope' });
   await bad({ pixels: img }, 415, /MEDIA_TYPE/, { type: 'text/plain' });
   await bad({ pixels: img }, 413, /TOO_LARGE/, { url: small.url });

@@ -34,6 +34,8 @@ test('imported tiny ViT (fused qkv, shape plumbing, Erf GELU) computes what onnx
   t.deepEqual(p.ir.exits.map((e) => e.tensor), ['/blocks.0/Add_1_output_0', '/blocks.1/Add_1_output_0', '/blocks.2/Add_1_output_0']);
   t.deepEqual(p.ir.lora.map((s) => [s.prefix, s.in, s.out]), [0, 1, 2].map((i) => [`blocks.${i}.attn.qkv`, 32, 96]));
   t.true(p.foldedNodes > 100, `${p.foldedNodes} shape-plumbing nodes folded`);
+  t.deepEqual(p.ir.nodes.filter((n) => n.op === 'Gelu').map((n) => n.name), [0, 1, 2].map((i) => `/blocks.${i}/mlp/act/Gelu`), 'the Erf GELU compositions became one Gelu node each');
+  t.false(p.ir.nodes.some((n) => n.op === 'Erf'));
   const diff = await forwardAgreement(p.ir, p.weights, VIT, { batch: 3, seed: 4 });
   t.true(diff <= 1e-5, `max |fmfl - onnxruntime| = ${diff}`);
 });

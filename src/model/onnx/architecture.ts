@@ -98,8 +98,20 @@ export function runSegment(ir: ImportedGraph, x: Tensor, i: number, param: Param
   return tensorOf(cx, ir.exits[i].tensor);
 }
 
-/** Exit head i on an exit tensor: pick token 0 / pool / take the vector, then LayerNorm and Linear. */
-function exitHead(cfg: VitConfig, x: Tensor, i: number, param: ParamSource): { logits: Tensor; embedding: Tensor } {
+/** The kept classifier of exit i (`--keep-head`): the graph from the exit tensor to the model's output. */
+function keptHead(ir: ImportedGraph, x: Tensor, i: number, param: ParamSource, opts: ForwardOptions): { logits: Tensor; embedding: Tensor } {
+  const kept = ir.exits[i].kept!;
+  const cx = context(ir, x, param, opts);
+  const consts = constsAt(ir, x.shape[0]);
+  for (const [k, c] of consts) cx.env.set(k, { c });
+  cx.env.set(ir.exits[i].tensor, { t: x });
+  for (const n of nodesFor(ir, [kept.logits, kept.features], new Set([ir.exits[i].tensor, ...consts.keys()]))) runNode(cx, n);
+  return { logits: tensorOf(cx, kept.logits), embedding: tensorOf(cx, kept.features) };
+}
+
+/** Exit head i on an exit tensor: pick token 0 / pool / take the vector, then LayerNorm and Linear (or the kept classifier). */
+function exitHead(ir: ImportedGraph, cfg: VitConfig, x: Tensor, i: number, param: ParamSource, opts: ForwardOptions = {}): { logits: Tensor; embedding: Tensor } {
+  if (ir.exits[i].kept) return keptHead(ir, x, i, param, opts);
   const B = x.shape[0];
   let z: Tensor;
   if (x.rank === 3) z = G.reshape(G.slice(x, [0], [1], [1]), [B, x.shape[2]]);
@@ -119,6 +131,7 @@ function loraSpecs(ir: ImportedGraph, lora: LoraConfig): ParamSpec[] {
 
 function importedArchitecture(name: string, ir: ImportedGraph): ModelArchitecture {
   const E = ir.exits.length;
+  const kept = ir.exits[E - 1].kept;
   return {
     name,
     validate(cfg) {
@@ -129,22 +142,23 @@ function importedArchitecture(name: string, ir: ImportedGraph): ModelArchitectur
       if (c.image !== ir.input.size || c.channels !== ir.input.channels || c.depth !== E || c.dim !== ir.dim) {
         throw new ConfigError(`imported model ${name}: the config must keep image ${ir.input.size}, channels ${ir.input.channels}, depth ${E} (exits) and dim ${ir.dim}; only classes may change`);
       }
+      if (kept && c.classes !== kept.classes) throw new ConfigError(`imported model ${name} keeps its own classifier (${kept.classes} classes) as the last exit; it cannot be resized to ${c.classes} classes (re-import without --keep-head)`);
       return c;
     },
     backboneTensors: () => ir.weights.map((w) => ({ name: w.name, shape: [...w.shape], init: { kind: 'const', value: 0 }, group: 'backbone' }) as ParamSpec),
-    exitTensors: (cfg) => exitSpecs({ ...cfg, depth: E, dim: ir.dim }),
+    exitTensors: (cfg) => exitSpecs({ ...cfg, depth: E, dim: ir.dim }).filter((s) => !kept || !s.name.startsWith(`exits.${E - 1}.`)),
     loraTensors: (_cfg, lora) => loraSpecs(ir, lora),
     exits: () => E,
     forward(cfg, images, param, opts = {}) {
       const blocks = opts.blocks ?? E;
       if (!Number.isInteger(blocks) || blocks < 1 || blocks > E) throw new ConfigError(`blocks must be in 1..${E}`);
       const xs = runToExits(ir, images, param, opts, blocks);
-      const heads = xs.map((x, i) => exitHead(cfg, x, i, param));
+      const heads = xs.map((x, i) => exitHead(ir, cfg, x, i, param, opts));
       return { logits: heads.map((h) => h.logits), embeddings: heads.map((h) => h.embedding) };
     },
     embed: (_cfg, images) => images,
     block: (_cfg, x, i, param, opts) => runSegment(ir, x, i, param, opts),
-    exit: (cfg, x, i, param) => exitHead(cfg, x, i, param),
+    exit: (cfg, x, i, param, opts) => exitHead(ir, cfg, x, i, param, opts),
     hiddenShape: (_cfg, batch, after = 0) => [batch, ...ir.exits[Math.min(Math.max(after, 0), E - 1)].shape],
   };
 }

@@ -160,7 +160,9 @@ const OPS: Readonly<Record<string, Handler>> = {
   Relu: unary(G.relu),
   Gelu: (cx, n, [a]) => {
     if ((n.attrs.approximate ?? 'none') !== 'none') throw unsupported(n, `approximate='${String(n.attrs.approximate)}' GELU is not supported; export with the exact (erf) GELU`);
-    return [G.gelu(T(cx, a, n))];
+    const x = T(cx, a, n);
+    // ORT's fused Gelu (float32) with its own VJP, as the native ViT; the Erf composition otherwise.
+    return [x.dtype === 'float32' ? G.geluFused(x) : G.gelu(x)];
   },
   Clip: (cx, n, [a, lo, hi]) => {
     const bound = (v: Value | undefined, attr: string, d: number): number => (v ? ints(n, v, attr)[0] : attrNum(n, attr, d));
@@ -281,6 +283,11 @@ const OPS: Readonly<Record<string, Handler>> = {
     const x = T(cx, a, n);
     const ax = axis(n, attrInt(n, 'axis', 0), x.rank);
     const idx = i && 'c' in i ? { c: { ...i.c, dtype: 'int64' as const, data: i.c.data.map((k) => (k < 0 ? k + x.shape[ax] : k)) } } : i;
+    // A constant scalar index (`qkv[0]`, `x[:, 0]`) is a Slice + Reshape, whose VJP is a Pad, not a scatter.
+    if (idx && 'c' in idx && idx.c.shape.length === 0) {
+      const k = idx.c.data[0];
+      return [G.reshape(G.slice(x, [k], [k + 1], [ax]), x.shape.filter((_, d) => d !== ax))];
+    }
     return [G.gather(x, T(cx, idx, n), ax)];
   },
   Expand: (cx, n, [a, s]) => {

@@ -15,9 +15,10 @@ import type { InputSpec } from '../../data/index.ts';
 import { MODELS_DIR, saveBackbone, type BackboneManifest } from '../backbone.ts';
 import { initWeights, type Weights } from '../vit.ts';
 import { importedConfig, registerImportedGraph, runOriginal } from './architecture.ts';
-import { IMPORTED_GRAPH_FORMAT, type ConstValue, type ImportedGraph } from './ir.ts';
+import { IMPORTED_GRAPH_FORMAT, type ConstValue, type ExitSite, type ImportedGraph } from './ir.ts';
 import { OnnxImportError, readOnnx, type ParsedOnnx } from './read.ts';
-import { blockFamilies, checkSegments, chooseExits, loraCandidates, pickLoraSites, probeShapes, type LoraCandidate } from './structure.ts';
+import { fuseGelu } from './fuse.ts';
+import { blockFamilies, checkSegments, chooseExits, keepHead, loraCandidates, pickLoraSites, probeShapes, type LoraCandidate } from './structure.ts';
 import { architectureOf } from '../architecture.ts';
 import type { JsonValue } from '../checkpoint.ts';
 
@@ -28,6 +29,8 @@ export interface ImportOptions {
   loraTargets?: string;
   /** `auto` (repeated blocks' outputs) or exit tensor names. Default `auto`. */
   exits?: 'auto' | string[];
+  /** Keep the model's own classifier as the last exit (its class count must equal the labels'). */
+  keepHead?: boolean;
   /** Class names of the exit heads (default `0`..`9`); a federation resizes heads to its own label set. */
   labels?: string[];
   /** Per-channel normalisation the model was trained with (default mean 0.5, std 0.5). */
@@ -53,7 +56,7 @@ export interface ImportReport {
   weights: number;
   params: number;
   lora: { node: string; weight: string; prefix: string; shape: [number, number] }[];
-  exits: { tensor: string; shape: number[] }[];
+  exits: ExitSite[];
   dim: number;
   /** Max |imported − onnxruntime(original)| over the check batch's outputs. */
   forwardMaxAbsDiff: number;
@@ -77,14 +80,15 @@ function weightNames(names: readonly string[]): Map<string, string> {
 
 /** The graph part of an import (no LoRA sites or exits yet), with its weights under fmfl names. */
 function baseGraph(p: ParsedOnnx): { ir: ImportedGraph; weights: Weights } {
-  const referenced = new Set(p.nodes.flatMap((n) => n.inputs));
+  const nodes = fuseGelu(p.nodes, p.consts, p.outputs);
+  const referenced = new Set(nodes.flatMap((n) => n.inputs));
   const wNames = weightNames([...p.weights.keys()].filter((k) => referenced.has(k)));
   const consts: Record<string, ConstValue> = {};
   for (const [k, v] of p.consts) if (referenced.has(k)) consts[k] = v;
   const weights: Weights = new Map();
   for (const [onnx, name] of wNames) weights.set(name, p.weights.get(onnx)!.data);
   const ir: ImportedGraph = {
-    format: IMPORTED_GRAPH_FORMAT, opset: p.opset, input: p.input, outputs: p.outputs, nodes: p.nodes, consts,
+    format: IMPORTED_GRAPH_FORMAT, opset: p.opset, input: p.input, outputs: p.outputs, nodes, consts,
     weights: [...wNames].map(([onnx, name]) => ({ name, onnx, shape: p.weights.get(onnx)!.shape })),
     lora: [], exits: [], dim: 0,
   };
@@ -108,17 +112,14 @@ export function prepareImport(bytes: Uint8Array, opts: Omit<ImportOptions, 'name
   const { exits, dim } = chooseExits(ir, opts.exits ?? 'auto', shapes);
   ir.exits = exits;
   ir.dim = dim;
+  if (opts.keepHead) exits[exits.length - 1].kept = keepHead(ir, shapes, opts.labels?.length ?? 10);
   checkSegments(ir, shapes);
   const foldedNodes = ir.nodes.filter((n) => n.outputs.every((o) => !o || !shapes.has(o))).length;
   return { ir, weights, foldedNodes, producer: parsed.producer };
 }
 
-/**
- * Max |fmfl − onnxruntime| between the imported graph's forward (original outputs) and onnxruntime's run of
- * the original file, on a seeded batch of uniform [-1, 1] images.
- */
-export async function forwardAgreement(ir: ImportedGraph, weights: Weights, original: Uint8Array, o: { batch?: number; seed?: number } = {}): Promise<number> {
-  const batch = o.batch ?? 2;
+/** The imported graph's forward (the original outputs, in order) on a batch of images, through onnxruntime. */
+export async function forwardWith(ir: ImportedGraph, weights: Weights, x: Float32Array, batch: number): Promise<Float32Array[]> {
   const { channels: C, size: S } = ir.input;
   const g = new G.Graph();
   const made = new Map<string, Tensor>();
@@ -130,23 +131,37 @@ export async function forwardAgreement(ir: ImportedGraph, weights: Weights, orig
   };
   const images = g.input('images', [batch, C, S, S]);
   runOriginal(ir, images, param).forEach((t, i) => g.output(t, `out${i}`));
-  const rng = new Rng(o.seed ?? 1);
-  const x = Float32Array.from({ length: batch * C * S * S }, () => rng.uniform(-1, 1));
   const mine = await Session.create(G.exportOnnx(g, { name: 'fmfl-onnx-check' }), { threads: 1 });
-  const ref = await Session.create(original, { threads: 1 });
   try {
     const a = await mine.run({ images: { data: x, dims: [batch, C, S, S] } });
+    return ir.outputs.map((_, i) => a[`out${i}`] as Float32Array);
+  } finally {
+    await mine.release();
+  }
+}
+
+/**
+ * Max |fmfl − onnxruntime| between the imported graph's forward (original outputs) and onnxruntime's run of
+ * the original file, on a seeded batch of uniform [-1, 1] images.
+ */
+export async function forwardAgreement(ir: ImportedGraph, weights: Weights, original: Uint8Array, o: { batch?: number; seed?: number } = {}): Promise<number> {
+  const batch = o.batch ?? 2;
+  const { channels: C, size: S } = ir.input;
+  const rng = new Rng(o.seed ?? 1);
+  const x = Float32Array.from({ length: batch * C * S * S }, () => rng.uniform(-1, 1));
+  const a = await forwardWith(ir, weights, x, batch);
+  const ref = await Session.create(original, { threads: 1 });
+  try {
     const b = await ref.run({ [ir.input.name]: { data: x, dims: [batch, C, S, S] } });
     let max = 0;
     ir.outputs.forEach((name, i) => {
-      const p = a[`out${i}`] as Float32Array;
+      const p = a[i];
       const q = b[name] as Float32Array;
       if (p.length !== q.length) throw new OnnxImportError('mismatch', `output ${name}: fmfl computes ${p.length} values, onnxruntime ${q.length}`);
       for (let k = 0; k < p.length; k++) max = Math.max(max, Math.abs(p[k] - q[k]));
     });
     return max;
   } finally {
-    await mine.release();
     await ref.release();
   }
 }
@@ -169,7 +184,7 @@ export async function importOnnxModel(file: string, opts: ImportOptions): Promis
   const heads = initWeights(architectureOf(cfg).exitTensors(cfg), opts.seed ?? 1);
   for (const [k, v] of heads) weights.set(k, v);
   const manifest = await saveBackbone(opts.name, cfg, weights, {
-    training: { source: 'onnx-import', file: basename(file), sourceSha256, producer, loraTargets: opts.loraTargets ?? null, exits: opts.exits === undefined || opts.exits === 'auto' ? 'auto' : opts.exits, forwardMaxAbsDiff: diff },
+    training: { source: 'onnx-import', file: basename(file), sourceSha256, producer, loraTargets: opts.loraTargets ?? null, exits: opts.exits === undefined || opts.exits === 'auto' ? 'auto' : opts.exits, keepHead: opts.keepHead ?? false, forwardMaxAbsDiff: diff },
     testAccuracy: [],
     input,
     labels,

@@ -43,6 +43,11 @@ export interface ExitSite {
   tensor: string;
   /** Per-sample shape of that tensor (without the batch). */
   shape: number[];
+  /**
+   * `--keep-head`: instead of a fresh head, the model's own classifier: the graph runs on from `tensor` to its
+   * output `logits` ([B, classes]); the exit's embedding is the classifier's input `features` ([B, dim]).
+   */
+  kept?: { logits: string; features: string; classes: number };
 }
 
 export const IMPORTED_GRAPH_FORMAT = 'fmfl-onnx-graph/1';

@@ -133,19 +133,49 @@ export function chooseExits(ir: ImportedGraph, spec: 'auto' | readonly string[],
 
 /** Check that each exit tensor is a block boundary: the stretch after exit i-1 reads nothing earlier but constants. */
 export function checkSegments(ir: ImportedGraph, shapes: Map<string, readonly number[]>): void {
+  for (let i = 1; i < ir.exits.length; i++) checkBoundary(ir, shapes, ir.exits[i - 1].tensor, ir.exits[i].tensor, `exit ${i - 1}`, `exit ${i}`);
+  const last = ir.exits[ir.exits.length - 1];
+  if (last?.kept) checkBoundary(ir, shapes, last.tensor, last.kept.logits, `exit ${ir.exits.length - 1}`, `the kept classifier's output`);
+}
+
+function checkBoundary(ir: ImportedGraph, shapes: Map<string, readonly number[]>, from: string, to: string, fromWhat: string, toWhat: string): void {
   const order = new Map<string, number>();
   ir.nodes.forEach((n, i) => n.outputs.forEach((o) => order.set(o, i)));
-  for (let i = 1; i < ir.exits.length; i++) {
-    const from = ir.exits[i - 1].tensor;
-    if ((order.get(ir.exits[i].tensor) ?? -1) <= (order.get(from) ?? -1)) throw new OnnxImportError('structure', `exit ${i} (${ir.exits[i].tensor}) comes before exit ${i - 1} (${from}) in the graph; list exits in graph order`);
-    const tensorsOnly = new Set([from, ...[...order.keys()].filter((k) => !shapes.has(k))]);
-    const seg = nodesFor(ir, [ir.exits[i].tensor], tensorsOnly);
-    const made = new Set(seg.flatMap((n) => n.outputs));
-    for (const n of seg) {
-      for (const v of n.inputs) {
-        if (!v || made.has(v) || v === from || !shapes.has(v)) continue;
-        throw new OnnxImportError('structure', `exit ${i - 1} (${from}) is not a block boundary: node '${n.name}' after it also reads '${v}' from before it; choose exit tensors that every later node depends on alone (block outputs), with --exits`);
-      }
+  if ((order.get(to) ?? -1) <= (order.get(from) ?? -1)) throw new OnnxImportError('structure', `${toWhat} (${to}) comes before ${fromWhat} (${from}) in the graph; list exits in graph order`);
+  const tensorsOnly = new Set([from, ...[...order.keys()].filter((k) => !shapes.has(k))]);
+  const seg = nodesFor(ir, [to], tensorsOnly);
+  const made = new Set(seg.flatMap((n) => n.outputs));
+  for (const n of seg) {
+    for (const v of n.inputs) {
+      if (!v || made.has(v) || v === from || !shapes.has(v)) continue;
+      throw new OnnxImportError('structure', `${fromWhat} (${from}) is not a block boundary: node '${n.name}' after it also reads '${v}' from before it; choose exit tensors that every later node depends on alone (block outputs), with --exits`);
     }
   }
+}
+
+/**
+ * `--keep-head`: the model's own classifier (the Linear, Gemm or MatMul + Add with a constant weight, that computes
+ * the graph's last output) becomes the last exit's head, so that exit starts from the pretrained predictions.
+ * @throws OnnxImportError when the output is not a Linear's, is not [B, classes] with `classes` classes, or its
+ * input is not [B, dim] with the other exits' width.
+ */
+export function keepHead(ir: ImportedGraph, shapes: Map<string, readonly number[]>, classes: number): NonNullable<ExitSite['kept']> {
+  const logits = ir.outputs[ir.outputs.length - 1];
+  const producer = (v: string): IrNode | undefined => ir.nodes.find((n) => n.outputs.includes(v));
+  const weights = new Set(ir.weights.map((w) => w.onnx));
+  const linear = (n: IrNode | undefined): n is IrNode => !!n && (n.op === 'Gemm' || n.op === 'MatMul') && weights.has(n.inputs[1]) && !(n.op === 'Gemm' && n.attrs.transA === 1);
+  let cls = producer(logits);
+  if (cls?.op === 'Add') cls = cls.inputs.map(producer).find(linear);
+  if (!linear(cls)) {
+    const p = producer(logits);
+    throw new OnnxImportError('structure', `--keep-head: the model's output '${logits}' is not computed by a Linear layer (Gemm, or MatMul + Add, with a constant weight) but by ${p ? `${p.op} '${p.name}'` : 'no node'}; drop --keep-head (fresh heads are attached to every exit)`);
+  }
+  const out = shapes.get(logits);
+  const features = cls.inputs[0];
+  const fin = shapes.get(features);
+  if (!out || out.length !== 2) throw new OnnxImportError('structure', `--keep-head: the model's output '${logits}' has shape [${out?.join(',')}], not [B, classes]`);
+  if (out[1] !== classes) throw new OnnxImportError('structure', `--keep-head: the model's classifier '${cls.name}' has ${out[1]} classes but the backbone is imported with ${classes} labels; pass --classes ${out[1]} (or --labels with ${out[1]} names), or drop --keep-head`);
+  const dim = ir.exits[0].shape.length === 2 ? ir.exits[0].shape[1] : ir.exits[0].shape[0];
+  if (!fin || fin.length !== 2 || fin[1] !== dim) throw new OnnxImportError('structure', `--keep-head: the classifier '${cls.name}' reads [${fin?.join(',')}], but the exits have width ${dim}; choose exits of width ${fin?.[1]} with --exits, or drop --keep-head`);
+  return { logits, features, classes };
 }

@@ -18,7 +18,6 @@ export interface GlobalUpdate {
   newHash: Uint8Array
   contributors: string[]
   leaderRank: number
-  update: Uint8Array
   contributorDigests: Uint8Array[]
 }
 
@@ -64,11 +63,6 @@ export namespace GlobalUpdate {
           w.uint32(obj.leaderRank)
         }
 
-        if ((obj.update != null && obj.update.byteLength > 0)) {
-          w.uint32(58)
-          w.bytes(obj.update)
-        }
-
         if (obj.contributorDigests != null) {
           for (const value of obj.contributorDigests) {
             w.uint32(66)
@@ -87,7 +81,6 @@ export namespace GlobalUpdate {
           newHash: uint8ArrayAlloc(0),
           contributors: [],
           leaderRank: 0,
-          update: uint8ArrayAlloc(0),
           contributorDigests: []
         }
 
@@ -125,10 +118,6 @@ export namespace GlobalUpdate {
               obj.leaderRank = reader.uint32()
               break
             }
-            case 7: {
-              obj.update = reader.bytes()
-              break
-            }
             case 8: {
               if (opts.limits?.contributorDigests != null && obj.contributorDigests.length === opts.limits.contributorDigests) {
                 throw new MaxLengthError('Decode error - map field "contributorDigests" had too many elements')
@@ -157,6 +146,88 @@ export namespace GlobalUpdate {
 
   export const decode = (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<GlobalUpdate>): GlobalUpdate => {
     return decodeMessage(buf, GlobalUpdate.codec(), opts)
+  }
+}
+
+export interface StepRequest {
+  version: number
+  round: bigint
+  newHash: Uint8Array
+}
+
+export namespace StepRequest {
+  let _codec: Codec<StepRequest>
+
+  export const codec = (): Codec<StepRequest> => {
+    if (_codec == null) {
+      _codec = message<StepRequest>((obj, w, opts = {}) => {
+        if (opts.lengthDelimited !== false) {
+          w.fork()
+        }
+
+        if ((obj.version != null && obj.version !== 0)) {
+          w.uint32(8)
+          w.uint32(obj.version)
+        }
+
+        if ((obj.round != null && obj.round !== 0n)) {
+          w.uint32(16)
+          w.uint64(obj.round)
+        }
+
+        if ((obj.newHash != null && obj.newHash.byteLength > 0)) {
+          w.uint32(26)
+          w.bytes(obj.newHash)
+        }
+
+        if (opts.lengthDelimited !== false) {
+          w.ldelim()
+        }
+      }, (reader, length, opts = {}) => {
+        const obj: any = {
+          version: 0,
+          round: 0n,
+          newHash: uint8ArrayAlloc(0)
+        }
+
+        const end = length == null ? reader.len : reader.pos + length
+
+        while (reader.pos < end) {
+          const tag = reader.uint32()
+
+          switch (tag >>> 3) {
+            case 1: {
+              obj.version = reader.uint32()
+              break
+            }
+            case 2: {
+              obj.round = reader.uint64()
+              break
+            }
+            case 3: {
+              obj.newHash = reader.bytes()
+              break
+            }
+            default: {
+              reader.skipType(tag & 7)
+              break
+            }
+          }
+        }
+
+        return obj
+      })
+    }
+
+    return _codec
+  }
+
+  export const encode = (obj: Partial<StepRequest>): Uint8Array => {
+    return encodeMessage(obj, StepRequest.codec())
+  }
+
+  export const decode = (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<StepRequest>): StepRequest => {
+    return decodeMessage(buf, StepRequest.codec(), opts)
   }
 }
 

@@ -311,6 +311,7 @@ export interface Update {
   manifestDigest: Uint8Array
   tensorCodec: ValueCodec
   tensorIndexCodec: IndexCodec
+  trainedTensors: Uint8Array
 }
 
 export namespace Update {
@@ -387,6 +388,11 @@ export namespace Update {
           IndexCodec.codec().encode(obj.tensorIndexCodec, w)
         }
 
+        if ((obj.trainedTensors != null && obj.trainedTensors.byteLength > 0)) {
+          w.uint32(106)
+          w.bytes(obj.trainedTensors)
+        }
+
         if (opts.lengthDelimited !== false) {
           w.ldelim()
         }
@@ -403,7 +409,8 @@ export namespace Update {
           prototypes: [],
           manifestDigest: uint8ArrayAlloc(0),
           tensorCodec: ValueCodec.VALUE_CODEC_UNSPECIFIED,
-          tensorIndexCodec: IndexCodec.INDEX_DENSE
+          tensorIndexCodec: IndexCodec.INDEX_DENSE,
+          trainedTensors: uint8ArrayAlloc(0)
         }
 
         const end = length == null ? reader.len : reader.pos + length
@@ -470,6 +477,10 @@ export namespace Update {
             }
             case 12: {
               obj.tensorIndexCodec = IndexCodec.codec().decode(reader)
+              break
+            }
+            case 13: {
+              obj.trainedTensors = reader.bytes()
               break
             }
             default: {

@@ -1,0 +1,173 @@
+/**
+ * `npm run bench:bytes -- [--json] [--sizes 8,16,32] [--rounds 4] [--local-steps 5] [--eval-images 2000]
+ *   [--idle-s 10] [--out out/bench-bytes]`
+ *
+ * Wire bytes of the rotating-leader protocol per node per round against dense client-server FedAvg (issue 14 item 6).
+ * For each N, one child process holds N nodes (libp2p meshes over the memory transport, onnxruntime trainers, the
+ * product default model and compression) federating `--rounds` rounds over a full mesh. Measured per node:
+ * - wire bytes: raw libp2p connection bytes (src/mesh/wire-counter.ts: pnet, Noise, Yamux, gossipsub data, control
+ *   and heartbeats, membership heartbeats, sync streams), sent + received, between the end of round 1 and the end
+ *   of the last round, divided by the rounds in between (round 1 carries the start-up: subscriptions, meshes);
+ * - round payload bytes (updates, commitments, pulled inputs/steps/states) from the round metrics;
+ * - background: wire bytes per node per second over `--idle-s` seconds with the meshes converged and no round
+ *   running (membership heartbeats, gossipsub heartbeats and control). These grow with wall time, not with rounds,
+ *   so the in-process per-round total depends on how long a round takes on this machine; `roundBytesPerNodePerRound`
+ *   subtracts idle rate × round time to give what the round itself moves.
+ * Baseline: one client of dense client-server FedAvg uploads and downloads the fp32 trainable tensors (LoRA + exit
+ * heads): 2 × 4 B × trainable parameters. `ratio` = baseline / measured. Accuracy: every node's final model on
+ * the first `--eval-images` test images (one evaluation per distinct final model; the leader's nodes share one).
+ * The step every member applies is the one the dense global of wire version 1 carried (same seed, same bits), so
+ * the final state does not depend on the downlink change. Prints one JSON document (`--json`: nothing else on
+ * stdout) and writes it to --out. Not part of `npm test`; no assertion on speed.
+ */
+import { spawn } from 'node:child_process';
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { createMesh, type Mesh } from '../src/mesh/index.ts';
+import { Federation, type RoundMetrics } from '../src/round/index.ts';
+import { loadData } from '../src/data/index.ts';
+import { loadBackbone } from '../src/model/backbone.ts';
+import { silentLogger } from '../src/util/log.ts';
+import { finishInproc, inprocHeartbeat } from './lib/inproc.ts';
+
+function arg(name: string, def: string): string {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 && i + 1 < process.argv.length ? process.argv[i + 1] : def;
+}
+
+interface Spec {
+  n: number;
+  rounds: number;
+  localSteps: number;
+  evalImages: number;
+  idleS: number;
+}
+
+interface SizeResult {
+  n: number;
+  rounds: number;
+  trainableParams: number;
+  denseFedAvgBytesPerClientPerRound: number;
+  wireBytesPerNodePerRound: { sent: number; received: number; total: number };
+  /** denseFedAvgBytesPerClientPerRound / wire total: how many times fewer bytes than dense FedAvg. */
+  ratio: number;
+  /** Wall time of a round (mean over nodes, rounds 2..R). */
+  meanRoundSeconds: number;
+  /** Wire bytes per node per second with the meshes idle (no round running): heartbeats and gossip control. */
+  idleBytesPerNodePerSecond: number;
+  /** wire total minus idle rate × round time: what the round itself moves; and the ratio on that. */
+  roundBytesPerNodePerRound: number;
+  roundRatio: number;
+  payloadBytesPerNodePerRound: { up: number; down: number };
+  everyNodeFinished: boolean;
+  identicalFinalState: boolean;
+  finalHash: string;
+  accuracy: number[];
+  seconds: number;
+}
+
+const mean = (xs: number[]): number => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : NaN);
+
+async function runChild(spec: Spec): Promise<SizeResult> {
+  const t0 = performance.now();
+  const N = spec.n;
+  const hb = inprocHeartbeat(N);
+  const tag = `bb-${process.pid}`;
+  const meshes: Mesh[] = [];
+  for (let i = 0; i < N; i++) {
+    const m = await createMesh({ federation: 'bench', listen: [`/memory/${tag}-${i}`], ...hb });
+    await m.start();
+    meshes.push(m);
+  }
+  const cfg = (i: number): Record<string, unknown> => ({
+    protocol: 'leader', rounds: spec.rounds, localSteps: spec.localSteps, batch: 64, shard: `${i}/${N}`, alpha: 0.5, partitionSeed: 42,
+    testSlice: 100, prototypeSamples: 250, threads: 1, minMembers: N,
+  });
+  const feds = await Promise.all(meshes.map((m, i) => Federation.create(m, cfg(i), { logger: silentLogger() })));
+  for (let i = 0; i < N; i++) for (let j = i + 1; j < N; j++) meshes[j].addPeer(meshes[i].multiaddrs()[0]);
+  const tLink = performance.now();
+  while (!meshes.every((m) => m.membership.memberIds().length === N - 1) && performance.now() - tLink < 180_000) await new Promise((r) => setTimeout(r, 50));
+  // Background traffic while no round runs (membership heartbeats, gossipsub heartbeats and control): per second.
+  const total = (): number => meshes.reduce((a, m) => a + m.wire.bytesIn + m.wire.bytesOut, 0);
+  await new Promise((r) => setTimeout(r, 3000));
+  const i0 = total();
+  const ti = performance.now();
+  await new Promise((r) => setTimeout(r, spec.idleS * 1000));
+  const idleBytesPerNodePerS = (total() - i0) / N / ((performance.now() - ti) / 1000);
+  const metrics: RoundMetrics[][] = meshes.map(() => []);
+  const wire: { sent: number; received: number; at: number }[][] = meshes.map(() => []);
+  await Promise.all(feds.map((f, i) => f.run({
+    onRound: (m) => {
+      metrics[i].push(m);
+      wire[i].push({ sent: meshes[i].wire.bytesOut, received: meshes[i].wire.bytesIn, at: performance.now() });
+    },
+  }).catch((err) => process.stderr.write(`node ${i} failed: ${String(err)}\n`))));
+  const trainableParams = feds[0].manifest.tensors.reduce((a, t) => a + t.shape.reduce((x, y) => x * y, 1), 0);
+  const bb = await loadBackbone();
+  const test = (await loadData({ ref: 'fashion-mnist', input: bb.input, seed: 42 })).test;
+  const indices = Uint32Array.from({ length: Math.min(spec.evalImages, test.n) }, (_, k) => k);
+  const done = await finishInproc({ feds, meshes, test, indices });
+  for (const f of feds) await f.release();
+
+  const R = spec.rounds;
+  const perNode = wire.filter((w) => w.length === R && R >= 2).map((w) => ({ sent: (w[R - 1].sent - w[0].sent) / (R - 1), received: (w[R - 1].received - w[0].received) / (R - 1) }));
+  const sent = Math.round(mean(perNode.map((p) => p.sent)));
+  const received = Math.round(mean(perNode.map((p) => p.received)));
+  const dense = 2 * 4 * trainableParams;
+  const roundS = mean(wire.filter((w) => w.length === R && R >= 2).map((w) => (w[R - 1].at - w[0].at) / 1000 / (R - 1)));
+  const background = idleBytesPerNodePerS * roundS;
+  const hashes = new Set(metrics.map((m) => m.at(-1)?.hash));
+  return {
+    n: N, rounds: R, trainableParams, denseFedAvgBytesPerClientPerRound: dense,
+    wireBytesPerNodePerRound: { sent, received, total: sent + received }, ratio: Math.round((dense / (sent + received)) * 100) / 100,
+    meanRoundSeconds: Math.round(roundS * 10) / 10, idleBytesPerNodePerSecond: Math.round(idleBytesPerNodePerS),
+    roundBytesPerNodePerRound: Math.round(sent + received - background), roundRatio: Math.round((dense / (sent + received - background)) * 100) / 100,
+    payloadBytesPerNodePerRound: {
+      up: Math.round(mean(metrics.flatMap((m) => m.slice(1).map((x) => x.bytesUp)))), down: Math.round(mean(metrics.flatMap((m) => m.slice(1).map((x) => x.bytesDown)))),
+    },
+    everyNodeFinished: metrics.every((m) => m.at(-1)?.version === R),
+    identicalFinalState: hashes.size === 1,
+    finalHash: String([...hashes][0] ?? ''),
+    accuracy: done.finals[0]?.accuracy.map((a) => Math.round(a * 10000) / 10000) ?? [],
+    seconds: Math.round((performance.now() - t0) / 1000),
+  };
+}
+
+function spawnChild(spec: Spec): Promise<SizeResult> {
+  const args = ['--import=tsx', resolve(import.meta.dirname, 'bench-bytes.ts'), '--child', JSON.stringify(spec)];
+  return new Promise((res, rej) => {
+    const p = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    p.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    p.on('close', (code) => {
+      const line = out.split('\n').find((l) => l.startsWith('RESULT '));
+      if (code === 0 && line) res(JSON.parse(line.slice(7)) as SizeResult);
+      else rej(new Error(`child n=${spec.n} exited with ${code}`));
+    });
+  });
+}
+
+const childSpec = arg('child', '');
+if (childSpec) {
+  const r = await runChild(JSON.parse(childSpec) as Spec);
+  process.stdout.write(`RESULT ${JSON.stringify(r)}\n`);
+  process.exit(0);
+}
+
+const json = process.argv.includes('--json');
+const log = (s: string): void => void (json ? process.stderr : process.stdout).write(`${s}\n`);
+const sizes = arg('sizes', '8,16,32').split(',').map(Number).filter((n) => Number.isInteger(n) && n >= 2);
+const base = { rounds: Number(arg('rounds', '4')), localSteps: Number(arg('local-steps', '5')), evalImages: Number(arg('eval-images', '2000')), idleS: Number(arg('idle-s', '10')) };
+const outDir = resolve(arg('out', 'out/bench-bytes'));
+const results: SizeResult[] = [];
+for (const n of sizes) {
+  log(`N=${n}: ${base.rounds} rounds of ${base.localSteps} local steps ...`);
+  const r = await spawnChild({ n, ...base });
+  log(`  round ${r.meanRoundSeconds} s, idle ${r.idleBytesPerNodePerSecond} B/node/s, round-attributable ${r.roundBytesPerNodePerRound} B (${r.roundRatio}x)`);
+  log(`  ${r.wireBytesPerNodePerRound.total} wire B/node/round (sent ${r.wireBytesPerNodePerRound.sent}, received ${r.wireBytesPerNodePerRound.received}), dense FedAvg ${r.denseFedAvgBytesPerClientPerRound} B: ${r.ratio}x fewer; accuracy ${r.accuracy.join(' / ')}`);
+  results.push(r);
+}
+const doc = { bench: 'bytes', protocol: 'leader', model: 'product default', transport: 'memory (in process)', ...base, results };
+await mkdir(outDir, { recursive: true });
+await writeFile(join(outDir, 'bench-bytes.json'), JSON.stringify(doc, null, 2));
+process.stdout.write(`${JSON.stringify(doc, null, json ? 2 : 0)}\n`);

@@ -1,0 +1,188 @@
+/**
+ * The state one leader-protocol node keeps, shared by its parts (leader-inbox, leader-sync, leader-apply, leader):
+ * the global state and server state, what it received per round, faulty publishers, attestations, the certified
+ * state it serves, arrival delays and withholding, and the one place the current state changes (`adopt`).
+ * Internal to src/round.
+ */
+import { EventEmitter } from 'node:events';
+import { momentumFromStep, MOMENTUM_AGGREGATORS, type AggregateOptions, type ServerOptimizerState } from '../aggregate/index.ts';
+import { ErrorFeedback, type TensorMap } from '../update/index.ts';
+import { Rng } from '../util/rng.ts';
+import { RoundBytes } from './signals.ts';
+import { Attestation } from './pb/round.ts';
+import { SecAggRound } from './secagg-round.ts';
+import type { GlobalState } from './state.ts';
+import type { ReceivedGlobal, ReceivedUpdate, WireContext } from './leader-wire.ts';
+import { AttestationStore } from './certificate.ts';
+import {
+  aggregatorOptionsFor, canRecompute, certificateNeed, mayAggregate, roundDeadlineMs, roundNeed, slotOpen, STATEFUL_RULES,
+} from './leader-schedule.ts';
+import { ArrivalTracker, VerifyRefusal, WithholdRecord } from './verify.ts';
+import type { ProtocolSnapshot, RoundContext, RoundOptions } from './types.ts';
+
+/** Applied steps kept servable over `round.step` (the most recent rounds). */
+export const STEPS_KEPT = 4;
+
+export class LeaderCore {
+  readonly ctx: RoundContext;
+  readonly opts: RoundOptions;
+  readonly ef: ErrorFeedback;
+  /** Secure aggregation (RoundOptions.secagg): members publish masked deltas, the leader unmasks only their sum. */
+  readonly secagg: SecAggRound | null;
+  /** Refusals of received aggregates and states, by reason (also logged). */
+  readonly refusals = new Map<VerifyRefusal, number>();
+  /** Rounds this node led and what closed them: every contributing member in (`all-in`) or the deadline. */
+  readonly closedBy = new Map<number, 'all-in' | 'deadline' | 'takeover'>();
+  state: GlobalState;
+  serverOpt: ServerOptimizerState | undefined;
+  /** Whether serverOpt is the federation's replicated server state for the current state (unknown after a pull). */
+  serverKnown: boolean;
+  /** Updates received per round, by sender, and by digest (hex) for serving `round.input`. */
+  readonly updates = new Map<number, Map<string, ReceivedUpdate>>();
+  readonly byDigest = new Map<number, Map<string, ReceivedUpdate>>();
+  readonly globals: ReceivedGlobal[] = [];
+  readonly noted = new WeakSet<ReceivedGlobal>();
+  /** Publishers found faulty per round. */
+  readonly faulty = new Map<number, Set<string>>();
+  readonly attestations = new AttestationStore();
+  /** The newest state this node holds with a certificate (what `round.state` serves). */
+  certified: { state: GlobalState; cert: Attestation[] } | null;
+  readonly arrivals = new ArrivalTracker();
+  readonly withheld = new WithholdRecord();
+  /** The round this node is in and when it published its update (slot times count from there). */
+  current: { round: number; publishedAt: number } | null = null;
+  readonly opened = new WeakMap<Uint8Array, ReceivedUpdate>();
+  readonly events = new EventEmitter();
+  readonly rng: Rng;
+  running = false;
+  pausedLogged = 0;
+  /** This node's signed update for the round in progress (served to a leader that missed it). */
+  myUpdate: { round: number; bytes: Uint8Array } | null = null;
+  /**
+   * The encoded steps of the rounds this node applied, by round (the last STEPS_KEPT): served over `round.step` to
+   * members that cannot recompute (protocols/round.md). Bytes are identical on every member that applied the step.
+   */
+  readonly steps = new Map<number, { hash: Uint8Array; bytes: Uint8Array }>();
+  /** Payload bytes received per round (updates and globals for that round, state pulls while in it). */
+  readonly down = new RoundBytes();
+
+  constructor(ctx: RoundContext, opts: RoundOptions, initial: GlobalState, restore?: ProtocolSnapshot) {
+    this.ctx = ctx;
+    this.opts = opts;
+    this.state = restore?.state ?? initial;
+    this.ef = restore ? ErrorFeedback.restore(restore.residual) : new ErrorFeedback();
+    this.serverOpt = restore?.serverOpt;
+    this.serverKnown = restore ? restore.serverKnown ?? true : true;
+    const cert = (restore?.certificate ?? []).flatMap((b) => {
+      try {
+        return [Attestation.decode(b)];
+      } catch {
+        return [];
+      }
+    });
+    // Version 0 is every member's own derivation from the federation seed; a restored state is this node's own disk.
+    this.certified = this.state.version === 0 || cert.length > 0 ? { state: this.state, cert } : null;
+    for (const a of cert) this.attestations.add(a);
+    this.rng = new Rng(ctx.seed ^ 0x1ead);
+    this.events.setMaxListeners(64);
+    this.secagg = opts.secagg
+      ? new SecAggRound(ctx, { revealTimeoutMs: Math.min(5000, opts.leaderTimeoutMs / 2), ...opts.secagg }, this.state, () => this.state.version, (peer, round) => this.mayAggregate(peer, round), this.events)
+      : null;
+  }
+
+  get wire(): WireContext {
+    return { federation: this.ctx.federation, manifest: this.ctx.manifest, onRoster: (p) => this.ctx.mesh.onRoster(p) };
+  }
+
+  /**
+   * Whether `peer` counts as a federation member for certificates: on the roster, or, in an open mesh without one,
+   * in the live view (an open mesh cannot stop a peer from minting keys; see the start-up warning).
+   */
+  isMember(peer: string): boolean {
+    return this.ctx.mesh.roster !== undefined ? this.ctx.mesh.onRoster(peer) : this.ctx.members().includes(peer);
+  }
+
+  /** Members of the federation: the roster when there is one, else the live view. */
+  rosterSize(): number {
+    return this.ctx.mesh.roster?.length ?? this.ctx.members().length;
+  }
+
+  need(): number {
+    return roundNeed(this.rosterSize(), this.opts.quorum);
+  }
+
+  certNeed(): number {
+    return certificateNeed(this.ctx.mesh.roster, this.ctx.members().length);
+  }
+
+  mayAggregate(peer: string, round: number): boolean {
+    return mayAggregate(this.ctx.federation, round, this.ctx.members(), peer);
+  }
+
+  deadlineMs(): number {
+    return roundDeadlineMs(this.arrivals, this.opts);
+  }
+
+  slotOpen(round: number, rank: number, order: readonly string[]): boolean {
+    return slotOpen(round, rank, order, {
+      current: this.current, deadlineMs: this.deadlineMs(), leaderTimeoutMs: this.opts.leaderTimeoutMs, now: Date.now(), isFaulty: (r, p) => this.isFaulty(r, p),
+    });
+  }
+
+  aggregatorOptionsFor(round: number): AggregateOptions {
+    return aggregatorOptionsFor(this.opts, round);
+  }
+
+  canRecompute(): boolean {
+    return canRecompute(this.secagg !== null, this.serverKnown, this.opts.aggregator);
+  }
+
+  refuse(reason: VerifyRefusal, fields: Record<string, unknown>, level: 'warn' | 'debug' = 'warn'): void {
+    this.refusals.set(reason, (this.refusals.get(reason) ?? 0) + 1);
+    this.ctx.logger[level]({ ...fields, reason: VerifyRefusal[reason] }, 'refused a global step');
+  }
+
+  markFaulty(round: number, peer: string): void {
+    let s = this.faulty.get(round);
+    if (!s) this.faulty.set(round, (s = new Set()));
+    s.add(peer);
+    this.events.emit('change');
+  }
+
+  isFaulty(round: number, peer: string): boolean {
+    return this.faulty.get(round)?.has(peer) ?? false;
+  }
+
+  refreshCertified(): void {
+    if (this.certified?.state === this.state) return;
+    const cert = this.attestations.certificate(this.state.version, this.state.hash, this.certNeed());
+    if (cert) this.certified = { state: this.state, cert };
+  }
+
+  /**
+   * Make `st` the current global state. `applied` is the global step that produced it from the previous state
+   * (absent after a state pull) and `server` the recomputed server-optimizer state. Momentum rules (fedavgm) derive
+   * their buffer from the applied step on every member; adaptive rules take the recomputed moments. After a state
+   * pull the server state is unknown until the next applied step (momentum) or for good (adaptive rules).
+   */
+  adopt(st: GlobalState, applied?: TensorMap, server?: ServerOptimizerState, stepBytes?: Uint8Array): void {
+    if (MOMENTUM_AGGREGATORS.includes(this.opts.aggregator)) {
+      this.serverOpt = applied ? momentumFromStep(applied, this.aggregatorOptionsFor(st.version), this.serverOpt?.step ?? 0) : undefined;
+      this.serverKnown = applied !== undefined;
+    } else if (STATEFUL_RULES.includes(this.opts.aggregator)) {
+      if (server) this.serverOpt = server;
+      this.serverKnown = this.serverKnown && applied !== undefined && server !== undefined;
+    }
+    this.state = st;
+    if (stepBytes) this.steps.set(st.version, { hash: st.hash, bytes: stepBytes });
+    for (const r of [...this.steps.keys()]) if (r <= st.version - STEPS_KEPT) this.steps.delete(r);
+    for (const r of [...this.updates.keys()]) if (r <= st.version) this.updates.delete(r);
+    // The inputs of the round just applied stay servable: members still verifying it pull them (`round.input`).
+    for (const r of [...this.byDigest.keys()]) if (r < st.version) this.byDigest.delete(r);
+    for (const r of [...this.faulty.keys()]) if (r <= st.version) this.faulty.delete(r);
+    this.attestations.prune(st.version);
+    this.secagg?.prune(st.version);
+    this.refreshCertified();
+    this.events.emit('change');
+  }
+}

@@ -1,0 +1,213 @@
+/**
+ * The leader protocol's sync stream (protocols/round.md "Certified state", "One round"): serving `round.state`,
+ * `round.update` and `round.input`, and pulling from peers: missing updates (the leader), the listed inputs of a
+ * global (a verifying member), and certified state (a node that is behind). Everything pulled is validated like
+ * gossip; bad requests are refused with a typed `RefusalError`.
+ */
+import { RefusalError, RefusalReason } from '../mesh/index.ts';
+import type { ModelUpdate } from '../update/index.ts';
+import { InputRequest, StateRequest, StateResponse, StepRequest, UpdateRequest } from './pb/round.ts';
+import { applyDelta, decodeState, encodeState, hex, sameHash, type GlobalState } from './state.ts';
+import { decodeModelUpdate, INPUT_METHOD, openSignedUpdate, ROUND_WIRE_VERSION, STATE_METHOD, STEP_METHOD, UPDATE_METHOD, type ReceivedGlobal } from './leader-wire.ts';
+import { checkCertificate, MAX_CERTIFICATE_ENTRIES } from './certificate.ts';
+import { storeUpdate } from './leader-inbox.ts';
+import type { LeaderCore } from './leader-core.ts';
+import { VerifyRefusal } from './verify.ts';
+
+/** State requests a catch-up keeps in flight at once. */
+export const CATCH_UP_PARALLEL = 8;
+/** Deadline of pulling one missing input or update over the sync stream. */
+const PULL_TIMEOUT_MS = 10_000;
+/** Deadline of pulling a state. */
+const STATE_PULL_TIMEOUT_MS = 15_000;
+/** Largest update or state pulled over the sync stream. */
+const MAX_PULL_BYTES = 64 * 1024 * 1024;
+/** Most members asked for a round's step besides its publisher (those that attested its hash). */
+const STEP_SOURCES = 3;
+
+export function serveState(c: LeaderCore, body: Uint8Array): Uint8Array {
+  let req: StateRequest;
+  try {
+    req = StateRequest.decode(body);
+  } catch {
+    throw new RefusalError(RefusalReason.MALFORMED, 'StateRequest does not decode');
+  }
+  if (req.version !== ROUND_WIRE_VERSION) throw new RefusalError(RefusalReason.UNSUPPORTED_VERSION, `StateRequest version ${req.version}`);
+  c.refreshCertified();
+  const cs = c.certified;
+  if (!cs || req.haveVersion >= BigInt(cs.state.version)) throw new RefusalError(RefusalReason.UNAVAILABLE, 'no certified state ahead of the requester');
+  return StateResponse.encode({
+    version: ROUND_WIRE_VERSION,
+    globalVersion: BigInt(cs.state.version),
+    hash: cs.state.hash,
+    state: encodeState(cs.state, c.ctx.manifest, c.ctx.federation, c.ctx.selfId, c.ctx.loraRank),
+    certificate: cs.cert,
+  });
+}
+
+export function serveUpdate(c: LeaderCore, body: Uint8Array): Uint8Array {
+  let req: UpdateRequest;
+  try {
+    req = UpdateRequest.decode(body);
+  } catch {
+    throw new RefusalError(RefusalReason.MALFORMED, 'UpdateRequest does not decode');
+  }
+  if (req.version !== ROUND_WIRE_VERSION) throw new RefusalError(RefusalReason.UNSUPPORTED_VERSION, `UpdateRequest version ${req.version}`);
+  if (!c.myUpdate || BigInt(c.myUpdate.round) !== req.round) throw new RefusalError(RefusalReason.UNAVAILABLE, 'no update for that round');
+  return c.myUpdate.bytes;
+}
+
+export function serveInput(c: LeaderCore, body: Uint8Array): Uint8Array {
+  let req: InputRequest;
+  try {
+    req = InputRequest.decode(body);
+  } catch {
+    throw new RefusalError(RefusalReason.MALFORMED, 'InputRequest does not decode');
+  }
+  if (req.version !== ROUND_WIRE_VERSION) throw new RefusalError(RefusalReason.UNSUPPORTED_VERSION, `InputRequest version ${req.version}`);
+  if (req.digest.length !== 32) throw new RefusalError(RefusalReason.INVALID_FIELD, 'digest is not 32 bytes');
+  const r = c.byDigest.get(Number(req.round))?.get(hex(req.digest));
+  if (!r || r.update.sender !== req.sender) throw new RefusalError(RefusalReason.UNAVAILABLE, 'no such input here');
+  return r.signed;
+}
+
+export function serveStep(c: LeaderCore, body: Uint8Array): Uint8Array {
+  let req: StepRequest;
+  try {
+    req = StepRequest.decode(body);
+  } catch {
+    throw new RefusalError(RefusalReason.MALFORMED, 'StepRequest does not decode');
+  }
+  if (req.version !== ROUND_WIRE_VERSION) throw new RefusalError(RefusalReason.UNSUPPORTED_VERSION, `StepRequest version ${req.version} (this node speaks round wire version ${ROUND_WIRE_VERSION})`);
+  if (req.newHash.length !== 32) throw new RefusalError(RefusalReason.INVALID_FIELD, 'new_hash is not 32 bytes');
+  const s = c.steps.get(Number(req.round));
+  if (!s || !sameHash(s.hash, req.newHash)) throw new RefusalError(RefusalReason.UNAVAILABLE, 'no such step here');
+  return s.bytes;
+}
+
+/** Why a step pull did not give a state: nobody served it, or the publisher served one that misses the hash. */
+export type StepPull = { next: GlobalState; bytes: Uint8Array; deltas: Map<string, Float32Array> } | 'unavailable' | 'mismatch';
+
+/**
+ * Member side, when it cannot recompute: pull the step of `g` from its publisher, then from up to STEP_SOURCES
+ * members that attested its hash. A response is decoded strictly (an fmfl Update for the round, sender = the
+ * publisher) and accepted only if applying it to `base` gives `new_hash`. 'mismatch' only when the publisher itself
+ * served a wrong step (evidence against it); a wrong step from anyone else is skipped.
+ */
+export async function pullStep(c: LeaderCore, g: ReceivedGlobal, base: GlobalState): Promise<StepPull> {
+  const body = StepRequest.encode({ version: ROUND_WIRE_VERSION, round: BigInt(g.round), newHash: g.msg.newHash });
+  const attesters = c.attestations.for(g.round, g.msg.newHash).map((a) => a.signer).filter((p) => p !== g.from && p !== c.ctx.selfId);
+  let result: StepPull = 'unavailable';
+  for (const src of [g.from, ...attesters.slice(0, STEP_SOURCES)]) {
+    if (src === c.ctx.selfId) continue;
+    let bytes: Uint8Array;
+    try {
+      bytes = await c.ctx.mesh.request(src, STEP_METHOD, body, { timeoutMs: PULL_TIMEOUT_MS, maxResponseBytes: MAX_PULL_BYTES });
+    } catch (err) {
+      c.ctx.logger.debug({ src, round: g.round, err: (err as Error).message }, 'pulling a step failed');
+      continue;
+    }
+    const u = decodeModelUpdate(bytes, c.wire, g.from);
+    let next: GlobalState | null = null;
+    try {
+      next = typeof u === 'number' || u.round !== g.round || u.baseVersion !== g.round - 1 ? null : applyDelta(base, u.deltas, u.prototypes, c.ctx.manifest);
+    } catch {
+      next = null;
+    }
+    if (next && typeof u !== 'number' && sameHash(next.hash, g.msg.newHash)) {
+      c.down.add(g.round, bytes.byteLength);
+      return { next, bytes, deltas: u.deltas };
+    }
+    if (src === g.from) result = 'mismatch';
+  }
+  return result;
+}
+
+/** Leader side: pull the updates of members that have not arrived by gossip (validated like gossip). */
+export async function pullMissing(c: LeaderCore, round: number): Promise<void> {
+  const have = c.updates.get(round) ?? new Map();
+  const missing = c.ctx.members().filter((p) => p !== c.ctx.selfId && !have.has(p) && !c.withheld.excused(p, round));
+  const body = UpdateRequest.encode({ version: ROUND_WIRE_VERSION, round: BigInt(round) });
+  await Promise.all(missing.map(async (peer) => {
+    try {
+      const bytes = await c.ctx.mesh.request(peer, UPDATE_METHOD, body, { timeoutMs: PULL_TIMEOUT_MS, maxResponseBytes: MAX_PULL_BYTES });
+      const r = await openSignedUpdate(bytes, c.wire, peer);
+      if (typeof r !== 'number' && r.update.round === round && r.update.baseVersion === round - 1) storeUpdate(c, r, bytes.byteLength);
+    } catch (err) {
+      c.ctx.logger.debug({ peer, err: (err as Error).message }, 'pulling a missing update failed');
+    }
+  }));
+}
+
+/** Member side: the listed inputs of a global, pulling those it lacks from the publisher, then the contributor. */
+export async function gatherInputs(c: LeaderCore, g: ReceivedGlobal): Promise<ModelUpdate[] | null> {
+  const round = g.round;
+  const wanted = g.msg.contributors.map((s, i) => ({ sender: s, digest: g.msg.contributorDigests[i] }));
+  const got = await Promise.all(wanted.map(async ({ sender, digest }) => {
+    const have = c.byDigest.get(round)?.get(hex(digest));
+    if (have && have.update.sender === sender) return have.update;
+    const body = InputRequest.encode({ version: ROUND_WIRE_VERSION, round: BigInt(round), sender, digest });
+    for (const src of new Set([g.from, sender])) {
+      if (src === c.ctx.selfId) continue;
+      try {
+        const bytes = await c.ctx.mesh.request(src, INPUT_METHOD, body, { timeoutMs: PULL_TIMEOUT_MS, maxResponseBytes: MAX_PULL_BYTES });
+        const r = await openSignedUpdate(bytes, c.wire, sender);
+        if (typeof r === 'number' || !sameHash(r.digest, digest) || r.update.round !== round || r.update.baseVersion !== round - 1) continue;
+        storeUpdate(c, r, bytes.byteLength);
+        return r.update;
+      } catch (err) {
+        c.ctx.logger.debug({ src, sender, err: (err as Error).message }, 'pulling an aggregate input failed');
+      }
+    }
+    return null;
+  }));
+  return got.every((u) => u !== null) ? (got as ModelUpdate[]) : null;
+}
+
+/**
+ * Pull `peer`'s certified state if it is ahead; true if adopted. Refused: no valid certificate (a majority of
+ * distinct roster attestations over its hash), past the last round, or not ahead.
+ */
+export async function syncFrom(c: LeaderCore, peer: string): Promise<boolean> {
+  try {
+    const body = StateRequest.encode({ version: ROUND_WIRE_VERSION, haveVersion: BigInt(c.state.version) });
+    const res = StateResponse.decode(await c.ctx.mesh.request(peer, STATE_METHOD, body, { timeoutMs: STATE_PULL_TIMEOUT_MS, maxResponseBytes: MAX_PULL_BYTES }), {
+      limits: { certificate: MAX_CERTIFICATE_ENTRIES },
+    });
+    if (res.version !== ROUND_WIRE_VERSION || res.hash.length !== 32) return false;
+    const version = Number(res.globalVersion);
+    if (!Number.isSafeInteger(version) || version <= c.state.version) return false;
+    if (c.opts.maxRounds !== undefined && version > c.opts.maxRounds) {
+      c.refuse(VerifyRefusal.PAST_LAST_ROUND, { from: peer, version, maxRounds: c.opts.maxRounds });
+      return false;
+    }
+    if (!(await checkCertificate(res.certificate, version, res.hash, c.certNeed(), c.ctx.federation, (p) => c.isMember(p)))) {
+      c.refuse(VerifyRefusal.UNCERTIFIED_STATE, { from: peer, version, attestations: res.certificate.length, need: c.certNeed() });
+      return false;
+    }
+    const st = decodeState(res.state, c.ctx.manifest, res.hash, c.ctx.federation);
+    if (st.version !== version || st.version <= c.state.version) return false;
+    c.down.add(c.state.version + 1, res.state.byteLength);
+    c.ctx.logger.info({ from: peer, version: st.version, certifiedBy: res.certificate.length }, 'pulled certified global state');
+    for (const a of res.certificate) c.attestations.add(a);
+    c.adopt(st);
+    c.certified = { state: st, cert: res.certificate };
+    return true;
+  } catch (err) {
+    c.ctx.logger.debug({ peer, err: (err as Error).message }, 'state sync failed');
+    return false;
+  }
+}
+
+/** Ask members for a newer certified state (restart / late join / after a partition). True if the state advanced. */
+export async function catchUp(c: LeaderCore): Promise<boolean> {
+  let advanced = false;
+  const peers = c.ctx.members().filter((p) => p !== c.ctx.selfId);
+  // CATCH_UP_PARALLEL requests at a time: one after another, N-1 round trips made every node of a fresh
+  // N-node federation wait minutes before round 1 at N = 32 in one process (issue 17).
+  for (let i = 0; i < peers.length; i += CATCH_UP_PARALLEL) {
+    const got = await Promise.all(peers.slice(i, i + CATCH_UP_PARALLEL).map(async (p) => syncFrom(c, p)));
+    if (got.some(Boolean)) advanced = true;
+  }
+  return advanced;
+}

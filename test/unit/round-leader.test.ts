@@ -1,0 +1,391 @@
+/**
+ * The rotating-leader protocol against an in-memory mesh (test/fake-mesh.ts): five members with seeded keys, tiny
+ * tensors and a fake trainer (a seeded delta per node and round). Each attack of issue 14 is run by one scripted
+ * member, through the fault-injecting MeshPort decorator (src/round/faults.ts) or by injecting what it relays; the
+ * honest members must never adopt or apply it and must end on one state.
+ */
+import test, { type ExecutionContext } from 'ava';
+import { Attestation, GlobalUpdate, SignedUpdate } from '../../src/round/pb/round.ts';
+import { withFaults, type FaultKind, type FaultLog } from '../../src/round/faults.ts';
+import { computeGlobalStep, DEFAULT_ROUND_OPTIONS, GLOBAL_TOPIC, hex, leaderOrder, LeaderProtocol, makeState, ROUND_WIRE_VERSION, UPDATE_TOPIC, VerifyRefusal } from '../../src/round/index.ts';
+import type { RoundOptions, RoundOutcome } from '../../src/round/index.ts';
+import type { MeshPort } from '../../src/round/mesh-port.ts';
+import { ATTEST_TOPIC, INPUT_METHOD, sha256, STEP_METHOD, updateSigningBytes } from '../../src/round/leader-wire.ts';
+import { makeAttestation } from '../../src/round/certificate.ts';
+import { RefusalReason, type MessageHandler, type SubscribeOptions } from '../../src/mesh/index.ts';
+import { decodeUpdate, encodeUpdate, type ModelUpdate, type TensorMap, type UpdateManifest } from '../../src/update/index.ts';
+import { Rng } from '../../src/util/rng.ts';
+import { silentLogger } from '../../src/util/log.ts';
+import { fakeMeshes, seededIdentity, type FakeNetwork, type FakePort } from '../fake-mesh.ts';
+
+const FED = 'fake';
+const N = 5;
+const ROUNDS = 3;
+const manifest: UpdateManifest = { tensors: [{ name: 'w', shape: [3, 4] }, { name: 'b', shape: [4] }] };
+const initial = makeState(0, new Map([['w', new Float32Array(12).fill(0.1)], ['b', new Float32Array(4)]]), [], manifest);
+/** Largest |delta| the fake trainer produces per value and round. */
+const DELTA = 0.01;
+
+/** Dense fp32 both ways, fedavgm; deadlines long enough that honest rounds close with everyone in. */
+function options(o: Partial<RoundOptions> = {}): RoundOptions {
+  return {
+    ...DEFAULT_ROUND_OPTIONS, compression: { topk: 1, bits: 32, errorFeedback: false, downlinkBits: 32, brotli: false },
+    aggregator: 'fedavgm', roundTimeoutMs: 30_000, minRoundTimeoutMs: 20_000, leaderTimeoutMs: 500, maxRounds: ROUNDS, ...o,
+  };
+}
+
+/** The fake trainer: the start tensors plus a seeded delta of node `i` in round `round`. */
+function train(start: TensorMap, i: number, round: number): TensorMap {
+  const rng = new Rng(1000 * i + round);
+  return new Map([...start].map(([k, v]) => [k, Float32Array.from(v, (x) => x + DELTA * (2 * rng.next() - 1))]));
+}
+
+interface Node {
+  i: number;
+  port: FakePort;
+  proto: LeaderProtocol;
+  outcomes: RoundOutcome[];
+  versions: number[];
+}
+
+interface Fed {
+  net: FakeNetwork;
+  ids: string[];
+  nodes: Node[];
+  log: FaultLog;
+}
+
+/** Five members; `liar` (if any) runs the unchanged protocol behind `withFaults(kind)`. */
+async function federation(o: {
+  liar?: number; kind?: FaultKind; decorate?: (port: FakePort, net: FakeNetwork) => MeshPort; opts?: Partial<RoundOptions>;
+  /** A node restored at version 0 with its server state unknown (as after a state pull): it cannot recompute round 1. */
+  unknownServer?: number;
+} = {}): Promise<Fed> {
+  const { net, ports, ids } = await fakeMeshes(N, { federation: FED });
+  let log: FaultLog = { forgedGlobals: 0, forgedStates: 0, withheld: 0 };
+  const nodes: Node[] = [];
+  ports.forEach((port, i) => {
+    let mesh: MeshPort = port;
+    if (i === o.liar && o.kind) {
+      const r = withFaults(port, { kind: o.kind, factor: 20, manifest, loraRank: 0, seed: 3, state: () => nodes[i].proto.globalState(), members: () => net.view(port.selfId) });
+      mesh = r.port;
+      log = r.log;
+    }
+    if (i === o.liar && o.decorate) mesh = o.decorate(port, net);
+    const ctx = { mesh, federation: FED, selfId: port.selfId, manifest, loraRank: 0, logger: silentLogger(), seed: 11 + i, members: () => net.view(port.selfId) };
+    const restore = i === o.unknownServer ? { protocol: 'leader' as const, state: initial, residual: new Map(), serverKnown: false } : undefined;
+    nodes.push({ i, port, proto: new LeaderProtocol(ctx, options(o.opts), initial, restore), outcomes: [], versions: [] });
+  });
+  for (const n of nodes) await n.proto.start();
+  return { net, ids, nodes, get log() { return log; } };
+}
+
+/** One node's loop, as Federation.run: catch up, then train and exchange until the last round. */
+async function runNode(n: Node, rounds = ROUNDS): Promise<void> {
+  await n.proto.catchUp();
+  while (n.proto.round < rounds) {
+    const out = await n.proto.exchange({ tensors: train(n.proto.trainingStart(), n.i, n.proto.round + 1), prototypes: [], sampleCount: 10 + n.i });
+    n.outcomes.push(out);
+    n.versions.push(n.proto.round);
+  }
+}
+
+/** Run every node; wait for the honest ones, then stop all (a liar's loop may never finish on its own). */
+async function run(f: Fed, honest: number[]): Promise<void> {
+  const loops = f.nodes.map((n) => runNode(n).catch((err: Error) => (honest.includes(n.i) ? Promise.reject(err) : undefined)));
+  await Promise.all(honest.map((i) => loops[i]));
+  await stop(f);
+  await Promise.all(loops);
+}
+
+async function stop(f: Fed): Promise<void> {
+  for (const n of f.nodes) await n.proto.stop();
+  await f.net.settle();
+}
+
+const hashOf = (n: Node): string => hex(n.proto.globalState().hash);
+const others = (liar: number): number[] => Array.from({ length: N }, (_, i) => i).filter((i) => i !== liar);
+const refusals = (f: Fed, honest: number[], why: VerifyRefusal): number => honest.reduce((a, i) => a + f.nodes[i].proto.refusalCount(why), 0);
+
+/** Largest |w - w0| over the honest final states. */
+function drift(f: Fed, honest: number[]): number {
+  let m = 0;
+  for (const i of honest) for (const [k, v] of f.nodes[i].proto.globalState().tensors) v.forEach((x, j) => (m = Math.max(m, Math.abs(x - initial.tensors.get(k)![j]))));
+  return m;
+}
+
+/** Every honest node applied each round once, all hold one state with finite values. */
+function honestAgree(t: ExecutionContext, f: Fed, honest: number[], rounds = ROUNDS): string {
+  const each = Array.from({ length: rounds }, (_, k) => k + 1);
+  for (const i of honest) t.deepEqual(f.nodes[i].versions, each, `node ${i} applied each version once, in order`);
+  const hashes = new Set(honest.map((i) => hashOf(f.nodes[i])));
+  t.is(hashes.size, 1, 'the honest nodes hold one state');
+  for (const i of honest) for (const v of f.nodes[i].proto.globalState().tensors.values()) t.true(v.every(Number.isFinite));
+  return [...hashes][0];
+}
+
+/** The honest run: every round closes with all five in; its final hash is what attacks that change no input must give. */
+let reference: Promise<string> | undefined;
+function referenceHash(t: ExecutionContext): Promise<string> {
+  reference ??= (async () => {
+    const f = await federation();
+    await run(f, others(-1));
+    return honestAgree(t, f, others(-1));
+  })();
+  return reference;
+}
+
+test.serial('honest federation: every member applies rounds 1..3 once, each led by one member with all five updates', async (t) => {
+  const f = await federation();
+  await run(f, others(-1));
+  const h = honestAgree(t, f, others(-1));
+  for (let r = 1; r <= ROUNDS; r++) {
+    const led = f.nodes.filter((n) => n.outcomes[r - 1].via === 'led');
+    t.is(led.length, 1, `round ${r} led once`);
+    t.is(led[0].port.selfId, leaderOrder(FED, r, f.ids)[0], `round ${r} led by rank 0`);
+    for (const n of f.nodes) t.is(n.outcomes[r - 1].contributors.length, N);
+  }
+  t.not(h, hex(initial.hash));
+  t.true(drift(f, others(-1)) > 0 && drift(f, others(-1)) < ROUNDS * DELTA * 3, 'the state moved by averaged deltas');
+  t.is(await referenceHash(t), h, 'the honest run is deterministic');
+});
+
+test.serial('a forged state (self-consistent, 100 versions ahead / certified by made-up keys) is never adopted', async (t) => {
+  const liar = 2;
+  const f = await federation({ liar, kind: 'forge-state' });
+  await run(f, others(liar));
+  const h = honestAgree(t, f, others(liar));
+  t.true(f.log.forgedStates >= 2, 'the liar answered state requests with forgeries');
+  t.true(refusals(f, others(liar), VerifyRefusal.PAST_LAST_ROUND) >= 1, 'a state past the last round was refused');
+  t.true(refusals(f, others(liar), VerifyRefusal.UNCERTIFIED_STATE) >= 1, 'a state without a roster-majority certificate was refused');
+  t.is(h, await referenceHash(t), 'the honest members end where the honest run ends');
+});
+
+test.serial('an own aggregate published early, before its slot, is never applied', async (t) => {
+  const ids = (await fakeMeshes(N, { federation: FED })).ids;
+  const liar = ids.indexOf(leaderOrder(FED, 1, ids)[1]);
+  const f = await federation({ liar, kind: 'early-global' });
+  await run(f, others(liar));
+  honestAgree(t, f, others(liar));
+  t.true(f.log.forgedGlobals >= 1, 'the liar published early aggregates');
+  t.true(refusals(f, others(liar), VerifyRefusal.SLOT_NOT_OPEN) + refusals(f, others(liar), VerifyRefusal.QUORUM_NOT_MET) >= 1, 'held or refused');
+  // The early aggregate lists the liar alone; every step an honest member took lists a roster majority.
+  for (const i of others(liar)) for (const o of f.nodes[i].outcomes) t.true(o.contributors.length >= 3, `round ${o.round} via ${o.via}: ${o.contributors.length} contributors`);
+  t.true(drift(f, others(liar)) < ROUNDS * DELTA * 3, 'no scaled step reached the honest state');
+});
+
+/**
+ * A backup that publishes a valid, recomputable aggregate of the first three updates at once (before its slot):
+ * the round's rank 0 must still be the one applied, with every update in.
+ */
+function earlyBackup(port: FakePort, net: FakeNetwork): MeshPort {
+  const held = new Map<string, { update: ModelUpdate; digest: Uint8Array }>();
+  let sent = false;
+  const collect = async (signed: Uint8Array): Promise<void> => {
+    const s = SignedUpdate.decode(signed);
+    const u = decodeUpdate(s.update, manifest);
+    if (u.round !== 1) return;
+    held.set(u.sender, { update: u, digest: sha256(s.update) });
+    const rank = leaderOrder(FED, 1, net.view(port.selfId)).indexOf(port.selfId);
+    if (sent || held.size < 3 || rank < 1) return;
+    sent = true;
+    const ins = [...held.values()].sort((a, b) => (a.update.sender < b.update.sender ? -1 : 1));
+    const step = computeGlobalStep({
+      federation: FED, manifest, round: 1, base: initial, updates: ins.map((x) => x.update), rule: 'fedavgm', options: { weighting: undefined },
+      serverState: undefined, sender: port.selfId, loraRank: 0, downlinkBits: 32,
+    });
+    await port.publish(GLOBAL_TOPIC, GlobalUpdate.encode({
+      version: ROUND_WIRE_VERSION, round: 1n, baseHash: initial.hash, newHash: step.next.hash, contributors: ins.map((x) => x.update.sender),
+      contributorDigests: ins.map((x) => x.digest), leaderRank: rank,
+    }));
+  };
+  return {
+    federation: port.federation, selfId: port.selfId, roster: port.roster, onRoster: (p) => port.onRoster(p), unsubscribe: (n) => port.unsubscribe(n),
+    handleRequest: (m, h) => port.handleRequest(m, h), request: (p, m, b, o) => port.request(p, m, b, o), signWithIdentity: (d) => port.signWithIdentity(d),
+    subscribe: (name: string, handler: MessageHandler, o?: SubscribeOptions) => port.subscribe(name, name === UPDATE_TOPIC ? async (p, m) => {
+      await handler(p, m);
+      await collect(p);
+    } : handler, o),
+    publish: async (name: string, payload: Uint8Array) => {
+      const r = await port.publish(name, payload);
+      if (name === UPDATE_TOPIC) await collect(payload);
+      return r;
+    },
+  };
+}
+
+test.serial('a verifiable aggregate published by a backup before its slot is held; rank 0 leads with every update', async (t) => {
+  const ids = (await fakeMeshes(N, { federation: FED })).ids;
+  const liar = ids.indexOf(leaderOrder(FED, 1, ids)[1]);
+  const f = await federation({ liar, decorate: earlyBackup });
+  await run(f, others(liar));
+  honestAgree(t, f, others(liar));
+  t.true(refusals(f, others(liar), VerifyRefusal.SLOT_NOT_OPEN) >= 1, 'the early aggregate was held');
+  for (const i of others(liar)) {
+    t.is(f.nodes[i].outcomes[0].leaderRank, 0, `node ${i}: round 1 from rank 0`);
+    t.is(f.nodes[i].outcomes[0].contributors.length, N, `node ${i}: round 1 with every update`);
+  }
+});
+
+test.serial('a leader aggregate scaled x20 with consistent hashes is refused by recomputation; the next rank leads', async (t) => {
+  const ids = (await fakeMeshes(N, { federation: FED })).ids;
+  const liar = ids.indexOf(leaderOrder(FED, 1, ids)[0]);
+  const f = await federation({ liar, kind: 'scale-global' });
+  await run(f, others(liar));
+  honestAgree(t, f, others(liar));
+  t.true(f.log.forgedGlobals >= 1, 'the liar led and forged');
+  t.true(refusals(f, others(liar), VerifyRefusal.AGGREGATE_MISMATCH) >= 1, 'the mismatch was found');
+  for (const i of others(liar)) {
+    const first = f.nodes[i].outcomes[0];
+    t.not(first.leader, liarId(f, liar), 'round 1 was not taken from the liar');
+    t.true(first.leaderRank === undefined || first.leaderRank >= 1, 'a backup led round 1');
+  }
+  t.true(drift(f, others(liar)) < ROUNDS * DELTA * 3, 'the x20 step never reached the honest state');
+});
+
+test.serial('updates, aggregates and attestations signed by a non-roster key are rejected whoever relays them', async (t) => {
+  const relay = 1;
+  const f = await federation();
+  const outsider = await seededIdentity(999);
+  const via = f.ids[relay];
+  // An update of the outsider for round 1, signed by its own key.
+  const u = encodeUpdate({ federation: FED, round: 1, baseVersion: 0, sender: outsider.id, sampleCount: 1000, loraRank: 0, deltas: new Map([['w', new Float32Array(12).fill(5)], ['b', new Float32Array(4).fill(5)]]), prototypes: [] }, manifest, { bits: 32 }).bytes;
+  const signed = SignedUpdate.encode({ version: ROUND_WIRE_VERSION, update: u, signature: await outsider.key.sign(updateSigningBytes(FED, sha256(u))) });
+  // Its aggregate for round 1: self-consistent, claiming rank 0, listing only itself.
+  const d = decodeUpdate(u, manifest);
+  const next = makeState(1, new Map([...initial.tensors].map(([k, v]) => [k, Float32Array.from(v, (x, j) => x + d.deltas.get(k)![j])])), [], manifest);
+  const global = GlobalUpdate.encode({ version: ROUND_WIRE_VERSION, round: 1n, baseHash: initial.hash, newHash: next.hash, contributors: [outsider.id], contributorDigests: [sha256(u)], leaderRank: 0 });
+  const attestation = await makeAttestation(async (x) => outsider.key.sign(x), FED, outsider.id, 1, initial.hash, next.hash);
+  t.true(f.net.deliver(UPDATE_TOPIC, signed, outsider.id, via) >= 3);
+  f.net.deliver(GLOBAL_TOPIC, global, outsider.id, via);
+  f.net.deliver(ATTEST_TOPIC, Attestation.encode(attestation), outsider.id, via);
+  await f.net.settle();
+  const honest = others(relay);
+  for (const i of honest) {
+    const v = f.nodes[i].port.verdicts.filter((x) => x.from === outsider.id);
+    t.is(v.length, 3, `node ${i} saw the three relayed messages`);
+    t.true(v.every((x) => x.reason !== undefined), `node ${i} rejected all of them`);
+    t.is(v.find((x) => x.topic === UPDATE_TOPIC)?.reason, RefusalReason.NOT_ALLOWED);
+    t.is(v.find((x) => x.topic === ATTEST_TOPIC)?.reason, RefusalReason.NOT_ALLOWED);
+  }
+  await run(f, others(-1));
+  const h = honestAgree(t, f, others(-1));
+  for (const n of f.nodes) for (const o of n.outcomes) t.false(o.contributors.includes(outsider.id));
+  t.is(h, await referenceHash(t), 'nothing of the outsider entered the state');
+});
+
+test.serial('a withholding member costs at most one adaptive deadline', async (t) => {
+  const ids = (await fakeMeshes(N, { federation: FED })).ids;
+  const liar = ids.indexOf(leaderOrder(FED, 1, ids)[2]);
+  const rounds = 4;
+  const f = await federation({ liar, kind: 'withhold', opts: { roundTimeoutMs: 20_000, minRoundTimeoutMs: 300, maxRounds: rounds } });
+  const loops = f.nodes.map((n) => runNode(n, rounds).catch(() => undefined));
+  await Promise.all(others(liar).map((i) => loops[i]));
+  await stop(f);
+  await Promise.all(loops);
+  honestAgree(t, f, others(liar), rounds);
+  t.true(f.log.withheld >= 1, 'the liar withheld');
+  const closed = new Map<number, string>();
+  for (const i of others(liar)) for (const [r, why] of f.nodes[i].proto.closedBy) closed.set(r, why);
+  t.deepEqual([...closed.keys()].sort(), [1, 2, 3, 4], 'an honest member closed every round');
+  t.true([...closed.values()].filter((w) => w === 'deadline').length <= 1, `at most one round waited for the deadline: ${[...closed.entries()]}`);
+  for (const i of others(liar)) for (const o of f.nodes[i].outcomes) t.false(o.contributors.includes(liarId(f, liar)));
+});
+
+test.serial('a minority partition does not advance; after the heal it catches up through certified state', async (t) => {
+  const f = await federation({ opts: { roundTimeoutMs: 1500, minRoundTimeoutMs: 300, leaderTimeoutMs: 300 } });
+  const minority = [0, 1];
+  const majority = [2, 3, 4];
+  f.net.partition([minority.map((i) => f.ids[i]), majority.map((i) => f.ids[i])]);
+  const loops = f.nodes.map((n) => runNode(n));
+  await Promise.all(majority.map((i) => loops[i]));
+  for (const i of majority) t.deepEqual(f.nodes[i].versions, [1, 2, 3]);
+  t.is(new Set(majority.map((i) => hashOf(f.nodes[i]))).size, 1, 'the majority side holds one state');
+  await f.net.settle();
+  for (const i of minority) t.is(f.nodes[i].proto.round, 0, `minority node ${i} did not advance`);
+  f.net.heal();
+  await Promise.all(minority.map((i) => loops[i]));
+  for (const i of minority) {
+    t.is(f.nodes[i].proto.round, ROUNDS);
+    t.is(f.nodes[i].outcomes[0].via, 'synced', 'caught up by a certified state pull');
+    t.is(hashOf(f.nodes[i]), hashOf(f.nodes[majority[0]]));
+  }
+  await stop(f);
+});
+
+/** A port that drops the gossip of `deaf` senders on `update` and counts its requests by method. */
+function deafTo(deaf: () => readonly string[], calls: Map<string, number>) {
+  return (port: FakePort): MeshPort => ({
+    federation: port.federation, selfId: port.selfId, roster: port.roster, onRoster: (p) => port.onRoster(p), unsubscribe: (n) => port.unsubscribe(n),
+    handleRequest: (m, h) => port.handleRequest(m, h), signWithIdentity: (d) => port.signWithIdentity(d), publish: (n, p) => port.publish(n, p),
+    request: (p, m, b, o) => {
+      calls.set(m, (calls.get(m) ?? 0) + 1);
+      return port.request(p, m, b, o);
+    },
+    subscribe: (name: string, handler: MessageHandler, o?: SubscribeOptions) =>
+      port.subscribe(name, name === UPDATE_TOPIC ? (p, m) => (deaf().includes(m.from.toString()) ? undefined : handler(p, m)) : handler, o),
+  });
+}
+
+test.serial('the global is a commitment without a delta; a member lacking two listed updates pulls them (round.input) and applies', async (t) => {
+  const ids = (await fakeMeshes(N, { federation: FED })).ids;
+  const order = leaderOrder(FED, 1, ids);
+  const member = ids.indexOf(order[3]);
+  const deaf = [order[1], order[2]];
+  const calls = new Map<string, number>();
+  const seen: Uint8Array[] = [];
+  const f = await federation({ liar: member, decorate: (port) => {
+    const inner = deafTo(() => deaf, calls)(port);
+    return { ...inner, subscribe: (name, handler, o) => inner.subscribe(name, name === GLOBAL_TOPIC ? (p, m) => (seen.push(p), handler(p, m)) : handler, o) };
+  } });
+  await run(f, others(-1));
+  t.is(honestAgree(t, f, others(-1)), await referenceHash(t), 'every member, the deaf one included, ends on the honest state');
+  t.true((calls.get(INPUT_METHOD) ?? 0) >= 2, `the member pulled the updates it lacked (${calls.get(INPUT_METHOD) ?? 0} round.input requests)`);
+  t.is(f.nodes[member].outcomes[0].via, 'applied', 'round 1 applied by recomputation, not pulled as state');
+  t.true(seen.length >= 1);
+  for (const g of seen) t.true(g.byteLength < 1024, `a commitment of ${g.byteLength} bytes carries no delta`);
+});
+
+test.serial('a member that cannot recompute pulls the step (round.step), applies it only against the hash and certificate', async (t) => {
+  const ids = (await fakeMeshes(N, { federation: FED })).ids;
+  const order = leaderOrder(FED, 1, ids);
+  const member = ids.indexOf(order[2]);
+  const calls = new Map<string, number>();
+  const f = await federation({ liar: member, unknownServer: member, decorate: deafTo(() => [], calls) });
+  await run(f, others(-1));
+  t.is(honestAgree(t, f, others(-1)), await referenceHash(t), 'the step it pulled is the honest one');
+  t.is(f.nodes[member].outcomes[0].via, 'applied');
+  t.true((calls.get(STEP_METHOD) ?? 0) >= 1, 'round 1 came over round.step');
+  t.true(f.nodes[member].proto.refusalCount(VerifyRefusal.UNVERIFIABLE) >= 1, 'it waited for the certificate first');
+});
+
+/** The round-1 leader serves a scaled step over `round.step` (its commitment is honest). */
+function wrongStep(served: { n: number }) {
+  return (port: FakePort): MeshPort => ({
+    federation: port.federation, selfId: port.selfId, roster: port.roster, onRoster: (p) => port.onRoster(p), unsubscribe: (n) => port.unsubscribe(n),
+    request: (p, m, b, o) => port.request(p, m, b, o), signWithIdentity: (d) => port.signWithIdentity(d), publish: (n, p) => port.publish(n, p),
+    subscribe: (n, h, o) => port.subscribe(n, h, o),
+    handleRequest: (m, h) => port.handleRequest(m, m !== STEP_METHOD ? h : async (body, rc) => {
+      const u = decodeUpdate(await h(body, rc), manifest);
+      served.n++;
+      return encodeUpdate({ ...u, deltas: new Map([...u.deltas].map(([k, v]) => [k, v.map((x) => 20 * x)])) }, manifest, { bits: 32, prototypeBits: 32 }).bytes;
+    }),
+  });
+}
+
+test.serial('a wrong step served by the publisher over round.step is not applied; the step of an attesting member is', async (t) => {
+  const ids = (await fakeMeshes(N, { federation: FED })).ids;
+  const order = leaderOrder(FED, 1, ids);
+  const leader = ids.indexOf(order[0]);
+  const member = ids.indexOf(order[2]);
+  const served = { n: 0 };
+  const f = await federation({ liar: leader, unknownServer: member, decorate: wrongStep(served) });
+  await run(f, others(-1));
+  t.is(honestAgree(t, f, others(-1)), await referenceHash(t), 'no scaled step reached any state');
+  t.true(served.n >= 1, 'the publisher served its scaled step');
+  t.is(f.nodes[member].outcomes[0].via, 'applied', 'the member applied the step an attesting member served');
+});
+
+function liarId(f: Fed, liar: number): string {
+  return f.ids[liar];
+}
