@@ -8,7 +8,8 @@
  *   dataset shared; heartbeat period from scripts/lib/inproc.ts);
  * - as processes (`--proc-sizes`): N `fmfl-node` processes on 127.0.0.1 over TCP.
  * Measured per run:
- * - membership convergence: from the moment every node is started and dialling until every view lists the N-1 others;
+ * - membership convergence: from the first dial (in process: edges linked one dialling node at a time) until every
+ *   view lists the N-1 others;
  * - per round: wall time (from the last node finishing round r-1 to the last node finishing round r; round 1 from the
  *   start of the runs), training time (the longest local-training phase of any node in that round: in process the
  *   nodes' steps interleave on one event loop, so it spans the whole training phase), and the rest (exchange,
@@ -18,12 +19,15 @@
  * - peak RSS: of the child process (in process), or the sum of the node processes' peaks (VmHWM, sampled);
  * - late joiner (leader, in process): after the last round a fresh node joins with no state and one configured
  *   peer; time from its start until it holds the federation's final version (membership, topic mesh, state pull).
- * Prints one JSON document (`--json`: nothing else on stdout) and writes it with SVG plots to --out.
+ * Prints one JSON document (`--json`: nothing else on stdout) and writes it with SVG plots to --out; each point is
+ * also appended to <out>/results.jsonl as it ends, and `--replot` rebuilds the document and plots from that file
+ * without running anything (a long grid stopped early keeps what it measured); `--append` keeps the points already
+ * there (a grid measured in several invocations).
  * Not part of `npm test`; no assertion on speed.
  */
 import { spawn } from 'node:child_process';
 import { cpus, loadavg, totalmem } from 'node:os';
-import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { appendFile, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { createMesh, type Mesh } from '../src/mesh/index.ts';
 import { Federation, type RoundMetrics } from '../src/round/index.ts';
@@ -31,7 +35,7 @@ import { saveBackbone } from '../src/model/backbone.ts';
 import { backboneSpecs, exitSpecs, initWeights, VitConfigSchema } from '../src/model/vit.ts';
 import { ortVersion } from '../src/runtime/index.ts';
 import { silentLogger } from '../src/util/log.ts';
-import { inprocHeartbeat } from './lib/inproc.ts';
+import { inprocMeshOptions, linkInWaves } from './lib/inproc.ts';
 import { lineChartSpec, renderSvg } from './lib/report.ts';
 import { startProc, type ProcNode } from './lib/procs.ts';
 
@@ -60,6 +64,8 @@ interface RunResult {
   topology: string;
   heartbeatMs: number;
   setupMs: number;
+  /** In process: time to connect every edge, one dialling node at a time (scripts/lib/inproc.ts linkInWaves). */
+  linkMs: number | null;
   membershipConvergeMs: number | null;
   rounds: { round: number; wallMs: number; trainMs: number; trainMeanMs: number; otherMs: number }[];
   meanRoundWallMs: number;
@@ -144,7 +150,7 @@ function summarize(base: Omit<RunResult, 'meanRoundWallMs' | 'meanRoundTrainMs' 
 async function runInproc(spec: RunSpec): Promise<RunResult> {
   const t0 = performance.now();
   const N = spec.n;
-  const hb = inprocHeartbeat(N);
+  const hb = inprocMeshOptions(N);
   const model = spec.model === 'tiny' ? await tinyBackbone(join(spec.outDir, 'models')) : {};
   const tag = `bs-${process.pid}`;
   const meshes: Mesh[] = [];
@@ -156,7 +162,7 @@ async function runInproc(spec: RunSpec): Promise<RunResult> {
   const feds = await Promise.all(meshes.map((m, i) => Federation.create(m, flConfig(spec, i, N, model), { logger: silentLogger() })));
   const setupMs = performance.now() - t0;
   const tLink = performance.now();
-  for (const [a, b] of edges(N, spec.topology, spec.k)) meshes[b].addPeer(meshes[a].multiaddrs()[0]);
+  const linkMs = await linkInWaves(meshes, edges(N, spec.topology, spec.k));
   let converge: number | null = null;
   while (performance.now() - tLink < 180_000) {
     if (meshes.every((m) => m.membership.memberIds().length === N - 1)) {
@@ -204,7 +210,7 @@ async function runInproc(spec: RunSpec): Promise<RunResult> {
   const peak = process.resourceUsage().maxRSS / 1024;
   return summarize({
     mode: 'inproc', n: N, protocol: spec.protocol, topology: spec.topology === 'full' || N <= spec.k + 1 ? 'full' : `random-${spec.k}`, heartbeatMs: hb.heartbeatIntervalMs,
-    setupMs: Math.round(setupMs), membershipConvergeMs: converge === null ? null : Math.round(converge),
+    setupMs: Math.round(setupMs), linkMs: Math.round(linkMs), membershipConvergeMs: converge === null ? null : Math.round(converge),
     rounds: roundTable(done, metrics, R),
     wireBytesPerNodePerRound: perNode.length ? { sent: Math.round(mean(perNode.map((p) => p.sent))), received: Math.round(mean(perNode.map((p) => p.received))) } : null,
     peakRssMB: Math.round(peak), rssPerNodeMB: round1(peak / N),
@@ -307,7 +313,7 @@ async function runProcs(spec: RunSpec): Promise<RunResult> {
   if (codes.some((c) => c !== 0)) process.stderr.write(`bench:scale procs n=${N}: exit codes ${codes.join(',')}\n`);
   return summarize({
     mode: 'procs', n: N, protocol: spec.protocol, topology: spec.topology === 'full' || N <= spec.k + 1 ? 'full' : `random-${spec.k}`, heartbeatMs: 1000,
-    setupMs: Math.round(setupMs), membershipConvergeMs: converge === null ? null : Math.round(converge),
+    setupMs: Math.round(setupMs), linkMs: null, membershipConvergeMs: converge === null ? null : Math.round(converge),
     rounds: roundTable(done, metrics, R),
     wireBytesPerNodePerRound: perNode.length ? { sent: Math.round(mean(perNode.map((p) => p.sent))), received: Math.round(mean(perNode.map((p) => p.received))) } : null,
     peakRssMB: Math.round(peakMB), rssPerNodeMB: round1(peakMB / N),
@@ -319,7 +325,10 @@ async function runProcs(spec: RunSpec): Promise<RunResult> {
 
 const childAt = process.argv.indexOf('--child');
 if (childAt >= 0) {
-  const res = await runInproc(JSON.parse(process.argv[childAt + 1]) as RunSpec);
+  const spec = JSON.parse(process.argv[childAt + 1]) as RunSpec;
+  const res = await runInproc(spec);
+  // Also kept on disk as each point ends, so a long grid stopped early keeps what it measured (see --replot).
+  await appendFile(join(spec.outDir, 'results.jsonl'), JSON.stringify(res) + '\n');
   process.stdout.write(`RESULT ${JSON.stringify(res)}\n`);
   process.exit(0);
 }
@@ -339,10 +348,17 @@ const specs: RunSpec[] = [
 ];
 const t0 = Date.now();
 const results: RunResult[] = [];
-for (const s of specs) {
+const REPLOT = process.argv.includes('--replot');
+if (REPLOT) {
+  // No runs: the JSON document and plots from the points out/.../results.jsonl holds (each written as it ended).
+  const lines = (await readFile(join(outDir, 'results.jsonl'), 'utf8')).split('\n').filter(Boolean);
+  results.push(...lines.map((l) => JSON.parse(l) as RunResult));
+} else if (!process.argv.includes('--append')) await rm(join(outDir, 'results.jsonl'), { force: true });
+for (const s of REPLOT ? [] : specs) {
   log(`bench:scale ${s.mode} n=${s.n} ${s.protocol} (load ${loadavg()[0].toFixed(1)}) ...`);
   try {
     const r = s.mode === 'inproc' ? await runChild(s) : await runProcs(s);
+    if (s.mode === 'procs') await appendFile(join(outDir, 'results.jsonl'), JSON.stringify(r) + '\n');
     results.push(r);
     log(`  round ${(r.meanRoundWallMs / 1000).toFixed(1)} s (train ${(r.meanRoundTrainMs / 1000).toFixed(1)} s), wire ${r.wireBytesPerNodePerRound?.sent ?? '-'} B sent/node/round, peak RSS ${r.peakRssMB} MB, converge ${r.membershipConvergeMs} ms, late join ${r.lateJoinCatchUpMs ?? '-'} ms`);
   } catch (err) {

@@ -30,7 +30,8 @@ import { Trainer } from '../src/train/trainer.ts';
 import { createLogger, silentLogger } from '../src/util/log.ts';
 import { writeRunReport } from './lib/report.ts';
 import { kill9, readMetrics, startProc, type ProcNode } from './lib/procs.ts';
-import { finishInproc, inprocHeartbeat } from './lib/inproc.ts';
+import { finishInproc, inprocMeshOptions, linkInWaves } from './lib/inproc.ts';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { parseSimulatorArgs } from './lib/sim-config.ts';
 import { groupOfNode, groupSummary, parseFleet, type FleetGroup } from './lib/fleet.ts';
 import { federationBar } from './lib/progress.ts';
@@ -176,6 +177,9 @@ async function report(metrics: RoundMetrics[][], finals: { node: number; accurac
     roundsAppliedExactlyOnce: metrics.every((m) => m.every((x, k) => k === 0 || x.version > m[k - 1].version)),
     everyRoundReached: finals.every((f) => metrics[f.node].at(-1)?.version === rounds),
     meanRoundMs: Math.round(meanOf(metrics.flatMap((m) => m.map((x) => x.roundMs)))),
+    // In process: this process's peak RSS holds every node (shared backbone, sessions and data; scripts/lib/inproc.ts).
+    peakRssMB: mode === 'inproc' ? Math.round(process.resourceUsage().maxRSS / 1024) : undefined,
+    rssPerNodeMB: mode === 'inproc' ? Math.round(process.resourceUsage().maxRSS / 1024 / N) : undefined,
     finalConsensusDistance: o.protocol === 'gossip' ? meanOf(metrics.map((m) => m.at(-1)?.consensusDistance ?? NaN)) : undefined,
     seconds: Math.round((Date.now() - t0) / 1000),
     finals,
@@ -280,13 +284,14 @@ const feds: (Federation | null)[] = [];
 const metrics: RoundMetrics[][] = Array.from({ length: N }, () => []);
 const events: { t: number; event: string }[] = [];
 const stateDir = (i: number): string => join(outDir, `node-${i}`);
+const meshOpts = inprocMeshOptions(N, { heartbeatMs: o.heartbeatMs, memoryLatencyMs: o.memoryLatencyMs });
 const listen = (i: number): string[] => (o.transport === 'memory' ? [`/memory/${name}-${i}-${Date.now()}`] : ['/ip4/127.0.0.1/tcp/0']);
 
 async function startNode(i: number, peers: string[]): Promise<void> {
   await mkdir(stateDir(i), { recursive: true });
   const mesh = await createMesh({
     federation: 'sim', identity: await loadOrCreateIdentity(stateDir(i)), listen: listen(i), peers,
-    ...inprocHeartbeat(N, o.heartbeatMs === undefined ? undefined : Number(o.heartbeatMs)), logger: o.verbose ? createLogger({ level: 'info', name: `mesh${i}` }) : undefined,
+    ...meshOpts, logger: o.verbose ? createLogger({ level: 'info', name: `mesh${i}` }) : undefined,
   });
   await mesh.start();
   meshes[i] = mesh;
@@ -298,8 +303,10 @@ function addrOf(i: number): string {
 }
 
 for (let i = 0; i < N; i++) await startNode(i, []);
-for (const [a, b] of edges()) meshes[b]!.addPeer(addrOf(a));
-log.info({ nodes: N, topology: o.topology, protocol: o.protocol, setupMs: Date.now() - t0, rssMB: Math.round(process.memoryUsage.rss() / 1e6), ...inprocHeartbeat(N, o.heartbeatMs === undefined ? undefined : Number(o.heartbeatMs)) }, 'nodes started');
+const linkMs = await linkInWaves(meshes as Mesh[], edges(), {
+  onWave: (w) => (w.connected < w.dials || w.node % 8 === 0) && log.info({ ...w, ms: Math.round(w.ms), t: Math.round((Date.now() - t0) / 1000) }, 'linked'),
+});
+log.info({ nodes: N, topology: o.topology, protocol: o.protocol, setupMs: Date.now() - t0, linkMs: Math.round(linkMs), rssMB: Math.round(process.memoryUsage.rss() / 1e6), ...meshOpts }, 'nodes started and linked');
 
 // Fault schedule, triggered when the first node finishes round R-1 (i.e. round R starts).
 const faults: string[] = o.fault;
@@ -364,6 +371,8 @@ function onRoundDone(r: number): void {
 }
 for (let i = 0; i < N; i++) runNode(i);
 // A status line every --status-s seconds (default 30): large in-process runs are otherwise silent until the end.
+const lag = monitorEventLoopDelay({ resolution: 20 });
+lag.enable();
 const statusTimer = setInterval(() => {
   const live = meshes.filter((m): m is Mesh => m !== null);
   const span = (xs: number[]): string => (xs.length ? `${Math.min(...xs)}..${Math.max(...xs)}` : '-');
@@ -371,7 +380,9 @@ const statusTimer = setInterval(() => {
     t: Math.round((Date.now() - t0) / 1000), version: span(feds.filter((f): f is Federation => f !== null).map((f) => f.protocol.round)),
     members: span(live.map((m) => m.membership.memberIds().length)), connections: span(live.map((m) => m.connectedPeers().length)),
     wireMB: Math.round(live.reduce((a, m) => a + m.wire.bytesOut, 0) / 1e5) / 10, rssMB: Math.round(process.memoryUsage.rss() / 1e6),
+    lagP50Ms: Math.round(lag.percentile(50) / 1e6), lagMaxMs: Math.round(lag.max / 1e6),
   }, 'status');
+  lag.reset();
 }, 1000 * Number(o.statusS));
 statusTimer.unref();
 // Runs started by restarts are appended while we wait.

@@ -99,3 +99,66 @@ export function inprocHeartbeat(n: number, overrideMs?: number): { heartbeatInte
   const ms = overrideMs ?? Math.min(15_000, Math.round(1000 * Math.max(1, (n / 16) ** 2)));
   return { heartbeatIntervalMs: ms, memberExpiryMs: 6 * ms };
 }
+
+/**
+ * Latency (ms) given to every frame of the memory transport in an in-process simulation. With 0, @libp2p/memory
+ * hands each frame to the peer as a resolved promise: a message, its forwards, the Noise and Yamux frames and the
+ * replies they trigger all run as one chain of microtasks, and no timer (membership heartbeats and expiry, round
+ * deadlines, request timeouts, the simulator's status line) fires until the whole process falls quiet. At 64 nodes
+ * it never does (issue 17: a 10 s status timer fired after 75 s, then not for minutes; round 1 never started). Any
+ * latency above 0 sends each frame through a timer, so the event loop turns between frames.
+ */
+export const INPROC_MEMORY_LATENCY_MS = 1;
+
+/** Dial and inbound-upgrade deadline in process: a handshake's turns wait behind every other node's work on one loop. */
+export const INPROC_DIAL_TIMEOUT_MS = 60_000;
+
+/**
+ * Mesh options of each mesh in an N-node in-process simulation: the membership heartbeat (inprocHeartbeat), the memory
+ * latency (INPROC_MEMORY_LATENCY_MS), no connection monitor (Mesh `connectionPingMs`: its pings of all N·(N-1)
+ * connection ends came in one burst every 10 s and, timing out on the busy loop, aborted healthy connections), and a
+ * gossipsub heartbeat of 1 s up to 16 nodes, then N/16 s (mesh upkeep and IHAVE gossip of N meshes; messages
+ * themselves are flood-published, so this is repair traffic only), and a dial / upgrade deadline of
+ * INPROC_DIAL_TIMEOUT_MS.
+ */
+export function inprocMeshOptions(n: number, o: { heartbeatMs?: number; memoryLatencyMs?: number } = {}): {
+  heartbeatIntervalMs: number; memberExpiryMs: number; memoryLatencyMs: number; connectionPingMs: number; gossipHeartbeatMs: number; dialTimeoutMs: number;
+} {
+  return {
+    dialTimeoutMs: INPROC_DIAL_TIMEOUT_MS,
+    ...inprocHeartbeat(n, o.heartbeatMs), memoryLatencyMs: o.memoryLatencyMs ?? INPROC_MEMORY_LATENCY_MS, connectionPingMs: 0,
+    gossipHeartbeatMs: Math.round(1000 * Math.max(1, n / 16)),
+  };
+}
+
+/**
+ * Link in-process meshes along `edges` ([a, b]: b dials a) one dialling node at a time: node b's dials start once
+ * the previous node's have connected (or `waveTimeoutMs` passed). Dialled all at once, a full 64-node mesh is 2,016
+ * Noise handshakes on one event loop: each loop turn took seconds, handshakes outlived the 10 s dial and upgrade
+ * deadlines, and the failed dials' redials kept every node at 0..30 connections for minutes (issue 17). Dials that
+ * have not connected when a wave times out go on (redialled with backoff) while the next wave starts. Returns the
+ * time it took.
+ */
+export async function linkInWaves(
+  meshes: readonly Mesh[], edges: readonly [number, number][],
+  o: { waveTimeoutMs?: number; onWave?: (w: { node: number; dials: number; connected: number; ms: number }) => void } = {},
+): Promise<number> {
+  const t0 = performance.now();
+  const byDialer = new Map<number, number[]>();
+  for (const [a, b] of edges) byDialer.set(b, [...(byDialer.get(b) ?? []), a]);
+  for (const [b, targets] of [...byDialer].sort((x, y) => x[0] - y[0])) {
+    for (const a of targets) meshes[b].addPeer(meshes[a].multiaddrs()[0]);
+    const want = targets.map((a) => meshes[a].peerId.toString());
+    const tw = performance.now();
+    const end = tw + (o.waveTimeoutMs ?? 30_000);
+    let connected = 0;
+    while (performance.now() < end) {
+      const have = new Set(meshes[b].connectedPeers());
+      connected = want.filter((p) => have.has(p)).length;
+      if (connected === want.length) break;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    o.onWave?.({ node: b, dials: want.length, connected, ms: performance.now() - tw });
+  }
+  return performance.now() - t0;
+}

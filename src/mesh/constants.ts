@@ -92,6 +92,13 @@ export const DEFAULT_LISTEN = '/ip4/127.0.0.1/tcp/0';
 /** Deadline of one dial (connect + pnet + Noise + Yamux) and of an inbound connection upgrade. */
 export const DEFAULT_DIAL_TIMEOUT_MS = 10_000;
 
+/**
+ * Inbound connections being upgraded (pnet + Noise + Yamux) at once; further ones are refused until one finishes.
+ * libp2p's default is 10, fewer than the members that dial a node when a federation starts (issue 17: in a 64-node
+ * full mesh, refused and timed-out upgrades left later nodes with no connection at all).
+ */
+export const MAX_INCOMING_PENDING_CONNECTIONS = 128;
+
 /** Concurrent inbound / outbound streams per connection on each request/response protocol. */
 export const MAX_STREAMS_PER_CONNECTION = 32;
 

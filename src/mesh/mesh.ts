@@ -31,6 +31,7 @@ import {
   DEFAULT_HEARTBEAT_INTERVAL_MS,
   DEFAULT_MEMBER_EXPIRY_MS,
   DEFAULT_DIAL_TIMEOUT_MS,
+  MAX_INCOMING_PENDING_CONNECTIONS,
   DEFAULT_LISTEN,
   GOSSIP_RPC_LIMITS,
   TOPIC_INVALID_MESSAGE_DECAY,
@@ -86,6 +87,13 @@ export interface MeshOptions extends DiscoveryOptions {
   memberExpiryMs?: number;
   /** Gossipsub heartbeat (mesh maintenance) interval (default 1000 ms). */
   gossipHeartbeatMs?: number;
+  /**
+   * Interval of libp2p's connection monitor, which pings every connection on a fresh stream and aborts the connection
+   * when a ping times out (default 10000 ms, libp2p's; 0 turns the monitor off). Membership expiry notices dead members
+   * either way. In-process simulations turn it off: N meshes in one process ping N·(N-1) connection ends in one burst
+   * every interval, and on a busy event loop pings time out and tear down healthy connections (issue 17).
+   */
+  connectionPingMs?: number;
   /** Capabilities advertised in heartbeats. */
   capabilities?: Partial<Capabilities>;
   /** Redial backoff of configured peers: first delay and cap (defaults 500 ms, 30000 ms). */
@@ -844,9 +852,11 @@ export async function createMesh(opts: MeshOptions): Promise<Mesh> {
     connectionGater: gater,
     peerDiscovery: discoveryServices(opts),
     ...(opts.metricsRegistry !== undefined ? { metrics: prometheusMetrics({ registry: opts.metricsRegistry }) } : {}),
+    connectionMonitor: opts.connectionPingMs === 0 ? { enabled: false } : { pingInterval: opts.connectionPingMs ?? 10_000 },
     connectionManager: {
       dialTimeout: opts.dialTimeoutMs ?? DEFAULT_DIAL_TIMEOUT_MS,
       inboundUpgradeTimeout: opts.dialTimeoutMs ?? DEFAULT_DIAL_TIMEOUT_MS,
+      maxIncomingPendingConnections: MAX_INCOMING_PENDING_CONNECTIONS,
     },
     services: {
       identify: identify(),
