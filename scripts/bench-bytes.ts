@@ -20,7 +20,7 @@
  * the final state does not depend on the downlink change. Prints one JSON document (`--json`: nothing else on
  * stdout) and writes it to --out. Not part of `npm test`; no assertion on speed.
  */
-import { spawn } from 'node:child_process';
+import { runChildScript } from './lib/procs.ts';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { createMesh, type Mesh } from '../src/mesh/index.ts';
@@ -134,17 +134,7 @@ async function runChild(spec: Spec): Promise<SizeResult> {
 }
 
 function spawnChild(spec: Spec): Promise<SizeResult> {
-  const args = ['--import=tsx', resolve(import.meta.dirname, 'bench-bytes.ts'), '--child', JSON.stringify(spec)];
-  return new Promise((res, rej) => {
-    const p = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'] });
-    let out = '';
-    p.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    p.on('close', (code) => {
-      const line = out.split('\n').find((l) => l.startsWith('RESULT '));
-      if (code === 0 && line) res(JSON.parse(line.slice(7)) as SizeResult);
-      else rej(new Error(`child n=${spec.n} exited with ${code}`));
-    });
-  });
+  return runChildScript<SizeResult>(resolve(import.meta.dirname, 'bench-bytes.ts'), spec, `n=${spec.n}`);
 }
 
 const childSpec = arg('child', '');

@@ -25,7 +25,6 @@
  * there (a grid measured in several invocations).
  * Not part of `npm test`; no assertion on speed.
  */
-import { spawn } from 'node:child_process';
 import { cpus, loadavg, totalmem } from 'node:os';
 import { appendFile, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
@@ -37,7 +36,7 @@ import { ortVersion } from '../src/runtime/index.ts';
 import { silentLogger } from '../src/util/log.ts';
 import { inprocMeshOptions, linkInWaves } from './lib/inproc.ts';
 import { lineChartSpec, renderSvg } from './lib/report.ts';
-import { startProc, type ProcNode } from './lib/procs.ts';
+import { runChildScript, startProc, type ProcNode } from './lib/procs.ts';
 
 function arg(name: string, def: string): string {
   const i = process.argv.indexOf(`--${name}`);
@@ -218,18 +217,8 @@ async function runInproc(spec: RunSpec): Promise<RunResult> {
   }, metrics, R);
 }
 
-async function runChild(spec: RunSpec): Promise<RunResult> {
-  const args = ['--import=tsx', resolve(import.meta.dirname, 'bench-scale.ts'), '--child', JSON.stringify(spec)];
-  return new Promise((res, rej) => {
-    const p = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'] });
-    let out = '';
-    p.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    p.on('close', (code) => {
-      const line = out.split('\n').find((l) => l.startsWith('RESULT '));
-      if (code === 0 && line) res(JSON.parse(line.slice(7)) as RunResult);
-      else rej(new Error(`child run ${spec.mode} n=${spec.n} ${spec.protocol} exited with ${code}`));
-    });
-  });
+function runChild(spec: RunSpec): Promise<RunResult> {
+  return runChildScript<RunResult>(resolve(import.meta.dirname, 'bench-scale.ts'), spec, `run ${spec.mode} n=${spec.n} ${spec.protocol}`);
 }
 
 // ------------------------------------------------------------------------------------------------------------

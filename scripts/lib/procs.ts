@@ -92,3 +92,21 @@ export async function readMetrics(node: ProcNode): Promise<RoundMetrics[]> {
     return [];
   }
 }
+
+/**
+ * Run `script --child <spec as JSON>` in a fresh Node process (its own heap and peak RSS) and resolve with the JSON
+ * of the `RESULT {...}` line it prints; `label` names the run in the error when it exits otherwise.
+ */
+export function runChildScript<T>(script: string, spec: unknown, label: string): Promise<T> {
+  const args = ['--import=tsx', script, '--child', JSON.stringify(spec)];
+  return new Promise((res, rej) => {
+    const p = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    p.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    p.on('close', (code) => {
+      const line = out.split('\n').find((l) => l.startsWith('RESULT '));
+      if (code === 0 && line) res(JSON.parse(line.slice(7)) as T);
+      else rej(new Error(`child ${label} exited with ${code}`));
+    });
+  });
+}

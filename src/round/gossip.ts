@@ -14,7 +14,7 @@ import { EventEmitter } from 'node:events';
 import { RefusalError, RefusalReason, type MessageMeta } from '../mesh/index.ts';
 import { decodeUpdate, encodeUpdate, UpdateError, type ModelUpdate, type PrototypeTable, type TensorMap } from '../update/index.ts';
 import { Rng } from '../util/rng.ts';
-import { nextChange, RoundBytes, RoundStoppedError, ROUND_WIRE_VERSION } from './signals.ts';
+import { decodeRequest, nextChange, RoundBytes, RoundStoppedError, ROUND_WIRE_VERSION } from './signals.ts';
 import { MixUpdate, PublicRequest, PublicResponse } from './pb/round.ts';
 import { deltaOf, encodeState, makeState, mergePrototypes, type GlobalState } from './state.ts';
 import type { LocalContribution, ProtocolSnapshot, RoundContext, RoundOptions, RoundOutcome, RoundProtocol } from './types.ts';
@@ -201,13 +201,7 @@ export class GossipProtocol implements RoundProtocol {
   }
 
   private servePublic(body: Uint8Array): Uint8Array {
-    let req: PublicRequest;
-    try {
-      req = PublicRequest.decode(body);
-    } catch {
-      throw new RefusalError(RefusalReason.MALFORMED, 'PublicRequest does not decode');
-    }
-    if (req.version !== ROUND_WIRE_VERSION) throw new RefusalError(RefusalReason.UNSUPPORTED_VERSION, `PublicRequest version ${req.version}`);
+    const req = decodeRequest(PublicRequest, body, 'PublicRequest');
     const st = makeState(this.pub.round, this.pub.tensors, [], this.ctx.manifest);
     return PublicResponse.encode({ version: ROUND_WIRE_VERSION, round: BigInt(this.pub.round), state: encodeState(st, this.ctx.manifest, this.ctx.federation, this.ctx.selfId, this.ctx.loraRank, Math.max(1, this.pub.samples)) });
   }

@@ -13,6 +13,7 @@ import { checkCertificate, MAX_CERTIFICATE_ENTRIES } from './certificate.ts';
 import { storeUpdate } from './leader-inbox.ts';
 import type { LeaderCore } from './leader-core.ts';
 import { VerifyRefusal } from './verify.ts';
+import { decodeRequest } from './signals.ts';
 
 /** State requests a catch-up keeps in flight at once. */
 export const CATCH_UP_PARALLEL = 8;
@@ -26,13 +27,7 @@ const MAX_PULL_BYTES = 64 * 1024 * 1024;
 const STEP_SOURCES = 3;
 
 export function serveState(c: LeaderCore, body: Uint8Array): Uint8Array {
-  let req: StateRequest;
-  try {
-    req = StateRequest.decode(body);
-  } catch {
-    throw new RefusalError(RefusalReason.MALFORMED, 'StateRequest does not decode');
-  }
-  if (req.version !== ROUND_WIRE_VERSION) throw new RefusalError(RefusalReason.UNSUPPORTED_VERSION, `StateRequest version ${req.version}`);
+  const req = decodeRequest(StateRequest, body, 'StateRequest');
   c.refreshCertified();
   const cs = c.certified;
   if (!cs || req.haveVersion >= BigInt(cs.state.version)) throw new RefusalError(RefusalReason.UNAVAILABLE, 'no certified state ahead of the requester');
@@ -46,25 +41,13 @@ export function serveState(c: LeaderCore, body: Uint8Array): Uint8Array {
 }
 
 export function serveUpdate(c: LeaderCore, body: Uint8Array): Uint8Array {
-  let req: UpdateRequest;
-  try {
-    req = UpdateRequest.decode(body);
-  } catch {
-    throw new RefusalError(RefusalReason.MALFORMED, 'UpdateRequest does not decode');
-  }
-  if (req.version !== ROUND_WIRE_VERSION) throw new RefusalError(RefusalReason.UNSUPPORTED_VERSION, `UpdateRequest version ${req.version}`);
+  const req = decodeRequest(UpdateRequest, body, 'UpdateRequest');
   if (!c.myUpdate || BigInt(c.myUpdate.round) !== req.round) throw new RefusalError(RefusalReason.UNAVAILABLE, 'no update for that round');
   return c.myUpdate.bytes;
 }
 
 export function serveInput(c: LeaderCore, body: Uint8Array): Uint8Array {
-  let req: InputRequest;
-  try {
-    req = InputRequest.decode(body);
-  } catch {
-    throw new RefusalError(RefusalReason.MALFORMED, 'InputRequest does not decode');
-  }
-  if (req.version !== ROUND_WIRE_VERSION) throw new RefusalError(RefusalReason.UNSUPPORTED_VERSION, `InputRequest version ${req.version}`);
+  const req = decodeRequest(InputRequest, body, 'InputRequest');
   if (req.digest.length !== 32) throw new RefusalError(RefusalReason.INVALID_FIELD, 'digest is not 32 bytes');
   const r = c.byDigest.get(Number(req.round))?.get(hex(req.digest));
   if (!r || r.update.sender !== req.sender) throw new RefusalError(RefusalReason.UNAVAILABLE, 'no such input here');
@@ -72,13 +55,7 @@ export function serveInput(c: LeaderCore, body: Uint8Array): Uint8Array {
 }
 
 export function serveStep(c: LeaderCore, body: Uint8Array): Uint8Array {
-  let req: StepRequest;
-  try {
-    req = StepRequest.decode(body);
-  } catch {
-    throw new RefusalError(RefusalReason.MALFORMED, 'StepRequest does not decode');
-  }
-  if (req.version !== ROUND_WIRE_VERSION) throw new RefusalError(RefusalReason.UNSUPPORTED_VERSION, `StepRequest version ${req.version} (this node speaks round wire version ${ROUND_WIRE_VERSION})`);
+  const req = decodeRequest(StepRequest, body, 'StepRequest');
   if (req.newHash.length !== 32) throw new RefusalError(RefusalReason.INVALID_FIELD, 'new_hash is not 32 bytes');
   const s = c.steps.get(Number(req.round));
   if (!s || !sameHash(s.hash, req.newHash)) throw new RefusalError(RefusalReason.UNAVAILABLE, 'no such step here');

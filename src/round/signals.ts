@@ -1,5 +1,6 @@
 import type { EventEmitter } from 'node:events';
 import { FmflError } from '../util/errors.ts';
+import { RefusalError, RefusalReason } from '../mesh/index.ts';
 
 /**
  * Wire version of round messages (both protocols). 2: the GlobalUpdate is a commitment without the dense step,
@@ -7,6 +8,23 @@ import { FmflError } from '../util/errors.ts';
  * with UNSUPPORTED_VERSION.
  */
 export const ROUND_WIRE_VERSION = 2;
+
+/**
+ * Decode a round stream request (`name` is its message name in round.proto): MALFORMED when the bytes do not decode,
+ * UNSUPPORTED_VERSION when it is not of this node's round wire version.
+ */
+export function decodeRequest<T extends { version: number }>(codec: { decode(b: Uint8Array): T }, body: Uint8Array, name: string): T {
+  let req: T;
+  try {
+    req = codec.decode(body);
+  } catch {
+    throw new RefusalError(RefusalReason.MALFORMED, `${name} does not decode`);
+  }
+  if (req.version !== ROUND_WIRE_VERSION) {
+    throw new RefusalError(RefusalReason.UNSUPPORTED_VERSION, `${name} version ${req.version} (this node speaks round wire version ${ROUND_WIRE_VERSION})`);
+  }
+  return req;
+}
 
 export class RoundStoppedError extends FmflError {
   constructor() {
