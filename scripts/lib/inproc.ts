@@ -114,18 +114,27 @@ export const INPROC_MEMORY_LATENCY_MS = 1;
 export const INPROC_DIAL_TIMEOUT_MS = 60_000;
 
 /**
+ * Period of the gossipsub outbound-stream repair in process (Mesh `gossipStreamRepairMs`, src/mesh/gossip-repair.ts):
+ * at 64 nodes 126 of 4,032 connection ends never got their one gossipsub stream and the views never filled.
+ */
+export const INPROC_GOSSIP_REPAIR_MS = 5_000;
+
+/**
  * Mesh options of each mesh in an N-node in-process simulation: the membership heartbeat (inprocHeartbeat), the memory
  * latency (INPROC_MEMORY_LATENCY_MS), no connection monitor (Mesh `connectionPingMs`: its pings of all N·(N-1)
  * connection ends came in one burst every 10 s and, timing out on the busy loop, aborted healthy connections), and a
  * gossipsub heartbeat of 1 s up to 16 nodes, then N/16 s (mesh upkeep and IHAVE gossip of N meshes; messages
- * themselves are flood-published, so this is repair traffic only), and a dial / upgrade deadline of
- * INPROC_DIAL_TIMEOUT_MS.
+ * themselves are flood-published, so this is repair traffic only), a dial / upgrade / stream-negotiation deadline of
+ * INPROC_DIAL_TIMEOUT_MS, and the gossipsub outbound-stream repair every INPROC_GOSSIP_REPAIR_MS.
  */
 export function inprocMeshOptions(n: number, o: { heartbeatMs?: number; memoryLatencyMs?: number } = {}): {
   heartbeatIntervalMs: number; memberExpiryMs: number; memoryLatencyMs: number; connectionPingMs: number; gossipHeartbeatMs: number; dialTimeoutMs: number;
+  streamNegotiationTimeoutMs: number; gossipStreamRepairMs: number;
 } {
   return {
     dialTimeoutMs: INPROC_DIAL_TIMEOUT_MS,
+    streamNegotiationTimeoutMs: INPROC_DIAL_TIMEOUT_MS,
+    gossipStreamRepairMs: INPROC_GOSSIP_REPAIR_MS,
     ...inprocHeartbeat(n, o.heartbeatMs), memoryLatencyMs: o.memoryLatencyMs ?? INPROC_MEMORY_LATENCY_MS, connectionPingMs: 0,
     gossipHeartbeatMs: Math.round(1000 * Math.max(1, n / 16)),
   };

@@ -26,12 +26,14 @@ import { BlobStore, sha256 } from './blob-store.ts';
 import { CountingProtector, type WireCounters } from './wire-counter.ts';
 import { RequestResponseProtocol, type RequestHandler, type RequestOptions, type RequestResponseLimits } from './request-response.ts';
 import { Membership, type Capabilities } from './membership.ts';
+import { startGossipStreamRepair } from './gossip-repair.ts';
 import { ephemeralIdentity, type Identity } from './identity.ts';
 import {
   DEFAULT_HEARTBEAT_INTERVAL_MS,
   DEFAULT_MEMBER_EXPIRY_MS,
   DEFAULT_DIAL_TIMEOUT_MS,
   MAX_INCOMING_PENDING_CONNECTIONS,
+  DEFAULT_STREAM_NEGOTIATION_TIMEOUT_MS,
   DEFAULT_LISTEN,
   GOSSIP_RPC_LIMITS,
   TOPIC_INVALID_MESSAGE_DECAY,
@@ -107,6 +109,19 @@ export interface MeshOptions extends DiscoveryOptions {
   invalidMessageWeight?: number;
   /** Deadline of one outbound dial including the connection upgrade, and of an inbound upgrade (default 10000 ms). */
   dialTimeoutMs?: number;
+  /**
+   * Deadline of one stream's protocol negotiation (multistream-select), inbound and outbound, on every protocol
+   * (default DEFAULT_STREAM_NEGOTIATION_TIMEOUT_MS = 10000, libp2p's). In-process simulations raise it: on a loop lagging seconds a negotiation outlives
+   * 10 s, and the stream (gossipsub's one outbound stream to a peer among them) is aborted (issue 17).
+   */
+  streamNegotiationTimeoutMs?: number;
+  /**
+   * Every this many ms, reopen gossipsub's outbound stream to each connected peer that has none (default 0: never).
+   * Gossipsub opens that stream once per connection and gives up when it fails, so a peer whose stream timed out
+   * never hears this node's messages or subscriptions until the connection is replaced (issue 17: 64 in-process
+   * nodes' membership views stayed at 0..53 of 63). The reopening is gossipsub's own new-connection path.
+   */
+  gossipStreamRepairMs?: number;
   /** Logger (default: silent). */
   logger?: Logger;
   /**
@@ -270,6 +285,11 @@ export class Mesh extends EventEmitter {
   private readonly listenAddrs: string[];
   private running = false;
   private stopping = false;
+  private stopGossipRepair?: () => void;
+  private readonly gossipRepairMs: number;
+  private readonly negotiationMs: number;
+  /** Gossipsub outbound streams reopened by `gossipStreamRepairMs` (attempts). */
+  readonly gossipRepairs = { attempts: 0 };
   private readonly identityKey: PrivateKey | undefined;
   private readonly privateNetwork: boolean;
   private readonly discovery: DiscoveryDialer;
@@ -284,6 +304,8 @@ export class Mesh extends EventEmitter {
     this.libp2p = libp2p;
     this.identityKey = identityKey;
     this.privateNetwork = opts.swarmKey !== undefined;
+    this.gossipRepairMs = opts.gossipStreamRepairMs ?? 0;
+    this.negotiationMs = opts.streamNegotiationTimeoutMs ?? DEFAULT_STREAM_NEGOTIATION_TIMEOUT_MS;
     this.discoveryConfigured = opts.mdns === true || (opts.bootstrap?.length ?? 0) > 0;
     this.discovery = new DiscoveryDialer(libp2p, {
       permitted: (id) => this.isPermitted(id),
@@ -341,6 +363,7 @@ export class Mesh extends EventEmitter {
       await this.libp2p.start();
       for (const p of this.protocols) await p.start();
       await this.membership.start();
+      if (this.gossipRepairMs > 0) this.stopGossipRepair = startGossipStreamRepair(this.libp2p, this.pubsub, this.gossipRepairMs, this.negotiationMs, this.gossipRepairs);
     } catch (err) {
       this.running = false;
       try {
@@ -380,6 +403,7 @@ export class Mesh extends EventEmitter {
     if (!this.running || this.stopping) return;
     this.stopping = true;
     for (const r of this.redials.values()) clearTimeout(r.timer);
+    this.stopGossipRepair?.();
     // Still running here, so the goodbye heartbeat can be published.
     await this.membership.stop().catch((err: unknown) => this.log.debug({ err: String(err) }, 'membership stop'));
     this.running = false;
@@ -857,6 +881,7 @@ export async function createMesh(opts: MeshOptions): Promise<Mesh> {
       dialTimeout: opts.dialTimeoutMs ?? DEFAULT_DIAL_TIMEOUT_MS,
       inboundUpgradeTimeout: opts.dialTimeoutMs ?? DEFAULT_DIAL_TIMEOUT_MS,
       maxIncomingPendingConnections: MAX_INCOMING_PENDING_CONNECTIONS,
+      protocolNegotiationTimeout: opts.streamNegotiationTimeoutMs ?? DEFAULT_STREAM_NEGOTIATION_TIMEOUT_MS,
     },
     services: {
       identify: identify(),
