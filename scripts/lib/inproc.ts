@@ -108,7 +108,15 @@ export function inprocHeartbeat(n: number, overrideMs?: number): { heartbeatInte
  * it never does (issue 17: a 10 s status timer fired after 75 s, then not for minutes; round 1 never started). Any
  * latency above 0 sends each frame through a timer, so the event loop turns between frames.
  */
-export const INPROC_MEMORY_LATENCY_MS = 1;
+export const INPROC_MEMORY_LATENCY_MS = 0;
+
+/**
+ * With latency 0 the microtask chains are broken by the mesh instead (Mesh `loopYieldMs`): inbound chunks wait for the
+ * next loop turn once the loop has not turned for this many ms. @libp2p/memory's own latency awaits one timer per
+ * chunk, one after the other, so each connection direction carries one chunk per event-loop turn: at 32 nodes, with
+ * turns of 1-2 s, membership heartbeats queued behind round traffic and views fell from 31 to 0..19 mid-run.
+ */
+export const INPROC_LOOP_YIELD_MS = 5;
 
 /** Dial and inbound-upgrade deadline in process: a handshake's turns wait behind every other node's work on one loop. */
 export const INPROC_DIAL_TIMEOUT_MS = 60_000;
@@ -129,12 +137,13 @@ export const INPROC_GOSSIP_REPAIR_MS = 5_000;
  */
 export function inprocMeshOptions(n: number, o: { heartbeatMs?: number; memoryLatencyMs?: number } = {}): {
   heartbeatIntervalMs: number; memberExpiryMs: number; memoryLatencyMs: number; connectionPingMs: number; gossipHeartbeatMs: number; dialTimeoutMs: number;
-  streamNegotiationTimeoutMs: number; gossipStreamRepairMs: number;
+  streamNegotiationTimeoutMs: number; gossipStreamRepairMs: number; loopYieldMs: number;
 } {
   return {
     dialTimeoutMs: INPROC_DIAL_TIMEOUT_MS,
     streamNegotiationTimeoutMs: INPROC_DIAL_TIMEOUT_MS,
     gossipStreamRepairMs: INPROC_GOSSIP_REPAIR_MS,
+    loopYieldMs: INPROC_LOOP_YIELD_MS,
     ...inprocHeartbeat(n, o.heartbeatMs), memoryLatencyMs: o.memoryLatencyMs ?? INPROC_MEMORY_LATENCY_MS, connectionPingMs: 0,
     gossipHeartbeatMs: Math.round(1000 * Math.max(1, n / 16)),
   };

@@ -122,6 +122,11 @@ export interface MeshOptions extends DiscoveryOptions {
    * nodes' membership views stayed at 0..53 of 63). The reopening is gossipsub's own new-connection path.
    */
   gossipStreamRepairMs?: number;
+  /**
+   * Let the event loop turn at least every this many ms of inbound connection traffic (default 0: off); see
+   * CountingProtector in wire-counter.ts. In-process simulations over the memory transport at latency 0 use it.
+   */
+  loopYieldMs?: number;
   /** Logger (default: silent). */
   logger?: Logger;
   /**
@@ -872,7 +877,7 @@ export async function createMesh(opts: MeshOptions): Promise<Mesh> {
     connectionEncrypters: [noise()],
     streamMuxers: [yamux()],
     connectionProtector: (components) =>
-      new CountingProtector(wire, swarmKey !== undefined ? preSharedKey({ psk: swarmKey })(components) : undefined),
+      new CountingProtector(wire, swarmKey !== undefined ? preSharedKey({ psk: swarmKey })(components) : undefined, opts.loopYieldMs ?? 0),
     connectionGater: gater,
     peerDiscovery: discoveryServices(opts),
     ...(opts.metricsRegistry !== undefined ? { metrics: prometheusMetrics({ registry: opts.metricsRegistry }) } : {}),

@@ -70,6 +70,7 @@ test('inprocHeartbeat: 1 s up to 16 nodes, then the process-wide heartbeat-check
   t.true(rate(32) <= rate(16) * 1.1 && rate(48) <= rate(16) * 1.1, `checks/s at 16, 32, 48: ${rate(16)}, ${rate(32)}, ${rate(48)}`);
   t.is(inprocHeartbeat(1000).heartbeatIntervalMs, 15_000);
   t.deepEqual(inprocHeartbeat(64, 500), { heartbeatIntervalMs: 500, memberExpiryMs: 3000 });
-  t.true(inprocMeshOptions(64).memoryLatencyMs > 0);
+  const o = inprocMeshOptions(64);
+  t.true(o.memoryLatencyMs > 0 || o.loopYieldMs > 0, 'frames either pass through a timer or the loop is made to turn');
   t.is(inprocMeshOptions(64, { memoryLatencyMs: 0 }).memoryLatencyMs, 0);
 });
