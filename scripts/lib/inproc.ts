@@ -91,12 +91,15 @@ export async function finishInproc(o: {
 
 /**
  * Membership heartbeat period and expiry for N meshes in one process: 1 s / 6 s up to 16 nodes (what the process
- * mode uses), then growing with N² so that the process-wide rate of heartbeat signature checks, N·(N-1) per period,
- * stays near that of 16 nodes (~240/s) instead of growing with N²; capped at 15 s. One node per process only checks
- * N-1 heartbeats per period and keeps the 1 s default. `overrideMs` (a --heartbeat-ms flag) wins.
+ * mode uses), then growing with N³ so that the process-wide rate of heartbeat signature checks, N·(N-1) per period,
+ * falls below that of 16 nodes (~240/s; 124/s at 32 nodes, 8 s) instead of growing with N²; capped at 15 s. With N²
+ * (4 s at 32 nodes) a 32-node run at load average 17-26 refused thousands of heartbeats as stale (older than the
+ * 24 s expiry when they arrived) and every view fell to 0 during round 1; with 8 s the views held at 16..31.
+ * One node per process only checks N-1 heartbeats per period and keeps the 1 s default. `overrideMs` (a
+ * --heartbeat-ms flag) wins.
  */
 export function inprocHeartbeat(n: number, overrideMs?: number): { heartbeatIntervalMs: number; memberExpiryMs: number } {
-  const ms = overrideMs ?? Math.min(15_000, Math.round(1000 * Math.max(1, (n / 16) ** 2)));
+  const ms = overrideMs ?? Math.min(15_000, Math.round(1000 * Math.max(1, (n / 16) ** 3)));
   return { heartbeatIntervalMs: ms, memberExpiryMs: 6 * ms };
 }
 
