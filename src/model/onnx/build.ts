@@ -8,6 +8,7 @@ import type { Graph, Tensor } from '../../graph/index.ts';
 import type { LoraConfig, ParamSource } from '../vit.ts';
 import { FOLD, constantNode, broadcast, shapeNode, sliceRanges } from './fold.ts';
 import { OnnxImportError } from './read.ts';
+import { ATTENTION_OP } from './fuse-attention.ts';
 import type { ConstDType, ConstValue, ImportedGraph, IrNode, LoraSite } from './ir.ts';
 
 /** A value while building: a graph tensor or a folded constant. */
@@ -206,6 +207,23 @@ const OPS: Readonly<Record<string, Handler>> = {
     const ax = axis(n, attrInt(n, 'axis', cx.opset < 13 ? 1 : -1), x.rank);
     if (cx.opset < 13 && ax !== x.rank - 1) throw unsupported(n, `opset-${cx.opset} Softmax over axes ${ax}.. of a rank-${x.rank} tensor (flattened form); re-export with opset_version=17`);
     return [G.softmax(x, ax)];
+  },
+  /** The attention core as fuse-attention.ts found it: the composite where its shapes allow, else the original chain. */
+  [ATTENTION_OP]: (cx, n, [a, b, c]) => {
+    const [q, k, v] = [T(cx, a, n), T(cx, b, n, a), T(cx, c, n, a)];
+    const scale = attrNum(n, 'scale', 1);
+    const r = q.rank;
+    const ax = axis(n, attrInt(n, 'axis', cx.opset < 13 ? 1 : -1), r);
+    const lead = q.shape.slice(0, -2);
+    const sameLead = (t: Tensor): boolean => t.rank === r && t.shape.slice(0, -2).every((d, i) => d === lead[i]);
+    if (r >= 3 && ax === r - 1 && sameLead(k) && sameLead(v) && q.shape[r - 1] === k.shape[r - 1] && k.shape[r - 2] === v.shape[r - 2]) {
+      return [G.attention(q, k, v, scale)];
+    }
+    if (cx.opset < 13 && ax !== r - 1) throw unsupported(n, `opset-${cx.opset} Softmax over axes ${ax}.. of a rank-${r} tensor (flattened form); re-export with opset_version=17`);
+    const perm = k.shape.map((_, i) => (i === k.rank - 2 ? k.rank - 1 : i === k.rank - 1 ? k.rank - 2 : i));
+    let s = G.matmul(q, G.transpose(k, perm));
+    if (scale !== 1) s = G.mul(s, cx.g.scalar(scale, s.dtype));
+    return [G.matmul(G.softmax(s, ax), v)];
   },
   LayerNormalization: (cx, n, [a, s, b]) => {
     const x = T(cx, a, n);
