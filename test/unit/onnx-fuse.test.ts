@@ -1,5 +1,5 @@
 /**
- * The importer's graph rewrites (src/model/onnx/fuse-attention.ts): the rewritten graph's forward and gradients
+ * The importer's graph rewrites (src/model/onnx/fuse-attention.ts, fuse-gelu-linear.ts): the rewritten graph's forward and gradients
  * equal the unrewritten graph's, and chains the rewrite must not touch are left alone.
  */
 import test from 'ava';
@@ -10,6 +10,7 @@ import { runToExits } from '../../src/model/onnx/architecture.ts';
 import { readOnnx } from '../../src/model/onnx/read.ts';
 import { fuseGelu } from '../../src/model/onnx/fuse.ts';
 import { ATTENTION_OP, fuseAttention } from '../../src/model/onnx/fuse-attention.ts';
+import { GELU_LINEAR_OP } from '../../src/model/onnx/fuse-gelu-linear.ts';
 import type { ImportedGraph, IrNode } from '../../src/model/onnx/ir.ts';
 import type { Weights } from '../../src/model/vit.ts';
 import { Session } from '../../src/runtime/index.ts';
@@ -58,12 +59,14 @@ async function lossAndGrads(ir: ImportedGraph, weights: Weights, seed: number): 
   }
 }
 
-test('the attention rewrite: one fmfl.Attention per block; forward and gradients equal the unrewritten graph', async (t) => {
+test('the attention and GELU-Linear rewrites: one fmfl.Attention and one fmfl.GeluLinear per block; forward and gradients equal the unrewritten graph', async (t) => {
   for (const qkv of ['fused', 'separate'] as const) {
     const bytes = tinyVitOnnx({ qkv, seed: 5 });
     const { ir, weights } = prepareImport(bytes, { loraTargets: qkv === 'fused' ? 'attn/qkv/' : 'attn/(q|v)/' });
     t.is(ir.nodes.filter((n) => n.op === ATTENTION_OP).length, 3, qkv);
     t.is(ir.nodes.filter((n) => n.op === 'Softmax').length, 0, qkv);
+    t.is(ir.nodes.filter((n) => n.op === GELU_LINEAR_OP).length, 3, qkv);
+    t.is(ir.nodes.filter((n) => n.op === 'Gelu').length, 0, qkv);
     const parsed = readOnnx(bytes);
     const plain: ImportedGraph = { ...ir, nodes: fuseGelu(parsed.nodes, parsed.consts, parsed.outputs), consts: Object.fromEntries(parsed.consts) };
     t.is(plain.nodes.filter((n) => n.op === 'Softmax').length, 3);

@@ -17,6 +17,7 @@ import { exitTensorNames, modelTensors } from '../../src/model/architecture.ts';
 import { forwardAgreement, importOnnxModel, listOnnx, prepareImport } from '../../src/model/onnx/import.ts';
 import { runToExits } from '../../src/model/onnx/architecture.ts';
 import { OnnxImportError } from '../../src/model/onnx/read.ts';
+import { GELU_LINEAR_OP } from '../../src/model/onnx/fuse-gelu-linear.ts';
 import { Session } from '../../src/runtime/index.ts';
 import { Trainer } from '../../src/train/trainer.ts';
 import { Rng } from '../../src/util/rng.ts';
@@ -34,7 +35,9 @@ test('imported tiny ViT (fused qkv, shape plumbing, Erf GELU) computes what onnx
   t.deepEqual(p.ir.exits.map((e) => e.tensor), ['/blocks.0/Add_1_output_0', '/blocks.1/Add_1_output_0', '/blocks.2/Add_1_output_0']);
   t.deepEqual(p.ir.lora.map((s) => [s.prefix, s.in, s.out]), [0, 1, 2].map((i) => [`blocks.${i}.attn.qkv`, 32, 96]));
   t.true(p.foldedNodes > 100, `${p.foldedNodes} shape-plumbing nodes folded`);
-  t.deepEqual(p.ir.nodes.filter((n) => n.op === 'Gelu').map((n) => n.name), [0, 1, 2].map((i) => `/blocks.${i}/mlp/act/Gelu`), 'the Erf GELU compositions became one Gelu node each');
+  // Each Erf GELU composition became one Gelu node, which with the following fc2 Linear became one GeluLinear.
+  t.deepEqual(p.ir.nodes.filter((n) => n.op === GELU_LINEAR_OP).map((n) => n.name), [0, 1, 2].map((i) => `/blocks.${i}/mlp/fc2/MatMul`));
+  t.false(p.ir.nodes.some((n) => n.op === 'Gelu'));
   t.false(p.ir.nodes.some((n) => n.op === 'Erf'));
   const diff = await forwardAgreement(p.ir, p.weights, VIT, { batch: 3, seed: 4 });
   t.true(diff <= 1e-5, `max |fmfl - onnxruntime| = ${diff}`);

@@ -9,6 +9,7 @@ import type { LoraConfig, ParamSource } from '../vit.ts';
 import { FOLD, constantNode, broadcast, shapeNode, sliceRanges } from './fold.ts';
 import { OnnxImportError } from './read.ts';
 import { ATTENTION_OP } from './fuse-attention.ts';
+import { GELU_LINEAR_OP } from './fuse-gelu-linear.ts';
 import type { ConstDType, ConstValue, ImportedGraph, IrNode, LoraSite } from './ir.ts';
 
 /** A value while building: a graph tensor or a folded constant. */
@@ -207,6 +208,14 @@ const OPS: Readonly<Record<string, Handler>> = {
     const ax = axis(n, attrInt(n, 'axis', cx.opset < 13 ? 1 : -1), x.rank);
     if (cx.opset < 13 && ax !== x.rank - 1) throw unsupported(n, `opset-${cx.opset} Softmax over axes ${ax}.. of a rank-${x.rank} tensor (flattened form); re-export with opset_version=17`);
     return [G.softmax(x, ax)];
+  },
+  /** gelu(x)·W + b as fuse-gelu-linear.ts found it: the composite where dtype and shapes allow, else the original ops. */
+  [GELU_LINEAR_OP]: (cx, n, [a, wv, bv]) => {
+    const x = T(cx, a, n);
+    const w = withLora(cx, n, T(cx, wv, n, a));
+    const b = T(cx, bv, n, a);
+    if (x.dtype === 'float32' && w.rank === 2 && b.rank === 1 && x.shape[x.rank - 1] === w.shape[0] && b.shape[0] === w.shape[1]) return [G.geluLinear(x, w, b)];
+    return [G.add(G.matmul(x.dtype === 'float32' ? G.geluFused(x) : G.gelu(x), w), b)];
   },
   /** The attention core as fuse-attention.ts found it: the composite where its shapes allow, else the original chain. */
   [ATTENTION_OP]: (cx, n, [a, b, c]) => {
