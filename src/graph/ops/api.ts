@@ -64,6 +64,8 @@ export function expand(x: Tensor, shape: readonly number[]): Tensor {
 export function unsqueeze(x: Tensor, axes: readonly number[]): Tensor { return apply1('Unsqueeze', [x], { axes: [...axes] }); }
 export function squeeze(x: Tensor, axes: readonly number[]): Tensor { return apply1('Squeeze', [x], { axes: [...axes] }); }
 export function concat(xs: readonly Tensor[], axis: number): Tensor { return apply1('Concat', xs, { axis }); }
+/** Consecutive parts of `x` along `axis` with the given sizes (ONNX Split). */
+export function split(x: Tensor, sizes: readonly number[], axis: number): Tensor[] { return apply('Split', [x], { axis, split: [...sizes] }); }
 export function slice(x: Tensor, starts: readonly number[], ends: readonly number[], axes: readonly number[]): Tensor {
   if (starts.length !== ends.length || starts.length !== axes.length) throw new GraphError('Slice', 'starts, ends and axes must have one length');
   return apply1('Slice', [x], { starts: [...starts], ends: [...ends], axes: [...axes] });

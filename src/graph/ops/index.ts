@@ -23,13 +23,14 @@ import { ops as reduce } from './reduce.ts';
 import { ops as reshape } from './reshape.ts';
 import { ops as slice } from './slice.ts';
 import { ops as softmax } from './softmax.ts';
+import { ops as split } from './split.ts';
 import { ops as squeeze } from './squeeze.ts';
 import { ops as transpose } from './transpose.ts';
 import { ops as unary } from './unary.ts';
 
 const MODULES: readonly (readonly OpDef[])[] = [
   binary, unary, argmax, identity, cast, matmul, matmulT, attention, reduce, softmax, reshape, transpose, expand,
-  squeeze, concat, slice, pad, gather, layerNorm, gelu, conv, clip,
+  squeeze, concat, split, slice, pad, gather, layerNorm, gelu, conv, clip,
 ];
 for (const defs of MODULES) for (const def of defs) defineOp(def);
 

@@ -295,6 +295,26 @@ const OPS: Readonly<Record<string, Handler>> = {
     const ts = ins.map((v) => T(cx, v, n, like));
     return [G.concat(ts, axis(n, n.attrs.axis as number, ts[0].rank))];
   },
+  /** Split into consecutive parts: sizes from the input (opset 13+), the `split` attribute (< 13), `num_outputs` (18) or equal. */
+  Split: (cx, n, [a, sp]) => {
+    const x = T(cx, a, n);
+    const ax = axis(n, attrInt(n, 'axis', 0), x.rank);
+    const d = x.shape[ax];
+    const parts = n.outputs.length;
+    let sizes: number[];
+    if (sp) sizes = ints(n, sp, 'split');
+    else if (Array.isArray(n.attrs.split)) sizes = n.attrs.split as number[];
+    else {
+      const k = attrInt(n, 'num_outputs', parts);
+      if (k !== parts) throw new OnnxImportError('malformed', `num_outputs ${k} but ${parts} outputs`, where(n));
+      const each = Math.ceil(d / k);
+      sizes = Array.from({ length: k }, (_, i) => Math.min(each, d - i * each));
+    }
+    if (sizes.length !== parts || sizes.some((v) => !Number.isInteger(v) || v < 1) || sizes.reduce((p, v) => p + v, 0) !== d) {
+      throw unsupported(n, `Split of axis ${ax} (size ${d}) into [${sizes.join(',')}] for ${parts} outputs: sizes must be positive, one per output, and sum to the axis size`);
+    }
+    return G.split(x, sizes, ax);
+  },
   Slice: (cx, n, [a, st, en, ax, sp]) => {
     const x = T(cx, a, n);
     // Opset < 10: starts, ends and axes are attributes.
