@@ -230,6 +230,8 @@ export interface TinyResNetOptions {
   blocks?: number;
   classes?: number;
   seed?: number;
+  /** The stem's pooling: `max` (MaxPool, default) or `avg` (AveragePool 3x3 / 2, padded, count_include_pad=1). */
+  pool?: 'max' | 'avg';
 }
 
 /** A ResNet-like CNN exported like torch.onnx.export with BatchNorm kept (see the module comment). */
@@ -251,7 +253,9 @@ export function tinyResNetOnnx(o: TinyResNetOptions = {}): Uint8Array {
     return w.one(scope, 'BatchNormalization', [x, `${param}.weight`, `${param}.bias`, `${param}.running_mean`, `${param}.running_var`], { epsilon: { float: 1e-5 }, momentum: { float: 0.9 } });
   };
   let x = w.one('/relu', 'Relu', [bn('/bn1', conv('/conv1', 'input', channels, width, 3, 1, 'conv1'), width, 'bn1')]);
-  x = w.one('/maxpool', 'MaxPool', [x], { ceil_mode: 0, kernel_shape: [3, 3], pads: [1, 1, 1, 1], strides: [2, 2] });
+  x = o.pool === 'avg'
+    ? w.one('/avgpool', 'AveragePool', [x], { ceil_mode: 0, count_include_pad: 1, kernel_shape: [3, 3], pads: [1, 1, 1, 1], strides: [2, 2] })
+    : w.one('/maxpool', 'MaxPool', [x], { ceil_mode: 0, kernel_shape: [3, 3], pads: [1, 1, 1, 1], strides: [2, 2] });
   for (let i = 0; i < blocks; i++) {
     const p = `/layer1/layer1.${i}`;
     const q = `layer1.${i}`;

@@ -65,6 +65,21 @@ test("timm's qkv.unbind(0) (Split + Squeeze) imports: Split mapped, forward equa
   t.true(r.maxRelErr < 5e-3, `max relative error ${r.maxRelErr} (${r.worst})`);
 });
 
+test('AveragePool imports as a depthwise Conv: forward equals onnxruntime; count_include_pad=0 with padding is a typed error', async (t) => {
+  const bytes = tinyResNetOnnx({ pool: 'avg' });
+  const p = prepareImport(bytes, { loraTargets: 'fc' });
+  t.true(p.ir.nodes.some((n) => n.op === 'AveragePool'));
+  const diff = await forwardAgreement(p.ir, p.weights, bytes, { batch: 2, seed: 5 });
+  t.true(diff <= 1e-5, `max |fmfl - onnxruntime| = ${diff}`);
+  const m = onnx.ModelProto.decode(bytes);
+  const pool = m.graph!.node!.find((n) => n.opType === 'AveragePool')!;
+  pool.attribute!.find((a) => a.name === 'count_include_pad')!.i = 0;
+  const err = t.throws(() => prepareImport(onnx.ModelProto.encode(m).finish()), { instanceOf: OnnxImportError });
+  t.is(err?.reason, 'unsupported-form');
+  t.is(err?.op, 'AveragePool');
+  t.regex(err!.message, /count_include_pad/);
+});
+
 test('a Split whose sizes do not fit the axis is a typed unsupported-form error naming the node', (t) => {
   const bytes = tinyVitOnnx({ qkv: 'unbind', seed: 2 });
   const m = onnx.ModelProto.decode(bytes);

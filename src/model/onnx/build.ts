@@ -131,6 +131,8 @@ function spatialPads(n: IrNode, x: Tensor, kernel: number[], strides: number[], 
   return pads;
 }
 
+const isFloat32or64 = (x: Tensor): boolean => x.dtype === 'float32' || x.dtype === 'float64';
+
 function pool2(n: IrNode, x: Tensor): void {
   if (x.rank !== 4) throw unsupported(n, `only 2-D pooling of [N, C, H, W] is supported, got rank ${x.rank}`);
 }
@@ -263,6 +265,26 @@ const OPS: Readonly<Record<string, Handler>> = {
     const strides = (n.attrs.strides as number[] | undefined) ?? [1, 1];
     const dilations = (n.attrs.dilations as number[] | undefined) ?? [1, 1];
     return [G.maxPool2d(x, kernel, { strides, dilations, pads: spatialPads(n, x, kernel, strides, dilations) })];
+  },
+  /**
+   * AveragePool as a depthwise Conv with a constant 1/(kh·kw) kernel (Conv's VJP and gradcheck cover it). Padding is
+   * exact only when the padded zeros count (count_include_pad=1) or there is none; ceil_mode is not supported.
+   */
+  AveragePool: (cx, n, [a]) => {
+    const x = T(cx, a, n);
+    pool2(n, x);
+    if (!isFloat32or64(x)) throw unsupported(n, `AveragePool of a ${x.dtype} tensor`);
+    const kernel = n.attrs.kernel_shape as number[];
+    if (!Array.isArray(kernel) || kernel.length !== 2) throw unsupported(n, 'AveragePool needs a 2-D kernel_shape');
+    if (attrInt(n, 'ceil_mode', 0) !== 0) throw unsupported(n, 'ceil_mode=1 AveragePool; re-export with ceil_mode=False');
+    const strides = (n.attrs.strides as number[] | undefined) ?? [1, 1];
+    const dilations = (n.attrs.dilations as number[] | undefined) ?? [1, 1];
+    const pads = spatialPads(n, x, kernel, strides, dilations);
+    if (pads.some((p) => p > 0) && attrInt(n, 'count_include_pad', 0) !== 1) throw unsupported(n, 'AveragePool with padding and count_include_pad=0 (the border divisor changes per position); re-export with count_include_pad=True or without padding');
+    const C = x.shape[1];
+    const k = kernel[0] * kernel[1];
+    const w = cx.g.constant(new Array(C * k).fill(1 / k), [C, 1, kernel[0], kernel[1]], x.dtype);
+    return [G.conv2d(x, w, null, { strides, pads, dilations, group: C })];
   },
   GlobalAveragePool: (cx, n, [a]) => [G.globalAveragePool(T(cx, a, n))],
   GlobalMaxPool: (cx, n, [a]) => {
