@@ -10,7 +10,8 @@ import { runToExits } from '../../src/model/onnx/architecture.ts';
 import { readOnnx } from '../../src/model/onnx/read.ts';
 import { fuseGelu } from '../../src/model/onnx/fuse.ts';
 import { ATTENTION_OP, fuseAttention } from '../../src/model/onnx/fuse-attention.ts';
-import { GELU_LINEAR_OP } from '../../src/model/onnx/fuse-gelu-linear.ts';
+import { GELU_LINEAR_OP, fuseGeluLinear } from '../../src/model/onnx/fuse-gelu-linear.ts';
+import { loraCandidates } from '../../src/model/onnx/structure.ts';
 import type { ImportedGraph, IrNode } from '../../src/model/onnx/ir.ts';
 import type { Weights } from '../../src/model/vit.ts';
 import { Session } from '../../src/runtime/index.ts';
@@ -62,11 +63,13 @@ async function lossAndGrads(ir: ImportedGraph, weights: Weights, seed: number): 
 test('the attention and GELU-Linear rewrites: one fmfl.Attention and one fmfl.GeluLinear per block; forward and gradients equal the unrewritten graph', async (t) => {
   for (const qkv of ['fused', 'separate'] as const) {
     const bytes = tinyVitOnnx({ qkv, seed: 5 });
-    const { ir, weights } = prepareImport(bytes, { loraTargets: qkv === 'fused' ? 'attn/qkv/' : 'attn/(q|v)/' });
+    const { ir, weights } = prepareImport(bytes, { loraTargets: qkv === 'fused' ? 'attn/qkv/|mlp/fc2/' : 'attn/(q|v)/' });
     t.is(ir.nodes.filter((n) => n.op === ATTENTION_OP).length, 3, qkv);
     t.is(ir.nodes.filter((n) => n.op === 'Softmax').length, 0, qkv);
     t.is(ir.nodes.filter((n) => n.op === GELU_LINEAR_OP).length, 3, qkv);
     t.is(ir.nodes.filter((n) => n.op === 'Gelu').length, 0, qkv);
+    // fused: LoRA on qkv and on fc2 (inside GeluLinear, so its merged weight's gradient is checked too); separate: q, v.
+    t.is(ir.lora.length, 6, qkv);
     const parsed = readOnnx(bytes);
     const plain: ImportedGraph = { ...ir, nodes: fuseGelu(parsed.nodes, parsed.consts, parsed.outputs), consts: Object.fromEntries(parsed.consts) };
     t.is(plain.nodes.filter((n) => n.op === 'Softmax').length, 3);
@@ -105,4 +108,21 @@ test('the attention rewrite folds the scale, keeps a composed head transpose and
   t.deepEqual(fuseAttention(chain(), C, ['o', 'p']), chain());
   // A non-constant scale: nothing changes.
   t.deepEqual(fuseAttention(chain(), new Map(), ['o']), chain());
+});
+
+test('the GELU-Linear rewrite keeps the MatMul name (a LoRA candidate as before) and leaves a shared GELU alone', (t) => {
+  const nodes = (): IrNode[] => [
+    { op: 'Gelu', name: '/mlp/act/Gelu', inputs: ['h'], outputs: ['a'], attrs: {} },
+    { op: 'MatMul', name: '/mlp/fc2/MatMul', inputs: ['a', 'W'], outputs: ['m'], attrs: {} },
+    { op: 'Add', name: '/mlp/fc2/Add', inputs: ['b', 'm'], outputs: ['y'], attrs: {} },
+  ];
+  const W = new Set(['W', 'b']);
+  const f = fuseGeluLinear(nodes(), new Map(), ['y'], W);
+  t.deepEqual(f, [{ op: GELU_LINEAR_OP, name: '/mlp/fc2/MatMul', inputs: ['h', 'W', 'b'], outputs: ['y'], attrs: {} }]);
+  t.deepEqual(loraCandidates({ nodes: f, weights: [{ name: 'fc2.weight', onnx: 'W', shape: [8, 4] }] }).map((c) => [c.op, c.node, c.in, c.out]), [['MatMul', '/mlp/fc2/MatMul', 8, 4]]);
+  // The GELU output also read elsewhere, a weight that is not constant, or the tanh approximation: nothing changes.
+  t.deepEqual(fuseGeluLinear(nodes(), new Map(), ['y', 'a'], W), nodes());
+  t.deepEqual(fuseGeluLinear(nodes(), new Map(), ['y'], new Set(['b'])), nodes());
+  const tanh = nodes().map((n) => (n.op === 'Gelu' ? { ...n, attrs: { approximate: 'tanh' } } : n));
+  t.deepEqual(fuseGeluLinear(tanh, new Map(), ['y'], W), tanh);
 });
