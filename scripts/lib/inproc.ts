@@ -111,15 +111,17 @@ export function inprocHeartbeat(n: number, overrideMs?: number): { heartbeatInte
  * it never does (issue 17: a 10 s status timer fired after 75 s, then not for minutes; round 1 never started). Any
  * latency above 0 sends each frame through a timer, so the event loop turns between frames.
  */
-export const INPROC_MEMORY_LATENCY_MS = 0;
+export const INPROC_MEMORY_LATENCY_MS = 1;
 
 /**
- * With latency 0 the microtask chains are broken by the mesh instead (Mesh `loopYieldMs`): inbound chunks wait for the
- * next loop turn once the loop has not turned for this many ms. @libp2p/memory's own latency awaits one timer per
- * chunk, one after the other, so each connection direction carries one chunk per event-loop turn: at 32 nodes, with
- * turns of 1-2 s, membership heartbeats queued behind round traffic and views fell from 31 to 0..19 mid-run.
+ * Mesh `loopYieldMs` in process: off. It lets the memory transport run at latency 0 without starving the timers
+ * (inbound chunks wait for the next loop turn once the loop has not turned for that many ms), which also removes the
+ * one-chunk-per-loop-turn serialisation of @libp2p/memory's latency (it awaits one timer per chunk, one after the
+ * other). Measured 2026-12-03: at 32 nodes it did not keep the views up (STALE heartbeats either way), and at latency 0
+ * with a 5 ms gate the 8-node leader bench:scale run hung (under 20% CPU for 6 minutes, not diagnosed), while with 1 ms
+ * latency it finished (5.9 s per round). Kept as an option for that diagnosis.
  */
-export const INPROC_LOOP_YIELD_MS = 5;
+export const INPROC_LOOP_YIELD_MS = 0;
 
 /** Dial and inbound-upgrade deadline in process: a handshake's turns wait behind every other node's work on one loop. */
 export const INPROC_DIAL_TIMEOUT_MS = 60_000;

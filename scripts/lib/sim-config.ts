@@ -36,7 +36,7 @@ export const SIM_KNOBS = {
   out: m(z.string().min(1).default('out/sim'), { flag: '--out', arg: '<dir>', help: 'output folder' }),
   name: m(z.string().default(''), { flag: '--name', arg: '<s>', defaultText: 'from the settings', help: 'run name (subfolder of --out)' }),
   heartbeatMs: m(z.number().int().min(10).max(600_000).optional(), { flag: '--heartbeat-ms', arg: '<n>', defaultText: '1000 up to 16 nodes, then growing with N²', help: 'inproc mode: membership heartbeat period (expiry 6x)' }),
-  memoryLatencyMs: m(z.number().min(0).max(1000).optional(), { flag: '--memory-latency-ms', arg: '<n>', defaultText: '0', help: 'inproc mode, memory transport: latency of every frame, awaited one frame after another per connection (0: the mesh yields to the event loop every 5 ms of traffic instead)' }),
+  memoryLatencyMs: m(z.number().min(0).max(1000).optional(), { flag: '--memory-latency-ms', arg: '<n>', defaultText: '1', help: 'inproc mode, memory transport: latency of every frame (0 starves the timers of a large run)' }),
   statusS: m(z.number().positive().default(30), { flag: '--status-s', arg: '<n>', help: 'inproc mode: seconds between status lines' }),
   progress: m(z.boolean().default(true), { flag: '--progress', help: 'a progress bar of the whole federation (rounds done over all nodes, ETA) on a terminal' }),
   verbose: m(z.boolean().default(false), { flag: '--verbose', help: 'log every node' }),
