@@ -188,3 +188,23 @@ export async function catchUp(c: LeaderCore): Promise<boolean> {
   }
   return advanced;
 }
+
+/**
+ * A straggler's pull: when the attestations this node holds certify a version ahead of it, pull that certified state
+ * from its signers (they hold it), unless it is the next version and a global for it is held (tryApplyGlobals
+ * applies that one, its certificate opening the slot). At most once per version and leader timeout. True if adopted.
+ */
+export async function pullCertifiedAhead(c: LeaderCore): Promise<boolean> {
+  const ahead = c.attestations.newestCertified(c.state.version, c.certNeed());
+  if (!ahead || (c.opts.maxRounds !== undefined && ahead.round > c.opts.maxRounds)) return false;
+  const hash = ahead.attestations[0].newHash;
+  if (ahead.round === c.state.version + 1 && c.globals.some((g) => g.round === ahead.round && sameHash(g.msg.newHash, hash))) return false;
+  const now = Date.now();
+  if (now - (c.aheadTried.get(ahead.round) ?? -Infinity) < c.opts.leaderTimeoutMs) return false;
+  c.aheadTried.set(ahead.round, now);
+  c.ctx.logger.info({ version: c.state.version, certified: ahead.round, signers: ahead.attestations.length }, 'a version ahead is certified: pulling it');
+  for (const a of ahead.attestations) {
+    if (a.signer !== c.ctx.selfId && (await syncFrom(c, a.signer))) return true;
+  }
+  return false;
+}
