@@ -1,11 +1,12 @@
 /**
  * Rotating round-leader protocol (protocols/round.md). The leader of round r is the first member in the
- * rendezvous order of (federation, r, PeerId) over the live roster members, so every member computes it without
- * election messages. Members publish their signed, compressed update on `update`; the leader aggregates once every
+ * rendezvous order of (federation, r, PeerId) over the roster (a down member is skipped, never re-ranked), so every
+ * member computes it without election messages. Members publish their signed, compressed update on `update`; the leader aggregates once every
  * member still contributing has sent (or its adaptive deadline passes) and a majority of the roster contributed, and
  * publishes the aggregate on `global`, naming each contributor and its update's digest. Every member recomputes the
  * aggregate from those updates (pulling any it lacks) and applies the step only if it gives the announced state
- * hash; then it signs an attestation. A mismatch marks the leader faulty for the round and the next rank takes over
+ * hash; then it signs an attestation (one hash per round). The leader adopts its own aggregate only once a roster
+ * majority attested it. A mismatch marks the leader faulty for the round and the next rank takes over
  * at once. A node that is behind adopts a pulled state only with a certificate (a roster majority's attestations).
  * Versions only move forward, so no round is applied twice.
  */

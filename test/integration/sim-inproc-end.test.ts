@@ -4,12 +4,12 @@
  * evaluates each distinct final model once, after the meshes are down. Everything must settle and stop cleanly.
  */
 import test from 'ava';
-import { createMesh, type Mesh } from '../../src/mesh/index.ts';
+import { createMesh, ephemeralIdentity, type Mesh } from '../../src/mesh/index.ts';
 import { loadDataset } from '../../src/data/index.ts';
 import { Session } from '../../src/runtime/index.ts';
 import { finishInproc, inprocHeartbeat, inprocMeshOptions, linkInWaves, modelDigest } from '../../scripts/lib/inproc.ts';
 import { FAST, link, stopAll, topologies, viewsConverged, waitFor } from './mesh-helpers.ts';
-import { createFeds, releaseAll, runAll, tinyFl } from './fed-helpers.ts';
+import { createFeds, finalHashes, releaseAll, runAll, tinyFl } from './fed-helpers.ts';
 
 const N = 7;
 
@@ -72,4 +72,34 @@ test('inprocHeartbeat: 1 s up to 16 nodes, then the process-wide heartbeat-check
   t.deepEqual(inprocHeartbeat(64, 500), { heartbeatIntervalMs: 500, memberExpiryMs: 3000 });
   t.true(inprocMeshOptions(64).memoryLatencyMs > 0);
   t.is(inprocMeshOptions(64, { memoryLatencyMs: 0 }).memoryLatencyMs, 0);
+});
+
+test.serial('leader: 12 in-process nodes with a roster and the simulator mesh options (memory latency, wave linking) end on one final state at version == rounds', async (t) => {
+  // Issue 17, the 64-node stall before round 1: with memory latency 0 the whole in-process mesh is one microtask
+  // chain and no timer fires; dialled all at once, a full mesh's handshakes outlive their deadlines and churn.
+  // Issue 14: this run once ended on 3 final states (a late rank-0 member adopted its own aggregate alone).
+  const n = 12;
+  const rounds = 2;
+  const opts = inprocMeshOptions(n, { heartbeatMs: 200 });
+  t.true(opts.memoryLatencyMs > 0, 'frames of the memory transport go through a timer');
+  const ids = await Promise.all(Array.from({ length: n }, () => ephemeralIdentity()));
+  const roster = ids.map((x) => x.peerId.toString());
+  const meshes: Mesh[] = [];
+  for (let i = 0; i < n; i++) {
+    const m = await createMesh({ federation: 'test', ...FAST, ...opts, identity: ids[i], roster, listen: [`/memory/fmfl-waves-${i}`] });
+    await m.start();
+    meshes.push(m);
+  }
+  t.teardown(() => stopAll(meshes));
+  await linkInWaves(meshes, topologies.full(n));
+  t.log(`connected peers per node after linking: ${meshes.map((m) => m.connectedPeers().length).join(',')}`);
+  await waitFor(() => viewsConverged(meshes), 'membership views', 120_000);
+  const feds = await createFeds(meshes, (i) => tinyFl(i, n, { protocol: 'leader', rounds, localSteps: 1, testSlice: 16, minMembers: n, roundTimeoutMs: 20_000, leaderTimeoutMs: 5000 }));
+  t.teardown(() => releaseAll(feds));
+  await runAll(feds);
+  t.deepEqual(feds.map((f) => f.protocol.round), new Array(n).fill(rounds), 'every node at version == rounds');
+  const hashes = finalHashes(feds);
+  t.is(new Set(hashes).size, 1, `one final state: ${[...new Set(hashes)].map((h) => h.slice(0, 12)).join(', ')}`);
+  await Promise.all(feds.map((f) => f.stop()));
+  await releaseAll(feds);
 });
