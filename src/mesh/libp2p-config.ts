@@ -26,6 +26,7 @@ import {
   GOSSIP_RPC_LIMITS,
   TOPIC_INVALID_MESSAGE_DECAY,
   MAX_GOSSIP_RPC_BYTES,
+  GOSSIP_MESH,
 } from './constants.ts';
 
 export type MeshLibp2p = Libp2p<{ identify: Identify; pubsub: PubSub<GossipsubEvents> }>;
@@ -79,6 +80,7 @@ export async function buildLibp2p(opts: MeshOptions, privateKey: PrivateKey, wir
         emitSelf: false,
         floodPublish: true,
         doPX: false,
+        ...GOSSIP_MESH,
         heartbeatInterval: opts.gossipHeartbeatMs ?? 1000,
         // Nodes of one federation often share an IP (a host, a NAT, a simulation): no IP-colocation penalty.
         scoreParams: { IPColocationFactorWeight: 0 },
