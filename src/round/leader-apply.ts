@@ -154,11 +154,13 @@ function afterApply(c: LeaderCore, round: number, base: GlobalState, next: Globa
 }
 
 /**
- * Sign and gossip this node's attestation of the step it just verified and applied (or led). At most one hash per
- * round: a node that attested its own aggregate and then applies a competing certified one does not attest again.
+ * Sign and gossip this node's attestation of the step it just verified and applied (or led). One hash per round,
+ * except a hash a roster majority already certified (a node that attested its own aggregate, then took the
+ * federation's): such a second attestation cannot make a certificate that did not exist, it only says "I hold it".
  */
 export async function attest(c: LeaderCore, round: number, baseHash: Uint8Array, newHash: Uint8Array): Promise<void> {
-  if (c.attested.has(round)) return;
+  const prev = c.attested.get(round);
+  if (prev && (sameHash(prev, newHash) || !c.certificateOf(round, newHash))) return;
   c.attested.set(round, newHash);
   try {
     const a = await makeAttestation((d) => c.ctx.mesh.signWithIdentity(d), c.ctx.federation, c.ctx.selfId, round, baseHash, newHash);

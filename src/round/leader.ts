@@ -153,7 +153,7 @@ export class LeaderProtocol implements RoundProtocol {
     const v = c.state.version;
     if (!c.running || v === 0) return;
     const cert = c.certified?.state === c.state ? c.certified.cert : null;
-    if (!c.attested.has(v) && cert && cert.length > 0) await attest(c, v, cert[0].baseHash, c.state.hash);
+    if (cert && cert.length > 0) await attest(c, v, cert[0].baseHash, c.state.hash);
     const end = Date.now() + graceMs;
     let logged = false;
     while (c.running && c.state.version === v && Date.now() < end) {
