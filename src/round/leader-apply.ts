@@ -220,7 +220,7 @@ export async function lead(c: LeaderCore, round: number, rank: number, members: 
     c.ctx.logger.warn({ err: (err as Error).message }, 'publishing the global update failed; peers will pull the state');
   }
   await attest(c, round, base.hash, step.next.hash);
-  c.ctx.logger.info({ round, rank, contributors: contributors.length, serverStep: step.agg.serverStep, hash: hex(step.next.hash).slice(0, 12) }, 'led round; adopting it once a roster majority attests it');
+  c.ctx.logger.debug({ round, rank, contributors: contributors.length, serverStep: step.agg.serverStep, hash: hex(step.next.hash).slice(0, 12) }, 'led round; adopting it once a roster majority attests it');
   c.events.emit('change');
   return true;
 }
