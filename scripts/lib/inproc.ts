@@ -159,8 +159,8 @@ export function inprocMeshOptions(n: number, o: { heartbeatMs?: number; memoryLa
  * the previous node's have connected (or `waveTimeoutMs` passed). Dialled all at once, a full 64-node mesh is 2,016
  * Noise handshakes on one event loop: each loop turn took seconds, handshakes outlived the 10 s dial and upgrade
  * deadlines, and the failed dials' redials kept every node at 0..30 connections for minutes (issue 17). Dials that
- * have not connected when a wave times out go on (redialled with backoff) while the next wave starts. Returns the
- * time it took.
+ * have not connected when a wave times out go on (redialled with backoff) while the next wave starts. A dial counts
+ * once both ends list the connection. Returns the time it took.
  */
 export async function linkInWaves(
   meshes: readonly Mesh[], edges: readonly [number, number][],
@@ -172,12 +172,15 @@ export async function linkInWaves(
   for (const [b, targets] of [...byDialer].sort((x, y) => x[0] - y[0])) {
     for (const a of targets) meshes[b].addPeer(meshes[a].multiaddrs()[0]);
     const want = targets.map((a) => meshes[a].peerId.toString());
+    const self = meshes[b].peerId.toString();
     const tw = performance.now();
     const end = tw + (o.waveTimeoutMs ?? 30_000);
     let connected = 0;
     while (performance.now() < end) {
       const have = new Set(meshes[b].connectedPeers());
-      connected = want.filter((p) => have.has(p)).length;
+      // Both ends: the dialer counts a connection before the listener has finished its inbound upgrade (a wave
+      // that moved on then left the last node linked on its side only: "10 of 11" peers seen by the others).
+      connected = targets.filter((a, k) => have.has(want[k]) && meshes[a].connectedPeers().includes(self)).length;
       if (connected === want.length) break;
       await new Promise((r) => setTimeout(r, 20));
     }
