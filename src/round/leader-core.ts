@@ -75,6 +75,14 @@ export class LeaderCore {
   readonly attested = new Map<number, Uint8Array>();
   /** When this node last tried pulling a certified state of a version it saw certified ahead of it, by version. */
   readonly aheadTried = new Map<number, number>();
+  /**
+   * When this node may next pull attestations (`round.attest`) for a state it lacks the certificate of, by
+   * "<round>:<hash hex>", and whether a pull is in flight (protocols/round.md "Certified state").
+   */
+  readonly attestPullAt = new Map<string, { round: number; at: number }>();
+  attestPulling = false;
+  /** Rotates which members an attestation pull asks first, so repeated pulls ask different members. */
+  attestPullOffset = 0;
 
   constructor(ctx: RoundContext, opts: RoundOptions, initial: GlobalState, restore?: ProtocolSnapshot) {
     this.ctx = ctx;
@@ -209,6 +217,7 @@ export class LeaderCore {
     for (const r of [...this.faulty.keys()]) if (r <= st.version) this.faulty.delete(r);
     for (const r of [...this.attested.keys()]) if (r < st.version - 4) this.attested.delete(r);
     for (const r of [...this.aheadTried.keys()]) if (r <= st.version) this.aheadTried.delete(r);
+    for (const [k, v] of [...this.attestPullAt]) if (v.round < st.version - 4) this.attestPullAt.delete(k);
     if (this.pending && this.pending.round <= st.version) this.pending = null;
     this.attestations.prune(st.version);
     this.secagg?.prune(st.version);

@@ -6,10 +6,10 @@
  */
 import { RefusalError, RefusalReason } from '../mesh/index.ts';
 import type { ModelUpdate } from '../update/index.ts';
-import { InputRequest, StateRequest, StateResponse, StepRequest, UpdateRequest } from './pb/round.ts';
+import { AttestRequest, AttestResponse, InputRequest, StateRequest, StateResponse, StepRequest, UpdateRequest } from './pb/round.ts';
 import { applyDelta, decodeState, encodeState, hex, sameHash, type GlobalState } from './state.ts';
-import { decodeModelUpdate, INPUT_METHOD, openSignedUpdate, ROUND_WIRE_VERSION, STATE_METHOD, STEP_METHOD, UPDATE_METHOD, type ReceivedGlobal } from './leader-wire.ts';
-import { checkCertificate, MAX_CERTIFICATE_ENTRIES } from './certificate.ts';
+import { ATTEST_METHOD, decodeModelUpdate, INPUT_METHOD, openSignedUpdate, ROUND_WIRE_VERSION, STATE_METHOD, STEP_METHOD, UPDATE_METHOD, type ReceivedGlobal } from './leader-wire.ts';
+import { checkAttestation, checkCertificate, MAX_CERTIFICATE_ENTRIES } from './certificate.ts';
 import { storeUpdate } from './leader-inbox.ts';
 import type { LeaderCore } from './leader-core.ts';
 import { VerifyRefusal } from './verify.ts';
@@ -25,6 +25,8 @@ const STATE_PULL_TIMEOUT_MS = 15_000;
 const MAX_PULL_BYTES = 64 * 1024 * 1024;
 /** Most members asked for a round's step besides its publisher (those that attested its hash). */
 const STEP_SOURCES = 3;
+/** Largest `round.attest` response (MAX_CERTIFICATE_ENTRIES attestations of ~200 B). */
+const MAX_ATTEST_RESPONSE_BYTES = 1024 * 1024;
 
 export function serveState(c: LeaderCore, body: Uint8Array): Uint8Array {
   const req = decodeRequest(StateRequest, body, 'StateRequest');
@@ -60,6 +62,16 @@ export function serveStep(c: LeaderCore, body: Uint8Array): Uint8Array {
   const s = c.steps.get(Number(req.round));
   if (!s || !sameHash(s.hash, req.newHash)) throw new RefusalError(RefusalReason.UNAVAILABLE, 'no such step here');
   return s.bytes;
+}
+
+/** The attestations this node holds for (round, new_hash): what a member lacking that state's certificate pulls. */
+export function serveAttestations(c: LeaderCore, body: Uint8Array): Uint8Array {
+  const req = decodeRequest(AttestRequest, body, 'AttestRequest');
+  const round = Number(req.round);
+  if (!Number.isSafeInteger(round) || round < 1 || req.newHash.length !== 32) throw new RefusalError(RefusalReason.INVALID_FIELD, 'round or new_hash out of range');
+  const held = c.attestations.for(round, req.newHash);
+  if (held.length === 0) throw new RefusalError(RefusalReason.UNAVAILABLE, 'no attestations of that state here');
+  return AttestResponse.encode({ version: ROUND_WIRE_VERSION, attestations: held.slice(0, MAX_CERTIFICATE_ENTRIES) });
 }
 
 /** Why a step pull did not give a state: nobody served it, or the publisher served one that misses the hash. */
@@ -214,4 +226,94 @@ export async function pullCertifiedAhead(c: LeaderCore): Promise<boolean> {
     if (a.signer !== c.ctx.selfId && (await syncFrom(c, a.signer))) return true;
   }
   return false;
+}
+
+/**
+ * Pull the attestations members hold for (round, hash) over `round.attest`, CATCH_UP_PARALLEL members at a time,
+ * until this node holds the state's certificate (or, with `all`, from every one of `peers`). Each returned
+ * attestation is checked like gossip on `attest` (round and hash as asked, signer a member, signature) before it is
+ * stored; the certificate still needs a majority of distinct members' signatures, so no responder can make one up.
+ * True once the certificate is held.
+ */
+export async function pullAttestations(c: LeaderCore, round: number, hash: Uint8Array, peers: readonly string[], all = false): Promise<boolean> {
+  const body = AttestRequest.encode({ version: ROUND_WIRE_VERSION, round: BigInt(round), newHash: hash });
+  let added = 0;
+  for (let i = 0; i < peers.length; i += CATCH_UP_PARALLEL) {
+    if (!c.running || (!all && c.certificateOf(round, hash))) break;
+    await Promise.all(peers.slice(i, i + CATCH_UP_PARALLEL).map(async (peer) => {
+      try {
+        const res = AttestResponse.decode(await c.ctx.mesh.request(peer, ATTEST_METHOD, body, { timeoutMs: PULL_TIMEOUT_MS, maxResponseBytes: MAX_ATTEST_RESPONSE_BYTES }), {
+          limits: { attestations: MAX_CERTIFICATE_ENTRIES },
+        });
+        if (res.version !== ROUND_WIRE_VERSION) return;
+        for (const a of res.attestations) {
+          if (Number(a.round) !== round || !sameHash(a.newHash, hash) || c.attestations.has(round, hash, a.signer)) continue;
+          if ((await checkAttestation(a, c.ctx.federation, (p) => c.isMember(p))) !== undefined) continue;
+          if (c.attestations.add(a)) added++;
+        }
+      } catch (err) {
+        c.ctx.logger.debug({ peer, round, err: (err as Error).message }, 'pulling attestations failed');
+      }
+    }));
+  }
+  if (added > 0) {
+    c.refreshCertified();
+    c.events.emit('change');
+  }
+  return c.certificateOf(round, hash) !== null;
+}
+
+/**
+ * The states this node waits on a certificate for: its own pending aggregate, its current state, and a held global
+ * of the next round it may take only once certified (it attested its own aggregate, or it cannot recompute).
+ */
+function uncertified(c: LeaderCore): { round: number; hash: Uint8Array }[] {
+  const out: { round: number; hash: Uint8Array }[] = [];
+  const want = (round: number, hash: Uint8Array): void => {
+    if (round >= 1 && !c.certificateOf(round, hash) && !out.some((w) => w.round === round && sameHash(w.hash, hash))) out.push({ round, hash });
+  };
+  if (c.pending) want(c.pending.round, c.pending.step.next.hash);
+  if (c.certified?.state !== c.state) want(c.state.version, c.state.hash);
+  const next = c.state.version + 1;
+  const mine = c.attested.get(next);
+  for (const g of c.globals) {
+    if (g.round === next && ((mine && !sameHash(mine, g.msg.newHash)) || (!c.secagg && !c.canRecompute()))) want(next, g.msg.newHash);
+  }
+  return out;
+}
+
+/**
+ * Certification under message loss (protocols/round.md "Certified state"): attestations travel once on gossip, and
+ * a lost one is never sent again, so for each state this node waits on a certificate for (uncertified) it pulls
+ * the attestations members hold, at most once per leaderTimeoutMs per state and the first time one leaderTimeoutMs
+ * after it attested (gossip usually delivers first). Runs in the background, one pull at a time.
+ */
+export function pullMissingAttestations(c: LeaderCore): void {
+  if (c.attestPulling || !c.running) return;
+  const now = Date.now();
+  const due = uncertified(c).filter((w) => {
+    const key = `${w.round}:${hex(w.hash)}`;
+    const at = c.attestPullAt.get(key);
+    if (at === undefined) {
+      c.attestPullAt.set(key, { round: w.round, at: now + c.opts.leaderTimeoutMs });
+      return false;
+    }
+    if (now < at.at) return false;
+    at.at = now + c.opts.leaderTimeoutMs;
+    return true;
+  });
+  if (due.length === 0) return;
+  const members = c.ctx.members().filter((p) => p !== c.ctx.selfId);
+  const k = members.length ? c.attestPullOffset++ % members.length : 0;
+  const peers = [...members.slice(k), ...members.slice(0, k)];
+  c.attestPulling = true;
+  void (async () => {
+    try {
+      for (const w of due) {
+        if (await pullAttestations(c, w.round, w.hash, peers)) c.ctx.logger.debug({ round: w.round, hash: hex(w.hash).slice(0, 12) }, 'certificate completed by pulled attestations');
+      }
+    } finally {
+      c.attestPulling = false;
+    }
+  })();
 }

@@ -31,6 +31,7 @@ export const STATE_METHOD = 'round.state';
 export const UPDATE_METHOD = 'round.update';
 export const INPUT_METHOD = 'round.input';
 export const STEP_METHOD = 'round.step';
+export const ATTEST_METHOD = 'round.attest';
 
 /** Rendezvous (highest-random-weight) order of members for a round: every member computes the same list. */
 export function leaderOrder(federation: string, round: number, members: readonly string[]): string[] {

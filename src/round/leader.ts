@@ -18,12 +18,12 @@ import { SECAGG_ANNOUNCE_INTERVAL_MS, type SecAggRound } from './secagg-round.ts
 import { budgetDelta } from '../aggregate/index.ts';
 import type { GlobalState } from './state.ts';
 import {
-  ATTEST_TOPIC, GLOBAL_TOPIC, INPUT_METHOD, leaderOrder, MAX_LEADER_RANKS, ROUND_WIRE_VERSION, sha256, STATE_METHOD, STEP_METHOD, UPDATE_METHOD, UPDATE_STREAM_CUTOVER_BYTES, UPDATE_TOPIC,
+  ATTEST_METHOD, ATTEST_TOPIC, GLOBAL_TOPIC, INPUT_METHOD, leaderOrder, MAX_LEADER_RANKS, ROUND_WIRE_VERSION, sha256, STATE_METHOD, STEP_METHOD, UPDATE_METHOD, UPDATE_STREAM_CUTOVER_BYTES, UPDATE_TOPIC,
   updateSigningBytes,
 } from './leader-wire.ts';
 import { LeaderCore } from './leader-core.ts';
 import { onAttestation, onGlobal, onUpdate, storeUpdate, validateAttestation, validateGlobal, validateUpdate } from './leader-inbox.ts';
-import { catchUp, pullCertifiedAhead, pullMissing, serveInput, serveState, serveStep, serveUpdate } from './leader-sync.ts';
+import { catchUp, pullAttestations, pullCertifiedAhead, pullMissing, pullMissingAttestations, serveAttestations, serveInput, serveState, serveStep, serveUpdate } from './leader-sync.ts';
 import { adoptPending, attest, lead, tryApplyGlobals } from './leader-apply.ts';
 import { waitingRanks } from './leader-schedule.ts';
 import type { VerifyRefusal } from './verify.ts';
@@ -121,6 +121,7 @@ export class LeaderProtocol implements RoundProtocol {
     mesh.handleRequest(UPDATE_METHOD, (body) => serveUpdate(c, body));
     mesh.handleRequest(INPUT_METHOD, (body) => serveInput(c, body));
     mesh.handleRequest(STEP_METHOD, (body) => serveStep(c, body));
+    mesh.handleRequest(ATTEST_METHOD, (body) => serveAttestations(c, body));
     await c.secagg?.start();
   }
 
@@ -156,6 +157,9 @@ export class LeaderProtocol implements RoundProtocol {
     if (cert && cert.length > 0) await attest(c, v, cert[0].baseHash, c.state.hash);
     const end = Date.now() + graceMs;
     let logged = false;
+    // A lost attestation of the final state would hold this node for the whole grace: ask the members it still
+    // waits for what they hold, one leader timeout after the grace starts and then every leader timeout.
+    let nextPull = Date.now() + c.opts.leaderTimeoutMs;
     while (c.running && c.state.version === v && Date.now() < end) {
       const done = new Set(c.attestations.for(v, c.state.hash).map((a) => a.signer));
       const alive = c.aliveCheck();
@@ -164,6 +168,12 @@ export class LeaderProtocol implements RoundProtocol {
       if (!logged) {
         logged = true;
         c.ctx.logger.info({ version: v, waiting: waiting.length, graceS: Math.round(graceMs / 1000) }, 'serving the certified final state until every live member has it');
+      }
+      pullMissingAttestations(c);
+      if (Date.now() >= nextPull && !c.attestPulling) {
+        nextPull = Date.now() + c.opts.leaderTimeoutMs;
+        c.attestPulling = true;
+        void pullAttestations(c, v, c.state.hash, waiting, true).finally(() => { c.attestPulling = false; });
       }
       await nextChange(c.events, 500);
     }
@@ -269,6 +279,8 @@ export class LeaderProtocol implements RoundProtocol {
           continue;
         }
       }
+      // Attestations lost on gossip: pull those of the states this node waits on a certificate for.
+      pullMissingAttestations(c);
       await nextChange(c.events, ahead === 0 ? 100 : 250);
     }
   }

@@ -10,8 +10,8 @@ import { withFaults, type FaultKind, type FaultLog } from '../../src/round/fault
 import { computeGlobalStep, DEFAULT_ROUND_OPTIONS, GLOBAL_TOPIC, hex, leaderOrder, LeaderProtocol, makeState, ROUND_WIRE_VERSION, UPDATE_TOPIC, VerifyRefusal } from '../../src/round/index.ts';
 import type { RoundOptions, RoundOutcome } from '../../src/round/index.ts';
 import type { MeshPort } from '../../src/round/mesh-port.ts';
-import { ATTEST_TOPIC, INPUT_METHOD, sha256, STEP_METHOD, updateSigningBytes } from '../../src/round/leader-wire.ts';
-import { makeAttestation } from '../../src/round/certificate.ts';
+import { ATTEST_METHOD, ATTEST_TOPIC, INPUT_METHOD, sha256, STEP_METHOD, updateSigningBytes } from '../../src/round/leader-wire.ts';
+import { checkCertificate, makeAttestation } from '../../src/round/certificate.ts';
 import { RefusalReason, type MessageHandler, type SubscribeOptions } from '../../src/mesh/index.ts';
 import { decodeUpdate, encodeUpdate, type ModelUpdate, type TensorMap, type UpdateManifest } from '../../src/update/index.ts';
 import { Rng } from '../../src/util/rng.ts';
@@ -62,6 +62,8 @@ interface Fed {
 /** Five members; `liar` (if any) runs the unchanged protocol behind `withFaults(kind)`. */
 async function federation(o: {
   liar?: number; kind?: FaultKind; decorate?: (port: FakePort, net: FakeNetwork) => MeshPort; opts?: Partial<RoundOptions>;
+  /** Decorates every member's port (a lossy network), before any liar decoration. */
+  everyPort?: (port: FakePort) => MeshPort;
   /** A node restored at version 0 with its server state unknown (as after a state pull): it cannot recompute round 1. */
   unknownServer?: number;
 } = {}): Promise<Fed> {
@@ -70,7 +72,7 @@ async function federation(o: {
   const nodes: Node[] = [];
   const hidden = new Map<number, Set<string>>();
   ports.forEach((port, i) => {
-    let mesh: MeshPort = port;
+    let mesh: MeshPort = o.everyPort ? o.everyPort(port) : port;
     if (i === o.liar && o.kind) {
       const r = withFaults(port, { kind: o.kind, factor: 20, manifest, loraRank: 0, seed: 3, state: () => nodes[i].proto.globalState(), members: () => net.view(port.selfId) });
       mesh = r.port;
@@ -508,4 +510,40 @@ test.serial('a straggler that lost the last global pulls the certified final sta
   oneHashPerVersion(t, f);
   // Its own slot opened (rank 0 left its view): whatever it published alone, it adopted only the certified state.
   t.is(f.nodes[straggler].outcomes[ROUNDS - 1].via, 'synced', 'the last round came as a certified state pull');
+});
+
+/** Rejects with `message` unless `p` settles within `ms` (a liveness bound: without it a stalled protocol hangs the test). */
+async function within<T>(p: Promise<T>, ms: number, message: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([p, new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new Error(message)), ms); })]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+test.serial('with every attestation lost on gossip, members pull them (round.attest): each round certifies, all end on one certified state', async (t) => {
+  const calls = new Map<string, number>();
+  // A network that loses every `attest` message at every member: certificates can only come from round.attest pulls.
+  const lossy = (port: FakePort): MeshPort => {
+    const inner = dropping(ATTEST_TOPIC, () => true)(port);
+    return { ...inner, request: (p, m, b, o) => { calls.set(m, (calls.get(m) ?? 0) + 1); return inner.request(p, m, b, o); } };
+  };
+  const f = await federation({ opts: FAST, everyPort: lossy });
+  try {
+    // Every member also serves the final state until it holds every member's attestation of it (finish).
+    const loops = f.nodes.map(async (n) => { await runNode(n); await n.proto.finish(); });
+    await within(Promise.all(loops), 90_000, 'the rounds did not complete with every attestation gossip lost');
+  } finally {
+    await stop(f);
+  }
+  const final = honestAgree(t, f, others(-1));
+  oneHashPerVersion(t, f);
+  t.true((calls.get(ATTEST_METHOD) ?? 0) > 0, 'attestations were pulled');
+  const led = f.nodes.flatMap((n) => n.outcomes.filter((o) => o.via === 'led'));
+  t.is(led.length, ROUNDS, "each round's leader adopted its own aggregate once pulled attestations certified it");
+  for (const n of f.nodes) {
+    const cert = (n.proto.snapshot().certificate ?? []).map((b) => Attestation.decode(b));
+    t.true(await checkCertificate(cert, ROUNDS, Buffer.from(final, 'hex'), 3, FED, (p) => f.ids.includes(p)), `node ${n.i} holds a roster-majority certificate of the final state`);
+  }
 });

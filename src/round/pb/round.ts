@@ -521,6 +521,167 @@ export namespace Attestation {
   }
 }
 
+export interface AttestRequest {
+  version: number
+  round: bigint
+  newHash: Uint8Array
+}
+
+export namespace AttestRequest {
+  let _codec: Codec<AttestRequest>
+
+  export const codec = (): Codec<AttestRequest> => {
+    if (_codec == null) {
+      _codec = message<AttestRequest>((obj, w, opts = {}) => {
+        if (opts.lengthDelimited !== false) {
+          w.fork()
+        }
+
+        if ((obj.version != null && obj.version !== 0)) {
+          w.uint32(8)
+          w.uint32(obj.version)
+        }
+
+        if ((obj.round != null && obj.round !== 0n)) {
+          w.uint32(16)
+          w.uint64(obj.round)
+        }
+
+        if ((obj.newHash != null && obj.newHash.byteLength > 0)) {
+          w.uint32(26)
+          w.bytes(obj.newHash)
+        }
+
+        if (opts.lengthDelimited !== false) {
+          w.ldelim()
+        }
+      }, (reader, length, opts = {}) => {
+        const obj: any = {
+          version: 0,
+          round: 0n,
+          newHash: uint8ArrayAlloc(0)
+        }
+
+        const end = length == null ? reader.len : reader.pos + length
+
+        while (reader.pos < end) {
+          const tag = reader.uint32()
+
+          switch (tag >>> 3) {
+            case 1: {
+              obj.version = reader.uint32()
+              break
+            }
+            case 2: {
+              obj.round = reader.uint64()
+              break
+            }
+            case 3: {
+              obj.newHash = reader.bytes()
+              break
+            }
+            default: {
+              reader.skipType(tag & 7)
+              break
+            }
+          }
+        }
+
+        return obj
+      })
+    }
+
+    return _codec
+  }
+
+  export const encode = (obj: Partial<AttestRequest>): Uint8Array => {
+    return encodeMessage(obj, AttestRequest.codec())
+  }
+
+  export const decode = (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<AttestRequest>): AttestRequest => {
+    return decodeMessage(buf, AttestRequest.codec(), opts)
+  }
+}
+
+export interface AttestResponse {
+  version: number
+  attestations: Attestation[]
+}
+
+export namespace AttestResponse {
+  let _codec: Codec<AttestResponse>
+
+  export const codec = (): Codec<AttestResponse> => {
+    if (_codec == null) {
+      _codec = message<AttestResponse>((obj, w, opts = {}) => {
+        if (opts.lengthDelimited !== false) {
+          w.fork()
+        }
+
+        if ((obj.version != null && obj.version !== 0)) {
+          w.uint32(8)
+          w.uint32(obj.version)
+        }
+
+        if (obj.attestations != null) {
+          for (const value of obj.attestations) {
+            w.uint32(18)
+            Attestation.codec().encode(value, w)
+          }
+        }
+
+        if (opts.lengthDelimited !== false) {
+          w.ldelim()
+        }
+      }, (reader, length, opts = {}) => {
+        const obj: any = {
+          version: 0,
+          attestations: []
+        }
+
+        const end = length == null ? reader.len : reader.pos + length
+
+        while (reader.pos < end) {
+          const tag = reader.uint32()
+
+          switch (tag >>> 3) {
+            case 1: {
+              obj.version = reader.uint32()
+              break
+            }
+            case 2: {
+              if (opts.limits?.attestations != null && obj.attestations.length === opts.limits.attestations) {
+                throw new MaxLengthError('Decode error - map field "attestations" had too many elements')
+              }
+
+              obj.attestations.push(Attestation.codec().decode(reader, reader.uint32(), {
+                limits: opts.limits?.attestations$
+              }))
+              break
+            }
+            default: {
+              reader.skipType(tag & 7)
+              break
+            }
+          }
+        }
+
+        return obj
+      })
+    }
+
+    return _codec
+  }
+
+  export const encode = (obj: Partial<AttestResponse>): Uint8Array => {
+    return encodeMessage(obj, AttestResponse.codec())
+  }
+
+  export const decode = (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<AttestResponse>): AttestResponse => {
+    return decodeMessage(buf, AttestResponse.codec(), opts)
+  }
+}
+
 export interface StateRequest {
   version: number
   haveVersion: bigint
