@@ -91,6 +91,7 @@ export const FL_KNOBS = {
   brotli: knob(z.boolean().default(true), { flag: '--brotli', help: 'brotli over each update payload, lossless, about 8% smaller' }),
   // aggregation
   aggregator: knob(z.enum(AGGREGATOR_NAMES as [string, ...string[]]).default(DEFAULT_AGGREGATOR), { flag: '--aggregator', arg: '<name>', help: 'aggregation rule (README: Aggregation)' }),
+  tensorWeighting: knob(z.enum(['samples', 'depth']).default('samples'), { flag: '--tensor-weighting', arg: '<w>', help: "per-tensor weight of each update: its samples, or (depth budgets) its samples times the number of its exit losses the tensor was trained through (a shared shallow block follows the deep nodes more); every member must use the same; ignored with DP" }),
   serverLr: knob(z.number().positive().max(100).optional(), { flag: '--server-lr', arg: '<x>', defaultText: "the rule's own", help: 'server learning rate of fedavgm (1) and fedadam / fedyogi / fedadagrad (0.01)' }),
   serverMomentum: knob(z.number().min(0).lt(1).optional(), { flag: '--server-momentum', arg: '<x>', defaultText: String(DEFAULT_SERVER_MOMENTUM), help: 'fedavgm: server momentum in [0, 1)' }),
   serverLrDecay: knob(z.boolean().default(false), { flag: '--server-lr-decay', help: 'decay --server-lr over the rounds to 1 (cosine)' }),
@@ -193,7 +194,7 @@ export function checkFederationConfig(input: unknown, opts: { filesystem?: boole
 export function roundOptionsOf(cfg: FederationConfig): RoundOptions {
   return {
     compression: { topk: cfg.topk, topkScope: cfg.topkScope, bits: cfg.bits, errorFeedback: cfg.errorFeedback, downlinkBits: cfg.downlinkBits, brotli: cfg.brotli },
-    aggregator: cfg.aggregator, aggregatorOptions: definedOnly({ serverLr: cfg.serverLr, serverMomentum: cfg.serverMomentum, targetRank: cfg.trainable === 'lora+heads' ? (cfg.globalRank ?? cfg.rank) : undefined }),
+    aggregator: cfg.aggregator, aggregatorOptions: definedOnly({ weighting: cfg.tensorWeighting === 'depth' && cfg.dpClip === undefined ? ('depth' as const) : undefined, serverLr: cfg.serverLr, serverMomentum: cfg.serverMomentum, targetRank: cfg.trainable === 'lora+heads' ? (cfg.globalRank ?? cfg.rank) : undefined }),
     serverLrDecay: cfg.serverLrDecay ? { rounds: cfg.rounds } : undefined, quorum: cfg.quorum, maxRounds: cfg.rounds, roundTimeoutMs: cfg.roundTimeoutMs, leaderTimeoutMs: cfg.leaderTimeoutMs,
     gossipGamma: cfg.gossipGamma, gossipMomentum: cfg.gossipMomentum,
     dp: cfg.dpClip !== undefined ? { clipNorm: cfg.dpClip, noiseMultiplier: cfg.dpNoise! } : undefined,
