@@ -24,6 +24,7 @@ import type { MeshPort } from './mesh-port.ts';
 import { hex, makeState, prototypeTensors, type GlobalState } from './state.ts';
 import { roundOptionsOf, type FederationConfig } from './fl-config.ts';
 import { preflightFederation } from './preflight.ts';
+import { autoLocalSteps } from './auto-steps.ts';
 import { roundProtocol } from './registry.ts';
 import type { ProtocolName, ProtocolSnapshot, RoundOutcome, RoundProtocol } from './types.ts';
 
@@ -258,9 +259,10 @@ export class Federation {
         const first = Math.min(total - 1, this.protocol.round * this.cfg.localSteps);
         const lrOf = (k: number): number => lrAt(this.cfg.lrSchedule, this.cfg.lr, Math.min(total - 1, first + k), total);
         this.trainer.optimizer.lr = lrOf(0);
-        const trainLoss = await this.trainer.trainSteps(this.train, this.shard, this.cfg.localSteps, (i, l) => {
+        const steps = this.localStepsNow();
+        const trainLoss = await this.trainer.trainSteps(this.train, this.shard, steps, (i, l) => {
           this.trainer.optimizer.lr = lrOf(i + 1);
-          hooks.onStep?.(i + 1, this.cfg.localSteps, l);
+          hooks.onStep?.(i + 1, steps, l);
         }, {
           get aborted(): boolean {
             return self.stopped;
@@ -311,6 +313,13 @@ export class Federation {
     const trainLoss = await this.personal!.train(this.train, this.shard, this.cfg.personalSteps, lr, { get aborted(): boolean { return self.stopped; } });
     const p = await this.personal!.evaluate(this.test, this.personalTestIdx);
     return { n: p.n, global: g.accuracy, personal: p.accuracy, trainLoss };
+  }
+
+  /** This round's local steps: `--local-steps`, or with `--local-steps-auto` scaled by measured speed (src/round/auto-steps.ts). */
+  localStepsNow(): number {
+    if (!this.cfg.localStepsAuto) return this.cfg.localSteps;
+    const m = this.mesh.membership;
+    return autoLocalSteps(this.cfg.localSteps, m.getCapabilities().trainThroughput, m.members().map((x) => x.capabilities.trainThroughput));
   }
 
   /** Global tensors as this node trains and serves them (LoRA truncated to its rank). */

@@ -61,6 +61,7 @@ export const FL_KNOBS = {
   protocol: knob(z.enum(PROTOCOL_NAMES).default('leader'), { flag: '--protocol', arg: '<p>', help: 'round protocol: rotating round-leader, or gossip averaging of replicated public models (CHOCO-style)' }),
   rounds: knob(z.number().int().min(1).max(100_000).default(30), { flag: '--rounds', arg: '<n>', help: 'rounds to run' }),
   localSteps: knob(z.number().int().min(1).max(1_000_000).default(50), { flag: '--local-steps', arg: '<n>', help: 'local AdamW steps per round' }),
+  localStepsAuto: knob(z.boolean().default(false), { flag: '--local-steps-auto', help: "slow members train fewer local steps: --local-steps x own measured throughput / the fastest member's, at least a quarter (README: Heterogeneous fleets)" }),
   batch: knob(z.number().int().min(1).max(4096).default(64), { flag: '--batch', arg: '<n>', help: 'batch size' }),
   lr: knob(z.number().positive().max(10).default(1e-3), { flag: '--lr', arg: '<x>', help: 'AdamW learning rate' }),
   lrSchedule: knob(z.enum(LR_SCHEDULES).default('constant'), { flag: '--lr-schedule', arg: '<s>', help: 'local learning-rate schedule over all rounds (cosine: decays to zero at the last step of the last round)' }),
