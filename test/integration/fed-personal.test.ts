@@ -5,7 +5,7 @@
  * after a round never occur in any of them, neither as values nor as a delta against that round's global model, and
  * the updates decoded from the published bytes carry the global heads' step, not the personal one. Every node ends on
  * one global state and reports the global and the personal model's accuracy on its own test split, whose labels
- * follow its shard's.
+ * follow its shard's. A node restarted on its state folder resumes its personal heads.
  */
 import test from 'ava';
 import { Federation, UPDATE_TOPIC } from '../../src/round/index.ts';
@@ -13,6 +13,7 @@ import type { MeshPort } from '../../src/round/mesh-port.ts';
 import { SignedUpdate } from '../../src/round/pb/round.ts';
 import { decodeUpdate, type ModelUpdate } from '../../src/update/index.ts';
 import { silentLogger } from '../../src/util/log.ts';
+import { tempDir } from '../temp-dirs.ts';
 import { link, startMeshes, stopAll, topologies, viewsConverged, waitFor } from './mesh-helpers.ts';
 import { finalHashes, releaseAll, tinyFl } from './fed-helpers.ts';
 
@@ -58,10 +59,14 @@ test.serial('--personal head: personal heads never on the wire, personal accurac
   link(meshes, topologies.full(N));
   await waitFor(() => viewsConverged(meshes), 'membership views');
   const sent: Sent[][] = meshes.map(() => []);
-  const feds = await Promise.all(meshes.map(async (m, i) => Federation.create(m, await tinyFl(i, N, {
+  const cfgOf = (i: number): Promise<Record<string, unknown>> => tinyFl(i, N, {
     rounds: ROUNDS, localSteps: 2, alpha: 0.1, personal: 'head', personalSteps: 4, testSlice: 100, bits: 32, downlinkBits: 32, brotli: false,
     errorFeedback: false, topk: 1, prototypeEvery: 0, partitionSeed: 42,
-  }), { logger: silentLogger(), decorate: (p) => recording(p, sent[i]) })));
+  });
+  const stateDir = await tempDir('fmfl-personal-');
+  const feds = await Promise.all(meshes.map(async (m, i) => Federation.create(m, await cfgOf(i), {
+    logger: silentLogger(), decorate: (p) => recording(p, sent[i]), stateDir: i === 0 ? stateDir : undefined,
+  })));
   t.teardown(() => releaseAll(feds));
   // Per node, per round: the personal heads and the global model right after the round (what must stay home).
   const after: { t: number; personal: Map<string, Float32Array>; global: Map<string, Float32Array> }[][] = feds.map(() => []);
@@ -132,4 +137,12 @@ test.serial('--personal head: personal heads never on the wire, personal accurac
       t.true(d.some((x, j) => Math.abs(g[j] + x - p[j]) > 1e-5), `node ${i} round-2 update of ${k} is not the personal head`);
     }
   }
+
+  // The personal heads survive a restart: a node created on node 0's state folder resumes them.
+  const again = await Federation.create(meshes[0], await cfgOf(0), { logger: silentLogger(), stateDir });
+  t.teardown(() => again.release());
+  const before = feds[0].personal!.tensors();
+  const resumed = again.personal!.tensors();
+  t.is(resumed.size, before.size);
+  for (const [k, v] of before) t.deepEqual([...resumed.get(k)!], [...v], k);
 });
