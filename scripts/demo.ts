@@ -1,7 +1,8 @@
 /**
  * `npm run demo`: four fmfl-node processes on 127.0.0.1 federate the embedded MNIST-pretrained ViT on a non-IID
  * (Dirichlet 0.5) split of Fashion-MNIST with the rotating-leader protocol: LoRA r=8 on every projection + exit heads
- * trained locally through onnxruntime, top-10% 8-bit updates with error feedback. Prints every node's per-round
+ * trained locally through onnxruntime, the schema's default updates (dense 1-bit scaled signs with error feedback,
+ * FedAvgM). Prints every node's per-round
  * accuracy and bytes, then a summary and the path of the plots (out/demo/).
  *
  * Node 0 serves the live dashboard: its URL is printed at start.
@@ -13,6 +14,7 @@ import { rm, writeFile, mkdir } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { writeRunReport } from './lib/report.ts';
 import { readMetrics, startAll } from './lib/procs.ts';
+import { FL_DEFAULTS } from '../src/round/fl-config.ts';
 
 const o = new Command()
   .option('--nodes <n>', 'nodes', '4')
@@ -28,7 +30,9 @@ const outDir = resolve(o.out);
 await rm(outDir, { recursive: true, force: true });
 await mkdir(outDir, { recursive: true });
 const t0 = Date.now();
-console.log(`fmfl demo: ${N} nodes on 127.0.0.1, ${o.protocol} protocol, ${o.rounds} rounds x ${o.localSteps} local steps, Fashion-MNIST Dirichlet(0.5), LoRA r=8 (all projections) + exit heads, top-10% 8-bit updates\n`);
+const d = FL_DEFAULTS;
+const updates = `${d.topk === 1 ? 'dense' : `top-${d.topk * 100}%`} ${d.bits}-bit${d.bits === 1 ? ' scaled-sign' : ''} updates${d.errorFeedback ? ' with error feedback' : ''}, ${d.aggregator}`;
+console.log(`fmfl demo: ${N} nodes on 127.0.0.1, ${o.protocol} protocol, ${o.rounds} rounds x ${o.localSteps} local steps, Fashion-MNIST Dirichlet(0.5), LoRA r=8 (all projections) + exit heads, ${updates}\n`);
 
 const nodes = await startAll({
   n: N,

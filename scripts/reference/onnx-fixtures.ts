@@ -146,8 +146,11 @@ export interface TinyVitOptions {
   mlp?: number;
   classes?: number;
   seed?: number;
-  /** `fused` (timm: one qkv Linear, default) or `separate` q, k, v Linears (the reference early-exit ViT). */
-  qkv?: 'fused' | 'separate';
+  /**
+   * `fused` (one qkv Linear indexed as `qkv[0], qkv[1], qkv[2]`, default), `unbind` (one qkv Linear split by
+   * timm's `qkv.unbind(0)`, which exports as Split + Squeeze) or `separate` q, k, v Linears (the reference ViT).
+   */
+  qkv?: 'fused' | 'unbind' | 'separate';
   /** Put an op the importer does not know on block 0's path (to test its error), as node `/blocks.0/<op>`. */
   unsupportedOp?: string;
 }
@@ -185,11 +188,14 @@ export function tinyVitOnnx(o: TinyVitOptions = {}): Uint8Array {
     const Cdim = w.one(a, 'Gather', [w.one(a, 'Shape', [h1]), w.i64(a, [2], true)], { axis: 0 });
     const hdv = w.one(a, 'Cast', [w.one(a, 'Div', [Cdim, w.i64(a, [heads], true)])], { to: INT64 });
     let q: string, k: string, v: string;
-    if ((o.qkv ?? 'fused') === 'fused') {
+    if ((o.qkv ?? 'fused') !== 'separate') {
       const qkvShape = w.one(a, 'Concat', [Bq, Nq, w.i64(a, [3]), w.i64(a, [heads]), w.one(a, 'Unsqueeze', [hdv, w.i64(a, [0])])], { axis: 0 });
       const qkv = w.linear3(`${a}/qkv`, h1, dim, 3 * dim, `blocks.${i}.attn.qkv`);
       const perm = w.one(a, 'Transpose', [w.one(a, 'Reshape', [qkv, qkvShape])], { perm: [2, 0, 3, 1, 4] });
-      [q, k, v] = [0, 1, 2].map((j) => w.one(a, 'Gather', [perm, w.i64(a, [j], true)], { axis: 0 }));
+      if (o.qkv === 'unbind') {
+        const parts = w.node(a, 'Split', [perm, w.i64(a, [1, 1, 1])], { axis: 0 }, 3);
+        [q, k, v] = parts.map((t) => w.one(a, 'Squeeze', [t, w.i64(a, [0])]));
+      } else [q, k, v] = [0, 1, 2].map((j) => w.one(a, 'Gather', [perm, w.i64(a, [j], true)], { axis: 0 }));
     } else {
       // q(x).reshape(B, N, heads, C // heads).transpose(1, 2), likewise k and v.
       const headShape = w.one(a, 'Concat', [Bq, Nq, w.i64(a, [heads]), w.one(a, 'Unsqueeze', [hdv, w.i64(a, [0])])], { axis: 0 });
@@ -224,6 +230,8 @@ export interface TinyResNetOptions {
   blocks?: number;
   classes?: number;
   seed?: number;
+  /** The stem's pooling: `max` (MaxPool, default) or `avg` (AveragePool 3x3 / 2, padded, count_include_pad=1). */
+  pool?: 'max' | 'avg';
 }
 
 /** A ResNet-like CNN exported like torch.onnx.export with BatchNorm kept (see the module comment). */
@@ -245,7 +253,9 @@ export function tinyResNetOnnx(o: TinyResNetOptions = {}): Uint8Array {
     return w.one(scope, 'BatchNormalization', [x, `${param}.weight`, `${param}.bias`, `${param}.running_mean`, `${param}.running_var`], { epsilon: { float: 1e-5 }, momentum: { float: 0.9 } });
   };
   let x = w.one('/relu', 'Relu', [bn('/bn1', conv('/conv1', 'input', channels, width, 3, 1, 'conv1'), width, 'bn1')]);
-  x = w.one('/maxpool', 'MaxPool', [x], { ceil_mode: 0, kernel_shape: [3, 3], pads: [1, 1, 1, 1], strides: [2, 2] });
+  x = o.pool === 'avg'
+    ? w.one('/avgpool', 'AveragePool', [x], { ceil_mode: 0, count_include_pad: 1, kernel_shape: [3, 3], pads: [1, 1, 1, 1], strides: [2, 2] })
+    : w.one('/maxpool', 'MaxPool', [x], { ceil_mode: 0, kernel_shape: [3, 3], pads: [1, 1, 1, 1], strides: [2, 2] });
   for (let i = 0; i < blocks; i++) {
     const p = `/layer1/layer1.${i}`;
     const q = `layer1.${i}`;

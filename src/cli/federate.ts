@@ -61,6 +61,7 @@ export async function runFederation(
   const minMembers = fed.cfg.minMembers ?? Number(fed.cfg.shard.split('/')[1]);
   node.status.federationStarted({ protocol: fed.cfg.protocol, rounds: fed.cfg.rounds, minMembers, roundTimeoutMs: fed.cfg.roundTimeoutMs, localSteps: fed.cfg.localSteps, version: fed.protocol.round });
   const waiting = waitingReporter(node, minMembers, io);
+  const shortRound = shortRoundWarnings();
   const useBar = opts.progress !== false && process.stderr.isTTY === true;
   const bar = useBar ? new cliProgress.SingleBar({ format: 'local training [{bar}] {value}/{total} steps  loss {loss}', stream: process.stderr, clearOnComplete: true }, cliProgress.Presets.shades_classic) : null;
   let barOn = false;
@@ -86,13 +87,15 @@ export async function runFederation(
     },
     onRound: (m) => {
       waiting.stop();
-      const members = node.mesh.membership.memberIds(true).length;
       node.status.roundDone(m);
-      // Leader rounds count the leader among the contributors; a gossip round counts the peers mixed in.
-      const contributed = m.via === 'mixed' ? m.contributors + 1 : m.contributors;
-      if (m.via !== 'synced' && contributed < members) {
-        node.log.warn({ round: m.version, contributors: contributed, members }, `round ${m.version} ran with ${contributed} of ${members} members' updates (the others were late or gone)`);
-      }
+      const inView = node.mesh.membership.memberIds(true);
+      // Leader rounds: every member of the federation (the roster, the members waited for, the view) should contribute,
+      // so a survivor whose peer left keeps saying so. Gossip mixes only neighbours: its connected members.
+      const expected = m.protocol === 'leader'
+        ? Math.max(inView.length, minMembers, node.mesh.roster?.length ?? 0)
+        : 1 + node.mesh.connectedPeers().filter((p) => inView.includes(p)).length;
+      const warning = shortRound.next(m, expected);
+      if (warning !== null) node.log.warn({ round: m.version, contributors: m.via === 'mixed' ? m.contributors + 1 : m.contributors, expected }, warning);
       // A node that also serves predictions switches to each new global model (sessions are reused).
       if (node.inference) {
         try {
@@ -128,6 +131,29 @@ export async function runFederation(
   node.status.federationEnded(stoppedBy);
   io.stdout(`${runSummary(rounds, fed.protocol.round, fed.cfg.rounds, (performance.now() - t0) / 1000, node.config.stateDir, stoppedBy)}\n`);
   return { rounds, stoppedBy };
+}
+
+/**
+ * Warnings for rounds that ran with fewer updates than members expected: one when the shortfall starts or changes
+ * (not one per round of a long solo run), none while rounds are full; a round pulled from peers (`synced`) says nothing.
+ */
+export function shortRoundWarnings(): { next(m: Pick<RoundMetrics, 'version' | 'via' | 'contributors'>, expected: number): string | null } {
+  let last = '';
+  return {
+    next(m, expected) {
+      if (m.via === 'synced') return null;
+      // Leader rounds count the leader among the contributors; a gossip round counts the peers mixed in.
+      const contributed = m.via === 'mixed' ? m.contributors + 1 : m.contributors;
+      if (contributed >= expected) {
+        last = '';
+        return null;
+      }
+      const key = `${contributed}/${expected}`;
+      if (key === last) return null;
+      last = key;
+      return `round ${m.version} ran with ${contributed} of ${expected} members' updates (the others were late or gone)${contributed === 1 ? '; training alone until they are back' : ''}`;
+    },
+  };
 }
 
 /** The one end-of-run line: rounds, final accuracy per exit, checkpoint, wall time. */

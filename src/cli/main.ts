@@ -2,7 +2,8 @@ import { existsSync, readFileSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
 import { DEFAULT_STATUS_HOST, DEFAULT_STATUS_PORT, fetchStatus, formatStatus } from '../ops/index.ts';
 import { FmflNode } from '../node/fmfl-node.ts';
-import { resolveNodeConfig, type NodeConfigInput } from '../node/config.ts';
+import { NODE_KNOB_DEFAULTS, NODE_KNOBS, resolveNodeConfig, type NodeConfigInput } from '../node/config.ts';
+import { addSchemaOptions, typedValues } from './schema-options.ts';
 import { loadOrCreateIdentity } from '../mesh/identity.ts';
 import { writeSwarmKey } from '../mesh/swarm-key.ts';
 import { readRosterFile } from '../mesh/roster.ts';
@@ -110,6 +111,7 @@ async function runNode(flags: RunFlags, cmd: Command, io: CliIo): Promise<number
     jsonLogs: flags.jsonLogs,
     heartbeatIntervalMs: flags.heartbeatMs,
     memberExpiryMs: flags.expiryMs,
+    ...typedValues(cmd, NODE_KNOBS),
   };
   if (flags.checkpoint !== undefined) overrides.infer = { checkpoint: flags.checkpoint };
   if (flags.httpPort !== undefined) overrides.http = { port: flags.httpPort, host: flags.httpHost ?? '127.0.0.1' };
@@ -185,7 +187,9 @@ export async function main(argv: string[], io: CliIo = defaultIo): Promise<numbe
     .addOption(new Option('--allow <peerId,...>', 'only these peers may connect (connection gater); also the roster unless --roster is given').argParser(list))
     .option('--roster <file>', "the federation's members (JSON array or one PeerId a line): gossip signed by anyone else is rejected, rounds count only them")
     .addOption(new Option('--heartbeat-ms <ms>', 'membership heartbeat interval (default 2000)').argParser(int('--heartbeat-ms')))
-    .addOption(new Option('--expiry-ms <ms>', 'membership expiry (default 10000)').argParser(int('--expiry-ms')))
+    .addOption(new Option('--expiry-ms <ms>', 'membership expiry (default 10000)').argParser(int('--expiry-ms')));
+  addSchemaOptions(program, NODE_KNOBS, NODE_KNOB_DEFAULTS);
+  program
     .optionsGroup('Dashboard, status and serving:')
     .addOption(new Option('--http-port <port>', 'HTTP server: dashboard /, /status, /metrics (and /predict with --checkpoint); 0: any free port').argParser(port))
     .option('--http-host <host>', 'host of the HTTP server (default 127.0.0.1: this machine only)')

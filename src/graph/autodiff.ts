@@ -1,5 +1,5 @@
 import { GradientError, GraphError, type GraphNode, type Tensor } from './graph.ts';
-import { add, addPadded, getOp, zerosLike } from './ops.ts';
+import { add, addPadded, getOp, zerosLike } from './ops/index.ts';
 
 /**
  * Reverse-mode differentiation: appends to `loss`'s graph the nodes computing d loss / d w for each `w` in

@@ -98,7 +98,7 @@ export function shapeEq(a: Shape, b: Shape): boolean {
 }
 
 /**
- * A static-shape tensor graph. Ops are applied through the functions in `ops.ts`; `grad()` appends the backward
+ * A static-shape tensor graph. Ops are applied through the functions in `ops/api.ts`; `grad()` appends the backward
  * graph; `exportOnnx()` serializes it. Names are deterministic: the same build yields the same bytes.
  */
 export class Graph {
@@ -167,7 +167,7 @@ export class Graph {
     return t;
   }
 
-  /** Low level: append a node whose output types are already known. Use the functions in ops.ts instead. */
+  /** Low level: append a node whose output types are already known. Use the functions in ops/api.ts instead. */
   addNode(op: string, inputs: readonly Tensor[], attrs: Attrs, outTypes: readonly { shape: Shape; dtype: DType }[]): Tensor[] {
     for (const t of inputs) this.own(t);
     const id = this.nextId++;

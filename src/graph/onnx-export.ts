@@ -1,6 +1,6 @@
 import onnxProto from 'onnx-proto';
 import { DTYPES, type AttrValue, type Graph, type Tensor, type TensorData } from './graph.ts';
-import { getOp, type Emitter } from './ops.ts';
+import { getOp, type Emitter } from './ops/index.ts';
 
 const { onnx } = onnxProto;
 

@@ -7,7 +7,7 @@ import { LOG_LEVELS } from '../util/log.ts';
 import { DEFAULT_HEARTBEAT_INTERVAL_MS, DEFAULT_MEMBER_EXPIRY_MS, NAME_RE } from '../mesh/constants.ts';
 import { parsePeerAddr } from '../mesh/mesh.ts';
 import { DEFAULT_MDNS_INTERVAL_MS } from '../mesh/discovery.ts';
-import { describeFlIssue, FederationConfigSchema } from '../round/fl-config.ts';
+import { describeFlIssue, FederationConfigSchema, knob } from '../round/fl-config.ts';
 import { InferConfigSchema } from '../infer/node-inference.ts';
 
 const multiaddrString = z.string().refine(
@@ -59,6 +59,21 @@ export const CapabilitiesSchema = z
   .strict();
 
 /**
+ * Node keys (outside `fl`) whose `fmfl-node` flag is generated from the schema, as the federation keys' are
+ * (src/cli/schema-options.ts: name, help, default; booleans that default to on are typed `--no-<flag>`).
+ */
+export const NODE_KNOBS = {
+  /** Measure device, training throughput and per-exit latency at start (src/node/capabilities.ts; ~2 s on 2 cores). */
+  measureCapabilities: knob(z.boolean().default(true), {
+    flag: '--measure-capabilities',
+    help: 'measure the execution provider, training throughput and per-exit latency at start (about 2 s) and advertise them instead of the declared capabilities',
+  }),
+} as const;
+
+/** Defaults of {@link NODE_KNOBS}. */
+export const NODE_KNOB_DEFAULTS: Readonly<Record<keyof typeof NODE_KNOBS, unknown>> = Object.freeze(z.object(NODE_KNOBS).parse({}));
+
+/**
  * The one configuration object of an fmfl node: what `--config` files hold (JSON, these keys) and what CLI
  * flags override. Unknown keys are refused.
  */
@@ -106,8 +121,7 @@ export const NodeConfigSchema = z
      * `loraRank` (> 0) caps the measured value (a budget).
      */
     capabilities: CapabilitiesSchema.default(CapabilitiesSchema.parse({})),
-    /** Measure device, training throughput and per-exit latency at start (src/node/capabilities.ts; ~2 s on 2 cores). */
-    measureCapabilities: z.boolean().default(true),
+    ...NODE_KNOBS,
     /**
      * Federated training: the keys of src/round/fl-config.ts (the same schema generates the CLI and simulator flags),
      * every one optional. Present: the node trains and federates.

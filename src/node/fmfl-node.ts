@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { createMesh, type Mesh } from '../mesh/mesh.ts';
+import { createMesh, parsePeerAddr, type Mesh } from '../mesh/mesh.ts';
 import { loadOrCreateIdentity, ephemeralIdentity } from '../mesh/identity.ts';
 import { loadSwarmKey } from '../mesh/swarm-key.ts';
 import type { Member, LeaveReason } from '../mesh/membership.ts';
@@ -14,7 +14,7 @@ import { predictRequestHandler } from '../infer/http.ts';
 import { FmflMetrics, NodeStatus, startStatusServer, type StatusServer } from '../ops/index.ts';
 import { advertisedCapabilities, measureCapabilities, measureOptionsOf, type MeasuredCapabilities } from './capabilities.ts';
 
-/** File in the state directory listing the members last seen, redialled once at the next start. */
+/** File in the state directory listing the members last seen, redialled (with backoff) from the next start. */
 export const PEERS_CACHE_FILE = 'peers.json';
 /** Most cached peer addresses kept in peers.json. */
 export const MAX_CACHED_PEERS = 64;
@@ -128,7 +128,7 @@ export class FmflNode extends EventEmitter {
     return this.mesh.multiaddrs();
   }
 
-  /** Start the mesh, then dial (once, best effort) the members cached at the last clean stop. */
+  /** Start the mesh, then dial the members cached at the last clean stop (redialled with backoff until connected). */
   async start(): Promise<void> {
     if (this.config.measureCapabilities) await this.measure();
     await this.mesh.start();
@@ -147,11 +147,15 @@ export class FmflNode extends EventEmitter {
       this.log.info({ url: this.http.url }, 'status server listening');
     }
     this.log.info({ peer: this.peerId, federation: this.config.federation, addrs: this.multiaddrs() }, 'node started');
-    for (const addr of await this.readPeersCache()) {
+    // Cached members are redialled with backoff like --peers (a member that left first comes back at its address
+    // later), and appear in dialStatus, so the waiting line names them and why they cannot be reached yet.
+    const cached = await this.readPeersCache();
+    for (const addr of cached) {
       const id = addr.slice(addr.lastIndexOf('/p2p/') + 5);
       if (!this.knownPeers.has(id)) this.knownPeers.set(id, addr);
-      void this.mesh.dial(addr).catch((err: unknown) => this.log.debug({ addr, err: String(err) }, 'cached peer unreachable'));
+      this.mesh.addPeer(addr);
     }
+    if (cached.length > 0) this.log.info({ peers: cached.length, file: join(this.config.stateDir!, PEERS_CACHE_FILE) }, `redialling ${cached.length} member${cached.length === 1 ? '' : 's'} seen before (peers.json)`);
   }
 
   /** Measure device, throughput and exit latency; advertise them (declared maxExitDepth / loraRank cap them). */
@@ -195,7 +199,15 @@ export class FmflNode extends EventEmitter {
     try {
       const obj = JSON.parse(await readFile(join(this.config.stateDir, PEERS_CACHE_FILE), 'utf8')) as unknown;
       if (!Array.isArray(obj)) return [];
-      return obj.filter((a): a is string => typeof a === 'string' && a.length < 512 && a.includes('/p2p/')).slice(0, MAX_CACHED_PEERS);
+      const valid = (a: unknown): a is string => {
+        if (typeof a !== 'string' || a.length >= 512) return false;
+        try {
+          return parsePeerAddr(a).peerId.toString() !== this.peerId;
+        } catch {
+          return false;
+        }
+      };
+      return obj.filter(valid).slice(0, MAX_CACHED_PEERS);
     } catch {
       return [];
     }

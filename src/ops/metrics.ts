@@ -25,8 +25,9 @@ export class FmflMetrics {
   private readonly stepsPerSecond: Gauge;
   private readonly version: Gauge;
   private readonly contributors: Gauge;
-  private readonly epsilon: Gauge;
-  private readonly consensus: Gauge;
+  /** Registered at the first value: absent from a scrape without DP / outside gossip (a 0 would read as a measurement). */
+  private epsilon: Gauge | null = null;
+  private consensus: Gauge | null = null;
 
   constructor(registry: Registry = new Registry()) {
     this.registry = registry;
@@ -41,8 +42,6 @@ export class FmflMetrics {
     this.stepsPerSecond = new Gauge({ name: 'fmfl_training_steps_per_second', help: 'Local training steps per second in the last round', registers });
     this.version = new Gauge({ name: 'fmfl_global_version', help: 'Rounds completed (global model version)', registers });
     this.contributors = new Gauge({ name: 'fmfl_round_contributors', help: 'Updates aggregated (leader) or neighbours mixed (gossip) in the last round', registers });
-    this.epsilon = new Gauge({ name: 'fmfl_dp_epsilon', help: 'Client-level differential privacy: epsilon spent so far (at the configured delta); absent without DP', registers });
-    this.consensus = new Gauge({ name: 'fmfl_consensus_distance', help: 'Gossip: squared L2 distance per element between this node\'s model and the mean of its replicas', registers });
   }
 
   /** Gauges read from the mesh at scrape time: members, connections, raw transport bytes. */
@@ -77,8 +76,15 @@ export class FmflMetrics {
     if (stepsPerSecond !== undefined && Number.isFinite(stepsPerSecond)) this.stepsPerSecond.set(stepsPerSecond);
     this.version.set(m.version);
     this.contributors.set(m.contributors);
-    if (m.epsilon !== undefined && Number.isFinite(m.epsilon)) this.epsilon.set(m.epsilon);
-    if (m.consensusDistance !== undefined && Number.isFinite(m.consensusDistance)) this.consensus.set(m.consensusDistance);
+    const registers = [this.registry];
+    if (m.epsilon !== undefined && Number.isFinite(m.epsilon)) {
+      this.epsilon ??= new Gauge({ name: 'fmfl_dp_epsilon', help: 'Client-level differential privacy: epsilon spent so far (at the configured delta); absent without DP', registers });
+      this.epsilon.set(m.epsilon);
+    }
+    if (m.consensusDistance !== undefined && Number.isFinite(m.consensusDistance)) {
+      this.consensus ??= new Gauge({ name: 'fmfl_consensus_distance', help: 'Gossip: squared L2 distance per element between this node\'s model and the mean of its replicas; absent with the leader protocol', registers });
+      this.consensus.set(m.consensusDistance);
+    }
   }
 
   /** Prometheus text exposition of everything in the registry. */

@@ -65,6 +65,9 @@ export interface RoundMetrics {
   personal?: { n: number; global: number[]; personal: number[]; trainLoss: number };
 }
 
+/** How long round 1 waits for the members (n of --shard, or --min-members) before it starts with those present. */
+export const MEMBER_WAIT_MS = 60_000;
+
 /** File of the federation checkpoint in the state folder. */
 export const CHECKPOINT_FILE = 'federation.fmfl';
 
@@ -241,7 +244,11 @@ export class Federation {
     const out: RoundMetrics[] = [];
     await this.protocol.start();
     const [, sn] = this.cfg.shard.split('/').map(Number);
-    await this.waitForMembers(this.cfg.minMembers ?? sn, 60_000);
+    const need = this.cfg.minMembers ?? sn;
+    const have = await this.waitForMembers(need, MEMBER_WAIT_MS);
+    if (have < need && !this.stopped) {
+      this.logger.warn({ have, need, waitedS: MEMBER_WAIT_MS / 1000 }, `waited ${MEMBER_WAIT_MS / 1000} s for ${need} members, ${have} here: starting without the others (they join the rounds when they connect)`);
+    }
     await this.waitForTopicPeers(10_000);
     await this.protocol.catchUp?.();
     try {

@@ -39,7 +39,8 @@ export interface KnobMeta {
   parse?: KnobParse;
 }
 
-const knob = <T extends z.ZodType>(schema: T, meta: KnobMeta): T => schema.meta(meta as unknown as Record<string, unknown>) as T;
+/** A zod type carrying its command-line face ({@link KnobMeta}); src/cli/schema-options.ts makes the flag from it. */
+export const knob = <T extends z.ZodType>(schema: T, meta: KnobMeta): T => schema.meta(meta as unknown as Record<string, unknown>) as T;
 
 const classNames = z.array(z.string().min(1).max(128).regex(/^[^,\n\r]+$/, 'class names hold no commas or line breaks')).min(1).max(256);
 const bitsValues = z.union([z.literal(32), z.literal(16), z.literal(8), z.literal(4), z.literal(1)]);

@@ -133,6 +133,9 @@ export class Session {
   }
 }
 
+/** Why the CUDA provider failed to load in this process (null: not tried, or it loaded). */
+let cudaFailure: string | null = null;
+
 async function load(model: Uint8Array, opts: SessionOptions): Promise<{ inner: ort.InferenceSession; provider: 'cpu' | 'cuda' }> {
   const want = opts.provider ?? 'cpu';
   const threads = opts.threads ?? defaultThreads();
@@ -145,10 +148,13 @@ async function load(model: Uint8Array, opts: SessionOptions): Promise<{ inner: o
     enableMemPattern: true,
     logSeverityLevel: 3,
   };
-  if (want === 'cuda' || want === 'auto') {
+  // `auto` tries CUDA once per process: after a failure every later session goes straight to the CPU (each failed
+  // attempt costs time and makes onnxruntime print its own error block).
+  if (want === 'cuda' || (want === 'auto' && cudaFailure === null)) {
     try {
       return { inner: await ort.InferenceSession.create(model, { ...base, executionProviders: ['cuda', 'cpu'] }), provider: 'cuda' };
     } catch (err) {
+      cudaFailure = firstLine((err as Error).message);
       if (want === 'cuda') {
         throw new RuntimeError(`the CUDA execution provider could not be loaded (${(err as Error).message}); run \`npm run setup:gpu\` on a machine with an NVIDIA GPU, or use --device cpu`, { cause: err });
       }

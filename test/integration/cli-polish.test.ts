@@ -88,3 +88,29 @@ test.serial('a federating node says what it waits for, with the likely cause of 
   t.is(await run, 0);
   t.regex(out, /^stopped \(test\) at round 0 of 3 \(0 run here\) in [\d.]+ s; no round completed; checkpoint .*federation\.fmfl$/m);
 });
+
+test.serial('--no-measure-capabilities (schema-generated, profile key measureCapabilities) skips the start-up measurement', async (t) => {
+  const dir = await tempDir('fmfl-measure-');
+  const caps = async (extra: string[]): Promise<{ trainThroughput: number; features: string[] }> => {
+    let out = '';
+    let stop!: (why: string) => void;
+    const stopped = new Promise<string>((r) => (stop = r));
+    const run = main(['--state-dir', join(dir, extra.join('') || 'measured'), '--federation', 'measure', '--log-level', 'silent', '--http-port', '0', ...extra], {
+      stdout: (s) => void (out += s), stderr: () => {}, shutdown: () => stopped,
+    });
+    await waitFor(() => /^dashboard (\S+)/m.test(out), 'the node serves its dashboard', 60_000);
+    const url = /^dashboard (\S+)/m.exec(out)![1];
+    const doc = (await (await fetch(`${url}status`)).json()) as { members: Array<{ self: boolean; capabilities: { trainThroughput: number; features: string[] } }> };
+    stop('test');
+    t.is(await run, 0);
+    return doc.members.find((m) => m.self)!.capabilities;
+  };
+  const measured = await caps([]);
+  t.true(measured.trainThroughput > 0, 'measured by default');
+  t.true(measured.features.some((f) => f.startsWith('infer-lat1:')));
+  const declared = await caps(['--no-measure-capabilities']);
+  t.is(declared.trainThroughput, 0, 'not measured');
+  t.false(declared.features.some((f) => f.startsWith('infer-lat')));
+  const help = await run(['--help']);
+  t.regex(help.out, /--no-measure-capabilities +turn off: measure the execution provider/);
+});

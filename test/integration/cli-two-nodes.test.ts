@@ -11,6 +11,7 @@ const BIN = 'src/cli/fmfl-node.mjs';
 interface Proc {
   child: ChildProcess;
   out: () => string;
+  err: () => string;
   exited: Promise<number | null>;
 }
 
@@ -18,10 +19,11 @@ function startBin(args: string[]): Proc {
   const child = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-  child.stderr!.on('data', () => {});
+  let err = '';
+  child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
   // 'close' fires after stdout is drained ('exit' may come first).
   const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
-  return { child, out: () => out, exited };
+  return { child, out: () => out, err: () => err, exited };
 }
 
 async function tmp(t: import('ava').ExecutionContext): Promise<string> {
@@ -53,6 +55,11 @@ test.serial('two fmfl-node processes see each other join and leave; SIGINT/SIGTE
   a.child.kill('SIGTERM');
   t.is(await a.exited, 0);
   t.regex(a.out(), /shutting down \(SIGTERM\)/);
+  // One line per join and leave on the terminal (stdout and the info log together), not one from each.
+  const count = (s: string, sub: string): number => s.split(sub).length - 1;
+  t.is(count(a.out(), `join ${idB}`), 1);
+  t.is(count(a.out(), `leave ${idB}`), 1);
+  t.false(/member (joined|left)/.test(a.err()), 'the log keeps join/leave at debug');
 
   // `fmfl-node id` reads the same identity.
   const lines: string[] = [];

@@ -1,7 +1,7 @@
 /**
  * The operations surface of a node on real sockets: the HTTP server without a checkpoint, the ops.status poll
- * (including a peer that answers garbage), dial-failure causes for the three usual mistakes, and peers.json
- * keeping members that left.
+ * (including a peer that answers garbage), dial-failure causes for the three usual mistakes, peers.json keeping
+ * members that left, and a restart after the peer left first (the cached peer is redialled and explained).
  */
 import test from 'ava';
 import { readFile } from 'node:fs/promises';
@@ -142,4 +142,41 @@ test.serial('peers.json keeps a member that left before this node stopped', asyn
   const cached = JSON.parse(await readFile(join(dirA, PEERS_CACHE_FILE), 'utf8')) as string[];
   t.is(cached.length, 1);
   t.true(cached[0].endsWith(`/p2p/${b.peerId}`));
+});
+
+test.serial('a node restarted after its peer left first redials the cached peer, says why it fails, and connects when the peer is back', async (t) => {
+  const quiet = { ...FAST_NODE, measureCapabilities: false, federation: 'restart' };
+  const dirA = await tempDir('fmfl-restart-a-');
+  const dirB = await tempDir('fmfl-restart-b-');
+  const nodes: FmflNode[] = [];
+  t.teardown(async () => Promise.all(nodes.map((n) => n.stop())));
+  const mk = async (o: Record<string, unknown>): Promise<FmflNode> => {
+    const n = await FmflNode.create({ ...quiet, ...o }, fastOpts);
+    nodes.push(n);
+    await n.start();
+    return n;
+  };
+  const a = await mk({ stateDir: dirA });
+  const b = await mk({ stateDir: dirB, peers: [a.multiaddrs()[0]] });
+  const addrB = b.multiaddrs()[0];
+  await waitFor(() => a.mesh.membership.memberIds().includes(b.peerId), 'a sees b');
+  await b.stop(); // b leaves first
+  await waitFor(() => a.mesh.membership.memberIds().length === 0, 'b left');
+  await a.stop();
+
+  const a2 = await mk({ stateDir: dirA });
+  await waitFor(() => a2.mesh.dialStatus().some((d) => d.cause !== null), 'the cached peer is dialled and its failure explained', 30_000);
+  const d = a2.mesh.dialStatus();
+  t.is(d.length, 1, 'the cached peer is a dial target');
+  t.is(d[0].addr, addrB);
+  t.false(d[0].connected);
+  t.regex(d[0].cause!, /^unreachable/);
+  const attempts = d[0].attempts;
+  await waitFor(() => a2.mesh.dialStatus()[0].attempts > attempts, 'redialled with backoff, not once', 30_000);
+
+  // b comes back at its old address; its own cache holds a's old port (a restarted on another), so only a's redial can join them.
+  const b2 = await mk({ stateDir: dirB, listen: [addrB.slice(0, addrB.indexOf('/p2p/'))] });
+  t.is(b2.peerId, b.peerId);
+  await waitFor(() => a2.mesh.membership.memberIds().includes(b.peerId), 'a redials the cached address and b is a member again', 30_000);
+  t.true(a2.mesh.dialStatus()[0].connected);
 });

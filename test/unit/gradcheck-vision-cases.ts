@@ -1,5 +1,5 @@
 /**
- * Gradient-check cases of the ops exported vision models need (src/graph/ops-vision.ts) and of the op-table forms
+ * Gradient-check cases of the ops exported vision models need (src/graph/ops/conv.ts, ops/clip.ts) and of the op-table forms
  * the ONNX importer maps Gemm, Flatten, GlobalAveragePool, frozen BatchNormalization, LayerNormalization and Softmax
  * onto. Appended to the op table's cases in gradcheck.test.ts. Conv and MaxPool run in float32 (onnxruntime's CPU
  * Conv, ConvTranspose and MaxPool-with-indices kernels are float32 only).

@@ -62,6 +62,8 @@ const CASES: Case[] = [
   { op: 'Unsqueeze', title: 'axes [0,2]', build: (x) => G.unsqueeze(x, [0, 2]), inputs: [{ shape: [2, 3] }] },
   { op: 'Squeeze', title: 'axis 1', build: (x) => G.squeeze(x, [1]), inputs: [{ shape: [2, 1, 3] }] },
   { op: 'Concat', title: 'axis 1, three operands', build: (a, b, c) => G.concat([a, b, c], 1), inputs: [{ shape: [2, 1, 3] }, { shape: [2, 2, 3] }, { shape: [2, 1, 3] }] },
+  { op: 'Split', title: 'axis 1 into [1,3,1], the middle part unused (zero block in the VJP)', build: (x) => { const [a, , c] = G.split(x, [1, 3, 1], 1); return G.add(G.mul(a, a), c); }, inputs: [{ shape: [2, 5, 3] }] },
+  { op: 'Split', title: 'axis 0 into three equal parts (unbind), all used', build: (x) => { const [a, b, c] = G.split(x, [1, 1, 1], 0); return G.add(G.mul(a, b), G.mul(c, c)); }, inputs: [{ shape: [3, 2, 4] }] },
   { op: 'Slice', title: 'two axes, negative end', build: (x) => G.slice(x, [1, 0], [-1, 2], [1, 2]), inputs: [{ shape: [2, 5, 3] }] },
   { op: 'Pad', title: 'pad', build: (x) => G.pad(x, [1, 0], [0, 2]), inputs: [{ shape: [2, 3] }] },
   { op: 'Gather', title: 'axis 1, repeated indices', build: (x, i) => G.gather(x, i, 1), inputs: [{ shape: [2, 5, 3] }, { shape: [4], ints: [0, 2, 2, 4] }] },

@@ -17,6 +17,7 @@ import { exitTensorNames, modelTensors } from '../../src/model/architecture.ts';
 import { forwardAgreement, importOnnxModel, listOnnx, prepareImport } from '../../src/model/onnx/import.ts';
 import { runToExits } from '../../src/model/onnx/architecture.ts';
 import { OnnxImportError } from '../../src/model/onnx/read.ts';
+import { GELU_LINEAR_OP } from '../../src/model/onnx/fuse-gelu-linear.ts';
 import { Session } from '../../src/runtime/index.ts';
 import { Trainer } from '../../src/train/trainer.ts';
 import { Rng } from '../../src/util/rng.ts';
@@ -34,10 +35,69 @@ test('imported tiny ViT (fused qkv, shape plumbing, Erf GELU) computes what onnx
   t.deepEqual(p.ir.exits.map((e) => e.tensor), ['/blocks.0/Add_1_output_0', '/blocks.1/Add_1_output_0', '/blocks.2/Add_1_output_0']);
   t.deepEqual(p.ir.lora.map((s) => [s.prefix, s.in, s.out]), [0, 1, 2].map((i) => [`blocks.${i}.attn.qkv`, 32, 96]));
   t.true(p.foldedNodes > 100, `${p.foldedNodes} shape-plumbing nodes folded`);
-  t.deepEqual(p.ir.nodes.filter((n) => n.op === 'Gelu').map((n) => n.name), [0, 1, 2].map((i) => `/blocks.${i}/mlp/act/Gelu`), 'the Erf GELU compositions became one Gelu node each');
+  // Each Erf GELU composition became one Gelu node, which with the following fc2 Linear became one GeluLinear.
+  t.deepEqual(p.ir.nodes.filter((n) => n.op === GELU_LINEAR_OP).map((n) => n.name), [0, 1, 2].map((i) => `/blocks.${i}/mlp/fc2/MatMul`));
+  t.false(p.ir.nodes.some((n) => n.op === 'Gelu'));
   t.false(p.ir.nodes.some((n) => n.op === 'Erf'));
   const diff = await forwardAgreement(p.ir, p.weights, VIT, { batch: 3, seed: 4 });
   t.true(diff <= 1e-5, `max |fmfl - onnxruntime| = ${diff}`);
+});
+
+test("timm's qkv.unbind(0) (Split + Squeeze) imports: Split mapped, forward equals onnxruntime, LoRA gradients match finite differences", async (t) => {
+  const bytes = tinyVitOnnx({ qkv: 'unbind', seed: 2 });
+  const p = prepareImport(bytes, { loraTargets: 'blocks.1/attn/qkv/' });
+  t.is(p.ir.nodes.filter((n) => n.op === 'Split').length, 3);
+  const diff = await forwardAgreement(p.ir, p.weights, bytes, { batch: 3, seed: 4 });
+  t.true(diff <= 1e-5, `max |fmfl - onnxruntime| = ${diff}`);
+  const shapes = new Map(p.ir.weights.map((w) => [w.name, w.shape]));
+  const r = await gradcheck((images, a, b) => {
+    const g = images.graph;
+    const made = new Map<string, G.Tensor>();
+    const param = (name: string): G.Tensor => {
+      if (name === 'blocks.1.attn.qkv.lora_a') return a;
+      if (name === 'blocks.1.attn.qkv.lora_b') return b;
+      let x = made.get(name);
+      if (!x) made.set(name, (x = g.initializer(name, p.weights.get(name)!, shapes.get(name)!)));
+      return x;
+    };
+    return runWithLora(p.ir, images, param, { rank: 2, alpha: 4, targets: ['q'] });
+  }, [{ shape: [2, 1, 28, 28], diff: false }, { shape: [32, 2], range: [-0.5, 0.5] }, { shape: [2, 96], range: [-0.5, 0.5] }], { dtype: 'float32', seed: 3, maxCoords: 10 });
+  t.true(r.maxRelErr < 5e-3, `max relative error ${r.maxRelErr} (${r.worst})`);
+});
+
+test('AveragePool imports as a depthwise Conv: forward equals onnxruntime; count_include_pad=0 with padding is a typed error', async (t) => {
+  const bytes = tinyResNetOnnx({ pool: 'avg' });
+  const p = prepareImport(bytes, { loraTargets: 'fc' });
+  t.true(p.ir.nodes.some((n) => n.op === 'AveragePool'));
+  const diff = await forwardAgreement(p.ir, p.weights, bytes, { batch: 2, seed: 5 });
+  t.true(diff <= 1e-5, `max |fmfl - onnxruntime| = ${diff}`);
+  const m = onnx.ModelProto.decode(bytes);
+  const pool = m.graph!.node!.find((n) => n.opType === 'AveragePool')!;
+  pool.attribute!.find((a) => a.name === 'count_include_pad')!.i = 0;
+  const err = t.throws(() => prepareImport(onnx.ModelProto.encode(m).finish()), { instanceOf: OnnxImportError });
+  t.is(err?.reason, 'unsupported-form');
+  t.is(err?.op, 'AveragePool');
+  t.regex(err!.message, /count_include_pad/);
+});
+
+test('a Split whose sizes do not fit the axis is a typed unsupported-form error naming the node', (t) => {
+  const bytes = tinyVitOnnx({ qkv: 'unbind', seed: 2 });
+  const m = onnx.ModelProto.decode(bytes);
+  const split = m.graph!.node!.find((n) => n.opType === 'Split')!;
+  const sizes = m.graph!.node!.find((n) => n.output![0] === split.input![1]) ?? null;
+  const init = m.graph!.initializer!.find((i) => i.name === split.input![1]);
+  if (init) init.int64Data = [1, 1, 2];
+  else {
+    // A Constant node: replace its value.
+    const at = sizes!.attribute!.find((a) => a.name === 'value')!;
+    at.t!.rawData = new Uint8Array(new BigInt64Array([1n, 1n, 2n]).buffer);
+    at.t!.int64Data = [];
+  }
+  const err = t.throws(() => prepareImport(onnx.ModelProto.encode(m).finish()), { instanceOf: OnnxImportError });
+  t.is(err?.reason, 'unsupported-form');
+  t.is(err?.op, 'Split');
+  t.regex(err!.message, /Split of axis 0 \(size 3\) into \[1,1,2\]/);
+  t.regex(err!.node ?? "", /blocks\.0\/attn\/Split/);
 });
 
 test('imported ResNet-like CNN (Conv, BatchNorm, MaxPool, Clip, GlobalAveragePool, Flatten, Gemm) matches onnxruntime', async (t) => {

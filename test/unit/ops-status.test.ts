@@ -30,8 +30,23 @@ test('every fmfl metric is documented in the README with its labels', async (t) 
     const row = readme.split('\n').find((l) => l.startsWith(`| \`${x.name}\``));
     t.truthy(row, `${x.name} missing from the README metrics table`);
   }
-  // Series registered at scrape time from the mesh are documented too.
-  for (const name of ['fmfl_members', 'fmfl_connected_peers', 'fmfl_wire_bytes']) t.true(readme.includes(`| \`${name}\``), name);
+  // Series registered at scrape time from the mesh, or at their first value, are documented too.
+  for (const name of ['fmfl_members', 'fmfl_connected_peers', 'fmfl_wire_bytes', 'fmfl_dp_epsilon', 'fmfl_consensus_distance']) t.true(readme.includes(`| \`${name}\``), name);
+});
+
+test('fmfl_dp_epsilon and fmfl_consensus_distance are absent until a round reports them (no 0 that reads as a value)', async (t) => {
+  const m = new FmflMetrics();
+  const round = { node: 'n', round: 1, version: 1, hash: 'h', protocol: 'leader' as const, via: 'led' as const, contributors: 2, trainLoss: 0.5, accuracy: [0.5, 0.6], ensembleAccuracy: 0.55, bytesUp: 10, bytesDown: 20, updateBytes: 10, trainMs: 1, roundMs: 1000 };
+  m.round(round);
+  let text = (await m.text()).body;
+  t.regex(text, /^fmfl_accuracy\{exit="2"\} 0\.6$/m);
+  t.false(text.includes('fmfl_dp_epsilon'), 'no DP: no epsilon series');
+  t.false(text.includes('fmfl_consensus_distance'), 'leader protocol: no consensus series');
+  m.round({ ...round, round: 2, version: 2, protocol: 'gossip', via: 'mixed', epsilon: 1.25, consensusDistance: 0.003 });
+  m.round({ ...round, round: 3, version: 3, protocol: 'gossip', via: 'mixed', epsilon: 1.5, consensusDistance: 0.002 });
+  text = (await m.text()).body;
+  t.regex(text, /^fmfl_dp_epsilon 1\.5$/m);
+  t.regex(text, /^fmfl_consensus_distance 0\.002$/m);
 });
 
 test('ops.status answers are parsed strictly: size, UTF-8 JSON, schema, PeerIds', async (t) => {

@@ -8,6 +8,8 @@ import type { Graph, Tensor } from '../../graph/index.ts';
 import type { LoraConfig, ParamSource } from '../vit.ts';
 import { FOLD, constantNode, broadcast, shapeNode, sliceRanges } from './fold.ts';
 import { OnnxImportError } from './read.ts';
+import { ATTENTION_OP } from './fuse-attention.ts';
+import { GELU_LINEAR_OP } from './fuse-gelu-linear.ts';
 import type { ConstDType, ConstValue, ImportedGraph, IrNode, LoraSite } from './ir.ts';
 
 /** A value while building: a graph tensor or a folded constant. */
@@ -129,6 +131,8 @@ function spatialPads(n: IrNode, x: Tensor, kernel: number[], strides: number[], 
   return pads;
 }
 
+const isFloat32or64 = (x: Tensor): boolean => x.dtype === 'float32' || x.dtype === 'float64';
+
 function pool2(n: IrNode, x: Tensor): void {
   if (x.rank !== 4) throw unsupported(n, `only 2-D pooling of [N, C, H, W] is supported, got rank ${x.rank}`);
 }
@@ -207,6 +211,31 @@ const OPS: Readonly<Record<string, Handler>> = {
     if (cx.opset < 13 && ax !== x.rank - 1) throw unsupported(n, `opset-${cx.opset} Softmax over axes ${ax}.. of a rank-${x.rank} tensor (flattened form); re-export with opset_version=17`);
     return [G.softmax(x, ax)];
   },
+  /** gelu(x)·W + b as fuse-gelu-linear.ts found it: the composite where dtype and shapes allow, else the original ops. */
+  [GELU_LINEAR_OP]: (cx, n, [a, wv, bv]) => {
+    const x = T(cx, a, n);
+    const w = withLora(cx, n, T(cx, wv, n, a));
+    const b = T(cx, bv, n, a);
+    if (x.dtype === 'float32' && w.rank === 2 && b.rank === 1 && x.shape[x.rank - 1] === w.shape[0] && b.shape[0] === w.shape[1]) return [G.geluLinear(x, w, b)];
+    return [G.add(G.matmul(x.dtype === 'float32' ? G.geluFused(x) : G.gelu(x), w), b)];
+  },
+  /** The attention core as fuse-attention.ts found it: the composite where its shapes allow, else the original chain. */
+  [ATTENTION_OP]: (cx, n, [a, b, c]) => {
+    const [q, k, v] = [T(cx, a, n), T(cx, b, n, a), T(cx, c, n, a)];
+    const scale = attrNum(n, 'scale', 1);
+    const r = q.rank;
+    const ax = axis(n, attrInt(n, 'axis', cx.opset < 13 ? 1 : -1), r);
+    const lead = q.shape.slice(0, -2);
+    const sameLead = (t: Tensor): boolean => t.rank === r && t.shape.slice(0, -2).every((d, i) => d === lead[i]);
+    if (r >= 3 && ax === r - 1 && sameLead(k) && sameLead(v) && q.shape[r - 1] === k.shape[r - 1] && k.shape[r - 2] === v.shape[r - 2]) {
+      return [G.attention(q, k, v, scale)];
+    }
+    if (cx.opset < 13 && ax !== r - 1) throw unsupported(n, `opset-${cx.opset} Softmax over axes ${ax}.. of a rank-${r} tensor (flattened form); re-export with opset_version=17`);
+    const perm = k.shape.map((_, i) => (i === k.rank - 2 ? k.rank - 1 : i === k.rank - 1 ? k.rank - 2 : i));
+    let s = G.matmul(q, G.transpose(k, perm));
+    if (scale !== 1) s = G.mul(s, cx.g.scalar(scale, s.dtype));
+    return [G.matmul(G.softmax(s, ax), v)];
+  },
   LayerNormalization: (cx, n, [a, s, b]) => {
     const x = T(cx, a, n);
     if (axis(n, attrInt(n, 'axis', -1), x.rank) !== x.rank - 1) throw unsupported(n, `LayerNormalization over axis ${String(n.attrs.axis)}: only the last axis is supported`);
@@ -236,6 +265,26 @@ const OPS: Readonly<Record<string, Handler>> = {
     const strides = (n.attrs.strides as number[] | undefined) ?? [1, 1];
     const dilations = (n.attrs.dilations as number[] | undefined) ?? [1, 1];
     return [G.maxPool2d(x, kernel, { strides, dilations, pads: spatialPads(n, x, kernel, strides, dilations) })];
+  },
+  /**
+   * AveragePool as a depthwise Conv with a constant 1/(kh·kw) kernel (Conv's VJP and gradcheck cover it). Padding is
+   * exact only when the padded zeros count (count_include_pad=1) or there is none; ceil_mode is not supported.
+   */
+  AveragePool: (cx, n, [a]) => {
+    const x = T(cx, a, n);
+    pool2(n, x);
+    if (!isFloat32or64(x)) throw unsupported(n, `AveragePool of a ${x.dtype} tensor`);
+    const kernel = n.attrs.kernel_shape as number[];
+    if (!Array.isArray(kernel) || kernel.length !== 2) throw unsupported(n, 'AveragePool needs a 2-D kernel_shape');
+    if (attrInt(n, 'ceil_mode', 0) !== 0) throw unsupported(n, 'ceil_mode=1 AveragePool; re-export with ceil_mode=False');
+    const strides = (n.attrs.strides as number[] | undefined) ?? [1, 1];
+    const dilations = (n.attrs.dilations as number[] | undefined) ?? [1, 1];
+    const pads = spatialPads(n, x, kernel, strides, dilations);
+    if (pads.some((p) => p > 0) && attrInt(n, 'count_include_pad', 0) !== 1) throw unsupported(n, 'AveragePool with padding and count_include_pad=0 (the border divisor changes per position); re-export with count_include_pad=True or without padding');
+    const C = x.shape[1];
+    const k = kernel[0] * kernel[1];
+    const w = cx.g.constant(new Array(C * k).fill(1 / k), [C, 1, kernel[0], kernel[1]], x.dtype);
+    return [G.conv2d(x, w, null, { strides, pads, dilations, group: C })];
   },
   GlobalAveragePool: (cx, n, [a]) => [G.globalAveragePool(T(cx, a, n))],
   GlobalMaxPool: (cx, n, [a]) => {
@@ -267,6 +316,26 @@ const OPS: Readonly<Record<string, Handler>> = {
     const like = ins.find((v) => v && 't' in v);
     const ts = ins.map((v) => T(cx, v, n, like));
     return [G.concat(ts, axis(n, n.attrs.axis as number, ts[0].rank))];
+  },
+  /** Split into consecutive parts: sizes from the input (opset 13+), the `split` attribute (< 13), `num_outputs` (18) or equal. */
+  Split: (cx, n, [a, sp]) => {
+    const x = T(cx, a, n);
+    const ax = axis(n, attrInt(n, 'axis', 0), x.rank);
+    const d = x.shape[ax];
+    const parts = n.outputs.length;
+    let sizes: number[];
+    if (sp) sizes = ints(n, sp, 'split');
+    else if (Array.isArray(n.attrs.split)) sizes = n.attrs.split as number[];
+    else {
+      const k = attrInt(n, 'num_outputs', parts);
+      if (k !== parts) throw new OnnxImportError('malformed', `num_outputs ${k} but ${parts} outputs`, where(n));
+      const each = Math.ceil(d / k);
+      sizes = Array.from({ length: k }, (_, i) => Math.min(each, d - i * each));
+    }
+    if (sizes.length !== parts || sizes.some((v) => !Number.isInteger(v) || v < 1) || sizes.reduce((p, v) => p + v, 0) !== d) {
+      throw unsupported(n, `Split of axis ${ax} (size ${d}) into [${sizes.join(',')}] for ${parts} outputs: sizes must be positive, one per output, and sum to the axis size`);
+    }
+    return G.split(x, sizes, ax);
   },
   Slice: (cx, n, [a, st, en, ax, sp]) => {
     const x = T(cx, a, n);

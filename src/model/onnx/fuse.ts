@@ -10,11 +10,16 @@ import type { ConstValue, IrNode } from './ir.ts';
 
 const near = (v: ConstValue | undefined, x: number): boolean => !!v && v.data.length === 1 && Math.abs(v.data[0] - x) <= 1e-6 * Math.max(1, Math.abs(x));
 
-/**
- * Replace each exact-GELU composition (Div by √2 or Mul by 1/√2, Erf, Add 1, Mul by x, Mul by 0.5, in either
- * operand order) whose intermediates nothing else reads by one `Gelu` node named after its Erf node.
- */
-export function fuseGelu(nodes: readonly IrNode[], consts: ReadonlyMap<string, ConstValue>, outputs: readonly string[]): IrNode[] {
+/** Who produces and how many read each value, and the constant behind a name (initializer or Constant node). */
+export interface NodeIndex {
+  producer: Map<string, IrNode>;
+  readers: Map<string, number>;
+  constOf(name: string): ConstValue | undefined;
+  /** The producer of `name` when that is its only reader (so the producer can be fused away). */
+  only(name: string): IrNode | undefined;
+}
+
+export function nodeIndex(nodes: readonly IrNode[], consts: ReadonlyMap<string, ConstValue>, outputs: readonly string[]): NodeIndex {
   const producer = new Map<string, IrNode>();
   const readers = new Map<string, number>();
   for (const n of nodes) {
@@ -34,6 +39,15 @@ export function fuseGelu(nodes: readonly IrNode[], consts: ReadonlyMap<string, C
     }
   };
   const only = (name: string): IrNode | undefined => (readers.get(name) === 1 ? producer.get(name) : undefined);
+  return { producer, readers, constOf, only };
+}
+
+/**
+ * Replace each exact-GELU composition (Div by √2 or Mul by 1/√2, Erf, Add 1, Mul by x, Mul by 0.5, in either
+ * operand order) whose intermediates nothing else reads by one `Gelu` node named after its Erf node.
+ */
+export function fuseGelu(nodes: readonly IrNode[], consts: ReadonlyMap<string, ConstValue>, outputs: readonly string[]): IrNode[] {
+  const { constOf, only } = nodeIndex(nodes, consts, outputs);
   /** [other operand, node] when `n` is a binary op of `op` with one operand a constant near `value`. */
   const withConst = (n: IrNode | undefined, op: string, value: number, commutes = true): string | undefined => {
     if (!n || n.op !== op || n.inputs.length !== 2) return undefined;

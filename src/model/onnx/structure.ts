@@ -3,6 +3,7 @@
  * weight), the repeated blocks and their outputs (the automatic exits), and the check that each exit tensor is a
  * block boundary (everything after it depends on it alone, so anytime segments can start there).
  */
+import { GELU_LINEAR_OP } from './fuse-gelu-linear.ts';
 import { buildProbe, nodesFor } from './build.ts';
 import { OnnxImportError } from './read.ts';
 import type { ExitSite, ImportedGraph, IrNode, LoraSite } from './ir.ts';
@@ -25,7 +26,7 @@ export function loraCandidates(ir: Pick<ImportedGraph, 'nodes' | 'weights'>): Lo
   const out: LoraCandidate[] = [];
   const used = new Set<string>();
   for (const n of ir.nodes) {
-    if (n.op !== 'MatMul' && n.op !== 'Gemm') continue;
+    if (n.op !== 'MatMul' && n.op !== 'Gemm' && n.op !== GELU_LINEAR_OP) continue;
     const w = n.inputs[1];
     const shape = shapes.get(w);
     if (!shape || shape.length !== 2) continue;
@@ -33,7 +34,7 @@ export function loraCandidates(ir: Pick<ImportedGraph, 'nodes' | 'weights'>): Lo
     let prefix = loraPrefix(n.name);
     for (let k = 2; used.has(prefix); k++) prefix = `${loraPrefix(n.name)}_${k}`;
     used.add(prefix);
-    out.push({ op: n.op, node: n.name, weight: w, prefix, in: trans ? shape[1] : shape[0], out: trans ? shape[0] : shape[1] });
+    out.push({ op: n.op === 'Gemm' ? 'Gemm' : 'MatMul', node: n.name, weight: w, prefix, in: trans ? shape[1] : shape[0], out: trans ? shape[0] : shape[1] });
   }
   return out;
 }

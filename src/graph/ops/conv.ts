@@ -1,23 +1,18 @@
 /**
- * Ops that exported vision models use and the ViT did not: 2-D convolution (patch embeddings, ResNet stems),
- * max pooling, Clip and HardSigmoid (MobileNet-style activations). Each declared once with its ONNX emission and
- * its VJP written in op-table primitives, like src/graph/ops.ts (which is kept for the ViT's ops).
+ * Conv, ConvTranspose and MaxPool (sharing the window attributes and output-size rule).
  *
  * Conv's VJP: dX is ConvTranspose(dY, W) with the same strides, pads, dilations and groups (output_padding makes
  * the shape match X exactly); dW (per group) is the correlation of X with dY, itself a Conv over the batch axis
  * (X as [C, N, H, W], dY as [M, N, Ho, Wo] weights, strides and dilations swapped), cropped to the kernel;
  * dB = sum of dY over N, H, W.
  */
-import { GraphError, isFloat, type Attrs, type GraphNode, type Tensor } from './graph.ts';
-import {
-  add, concat, defineOp, div, getOp, greater, less, mul, reduceMean, reduceSum, reshape, scatterAdd, slice, sqrt, sub, transpose, where, zerosLike,
-  type Emitter, type TypeInfo,
-} from './ops.ts';
+import { GraphError, isFloat, type Tensor, type Attrs } from '../graph.ts';
+import { apply, type OpDef } from './registry.ts';
+import { zerosLike } from './grad-helpers.ts';
+import { floor, reduceSum, reshape, transpose, concat, slice, scatterAdd, conv2d } from './api.ts';
 
-function apply(op: string, inputs: readonly Tensor[], attrs: Attrs): Tensor[] {
-  const types = getOp(op).infer(inputs, attrs);
-  return inputs[0].graph.addNode(op, inputs, attrs, types);
-}
+/** This module's op declarations (registered by ops/index.ts). */
+export const ops: OpDef[] = [];
 
 interface Conv2dAttrs {
   strides: [number, number];
@@ -47,7 +42,7 @@ function outSize(n: number, k: number, s: number, pBegin: number, pEnd: number, 
 }
 
 /** y = conv2d(x [N, C, H, W], w [M, C/group, kh, kw]) (+ b [M]). */
-defineOp({
+ops.push({
   name: 'Conv',
   infer: (ins, attrs) => {
     const [x, w, b] = ins;
@@ -101,7 +96,7 @@ defineOp({
  * The transpose of Conv with respect to its input: x [N, M, h, w], w [M, C/group, kh, kw] to [N, C, H, W], with
  * `outputPadding` cells added at the end of each spatial axis. Used by Conv's VJP; its own gradient is not declared.
  */
-defineOp({
+ops.push({
   name: 'ConvTranspose',
   infer: (ins, attrs) => {
     const [x, w] = ins;
@@ -123,7 +118,7 @@ defineOp({
  * 2-D max pooling (no ceil mode), outputs [y, indices]: indices flat over the whole input (ONNX's storage order
  * 0). VJP: the gradient scattered (added) back at the arg-max positions.
  */
-defineOp({
+ops.push({
   name: 'MaxPool',
   infer: (ins, attrs) => {
     const [x] = ins;
@@ -148,94 +143,3 @@ defineOp({
     return [reshape(flat, x.shape)];
   },
 });
-
-function unaryInfer(name: string) {
-  return (ins: readonly Tensor[]): TypeInfo[] => {
-    if (!isFloat(ins[0].dtype)) throw new GraphError(name, `needs a float input, got ${ins[0].dtype}`);
-    return [{ shape: ins[0].shape, dtype: ins[0].dtype }];
-  };
-}
-
-/** Clip(x, min, max) with constant bounds (attributes `min`, `max`; ±Infinity for none). VJP: g where min < x < max. */
-defineOp({
-  name: 'Clip',
-  infer: (ins, attrs) => {
-    if (typeof attrs.min !== 'number' || typeof attrs.max !== 'number' || !(attrs.min <= attrs.max)) throw new GraphError('Clip', 'min and max must be numbers with min <= max');
-    return unaryInfer('Clip')(ins);
-  },
-  emit: (e: Emitter, n: GraphNode) => {
-    const dt = n.inputs[0].dtype as 'float32' | 'float64';
-    const bound = (v: number): string => (Number.isFinite(v) ? e.scalar(v, dt) : '');
-    const lo = bound(n.attrs.min as number);
-    const hi = bound(n.attrs.max as number);
-    const ins = [e.name(n.inputs[0]), lo, hi];
-    while (ins[ins.length - 1] === '') ins.pop();
-    e.node('Clip', ins, [e.name(n.outputs[0])]);
-  },
-  vjp: (n, [g]) => {
-    const x = n.inputs[0];
-    const z = zerosLike(g!);
-    const lo = x.graph.scalar(Math.max(n.attrs.min as number, -Number.MAX_VALUE), x.dtype);
-    const hi = x.graph.scalar(Math.min(n.attrs.max as number, Number.MAX_VALUE), x.dtype);
-    return [where(less(x, lo), z, where(greater(x, hi), z, g!))];
-  },
-});
-
-/** HardSigmoid: max(0, min(1, alpha·x + beta)). VJP: alpha·g where 0 < alpha·x + beta < 1. */
-defineOp({
-  name: 'HardSigmoid',
-  infer: (ins, attrs) => {
-    if (typeof attrs.alpha !== 'number' || typeof attrs.beta !== 'number') throw new GraphError('HardSigmoid', 'alpha and beta must be numbers');
-    return unaryInfer('HardSigmoid')(ins);
-  },
-  emit: (e, n) => e.node('HardSigmoid', [e.name(n.inputs[0])], [e.name(n.outputs[0])], { alpha: n.attrs.alpha as number, beta: n.attrs.beta as number }),
-  vjp: (n, [g]) => {
-    const x = n.inputs[0];
-    const gr = x.graph;
-    const pre = n.attrs.alpha as number;
-    const z = zerosLike(g!);
-    if (pre === 0) return [z];
-    // alpha·x + beta in (0, 1)  <=>  x in the open interval between the two break points (alpha may be negative).
-    const lo = (0 - (n.attrs.beta as number)) / pre;
-    const hi = (1 - (n.attrs.beta as number)) / pre;
-    const [a, b] = lo < hi ? [lo, hi] : [hi, lo];
-    const inside = where(less(x, gr.scalar(a, x.dtype)), z, where(greater(x, gr.scalar(b, x.dtype)), z, mul(g!, gr.scalar(pre, x.dtype))));
-    return [inside];
-  },
-});
-
-// ---------------------------------------------------------------------------------------------------------
-// The builder API
-
-export function conv2d(x: Tensor, w: Tensor, b: Tensor | null, o: { strides?: number[]; pads?: number[]; dilations?: number[]; group?: number } = {}): Tensor {
-  return apply('Conv', b ? [x, w, b] : [x, w], { strides: o.strides ?? [1, 1], pads: o.pads ?? [0, 0, 0, 0], dilations: o.dilations ?? [1, 1], group: o.group ?? 1 })[0];
-}
-export function maxPool2d(x: Tensor, kernel: readonly number[], o: { strides?: number[]; pads?: number[]; dilations?: number[] } = {}): Tensor {
-  return apply('MaxPool', [x], { kernel: [...kernel], strides: o.strides ?? [...kernel], pads: o.pads ?? [0, 0, 0, 0], dilations: o.dilations ?? [1, 1] })[0];
-}
-export function clip(x: Tensor, min = -Infinity, max = Infinity): Tensor { return apply('Clip', [x], { min, max })[0]; }
-export function hardSigmoid(x: Tensor, alpha = 0.2, beta = 0.5): Tensor { return apply('HardSigmoid', [x], { alpha, beta })[0]; }
-/** Frozen (inference-mode) BatchNormalization over axis 1 from primitives: (x − mean)·scale/√(var + eps) + bias. */
-export function batchNormInference(x: Tensor, scale: Tensor, bias: Tensor, mean: Tensor, variance: Tensor, epsilon = 1e-5): Tensor {
-  const C = x.shape[1];
-  for (const t of [scale, bias, mean, variance]) if (t.rank !== 1 || t.shape[0] !== C) throw new GraphError('BatchNormalization', `scale, bias, mean and var must be [${C}]`);
-  const per = [1, C, ...x.shape.slice(2).map(() => 1)];
-  const inv = div(scale, sqrt(add(variance, x.graph.scalar(epsilon, variance.dtype))));
-  const shift = sub(bias, mul(mean, inv));
-  return add(mul(x, reshape(inv, per)), reshape(shift, per));
-}
-
-/** ONNX GlobalAveragePool: the mean over every spatial axis, kept as size 1. */
-export function globalAveragePool(x: Tensor): Tensor {
-  if (x.rank < 3) throw new GraphError('GlobalAveragePool', `needs [N, C, spatial...], got [${x.shape.join(',')}]`);
-  return reduceMean(x, x.shape.slice(2).map((_, i) => i + 2), true);
-}
-
-/** ONNX Flatten: [d0 .. d(axis-1)] and [d(axis) ..] each multiplied into one axis. */
-export function flatten(x: Tensor, axis = 1): Tensor {
-  const a = axis < 0 ? axis + x.rank : axis;
-  if (!Number.isInteger(a) || a < 0 || a > x.rank) throw new GraphError('Flatten', `axis ${axis} out of range for rank ${x.rank}`);
-  const lead = x.shape.slice(0, a).reduce((p, d) => p * d, 1);
-  const rest = x.shape.slice(a).reduce((p, d) => p * d, 1);
-  return reshape(x, [lead, rest]);
-}

@@ -1,0 +1,128 @@
+/**
+ * The importer's graph rewrites (src/model/onnx/fuse-attention.ts, fuse-gelu-linear.ts): the rewritten graph's forward and gradients
+ * equal the unrewritten graph's, and chains the rewrite must not touch are left alone.
+ */
+import test from 'ava';
+import { tinyVitOnnx } from '../../scripts/reference/onnx-fixtures.ts';
+import * as G from '../../src/graph/index.ts';
+import { prepareImport } from '../../src/model/onnx/import.ts';
+import { runToExits } from '../../src/model/onnx/architecture.ts';
+import { readOnnx } from '../../src/model/onnx/read.ts';
+import { fuseGelu } from '../../src/model/onnx/fuse.ts';
+import { ATTENTION_OP, fuseAttention } from '../../src/model/onnx/fuse-attention.ts';
+import { GELU_LINEAR_OP, fuseGeluLinear } from '../../src/model/onnx/fuse-gelu-linear.ts';
+import { loraCandidates } from '../../src/model/onnx/structure.ts';
+import type { ImportedGraph, IrNode } from '../../src/model/onnx/ir.ts';
+import type { Weights } from '../../src/model/vit.ts';
+import { Session } from '../../src/runtime/index.ts';
+import { Rng } from '../../src/util/rng.ts';
+
+const LORA = { rank: 2, alpha: 4, targets: ['q'] as ['q'] };
+
+/** Loss (a fixed random projection of every exit tensor) and its gradients wrt the images and every LoRA factor. */
+async function lossAndGrads(ir: ImportedGraph, weights: Weights, seed: number): Promise<Record<string, Float32Array>> {
+  const g = new G.Graph();
+  const rng = new Rng(seed);
+  const images = g.input('images', [2, ir.input.channels, ir.input.size, ir.input.size]);
+  const shapes = new Map(ir.weights.map((w) => [w.name, w.shape]));
+  const made = new Map<string, G.Tensor>();
+  const lora: G.Tensor[] = [];
+  const param = (name: string): G.Tensor => {
+    let x = made.get(name);
+    if (x) return x;
+    const site = ir.lora.find((s) => name === `${s.prefix}.lora_a` || name === `${s.prefix}.lora_b`);
+    if (site) {
+      const shape = name.endsWith('lora_a') ? [site.in, LORA.rank] : [LORA.rank, site.out];
+      x = g.input(name, shape);
+      lora.push(x);
+    } else x = g.initializer(name, weights.get(name)!, shapes.get(name)!);
+    made.set(name, x);
+    return x;
+  };
+  const exits = runToExits(ir, images, param, { lora: LORA }, ir.exits.length);
+  let loss: G.Tensor | null = null;
+  for (const e of exits) {
+    const w = g.initializer(`proj${e.name}`, Float32Array.from({ length: e.size }, () => rng.uniform(-1, 1)), e.shape);
+    const term = G.sumAll(G.mul(e, w));
+    loss = loss ? G.add(loss, term) : term;
+  }
+  const grads = G.grad(loss!, [images, ...lora]);
+  g.output(loss!, 'loss');
+  grads.forEach((d, i) => g.output(d, `grad:${i === 0 ? 'images' : lora[i - 1].name}`));
+  const s = await Session.create(G.exportOnnx(g), { threads: 1 });
+  try {
+    const feedRng = new Rng(11);
+    const feeds: Record<string, { data: Float32Array; dims: number[] }> = {};
+    for (const t of [images, ...lora]) feeds[t.name] = { data: Float32Array.from({ length: t.size }, () => feedRng.uniform(-0.5, 0.5)), dims: [...t.shape] };
+    return (await s.run(feeds)) as Record<string, Float32Array>;
+  } finally {
+    await s.release();
+  }
+}
+
+test('the attention and GELU-Linear rewrites: one fmfl.Attention and one fmfl.GeluLinear per block; forward and gradients equal the unrewritten graph', async (t) => {
+  for (const qkv of ['fused', 'separate'] as const) {
+    const bytes = tinyVitOnnx({ qkv, seed: 5 });
+    const { ir, weights } = prepareImport(bytes, { loraTargets: qkv === 'fused' ? 'attn/qkv/|mlp/fc2/' : 'attn/(q|v)/' });
+    t.is(ir.nodes.filter((n) => n.op === ATTENTION_OP).length, 3, qkv);
+    t.is(ir.nodes.filter((n) => n.op === 'Softmax').length, 0, qkv);
+    t.is(ir.nodes.filter((n) => n.op === GELU_LINEAR_OP).length, 3, qkv);
+    t.is(ir.nodes.filter((n) => n.op === 'Gelu').length, 0, qkv);
+    // fused: LoRA on qkv and on fc2 (inside GeluLinear, so its merged weight's gradient is checked too); separate: q, v.
+    t.is(ir.lora.length, 6, qkv);
+    const parsed = readOnnx(bytes);
+    const plain: ImportedGraph = { ...ir, nodes: fuseGelu(parsed.nodes, parsed.consts, parsed.outputs), consts: Object.fromEntries(parsed.consts) };
+    t.is(plain.nodes.filter((n) => n.op === 'Softmax').length, 3);
+    const [a, b] = [await lossAndGrads(ir, weights, 1), await lossAndGrads(plain, weights, 1)];
+    t.deepEqual(Object.keys(a).sort(), Object.keys(b).sort());
+    for (const k of Object.keys(b)) {
+      const ref = b[k];
+      const scale = Math.max(1e-6, ...Array.from(ref, Math.abs));
+      const diff = Math.max(...Array.from(ref, (v, i) => Math.abs(v - a[k][i])));
+      t.true(diff / scale < 1e-4, `${qkv} ${k}: max |rewritten - plain| ${diff} vs max |plain| ${scale}`);
+    }
+  }
+});
+
+const node = (op: string, inputs: string[], outputs: string[], attrs: IrNode['attrs'] = {}): IrNode => ({ op, name: `/${outputs[0]}`, inputs, outputs, attrs });
+const chain = (): IrNode[] => [
+  node('Transpose', ['k'], ['kt'], { perm: [0, 1, 3, 2] }),
+  node('MatMul', ['q', 'kt'], ['s']),
+  node('Mul', ['s', 'c'], ['s2']),
+  node('Softmax', ['s2'], ['p'], { axis: -1 }),
+  node('MatMul', ['p', 'v'], ['o']),
+];
+const C = new Map([['c', { dtype: 'float32' as const, shape: [], data: [0.25] }]]);
+
+test('the attention rewrite folds the scale, keeps a composed head transpose and leaves shared intermediates alone', (t) => {
+  const fused = fuseAttention(chain(), C, ['o']);
+  t.is(fused.length, 1);
+  t.like(fused[0], { op: ATTENTION_OP, inputs: ['q', 'k', 'v'], outputs: ['o'], attrs: { scale: 0.25, axis: -1 } });
+  // Div by 4 is the same scale; a k transpose composed with the head transpose keeps a Transpose with the swap undone.
+  const div = chain().map((n) => (n.op === 'Mul' ? { ...n, op: 'Div', inputs: ['s', 'c4'] } : n.op === 'Transpose' ? { ...n, attrs: { perm: [0, 2, 3, 1] } } : n));
+  const f2 = fuseAttention(div, new Map([['c4', { dtype: 'float32' as const, shape: [], data: [4] }]]), ['o']);
+  t.deepEqual(f2.map((n) => n.op), ['Transpose', ATTENTION_OP]);
+  t.deepEqual(f2[0].attrs.perm, [0, 2, 1, 3]);
+  t.is(f2[1].attrs.scale, 0.25);
+  // The probabilities are also a graph output (or read by another node): nothing changes.
+  t.deepEqual(fuseAttention(chain(), C, ['o', 'p']), chain());
+  // A non-constant scale: nothing changes.
+  t.deepEqual(fuseAttention(chain(), new Map(), ['o']), chain());
+});
+
+test('the GELU-Linear rewrite keeps the MatMul name (a LoRA candidate as before) and leaves a shared GELU alone', (t) => {
+  const nodes = (): IrNode[] => [
+    { op: 'Gelu', name: '/mlp/act/Gelu', inputs: ['h'], outputs: ['a'], attrs: {} },
+    { op: 'MatMul', name: '/mlp/fc2/MatMul', inputs: ['a', 'W'], outputs: ['m'], attrs: {} },
+    { op: 'Add', name: '/mlp/fc2/Add', inputs: ['b', 'm'], outputs: ['y'], attrs: {} },
+  ];
+  const W = new Set(['W', 'b']);
+  const f = fuseGeluLinear(nodes(), new Map(), ['y'], W);
+  t.deepEqual(f, [{ op: GELU_LINEAR_OP, name: '/mlp/fc2/MatMul', inputs: ['h', 'W', 'b'], outputs: ['y'], attrs: {} }]);
+  t.deepEqual(loraCandidates({ nodes: f, weights: [{ name: 'fc2.weight', onnx: 'W', shape: [8, 4] }] }).map((c) => [c.op, c.node, c.in, c.out]), [['MatMul', '/mlp/fc2/MatMul', 8, 4]]);
+  // The GELU output also read elsewhere, a weight that is not constant, or the tanh approximation: nothing changes.
+  t.deepEqual(fuseGeluLinear(nodes(), new Map(), ['y', 'a'], W), nodes());
+  t.deepEqual(fuseGeluLinear(nodes(), new Map(), ['y'], new Set(['b'])), nodes());
+  const tanh = nodes().map((n) => (n.op === 'Gelu' ? { ...n, attrs: { approximate: 'tanh' } } : n));
+  t.deepEqual(fuseGeluLinear(tanh, new Map(), ['y'], W), tanh);
+});
