@@ -23,12 +23,13 @@
 import { runChildScript } from './lib/procs.ts';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { createMesh, type Mesh } from '../src/mesh/index.ts';
+import { createMesh, DEFAULT_HEARTBEAT_INTERVAL_MS, DEFAULT_MEMBER_EXPIRY_MS, type Mesh } from '../src/mesh/index.ts';
 import { Federation, type RoundMetrics } from '../src/round/index.ts';
 import { loadData } from '../src/data/index.ts';
 import { loadBackbone } from '../src/model/backbone.ts';
 import { silentLogger } from '../src/util/log.ts';
 import { finishInproc, inprocHeartbeat } from './lib/inproc.ts';
+import { instrumentMesh, breakdownPerNodePerRound, type ByteCounts } from './lib/byte-breakdown.ts';
 
 function arg(name: string, def: string): string {
   const i = process.argv.indexOf(`--${name}`);
@@ -58,6 +59,14 @@ interface SizeResult {
   /** wire total minus idle rate × round time: what the round itself moves; and the ratio on that. */
   roundBytesPerNodePerRound: number;
   roundRatio: number;
+  /**
+   * Sent + received per node per round (rounds 2..R) by kind (scripts/lib/byte-breakdown.ts): gossip messages by
+   * topic, gossipsub control, sync-stream bodies by method; `transport` is the wire total minus these (Noise, Yamux,
+   * framing, identify, ping).
+   */
+  breakdownPerNodePerRound: ByteCounts;
+  /** The same per node per second while idle. */
+  idleBreakdownPerNodePerSecond: ByteCounts;
   payloadBytesPerNodePerRound: { up: number; down: number };
   everyNodeFinished: boolean;
   identicalFinalState: boolean;
@@ -71,7 +80,9 @@ const mean = (xs: number[]): number => (xs.length ? xs.reduce((a, b) => a + b, 0
 async function runChild(spec: Spec): Promise<SizeResult> {
   const t0 = performance.now();
   const N = spec.n;
-  const hb = inprocHeartbeat(N);
+  // Membership heartbeats at the product default (2 s / 10 s), or slower where N in-process nodes need it (inprocHeartbeat).
+  const ih = inprocHeartbeat(N);
+  const hb = ih.heartbeatIntervalMs >= DEFAULT_HEARTBEAT_INTERVAL_MS ? ih : { heartbeatIntervalMs: DEFAULT_HEARTBEAT_INTERVAL_MS, memberExpiryMs: DEFAULT_MEMBER_EXPIRY_MS };
   const tag = `bb-${process.pid}`;
   const meshes: Mesh[] = [];
   for (let i = 0; i < N; i++) {
@@ -79,6 +90,8 @@ async function runChild(spec: Spec): Promise<SizeResult> {
     await m.start();
     meshes.push(m);
   }
+  const counts = meshes.map((m) => instrumentMesh(m));
+  const snap = (): ByteCounts[] => counts.map((c) => ({ ...c }));
   const cfg = (i: number): Record<string, unknown> => ({
     protocol: 'leader', rounds: spec.rounds, localSteps: spec.localSteps, batch: 64, shard: `${i}/${N}`, alpha: 0.5, partitionSeed: 42,
     testSlice: 100, prototypeSamples: 250, threads: 1, minMembers: N,
@@ -91,15 +104,22 @@ async function runChild(spec: Spec): Promise<SizeResult> {
   const total = (): number => meshes.reduce((a, m) => a + m.wire.bytesIn + m.wire.bytesOut, 0);
   await new Promise((r) => setTimeout(r, 3000));
   const i0 = total();
+  const c0 = snap();
   const ti = performance.now();
   await new Promise((r) => setTimeout(r, spec.idleS * 1000));
-  const idleBytesPerNodePerS = (total() - i0) / N / ((performance.now() - ti) / 1000);
+  const idleS = (performance.now() - ti) / 1000;
+  const idleBytesPerNodePerS = (total() - i0) / N / idleS;
+  const idleBreak = breakdownPerNodePerRound(c0, snap(), 1);
+  for (const k of Object.keys(idleBreak)) idleBreak[k] = Math.round(idleBreak[k] / idleS);
+  idleBreak.transport = Math.round(idleBytesPerNodePerS - Object.values(idleBreak).reduce((a, b) => a + b, 0));
+  const roundSnaps: ByteCounts[][] = meshes.map(() => []);
   const metrics: RoundMetrics[][] = meshes.map(() => []);
   const wire: { sent: number; received: number; at: number }[][] = meshes.map(() => []);
   await Promise.all(feds.map((f, i) => f.run({
     onRound: (m) => {
       metrics[i].push(m);
       wire[i].push({ sent: meshes[i].wire.bytesOut, received: meshes[i].wire.bytesIn, at: performance.now() });
+      roundSnaps[i].push({ ...counts[i] });
     },
   }).catch((err) => process.stderr.write(`node ${i} failed: ${String(err)}\n`))));
   const trainableParams = feds[0].manifest.tensors.reduce((a, t) => a + t.shape.reduce((x, y) => x * y, 1), 0);
@@ -116,12 +136,16 @@ async function runChild(spec: Spec): Promise<SizeResult> {
   const dense = 2 * 4 * trainableParams;
   const roundS = mean(wire.filter((w) => w.length === R && R >= 2).map((w) => (w[R - 1].at - w[0].at) / 1000 / (R - 1)));
   const background = idleBytesPerNodePerS * roundS;
+  const full = wire.map((w, i) => i).filter((i) => wire[i].length === R && R >= 2);
+  const breakdown = breakdownPerNodePerRound(full.map((i) => roundSnaps[i][0]), full.map((i) => roundSnaps[i][R - 1]), R - 1);
+  breakdown.transport = sent + received - Object.values(breakdown).reduce((a, b) => a + b, 0);
   const hashes = new Set(metrics.map((m) => m.at(-1)?.hash));
   return {
     n: N, rounds: R, trainableParams, denseFedAvgBytesPerClientPerRound: dense,
     wireBytesPerNodePerRound: { sent, received, total: sent + received }, ratio: Math.round((dense / (sent + received)) * 100) / 100,
     meanRoundSeconds: Math.round(roundS * 10) / 10, idleBytesPerNodePerSecond: Math.round(idleBytesPerNodePerS),
     roundBytesPerNodePerRound: Math.round(sent + received - background), roundRatio: Math.round((dense / (sent + received - background)) * 100) / 100,
+    breakdownPerNodePerRound: breakdown, idleBreakdownPerNodePerSecond: idleBreak,
     payloadBytesPerNodePerRound: {
       up: Math.round(mean(metrics.flatMap((m) => m.slice(1).map((x) => x.bytesUp)))), down: Math.round(mean(metrics.flatMap((m) => m.slice(1).map((x) => x.bytesDown)))),
     },
@@ -155,6 +179,7 @@ for (const n of sizes) {
   const r = await spawnChild({ n, ...base });
   log(`  round ${r.meanRoundSeconds} s, idle ${r.idleBytesPerNodePerSecond} B/node/s, round-attributable ${r.roundBytesPerNodePerRound} B (${r.roundRatio}x)`);
   log(`  ${r.wireBytesPerNodePerRound.total} wire B/node/round (sent ${r.wireBytesPerNodePerRound.sent}, received ${r.wireBytesPerNodePerRound.received}), dense FedAvg ${r.denseFedAvgBytesPerClientPerRound} B: ${r.ratio}x fewer; accuracy ${r.accuracy.join(' / ')}`);
+  log(`  per node per round: ${Object.entries(r.breakdownPerNodePerRound).map(([k, v]) => `${k} ${v}`).join(', ')}`);
   results.push(r);
 }
 const doc = { bench: 'bytes', protocol: 'leader', model: 'product default', transport: 'memory (in process)', ...base, results };

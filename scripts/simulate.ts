@@ -21,7 +21,7 @@ import { cpus } from 'node:os';
 import { writeFileSync } from 'node:fs';
 import { mkdir, writeFile, rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { createMesh, loadOrCreateIdentity, type Mesh } from '../src/mesh/index.ts';
+import { createMesh, loadOrCreateIdentity, RefusalReason, type Mesh } from '../src/mesh/index.ts';
 import { Federation, leaderOrder, type RoundMetrics } from '../src/round/index.ts';
 import { loadData, shardIndices } from '../src/data/index.ts';
 import { loadBackbone } from '../src/model/backbone.ts';
@@ -398,6 +398,9 @@ const statusTimer = setInterval(() => {
     members: span(live.map((m) => m.membership.memberIds().length)), connections: span(live.map((m) => m.connectedPeers().length)),
     wireMB: Math.round(live.reduce((a, m) => a + m.wire.bytesOut, 0) / 1e5) / 10, rssMB: Math.round(process.memoryUsage.rss() / 1e6),
     lagP50Ms: Math.round(lag.percentile(50) / 1e6), lagMaxMs: Math.round(lag.max / 1e6),
+    // Refused messages and streams so far, by reason (all nodes): why views or rounds stall on a large run.
+    refused: [...live.reduce((acc, m) => { for (const [r, c] of m.refusals) acc.set(r, (acc.get(r) ?? 0) + c); return acc; }, new Map<number, number>())]
+      .map(([r, c]) => `${RefusalReason[r]}:${c}`).join(',') || '-',
   }, 'status');
   lag.reset();
 }, 1000 * Number(o.statusS));

@@ -92,6 +92,9 @@ export const DEFAULT_LISTEN = '/ip4/127.0.0.1/tcp/0';
 /** Deadline of one dial (connect + pnet + Noise + Yamux) and of an inbound connection upgrade. */
 export const DEFAULT_DIAL_TIMEOUT_MS = 10_000;
 
+/** Deadline of one stream's protocol negotiation (libp2p's default); Mesh `streamNegotiationTimeoutMs`. */
+export const DEFAULT_STREAM_NEGOTIATION_TIMEOUT_MS = 10_000;
+
 /**
  * Inbound connections being upgraded (pnet + Noise + Yamux) at once; further ones are refused until one finishes.
  * libp2p's default is 10, fewer than the members that dial a node when a federation starts (issue 17: in a 64-node
@@ -108,6 +111,33 @@ export const MAX_CLOCK_SKEW_MS = 30_000;
 /** Default heartbeat interval and membership expiry (CLI); tests use far shorter values. */
 export const DEFAULT_HEARTBEAT_INTERVAL_MS = 2_000;
 export const DEFAULT_MEMBER_EXPIRY_MS = 10_000;
+
+/**
+ * Every HEARTBEAT_FULL_EVERY-th heartbeat (and the next one after a capability change, a new connection or a new
+ * member in the view) is full: addresses, protocol version and capabilities. The others are light: identity,
+ * sequence number and timestamp only (about half the bytes), which refresh a known member's liveness; a light
+ * heartbeat of a sender not yet in the view is relayed but does not add it (protocols/membership.md).
+ */
+export const HEARTBEAT_FULL_EVERY = 5;
+
+/**
+ * Gossipsub mesh parameters for small federations (tens of members, often a full mesh). Messages are flood-published
+ * to every subscribed neighbour, so in a full mesh each forward by a mesh peer is a duplicate: a mesh degree of 3
+ * (instead of gossipsub's 6, 4..12) keeps forwarding for sparse topologies (a line, a ring, a 3-regular graph: every
+ * neighbour is still in the mesh) while roughly halving the duplicates of every heartbeat, update announcement and
+ * attestation in a full mesh; IHAVE gossip goes to at most one non-mesh peer per heartbeat (gossipsub: 6, or 25% of
+ * the non-mesh peers). Trade-off: fewer redundant paths per message in a large sparse mesh.
+ */
+export const GOSSIP_MESH = {
+  D: 3,
+  Dlo: 2,
+  Dhi: 4,
+  Dscore: 1,
+  Dout: 1,
+  Dlazy: 1,
+  gossipFactor: 0,
+  fanoutTTL: 15_000,
+} as const;
 
 /** How long `stop()` waits after the goodbye heartbeat so it is flushed before connections close. */
 export const LEAVE_FLUSH_MS = 500;

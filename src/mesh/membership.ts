@@ -5,6 +5,7 @@ import { Heartbeat, type Capabilities as PbCapabilities } from './pb/membership.
 import { RefusalReason } from './errors.ts';
 import type { Mesh, MessageMeta } from './mesh.ts';
 import {
+  HEARTBEAT_FULL_EVERY,
   LEAVE_FLUSH_MS,
   MAX_ADDR_CHARS,
   MAX_CLOCK_SKEW_MS,
@@ -89,6 +90,13 @@ export class Membership extends EventEmitter {
   /** Peers already told about (once each) for a model mismatch. */
   private readonly mismatchLogged = new Set<string>();
   private seq: bigint;
+  /** Light heartbeats sent since the last full one; the next is full when this reaches HEARTBEAT_FULL_EVERY - 1. */
+  private lightSinceFull = HEARTBEAT_FULL_EVERY;
+  /** The next heartbeat is full (capabilities changed, a new connection, a new member). */
+  private fullPending = true;
+  private readonly onConnect = (): void => {
+    this.fullPending = true;
+  };
   private timer: NodeJS.Timeout | undefined;
   private sweeper: NodeJS.Timeout | undefined;
 
@@ -126,6 +134,9 @@ export class Membership extends EventEmitter {
     this.timer.unref();
     this.sweeper = setInterval(() => this.sweep(), Math.max(10, Math.floor(this.opts.intervalMs / 2)));
     this.sweeper.unref();
+    // A new neighbour, or a member new to the view, may not know this node yet: the next heartbeat is full.
+    this.mesh.on('peer:connect', this.onConnect);
+    this.on('join', this.onConnect);
     await this.beat(false);
   }
 
@@ -135,6 +146,8 @@ export class Membership extends EventEmitter {
     clearInterval(this.sweeper);
     this.timer = undefined;
     this.sweeper = undefined;
+    this.mesh.off('peer:connect', this.onConnect);
+    this.off('join', this.onConnect);
     if (this.mesh.connectedPeers().length > 0) {
       await this.beat(true);
       // Let the goodbye leave the send buffers before the connections close (bounded).
@@ -154,6 +167,7 @@ export class Membership extends EventEmitter {
     this.modelDigest = digest;
     const features = this.capabilities.features.filter((f) => !f.startsWith(MODEL_FEATURE_PREFIX));
     this.capabilities = { ...this.capabilities, features: [...features, MODEL_FEATURE_PREFIX + digest].slice(-MAX_FEATURES) };
+    this.fullPending = true;
     // Peers that joined before the digest was known and advertise another one leave the view now.
     for (const [id, m] of this.view) {
       const theirs = m.capabilities.features.find((f) => f.startsWith(MODEL_FEATURE_PREFIX))?.slice(MODEL_FEATURE_PREFIX.length);
@@ -169,6 +183,7 @@ export class Membership extends EventEmitter {
   /** Replace advertised capabilities (sent with the next heartbeat). */
   setCapabilities(c: Partial<Capabilities>): void {
     this.capabilities = { ...this.capabilities, ...c };
+    this.fullPending = true;
   }
 
   /** Current advertised capabilities. */
@@ -195,6 +210,13 @@ export class Membership extends EventEmitter {
 
   private encodeHeartbeat(leaving: boolean): Uint8Array {
     this.seq += 1n;
+    const full = leaving || this.fullPending || this.lightSinceFull >= HEARTBEAT_FULL_EVERY - 1;
+    if (!full) {
+      this.lightSinceFull++;
+      return Heartbeat.encode({ version: WIRE_VERSION, peerId: this.mesh.peerId.toMultihash().bytes, seq: this.seq, timestampMs: BigInt(Date.now()), addrs: [], protocolVersion: '', leaving: false });
+    }
+    this.fullPending = false;
+    this.lightSinceFull = 0;
     const c = this.capabilities;
     const pbCaps: PbCapabilities = {
       device: c.device,
@@ -245,10 +267,12 @@ export class Membership extends EventEmitter {
     const now = Date.now();
     const ts = Number(hb.timestampMs);
     if (ts > now + MAX_CLOCK_SKEW_MS || now - ts > this.opts.expiryMs) return RefusalReason.STALE;
-    if (!validCapabilities(hb.capabilities) || hb.protocolVersion.length > MAX_SHORT_STRING_CHARS) {
+    const light = hb.capabilities === undefined;
+    if (light && (hb.addrs.length > 0 || hb.protocolVersion !== '' || hb.leaving)) return RefusalReason.INVALID_FIELD;
+    if ((!light && !validCapabilities(hb.capabilities)) || hb.protocolVersion.length > MAX_SHORT_STRING_CHARS) {
       return RefusalReason.INVALID_FIELD;
     }
-    if (this.modelDigest !== undefined) {
+    if (!light && this.modelDigest !== undefined) {
       const theirs = hb.capabilities!.features.find((f) => f.startsWith(MODEL_FEATURE_PREFIX))?.slice(MODEL_FEATURE_PREFIX.length);
       if (theirs !== undefined && theirs !== this.modelDigest) {
         if (!this.mismatchLogged.has(from) && this.mismatchLogged.size < MAX_MEMBERS) {
@@ -286,8 +310,17 @@ export class Membership extends EventEmitter {
       }
       return;
     }
-    const caps = hb.capabilities!;
     const now = Date.now();
+    if (hb.capabilities === undefined) {
+      // Light heartbeat: liveness of a known member; an unknown sender waits for its next full heartbeat.
+      if (prev !== undefined) {
+        const member: Member = { ...prev, seq: hb.seq, lastHeartbeatMs: Number(hb.timestampMs), lastSeenMs: now };
+        this.view.set(id, member);
+        this.emit('update', member);
+      }
+      return;
+    }
+    const caps = hb.capabilities;
     const member: Member = {
       peerId: id,
       addrs: hb.addrs.map((a) => `${a}/p2p/${id}`),

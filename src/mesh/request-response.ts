@@ -175,7 +175,10 @@ export class RequestResponseProtocol {
         status = r.reason;
         message = r.reason === RefusalReason.UNAVAILABLE && !(err instanceof RefusalError) ? 'handler failed' : r.message;
         body = new Uint8Array(0);
-        this.onRefusal(r.reason, peer);
+        // A handler's own UNAVAILABLE ("no certified state ahead of you", "no such step here") answers a
+        // well-formed request; it is not a refusal of the peer's input, so it stays out of the refusal counts.
+        const answered = err instanceof RefusalError && r.reason === RefusalReason.UNAVAILABLE;
+        if (!answered) this.onRefusal(r.reason, peer);
       }
       if (ctl.signal.aborted) return;
       const header = responseHeader(status, message, body.byteLength);

@@ -307,6 +307,8 @@ export class Federation {
       const ev = await this.evaluate();
       hooks.onFinal?.({ accuracy: ev.accuracy, ensembleAccuracy: ev.ensembleAccuracy, n: ev.n, version: this.protocol.round, hash: this.stateHash().slice(0, 16) });
     }
+    // Members one round behind still need the final state: serve it a bounded while before the node shuts down.
+    if (!this.stopped && this.protocol.round >= this.cfg.rounds) await this.protocol.finish?.();
     return out;
   }
 
