@@ -81,7 +81,7 @@ export class LeaderCore {
    */
   readonly attestPullAt = new Map<string, { round: number; at: number }>();
   attestPulling = false;
-  /** Rotates which members an attestation pull asks first, so repeated pulls ask different members. */
+  /** Rotates which members an attestation pull asks, so repeated pulls ask different members. */
   attestPullOffset = 0;
 
   constructor(ctx: RoundContext, opts: RoundOptions, initial: GlobalState, restore?: ProtocolSnapshot) {

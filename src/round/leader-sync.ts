@@ -285,8 +285,9 @@ function uncertified(c: LeaderCore): { round: number; hash: Uint8Array }[] {
 /**
  * Certification under message loss (protocols/round.md "Certified state"): attestations travel once on gossip, and
  * a lost one is never sent again, so for each state this node waits on a certificate for (uncertified) it pulls
- * the attestations members hold, at most once per leaderTimeoutMs per state and the first time one leaderTimeoutMs
- * after it attested (gossip usually delivers first). Runs in the background, one pull at a time.
+ * the attestations members hold from CATCH_UP_PARALLEL of them (the next ones each time), at most once per
+ * leaderTimeoutMs per state and the first time one leaderTimeoutMs after it attested (gossip usually delivers
+ * first). Runs in the background, one pull at a time.
  */
 export function pullMissingAttestations(c: LeaderCore): void {
   if (c.attestPulling || !c.running) return;
@@ -303,9 +304,12 @@ export function pullMissingAttestations(c: LeaderCore): void {
     return true;
   });
   if (due.length === 0) return;
+  // One batch of members per try, the next batch the next time: any one member holding the certificate completes it,
+  // and the load stays at CATCH_UP_PARALLEL requests per node and leaderTimeoutMs (N nodes in one process).
   const members = c.ctx.members().filter((p) => p !== c.ctx.selfId);
-  const k = members.length ? c.attestPullOffset++ % members.length : 0;
-  const peers = [...members.slice(k), ...members.slice(0, k)];
+  const k = members.length ? (c.attestPullOffset * CATCH_UP_PARALLEL) % members.length : 0;
+  c.attestPullOffset++;
+  const peers = [...members.slice(k), ...members.slice(0, k)].slice(0, CATCH_UP_PARALLEL);
   c.attestPulling = true;
   void (async () => {
     try {
