@@ -79,7 +79,7 @@ const N = fleet ? nodeGroup!.length : Number(o.nodes);
 const SHARDS = o.shardCount ?? N;
 if (SHARDS < N) configError(`--shard-count ${SHARDS} must be at least the ${N} nodes`);
 /** Node i's budget keys (its fleet group's), or none. */
-const budgetOf = (i: number): Record<string, number> => ({ ...(nodeGroup?.[i].budget ?? {}) });
+const budgetOf = (i: number): Record<string, unknown> => ({ ...(nodeGroup?.[i].budget ?? {}) });
 const rounds = Number(o.rounds);
 const name = o.name || `${o.localOnly ? 'local' : o.protocol}-n${N}-r${rounds}-topk${o.topk}-b${o.bits}${fleet ? `-fleet-${fleet.map((g) => `${g.count}${g.name}`).join('-')}` : ''}`;
 const outDir = resolve(o.out, name);
