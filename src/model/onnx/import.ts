@@ -20,6 +20,7 @@ import { OnnxImportError, readOnnx, type ParsedOnnx } from './read.ts';
 import { fuseGelu } from './fuse.ts';
 import { fuseAttention } from './fuse-attention.ts';
 import { fuseGeluLinear } from './fuse-gelu-linear.ts';
+import { fuseLayerNormLinear } from './fuse-layernorm-linear.ts';
 import { blockFamilies, checkSegments, chooseExits, keepHead, loraCandidates, pickLoraSites, probeShapes, type LoraCandidate } from './structure.ts';
 import { architectureOf } from '../architecture.ts';
 import type { JsonValue } from '../checkpoint.ts';
@@ -83,7 +84,8 @@ function weightNames(names: readonly string[]): Map<string, string> {
 /** The graph part of an import (no LoRA sites or exits yet), with its weights under fmfl names. */
 function baseGraph(p: ParsedOnnx): { ir: ImportedGraph; weights: Weights } {
   const weightNamesSet = new Set(p.weights.keys());
-  const nodes = fuseGeluLinear(fuseAttention(fuseGelu(p.nodes, p.consts, p.outputs), p.consts, p.outputs), p.consts, p.outputs, weightNamesSet);
+  const fused = fuseGeluLinear(fuseAttention(fuseGelu(p.nodes, p.consts, p.outputs), p.consts, p.outputs), p.consts, p.outputs, weightNamesSet);
+  const nodes = fuseLayerNormLinear(fused, p.consts, p.outputs, weightNamesSet);
   const referenced = new Set(nodes.flatMap((n) => n.inputs));
   const wNames = weightNames([...p.weights.keys()].filter((k) => referenced.has(k)));
   const consts: Record<string, ConstValue> = {};
