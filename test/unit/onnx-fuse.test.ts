@@ -1,5 +1,6 @@
 /**
- * The importer's graph rewrites (src/model/onnx/fuse-attention.ts, fuse-gelu-linear.ts, fuse-layernorm-linear.ts): the
+ * The importer's graph rewrites (src/model/onnx/fuse-attention.ts, fuse-gelu-linear.ts, fuse-layernorm-linear.ts,
+ * fold-batchnorm.ts): the
  * rewritten graph's forward and gradients equal the unrewritten graph's, and chains the rewrite must not touch are left
  * alone.
  */
@@ -13,6 +14,7 @@ import { fuseGelu } from '../../src/model/onnx/fuse.ts';
 import { ATTENTION_OP, fuseAttention } from '../../src/model/onnx/fuse-attention.ts';
 import { GELU_LINEAR_OP, fuseGeluLinear } from '../../src/model/onnx/fuse-gelu-linear.ts';
 import { LAYERNORM_LINEAR_OP, fuseLayerNormLinear, fusedMatMuls } from '../../src/model/onnx/fuse-layernorm-linear.ts';
+import { foldBatchNorm } from '../../src/model/onnx/fold-batchnorm.ts';
 import { loraCandidates } from '../../src/model/onnx/structure.ts';
 import type { ImportedGraph, IrNode } from '../../src/model/onnx/ir.ts';
 import type { Weights } from '../../src/model/vit.ts';
@@ -182,4 +184,30 @@ test('the LayerNorm-Linear rewrite keeps every MatMul name (each a LoRA candidat
   // Mean / InvStdDev outputs requested: nothing changes.
   const stats = nodes().map((n, i) => (i === 0 ? { ...n, outputs: ['h', 'mean'] } : n));
   t.deepEqual(fuseLayerNormLinear(stats, new Map(), ['y', 'mean'], W), stats);
+});
+
+test('the BatchNorm fold: W·k and (b − mean)·k + B per output channel; left alone when anything else can see the Conv output or the parameters', (t) => {
+  const nodes = (): IrNode[] => [
+    { op: 'Conv', name: '/c/Conv', inputs: ['x', 'W', 'cb'], outputs: ['h'], attrs: {} },
+    { op: 'BatchNormalization', name: '/bn/BatchNormalization', inputs: ['h', 's', 'B', 'm', 'v'], outputs: ['y'], attrs: { epsilon: 0.25 } },
+  ];
+  const f = (data: number[], shape = [2]) => ({ shape, data: Float32Array.from(data) });
+  const weights = new Map([['W', f([1, 2, 3, 4, 5, 6, 7, 8], [2, 1, 2, 2])], ['cb', f([1, -1])], ['s', f([2, 3])], ['B', f([0.5, -0.5])], ['m', f([3, 1])], ['v', f([0.75, 8.75])]]);
+  const r = foldBatchNorm(nodes(), weights, new Map(), ['y']);
+  t.deepEqual(r.nodes, [{ op: 'Conv', name: '/c/Conv', inputs: ['x', 'W', 'B'], outputs: ['y'], attrs: {} }]);
+  // k = s / sqrt(v + eps) = [2, 1]: W rows scaled by 2 and 1; bias (cb - m)·k + B = [-4 + 0.5, -2 - 0.5].
+  t.deepEqual([...r.weights.get('W')!.data], [2, 4, 6, 8, 5, 6, 7, 8]);
+  t.deepEqual([...r.weights.get('B')!.data], [-3.5, -2.5]);
+  t.deepEqual([...weights.get('W')!.data], [1, 2, 3, 4, 5, 6, 7, 8], 'the parsed weights are not changed');
+  // The Conv output also a graph output or read by another node, a shared weight, training mode: nothing changes.
+  t.deepEqual(foldBatchNorm(nodes(), weights, new Map(), ['y', 'h']).nodes, nodes());
+  const shared = [...nodes(), { op: 'Conv', name: '/c2/Conv', inputs: ['x', 'W'], outputs: ['h2'], attrs: {} }];
+  t.deepEqual(foldBatchNorm(shared, weights, new Map(), ['y', 'h2']).nodes, shared);
+  const training = nodes().map((n) => (n.op === 'BatchNormalization' ? { ...n, attrs: { training_mode: 1 } } : n));
+  t.deepEqual(foldBatchNorm(training, weights, new Map(), ['y']).nodes, training);
+  // A Conv without a bias gets the BN's B (rewritten) as its bias.
+  const noBias = nodes().map((n) => (n.op === 'Conv' ? { ...n, inputs: ['x', 'W'] } : n));
+  const r2 = foldBatchNorm(noBias, weights, new Map(), ['y']);
+  t.deepEqual(r2.nodes[0].inputs, ['x', 'W', 'B']);
+  t.deepEqual([...r2.weights.get('B')!.data], [-5.5, -1.5]);
 });
