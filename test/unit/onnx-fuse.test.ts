@@ -1,8 +1,7 @@
 /**
  * The importer's graph rewrites (src/model/onnx/fuse-attention.ts, fuse-gelu-linear.ts, fuse-layernorm-linear.ts,
- * fold-batchnorm.ts): the
- * rewritten graph's forward and gradients equal the unrewritten graph's, and chains the rewrite must not touch are left
- * alone.
+ * fold-batchnorm.ts): the rewritten graph's forward and gradients equal the unrewritten graph's, and chains the
+ * rewrite must not touch are left alone.
  */
 import test from 'ava';
 import { tinyVitOnnx } from '../../scripts/reference/onnx-fixtures.ts';
@@ -13,7 +12,7 @@ import { readOnnx } from '../../src/model/onnx/read.ts';
 import { fuseGelu } from '../../src/model/onnx/fuse.ts';
 import { ATTENTION_OP, fuseAttention } from '../../src/model/onnx/fuse-attention.ts';
 import { GELU_LINEAR_OP, fuseGeluLinear } from '../../src/model/onnx/fuse-gelu-linear.ts';
-import { LAYERNORM_LINEAR_OP, fuseLayerNormLinear, fusedMatMuls } from '../../src/model/onnx/fuse-layernorm-linear.ts';
+import { LAYERNORM_LINEAR_OP, fuseLayerNormLinear, fusedMatMuls, unfuseLayerNormLinear } from '../../src/model/onnx/fuse-layernorm-linear.ts';
 import { foldBatchNorm } from '../../src/model/onnx/fold-batchnorm.ts';
 import { loraCandidates } from '../../src/model/onnx/structure.ts';
 import type { ImportedGraph, IrNode } from '../../src/model/onnx/ir.ts';
@@ -168,6 +167,10 @@ test('the LayerNorm-Linear rewrite keeps every MatMul name (each a LoRA candidat
   t.deepEqual(f.map((n) => n.op), [LAYERNORM_LINEAR_OP, 'Mul']);
   t.like(f[0], { name: '/blk/norm1/LayerNormalization', inputs: ['x', 'g', 'be', 'Wq', 'bq', 'Wv', 'bv'], outputs: ['q', 'v'], attrs: { epsilon: 1e-6, count: 2 } });
   t.deepEqual(fusedMatMuls(f[0]), ['/blk/attn/q/MatMul', '/blk/attn/v/MatMul']);
+  // Undone (what bench:import times against): LayerNorm, then MatMul under its own name and Add per map.
+  const un = unfuseLayerNormLinear(f);
+  t.deepEqual(un.map((n) => [n.op, n.name]), [['LayerNormalization', '/blk/norm1/LayerNormalization'], ['MatMul', '/blk/attn/q/MatMul'], ['Add', '/blk/attn/q/MatMul::bias'], ['MatMul', '/blk/attn/v/MatMul'], ['Add', '/blk/attn/v/MatMul::bias'], ['Mul', '/blk/Mul']]);
+  t.deepEqual(fuseLayerNormLinear(un, new Map(), ['y'], W), f);
   const weights = [{ name: 'q.weight', onnx: 'Wq', shape: [8, 4] }, { name: 'v.weight', onnx: 'Wv', shape: [8, 6] }];
   t.deepEqual(loraCandidates({ nodes: f, weights }).map((c) => [c.node, c.weight, c.prefix, c.in, c.out]), [['/blk/attn/q/MatMul', 'Wq', 'blk.attn.q', 8, 4], ['/blk/attn/v/MatMul', 'Wv', 'blk.attn.v', 8, 6]]);
   t.deepEqual(loraCandidates({ nodes: f, weights }), loraCandidates({ nodes: nodes(), weights }));

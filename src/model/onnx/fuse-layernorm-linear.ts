@@ -69,3 +69,22 @@ export function fuseLayerNormLinear(nodes: readonly IrNode[], consts: ReadonlyMa
   }
   return nodes.filter((n) => !drop.has(n)).map((n) => replace.get(n) ?? n);
 }
+
+/**
+ * The inverse rewrite: each `fmfl.LayerNormLinear` node back to LayerNormalization, then MatMul (under its own name)
+ * and Add per map (scripts/bench-import.ts times the import without the rewrite against it, in the same run).
+ */
+export function unfuseLayerNormLinear(nodes: readonly IrNode[]): IrNode[] {
+  return nodes.flatMap((n) => {
+    if (n.op !== LAYERNORM_LINEAR_OP) return [n];
+    const { count: _c, matmuls: _m, ...attrs } = n.attrs;
+    const y = `${n.outputs[0]}::layernorm`;
+    return [
+      { op: 'LayerNormalization', name: n.name, inputs: n.inputs.slice(0, 3), outputs: [y], attrs },
+      ...fusedMatMuls(n).flatMap((mm, j): IrNode[] => [
+        { op: 'MatMul', name: mm, inputs: [y, n.inputs[3 + 2 * j]], outputs: [`${n.outputs[j]}::matmul`], attrs: {} },
+        { op: 'Add', name: `${mm}::bias`, inputs: [`${n.outputs[j]}::matmul`, n.inputs[4 + 2 * j]], outputs: [n.outputs[j]], attrs: {} },
+      ]),
+    ];
+  });
+}
