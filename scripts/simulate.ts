@@ -21,7 +21,7 @@ import { cpus } from 'node:os';
 import { writeFileSync } from 'node:fs';
 import { mkdir, writeFile, rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { createMesh, loadOrCreateIdentity, type Mesh } from '../src/mesh/index.ts';
+import { createMesh, loadOrCreateIdentity, RefusalReason, type Mesh } from '../src/mesh/index.ts';
 import { Federation, leaderOrder, type RoundMetrics } from '../src/round/index.ts';
 import { loadData, shardIndices } from '../src/data/index.ts';
 import { loadBackbone } from '../src/model/backbone.ts';
@@ -157,6 +157,21 @@ if (o.localOnly) {
 const lastExit = (a: number[]): number => a[a.length - 1];
 const meanOf = (xs: number[]): number => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
 
+/**
+ * With --personal: after the last round, per node and as means, on each node's own test split the global model's
+ * accuracy and the personal model's (last exit), and the mean personal-minus-global gap in points.
+ */
+function personalSummary(metrics: RoundMetrics[][]): { kind: string; meanGlobal: number; meanPersonal: number; gapPoints: number; nodes: { node: number; n: number; global: number; personal: number }[] } | undefined {
+  const nodes = metrics.flatMap((m, node) => {
+    const p = m.at(-1)?.personal;
+    return p ? [{ node, n: p.n, global: lastExit(p.global), personal: lastExit(p.personal) }] : [];
+  });
+  if (nodes.length === 0) return undefined;
+  const meanGlobal = meanOf(nodes.map((x) => x.global));
+  const meanPersonal = meanOf(nodes.map((x) => x.personal));
+  return { kind: String(o.personal), meanGlobal, meanPersonal, gapPoints: Math.round((meanPersonal - meanGlobal) * 10000) / 100, nodes };
+}
+
 async function report(metrics: RoundMetrics[][], finals: { node: number; accuracy: number[]; ensembleAccuracy: number; hash: string }[], events: { t: number; event: string }[], faults: string[]): Promise<void> {
   const perRound = (key: 'bytesUp' | 'bytesDown' | 'updateBytes'): number => meanOf(metrics.flatMap((m) => m.map((x) => x[key])));
   const summary = {
@@ -169,6 +184,7 @@ async function report(metrics: RoundMetrics[][], finals: { node: number; accurac
     finalAccuracyPerExitMean: Array.from({ length: Math.max(0, ...finals.map((f) => f.accuracy.length)) }, (_, e) => meanOf(finals.filter((f) => f.accuracy.length > e).map((f) => f.accuracy[e]))),
     fleet: fleet ? o.fleet : undefined,
     groups: fleet ? groupSummary(fleet, finals) : undefined,
+    personal: personalSummary(metrics),
     finalEnsembleAccuracyMean: meanOf(finals.map((f) => f.ensembleAccuracy)),
     identicalFinalState: new Set(finals.map((f) => f.hash)).size === 1,
     updateBytesPerNodePerRound: Math.round(perRound('updateBytes')),
@@ -197,6 +213,7 @@ async function report(metrics: RoundMetrics[][], finals: { node: number; accurac
     console.log(`\ngroup  nodes  budget                          per-exit accuracy % (mean over the group's nodes)`);
     for (const [g, s] of Object.entries(summary.groups)) console.log(`${g.padEnd(6)} ${String(s.nodes).padStart(5)}  ${JSON.stringify(s.budget).padEnd(30)}  ${s.perExit.map((a) => (a * 100).toFixed(2)).join(' / ')}`);
   }
+  if (summary.personal) console.log(`\npersonal (${summary.personal.kind}) on the nodes' own test splits, last exit: global ${(summary.personal.meanGlobal * 100).toFixed(2)}%, personal ${(summary.personal.meanPersonal * 100).toFixed(2)}% (${summary.personal.gapPoints >= 0 ? '+' : ''}${summary.personal.gapPoints} points)`);
   console.log(`\n${JSON.stringify({ ...summary, finals: undefined })}`);
   const files = await writeRunReport(outDir, { name, label: String(o.protocol), summary, metrics, nodes: { head: ['node', 'rounds', 'slice acc', 'full acc', 'update B', 'up B/round', 'down B/round', 'state'], rows: rows.map((r) => r.trim().split(/\s+/)) } });
   console.log(`\nplots: ${files.accuracyVsRound}, ${files.accuracyVsBytes}; report: ${files.html}`);
@@ -381,6 +398,9 @@ const statusTimer = setInterval(() => {
     members: span(live.map((m) => m.membership.memberIds().length)), connections: span(live.map((m) => m.connectedPeers().length)),
     wireMB: Math.round(live.reduce((a, m) => a + m.wire.bytesOut, 0) / 1e5) / 10, rssMB: Math.round(process.memoryUsage.rss() / 1e6),
     lagP50Ms: Math.round(lag.percentile(50) / 1e6), lagMaxMs: Math.round(lag.max / 1e6),
+    // Refused messages and streams so far, by reason (all nodes): why views or rounds stall on a large run.
+    refused: [...live.reduce((acc, m) => { for (const [r, c] of m.refusals) acc.set(r, (acc.get(r) ?? 0) + c); return acc; }, new Map<number, number>())]
+      .map(([r, c]) => `${RefusalReason[r]}:${c}`).join(',') || '-',
   }, 'status');
   lag.reset();
 }, 1000 * Number(o.statusS));

@@ -91,12 +91,15 @@ export async function finishInproc(o: {
 
 /**
  * Membership heartbeat period and expiry for N meshes in one process: 1 s / 6 s up to 16 nodes (what the process
- * mode uses), then growing with N² so that the process-wide rate of heartbeat signature checks, N·(N-1) per period,
- * stays near that of 16 nodes (~240/s) instead of growing with N²; capped at 15 s. One node per process only checks
- * N-1 heartbeats per period and keeps the 1 s default. `overrideMs` (a --heartbeat-ms flag) wins.
+ * mode uses), then growing with N³ so that the process-wide rate of heartbeat signature checks, N·(N-1) per period,
+ * falls below that of 16 nodes (~240/s; 124/s at 32 nodes, 8 s) instead of growing with N²; capped at 15 s. With N²
+ * (4 s at 32 nodes) a 32-node run at load average 17-26 refused thousands of heartbeats as stale (older than the
+ * 24 s expiry when they arrived) and every view fell to 0 during round 1; with 8 s the views held at 16..31.
+ * One node per process only checks N-1 heartbeats per period and keeps the 1 s default. `overrideMs` (a
+ * --heartbeat-ms flag) wins.
  */
 export function inprocHeartbeat(n: number, overrideMs?: number): { heartbeatIntervalMs: number; memberExpiryMs: number } {
-  const ms = overrideMs ?? Math.min(15_000, Math.round(1000 * Math.max(1, (n / 16) ** 2)));
+  const ms = overrideMs ?? Math.min(15_000, Math.round(1000 * Math.max(1, (n / 16) ** 3)));
   return { heartbeatIntervalMs: ms, memberExpiryMs: 6 * ms };
 }
 
@@ -110,22 +113,42 @@ export function inprocHeartbeat(n: number, overrideMs?: number): { heartbeatInte
  */
 export const INPROC_MEMORY_LATENCY_MS = 1;
 
+/**
+ * Mesh `loopYieldMs` in process: off. It lets the memory transport run at latency 0 without starving the timers
+ * (inbound chunks wait for the next loop turn once the loop has not turned for that many ms), which also removes the
+ * one-chunk-per-loop-turn serialisation of @libp2p/memory's latency (it awaits one timer per chunk, one after the
+ * other). Measured 2026-12-03: at 32 nodes it did not keep the views up (STALE heartbeats either way), and at latency 0
+ * with a 5 ms gate the 8-node leader bench:scale run hung (under 20% CPU for 6 minutes, not diagnosed), while with 1 ms
+ * latency it finished (5.9 s per round). Kept as an option for that diagnosis.
+ */
+export const INPROC_LOOP_YIELD_MS = 0;
+
 /** Dial and inbound-upgrade deadline in process: a handshake's turns wait behind every other node's work on one loop. */
 export const INPROC_DIAL_TIMEOUT_MS = 60_000;
+
+/**
+ * Period of the gossipsub outbound-stream repair in process (Mesh `gossipStreamRepairMs`, src/mesh/gossip-repair.ts):
+ * at 64 nodes 126 of 4,032 connection ends never got their one gossipsub stream and the views never filled.
+ */
+export const INPROC_GOSSIP_REPAIR_MS = 5_000;
 
 /**
  * Mesh options of each mesh in an N-node in-process simulation: the membership heartbeat (inprocHeartbeat), the memory
  * latency (INPROC_MEMORY_LATENCY_MS), no connection monitor (Mesh `connectionPingMs`: its pings of all N·(N-1)
  * connection ends came in one burst every 10 s and, timing out on the busy loop, aborted healthy connections), and a
  * gossipsub heartbeat of 1 s up to 16 nodes, then N/16 s (mesh upkeep and IHAVE gossip of N meshes; messages
- * themselves are flood-published, so this is repair traffic only), and a dial / upgrade deadline of
- * INPROC_DIAL_TIMEOUT_MS.
+ * themselves are flood-published, so this is repair traffic only), a dial / upgrade / stream-negotiation deadline of
+ * INPROC_DIAL_TIMEOUT_MS, and the gossipsub outbound-stream repair every INPROC_GOSSIP_REPAIR_MS.
  */
 export function inprocMeshOptions(n: number, o: { heartbeatMs?: number; memoryLatencyMs?: number } = {}): {
   heartbeatIntervalMs: number; memberExpiryMs: number; memoryLatencyMs: number; connectionPingMs: number; gossipHeartbeatMs: number; dialTimeoutMs: number;
+  streamNegotiationTimeoutMs: number; gossipStreamRepairMs: number; loopYieldMs: number;
 } {
   return {
     dialTimeoutMs: INPROC_DIAL_TIMEOUT_MS,
+    streamNegotiationTimeoutMs: INPROC_DIAL_TIMEOUT_MS,
+    gossipStreamRepairMs: INPROC_GOSSIP_REPAIR_MS,
+    loopYieldMs: INPROC_LOOP_YIELD_MS,
     ...inprocHeartbeat(n, o.heartbeatMs), memoryLatencyMs: o.memoryLatencyMs ?? INPROC_MEMORY_LATENCY_MS, connectionPingMs: 0,
     gossipHeartbeatMs: Math.round(1000 * Math.max(1, n / 16)),
   };
@@ -136,8 +159,8 @@ export function inprocMeshOptions(n: number, o: { heartbeatMs?: number; memoryLa
  * the previous node's have connected (or `waveTimeoutMs` passed). Dialled all at once, a full 64-node mesh is 2,016
  * Noise handshakes on one event loop: each loop turn took seconds, handshakes outlived the 10 s dial and upgrade
  * deadlines, and the failed dials' redials kept every node at 0..30 connections for minutes (issue 17). Dials that
- * have not connected when a wave times out go on (redialled with backoff) while the next wave starts. Returns the
- * time it took.
+ * have not connected when a wave times out go on (redialled with backoff) while the next wave starts. A dial counts
+ * once both ends list the connection. Returns the time it took.
  */
 export async function linkInWaves(
   meshes: readonly Mesh[], edges: readonly [number, number][],
@@ -149,12 +172,15 @@ export async function linkInWaves(
   for (const [b, targets] of [...byDialer].sort((x, y) => x[0] - y[0])) {
     for (const a of targets) meshes[b].addPeer(meshes[a].multiaddrs()[0]);
     const want = targets.map((a) => meshes[a].peerId.toString());
+    const self = meshes[b].peerId.toString();
     const tw = performance.now();
     const end = tw + (o.waveTimeoutMs ?? 30_000);
     let connected = 0;
     while (performance.now() < end) {
       const have = new Set(meshes[b].connectedPeers());
-      connected = want.filter((p) => have.has(p)).length;
+      // Both ends: the dialer counts a connection before the listener has finished its inbound upgrade (a wave
+      // that moved on then left the last node linked on its side only: "10 of 11" peers seen by the others).
+      connected = targets.filter((a, k) => have.has(want[k]) && meshes[a].connectedPeers().includes(self)).length;
       if (connected === want.length) break;
       await new Promise((r) => setTimeout(r, 20));
     }

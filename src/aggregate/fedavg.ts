@@ -27,11 +27,11 @@ export function checkHomogeneous(updates: readonly AggregateInput[]): string[] {
   return names;
 }
 
-/** Normalized weights: sample counts (default) or uniform. */
+/** Normalized weights: sample counts (default; also the base of `depth`, see {@link holderWeights}) or uniform. */
 export function weightsOf(updates: readonly AggregateInput[], opts: AggregateOptions = {}): Float64Array {
   const w = new Float64Array(updates.length);
   const mode = opts.weighting ?? 'samples';
-  if (mode !== 'samples' && mode !== 'uniform') throw new AggregateError(AggregateRefusal.BAD_OPTION, `weighting must be "samples" or "uniform"`);
+  if (mode !== 'samples' && mode !== 'uniform' && mode !== 'depth') throw new AggregateError(AggregateRefusal.BAD_OPTION, `weighting must be "samples", "uniform" or "depth"`);
   let total = 0;
   updates.forEach((u, i) => { w[i] = mode === 'uniform' ? 1 : u.sampleCount; total += w[i]; });
   if (!(total > 0) || !Number.isFinite(total)) throw new AggregateError(AggregateRefusal.NON_FINITE, 'weights do not sum to a positive finite number');
@@ -80,14 +80,44 @@ export function tensorHolders(updates: readonly AggregateInput[]): Map<string, n
  * renormalized over the updates that do (a tensor is averaged over the nodes that trained it); none when no update
  * carries it.
  */
-export function holderWeights(updates: readonly AggregateInput[], w: ArrayLike<number>, tensor: string): { idx: number[]; w: number[] } {
+export function holderWeights(updates: readonly AggregateInput[], w: ArrayLike<number>, tensor: string, weighting?: AggregateOptions['weighting']): { idx: number[]; w: number[] } {
   const idx: number[] = [];
   for (let i = 0; i < updates.length; i++) if (updates[i].deltas.has(tensor)) idx.push(i);
-  if (idx.length === updates.length || idx.length === 0) return { idx, w: idx.map((i) => w[i]) };
+  const depth = weighting === 'depth';
+  if ((idx.length === updates.length && !depth) || idx.length === 0) return { idx, w: idx.map((i) => w[i]) };
+  const wi = idx.map((i) => w[i] * (depth ? lossTermsThrough(updates[i], tensor) : 1));
   let s = 0;
-  for (const i of idx) s += w[i];
+  for (const x of wi) s += x;
   if (!(s > 0)) throw new AggregateError(AggregateRefusal.NON_FINITE, `the holders of ${tensor} have no weight`);
-  return { idx, w: idx.map((i) => w[i] / s) };
+  return { idx, w: wi.map((x) => x / s) };
+}
+
+const BLOCK = /^blocks\.(\d+)\./;
+const EXIT = /^exits\.(\d+)\./;
+const exitsOf = new WeakMap<AggregateInput, number>();
+
+/**
+ * `weighting: 'depth'` (depth budgets): how many of an update's exit losses a tensor's gradient came through. An
+ * update that carries exits 0..D-1 (its depth D) trained block b through exits b..D-1 (D - b loss terms) and an exit
+ * head through its own loss alone; other tensors through all D. So a shared shallow block weighs a deep node's
+ * update by D_deep - b against a shallow node's D_shallow - b, times the sample weights: it follows the nodes whose
+ * step serves the deep exits too. With one depth across the updates it is the sample weighting. Names outside the
+ * `blocks.<b>.` / `exits.<e>.` scheme weigh 1 per update.
+ */
+function lossTermsThrough(u: AggregateInput, tensor: string): number {
+  let d = exitsOf.get(u);
+  if (d === undefined) {
+    d = 0;
+    for (const n of u.deltas.keys()) {
+      const m = EXIT.exec(n);
+      if (m) d = Math.max(d, Number(m[1]) + 1);
+    }
+    exitsOf.set(u, d);
+  }
+  if (d === 0) return 1;
+  if (EXIT.test(tensor)) return 1;
+  const b = BLOCK.exec(tensor);
+  return b ? Math.max(1, d - Number(b[1])) : d;
 }
 
 /**
@@ -95,10 +125,10 @@ export function holderWeights(updates: readonly AggregateInput[], w: ArrayLike<n
  * {@link holderWeights}), returned as Float32Arrays. Tensors no update carries are absent from the result (the
  * global keeps them unchanged).
  */
-export function weightedSum(updates: readonly AggregateInput[], w: ArrayLike<number>, names: readonly string[]): TensorMap {
+export function weightedSum(updates: readonly AggregateInput[], w: ArrayLike<number>, names: readonly string[], weighting?: AggregateOptions['weighting']): TensorMap {
   const out: TensorMap = new Map();
   for (const n of names) {
-    const hw = holderWeights(updates, w, n);
+    const hw = holderWeights(updates, w, n, weighting);
     if (hw.idx.length === 0) continue;
     const acc = new Float64Array(updates[hw.idx[0]].deltas.get(n)!.length);
     hw.idx.forEach((i, j) => {
@@ -120,5 +150,5 @@ export function weightedSum(updates: readonly AggregateInput[], w: ArrayLike<num
 export function fedavg(updates: readonly AggregateInput[], opts: AggregateOptions = {}): AggregateResult {
   const names = [...tensorHolders(updates).keys()];
   const w = weightsOf(updates, opts);
-  return { deltas: weightedSum(updates, w, names), sampleCount: totalSamples(updates), loraRank: updates[0].loraRank };
+  return { deltas: weightedSum(updates, w, names, opts.weighting), sampleCount: totalSamples(updates), loraRank: updates[0].loraRank };
 }

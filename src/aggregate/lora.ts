@@ -118,8 +118,8 @@ function split(updates: readonly AggregateInput[], opts: AggregateOptions): Spli
   return { lora, pairs, others, ranks, target };
 }
 
-function othersAvg(updates: readonly AggregateInput[], s: Split, w: Float64Array): TensorMap {
-  return weightedSum(updates, w, s.others);
+function othersAvg(updates: readonly AggregateInput[], s: Split, w: Float64Array, opts: AggregateOptions): TensorMap {
+  return weightedSum(updates, w, s.others, opts.weighting);
 }
 
 /**
@@ -136,11 +136,11 @@ export function hetlora(mode: 'zero' | 'replicate') {
   return (updates: readonly AggregateInput[], opts: AggregateOptions = {}): AggregateResult => {
     const s = split(updates, opts);
     const w = weightsOf(updates, opts);
-    const deltas = othersAvg(updates, s, w);
+    const deltas = othersAvg(updates, s, w, opts);
     const manifest = opts.manifest!;
     for (const spec of manifest.tensors) {
       if (spec.loraAxis === undefined) continue;
-      const hw = holderWeights(updates, w, spec.name);
+      const hw = holderWeights(updates, w, spec.name, opts.weighting);
       if (hw.idx.length === 0) continue;
       const other = spec.shape[spec.loraAxis === 0 ? 1 : 0];
       const R = s.target;
@@ -179,7 +179,7 @@ function toMat(values: Float32Array | undefined, m: number, n: number): Mat {
 export function flexlora(updates: readonly AggregateInput[], opts: AggregateOptions = {}): AggregateResult {
   const s = split(updates, opts);
   const w = weightsOf(updates, opts);
-  const deltas = othersAvg(updates, s, w);
+  const deltas = othersAvg(updates, s, w, opts);
   const manifest = opts.manifest!;
   const specOf = new Map(manifest.tensors.map((t) => [t.name, t]));
   const R = s.target;
@@ -192,7 +192,7 @@ export function flexlora(updates: readonly AggregateInput[], opts: AggregateOpti
     if (baseA !== undefined && (baseB?.length !== baseRank * p.outDim || !Number.isInteger(baseRank))) {
       throw new AggregateError(AggregateRefusal.SHAPE_MISMATCH, `base ${p.a}/${p.b} have inconsistent ranks`);
     }
-    const hw = holderWeights(updates, w, p.a);
+    const hw = holderWeights(updates, w, p.a, opts.weighting);
     const factors = hw.idx.map((i, h) => {
       const u = updates[i];
       const r = s.ranks[i];

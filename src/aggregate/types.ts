@@ -51,8 +51,12 @@ export interface ServerOptimizerState {
  * Each rule reads only its fields; defaults are documented per field.
  */
 export interface AggregateOptions {
-  /** Weight of each update: `samples` (sample count, FedAvg; default) or `uniform`. */
-  weighting?: 'samples' | 'uniform';
+  /**
+   * Weight of each update: `samples` (sample count, FedAvg; default), `uniform`, or `depth` (depth budgets: per
+   * tensor, the sample count times the number of the update's exit losses the tensor was trained through; see
+   * holderWeights in fedavg.ts).
+   */
+  weighting?: 'samples' | 'uniform' | 'depth';
   /** Backbone manifest: LoRA-aware rules use its `loraAxis` marks to find A/B factors. */
   manifest?: UpdateManifest;
   /** Suffixes pairing LoRA factors: default `.lora_a` / `.lora_b`. */

@@ -40,7 +40,7 @@ export function wantsFederation(typed: Record<string, unknown>, profile: Record<
 
 export function formatRound(m: RoundMetrics): string {
   const acc = m.accuracy.map((a) => (a * 100).toFixed(1)).join('/');
-  return `round ${m.round} v${m.version} ${m.via}${m.leader ? ` leader=${m.leader.slice(-8)}` : ''} loss=${m.trainLoss.toFixed(3)} acc(exits)=${acc} up=${m.bytesUp}B down=${m.bytesDown}B ${(m.roundMs / 1000).toFixed(1)}s${m.consensusDistance !== undefined ? ` consensus=${m.consensusDistance.toExponential(2)}` : ''}${m.epsilon !== undefined ? ` eps=${m.epsilon.toFixed(2)}` : ''}`;
+  return `round ${m.round} v${m.version} ${m.via}${m.leader ? ` leader=${m.leader.slice(-8)}` : ''} loss=${m.trainLoss.toFixed(3)} acc(exits)=${acc} up=${m.bytesUp}B down=${m.bytesDown}B ${(m.roundMs / 1000).toFixed(1)}s${m.consensusDistance !== undefined ? ` consensus=${m.consensusDistance.toExponential(2)}` : ''}${m.epsilon !== undefined ? ` eps=${m.epsilon.toFixed(2)}` : ''}${m.personal ? ` own-split(global/personal)=${(m.personal.global.at(-1)! * 100).toFixed(1)}/${(m.personal.personal.at(-1)! * 100).toFixed(1)}` : ''}`;
 }
 
 /**

@@ -17,6 +17,7 @@ export {
   labelHistogram,
   partitionHistograms,
   formatHistograms,
+  matchedTestIndices,
   DEFAULT_MIN_CLIENT_SAMPLES,
   DEFAULT_DIRICHLET_RETRIES,
 } from './partition.ts';

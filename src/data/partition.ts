@@ -217,3 +217,45 @@ export function formatHistograms(hists: readonly Uint32Array[]): string {
   const rows = hists.map((h, i) => String(i).padEnd(7) + Array.from(h, (v) => String(v).padStart(w)).join('') + String(h.reduce((a, b) => a + b, 0)).padStart(w + 1));
   return [head, ...rows].join('\n');
 }
+
+/**
+ * A node's own test split (personalised FL evaluation, as in FedRep, Collins et al. 2021, and Ditto, Li et al. 2021:
+ * each client's test data follows its training label distribution): `size` indices of the test split whose label
+ * proportions follow `trainHistogram` (largest-remainder rounding), drawn per class without replacement with `seed`.
+ * A class the test split holds fewer of than asked gives all it has. Returned sorted.
+ * @throws DatasetError on invalid arguments or an empty histogram.
+ */
+export function matchedTestIndices(testLabels: ArrayLike<number>, trainHistogram: ArrayLike<number>, size: number, seed: number): Uint32Array {
+  checkSeed(seed);
+  if (!Number.isInteger(size) || size < 1) throw new DatasetError(`size must be a positive integer, got ${size}`);
+  const k = trainHistogram.length;
+  let total = 0;
+  for (let c = 0; c < k; c++) {
+    const h = trainHistogram[c];
+    if (!(h >= 0) || !Number.isFinite(h)) throw new DatasetError(`train histogram count ${String(h)} for class ${c} is not a finite non-negative number`);
+    total += h;
+  }
+  if (total === 0) throw new DatasetError('train histogram is empty: a node needs training samples to have a matched test split');
+  const byClass: number[][] = Array.from({ length: k }, () => []);
+  for (let i = 0; i < testLabels.length; i++) {
+    const c = testLabels[i];
+    if (c >= 0 && c < k) byClass[c].push(i);
+  }
+  const exact = Array.from({ length: k }, (_, c) => (size * trainHistogram[c]) / total);
+  const want = exact.map(Math.floor);
+  let left = size - want.reduce((a, b) => a + b, 0);
+  const order = exact.map((x, c) => [x - Math.floor(x), c] as const).sort((a, b) => b[0] - a[0] || a[1] - b[1]);
+  for (const [, c] of order) {
+    if (left === 0) break;
+    want[c]++;
+    left--;
+  }
+  const rng = new Rng(seed);
+  const out: number[] = [];
+  for (let c = 0; c < k; c++) {
+    if (want[c] === 0) continue;
+    const pick = rng.shuffle(byClass[c].slice());
+    for (let t = 0; t < Math.min(want[c], pick.length); t++) out.push(pick[t]);
+  }
+  return Uint32Array.from(out).sort();
+}

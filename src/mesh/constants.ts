@@ -92,6 +92,9 @@ export const DEFAULT_LISTEN = '/ip4/127.0.0.1/tcp/0';
 /** Deadline of one dial (connect + pnet + Noise + Yamux) and of an inbound connection upgrade. */
 export const DEFAULT_DIAL_TIMEOUT_MS = 10_000;
 
+/** Deadline of one stream's protocol negotiation (libp2p's default); Mesh `streamNegotiationTimeoutMs`. */
+export const DEFAULT_STREAM_NEGOTIATION_TIMEOUT_MS = 10_000;
+
 /**
  * Inbound connections being upgraded (pnet + Noise + Yamux) at once; further ones are refused until one finishes.
  * libp2p's default is 10, fewer than the members that dial a node when a federation starts (issue 17: in a 64-node

@@ -22,6 +22,7 @@ import type { MeshOptions } from './mesh-types.ts';
 import {
   DEFAULT_DIAL_TIMEOUT_MS,
   MAX_INCOMING_PENDING_CONNECTIONS,
+  DEFAULT_STREAM_NEGOTIATION_TIMEOUT_MS,
   DEFAULT_LISTEN,
   GOSSIP_RPC_LIMITS,
   TOPIC_INVALID_MESSAGE_DECAY,
@@ -62,7 +63,7 @@ export async function buildLibp2p(opts: MeshOptions, privateKey: PrivateKey, wir
     connectionEncrypters: [noise()],
     streamMuxers: [yamux()],
     connectionProtector: (components) =>
-      new CountingProtector(wire, swarmKey !== undefined ? preSharedKey({ psk: swarmKey })(components) : undefined),
+      new CountingProtector(wire, swarmKey !== undefined ? preSharedKey({ psk: swarmKey })(components) : undefined, opts.loopYieldMs ?? 0),
     connectionGater: gater,
     peerDiscovery: discoveryServices(opts),
     ...(opts.metricsRegistry !== undefined ? { metrics: prometheusMetrics({ registry: opts.metricsRegistry }) } : {}),
@@ -71,6 +72,7 @@ export async function buildLibp2p(opts: MeshOptions, privateKey: PrivateKey, wir
       dialTimeout: opts.dialTimeoutMs ?? DEFAULT_DIAL_TIMEOUT_MS,
       inboundUpgradeTimeout: opts.dialTimeoutMs ?? DEFAULT_DIAL_TIMEOUT_MS,
       maxIncomingPendingConnections: MAX_INCOMING_PENDING_CONNECTIONS,
+      protocolNegotiationTimeout: opts.streamNegotiationTimeoutMs ?? DEFAULT_STREAM_NEGOTIATION_TIMEOUT_MS,
     },
     services: {
       identify: identify(),

@@ -59,6 +59,25 @@ export interface MeshOptions extends DiscoveryOptions {
   invalidMessageWeight?: number;
   /** Deadline of one outbound dial including the connection upgrade, and of an inbound upgrade (default 10000 ms). */
   dialTimeoutMs?: number;
+  /**
+   * Deadline of one stream's protocol negotiation (multistream-select), inbound and outbound, on every protocol
+   * (default DEFAULT_STREAM_NEGOTIATION_TIMEOUT_MS = 10000, libp2p's). In-process simulations raise it: on a loop
+   * lagging seconds a negotiation outlives 10 s, and the stream (gossipsub's one outbound stream to a peer among them)
+   * is aborted (issue 17).
+   */
+  streamNegotiationTimeoutMs?: number;
+  /**
+   * Every this many ms, reopen gossipsub's outbound stream to each connected peer that has no usable one (default 0:
+   * never). Gossipsub opens that stream once per connection and gives up when it fails, so a peer whose stream timed
+   * out never hears this node's messages or subscriptions until the connection is replaced (issue 17: 64 in-process
+   * nodes' membership views stayed at 0..62 of 63). See src/mesh/gossip-repair.ts.
+   */
+  gossipStreamRepairMs?: number;
+  /**
+   * Let the event loop turn at least every this many ms of inbound connection traffic (default 0: off); see
+   * CountingProtector in wire-counter.ts.
+   */
+  loopYieldMs?: number;
   /** Logger (default: silent). */
   logger?: Logger;
   /**

@@ -10,6 +10,7 @@ import { RefusalError, RefusalReason, MeshError, isBenign } from './errors.ts';
 import type { WireCounters } from './wire-counter.ts';
 import { RequestResponseProtocol, type RequestHandler, type RequestOptions, type RequestResponseLimits } from './request-response.ts';
 import { Membership } from './membership.ts';
+import { startGossipStreamRepair } from './gossip-repair.ts';
 import { ephemeralIdentity } from './identity.ts';
 import { StreamCutover } from './cutover.ts';
 import { Redialer, parsePeerAddr } from './redial.ts';
@@ -17,6 +18,7 @@ import { buildLibp2p, topicScoreParams, type MeshLibp2p } from './libp2p-config.
 import type { DialState, MeshOptions, MessageHandler, MessageMeta, PublishResult, RefusalEvent, SubscribeOptions } from './mesh-types.ts';
 import {
   DEFAULT_HEARTBEAT_INTERVAL_MS,
+  DEFAULT_STREAM_NEGOTIATION_TIMEOUT_MS,
   DEFAULT_MEMBER_EXPIRY_MS,
   DEFAULT_LISTEN,
   TOPIC_INVALID_MESSAGE_WEIGHT,
@@ -78,6 +80,11 @@ export class Mesh extends EventEmitter {
   private readonly listenAddrs: string[];
   private running = false;
   private stopping = false;
+  private stopGossipRepair?: () => void;
+  private readonly gossipRepairMs: number;
+  private readonly negotiationMs: number;
+  /** Gossipsub outbound streams reopened by `gossipStreamRepairMs` (attempts). */
+  readonly gossipRepairs = { attempts: 0 };
   private readonly identityKey: PrivateKey | undefined;
   private readonly privateNetwork: boolean;
   private readonly discovery: DiscoveryDialer;
@@ -92,6 +99,8 @@ export class Mesh extends EventEmitter {
     this.libp2p = libp2p;
     this.identityKey = identityKey;
     this.privateNetwork = opts.swarmKey !== undefined;
+    this.gossipRepairMs = opts.gossipStreamRepairMs ?? 0;
+    this.negotiationMs = opts.streamNegotiationTimeoutMs ?? DEFAULT_STREAM_NEGOTIATION_TIMEOUT_MS;
     this.discoveryConfigured = opts.mdns === true || (opts.bootstrap?.length ?? 0) > 0;
     this.discovery = new DiscoveryDialer(libp2p, {
       permitted: (id) => this.isPermitted(id),
@@ -151,6 +160,7 @@ export class Mesh extends EventEmitter {
       await this.libp2p.start();
       for (const p of this.protocols) await p.start();
       await this.membership.start();
+      if (this.gossipRepairMs > 0) this.stopGossipRepair = startGossipStreamRepair(this.libp2p, this.pubsub, this.gossipRepairMs, this.negotiationMs, this.gossipRepairs);
     } catch (err) {
       this.running = false;
       try {
@@ -190,6 +200,7 @@ export class Mesh extends EventEmitter {
     if (!this.running || this.stopping) return;
     this.stopping = true;
     this.redials.stop();
+    this.stopGossipRepair?.();
     // Still running here, so the goodbye heartbeat can be published.
     await this.membership.stop().catch((err: unknown) => this.log.debug({ err: String(err) }, 'membership stop'));
     this.running = false;

@@ -106,6 +106,16 @@ export class AttestationStore {
     return a.length >= need ? a : null;
   }
 
+  /** The newest round above `above` with a certified hash (at least `need` distinct signers), or null. */
+  newestCertified(above: number, need: number): { round: number; attestations: Attestation[] } | null {
+    let best: { round: number; attestations: Attestation[] } | null = null;
+    for (const [round, hashes] of this.byRound) {
+      if (round <= above || (best && round <= best.round)) continue;
+      for (const signers of hashes.values()) if (signers.size >= need && need >= 1) best = { round, attestations: [...signers.values()] };
+    }
+    return best;
+  }
+
   /** Forget rounds older than `round - ATTESTATION_KEEP_ROUNDS`. */
   prune(round: number): void {
     for (const r of this.byRound.keys()) if (r < round - ATTESTATION_KEEP_ROUNDS) this.byRound.delete(r);

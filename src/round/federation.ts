@@ -3,7 +3,7 @@
  * the chosen round protocol, evaluate, checkpoint. What `fmfl-node --rounds N ...` runs.
  */
 import { existsSync } from 'node:fs';
-import { loadData, shardIndices, type DataRequest, type Dataset, type LoadedData } from '../data/index.ts';
+import { labelHistogram, loadData, matchedTestIndices, shardIndices, type DataRequest, type Dataset, type LoadedData } from '../data/index.ts';
 import type { Mesh } from '../mesh/index.ts';
 import { federationModelDigest, loadBackboneShared } from '../model/backbone.ts';
 import { loadCheckpoint, saveCheckpoint, type JsonValue } from '../model/checkpoint.ts';
@@ -14,7 +14,8 @@ import { globalAtBudget, type NodeBudget } from '../aggregate/index.ts';
 import { RdpAccountant } from '../privacy/index.ts';
 import { logPriorBias, Trainer } from '../train/trainer.ts';
 import { lrAt } from '../train/schedule.ts';
-import { joinOptimizerState, splitOptimizerState } from '../train/optim.ts';
+import { joinOptimizerState, splitOptimizerState, type OptimizerStateMeta } from '../train/optim.ts';
+import { PersonalHeads } from '../train/personal.ts';
 import { manifestDigest, toUpdateManifest, type PrototypeTable, type TensorMap, type UpdateManifest } from '../update/index.ts';
 import { ConfigError, FmflError } from '../util/errors.ts';
 import type { Logger } from '../util/log.ts';
@@ -23,6 +24,7 @@ import type { MeshPort } from './mesh-port.ts';
 import { hex, makeState, prototypeTensors, type GlobalState } from './state.ts';
 import { roundOptionsOf, type FederationConfig } from './fl-config.ts';
 import { preflightFederation } from './preflight.ts';
+import { autoLocalSteps } from './auto-steps.ts';
 import { roundProtocol } from './registry.ts';
 import type { ProtocolName, ProtocolSnapshot, RoundOutcome, RoundProtocol } from './types.ts';
 
@@ -56,6 +58,11 @@ export interface RoundMetrics {
   roundMs: number;
   consensusDistance?: number;
   epsilon?: number;
+  /**
+   * With `--personal head`: on the node's own test split (its train shard's label distribution), per exit, the global
+   * model's accuracy and the personal model's (global representation + personal heads), after this round.
+   */
+  personal?: { n: number; global: number[]; personal: number[]; trainLoss: number };
 }
 
 /** How long round 1 waits for the members (n of --shard, or --min-members) before it starts with those present. */
@@ -81,6 +88,10 @@ export class Federation {
   private readonly testIdx: Uint32Array;
   private readonly stateDir: string | undefined;
   private readonly accountant: RdpAccountant | null;
+  /** Personal adapters (`--personal head`), or null. */
+  readonly personal: PersonalHeads | null;
+  /** The node's own test split (its shard's label distribution), for personal accuracy; empty without --personal. */
+  readonly personalTestIdx: Uint32Array;
   /** This node's rank and depth budget against the global adapter. */
   readonly budget: NodeBudget;
   private stopped = false;
@@ -88,7 +99,10 @@ export class Federation {
   private constructor(o: {
     cfg: FederationConfig; protocol: RoundProtocol; trainer: Trainer; manifest: UpdateManifest; mesh: Mesh; logger: Logger; modelDigest: string; classes: string[];
     train: Dataset; test: Dataset; shard: Uint32Array; testIdx: Uint32Array; stateDir?: string; accountant: RdpAccountant | null; budget: NodeBudget;
+    personal: PersonalHeads | null; personalTestIdx: Uint32Array;
   }) {
+    this.personal = o.personal;
+    this.personalTestIdx = o.personalTestIdx;
     this.budget = o.budget;
     this.cfg = o.cfg;
     this.protocol = o.protocol;
@@ -157,14 +171,18 @@ export class Federation {
     const modelDigest = federationModelDigest({ backboneSha256: bb.manifest.sha256, input: bb.input, labels: data.classes, updateManifestDigest: manifestDigest(manifest) });
     const initial = makeState(0, global0, [], manifest);
     const budget = budgetOf(trainer.depth < modelCfg.depth ? trainer.trainedSpecs.map((s) => s.name) : undefined);
+    const selfSeed = cfg.seed ?? (cfg.modelSeed * 1000 + si);
+    const personal = cfg.personal === 'head' ? PersonalHeads.create(trainer, heads, { lr: cfg.lr, weightDecay: cfg.weightDecay, seed: selfSeed }) : null;
+    // The node's own test split: --test-slice test images with its shard's label proportions, seeded by partition and shard.
+    const personalTestIdx = personal ? matchedTestIndices(test.labels, labelHistogram(train.labels, shard, modelCfg.classes), Math.min(cfg.testSlice, test.n), cfg.partitionSeed * 1000 + si) : new Uint32Array(0);
 
     let restore: ProtocolSnapshot | undefined;
     if (opts.stateDir && existsSync(`${opts.stateDir}/${CHECKPOINT_FILE}`)) {
-      restore = await readFederationCheckpoint(`${opts.stateDir}/${CHECKPOINT_FILE}`, manifest, cfg, trainer);
+      restore = await readFederationCheckpoint(`${opts.stateDir}/${CHECKPOINT_FILE}`, manifest, cfg, trainer, personal);
       opts.logger.info({ version: restore.state.version }, 'resuming from checkpoint');
     }
     const selfId = mesh.peerId.toString();
-    const seed = cfg.seed ?? (cfg.modelSeed * 1000 + si);
+    const seed = selfSeed;
     // Fault injection (simulator, tests) decorates the mesh the protocol sees; the protocol itself stays honest.
     let port: MeshPort = opts.decorate ? opts.decorate(mesh) : mesh;
     if (cfg.attack || cfg.dropRate > 0) {
@@ -180,12 +198,18 @@ export class Federation {
     const protocol: RoundProtocol = roundProtocol(cfg.protocol).create(ctx, ropts, initial, restore);
     const accountant = ropts.dp ? new RdpAccountant() : null;
     mesh.membership.setModelDigest(modelDigest);
-    return new Federation({ cfg, protocol, trainer, manifest, modelDigest, classes: data.classes, mesh, logger: opts.logger, train, test, shard, testIdx, stateDir: opts.stateDir, accountant, budget });
+    return new Federation({ cfg, protocol, trainer, manifest, modelDigest, classes: data.classes, mesh, logger: opts.logger, train, test, shard, testIdx, stateDir: opts.stateDir, accountant, budget, personal, personalTestIdx });
   }
 
   /** Number of training samples of this node. */
   get shardSize(): number {
     return this.shard.length;
+  }
+
+  /** Label histograms of this node's shard and of its own test split (`--personal`; empty without it). */
+  ownLabelHistograms(): { shard: Uint32Array; test: Uint32Array } {
+    const k = this.trainer.cfg.classes;
+    return { shard: labelHistogram(this.train.labels, this.shard, k), test: labelHistogram(this.test.labels, this.personalTestIdx, k) };
   }
 
   /** Wait until at least `n` members (including self) are in the view, or the timeout passes. */
@@ -242,9 +266,10 @@ export class Federation {
         const first = Math.min(total - 1, this.protocol.round * this.cfg.localSteps);
         const lrOf = (k: number): number => lrAt(this.cfg.lrSchedule, this.cfg.lr, Math.min(total - 1, first + k), total);
         this.trainer.optimizer.lr = lrOf(0);
-        const trainLoss = await this.trainer.trainSteps(this.train, this.shard, this.cfg.localSteps, (i, l) => {
+        const steps = this.localStepsNow();
+        const trainLoss = await this.trainer.trainSteps(this.train, this.shard, steps, (i, l) => {
           this.trainer.optimizer.lr = lrOf(i + 1);
-          hooks.onStep?.(i + 1, this.cfg.localSteps, l);
+          hooks.onStep?.(i + 1, steps, l);
         }, {
           get aborted(): boolean {
             return self.stopped;
@@ -261,12 +286,15 @@ export class Federation {
         if (this.accountant && this.cfg.dpNoise !== undefined) this.accountant.step(1, this.cfg.dpNoise, 1);
         this.trainer.loadParams(this.modelAtBudget(this.protocol.model()));
         const ev = await this.trainer.evaluate(this.test, this.testIdx);
+        const personal = this.personal ? await this.personalPhase(lrOf(this.cfg.localSteps)) : undefined;
+        if (this.stopped) break;
         const m: RoundMetrics = {
           node: this.mesh.peerId.toString(), round: outcome.round, version: this.protocol.round, hash: this.stateHash().slice(0, 16),
           protocol: this.protocol.name, via: outcome.via, leader: outcome.leader, contributors: outcome.contributors.length,
           trainLoss, accuracy: ev.accuracy, ensembleAccuracy: ev.ensembleAccuracy, bytesUp: outcome.bytesUp, bytesDown: outcome.bytesDown, updateBytes: outcome.updateBytes ?? outcome.bytesUp,
           trainMs: Math.round(trainMs), roundMs: Math.round(performance.now() - t0), consensusDistance: outcome.consensusDistance,
           epsilon: this.accountant ? this.accountant.epsilon(this.cfg.dpDelta) : undefined,
+          ...(personal ? { personal } : {}),
         };
         await this.checkpoint();
         out.push(m);
@@ -279,7 +307,28 @@ export class Federation {
       const ev = await this.evaluate();
       hooks.onFinal?.({ accuracy: ev.accuracy, ensembleAccuracy: ev.ensembleAccuracy, n: ev.n, version: this.protocol.round, hash: this.stateHash().slice(0, 16) });
     }
+    // Members one round behind still need the final state: serve it a bounded while before the node shuts down.
+    if (!this.stopped && this.protocol.round >= this.cfg.rounds) await this.protocol.finish?.();
     return out;
+  }
+
+  /**
+   * FedRep's head phase (src/train/personal.ts), with the trainer holding the new global model: the global model's
+   * accuracy on the node's own test split, then the personal heads trained on the shard and evaluated there.
+   */
+  private async personalPhase(lr: number): Promise<NonNullable<RoundMetrics['personal']>> {
+    const g = await this.trainer.evaluate(this.test, this.personalTestIdx);
+    const self = this;
+    const trainLoss = await this.personal!.train(this.train, this.shard, this.cfg.personalSteps, lr, { get aborted(): boolean { return self.stopped; } });
+    const p = await this.personal!.evaluate(this.test, this.personalTestIdx);
+    return { n: p.n, global: g.accuracy, personal: p.accuracy, trainLoss };
+  }
+
+  /** This round's local steps: `--local-steps`, or with `--local-steps-auto` scaled by measured speed (src/round/auto-steps.ts). */
+  localStepsNow(): number {
+    if (!this.cfg.localStepsAuto) return this.cfg.localSteps;
+    const m = this.mesh.membership;
+    return autoLocalSteps(this.cfg.localSteps, m.getCapabilities().trainThroughput, m.members().map((x) => x.capabilities.trainThroughput));
   }
 
   /** Global tensors as this node trains and serves them (LoRA truncated to its rank). */
@@ -320,7 +369,7 @@ export class Federation {
   /** Write the protocol state, error feedback and optimizer state atomically. */
   async checkpoint(): Promise<void> {
     if (!this.stateDir) return;
-    await writeFederationCheckpoint(`${this.stateDir}/${CHECKPOINT_FILE}`, this.protocol.snapshot(), this.trainer, this.cfg, this.classes);
+    await writeFederationCheckpoint(`${this.stateDir}/${CHECKPOINT_FILE}`, this.protocol.snapshot(), this.trainer, this.cfg, this.classes, this.personal);
   }
 
   async stop(): Promise<void> {
@@ -357,7 +406,7 @@ function stridedSlice(n: number, i: number, count: number, max: number): Uint32A
   return Uint32Array.from({ length: max }, (_, k) => Math.min(n - 1, Math.floor(k * step) + offset));
 }
 
-async function writeFederationCheckpoint(path: string, snap: ProtocolSnapshot, trainer: Trainer, cfg: FederationConfig, classes: readonly string[]): Promise<void> {
+async function writeFederationCheckpoint(path: string, snap: ProtocolSnapshot, trainer: Trainer, cfg: FederationConfig, classes: readonly string[], personal: PersonalHeads | null): Promise<void> {
   const tensors = new Map<string, Float32Array>();
   for (const [k, v] of snap.state.tensors) tensors.set(`global/${k}`, v);
   for (const [k, v] of snap.residual) tensors.set(`residual/${k}`, Float32Array.from(v));
@@ -366,17 +415,20 @@ async function writeFederationCheckpoint(path: string, snap: ProtocolSnapshot, t
   for (const [k, v] of own.tensors) tensors.set(k, v);
   const opt = splitOptimizerState(trainer.optimizerState());
   for (const [k, v] of opt.tensors) tensors.set(k, v);
+  const mine = personal?.checkpoint();
+  if (mine) for (const [k, v] of mine.tensors) tensors.set(k, v);
   const meta: JsonValue = {
     kind: 'federation', protocol: snap.protocol, version: snap.state.version, hash: hex(snap.state.hash),
     backbone: cfg.backbone, loraAlpha: cfg.loraAlpha, loraRank: cfg.rank, loraTargets: cfg.loraTargets, trainable: cfg.trainable, labels: [...classes],
     prototypeCounts: snap.state.prototypes.map((p) => ({ exit: p.exit, dim: p.dim, counts: p.counts })),
     ...own.meta,
     optimizer: opt.meta as unknown as JsonValue,
+    ...(mine ? { personalOptimizer: mine.meta as unknown as JsonValue } : {}),
   };
   await saveCheckpoint(path, tensors, meta);
 }
 
-async function readFederationCheckpoint(path: string, manifest: UpdateManifest, cfg: FederationConfig, trainer: Trainer): Promise<ProtocolSnapshot> {
+async function readFederationCheckpoint(path: string, manifest: UpdateManifest, cfg: FederationConfig, trainer: Trainer, personal: PersonalHeads | null): Promise<ProtocolSnapshot> {
   const ck = await loadCheckpoint(path, { copy: true });
   const meta = ck.metadata as Record<string, any>;
   if (!meta || meta.kind !== 'federation') throw new FederationError(`${path} is not a federation checkpoint`);
@@ -397,6 +449,7 @@ async function readFederationCheckpoint(path: string, manifest: UpdateManifest, 
   const residual = new Map([...pick('residual/')].map(([k, v]) => [k, Float64Array.from(v)]));
   const snap: ProtocolSnapshot = { ...roundProtocol(cfg.protocol).snapshot.decode(meta, pick, state), protocol: cfg.protocol, state, residual };
   if (meta.optimizer) trainer.optimizer.loadState(joinOptimizerState(meta.optimizer, ck.tensors));
+  if (personal && meta.personalOptimizer) personal.restore(ck.tensors, meta.personalOptimizer as OptimizerStateMeta);
   return snap;
 }
 

@@ -10,6 +10,7 @@ import { AGGREGATOR_NAMES, DEFAULT_AGGREGATOR, DEFAULT_SERVER_MOMENTUM } from '.
 import { DEFAULT_BACKBONE, MODELS_DIR } from '../model/backbone.ts';
 import { LORA_TARGETS } from '../model/vit.ts';
 import { LR_SCHEDULES } from '../train/schedule.ts';
+import { PERSONAL_KINDS } from '../train/personal.ts';
 import { resolveDataSource } from '../data/index.ts';
 import { ConfigError } from '../util/errors.ts';
 import type { RoundOptions } from './types.ts';
@@ -61,6 +62,7 @@ export const FL_KNOBS = {
   protocol: knob(z.enum(PROTOCOL_NAMES).default('leader'), { flag: '--protocol', arg: '<p>', help: 'round protocol: rotating round-leader, or gossip averaging of replicated public models (CHOCO-style)' }),
   rounds: knob(z.number().int().min(1).max(100_000).default(30), { flag: '--rounds', arg: '<n>', help: 'rounds to run' }),
   localSteps: knob(z.number().int().min(1).max(1_000_000).default(50), { flag: '--local-steps', arg: '<n>', help: 'local AdamW steps per round' }),
+  localStepsAuto: knob(z.boolean().default(false), { flag: '--local-steps-auto', help: "slow members train fewer local steps: --local-steps x own measured throughput / the fastest member's, at least a quarter (README: Heterogeneous fleets)" }),
   batch: knob(z.number().int().min(1).max(4096).default(64), { flag: '--batch', arg: '<n>', help: 'batch size' }),
   lr: knob(z.number().positive().max(10).default(1e-3), { flag: '--lr', arg: '<x>', help: 'AdamW learning rate' }),
   lrSchedule: knob(z.enum(LR_SCHEDULES).default('constant'), { flag: '--lr-schedule', arg: '<s>', help: 'local learning-rate schedule over all rounds (cosine: decays to zero at the last step of the last round)' }),
@@ -70,6 +72,8 @@ export const FL_KNOBS = {
   prototypeEvery: knob(z.number().int().min(0).max(100_000).default(0), { flag: '--prototype-every', arg: '<n>', help: 'send prototype statistics every n rounds (0: last round only; every round when --proto-weight > 0)' }),
   prototypeSamples: knob(z.number().int().min(1).max(1_000_000).default(1000), { flag: '--prototype-samples', arg: '<n>', help: 'shard samples used to compute local prototype statistics' }),
   seed: knob(seedInt.optional(), { flag: '--seed', arg: '<n>', defaultText: 'from the shard', help: "seed of this node's minibatch order and quantization noise" }),
+  personal: knob(z.enum(PERSONAL_KINDS).default('none'), { flag: '--personal', arg: '<kind>', help: "personal adapters: head keeps private exit heads that never leave the node, trained each round on the node's shard on top of the new global model (FedRep's head phase); reports personal accuracy on the node's own test split" }),
+  personalSteps: knob(z.number().int().min(1).max(1_000_000).default(25), { flag: '--personal-steps', arg: '<n>', help: 'personal adapters: local steps of the head phase per round' }),
   // model
   backbone: knob(z.string().min(1).max(128).default(DEFAULT_BACKBONE), { flag: '--backbone', arg: '<name>', help: 'backbone in models/ (vit-tiny-mnist is the reference recipe; vit-tiny-32-mnist takes 32x32 RGB; npm run pretrain makes others)' }),
   backboneDir: knob(z.string().min(1).optional(), { flag: '--backbone-dir', arg: '<dir>', defaultText: "the project's models/", help: 'folder holding the backbone' }),
@@ -89,6 +93,7 @@ export const FL_KNOBS = {
   brotli: knob(z.boolean().default(true), { flag: '--brotli', help: 'brotli over each update payload, lossless, about 8% smaller' }),
   // aggregation
   aggregator: knob(z.enum(AGGREGATOR_NAMES as [string, ...string[]]).default(DEFAULT_AGGREGATOR), { flag: '--aggregator', arg: '<name>', help: 'aggregation rule (README: Aggregation)' }),
+  tensorWeighting: knob(z.enum(['samples', 'depth']).default('samples'), { flag: '--tensor-weighting', arg: '<w>', help: "per-tensor weight of each update: its samples, or (depth budgets) its samples times the number of its exit losses the tensor was trained through (a shared shallow block follows the deep nodes more); every member must use the same; ignored with DP" }),
   serverLr: knob(z.number().positive().max(100).optional(), { flag: '--server-lr', arg: '<x>', defaultText: "the rule's own", help: 'server learning rate of fedavgm (1) and fedadam / fedyogi / fedadagrad (0.01)' }),
   serverMomentum: knob(z.number().min(0).lt(1).optional(), { flag: '--server-momentum', arg: '<x>', defaultText: String(DEFAULT_SERVER_MOMENTUM), help: 'fedavgm: server momentum in [0, 1)' }),
   serverLrDecay: knob(z.boolean().default(false), { flag: '--server-lr-decay', help: 'decay --server-lr over the rounds to 1 (cosine)' }),
@@ -191,7 +196,7 @@ export function checkFederationConfig(input: unknown, opts: { filesystem?: boole
 export function roundOptionsOf(cfg: FederationConfig): RoundOptions {
   return {
     compression: { topk: cfg.topk, topkScope: cfg.topkScope, bits: cfg.bits, errorFeedback: cfg.errorFeedback, downlinkBits: cfg.downlinkBits, brotli: cfg.brotli },
-    aggregator: cfg.aggregator, aggregatorOptions: definedOnly({ serverLr: cfg.serverLr, serverMomentum: cfg.serverMomentum, targetRank: cfg.trainable === 'lora+heads' ? (cfg.globalRank ?? cfg.rank) : undefined }),
+    aggregator: cfg.aggregator, aggregatorOptions: definedOnly({ weighting: cfg.tensorWeighting === 'depth' && cfg.dpClip === undefined ? ('depth' as const) : undefined, serverLr: cfg.serverLr, serverMomentum: cfg.serverMomentum, targetRank: cfg.trainable === 'lora+heads' ? (cfg.globalRank ?? cfg.rank) : undefined }),
     serverLrDecay: cfg.serverLrDecay ? { rounds: cfg.rounds } : undefined, quorum: cfg.quorum, maxRounds: cfg.rounds, roundTimeoutMs: cfg.roundTimeoutMs, leaderTimeoutMs: cfg.leaderTimeoutMs,
     gossipGamma: cfg.gossipGamma, gossipMomentum: cfg.gossipMomentum,
     dp: cfg.dpClip !== undefined ? { clipNorm: cfg.dpClip, noiseMultiplier: cfg.dpNoise! } : undefined,

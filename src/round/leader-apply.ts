@@ -47,14 +47,28 @@ export async function tryApplyGlobals(c: LeaderCore, round: number): Promise<App
         }
         continue;
       }
-      const order = leaderOrder(c.ctx.federation, r, c.ctx.members());
+      // Ranks over the roster: a leader that left this node's view (it exited, or its goodbye came first) keeps its rank.
+      const order = leaderOrder(c.ctx.federation, r, c.ranked());
       const rank = order.indexOf(g.from);
       if (rank < 0 || rank >= MAX_LEADER_RANKS || rank !== g.msg.leaderRank) {
         c.refuse(VerifyRefusal.NOT_A_LEADER, { ...fields, actualRank: rank });
         c.markFaulty(r, g.from);
         continue;
       }
-      if (!c.slotOpen(r, rank, order)) {
+      // A roster majority's attestations are the federation's evidence that the slot was open: they override this
+      // node's own slot clock (a late or restarted member), and they are what a node that attested another hash for
+      // the round (its own aggregate) needs before it takes a competing one.
+      const certified = c.certificateOf(r, g.msg.newHash) !== null;
+      const mine = c.attested.get(r);
+      if (mine && !sameHash(mine, g.msg.newHash) && !certified) {
+        if (!c.noted.has(g)) {
+          c.noted.add(g);
+          c.refuse(VerifyRefusal.AWAITING_CERTIFICATE, fields, 'debug');
+        }
+        held.push(g);
+        continue;
+      }
+      if (!certified && !c.slotOpen(r, rank, order)) {
         if (!c.noted.has(g)) {
           c.noted.add(g);
           c.refuse(VerifyRefusal.SLOT_NOT_OPEN, fields, 'debug');
@@ -139,8 +153,15 @@ function afterApply(c: LeaderCore, round: number, base: GlobalState, next: Globa
   void attest(c, round, base.hash, next.hash);
 }
 
-/** Sign and gossip this node's attestation of the step it just verified and applied. */
-async function attest(c: LeaderCore, round: number, baseHash: Uint8Array, newHash: Uint8Array): Promise<void> {
+/**
+ * Sign and gossip this node's attestation of the step it just verified and applied (or led). One hash per round,
+ * except a hash a roster majority already certified (a node that attested its own aggregate, then took the
+ * federation's): such a second attestation cannot make a certificate that did not exist, it only says "I hold it".
+ */
+export async function attest(c: LeaderCore, round: number, baseHash: Uint8Array, newHash: Uint8Array): Promise<void> {
+  const prev = c.attested.get(round);
+  if (prev && (sameHash(prev, newHash) || !c.certificateOf(round, newHash))) return;
+  c.attested.set(round, newHash);
   try {
     const a = await makeAttestation((d) => c.ctx.mesh.signWithIdentity(d), c.ctx.federation, c.ctx.selfId, round, baseHash, newHash);
     c.attestations.add(a);
@@ -151,8 +172,11 @@ async function attest(c: LeaderCore, round: number, baseHash: Uint8Array, newHas
   }
 }
 
-/** Lead round `round` at rank `rank`: aggregate the updates held, apply, publish the global, attest. Null if it cannot. */
-export async function lead(c: LeaderCore, round: number, rank: number, members: readonly string[]): Promise<Omit<RoundOutcome, 'bytesDown'> | null> {
+/**
+ * Lead round `round` at rank `rank`: aggregate the updates held, publish the global, attest it, and hold it as
+ * `c.pending`: it becomes this node's state only with a certificate (adoptPending). False if it cannot lead.
+ */
+export async function lead(c: LeaderCore, round: number, rank: number, members: readonly string[]): Promise<boolean> {
   const base = c.state;
   let inputs: ModelUpdate[];
   let contributors: string[];
@@ -160,7 +184,7 @@ export async function lead(c: LeaderCore, round: number, rank: number, members: 
   if (c.secagg) {
     // Secure aggregation: only the mean of the survivors' deltas (uniform weights; sample counts would leak).
     const agg = await c.secagg.aggregate(round, base);
-    if (!agg || c.state !== base) return null;
+    if (!agg || c.state !== base) return false;
     contributors = agg.contributors;
     digests = contributors.map(() => new Uint8Array(32));
     inputs = [{
@@ -169,7 +193,7 @@ export async function lead(c: LeaderCore, round: number, rank: number, members: 
     }];
   } else {
     const received = [...(c.updates.get(round)?.values() ?? [])].filter((r) => r.update.baseVersion === base.version);
-    if (received.length < c.need()) return null;
+    if (received.length < c.need()) return false;
     received.sort((a, b) => (a.update.sender < b.update.sender ? -1 : 1));
     inputs = received.map((r) => r.update);
     contributors = inputs.map((u) => u.sender);
@@ -180,21 +204,34 @@ export async function lead(c: LeaderCore, round: number, rank: number, members: 
     step = stepOf(c, round, base, inputs, c.ctx.selfId);
   } catch (err) {
     c.ctx.logger.error({ round, err: (err as Error).message }, 'aggregation failed');
-    return null;
+    return false;
   }
   const bytes = GlobalUpdate.encode({
     version: ROUND_WIRE_VERSION, round: BigInt(round), baseHash: base.hash, newHash: step.next.hash, contributors, leaderRank: rank,
     contributorDigests: digests,
   });
-  if (c.state !== base) return null; // a global arrived meanwhile
-  c.adopt(step.next, step.applied, step.agg.state, step.bytes);
-  c.withheld.record(round, members, contributors);
+  if (c.state !== base || c.attested.has(round)) return false; // a global arrived meanwhile, or this node attested one
+  c.pending = { round, rank, base, step, contributors, members, bytesUp: bytes.byteLength };
+  // The step is servable at once (round.step): members that cannot recompute pull it before they attest.
+  c.steps.set(round, { hash: step.next.hash, bytes: step.bytes });
   try {
     await c.ctx.mesh.publish(GLOBAL_TOPIC, bytes);
   } catch (err) {
     c.ctx.logger.warn({ err: (err as Error).message }, 'publishing the global update failed; peers will pull the state');
   }
   await attest(c, round, base.hash, step.next.hash);
-  c.ctx.logger.info({ round, rank, contributors: contributors.length, serverStep: step.agg.serverStep, hash: hex(step.next.hash).slice(0, 12) }, 'led round');
-  return { round, via: 'led', leader: c.ctx.selfId, leaderRank: rank, contributors, bytesUp: bytes.byteLength };
+  c.ctx.logger.debug({ round, rank, contributors: contributors.length, serverStep: step.agg.serverStep, hash: hex(step.next.hash).slice(0, 12) }, 'led round; adopting it once a roster majority attests it');
+  c.events.emit('change');
+  return true;
+}
+
+/** This node's own aggregate of round `round` once a roster majority attested it: adopt it. Null until then. */
+export function adoptPending(c: LeaderCore, round: number): Omit<RoundOutcome, 'bytesDown'> | null {
+  const p = c.pending;
+  if (!p || p.round !== round || c.state !== p.base || !c.certificateOf(round, p.step.next.hash)) return null;
+  c.pending = null;
+  c.adopt(p.step.next, p.step.applied, p.step.agg.state, p.step.bytes);
+  c.withheld.record(round, p.members, p.contributors);
+  c.ctx.logger.debug({ round, rank: p.rank }, 'own aggregate certified: adopted');
+  return { round, via: 'led', leader: c.ctx.selfId, leaderRank: p.rank, contributors: p.contributors, bytesUp: p.bytesUp };
 }

@@ -12,10 +12,11 @@ import { RoundBytes } from './signals.ts';
 import { Attestation } from './pb/round.ts';
 import { SecAggRound } from './secagg-round.ts';
 import type { GlobalState } from './state.ts';
+import type { GlobalStep } from './verify.ts';
 import type { ReceivedGlobal, ReceivedUpdate, WireContext } from './leader-wire.ts';
 import { AttestationStore } from './certificate.ts';
 import {
-  aggregatorOptionsFor, canRecompute, certificateNeed, mayAggregate, roundDeadlineMs, roundNeed, slotOpen, STATEFUL_RULES,
+  aggregatorOptionsFor, canRecompute, certificateNeed, mayAggregate, rankedMembers, roundDeadlineMs, roundNeed, slotOpen, STATEFUL_RULES,
 } from './leader-schedule.ts';
 import { ArrivalTracker, VerifyRefusal, WithholdRecord } from './verify.ts';
 import type { ProtocolSnapshot, RoundContext, RoundOptions } from './types.ts';
@@ -65,6 +66,15 @@ export class LeaderCore {
   readonly steps = new Map<number, { hash: Uint8Array; bytes: Uint8Array }>();
   /** Payload bytes received per round (updates and globals for that round, state pulls while in it). */
   readonly down = new RoundBytes();
+  /**
+   * The aggregate this node led and published, not yet its state: it becomes its state only once a roster majority
+   * attested it (a certificate), like anyone else's (protocols/round.md "Own aggregate"). One per round.
+   */
+  pending: { round: number; rank: number; base: GlobalState; step: GlobalStep; contributors: string[]; members: readonly string[]; bytesUp: number } | null = null;
+  /** The newest hash this node attested per round: it attests at most one hash per round (never equivocates). */
+  readonly attested = new Map<number, Uint8Array>();
+  /** When this node last tried pulling a certified state of a version it saw certified ahead of it, by version. */
+  readonly aheadTried = new Map<number, number>();
 
   constructor(ctx: RoundContext, opts: RoundOptions, initial: GlobalState, restore?: ProtocolSnapshot) {
     this.ctx = ctx;
@@ -115,8 +125,13 @@ export class LeaderCore {
     return certificateNeed(this.ctx.mesh.roster, this.ctx.members().length);
   }
 
+  /** Who leader ranks are computed over: the roster (the same at every honest member), else the live view. */
+  ranked(): readonly string[] {
+    return rankedMembers(this.ctx.mesh.roster, this.ctx.members());
+  }
+
   mayAggregate(peer: string, round: number): boolean {
-    return mayAggregate(this.ctx.federation, round, this.ctx.members(), peer);
+    return mayAggregate(this.ctx.federation, round, this.ranked(), peer);
   }
 
   deadlineMs(): number {
@@ -126,7 +141,19 @@ export class LeaderCore {
   slotOpen(round: number, rank: number, order: readonly string[]): boolean {
     return slotOpen(round, rank, order, {
       current: this.current, deadlineMs: this.deadlineMs(), leaderTimeoutMs: this.opts.leaderTimeoutMs, now: Date.now(), isFaulty: (r, p) => this.isFaulty(r, p),
+      isAlive: this.aliveCheck(),
     });
+  }
+
+  /** A membership test of the live view (taken once). */
+  aliveCheck(): (peer: string) => boolean {
+    const live = new Set(this.ctx.members());
+    return (p) => live.has(p);
+  }
+
+  /** The certificate of (round, hash) among the attestations this node holds, or null. */
+  certificateOf(round: number, hash: Uint8Array): Attestation[] | null {
+    return this.attestations.certificate(round, hash, this.certNeed());
   }
 
   aggregatorOptionsFor(round: number): AggregateOptions {
@@ -180,6 +207,9 @@ export class LeaderCore {
     // The inputs of the round just applied stay servable: members still verifying it pull them (`round.input`).
     for (const r of [...this.byDigest.keys()]) if (r < st.version) this.byDigest.delete(r);
     for (const r of [...this.faulty.keys()]) if (r <= st.version) this.faulty.delete(r);
+    for (const r of [...this.attested.keys()]) if (r < st.version - 4) this.attested.delete(r);
+    for (const r of [...this.aheadTried.keys()]) if (r <= st.version) this.aheadTried.delete(r);
+    if (this.pending && this.pending.round <= st.version) this.pending = null;
     this.attestations.prune(st.version);
     this.secagg?.prune(st.version);
     this.refreshCertified();

@@ -53,7 +53,7 @@ export function validateGlobal(c: LeaderCore, payload: Uint8Array, meta: Message
   const g = decodeGlobal(payload, c.wire, meta.from.toString());
   if (typeof g === 'number') return g;
   if (g.round < c.state.version) return RefusalReason.REPLAYED;
-  // Only the round's first MAX_LEADER_RANKS members over the live roster members may publish its aggregate.
+  // Only the round's first MAX_LEADER_RANKS members over the roster may publish its aggregate (in the view or not).
   if (!c.mayAggregate(g.from, g.round)) return RefusalReason.APPLICATION;
   return undefined;
 }

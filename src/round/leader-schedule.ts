@@ -27,11 +27,20 @@ export function certificateNeed(roster: readonly string[] | undefined, liveMembe
 }
 
 /**
- * Whether `peer` is among the first MAX_LEADER_RANKS of round `round`'s leader order over `members` (the live
- * roster members this node sees). Never over members ∪ {peer}: a peer outside the view has no rank.
+ * Who is ranked for leading: the roster when there is one (the same list at every honest member, whoever is alive),
+ * else the live view (an open mesh has nothing else). Liveness never changes a rank; it only lets a slot skip
+ * lower ranks that are down (slotOpen).
  */
-export function mayAggregate(federation: string, round: number, members: readonly string[], peer: string): boolean {
-  const rank = leaderOrder(federation, round, members).indexOf(peer);
+export function rankedMembers(roster: readonly string[] | undefined, live: readonly string[]): readonly string[] {
+  return roster ?? live;
+}
+
+/**
+ * Whether `peer` is among the first MAX_LEADER_RANKS of round `round`'s leader order over `ranked` (rankedMembers:
+ * the roster). Never over ranked ∪ {peer}: a peer outside it has no rank.
+ */
+export function mayAggregate(federation: string, round: number, ranked: readonly string[], peer: string): boolean {
+  const rank = leaderOrder(federation, round, ranked).indexOf(peer);
   return rank >= 0 && rank < MAX_LEADER_RANKS;
 }
 
@@ -50,17 +59,29 @@ export interface SlotClock {
   leaderTimeoutMs: number;
   now: number;
   isFaulty(round: number, peer: string): boolean;
+  /** Whether `peer` is in this node's live view (a lower rank that is down is skipped). */
+  isAlive(peer: string): boolean;
 }
 
 /**
- * Whether rank `rank`'s slot of round `round` is open: rank 0 always; rank k once the deadline plus k leader
- * timeouts passed since this node published its update, or at once when every lower rank is faulty.
+ * Lower ranks (over the roster) that rank `rank`'s slot of round `round` still waits for: those that are alive on
+ * this node and not found faulty in the round. Ranks are the roster's; liveness only decides who is skipped.
+ */
+export function waitingRanks(round: number, rank: number, order: readonly string[], c: Pick<SlotClock, 'isFaulty' | 'isAlive'>): number {
+  return order.slice(0, rank).filter((p) => c.isAlive(p) && !c.isFaulty(round, p)).length;
+}
+
+/**
+ * Whether rank `rank`'s slot of round `round` is open: rank 0 always; rank k once the deadline plus j leader
+ * timeouts passed since this node published its update, j = the lower ranks it still waits for (waitingRanks), or
+ * at once when it waits for none (every lower rank faulty or down).
  */
 export function slotOpen(round: number, rank: number, order: readonly string[], c: SlotClock): boolean {
   if (rank === 0) return true;
-  if (order.slice(0, rank).every((p) => c.isFaulty(round, p))) return true;
+  const j = waitingRanks(round, rank, order, c);
+  if (j === 0) return true;
   if (c.current?.round !== round) return false;
-  return c.now >= c.current.publishedAt + c.deadlineMs + rank * c.leaderTimeoutMs;
+  return c.now >= c.current.publishedAt + c.deadlineMs + j * c.leaderTimeoutMs;
 }
 
 /** The aggregator options of round `round`, with the decayed server learning rate when serverLrDecay is set. */

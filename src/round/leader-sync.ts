@@ -188,3 +188,30 @@ export async function catchUp(c: LeaderCore): Promise<boolean> {
   }
   return advanced;
 }
+
+/**
+ * A straggler's pull: when the attestations this node holds certify a version ahead of it, pull that certified state
+ * from its signers (they hold it). For the next version only once this node's deadline plus one leader timeout
+ * passed in that round, and never while it holds that round's certified global or its own certified aggregate
+ * (applied instead, keeping the server state). At most once per version and leader timeout. True if adopted.
+ */
+export async function pullCertifiedAhead(c: LeaderCore): Promise<boolean> {
+  const ahead = c.attestations.newestCertified(c.state.version, c.certNeed());
+  if (!ahead || (c.opts.maxRounds !== undefined && ahead.round > c.opts.maxRounds)) return false;
+  const hash = ahead.attestations[0].newHash;
+  const now = Date.now();
+  if (ahead.round === c.state.version + 1) {
+    // The next version: this node's own certified aggregate (adoptPending), or a held global, is applied instead; a
+    // pull loses the replicated server state, so it waits until the round's slots have passed on its own clock.
+    if (c.pending?.round === ahead.round && sameHash(c.pending.step.next.hash, hash)) return false;
+    if (c.globals.some((g) => g.round === ahead.round && sameHash(g.msg.newHash, hash))) return false;
+    if (c.current?.round === ahead.round && now < c.current.publishedAt + c.deadlineMs() + c.opts.leaderTimeoutMs) return false;
+  }
+  if (now - (c.aheadTried.get(ahead.round) ?? -Infinity) < c.opts.leaderTimeoutMs) return false;
+  c.aheadTried.set(ahead.round, now);
+  c.ctx.logger.info({ version: c.state.version, certified: ahead.round, signers: ahead.attestations.length }, 'a version ahead is certified: pulling it');
+  for (const a of ahead.attestations) {
+    if (a.signer !== c.ctx.selfId && (await syncFrom(c, a.signer))) return true;
+  }
+  return false;
+}

@@ -1,11 +1,12 @@
 /**
  * Rotating round-leader protocol (protocols/round.md). The leader of round r is the first member in the
- * rendezvous order of (federation, r, PeerId) over the live roster members, so every member computes it without
- * election messages. Members publish their signed, compressed update on `update`; the leader aggregates once every
+ * rendezvous order of (federation, r, PeerId) over the roster (a down member is skipped, never re-ranked), so every
+ * member computes it without election messages. Members publish their signed, compressed update on `update`; the leader aggregates once every
  * member still contributing has sent (or its adaptive deadline passes) and a majority of the roster contributed, and
  * publishes the aggregate on `global`, naming each contributor and its update's digest. Every member recomputes the
  * aggregate from those updates (pulling any it lacks) and applies the step only if it gives the announced state
- * hash; then it signs an attestation. A mismatch marks the leader faulty for the round and the next rank takes over
+ * hash; then it signs an attestation (one hash per round). The leader adopts its own aggregate only once a roster
+ * majority attested it. A mismatch marks the leader faulty for the round and the next rank takes over
  * at once. A node that is behind adopts a pulled state only with a certificate (a roster majority's attestations).
  * Versions only move forward, so no round is applied twice.
  */
@@ -22,14 +23,22 @@ import {
 } from './leader-wire.ts';
 import { LeaderCore } from './leader-core.ts';
 import { onAttestation, onGlobal, onUpdate, storeUpdate, validateAttestation, validateGlobal, validateUpdate } from './leader-inbox.ts';
-import { catchUp, pullMissing, serveInput, serveState, serveStep, serveUpdate } from './leader-sync.ts';
-import { lead, tryApplyGlobals } from './leader-apply.ts';
+import { catchUp, pullCertifiedAhead, pullMissing, serveInput, serveState, serveStep, serveUpdate } from './leader-sync.ts';
+import { adoptPending, attest, lead, tryApplyGlobals } from './leader-apply.ts';
+import { waitingRanks } from './leader-schedule.ts';
 import type { VerifyRefusal } from './verify.ts';
 import type { LocalContribution, ProtocolSnapshot, RoundContext, RoundOptions, RoundOutcome, RoundProtocol } from './types.ts';
 
 export { leaderOrder, MAX_CONTRIBUTORS, MAX_LEADER_RANKS, ROUND_WIRE_VERSION, UPDATE_TOPIC, GLOBAL_TOPIC, ATTEST_TOPIC, STATE_METHOD, INPUT_METHOD, STEP_METHOD } from './leader-wire.ts';
 export { CATCH_UP_PARALLEL } from './leader-sync.ts';
 export { RoundStoppedError };
+
+/**
+ * Longest a node keeps serving its certified final state (`round.state`, `round.step`, `round.input`) after its last
+ * round, so that members one round behind still get the final global (protocols/round.md "The end of a run"). It
+ * stops earlier once every live roster member attested the final state.
+ */
+export const FINAL_SERVE_GRACE_MS = 60_000;
 
 export class LeaderProtocol implements RoundProtocol {
   readonly name = 'leader' as const;
@@ -134,6 +143,32 @@ export class LeaderProtocol implements RoundProtocol {
     return catchUp(this.core);
   }
 
+  /**
+   * After the last round: keep serving the certified final state until every live roster member attested it, for at
+   * most `graceMs` (FINAL_SERVE_GRACE_MS), so that stragglers still get it. A node that reached the final state by a
+   * certified pull attests it first (it is already final; the attestation tells the servers this node has it).
+   */
+  async finish(graceMs = FINAL_SERVE_GRACE_MS): Promise<void> {
+    const c = this.core;
+    const v = c.state.version;
+    if (!c.running || v === 0) return;
+    const cert = c.certified?.state === c.state ? c.certified.cert : null;
+    if (cert && cert.length > 0) await attest(c, v, cert[0].baseHash, c.state.hash);
+    const end = Date.now() + graceMs;
+    let logged = false;
+    while (c.running && c.state.version === v && Date.now() < end) {
+      const done = new Set(c.attestations.for(v, c.state.hash).map((a) => a.signer));
+      const alive = c.aliveCheck();
+      const waiting = c.ranked().filter((p) => p !== c.ctx.selfId && alive(p) && !done.has(p));
+      if (waiting.length === 0) return;
+      if (!logged) {
+        logged = true;
+        c.ctx.logger.info({ version: v, waiting: waiting.length, graceS: Math.round(graceMs / 1000) }, 'serving the certified final state until every live member has it');
+      }
+      await nextChange(c.events, 500);
+    }
+  }
+
   // ------------------------------------------------------------------------------------------------------
   // One round
 
@@ -193,12 +228,18 @@ export class LeaderProtocol implements RoundProtocol {
       if (c.state.version >= round) {
         return { round, via: 'synced', contributors: [], bytesUp, updateBytes, bytesDown: c.down.take(round) };
       }
+      // This node's own aggregate, once a roster majority attested it (never before: a late leader could be alone).
+      const own = adoptPending(c, round);
+      if (own) return { ...own, bytesUp: bytesUp + own.bytesUp, updateBytes, bytesDown: c.down.take(round) };
       const applied = await tryApplyGlobals(c, round);
       if (applied) return { ...applied, bytesUp, updateBytes, bytesDown: c.down.take(round) };
+      if (await pullCertifiedAhead(c)) continue;
 
       const members = c.ctx.members();
-      const order = leaderOrder(c.ctx.federation, round, members);
+      // Ranks over the roster; lower ranks that are down (or faulty) are skipped: `ahead` counts those still waited for.
+      const order = leaderOrder(c.ctx.federation, round, c.ranked());
       const rank = order.indexOf(c.ctx.selfId);
+      const ahead = rank < 0 ? -1 : waitingRanks(round, rank, order, { isFaulty: (r, p) => c.isFaulty(r, p), isAlive: c.aliveCheck() });
       const mine = c.updates.get(round);
       const have = c.secagg ? c.secagg.count(round) : (mine?.size ?? 0);
       // Everyone still contributing has sent: members that withheld in the last rounds do not hold the round open.
@@ -206,7 +247,7 @@ export class LeaderProtocol implements RoundProtocol {
       const need = c.need();
       const now = Date.now();
       const deadline = publishedAt + c.deadlineMs();
-      if (rank === 0 && !pulled && !c.secagg && !allIn && now >= publishedAt + c.deadlineMs() / 4) {
+      if (ahead === 0 && !pulled && !c.secagg && !allIn && now >= publishedAt + c.deadlineMs() / 4) {
         pulled = true;
         await pullMissing(c, round);
         continue;
@@ -215,19 +256,20 @@ export class LeaderProtocol implements RoundProtocol {
         nextCatchUp = now + c.opts.leaderTimeoutMs;
         if (await catchUp(c)) continue;
       }
-      const slot = rank === 0 ? allIn || now >= deadline : rank > 0 && rank < MAX_LEADER_RANKS && c.slotOpen(round, rank, order);
+      const slot = rank >= 0 && rank < MAX_LEADER_RANKS && (ahead === 0 ? allIn || now >= deadline : c.slotOpen(round, rank, order));
       if (slot && have < need && now >= deadline && now - c.pausedLogged > 10_000) {
         c.pausedLogged = now;
         c.ctx.logger.warn({ round, have, need, roster: c.rosterSize(), live: members.length },
           'round paused: fewer contributions than the quorum (a majority of the roster by default); a minority partition waits for the heal');
       }
       // A node that cannot recompute the federation's step (server state unknown after a pull) lets its slot pass.
-      if (slot && have >= need && (c.secagg !== null || c.canRecompute())) {
-        const led = await lead(c, round, rank, members);
-        if (led) c.closedBy.set(round, rank > 0 ? 'takeover' : allIn ? 'all-in' : 'deadline');
-        if (led) return { ...led, bytesUp: bytesUp + led.bytesUp, updateBytes, bytesDown: c.down.take(round) };
+      if (slot && have >= need && !c.attested.has(round) && (c.secagg !== null || c.canRecompute())) {
+        if (await lead(c, round, rank, members)) {
+          c.closedBy.set(round, rank > 0 ? 'takeover' : allIn ? 'all-in' : 'deadline');
+          continue;
+        }
       }
-      await nextChange(c.events, rank === 0 ? 100 : 250);
+      await nextChange(c.events, ahead === 0 ? 100 : 250);
     }
   }
 }

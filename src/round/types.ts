@@ -174,6 +174,8 @@ export interface RoundProtocol {
   snapshot(): ProtocolSnapshot;
   /** Pull newer state from members at start (restart, late join); true if the state advanced. Optional. */
   catchUp?(): Promise<boolean>;
+  /** After the last round: keep serving the final state to stragglers for a bounded grace period. Optional. */
+  finish?(): Promise<void>;
   /** Gossip topics this protocol publishes on (the node waits until they have subscribers before round 1). */
   readonly topics: readonly string[];
 }

@@ -10,7 +10,7 @@ import { applyDelta, type GlobalState } from './state.ts';
 
 /** Why a member did not apply a received aggregate (logged with the round and the publisher). */
 export enum VerifyRefusal {
-  /** The publisher is not among the round's first MAX_LEADER_RANKS over the live roster members, or claims another rank. */
+  /** The publisher is not among the round's first MAX_LEADER_RANKS over the roster, or claims another rank. */
   NOT_A_LEADER = 1,
   /** The publisher's slot had not opened yet when it arrived (kept until it opens, considered only then). */
   SLOT_NOT_OPEN = 2,
@@ -34,6 +34,11 @@ export enum VerifyRefusal {
   HASH_MISMATCH = 11,
   /** This node cannot recompute and no one (publisher, attesting members) served the round's step (`round.step`). */
   STEP_UNAVAILABLE = 12,
+  /**
+   * This node attested another hash for the round (its own aggregate): a competing aggregate is applied only once a
+   * roster majority attested it (held until then).
+   */
+  AWAITING_CERTIFICATE = 13,
 }
 
 /** Everything that determines a round's global step. */

@@ -78,6 +78,17 @@ export interface PrototypeStats {
   counts: Float64Array;
 }
 
+/**
+ * Train a subset of the trainable tensors with an optimizer of its own (personal adapters: the private exit heads on
+ * top of the shared adapter), drawing minibatches from a generator of its own so the shared training's order is
+ * untouched. The optimizer must be bound to this trainer's `params` arrays of exactly `names`.
+ */
+export interface StepScope {
+  optimizer: Optimizer;
+  names: readonly string[];
+  rng: Rng;
+}
+
 export class TrainingError extends FmflError {
   constructor(message: string) {
     super('TRAINING', message);
@@ -236,7 +247,7 @@ export class Trainer {
    * One optimizer step on the samples `indices` of `ds` (exactly `batch` of them). Returns the loss before the
    * update. Throws TrainingError (and leaves the weights untouched) if the loss or a gradient is not finite.
    */
-  async step(ds: Dataset, indices: ArrayLike<number>): Promise<{ loss: number; lossCe: number }> {
+  async step(ds: Dataset, indices: ArrayLike<number>, scope?: StepScope): Promise<{ loss: number; lossCe: number }> {
     if (indices.length !== this.batch) throw new TrainingError(`step needs exactly ${this.batch} samples, got ${indices.length}`);
     this.checkDataset(ds);
     toFloatBatch(ds, indices, this.xBuf, this.norm);
@@ -252,19 +263,21 @@ export class Trainer {
       feeds[PROTOTYPES] = { data: p.protos, dims: [E, C, this.cfg.dim] };
       feeds[PROTO_MASK] = { data: p.mask, dims: [E, C] };
     }
-    const out = await this.trainSession.run(feeds, this.trainFetches);
+    const names = scope ? scope.names : this.trainedSpecs.map((s) => s.name);
+    const out = await this.trainSession.run(feeds, scope ? ['loss', 'loss_ce', ...names.map(gradName)] : this.trainFetches);
     const loss = Number(out.loss[0]);
     const lossCe = Number(out.loss_ce[0]);
     if (!Number.isFinite(loss)) throw new TrainingError(`loss is ${loss}; lower the learning rate`);
     const grads = new Map<string, Float32Array>();
-    for (const s of this.trainedSpecs) grads.set(s.name, out[gradName(s.name)] as Float32Array);
-    this.optimizer.step(grads);
+    for (const n of names) grads.set(n, out[gradName(n)] as Float32Array);
+    (scope?.optimizer ?? this.optimizer).step(grads);
     return { loss, lossCe };
   }
 
   /**
    * `steps` optimizer steps over shuffled minibatches of `indices` (reshuffled each pass; a pass drops its
-   * last partial batch). Returns the mean loss. Stops early (between steps) once `signal.aborted` is set.
+   * last partial batch). Returns the mean loss. Stops early (between steps) once `signal.aborted` is set. With
+   * `scope`, only `scope.names` are stepped, by `scope.optimizer`, in an order drawn from `scope.rng`.
    */
   async trainSteps(
     ds: Dataset,
@@ -272,6 +285,7 @@ export class Trainer {
     steps: number,
     onStep?: (i: number, loss: number) => void,
     signal?: { readonly aborted: boolean },
+    scope?: StepScope,
   ): Promise<number> {
     if (indices.length < this.batch) throw new TrainingError(`need at least ${this.batch} samples to train, have ${indices.length}`);
     const order = Uint32Array.from(indices as ArrayLike<number>);
@@ -282,10 +296,10 @@ export class Trainer {
     for (let i = 0; i < steps; i++) {
       if (signal?.aborted) break;
       if (pos >= perPass) {
-        this.rng.shuffle(order);
+        (scope?.rng ?? this.rng).shuffle(order);
         pos = 0;
       }
-      const { loss } = await this.step(ds, order.subarray(pos * this.batch, (pos + 1) * this.batch));
+      const { loss } = await this.step(ds, order.subarray(pos * this.batch, (pos + 1) * this.batch), scope);
       pos++;
       sum += loss;
       done++;

@@ -101,3 +101,23 @@ test('a round where no update carries some tensors (every node shallow) leaves t
     t.true(r.deltas.has('exits.0.head'), rule);
   }
 });
+
+test("weighting 'depth': a shared block weighs each update by samples x the exit losses it was trained through (hand-computed)", (t) => {
+  // A, B have depth 2 (exits 0, 1): block 0 through 2 losses, block 1 through 1; C has depth 1: block 0 through 1.
+  const r = getAggregator('fedavg')([A, B, C], { weighting: 'depth' });
+  // blocks.0: weights 1·2, 3·2, 4·1 = 2, 6, 4 over 12: lora_a = (2 + 30 + 36) / 12 = 68/12; lora_b = (2 + 6 + 12) / 12.
+  close(t, r.deltas.get('blocks.0.q.lora_a'), new Array(4).fill(68 / 12), 1e-5);
+  close(t, r.deltas.get('blocks.0.q.lora_b'), new Array(4).fill(20 / 12), 1e-5);
+  // Exit heads are trained through their own loss only: plain sample weights (1/8, 3/8, 4/8).
+  close(t, r.deltas.get('exits.0.head'), [2, 1.5]);
+  // Deep tensors: only A and B, both depth 2: the sample weights 1/4, 3/4.
+  close(t, r.deltas.get('blocks.1.q.lora_a'), [5, 5, 5, 5]);
+  // One depth across the updates: the same as sample weighting, for the rank-heterogeneous rules too.
+  for (const rule of ['fedavg', 'hetlora-zero', 'hetlora-replicate'] as const) {
+    const a = getAggregator(rule)([A, B], { manifest, targetRank: 2, weighting: 'depth' });
+    const b = getAggregator(rule)([A, B], { manifest, targetRank: 2 });
+    for (const [k, v] of b.deltas) close(t, a.deltas.get(k), [...v], 1e-6);
+  }
+  const z = getAggregator('hetlora-zero')([A, B, C], { manifest, targetRank: 2, weighting: 'depth' });
+  close(t, z.deltas.get('blocks.0.q.lora_a'), new Array(4).fill(68 / 12), 1e-5);
+});

@@ -9,6 +9,7 @@ import {
   parseShardSpec,
   shardIndices,
   formatHistograms,
+  matchedTestIndices,
   DatasetError,
   type Partition,
 } from '../../src/data/index.ts';
@@ -107,4 +108,20 @@ test('shard specs: 0-based i/n; shardIndices equals the partition part', async (
   t.throws(() => shardIndices(ds.labels, '0/4', { seed: 1, scheme: 'dirichlet' }), { instanceOf: DatasetError, message: /alpha/ });
   const h = labelHistogram(ds.labels, shardIndices(ds.labels, '0/2', { seed: 1 }));
   t.is(h.reduce((a, b) => a + b, 0), 4500);
+});
+
+test('matchedTestIndices: a node test split with its shard label proportions, seeded, without repeats', (t) => {
+  const testLabels = Uint8Array.from({ length: 1000 }, (_, i) => i % 10);
+  const hist = [30, 0, 0, 10, 0, 0, 0, 0, 0, 60];
+  const a = matchedTestIndices(testLabels, hist, 50, 3);
+  t.deepEqual([...a], [...matchedTestIndices(testLabels, hist, 50, 3)], 'same seed, same split');
+  t.notDeepEqual([...a], [...matchedTestIndices(testLabels, hist, 50, 4)], 'another seed, another split');
+  t.is(new Set(a).size, 50);
+  t.deepEqual([...labelHistogram(testLabels, a)], [15, 0, 0, 5, 0, 0, 0, 0, 0, 30]);
+  // Largest remainder: 7 over thirds rounds to 3/2/2 and still sums to the size.
+  t.deepEqual([...labelHistogram(testLabels, matchedTestIndices(testLabels, [1, 1, 1, 0, 0, 0, 0, 0, 0, 0], 7, 1))].slice(0, 3), [3, 2, 2]);
+  // A class with fewer test images than asked gives all it has.
+  t.is(matchedTestIndices(testLabels, [1, 0, 0, 0, 0, 0, 0, 0, 0, 0], 500, 1).length, 100);
+  t.throws(() => matchedTestIndices(testLabels, new Array(10).fill(0), 5, 1), { instanceOf: DatasetError });
+  t.throws(() => matchedTestIndices(testLabels, hist, 0, 1), { instanceOf: DatasetError });
 });

@@ -46,6 +46,8 @@ interface Node {
   proto: LeaderProtocol;
   outcomes: RoundOutcome[];
   versions: number[];
+  /** The state hash this node held after each round (what it trained on next). */
+  hashes: string[];
 }
 
 interface Fed {
@@ -53,6 +55,8 @@ interface Fed {
   ids: string[];
   nodes: Node[];
   log: FaultLog;
+  /** Peers left out of node i's live view (a member whose goodbye it received), by node. */
+  hidden: Map<number, Set<string>>;
 }
 
 /** Five members; `liar` (if any) runs the unchanged protocol behind `withFaults(kind)`. */
@@ -64,6 +68,7 @@ async function federation(o: {
   const { net, ports, ids } = await fakeMeshes(N, { federation: FED });
   let log: FaultLog = { forgedGlobals: 0, forgedStates: 0, withheld: 0 };
   const nodes: Node[] = [];
+  const hidden = new Map<number, Set<string>>();
   ports.forEach((port, i) => {
     let mesh: MeshPort = port;
     if (i === o.liar && o.kind) {
@@ -72,22 +77,30 @@ async function federation(o: {
       log = r.log;
     }
     if (i === o.liar && o.decorate) mesh = o.decorate(port, net);
-    const ctx = { mesh, federation: FED, selfId: port.selfId, manifest, loraRank: 0, logger: silentLogger(), seed: 11 + i, members: () => net.view(port.selfId) };
+    const members = (): string[] => net.view(port.selfId).filter((p) => !hidden.get(i)?.has(p));
+    const ctx = { mesh, federation: FED, selfId: port.selfId, manifest, loraRank: 0, logger: silentLogger(), seed: 11 + i, members };
     const restore = i === o.unknownServer ? { protocol: 'leader' as const, state: initial, residual: new Map(), serverKnown: false } : undefined;
-    nodes.push({ i, port, proto: new LeaderProtocol(ctx, options(o.opts), initial, restore), outcomes: [], versions: [] });
+    nodes.push({ i, port, proto: new LeaderProtocol(ctx, options(o.opts), initial, restore), outcomes: [], versions: [], hashes: [] });
   });
   for (const n of nodes) await n.proto.start();
-  return { net, ids, nodes, get log() { return log; } };
+  return { net, ids, nodes, hidden, get log() { return log; } };
 }
 
-/** One node's loop, as Federation.run: catch up, then train and exchange until the last round. */
-async function runNode(n: Node, rounds = ROUNDS): Promise<void> {
+/** One node's loop, as Federation.run: catch up, then train and exchange until the last round (`before`: a slow trainer). */
+async function runNode(n: Node, rounds = ROUNDS, before?: (round: number) => Promise<void>): Promise<void> {
   await n.proto.catchUp();
   while (n.proto.round < rounds) {
-    const out = await n.proto.exchange({ tensors: train(n.proto.trainingStart(), n.i, n.proto.round + 1), prototypes: [], sampleCount: 10 + n.i });
+    const tensors = train(n.proto.trainingStart(), n.i, n.proto.round + 1);
+    await before?.(n.proto.round + 1);
+    const out = await n.proto.exchange({ tensors, prototypes: [], sampleCount: 10 + n.i });
     n.outcomes.push(out);
     n.versions.push(n.proto.round);
+    n.hashes.push(hashOf(n));
   }
+}
+
+async function until(cond: () => boolean): Promise<void> {
+  while (!cond()) await new Promise((r) => setTimeout(r, 20));
 }
 
 /** Run every node; wait for the honest ones, then stop all (a liar's loop may never finish on its own). */
@@ -389,3 +402,110 @@ test.serial('a wrong step served by the publisher over round.step is not applied
 function liarId(f: Fed, liar: number): string {
   return f.ids[liar];
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// Found by the chaos harness (issue 14): a late rank-0 member forked itself; stragglers lost the last round.
+
+/** Fast rounds: a 300 ms - 1.5 s adaptive deadline, 300 ms leader timeout. */
+const FAST = { roundTimeoutMs: 1500, minRoundTimeoutMs: 300, leaderTimeoutMs: 300 };
+
+/** Every version any node held maps to one state hash, the one the on-time members hold. */
+function oneHashPerVersion(t: ExecutionContext, f: Fed): void {
+  const byVersion = new Map<number, Set<string>>();
+  for (const n of f.nodes) n.versions.forEach((v, k) => byVersion.set(v, (byVersion.get(v) ?? new Set()).add(n.hashes[k])));
+  for (const [v, hs] of byVersion) t.is(hs.size, 1, `version ${v} held with ${hs.size} different hashes`);
+}
+
+/** A port that drops gossip on `topic` while `drop(payload)` says so. */
+function dropping(topic: string, drop: (payload: Uint8Array) => boolean) {
+  return (port: FakePort): MeshPort => ({
+    federation: port.federation, selfId: port.selfId, roster: port.roster, onRoster: (p) => port.onRoster(p), unsubscribe: (n) => port.unsubscribe(n),
+    handleRequest: (m, h) => port.handleRequest(m, h), signWithIdentity: (d) => port.signWithIdentity(d), publish: (n, p) => port.publish(n, p),
+    request: (p, m, b, o) => port.request(p, m, b, o),
+    subscribe: (name: string, handler: MessageHandler, o?: SubscribeOptions) => port.subscribe(name, name === topic ? (p, m) => (drop(p) ? undefined : handler(p, m)) : handler, o),
+  });
+}
+
+test.serial('a late rank-0 member takes its round\'s certified backup global, whatever its own slot clock says, and never leads alone', async (t) => {
+  const ids = (await fakeMeshes(N, { federation: FED })).ids;
+  const late = ids.indexOf(leaderOrder(FED, 1, ids)[0]);
+  const f = await federation({ opts: FAST });
+  // The late member trains round 1 until the others applied it: they waited for it (it is alive), then rank 1 led.
+  const loops = f.nodes.map((n) => runNode(n, ROUNDS, n.i === late ? async (r) => { if (r === 1) await until(() => others(late).every((i) => f.nodes[i].proto.round >= 1)); } : undefined));
+  await Promise.all(loops);
+  await stop(f);
+  honestAgree(t, f, others(-1));
+  oneHashPerVersion(t, f);
+  const first = f.nodes[late].outcomes[0];
+  t.is(first.via, 'applied', 'round 1 applied from the backup, not led by the late rank 0');
+  t.is(first.leaderRank, 1);
+  t.false(f.nodes[late].proto.closedBy.has(1), 'it did not publish an aggregate of its own for round 1');
+});
+
+test.serial('a late rank-0 member that leads its own aggregate does not adopt it without a certificate; it catches up to the federation\'s', async (t) => {
+  const ids = (await fakeMeshes(N, { federation: FED })).ids;
+  const late = ids.indexOf(leaderOrder(FED, 1, ids)[0]);
+  // It misses round 1's attestations, so nothing tells it the backup's global is final when it finishes training.
+  const f = await federation({ opts: FAST, liar: late, decorate: dropping(ATTEST_TOPIC, (p) => Attestation.decode(p).round === 1n) });
+  const loops = f.nodes.map((n) => runNode(n, ROUNDS, n.i === late ? async (r) => { if (r === 1) await until(() => others(late).every((i) => f.nodes[i].proto.round >= 1)); } : undefined));
+  await Promise.all(loops);
+  await stop(f);
+  honestAgree(t, f, others(late));
+  oneHashPerVersion(t, f);
+  t.true(f.nodes[late].proto.closedBy.has(1), 'it led round 1 with every update in hand');
+  t.not(f.nodes[late].outcomes[0].via, 'led', 'its own aggregate never became its state');
+  t.is(f.nodes[late].proto.round, ROUNDS);
+  t.is(hashOf(f.nodes[late]), hashOf(f.nodes[others(late)[0]]), 'it ends on the federation\'s state');
+});
+
+/** The last round's leader, and a straggler that is its rank 1 (so it could lead alone once the leader left its view). */
+async function lastRoundRoles(): Promise<{ leader: number; straggler: number }> {
+  const ids = (await fakeMeshes(N, { federation: FED })).ids;
+  const order = leaderOrder(FED, ROUNDS, ids);
+  return { leader: ids.indexOf(order[0]), straggler: ids.indexOf(order[1]) };
+}
+
+/**
+ * Everyone but the straggler runs the rounds, serves the final state (finish) and stops; the straggler trains the
+ * last round until they all hold it, and the last leader leaves its view (its goodbye) before it exchanges.
+ */
+async function straggle(f: Fed, leader: number, straggler: number): Promise<void> {
+  const loops = f.nodes.map(async (n) => {
+    if (n.i !== straggler) {
+      await runNode(n);
+      await n.proto.finish();
+      n.port.stop();
+      return;
+    }
+    await runNode(n, ROUNDS, async (r) => {
+      if (r !== ROUNDS) return;
+      await until(() => others(straggler).every((i) => f.nodes[i].proto.round >= ROUNDS));
+      f.hidden.set(straggler, new Set([f.ids[leader]]));
+    });
+    await n.proto.finish();
+  });
+  await Promise.all(loops);
+  await stop(f);
+}
+
+test.serial('a straggler applies the last global of a leader that left its view; the others serve until it has the final state', async (t) => {
+  const { leader, straggler } = await lastRoundRoles();
+  const f = await federation({ opts: FAST });
+  await straggle(f, leader, straggler);
+  honestAgree(t, f, others(-1));
+  oneHashPerVersion(t, f);
+  const last = f.nodes[straggler].outcomes[ROUNDS - 1];
+  t.is(last.via, 'applied');
+  t.is(last.leader, f.ids[leader], 'the departed leader\'s global, verified');
+  t.is(f.nodes[straggler].proto.refusalCount(VerifyRefusal.NOT_A_LEADER), 0);
+});
+
+test.serial('a straggler that lost the last global pulls the certified final state it sees attested, from members still serving it', async (t) => {
+  const { leader, straggler } = await lastRoundRoles();
+  const f = await federation({ opts: FAST, liar: straggler, decorate: dropping(GLOBAL_TOPIC, (p) => GlobalUpdate.decode(p).round === BigInt(ROUNDS)) });
+  await straggle(f, leader, straggler);
+  honestAgree(t, f, others(-1));
+  oneHashPerVersion(t, f);
+  // Its own slot opened (rank 0 left its view): whatever it published alone, it adopted only the certified state.
+  t.is(f.nodes[straggler].outcomes[ROUNDS - 1].via, 'synced', 'the last round came as a certified state pull');
+});

@@ -1,6 +1,6 @@
 /** Leader scheduling (src/round/leader-schedule.ts): quorum, who may aggregate, slot opening, server-lr decay. */
 import test from 'ava';
-import { aggregatorOptionsFor, canRecompute, certificateNeed, mayAggregate, roundNeed, slotOpen, type SlotClock } from '../../src/round/leader-schedule.ts';
+import { aggregatorOptionsFor, canRecompute, certificateNeed, mayAggregate, rankedMembers, roundNeed, slotOpen, waitingRanks, type SlotClock } from '../../src/round/leader-schedule.ts';
 import { leaderOrder, MAX_LEADER_RANKS } from '../../src/round/index.ts';
 
 test('quorum: a roster majority by default, ceil(q x roster) with --quorum, never below one', (t) => {
@@ -19,12 +19,23 @@ test('only the first MAX_LEADER_RANKS of the order over the live members may agg
   t.false(mayAggregate('f', 2, members, 'outsider'));
 });
 
+test('ranks are over the roster whatever the live view (an open mesh without one ranks its view)', (t) => {
+  const roster = ['p1', 'p2', 'p3', 'p4', 'p5'];
+  const order = leaderOrder('f', 7, roster);
+  const view = roster.filter((p) => p !== order[0]);
+  t.is(rankedMembers(roster, view), roster);
+  t.true(mayAggregate('f', 7, rankedMembers(roster, view), order[0]), 'a rank-0 member that left the view keeps its rank');
+  t.is(leaderOrder('f', 7, rankedMembers(roster, view)).indexOf(order[1]), 1, 'the next member stays rank 1, not rank 0');
+  t.is(rankedMembers(undefined, view), view);
+});
+
 test('slots: rank 0 at once; rank k after deadline + k leader timeouts from publishing, or when every lower rank is faulty', (t) => {
   const order = ['a', 'b', 'c'];
   const faulty = new Set<string>();
   const clock = (now: number, current: SlotClock['current'] = { round: 4, publishedAt: 1000 }): SlotClock => ({
-    current, deadlineMs: 500, leaderTimeoutMs: 100, now, isFaulty: (r, p) => r === 4 && faulty.has(p),
+    current, deadlineMs: 500, leaderTimeoutMs: 100, now, isFaulty: (r, p) => r === 4 && faulty.has(p), isAlive: (p) => !down.has(p),
   });
+  const down = new Set<string>();
   t.true(slotOpen(4, 0, order, clock(0)));
   t.false(slotOpen(4, 1, order, clock(1599)));
   t.true(slotOpen(4, 1, order, clock(1600)));
@@ -34,8 +45,20 @@ test('slots: rank 0 at once; rank k after deadline + k leader timeouts from publ
   faulty.add('a');
   t.true(slotOpen(4, 1, order, clock(0)), 'rank 0 faulty: rank 1 at once');
   t.false(slotOpen(4, 2, order, clock(0)));
+  t.true(slotOpen(4, 2, order, clock(1600)), 'a faulty lower rank is skipped: one leader timeout less');
   faulty.add('b');
   t.true(slotOpen(4, 2, order, clock(0)));
+});
+
+test('slots skip lower ranks that are down; ranks themselves stay the roster\'s', (t) => {
+  const order = ['a', 'b', 'c'];
+  const down = new Set(['a']);
+  const c: SlotClock = { current: { round: 4, publishedAt: 1000 }, deadlineMs: 500, leaderTimeoutMs: 100, now: 1000, isFaulty: () => false, isAlive: (p) => !down.has(p) };
+  t.is(waitingRanks(4, 1, order, c), 0);
+  t.true(slotOpen(4, 1, order, c), 'rank 0 down: rank 1 takes its slot');
+  t.is(waitingRanks(4, 2, order, c), 1);
+  t.false(slotOpen(4, 2, order, c));
+  t.true(slotOpen(4, 2, order, { ...c, now: 1600 }), 'rank 2 waits one leader timeout past the deadline, for rank 1 only');
 });
 
 test('server-lr decay: serverLr in round 1, 1 in the last; untouched without decay or serverLr', (t) => {
