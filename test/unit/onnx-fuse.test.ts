@@ -214,3 +214,12 @@ test('the BatchNorm fold: W·k and (b − mean)·k + B per output channel; left 
   t.deepEqual(r2.nodes[0].inputs, ['x', 'W', 'B']);
   t.deepEqual([...r2.weights.get('B')!.data], [-5.5, -1.5]);
 });
+
+test('the LayerNorm-Linear node falls back to LayerNorm, MatMul and Add where a shape does not fit the composite (a [1, o] bias): same loss and gradients', async (t) => {
+  const { ir, weights } = prepareImport(tinyVitOnnx({ qkv: 'separate', seed: 5 }), { loraTargets: 'attn/(q|v)/' });
+  const biases = new Set(ir.nodes.filter((n) => n.op === LAYERNORM_LINEAR_OP).map((n) => n.inputs[4]));
+  t.true(biases.size > 0);
+  const odd: ImportedGraph = { ...ir, weights: ir.weights.map((w) => (biases.has(w.onnx) ? { ...w, shape: [1, ...w.shape] } : w)) };
+  const r = worstRel(await lossAndGrads(odd, weights, 2), await lossAndGrads(ir, weights, 2));
+  t.true(r.rel < 1e-4, `${r.key}: ${r.rel}`);
+});
