@@ -37,6 +37,8 @@ import { groupOfNode, groupSummary, parseFleet, type FleetGroup } from './lib/fl
 import { federationBar } from './lib/progress.ts';
 import { preflightFederation } from '../src/round/preflight.ts';
 import { FmflError } from '../src/util/errors.ts';
+import { measureCapabilities, measureOptionsOfFl, type MeasuredCapabilities } from '../src/node/capabilities.ts';
+import { resolveAutoBudget } from '../src/node/budget.ts';
 
 // Flags: the simulator-only schema and every fmfl-node federation flag, generated (scripts/lib/sim-config.ts).
 let args: ReturnType<typeof parseSimulatorArgs>;
@@ -77,7 +79,7 @@ const N = fleet ? nodeGroup!.length : Number(o.nodes);
 const SHARDS = o.shardCount ?? N;
 if (SHARDS < N) configError(`--shard-count ${SHARDS} must be at least the ${N} nodes`);
 /** Node i's budget keys (its fleet group's), or none. */
-const budgetOf = (i: number): Record<string, number> => ({ ...(nodeGroup?.[i].budget ?? {}) });
+const budgetOf = (i: number): Record<string, unknown> => ({ ...(nodeGroup?.[i].budget ?? {}) });
 const rounds = Number(o.rounds);
 const name = o.name || `${o.localOnly ? 'local' : o.protocol}-n${N}-r${rounds}-topk${o.topk}-b${o.bits}${fleet ? `-fleet-${fleet.map((g) => `${g.count}${g.name}`).join('-')}` : ''}`;
 const outDir = resolve(o.out, name);
@@ -312,7 +314,23 @@ async function startNode(i: number, peers: string[]): Promise<void> {
   });
   await mesh.start();
   meshes[i] = mesh;
-  feds[i] = await Federation.create(mesh, flConfig(i), { logger: o.verbose || i === 0 ? createLogger({ level: 'info', name: `node${i}` }) : silentLogger(), stateDir: stateDir(i) });
+  const fl = await inprocBudget(i, flConfig(i));
+  feds[i] = await Federation.create(mesh, fl, { logger: o.verbose || i === 0 ? createLogger({ level: 'info', name: `node${i}` }) : silentLogger(), stateDir: stateDir(i) });
+}
+
+/**
+ * `--budget auto` in process: nodes of one process share its cores, so each distinct measurement (backbone, rank,
+ * batch, threads) is taken once, at start, and every node with those settings picks its budget from it.
+ */
+const measurements = new Map<string, Promise<MeasuredCapabilities>>();
+async function inprocBudget(i: number, fl: Record<string, unknown>): Promise<Record<string, unknown>> {
+  if (fl.budget !== 'auto') return fl;
+  const mo = measureOptionsOfFl(fl);
+  const key = JSON.stringify(mo);
+  if (!measurements.has(key)) measurements.set(key, measureCapabilities(mo));
+  const r = await resolveAutoBudget(fl, await measurements.get(key)!);
+  log.info(`node ${i}: ${r.pick!.reason}`);
+  return r.fl;
 }
 
 function addrOf(i: number): string {

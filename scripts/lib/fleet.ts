@@ -1,7 +1,8 @@
 /**
  * Heterogeneous fleets for the simulator: `--fleet 4:edge,4:full` names groups of nodes whose budgets come from the
  * node profiles `nodes/fleet-<group>.json` (or `nodes/<group>.json`), the one place a group is defined: the budget
- * keys of their `fl` part (maxDepth, rank, globalRank).
+ * keys of their `fl` part (maxDepth, rank, globalRank; budget and roundSeconds for a group that sizes itself with
+ * `--budget auto`, whose maxDepth and rank are then bounds).
  */
 import { existsSync } from 'node:fs';
 import { resolveNodeConfig } from '../../src/node/config.ts';
@@ -11,6 +12,8 @@ export interface GroupBudget {
   maxDepth?: number;
   rank?: number;
   globalRank?: number;
+  budget?: 'fixed' | 'auto';
+  roundSeconds?: number;
 }
 
 export interface FleetGroup {
@@ -35,6 +38,8 @@ export async function parseFleet(spec: string, dir = 'nodes'): Promise<FleetGrou
     if (fl.maxDepth !== undefined) budget.maxDepth = fl.maxDepth;
     if (fl.rank !== undefined) budget.rank = fl.rank;
     if (fl.globalRank !== undefined) budget.globalRank = fl.globalRank;
+    if (fl.budget === 'auto') budget.budget = 'auto';
+    if (fl.roundSeconds !== undefined) budget.roundSeconds = fl.roundSeconds;
     groups.push({ name: m[2], count: Number(m[1]), profile, budget, ...(fl.aggregator !== undefined ? { aggregator: fl.aggregator } : {}) });
   }
   if (groups.length === 0) throw new Error('--fleet names no group');

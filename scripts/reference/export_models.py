@@ -1,11 +1,12 @@
 #!/usr/bin/python3
 """PyTorch exports and autograd references for fmfl's ONNX importer (scripts/reference/compare-import.ts).
 
-Three architectures, seeded, in eval mode, exported by torch.onnx.export at opset 17 (the highest opset
+Four models (three architectures), seeded, in eval mode, exported by torch.onnx.export at opset 17 (the highest opset
 torch 1.13 exports) with a symbolic batch dimension:
   vit-qkv   a timm-style ViT written in plain torch: Conv2d patch embedding (patch 4), CLS token + learned
             positions, 4 pre-norm blocks with one fused qkv Linear (qkv[0], qkv[1], qkv[2] as timm <= 0.5 wrote it),
             exact GELU MLP, final LayerNorm and a Linear head on the CLS token. Input [B, 1, 28, 28], dim 64, 4 heads.
+  vit-unbind the same with timm >= 0.6's `q, k, v = qkv.unbind(0)` (exported as Split + Squeeze).
   resnet    a ResNet-18-style CNN: 3x3 stem + BatchNorm + ReLU + MaxPool, 4 stages of 2 BasicBlocks (BatchNorm,
             strided 1x1 downsample), widths 8/16/32/32, global average pool, Linear head. Input [B, 3, 32, 32].
             Exported with TrainingMode.PRESERVE (model in eval mode) so BatchNormalization stays in the graph;
@@ -19,7 +20,7 @@ LoRA y = x W + b + (alpha / r) (x A) B on the listed Linear modules. A and B are
 A's gradient is not trivially zero); the same values go into the JSON for fmfl. With keep_head the model's own
 classifier (the last Linear, LoRA included when targeted) is the last exit instead of a fresh head.
 
-Usage: /usr/bin/python3 scripts/reference/export_models.py --out DIR [--models vit-qkv,resnet,vit-ref]
+Usage: /usr/bin/python3 scripts/reference/export_models.py --out DIR [--models vit-qkv,vit-unbind,resnet,vit-ref]
        /usr/bin/python3 scripts/reference/export_models.py --bench --rank 8 --alpha 16 [--iters 30] [--threads 2]
 Writes DIR/<model>.onnx and DIR/<model>.json (inputs, labels, outputs, LoRA / head values and gradients).
 """
@@ -41,9 +42,10 @@ OPSET = 17
 
 
 class Attention(nn.Module):
-    def __init__(self, dim, heads):
+    def __init__(self, dim, heads, unbind=False):
         super().__init__()
         self.heads = heads
+        self.unbind = unbind
         self.scale = (dim // heads) ** -0.5
         self.qkv = nn.Linear(dim, dim * 3)
         self.proj = nn.Linear(dim, dim)
@@ -51,7 +53,7 @@ class Attention(nn.Module):
     def forward(self, x):
         b, n, c = x.shape
         qkv = self.qkv(x).reshape(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv[0], qkv[1], qkv[2]
+        q, k, v = qkv.unbind(0) if self.unbind else (qkv[0], qkv[1], qkv[2])
         a = (q @ k.transpose(-2, -1)) * self.scale
         a = a.softmax(dim=-1)
         return self.proj((a @ v).transpose(1, 2).reshape(b, n, c))
@@ -69,10 +71,10 @@ class Mlp(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, dim, heads, hidden):
+    def __init__(self, dim, heads, hidden, unbind=False):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
-        self.attn = Attention(dim, heads)
+        self.attn = Attention(dim, heads, unbind)
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         self.mlp = Mlp(dim, hidden)
 
@@ -91,13 +93,13 @@ class PatchEmbed(nn.Module):
 
 
 class TimmViT(nn.Module):
-    def __init__(self, img=28, chans=1, patch=4, dim=64, depth=4, heads=4, mlp=128, classes=10):
+    def __init__(self, img=28, chans=1, patch=4, dim=64, depth=4, heads=4, mlp=128, classes=10, unbind=False):
         super().__init__()
         self.patch_embed = PatchEmbed(chans, patch, dim)
         n = (img // patch) ** 2
         self.cls_token = nn.Parameter(torch.randn(1, 1, dim) * 0.02)
         self.pos_embed = nn.Parameter(torch.randn(1, n + 1, dim) * 0.02)
-        self.blocks = nn.ModuleList([Block(dim, heads, mlp) for _ in range(depth)])
+        self.blocks = nn.ModuleList([Block(dim, heads, mlp, unbind) for _ in range(depth)])
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         self.head = nn.Linear(dim, classes)
 
@@ -163,8 +165,8 @@ def make(name):
     """(model, input shape, exit modules, LoRA module names, fmfl --lora-targets, exits, keep_head); exits is
     'auto' or the exit modules' paths (compare-import.ts finds each one's output tensor in the ONNX graph)."""
     torch.manual_seed(0)
-    if name == 'vit-qkv':
-        m = TimmViT()
+    if name in ('vit-qkv', 'vit-unbind'):
+        m = TimmViT(unbind=name == 'vit-unbind')
         return m, (1, 28, 28), list(m.blocks), ['blocks.%d.attn.qkv' % i for i in range(4)], 'attn/qkv/', 'auto', False
     if name == 'resnet':
         m = ResNet()
@@ -322,7 +324,7 @@ def bench(name, batch, iters, threads, rank, alpha):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument('--out', help='folder for the exports and references (required unless --bench)')
-    ap.add_argument('--models', default='vit-qkv,resnet,vit-ref')
+    ap.add_argument('--models', default='vit-qkv,vit-unbind,resnet,vit-ref')
     ap.add_argument('--batch', type=int, default=4)
     ap.add_argument('--rank', type=int, default=4)
     ap.add_argument('--alpha', type=float, default=8.0)

@@ -6,6 +6,7 @@ import { appendFile } from 'node:fs/promises';
 import cliProgress from 'cli-progress';
 import { Option, type Command } from 'commander';
 import type { FmflNode } from '../node/fmfl-node.ts';
+import { resolveAutoBudget } from '../node/budget.ts';
 import { join } from 'node:path';
 import { Federation, type FederationConfig, type RoundMetrics } from '../round/index.ts';
 import { CHECKPOINT_FILE } from '../round/federation.ts';
@@ -55,7 +56,13 @@ export async function runFederation(
   opts: { metrics?: string; progress?: boolean } = {},
 ): Promise<{ rounds: RoundMetrics[]; stoppedBy?: string }> {
   const t0 = performance.now();
-  const fed = await Federation.create(node.mesh, fl, { logger: node.log, stateDir: node.config.stateDir });
+  const budget = await resolveAutoBudget(fl, node.measured);
+  if (budget.pick) {
+    const p = budget.pick;
+    node.log.debug({ depth: p.depth, rank: p.rank, outcome: p.outcome, stepSeconds: p.stepSeconds, trainSeconds: p.trainSeconds, depthModel: p.depthModel }, 'budget auto');
+    io.stdout(`${p.reason}\n`);
+  }
+  const fed = await Federation.create(node.mesh, budget.fl, { logger: node.log, stateDir: node.config.stateDir });
   node.mesh.membership.setCapabilities({ datasetSize: fed.shardSize, loraRank: fed.cfg.trainable === 'lora+heads' ? fed.cfg.rank : 0, maxExitDepth: fed.trainer.depth });
   io.stdout(`federating: protocol=${fed.cfg.protocol} rounds=${fed.cfg.rounds} shard=${fed.cfg.shard} samples=${fed.shardSize} topk=${fed.cfg.topk} bits=${fed.cfg.bits} aggregator=${fed.cfg.aggregator}\n`);
   const minMembers = fed.cfg.minMembers ?? Number(fed.cfg.shard.split('/')[1]);

@@ -280,6 +280,13 @@ export class Membership extends EventEmitter {
           this.opts.logger.warn({ peer: from, theirs, ours: this.modelDigest },
             'refusing a peer that trains another model (its backbone, input size/channels, label set or LoRA targets differ): every member must use the same --backbone, --classes, --image-size/--channels and --lora-targets');
         }
+        // A member that joined before it declared its digest leaves the view now; otherwise its light
+        // heartbeats (which carry no capabilities) would keep it alive.
+        const prev = this.view.get(from);
+        if (prev !== undefined) {
+          this.view.delete(from);
+          this.emit('leave', prev, 'refused' satisfies LeaveReason);
+        }
         return RefusalReason.MODEL_MISMATCH;
       }
     }

@@ -60,8 +60,14 @@ export interface MeasureOptions {
 
 /** The measurement's options from a node config (the `fl` section's backbone, LoRA, batch, threads, device). */
 export function measureOptionsOf(cfg: NodeConfig): MeasureOptions {
-  const fl = FederationConfigSchema.partial().parse(cfg.fl ?? {});
-  return { backbone: fl.backbone, backboneDir: fl.backboneDir, rank: fl.rank, loraAlpha: fl.loraAlpha, loraTargets: fl.loraTargets, batch: fl.batch, threads: fl.threads ?? cfg.infer?.threads, device: fl.device };
+  const o = measureOptionsOfFl(cfg.fl ?? {});
+  return { ...o, threads: o.threads ?? cfg.infer?.threads };
+}
+
+/** The measurement's options from `fl` settings alone (the in-process simulator's nodes have no node config). */
+export function measureOptionsOfFl(input: unknown): MeasureOptions {
+  const fl = FederationConfigSchema.partial().parse(input ?? {});
+  return { backbone: fl.backbone, backboneDir: fl.backboneDir, rank: fl.rank, loraAlpha: fl.loraAlpha, loraTargets: fl.loraTargets, batch: fl.batch, threads: fl.threads, device: fl.device };
 }
 
 function syntheticData(n: number, channels: number, size: number, classes: number, seed: number): Dataset {

@@ -63,6 +63,8 @@ export const FL_KNOBS = {
   rounds: knob(z.number().int().min(1).max(100_000).default(30), { flag: '--rounds', arg: '<n>', help: 'rounds to run' }),
   localSteps: knob(z.number().int().min(1).max(1_000_000).default(50), { flag: '--local-steps', arg: '<n>', help: 'local AdamW steps per round' }),
   localStepsAuto: knob(z.boolean().default(false), { flag: '--local-steps-auto', help: "slow members train fewer local steps: --local-steps x own measured throughput / the fastest member's, at least a quarter (README: Heterogeneous fleets)" }),
+  budget: knob(z.enum(['fixed', 'auto']).default('fixed'), { flag: '--budget', arg: '<b>', help: 'fixed: train --max-depth and --rank as given; auto: the deepest depth <= --max-depth and the largest rank <= --rank whose local training, predicted from the speed measured at start, fits --round-seconds (README: Heterogeneous fleets)' }),
+  roundSeconds: knob(z.number().positive().max(86_400).optional(), { flag: '--round-seconds', arg: '<s>', defaultText: 'none (--budget auto needs it)', help: '--budget auto: target seconds of local training per round' }),
   batch: knob(z.number().int().min(1).max(4096).default(64), { flag: '--batch', arg: '<n>', help: 'batch size' }),
   lr: knob(z.number().positive().max(10).default(1e-3), { flag: '--lr', arg: '<x>', help: 'AdamW learning rate' }),
   lrSchedule: knob(z.enum(LR_SCHEDULES).default('constant'), { flag: '--lr-schedule', arg: '<s>', help: 'local learning-rate schedule over all rounds (cosine: decays to zero at the last step of the last round)' }),
@@ -177,6 +179,7 @@ export function checkFederationConfig(input: unknown, opts: { filesystem?: boole
   const parsed = FederationConfigSchema.safeParse(input);
   if (!parsed.success) throw new ConfigError(`invalid federation settings:\n${parsed.error.issues.map((i) => `  ${describeFlIssue(i, input)}`).join('\n')}`);
   const cfg = parsed.data;
+  if (cfg.budget === 'auto' && cfg.roundSeconds === undefined) throw new ConfigError('--budget auto needs --round-seconds <s> (fl.roundSeconds): the target seconds of local training per round');
   if ((cfg.dpClip === undefined) !== (cfg.dpNoise === undefined)) throw new ConfigError('differential privacy needs both --dp-clip and --dp-noise (fl.dpClip, fl.dpNoise)');
   if (opts.filesystem) {
     const dir = cfg.backboneDir ?? MODELS_DIR;

@@ -24,7 +24,11 @@ const FIXTURE = new URL('../fixtures/onnx/', import.meta.url);
 const ONNX = new Uint8Array(readFileSync(new URL('resnet.onnx', FIXTURE)));
 const REF = JSON.parse(readFileSync(new URL('resnet.json', FIXTURE), 'utf8')) as TorchReference;
 
-test('PyTorch ResNet export: forward equals onnxruntime and PyTorch; LoRA and head gradients equal autograd', async (t) => {
+test('PyTorch ResNet export: every BatchNorm folded into its Conv; forward equals onnxruntime and PyTorch; LoRA and head gradients equal autograd', async (t) => {
+  const { ir } = prepareImport(ONNX, { loraTargets: REF.loraTargets, exits: REF.exits });
+  t.is(ir.nodes.filter((n) => n.op === 'BatchNormalization').length, 0);
+  t.is(ir.nodes.filter((n) => n.op === 'Conv').length, 20);
+  t.false(ir.weights.some((w) => /running_(mean|var)$/.test(w.onnx)), 'the folded statistics are no backbone tensors');
   const r = await compareWithTorch(REF, ONNX);
   t.is(r.exits, 3);
   t.is(r.loraSites, 1);

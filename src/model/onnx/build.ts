@@ -10,6 +10,7 @@ import { FOLD, constantNode, broadcast, shapeNode, sliceRanges } from './fold.ts
 import { OnnxImportError } from './read.ts';
 import { ATTENTION_OP } from './fuse-attention.ts';
 import { GELU_LINEAR_OP } from './fuse-gelu-linear.ts';
+import { LAYERNORM_LINEAR_OP, fusedMatMuls } from './fuse-layernorm-linear.ts';
 import type { ConstDType, ConstValue, ImportedGraph, IrNode, LoraSite } from './ir.ts';
 
 /** A value while building: a graph tensor or a folded constant. */
@@ -107,8 +108,8 @@ const axis = (n: IrNode, a: number, rank: number): number => {
 };
 
 /** Weight [in, out] of a MatMul/Gemm with LoRA merged in when the node is a LoRA site: W + (alpha/r)·A·B. */
-function withLora(cx: BuildContext, n: IrNode, w: Tensor): Tensor {
-  const site = cx.sites.get(n.name);
+function withLora(cx: BuildContext, n: IrNode | string, w: Tensor): Tensor {
+  const site = cx.sites.get(typeof n === 'string' ? n : n.name);
   if (!site || !cx.lora) return w;
   const ab = G.matmul(cx.param(`${site.prefix}.lora_a`), cx.param(`${site.prefix}.lora_b`));
   return G.add(w, G.mul(ab, cx.g.scalar(cx.lora.alpha / cx.lora.rank, w.dtype)));
@@ -243,6 +244,29 @@ const OPS: Readonly<Record<string, Handler>> = {
     const scale = T(cx, s, n, a);
     const bias = b ? T(cx, b, n, a) : G.zerosLike(scale);
     return [G.layerNormC(x, scale, bias, attrNum(n, 'epsilon', 1e-5))];
+  },
+  /**
+   * LayerNorm and the Linears reading it as fuse-layernorm-linear.ts found them: the composite (each map's LoRA
+   * merged into its weight under the MatMul's name) where shapes and dtypes allow, else the original ops.
+   */
+  [LAYERNORM_LINEAR_OP]: (cx, n, ins) => {
+    const k = attrInt(n, 'count', 0);
+    const names = fusedMatMuls(n);
+    if (k < 1 || names.length !== k || ins.length !== 3 + 2 * k) throw new OnnxImportError('malformed', `${LAYERNORM_LINEAR_OP} needs x, scale, bias and ${k} (weight, bias) pairs named by its matmuls`, where(n));
+    const [a, s, b] = ins;
+    const x = T(cx, a, n);
+    const [scale, bias] = [T(cx, s, n, a), T(cx, b, n, a)];
+    const raw = names.map((_, j) => T(cx, ins[3 + 2 * j], n, a));
+    const bs = names.map((_, j) => T(cx, ins[4 + 2 * j], n, a));
+    const d = x.shape[x.rank - 1];
+    const float = (t: Tensor): boolean => t.dtype === x.dtype;
+    const fits = isFloat32or64(x) && x.rank >= 2 && axis(n, attrInt(n, 'axis', -1), x.rank) === x.rank - 1
+      && [scale, bias].every((p) => float(p) && p.rank === 1 && p.shape[0] === d)
+      && raw.every((w, j) => float(w) && float(bs[j]) && w.rank === 2 && w.shape[0] === d && bs[j].rank === 1 && bs[j].shape[0] === w.shape[1]);
+    if (fits) return G.layerNormLinear(x, scale, bias, raw.map((w, j) => ({ weight: withLora(cx, names[j], w), bias: bs[j] })), attrNum(n, 'epsilon', 1e-5));
+    const { count: _c, matmuls: _m, ...lnAttrs } = n.attrs;
+    const [y] = OPS.LayerNormalization(cx, { op: 'LayerNormalization', name: n.name, inputs: n.inputs.slice(0, 3), outputs: [n.outputs[0]], attrs: lnAttrs }, [a, s, b]);
+    return names.map((mm, j) => G.add(OPS.MatMul(cx, { op: 'MatMul', name: mm, inputs: [], outputs: [], attrs: {} }, [{ t: y }, ins[3 + 2 * j]])[0], T(cx, ins[4 + 2 * j], n, a)));
   },
   BatchNormalization: (cx, n, [a, s, b, m, v]) => {
     if (attrInt(n, 'training_mode', 0) !== 0 || n.outputs.slice(1).some(Boolean)) throw unsupported(n, 'training-mode BatchNormalization; export the model in eval mode (model.eval())');

@@ -20,6 +20,8 @@ import { OnnxImportError, readOnnx, type ParsedOnnx } from './read.ts';
 import { fuseGelu } from './fuse.ts';
 import { fuseAttention } from './fuse-attention.ts';
 import { fuseGeluLinear } from './fuse-gelu-linear.ts';
+import { fuseLayerNormLinear } from './fuse-layernorm-linear.ts';
+import { foldBatchNorm } from './fold-batchnorm.ts';
 import { blockFamilies, checkSegments, chooseExits, keepHead, loraCandidates, pickLoraSites, probeShapes, type LoraCandidate } from './structure.ts';
 import { architectureOf } from '../architecture.ts';
 import type { JsonValue } from '../checkpoint.ts';
@@ -82,17 +84,20 @@ function weightNames(names: readonly string[]): Map<string, string> {
 
 /** The graph part of an import (no LoRA sites or exits yet), with its weights under fmfl names. */
 function baseGraph(p: ParsedOnnx): { ir: ImportedGraph; weights: Weights } {
-  const weightNamesSet = new Set(p.weights.keys());
-  const nodes = fuseGeluLinear(fuseAttention(fuseGelu(p.nodes, p.consts, p.outputs), p.consts, p.outputs), p.consts, p.outputs, weightNamesSet);
+  const bn = foldBatchNorm(p.nodes, p.weights, p.consts, p.outputs);
+  const pw = bn.weights;
+  const weightNamesSet = new Set(pw.keys());
+  const fused = fuseGeluLinear(fuseAttention(fuseGelu(bn.nodes, p.consts, p.outputs), p.consts, p.outputs), p.consts, p.outputs, weightNamesSet);
+  const nodes = fuseLayerNormLinear(fused, p.consts, p.outputs, weightNamesSet);
   const referenced = new Set(nodes.flatMap((n) => n.inputs));
-  const wNames = weightNames([...p.weights.keys()].filter((k) => referenced.has(k)));
+  const wNames = weightNames([...pw.keys()].filter((k) => referenced.has(k)));
   const consts: Record<string, ConstValue> = {};
   for (const [k, v] of p.consts) if (referenced.has(k)) consts[k] = v;
   const weights: Weights = new Map();
-  for (const [onnx, name] of wNames) weights.set(name, p.weights.get(onnx)!.data);
+  for (const [onnx, name] of wNames) weights.set(name, pw.get(onnx)!.data);
   const ir: ImportedGraph = {
     format: IMPORTED_GRAPH_FORMAT, opset: p.opset, input: p.input, outputs: p.outputs, nodes, consts,
-    weights: [...wNames].map(([onnx, name]) => ({ name, onnx, shape: p.weights.get(onnx)!.shape })),
+    weights: [...wNames].map(([onnx, name]) => ({ name, onnx, shape: pw.get(onnx)!.shape })),
     lora: [], exits: [], dim: 0,
   };
   return { ir, weights };

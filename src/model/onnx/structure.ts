@@ -4,6 +4,7 @@
  * block boundary (everything after it depends on it alone, so anytime segments can start there).
  */
 import { GELU_LINEAR_OP } from './fuse-gelu-linear.ts';
+import { LAYERNORM_LINEAR_OP, fusedMatMuls } from './fuse-layernorm-linear.ts';
 import { buildProbe, nodesFor } from './build.ts';
 import { OnnxImportError } from './read.ts';
 import type { ExitSite, ImportedGraph, IrNode, LoraSite } from './ir.ts';
@@ -25,16 +26,19 @@ export function loraCandidates(ir: Pick<ImportedGraph, 'nodes' | 'weights'>): Lo
   const shapes = new Map(ir.weights.map((w) => [w.onnx, w.shape]));
   const out: LoraCandidate[] = [];
   const used = new Set<string>();
-  for (const n of ir.nodes) {
-    if (n.op !== 'MatMul' && n.op !== 'Gemm' && n.op !== GELU_LINEAR_OP) continue;
-    const w = n.inputs[1];
+  const add = (op: string, node: string, w: string, trans: boolean): void => {
     const shape = shapes.get(w);
-    if (!shape || shape.length !== 2) continue;
-    const trans = n.op === 'Gemm' && n.attrs.transB === 1;
-    let prefix = loraPrefix(n.name);
-    for (let k = 2; used.has(prefix); k++) prefix = `${loraPrefix(n.name)}_${k}`;
+    if (!shape || shape.length !== 2) return;
+    let prefix = loraPrefix(node);
+    for (let k = 2; used.has(prefix); k++) prefix = `${loraPrefix(node)}_${k}`;
     used.add(prefix);
-    out.push({ op: n.op === 'Gemm' ? 'Gemm' : 'MatMul', node: n.name, weight: w, prefix, in: trans ? shape[1] : shape[0], out: trans ? shape[0] : shape[1] });
+    out.push({ op, node, weight: w, prefix, in: trans ? shape[1] : shape[0], out: trans ? shape[0] : shape[1] });
+  };
+  for (const n of ir.nodes) {
+    // A fused LayerNorm + Linears node (fuse-layernorm-linear.ts) carries one MatMul per map, under its own name.
+    if (n.op === LAYERNORM_LINEAR_OP) fusedMatMuls(n).forEach((mm, j) => add('MatMul', mm, n.inputs[3 + 2 * j], false));
+    else if (n.op === 'MatMul' || n.op === GELU_LINEAR_OP) add('MatMul', n.name, n.inputs[1], false);
+    else if (n.op === 'Gemm') add('Gemm', n.name, n.inputs[1], n.attrs.transB === 1);
   }
   return out;
 }
