@@ -306,10 +306,17 @@ const stateDir = (i: number): string => join(outDir, `node-${i}`);
 const meshOpts = inprocMeshOptions(N, { heartbeatMs: o.heartbeatMs, memoryLatencyMs: o.memoryLatencyMs });
 const listen = (i: number): string[] => (o.transport === 'memory' ? [`/memory/${name}-${i}-${Date.now()}`] : ['/ip4/127.0.0.1/tcp/0']);
 
-async function startNode(i: number, peers: string[]): Promise<void> {
+// Every simulated node is on the roster of all N (issue 14): leader order, quorum and certificates count roster
+// members, so a node whose live view collapses under load still needs a majority of N, never of the few it sees.
+const identities = await Promise.all(Array.from({ length: N }, async (_, i) => {
   await mkdir(stateDir(i), { recursive: true });
+  return loadOrCreateIdentity(stateDir(i));
+}));
+const roster = identities.map((x) => x.peerId.toString());
+
+async function startNode(i: number, peers: string[]): Promise<void> {
   const mesh = await createMesh({
-    federation: 'sim', identity: await loadOrCreateIdentity(stateDir(i)), listen: listen(i), peers,
+    federation: 'sim', identity: identities[i], roster, listen: listen(i), peers,
     ...meshOpts, logger: o.verbose ? createLogger({ level: 'info', name: `mesh${i}` }) : undefined,
   });
   await mesh.start();
