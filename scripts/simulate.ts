@@ -226,9 +226,16 @@ if (mode === 'procs') {
   const E = edges();
   const events: { t: number; event: string }[] = [];
   const nodes: ProcNode[] = [];
-  const peerIds: string[] = [];
   const fired = new Set<string>();
   let exits: Promise<number | null>[] = [];
+  // Every node on a roster of all N (as in process and in the chaos harness): quorum and certificates count the N.
+  const rosterIds = await Promise.all(Array.from({ length: N }, async (_, i) => {
+    const dir = join(outDir, `node-${i}`);
+    await mkdir(dir, { recursive: true });
+    return (await loadOrCreateIdentity(dir)).peerId.toString();
+  }));
+  const rosterFile = join(outDir, 'roster.json');
+  await writeFile(rosterFile, JSON.stringify(rosterIds, null, 1));
   const procOpts = {
     n: N,
     outDir,
@@ -237,11 +244,9 @@ if (mode === 'procs') {
       // Each node's settings travel as its profile's "fl" object: the same schema keys as the flags.
       const profile = join(outDir, `node-${i}.json`);
       writeFileSync(profile, JSON.stringify({ fl: flConfig(i) }, null, 1));
-      return ['--federation', 'sim', '--heartbeat-ms', '1000', '--expiry-ms', '6000', '--config', profile];
+      return ['--federation', 'sim', '--heartbeat-ms', '1000', '--expiry-ms', '6000', '--roster', rosterFile, '--config', profile];
     },
     onLine: (i: number, line: string) => {
-      const id = /^fmfl-node (\S+)/.exec(line);
-      if (id) peerIds[i] = id[1];
       const r = /^round (\d+) /.exec(line);
       if (r) {
         if ((i === 0 && !tty) || o.verbose) console.log(`[node ${i}] ${line}`);
@@ -259,8 +264,9 @@ if (mode === 'procs') {
       let m: RegExpExecArray | null;
       if ((m = /^kill-leader@(\d+)$/.exec(f)) && Number(m[1]) === next) {
         fired.add(f);
-        const alive = nodes.filter((n) => n.proc).map((n) => peerIds[n.index]);
-        const victim = peerIds.indexOf(leaderOrder('sim', next, alive)[0]);
+        // Ranks are over the roster; a member that is down is skipped, never re-ranked.
+        const alive = new Set(nodes.filter((n) => n.proc).map((n) => rosterIds[n.index]));
+        const victim = rosterIds.indexOf(leaderOrder('sim', next, rosterIds).find((id) => alive.has(id)) ?? rosterIds[0]);
         setTimeout(() => {
           events.push({ t: Date.now() - t0, event: `kill-leader@${next}: SIGKILL node ${victim} (the leader of round ${next}) mid-round` });
           console.log(`[sim] SIGKILL node ${victim}, leader of round ${next}`);
