@@ -221,6 +221,16 @@ async function report(metrics: RoundMetrics[][], finals: { node: number; accurac
   console.log(`\nplots: ${files.accuracyVsRound}, ${files.accuracyVsBytes}; report: ${files.html}`);
 }
 
+// Every simulated node, in both modes, is on the roster of all N (issue 14): leader order, quorum and certificates
+// count roster members, so a node whose live view collapses under load still needs a majority of N. The identities
+// live in each node's state folder, where fmfl-node (process mode) loads the same one.
+const stateDir = (i: number): string => join(outDir, `node-${i}`);
+const identities = await Promise.all(Array.from({ length: N }, async (_, i) => {
+  await mkdir(stateDir(i), { recursive: true });
+  return loadOrCreateIdentity(stateDir(i));
+}));
+const roster = identities.map((x) => x.peerId.toString());
+
 if (mode === 'procs') {
   const faults: string[] = o.fault;
   const E = edges();
@@ -228,14 +238,8 @@ if (mode === 'procs') {
   const nodes: ProcNode[] = [];
   const fired = new Set<string>();
   let exits: Promise<number | null>[] = [];
-  // Every node on a roster of all N (as in process and in the chaos harness): quorum and certificates count the N.
-  const rosterIds = await Promise.all(Array.from({ length: N }, async (_, i) => {
-    const dir = join(outDir, `node-${i}`);
-    await mkdir(dir, { recursive: true });
-    return (await loadOrCreateIdentity(dir)).peerId.toString();
-  }));
   const rosterFile = join(outDir, 'roster.json');
-  await writeFile(rosterFile, JSON.stringify(rosterIds, null, 1));
+  await writeFile(rosterFile, JSON.stringify(roster, null, 1));
   const procOpts = {
     n: N,
     outDir,
@@ -265,8 +269,8 @@ if (mode === 'procs') {
       if ((m = /^kill-leader@(\d+)$/.exec(f)) && Number(m[1]) === next) {
         fired.add(f);
         // Ranks are over the roster; a member that is down is skipped, never re-ranked.
-        const alive = new Set(nodes.filter((n) => n.proc).map((n) => rosterIds[n.index]));
-        const victim = rosterIds.indexOf(leaderOrder('sim', next, rosterIds).find((id) => alive.has(id)) ?? rosterIds[0]);
+        const alive = new Set(nodes.filter((n) => n.proc).map((n) => roster[n.index]));
+        const victim = roster.indexOf(leaderOrder('sim', next, roster).find((id) => alive.has(id)) ?? roster[0]);
         setTimeout(() => {
           events.push({ t: Date.now() - t0, event: `kill-leader@${next}: SIGKILL node ${victim} (the leader of round ${next}) mid-round` });
           console.log(`[sim] SIGKILL node ${victim}, leader of round ${next}`);
@@ -308,17 +312,8 @@ const meshes: (Mesh | null)[] = [];
 const feds: (Federation | null)[] = [];
 const metrics: RoundMetrics[][] = Array.from({ length: N }, () => []);
 const events: { t: number; event: string }[] = [];
-const stateDir = (i: number): string => join(outDir, `node-${i}`);
 const meshOpts = inprocMeshOptions(N, { heartbeatMs: o.heartbeatMs, memoryLatencyMs: o.memoryLatencyMs });
 const listen = (i: number): string[] => (o.transport === 'memory' ? [`/memory/${name}-${i}-${Date.now()}`] : ['/ip4/127.0.0.1/tcp/0']);
-
-// Every simulated node is on the roster of all N (issue 14): leader order, quorum and certificates count roster
-// members, so a node whose live view collapses under load still needs a majority of N, never of the few it sees.
-const identities = await Promise.all(Array.from({ length: N }, async (_, i) => {
-  await mkdir(stateDir(i), { recursive: true });
-  return loadOrCreateIdentity(stateDir(i));
-}));
-const roster = identities.map((x) => x.peerId.toString());
 
 async function startNode(i: number, peers: string[]): Promise<void> {
   const mesh = await createMesh({

@@ -172,12 +172,19 @@ export class Membership extends EventEmitter {
     for (const [id, m] of this.view) {
       const theirs = m.capabilities.features.find((f) => f.startsWith(MODEL_FEATURE_PREFIX))?.slice(MODEL_FEATURE_PREFIX.length);
       if (theirs !== undefined && theirs !== digest) {
-        this.view.delete(id);
         this.opts.logger.warn({ peer: id, theirs, ours: digest }, 'refusing a peer that trains another model: every member must use the same --backbone, --classes, --image-size/--channels and --lora-targets');
         this.mismatchLogged.add(id);
-        this.emit('leave', m, 'refused' satisfies LeaveReason);
+        this.dropRefused(id);
       }
     }
+  }
+
+  /** Remove a member refused for its model from the view (a no-op when it is not in it). */
+  private dropRefused(id: string): void {
+    const m = this.view.get(id);
+    if (m === undefined) return;
+    this.view.delete(id);
+    this.emit('leave', m, 'refused' satisfies LeaveReason);
   }
 
   /** Replace advertised capabilities (sent with the next heartbeat). */
@@ -282,11 +289,7 @@ export class Membership extends EventEmitter {
         }
         // A member that joined before it declared its digest leaves the view now; otherwise its light
         // heartbeats (which carry no capabilities) would keep it alive.
-        const prev = this.view.get(from);
-        if (prev !== undefined) {
-          this.view.delete(from);
-          this.emit('leave', prev, 'refused' satisfies LeaveReason);
-        }
+        this.dropRefused(from);
         return RefusalReason.MODEL_MISMATCH;
       }
     }

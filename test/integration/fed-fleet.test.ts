@@ -15,6 +15,7 @@ import { SignedUpdate } from '../../src/round/pb/round.ts';
 import { decodeUpdate, resolveShape, numel, type ModelUpdate } from '../../src/update/index.ts';
 import { silentLogger } from '../../src/util/log.ts';
 import { tempDir } from '../temp-dirs.ts';
+import { tapMeshPort } from '../mesh-port-tap.ts';
 import { link, startMeshes, stopAll, topologies, viewsConverged, waitFor } from './mesh-helpers.ts';
 import { finalHashes, releaseAll } from './fed-helpers.ts';
 
@@ -24,23 +25,8 @@ const N = 4;
 const budgetOf = (i: number): { maxDepth?: number; rank: number } => (i < 2 ? { maxDepth: 2, rank: 1 } : { rank: 2 });
 
 /** Records every update this node publishes (the signed wire bytes). */
-function recording(inner: MeshPort, sent: Uint8Array[]): MeshPort {
-  return {
-    get federation() { return inner.federation; },
-    get selfId() { return inner.selfId; },
-    get roster() { return inner.roster; },
-    onRoster: (p) => inner.onRoster(p),
-    subscribe: (n, h, o) => inner.subscribe(n, h, o),
-    unsubscribe: (n) => inner.unsubscribe(n),
-    publish: (n, payload) => {
-      if (n === UPDATE_TOPIC) sent.push(payload);
-      return inner.publish(n, payload);
-    },
-    handleRequest: (m, h) => inner.handleRequest(m, h),
-    request: (p, m, b, o) => inner.request(p, m, b, o),
-    signWithIdentity: (d) => inner.signWithIdentity(d),
-  };
-}
+const recording = (inner: MeshPort, sent: Uint8Array[]): MeshPort =>
+  tapMeshPort(inner, { publish: (n, payload) => { if (n === UPDATE_TOPIC) sent.push(payload); } });
 
 test.serial('mixed fleet (two depth-2 rank-1 nodes, two full-depth rank-2 nodes): one global state, shallow updates carry only their tensors, per-tensor weighting by hand', async (t) => {
   const dir = await tempDir('fmfl-deep-');

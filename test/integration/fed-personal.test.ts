@@ -14,6 +14,7 @@ import { SignedUpdate } from '../../src/round/pb/round.ts';
 import { decodeUpdate, type ModelUpdate } from '../../src/update/index.ts';
 import { silentLogger } from '../../src/util/log.ts';
 import { tempDir } from '../temp-dirs.ts';
+import { tapMeshPort } from '../mesh-port-tap.ts';
 import { link, startMeshes, stopAll, topologies, viewsConverged, waitFor } from './mesh-helpers.ts';
 import { finalHashes, releaseAll, tinyFl } from './fed-helpers.ts';
 
@@ -27,28 +28,7 @@ function recording(inner: MeshPort, sent: Sent[]): MeshPort {
   const keep = (bytes: Uint8Array, topic?: string): void => {
     sent.push({ t: performance.now(), bytes: Uint8Array.from(bytes), topic });
   };
-  return {
-    get federation() { return inner.federation; },
-    get selfId() { return inner.selfId; },
-    get roster() { return inner.roster; },
-    onRoster: (p) => inner.onRoster(p),
-    subscribe: (n, h, o) => inner.subscribe(n, h, o),
-    unsubscribe: (n) => inner.unsubscribe(n),
-    publish: (n, payload) => {
-      keep(payload, n);
-      return inner.publish(n, payload);
-    },
-    handleRequest: (m, h) => inner.handleRequest(m, async (body, ctx) => {
-      const out = await h(body, ctx);
-      keep(out);
-      return out;
-    }),
-    request: (p, m, b, o) => {
-      keep(b);
-      return inner.request(p, m, b, o);
-    },
-    signWithIdentity: (d) => inner.signWithIdentity(d),
-  };
+  return tapMeshPort(inner, { publish: (n, payload) => keep(payload, n), request: (b) => keep(b), respond: (b) => keep(b) });
 }
 
 const f32bytes = (a: Float32Array, at: number, n: number): Buffer => Buffer.from(a.buffer, a.byteOffset + at * 4, n * 4);
