@@ -1,7 +1,9 @@
 /**
  * `npm run bench:bytes -- [--json] [--sizes 8,16,32] [--rounds 4] [--local-steps 5] [--eval-images 2000]
- *   [--idle-s 10] [--out out/bench-bytes]`
+ *   [--idle-s 10] [--committee 0] [--out out/bench-bytes]`
  *
+ * `--committee c`: the leader protocol's verifying committee (protocols/round.md "Verifying committee"; 0 = every
+ * member verifies, the default).
  * Wire bytes of the rotating-leader protocol per node per round against dense client-server FedAvg (issue 14 item 6).
  * For each N, one child process holds N nodes (libp2p meshes over the memory transport, onnxruntime trainers, the
  * product default model and compression) federating `--rounds` rounds over a full mesh. Measured per node:
@@ -42,6 +44,7 @@ interface Spec {
   localSteps: number;
   evalImages: number;
   idleS: number;
+  committee: number;
 }
 
 interface SizeResult {
@@ -94,7 +97,7 @@ async function runChild(spec: Spec): Promise<SizeResult> {
   const snap = (): ByteCounts[] => counts.map((c) => ({ ...c }));
   const cfg = (i: number): Record<string, unknown> => ({
     protocol: 'leader', rounds: spec.rounds, localSteps: spec.localSteps, batch: 64, shard: `${i}/${N}`, alpha: 0.5, partitionSeed: 42,
-    testSlice: 100, prototypeSamples: 250, threads: 1, minMembers: N,
+    testSlice: 100, prototypeSamples: 250, threads: 1, minMembers: N, committee: spec.committee,
   });
   const feds = await Promise.all(meshes.map((m, i) => Federation.create(m, cfg(i), { logger: silentLogger() })));
   for (let i = 0; i < N; i++) for (let j = i + 1; j < N; j++) meshes[j].addPeer(meshes[i].multiaddrs()[0]);
@@ -171,7 +174,7 @@ if (childSpec) {
 const json = process.argv.includes('--json');
 const log = (s: string): void => void (json ? process.stderr : process.stdout).write(`${s}\n`);
 const sizes = arg('sizes', '8,16,32').split(',').map(Number).filter((n) => Number.isInteger(n) && n >= 2);
-const base = { rounds: Number(arg('rounds', '4')), localSteps: Number(arg('local-steps', '5')), evalImages: Number(arg('eval-images', '2000')), idleS: Number(arg('idle-s', '10')) };
+const base = { rounds: Number(arg('rounds', '4')), localSteps: Number(arg('local-steps', '5')), evalImages: Number(arg('eval-images', '2000')), idleS: Number(arg('idle-s', '10')), committee: Number(arg('committee', '0')) };
 const outDir = resolve(arg('out', 'out/bench-bytes'));
 const results: SizeResult[] = [];
 for (const n of sizes) {

@@ -87,6 +87,14 @@ export class FakePort implements MeshPort {
   readonly roster: readonly string[] | undefined;
   /** Every validator verdict on messages this port received. */
   readonly verdicts: Verdict[] = [];
+  /**
+   * Payloads above their topic's `streamCutoverBytes` that this port took (the libp2p mesh pulls each over the sync
+   * stream), and those it declined unpulled (`wantPayload` false).
+   */
+  readonly pulled: { topic: string; from: string; payload: Uint8Array }[] = [];
+  readonly declined: { topic: string; from: string }[] = [];
+  /** Stream requests this port made, by method. */
+  readonly requests = new Map<string, number>();
   private readonly key: PrivateKey;
   private readonly net: FakeNetwork;
   private readonly subs = new Map<string, Subscription>();
@@ -124,6 +132,7 @@ export class FakePort implements MeshPort {
   }
 
   async request(peer: string, method: string, body: Uint8Array, _opts?: RequestOptions): Promise<Uint8Array> {
+    this.requests.set(method, (this.requests.get(method) ?? 0) + 1);
     const target = this.net.ports.get(peer);
     if (!target || target.stopped || !this.net.reachable(this.selfId, peer)) throw new Error(`fake mesh: ${peer.slice(-6)} unreachable`);
     return target.serve(this.selfId, method, Uint8Array.from(body));
@@ -142,7 +151,15 @@ export class FakePort implements MeshPort {
   receive(topic: string, payload: Uint8Array, from: string, via: string): boolean {
     const sub = this.subs.get(topic);
     if (!sub || this.stopped) return false;
-    const meta: MessageMeta = { topic, from: peerIdFromString(from), via: peerIdFromString(via), timestampMs: Date.now(), viaStream: false };
+    const cutover = sub.opts.streamCutoverBytes;
+    const meta: MessageMeta = { topic, from: peerIdFromString(from), via: peerIdFromString(via), timestampMs: Date.now(), viaStream: cutover !== undefined && payload.byteLength > cutover };
+    if (meta.viaStream) {
+      if (sub.opts.wantPayload?.(meta) === false) {
+        this.declined.push({ topic, from });
+        return false;
+      }
+      this.pulled.push({ topic, from, payload });
+    }
     const run = async (): Promise<void> => {
       await Promise.resolve();
       const max = sub.opts.maxPayloadBytes;

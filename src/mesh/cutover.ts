@@ -122,7 +122,11 @@ export class StreamCutover {
     }
     if (blob.size > BigInt(maxPayload)) throw new RefusalError(RefusalReason.OVERSIZED, `blob of ${blob.size} bytes`);
     meta.viaStream = true;
-    const payload = this.blobs.get(blob.sha256) ?? (await this.pull(name, blob.sha256, Number(blob.size), via, msg.from));
+    const cached = this.blobs.get(blob.sha256);
+    if (cached === undefined && opts.wantPayload !== undefined && !opts.wantPayload(meta)) {
+      throw new RefusalError(RefusalReason.UNAVAILABLE, 'announced payload not wanted here: not pulled');
+    }
+    const payload = cached ?? (await this.pull(name, blob.sha256, Number(blob.size), via, msg.from));
     return { payload, meta };
   }
 

@@ -129,6 +129,12 @@ export interface SubscribeOptions {
    * MIN_STREAM_CUTOVER_BYTES). Part of the topic's contract: every subscriber must use the same value.
    */
   streamCutoverBytes?: number;
+  /**
+   * Whether this node wants an announced (above-cutover) payload at all, asked before it is pulled: false drops the
+   * message unpulled (gossipsub Ignore, no penalty; not delivered, not forwarded). Default: every payload is wanted.
+   * The round protocol's verifying committee uses it so that members off the committee never download updates.
+   */
+  wantPayload?: (meta: MessageMeta) => boolean;
 }
 
 /** Result of `Mesh.publish`. */

@@ -102,6 +102,7 @@ export const FL_KNOBS = {
   // round
   quorum: knob(z.number().gt(0).max(1).optional(), { flag: '--quorum', arg: '<x>', defaultText: 'a roster majority', help: 'leader: fewest contributions a round closes with, as a fraction of the roster' }),
   roundTimeoutMs: knob(z.number().int().min(100).max(3_600_000).default(60_000), { flag: '--round-timeout-ms', arg: '<ms>', help: 'leader: the most a leader waits for updates (cap of the adaptive deadline)' }),
+  committee: knob(z.number().int().min(0).max(1024).default(0), { flag: '--committee', arg: '<c>', help: 'leader: only the first c ranks of each round (a verifying committee, c >= 3 tolerates one liar) pull every update and recompute the step; the others take the step over round.step and apply it only with the attestations of a committee majority (weaker trust: protocols/round.md "Verifying committee"); 0 = every member verifies' }),
   leaderTimeoutMs: knob(z.number().int().min(100).max(3_600_000).default(15_000), { flag: '--leader-timeout-ms', arg: '<ms>', help: 'leader: backup k takes over after k times this' }),
   gossipGamma: knob(z.number().min(0).max(1).default(0), { flag: '--gamma', arg: '<x>', help: "gossip: CHOCO consensus step size (0: the node's model is the sample-weighted average of the public copies)" }),
   gossipMomentum: knob(z.number().min(0).lt(1).default(DEFAULT_GOSSIP_MOMENTUM), { flag: '--gossip-momentum', arg: '<x>', help: "gossip: heavy-ball momentum on the node's averaged model" }),
@@ -201,6 +202,7 @@ export function roundOptionsOf(cfg: FederationConfig): RoundOptions {
     compression: { topk: cfg.topk, topkScope: cfg.topkScope, bits: cfg.bits, errorFeedback: cfg.errorFeedback, downlinkBits: cfg.downlinkBits, brotli: cfg.brotli },
     aggregator: cfg.aggregator, aggregatorOptions: definedOnly({ weighting: cfg.tensorWeighting === 'depth' && cfg.dpClip === undefined ? ('depth' as const) : undefined, serverLr: cfg.serverLr, serverMomentum: cfg.serverMomentum, targetRank: cfg.trainable === 'lora+heads' ? (cfg.globalRank ?? cfg.rank) : undefined }),
     serverLrDecay: cfg.serverLrDecay ? { rounds: cfg.rounds } : undefined, quorum: cfg.quorum, maxRounds: cfg.rounds, roundTimeoutMs: cfg.roundTimeoutMs, leaderTimeoutMs: cfg.leaderTimeoutMs,
+    committee: cfg.committee > 0 ? cfg.committee : undefined,
     gossipGamma: cfg.gossipGamma, gossipMomentum: cfg.gossipMomentum,
     dp: cfg.dpClip !== undefined ? { clipNorm: cfg.dpClip, noiseMultiplier: cfg.dpNoise! } : undefined,
     secagg: cfg.secagg ? { clip: cfg.secaggClip } : undefined,

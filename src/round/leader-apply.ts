@@ -58,7 +58,8 @@ export async function tryApplyGlobals(c: LeaderCore, round: number): Promise<App
       // A roster majority's attestations are the federation's evidence that the slot was open: they override this
       // node's own slot clock (a late or restarted member), and they are what a node that attested another hash for
       // the round (its own aggregate) needs before it takes a competing one.
-      const certified = c.certificateOf(r, g.msg.newHash) !== null;
+      // A non-committee member takes a committee majority's attestations as that evidence (round.md "Verifying committee").
+      const certified = c.certificateOf(r, g.msg.newHash) !== null || (!c.verifies(r) && c.committeeAttested(r, g.msg.baseHash, g.msg.newHash));
       const mine = c.attested.get(r);
       if (mine && !sameHash(mine, g.msg.newHash) && !certified) {
         if (!c.noted.has(g)) {
@@ -99,15 +100,17 @@ async function verifyAndApply(c: LeaderCore, g: ReceivedGlobal, rank: number): P
     c.markFaulty(r, g.from);
     return 'refused';
   }
-  if (!c.canRecompute()) {
-    // Secure aggregation hides the inputs; after a state pull the server state is unknown. Pull the step (the
-    // commitment carries none) and apply it only once a roster majority attested its result (secure aggregation:
-    // on its hash, see round.md).
-    const cert = c.secagg ? [] : c.attestations.certificate(r, g.msg.newHash, c.certNeed());
-    if (!c.secagg && !cert) {
+  const member = !c.verifies(r);
+  if (!c.canRecompute() || member) {
+    // Secure aggregation hides the inputs; after a state pull the server state is unknown; a member off the round's
+    // verifying committee does not take the inputs. Pull the step (the commitment carries none) and apply it only
+    // once a roster majority attested its result (secure aggregation: on its hash, see round.md), or, off the
+    // committee with a known server state, once a majority of the committee attested (round, base, new hash).
+    const evidence = c.secagg ? true : c.canRecompute() ? c.committeeAttested(r, g.msg.baseHash, g.msg.newHash) : c.certificateOf(r, g.msg.newHash) !== null;
+    if (!evidence) {
       if (!c.noted.has(g)) {
         c.noted.add(g);
-        c.refuse(VerifyRefusal.UNVERIFIABLE, fields, 'debug');
+        c.refuse(c.canRecompute() ? VerifyRefusal.AWAITING_COMMITTEE : VerifyRefusal.UNVERIFIABLE, fields, 'debug');
       }
       return 'wait';
     }

@@ -14,9 +14,10 @@ import { SecAggRound } from './secagg-round.ts';
 import type { GlobalState } from './state.ts';
 import type { GlobalStep } from './verify.ts';
 import type { ReceivedGlobal, ReceivedUpdate, WireContext } from './leader-wire.ts';
-import { AttestationStore } from './certificate.ts';
+import { AttestationStore, majority } from './certificate.ts';
+import { sameHash } from './state.ts';
 import {
-  aggregatorOptionsFor, canRecompute, certificateNeed, mayAggregate, rankedMembers, roundDeadlineMs, roundNeed, slotOpen, STATEFUL_RULES,
+  aggregatorOptionsFor, canRecompute, certificateNeed, committeeOf, mayAggregate, rankedMembers, roundDeadlineMs, roundNeed, slotOpen, STATEFUL_RULES,
 } from './leader-schedule.ts';
 import { ArrivalTracker, VerifyRefusal, WithholdRecord } from './verify.ts';
 import type { ProtocolSnapshot, RoundContext, RoundOptions } from './types.ts';
@@ -41,6 +42,8 @@ export class LeaderCore {
   /** Updates received per round, by sender, and by digest (hex) for serving `round.input`. */
   readonly updates = new Map<number, Map<string, ReceivedUpdate>>();
   readonly byDigest = new Map<number, Map<string, ReceivedUpdate>>();
+  /** Senders whose announced update this node declined (off the round's committee), by the round it was judged for. */
+  readonly declined = new Map<number, Set<string>>();
   readonly globals: ReceivedGlobal[] = [];
   readonly noted = new WeakSet<ReceivedGlobal>();
   /** Publishers found faulty per round. */
@@ -168,6 +171,46 @@ export class LeaderCore {
     return aggregatorOptionsFor(this.opts, round);
   }
 
+  /** The round's verifying committee in this node's view (committeeOf), or null when every member verifies. */
+  committee(round: number): readonly string[] | null {
+    return this.secagg ? null : committeeOf(this.ctx.federation, round, this.ranked(), this.opts.committee, this.aliveCheck());
+  }
+
+  /** Whether this node verifies round `round` by recomputation: no committee, or it is on the round's committee. */
+  verifies(round: number): boolean {
+    const com = this.committee(round);
+    return com === null || com.includes(this.ctx.selfId);
+  }
+
+  /**
+   * A non-committee member's evidence for an aggregate (round, base, new hash): the attestations of a majority of the
+   * round's committee over exactly that base and new hash, or a roster-majority certificate of the new hash (which
+   * holds an honest member that recomputed it or itself saw a committee majority).
+   */
+  committeeAttested(round: number, baseHash: Uint8Array, newHash: Uint8Array): boolean {
+    if (this.certificateOf(round, newHash)) return true;
+    const com = this.committee(round);
+    if (!com || com.length === 0) return false;
+    const signers = new Set(this.attestations.for(round, newHash).filter((a) => sameHash(a.baseHash, baseHash) && com.includes(a.signer)).map((a) => a.signer));
+    return signers.size >= majority(com.length);
+  }
+
+  /**
+   * Whether to take (pull) an update announced by `sender` (the `update` topic's wantPayload): the announcement does
+   * not say its round, but each member sends one update per round, in order, so it is for the first round above this
+   * node's version that this node holds or declined no update of `sender` for. Taken only when this node is on that
+   * round's committee; a declined one is remembered for the next announcement of the same sender.
+   */
+  wantsUpdateFrom(sender: string): boolean {
+    let r = this.state.version + 1;
+    while (this.updates.get(r)?.has(sender) || this.declined.get(r)?.has(sender)) r++;
+    if (this.verifies(r)) return true;
+    let d = this.declined.get(r);
+    if (!d) this.declined.set(r, (d = new Set()));
+    d.add(sender);
+    return false;
+  }
+
   canRecompute(): boolean {
     return canRecompute(this.secagg !== null, this.serverKnown, this.opts.aggregator);
   }
@@ -212,6 +255,7 @@ export class LeaderCore {
     if (stepBytes) this.steps.set(st.version, { hash: st.hash, bytes: stepBytes });
     for (const r of [...this.steps.keys()]) if (r <= st.version - STEPS_KEPT) this.steps.delete(r);
     for (const r of [...this.updates.keys()]) if (r <= st.version) this.updates.delete(r);
+    for (const r of [...this.declined.keys()]) if (r <= st.version) this.declined.delete(r);
     // The inputs of the round just applied stay servable: members still verifying it pull them (`round.input`).
     for (const r of [...this.byDigest.keys()]) if (r < st.version) this.byDigest.delete(r);
     for (const r of [...this.faulty.keys()]) if (r <= st.version) this.faulty.delete(r);

@@ -97,3 +97,14 @@ export function aggregatorOptionsFor(opts: Pick<RoundOptions, 'aggregatorOptions
 export function canRecompute(secagg: boolean, serverKnown: boolean, aggregator: string): boolean {
   return !secagg && (serverKnown || !STATEFUL_RULES.includes(aggregator));
 }
+
+/**
+ * The verifying committee of round `round` (RoundOptions.committee = c): the first c members of the round's leader
+ * order over `ranked` (the roster), skipping members that are down in this node's view, as slots skip them
+ * (waitingRanks); never re-ranked. Null when there is no committee (c = 0): every member verifies. With every member
+ * alive every honest node computes the same committee; a member that is down on some views moves the next rank in.
+ */
+export function committeeOf(federation: string, round: number, ranked: readonly string[], c: number | undefined, isAlive: (peer: string) => boolean): readonly string[] | null {
+  if (!c || c <= 0) return null;
+  return leaderOrder(federation, round, ranked).filter(isAlive).slice(0, c);
+}

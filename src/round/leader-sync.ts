@@ -277,7 +277,7 @@ function uncertified(c: LeaderCore): { round: number; hash: Uint8Array }[] {
   const next = c.state.version + 1;
   const mine = c.attested.get(next);
   for (const g of c.globals) {
-    if (g.round === next && ((mine && !sameHash(mine, g.msg.newHash)) || (!c.secagg && !c.canRecompute()))) want(next, g.msg.newHash);
+    if (g.round === next && ((mine && !sameHash(mine, g.msg.newHash)) || (!c.secagg && (!c.canRecompute() || !c.verifies(next))))) want(next, g.msg.newHash);
   }
   return out;
 }

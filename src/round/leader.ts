@@ -113,7 +113,11 @@ export class LeaderProtocol implements RoundProtocol {
     c.running = true;
     // With secure aggregation no member publishes its cleartext update: the `update` topic is not joined.
     if (!c.secagg) {
-      mesh.subscribe(UPDATE_TOPIC, (p) => onUpdate(c, p), { validator: (p, m) => validateUpdate(c, p, m), streamCutoverBytes: UPDATE_STREAM_CUTOVER_BYTES });
+      mesh.subscribe(UPDATE_TOPIC, (p) => onUpdate(c, p), {
+        validator: (p, m) => validateUpdate(c, p, m), streamCutoverBytes: UPDATE_STREAM_CUTOVER_BYTES,
+        // Off the next round's verifying committee a member does not download other members' updates (round.md).
+        wantPayload: (m) => c.wantsUpdateFrom(m.from.toString()),
+      });
     }
     mesh.subscribe(GLOBAL_TOPIC, (p, m) => onGlobal(c, p, m), { validator: (p, m) => validateGlobal(c, p, m) });
     mesh.subscribe(ATTEST_TOPIC, (p) => onAttestation(c, p), { validator: (p, m) => validateAttestation(c, p, m), maxPayloadBytes: 1024 });
@@ -257,7 +261,8 @@ export class LeaderProtocol implements RoundProtocol {
       const need = c.need();
       const now = Date.now();
       const deadline = publishedAt + c.deadlineMs();
-      if (ahead === 0 && !pulled && !c.secagg && !allIn && now >= publishedAt + c.deadlineMs() / 4) {
+      const verifies = c.verifies(round);
+      if (ahead === 0 && verifies && !pulled && !c.secagg && !allIn && now >= publishedAt + c.deadlineMs() / 4) {
         pulled = true;
         await pullMissing(c, round);
         continue;
@@ -267,13 +272,14 @@ export class LeaderProtocol implements RoundProtocol {
         if (await catchUp(c)) continue;
       }
       const slot = rank >= 0 && rank < MAX_LEADER_RANKS && (ahead === 0 ? allIn || now >= deadline : c.slotOpen(round, rank, order));
-      if (slot && have < need && now >= deadline && now - c.pausedLogged > 10_000) {
+      if (slot && verifies && have < need && now >= deadline && now - c.pausedLogged > 10_000) {
         c.pausedLogged = now;
         c.ctx.logger.warn({ round, have, need, roster: c.rosterSize(), live: members.length },
           'round paused: fewer contributions than the quorum (a majority of the roster by default); a minority partition waits for the heal');
       }
-      // A node that cannot recompute the federation's step (server state unknown after a pull) lets its slot pass.
-      if (slot && have >= need && !c.attested.has(round) && (c.secagg !== null || c.canRecompute())) {
+      // A node that cannot recompute the federation's step (server state unknown after a pull), or that is off the
+      // round's verifying committee, lets its slot pass.
+      if (slot && verifies && have >= need && !c.attested.has(round) && (c.secagg !== null || c.canRecompute())) {
         if (await lead(c, round, rank, members)) {
           c.closedBy.set(round, rank > 0 ? 'takeover' : allIn ? 'all-in' : 'deadline');
           continue;

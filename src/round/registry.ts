@@ -50,9 +50,16 @@ const leaderOptions = z
     leaderTimeoutMs: z.number().int().positive(),
     maxRounds: z.number().int().min(1).optional(),
     secagg: z.object({ clip: z.number().positive() }).optional(),
+    committee: z.number().int().min(0).optional(),
   })
   .loose()
   .superRefine((o, ctx) => {
+    if (o.committee && ['fedadam', 'fedyogi', 'fedadagrad'].includes(o.aggregator)) {
+      ctx.addIssue({ code: 'custom', path: ['committee'], message: `a verifying committee needs a server state every member can derive from the applied step (fedavgm, or a stateless rule): ${o.aggregator}'s moments would be lost off the committee` });
+    }
+    if (o.secagg && o.committee) {
+      ctx.addIssue({ code: 'custom', path: ['committee'], message: 'a verifying committee needs cleartext updates: secure aggregation (secagg) hides them; drop one of the two' });
+    }
     if (o.secagg && !SECAGG_AGGREGATORS.includes(o.aggregator)) {
       ctx.addIssue({
         code: 'custom', path: ['aggregator'],

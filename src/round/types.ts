@@ -109,6 +109,13 @@ export interface RoundOptions {
   maxRounds?: number;
   /** Leader: extra wait per backup rank before a backup leader takes over (default 15 s). */
   leaderTimeoutMs: number;
+  /**
+   * Leader: the round's verifying committee, its first `committee` ranks over the roster (members that are down
+   * skipped): only they pull every update and recompute the step; the others apply the step they pull over
+   * `round.step` only once a majority of the committee attested it (protocols/round.md "Verifying committee").
+   * Undefined or 0: every member verifies (the default).
+   */
+  committee?: number;
   /** Gossip: consensus step size gamma of CHOCO-SGD (default 0: replicas are averaged, public copies accumulate). */
   gossipGamma: number;
   /**

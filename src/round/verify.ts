@@ -39,6 +39,11 @@ export enum VerifyRefusal {
    * roster majority attested it (held until then).
    */
   AWAITING_CERTIFICATE = 13,
+  /**
+   * Verifying committee (RoundOptions.committee): this node is not on the round's committee and holds the
+   * attestations of no committee majority (nor a roster-majority certificate) for the aggregate yet (held until then).
+   */
+  AWAITING_COMMITTEE = 14,
 }
 
 /** Everything that determines a round's global step. */
