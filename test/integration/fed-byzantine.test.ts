@@ -90,6 +90,18 @@ test.serial('a leader that publishes its aggregate scaled x20 (self-consistent h
   }
 });
 
+test.serial('with a verifying committee of 3 (of 4), a leader\'s x20 step is refused by the committee and never adopted off it', async (t) => {
+  const r = await runWithLiar(t, (ids) => ids.indexOf(leaderOrder('test', 1, ids)[0]), 'scale-global', { committee: 3 });
+  const liar = r.ids.find((_, i) => !r.honest.includes(i))!;
+  t.true(r.log.forgedGlobals >= 1, 'the liar led and forged at least once');
+  honestAgree(t, r);
+  t.true(refusals(r, VerifyRefusal.AGGREGATE_MISMATCH) >= 1, 'the committee found the mismatch');
+  const off = r.honest.filter((i) => !leaderOrder('test', 1, r.ids).slice(0, 3).includes(r.ids[i]));
+  t.is(off.length, 1, 'one honest member is off the committee of round 1');
+  for (const i of r.honest) t.not(r.metrics[i][0].leader, liar, `node ${i}: round 1 was not closed by the liar's aggregate`);
+  t.true(proto(r.feds[off[0]]).refusalCount(VerifyRefusal.AWAITING_COMMITTEE) >= 1, 'off the committee, the forged aggregate was held for lack of committee attestations');
+});
+
 test.serial("a member's self-made aggregate published at once when among the first ranks is never applied", async (t) => {
   // The liar is rank 1..3 of round 1 (never rank 0), so any aggregate of it for round 1 comes before its slot.
   const r = await runWithLiar(t, (ids) => ids.indexOf(leaderOrder('test', 1, ids)[1]), 'early-global');
