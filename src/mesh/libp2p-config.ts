@@ -59,11 +59,12 @@ export async function buildLibp2p(opts: MeshOptions, privateKey: PrivateKey, wir
     privateKey,
     start: false,
     addresses: { listen: opts.listen ?? [DEFAULT_LISTEN] },
-    transports: [tcp(), memory({ latency: opts.memoryLatencyMs ?? 0 })],
+    // The memory transport's latency is applied by the protector, pipelined (its own delays chunks one after another).
+    transports: [tcp(), memory({ latency: 0 })],
     connectionEncrypters: [noise()],
     streamMuxers: [yamux()],
     connectionProtector: (components) =>
-      new CountingProtector(wire, swarmKey !== undefined ? preSharedKey({ psk: swarmKey })(components) : undefined, opts.loopYieldMs ?? 0),
+      new CountingProtector(wire, swarmKey !== undefined ? preSharedKey({ psk: swarmKey })(components) : undefined, opts.loopYieldMs ?? 0, opts.memoryLatencyMs ?? 0),
     connectionGater: gater,
     peerDiscovery: discoveryServices(opts),
     ...(opts.metricsRegistry !== undefined ? { metrics: prometheusMetrics({ registry: opts.metricsRegistry }) } : {}),

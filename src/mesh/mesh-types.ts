@@ -18,7 +18,10 @@ export interface MeshOptions extends DiscoveryOptions {
    * `/memory/<name>` addresses connect nodes of one process without sockets (large simulations).
    */
   listen?: string[];
-  /** Latency added to every buffer sent over the memory transport (default 0 ms). */
+  /**
+   * Latency added to every buffer received over the memory transport (default 0 ms), pipelined: buffers in flight on
+   * one connection do not wait for each other (CountingProtector, src/mesh/wire-counter.ts).
+   */
   memoryLatencyMs?: number;
   /** Peers to dial at start and redial with backoff when their connection drops; each must end in `/p2p/<id>`. */
   peers?: string[];

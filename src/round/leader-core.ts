@@ -86,6 +86,8 @@ export class LeaderCore {
   attestPulling = false;
   /** Rotates which members an attestation pull asks, so repeated pulls ask different members. */
   attestPullOffset = 0;
+  /** Rotates which members a periodic state pull (catchUp with `batch`) asks. */
+  catchUpOffset = 0;
 
   constructor(ctx: RoundContext, opts: RoundOptions, initial: GlobalState, restore?: ProtocolSnapshot) {
     this.ctx = ctx;

@@ -269,7 +269,7 @@ export class LeaderProtocol implements RoundProtocol {
       }
       if (now >= nextCatchUp) {
         nextCatchUp = now + c.opts.leaderTimeoutMs;
-        if (await catchUp(c)) continue;
+        if (await catchUp(c, true)) continue;
       }
       const slot = rank >= 0 && rank < MAX_LEADER_RANKS && (ahead === 0 ? allIn || now >= deadline : c.slotOpen(round, rank, order));
       if (slot && verifies && have < need && now >= deadline && now - c.pausedLogged > 10_000) {
