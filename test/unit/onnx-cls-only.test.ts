@@ -23,7 +23,7 @@ const BATCH = 3;
  * Loss (a fixed random projection of each exit's token 0) and its gradients wrt the images and every LoRA factor,
  * with the training forward's CLS-only last block (`clsOnly`) or without it.
  */
-async function lossAndGrads(ir: ImportedGraph, weights: Weights, clsOnly: boolean): Promise<Record<string, Float32Array>> {
+async function lossAndGrads(ir: ImportedGraph, weights: Weights, clsOnly: boolean, blocks = ir.exits.length): Promise<Record<string, Float32Array>> {
   const g = new G.Graph();
   const rng = new Rng(4);
   const images = g.input('images', [BATCH, ir.input.channels, ir.input.size, ir.input.size]);
@@ -41,7 +41,7 @@ async function lossAndGrads(ir: ImportedGraph, weights: Weights, clsOnly: boolea
     made.set(name, x);
     return x;
   };
-  const exits = runToExits(ir, images, param, { lora: LORA }, ir.exits.length, clsOnly);
+  const exits = runToExits(ir, images, param, { lora: LORA }, blocks, clsOnly);
   let loss: G.Tensor | null = null;
   exits.forEach((e, i) => {
     const tok = e.shape[1] === 1 ? e : G.slice(e, [0], [1], [1]);
@@ -98,8 +98,16 @@ test('the CLS-only last block fires on the fixture ViTs (fused, unbind, separate
     t.is(a['grad:images'].length, b['grad:images'].length);
     t.deepEqual(Object.keys(a).sort(), Object.keys(b).sort());
     t.true(Object.keys(a).filter((k) => k.endsWith('lora_a') || k.endsWith('lora_b')).length >= 8, qkv);
+    // Forward (loss, token 0 of the last exit) to 1e-5; gradients to 1e-5 too here, 1e-4 at depth 1 (float32 sums
+    // over one row instead of all rows of zero-gradient tokens round differently).
+    const fwd = (r: Record<string, Float32Array>) => ({ loss: r.loss, last: r.last });
     const same = worstRel(a, b);
     t.true(same.rel <= 1e-5, `${qkv} ${same.key}: max |cls-only - full| / max |full| ${same.rel}`);
+    // One block only (anytime depth 1): the last segment starts at the images, so the embedding feeds q by rows and k, v whole.
+    const [a1, b1] = [await lossAndGrads(ir, weights, true, 1), await lossAndGrads(ir, weights, false, 1)];
+    t.true(worstRel(fwd(a1), fwd(b1)).rel <= 1e-5, `${qkv} blocks 1 forward`);
+    const one = worstRel(a1, b1);
+    t.true(one.rel <= 1e-4, `${qkv} blocks 1 ${one.key}: ${one.rel}`);
     // The architecture's forward (what training builds) uses it: the last exit's logits equal the full build's.
     const cfg = importedConfig(ir, 10);
     registerImportedGraph(ir);

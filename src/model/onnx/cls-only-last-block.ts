@@ -79,6 +79,8 @@ export function planClsOnly(segment: readonly IrNode[], target: string, shapes: 
     if (ins && ins.every((a, i) => a === null || isTensor(n.inputs[i]))) {
       plan.set(n, { ins, outs });
       n.inputs.forEach((v, i) => want(v, ins[i] === null ? 'whole' : { row: ins[i]! }));
+      // A LayerNormLinear split in two reads its input by rows (q) and whole (k, v).
+      if (n.op === LAYERNORM_LINEAR_OP && outs.some((a) => a === null)) want(n.inputs[0], 'whole');
     } else for (const v of n.inputs) want(v, 'whole');
   }
   const producer = nodes.find((n) => n.outputs.includes(target));
