@@ -6,7 +6,8 @@
  * |fmfl − onnxruntime| on the original file, and, interleaved (rounds of steps/10 each after warm-up, medians), the
  * LoRA r=8 train step (AdamW included) of the imported ViT against the same architecture built natively
  * (vit-tiny, LoRA on q and v), and of the import without the LayerNorm-Linear rewrite (src/model/onnx/
- * fuse-layernorm-linear.ts undone: `unfusedMs`). Weights are seeded random; timings only compare within one run.
+ * fuse-layernorm-linear.ts undone: `unfusedMs`) and of the import with its last block built for every token
+ * (src/model/onnx/cls-only-last-block.ts off: `fullLastMs`). Weights are seeded random; timings only compare within one run.
  */
 import { readFile } from 'node:fs/promises';
 import { loadavg } from 'node:os';
@@ -36,6 +37,7 @@ const threads = o.threads ? Number(o.threads) : undefined;
 const log = (...a: unknown[]): void => {
   if (!o.json) console.error(...a);
 };
+const loadStart = loadavg().map((x) => Math.round(x * 100) / 100);
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 async function importCase(name: string, bytes: Uint8Array, opts: Parameters<typeof prepareImport>[1]) {
@@ -63,6 +65,9 @@ const impCfg: VitConfig = importedConfig(vit.p.ir, 10);
 const unfusedIr = { ...vit.p.ir, nodes: unfuseLayerNormLinear(vit.p.ir.nodes) };
 registerImportedGraph(unfusedIr);
 const unfusedCfg: VitConfig = importedConfig(unfusedIr, 10);
+const fullLastIr = { ...vit.p.ir, clsOnly: false };
+registerImportedGraph(fullLastIr);
+const fullLastCfg: VitConfig = importedConfig(fullLastIr, 10);
 const lora = { rank: 8, alpha: 16, targets: ['q', 'v'] as ('q' | 'v')[] };
 const heads = (cfg: VitConfig, w: Weights): Weights => new Map([...w].filter(([k]) => !exitTensorNames(cfg).has(k)));
 const make = (cfg: VitConfig, w: Weights) => Trainer.create({ cfg, lora, trainableSet: 'lora+heads', weights: heads(cfg, w), batch, seed: 1, threads, optimizer: { kind: 'adamw', lr: 1e-3, weightDecay: 0.01 } });
@@ -70,11 +75,12 @@ const cases = [
   { name: 'imported', trainer: await make(impCfg, vit.p.weights) },
   { name: 'native', trainer: await make(VIT_TINY, initWeights(backboneSpecs(VIT_TINY), 3)) },
   { name: 'unfused', trainer: await make(unfusedCfg, vit.p.weights) },
+  { name: 'fullLast', trainer: await make(fullLastCfg, vit.p.weights) },
 ];
 const idx = Array.from({ length: 4096 }, (_, i) => i);
 for (const c of cases) await c.trainer.trainSteps(train, idx, 5);
 const per = Math.max(1, Math.floor(steps / 10));
-const ms: Record<string, number[]> = { imported: [], native: [], unfused: [] };
+const ms: Record<string, number[]> = { imported: [], native: [], unfused: [], fullLast: [] };
 for (let r = 0; r < 10; r++) {
   for (const c of r % 2 ? [...cases].reverse() : cases) {
     const t0 = performance.now();
@@ -85,8 +91,9 @@ for (let r = 0; r < 10; r++) {
 for (const c of cases) await c.trainer.release();
 const step = {
   importedMs: median(ms.imported), nativeMs: median(ms.native), ratio: median(ms.imported) / median(ms.native),
-  unfusedMs: median(ms.unfused), unfusedRatio: median(ms.unfused) / median(ms.native), batch, lora: 'r=8 on q,v',
+  unfusedMs: median(ms.unfused), unfusedRatio: median(ms.unfused) / median(ms.native),
+  fullLastMs: median(ms.fullLast), fullLastRatio: median(ms.fullLast) / median(ms.native), batch, lora: 'r=8 on q,v',
 };
-log(`LoRA step at batch ${batch}: imported ${step.importedMs.toFixed(1)} ms, native ${step.nativeMs.toFixed(1)} ms (x${step.ratio.toFixed(2)}); without the LayerNorm-Linear rewrite ${step.unfusedMs.toFixed(1)} ms (x${step.unfusedRatio.toFixed(2)})`);
-const out = { imports: rows, loraStep: step, load: loadavg().map((x) => Math.round(x * 100) / 100) };
+log(`LoRA step at batch ${batch}: imported ${step.importedMs.toFixed(1)} ms, native ${step.nativeMs.toFixed(1)} ms (x${step.ratio.toFixed(2)}); without the LayerNorm-Linear rewrite ${step.unfusedMs.toFixed(1)} ms (x${step.unfusedRatio.toFixed(2)}); last block for every token ${step.fullLastMs.toFixed(1)} ms (x${step.fullLastRatio.toFixed(2)})`);
+const out = { imports: rows, loraStep: step, loadStart, load: loadavg().map((x) => Math.round(x * 100) / 100) };
 console.log(JSON.stringify(out, null, o.json ? 0 : 2));

@@ -22,6 +22,7 @@ classifier (the last Linear, LoRA included when targeted) is the last exit inste
 
 Usage: /usr/bin/python3 scripts/reference/export_models.py --out DIR [--models vit-qkv,vit-unbind,resnet,vit-ref]
        /usr/bin/python3 scripts/reference/export_models.py --bench --rank 8 --alpha 16 [--iters 30] [--threads 2]
+       /usr/bin/python3 scripts/reference/export_models.py --serve --models resnet ...   (scripts/bench-import-torch.ts)
 Writes DIR/<model>.onnx and DIR/<model>.json (inputs, labels, outputs, LoRA / head values and gradients).
 """
 import argparse
@@ -267,6 +268,40 @@ def bench(name, batch, iters, threads, rank, alpha):
     ResNet), loss = mean of the exits' cross-entropies. Median ms over `iters` steps after 5 warm-up steps."""
     import statistics
     import time
+    step = bench_step(name, batch, threads, rank, alpha)
+    ts = []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        step()
+        ts.append((time.perf_counter() - t0) * 1e3)
+    ms = statistics.median(ts)
+    return {'model': name, 'torch': torch.__version__, 'threads': torch.get_num_threads(), 'batch': batch,
+            'loraStepMs': round(ms, 2), 'samplesPerSec': round(batch * 1000 / ms), 'trainable': step.trainable}
+
+
+def serve(name, batch, threads, rank, alpha):
+    """The bench step kept warm in one process (scripts/bench-import-torch.ts interleaves it with fmfl's): prints
+    one JSON line of settings, then for each stdin line `N` runs N steps and prints their times in ms."""
+    import time
+    step = bench_step(name, batch, threads, rank, alpha)
+    print(json.dumps({'model': name, 'torch': torch.__version__, 'threads': torch.get_num_threads(),
+                      'interopThreads': torch.get_num_interop_threads(), 'batch': batch, 'trainable': step.trainable,
+                      'env': {k: os.environ.get(k) for k in ('OMP_NUM_THREADS', 'OMP_WAIT_POLICY', 'GOMP_SPINCOUNT', 'OPENBLAS_NUM_THREADS')},
+                      'parallel': torch.__config__.parallel_info().splitlines()[-1].strip()}), flush=True)
+    for line in sys.stdin:
+        n = int(line.strip() or 0)
+        if n <= 0:
+            break
+        ts = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            step()
+            ts.append((time.perf_counter() - t0) * 1e3)
+        print(json.dumps({'ms': ts}), flush=True)
+
+
+def bench_step(name, batch, threads, rank, alpha):
+    """The bench's train step as a closure (model, LoRA, heads and AdamW built; 5 warm-up steps done)."""
     torch.set_num_threads(threads)
     model, shape, exit_mods, lora_names, _, _, keep_head = make(name)
     model.train()
@@ -311,14 +346,8 @@ def bench(name, batch, iters, threads, rank, alpha):
 
     for _ in range(5):
         step()
-    ts = []
-    for _ in range(iters):
-        t0 = time.perf_counter()
-        step()
-        ts.append((time.perf_counter() - t0) * 1e3)
-    ms = statistics.median(ts)
-    return {'model': name, 'torch': torch.__version__, 'threads': torch.get_num_threads(), 'batch': batch,
-            'loraStepMs': round(ms, 2), 'samplesPerSec': round(batch * 1000 / ms), 'trainable': sum(p.numel() for p in params)}
+    step.trainable = sum(p.numel() for p in params)
+    return step
 
 
 def main():
@@ -329,9 +358,13 @@ def main():
     ap.add_argument('--rank', type=int, default=4)
     ap.add_argument('--alpha', type=float, default=8.0)
     ap.add_argument('--bench', action='store_true', help='time the LoRA train step instead (batch 64 unless --batch)')
+    ap.add_argument('--serve', action='store_true', help='keep the bench step of the first model warm and run N steps per stdin line')
     ap.add_argument('--iters', type=int, default=30)
     ap.add_argument('--threads', type=int, default=2)
     a = ap.parse_args()
+    if a.serve:
+        serve(a.models.split(',')[0], a.batch if a.batch != 4 else 64, a.threads, a.rank, a.alpha)
+        return
     if a.bench:
         for name in a.models.split(','):
             print(json.dumps(bench(name, a.batch if a.batch != 4 else 64, a.iters, a.threads, a.rank, a.alpha)))

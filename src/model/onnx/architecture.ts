@@ -13,6 +13,7 @@ import { registerArchitecture, ARCHITECTURES, type ModelArchitecture } from '../
 import { exitSpecs, VitConfigSchema, type ForwardOptions, type ParamSource, type ParamSpec, type VitConfig, type LoraConfig } from '../vit.ts';
 import { buildContext, buildProbe, nodesFor, runNode, type BuildContext } from './build.ts';
 import type { ConstValue, ImportedGraph } from './ir.ts';
+import { planClsOnly, type ClsOnlyPlan } from './cls-only-last-block.ts';
 
 /** Architecture names of imported graphs start with this. */
 export const IMPORTED_ARCH_PREFIX = 'onnx:';
@@ -44,31 +45,72 @@ export function importedConfig(ir: ImportedGraph, classes: number): VitConfig {
   return VitConfigSchema.parse({ arch: importedArchName(ir), image: ir.input.size, channels: ir.input.channels, dim: ir.dim, depth: ir.exits.length, classes, patch: 1, heads: 1 });
 }
 
-/** Per-batch constant values of the whole graph (the folded shape plumbing), for segments that start mid-graph. */
-function constsAt(ir: ImportedGraph, batch: number): Map<string, ConstValue> {
-  const key = `${batch}`;
-  let per = CONSTS.get(ir);
-  if (!per) CONSTS.set(ir, (per = new Map()));
-  const hit = per.get(key);
+/** A probe build of the whole graph (to every exit) at one batch: tensor shapes and folded constants. */
+interface Probe {
+  shapes: Map<string, readonly number[]>;
+  consts: Map<string, ConstValue>;
+  /** The last-segment rewrite of src/model/onnx/cls-only-last-block.ts per number of blocks (null: it does not fire). */
+  clsOnly: Map<number, ClsOnlyPlan | null>;
+}
+
+function probeAt(ir: ImportedGraph, batch: number): Probe {
+  let per = PROBES.get(ir);
+  if (!per) PROBES.set(ir, (per = new Map()));
+  const hit = per.get(batch);
   if (hit) return hit;
   const cx = buildProbe(ir, batch, ir.exits.map((e) => e.tensor));
-  const out = new Map<string, ConstValue>();
-  for (const [k, v] of cx.env) if ('c' in v) out.set(k, v.c);
-  per.set(key, out);
-  return out;
+  const probe: Probe = { shapes: new Map(), consts: new Map(), clsOnly: new Map() };
+  for (const [k, v] of cx.env) {
+    if ('c' in v) probe.consts.set(k, v.c);
+    else probe.shapes.set(k, v.t.shape);
+  }
+  per.set(batch, probe);
+  return probe;
 }
-const CONSTS = new WeakMap<ImportedGraph, Map<string, Map<string, ConstValue>>>();
+const PROBES = new WeakMap<ImportedGraph, Map<number, Probe>>();
+
+/** Per-batch constant values of the whole graph (the folded shape plumbing), for segments that start mid-graph. */
+function constsAt(ir: ImportedGraph, batch: number): Map<string, ConstValue> {
+  return probeAt(ir, batch).consts;
+}
+
+/**
+ * The CLS-only rewrite of the last of the first `blocks` segments at `batch` (cached), or null where it does not
+ * fire: disabled (`ir.clsOnly === false`), a kept classifier on that exit, or a last block it cannot take by rows.
+ */
+export function clsOnlyPlanOf(ir: ImportedGraph, batch: number, blocks: number): ClsOnlyPlan | null {
+  const last = ir.exits[blocks - 1];
+  if (ir.clsOnly === false || last.kept) return null;
+  const probe = probeAt(ir, batch);
+  if (probe.clsOnly.has(blocks)) return probe.clsOnly.get(blocks)!;
+  const earlier = new Set(nodesFor(ir, ir.exits.slice(0, blocks - 1).map((e) => e.tensor)));
+  const segment = nodesFor(ir, [last.tensor]).filter((n) => !earlier.has(n));
+  const plan = planClsOnly(segment, last.tensor, probe.shapes, (v) => probe.consts.get(v) ?? ir.consts[v]);
+  probe.clsOnly.set(blocks, plan);
+  return plan;
+}
 
 function context(ir: ImportedGraph, x: Tensor, param: ParamSource, opts: ForwardOptions): BuildContext {
   return buildContext(ir, x.graph, param, opts.lora ?? null);
 }
 
-/** Run the graph from the images up to the exit tensors 0..blocks-1; returns them. */
-export function runToExits(ir: ImportedGraph, images: Tensor, param: ParamSource, opts: ForwardOptions, blocks: number): Tensor[] {
+/**
+ * Run the graph from the images up to the exit tensors 0..blocks-1; returns them. With `clsOnly` the last one is
+ * its token-0 row only, [B, 1, d], where src/model/onnx/cls-only-last-block.ts fires (the training forward, whose
+ * exit head reads nothing else); the full tensor otherwise.
+ */
+export function runToExits(ir: ImportedGraph, images: Tensor, param: ParamSource, opts: ForwardOptions, blocks: number, clsOnly = false): Tensor[] {
   const cx = context(ir, images, param, opts);
   cx.env.set(ir.input.name, { t: images });
   const targets = ir.exits.slice(0, blocks).map((e) => e.tensor);
-  for (const n of nodesFor(ir, targets)) runNode(cx, n);
+  const plan = clsOnly ? clsOnlyPlanOf(ir, images.shape[0], blocks) : null;
+  if (plan) {
+    // The folded shape plumbing from the full-size probe (a Shape node must not read a row), then the rewrite.
+    for (const [k, c] of probeAt(ir, images.shape[0]).consts) cx.env.set(k, { c });
+    for (const [k, c] of plan.consts) cx.env.set(k, { c });
+    for (const n of nodesFor(ir, targets.slice(0, -1))) runNode(cx, n);
+    for (const n of plan.nodes) runNode(cx, n);
+  } else for (const n of nodesFor(ir, targets)) runNode(cx, n);
   return targets.map((t) => tensorOf(cx, t));
 }
 
@@ -114,7 +156,7 @@ function exitHead(ir: ImportedGraph, cfg: VitConfig, x: Tensor, i: number, param
   if (ir.exits[i].kept) return keptHead(ir, x, i, param, opts);
   const B = x.shape[0];
   let z: Tensor;
-  if (x.rank === 3) z = G.reshape(G.slice(x, [0], [1], [1]), [B, x.shape[2]]);
+  if (x.rank === 3) z = G.reshape(x.shape[1] === 1 ? x : G.slice(x, [0], [1], [1]), [B, x.shape[2]]);
   else if (x.rank === 4) z = G.reshape(G.reduceMean(x, [2, 3], false), [B, x.shape[1]]);
   else if (x.rank === 2) z = x;
   else throw new ConfigError(`imported graph: exit ${i} reads a rank-${x.rank} tensor; exits read [B, n, d], [B, C, H, W] or [B, d]`);
@@ -152,7 +194,7 @@ function importedArchitecture(name: string, ir: ImportedGraph): ModelArchitectur
     forward(cfg, images, param, opts = {}) {
       const blocks = opts.blocks ?? E;
       if (!Number.isInteger(blocks) || blocks < 1 || blocks > E) throw new ConfigError(`blocks must be in 1..${E}`);
-      const xs = runToExits(ir, images, param, opts, blocks);
+      const xs = runToExits(ir, images, param, opts, blocks, true);
       const heads = xs.map((x, i) => exitHead(ir, cfg, x, i, param, opts));
       return { logits: heads.map((h) => h.logits), embeddings: heads.map((h) => h.embedding) };
     },

@@ -67,4 +67,6 @@ export interface ImportedGraph {
   exits: ExitSite[];
   /** Feature size every exit head reads (token width, channel count). */
   dim: number;
+  /** `false` builds the training forward's last block for every token (cls-only-last-block.ts off; benchmarks). */
+  clsOnly?: boolean;
 }
