@@ -39,6 +39,15 @@ export interface TrainGraphSpec extends GraphSpec {
   logitAdjust?: boolean;
   /** Depth budget: build the first `blocks` blocks and exits only (forward, loss and backward scale with it); default all. */
   blocks?: number;
+  /**
+   * Mutual self-distillation between the exits (DepthFL, Kim et al. ICLR 2023): weight w of the term added to the
+   * loss, (w / E) * sum_k 1/(E-1) * sum_{j != k} T^2 * mean_batch KL(q_j || q_k), q_e = softmax(logits_e / T), the
+   * target q_j detached (stopGradient), so each exit learns the other exits' softened predictions. 0 (default) or
+   * a single exit: no term.
+   */
+  distillWeight?: number;
+  /** Temperature T of the distillation term (default 1: DepthFL's plain softmax). */
+  distillTemperature?: number;
 }
 
 /** Input names of the graphs. */
@@ -123,14 +132,50 @@ export function buildTrainGraph(spec: TrainGraphSpec): BuiltGraph {
       const t = G.reduceMean(G.mul(sq, w), [0], false);
       term = term ? G.add(term, t) : t;
     }
-    loss = G.add(ce, G.mul(term!, g.scalar(pw / E)));
+    loss = G.add(loss, G.mul(term!, g.scalar(pw / E)));
   }
+  const dw = spec.distillWeight ?? 0;
+  const distill = dw > 0 && E > 1 ? mutualDistillation(logits, spec.distillTemperature ?? 1) : null;
+  if (distill) loss = G.add(loss, G.mul(distill, g.scalar(dw)));
   const grads = G.grad(loss, trainTensors);
   g.output(loss, 'loss');
   g.output(ce, 'loss_ce');
+  if (distill) g.output(distill, 'loss_distill');
   g.output(logits[E - 1], logitsName(E - 1));
   spec.trainable.forEach((s, i) => g.output(grads[i], gradName(s.name)));
   return { onnx: G.exportOnnx(g, { name: 'fmfl-vit-train' }), params: spec.trainable.map((s) => s.name), nodes: g.nodes.length };
+}
+
+/**
+ * The unweighted mutual self-distillation term over the exits' logits [B, C] (E >= 2):
+ * (1/E) * sum_k 1/(E-1) * sum_{j != k} T^2 * mean_b KL(q_j || q_k), q_e = softmax(z_e / T), targets detached.
+ * Zero exactly when every exit predicts the same distribution.
+ */
+export function mutualDistillation(logits: readonly Tensor[], temperature: number): Tensor {
+  if (!(temperature > 0) || !Number.isFinite(temperature)) throw new ConfigError(`distillation temperature must be a finite positive number, got ${temperature}`);
+  const E = logits.length;
+  if (E < 2) throw new ConfigError('mutual distillation needs at least two exits');
+  const g = logits[0].graph;
+  const dt = logits[0].dtype;
+  const logSoftmax = (z: Tensor): Tensor => {
+    const s = G.mul(z, g.scalar(1 / temperature, dt));
+    const c = G.sub(s, G.stopGradient(G.reduceMax(s, [1], true)));
+    return G.sub(c, G.log(G.reduceSum(G.exp(c), [1], true)));
+  };
+  const logQ = logits.map(logSoftmax);
+  // Targets: the detached softened predictions and their logs.
+  const logT = logQ.map((l) => G.stopGradient(l));
+  const qT = logT.map((l) => G.exp(l));
+  let sum: Tensor | null = null;
+  for (let k = 0; k < E; k++) {
+    for (let j = 0; j < E; j++) {
+      if (j === k) continue;
+      // KL(q_j || q_k) per sample, then the batch mean.
+      const kl = G.reduceMean(G.reduceSum(G.mul(qT[j], G.sub(logT[j], logQ[k])), [1], false), [0], false);
+      sum = sum ? G.add(sum, kl) : kl;
+    }
+  }
+  return G.mul(sum!, g.scalar((temperature * temperature) / (E * (E - 1)), dt));
 }
 
 export interface InferGraphSpec extends GraphSpec {

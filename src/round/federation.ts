@@ -161,7 +161,7 @@ export class Federation {
     const trainer = await Trainer.create({
       cfg: modelCfg, lora, norm: bb.input, trainableSet: cfg.trainable as TrainableSet, weights, batch: cfg.batch, seed: cfg.modelSeed, maxDepth: cfg.maxDepth,
       optimizer: { kind: 'adamw', lr: cfg.lr, weightDecay: cfg.weightDecay }, protoWeight: cfg.protoWeight, logitAdjust: cfg.logitAdjust,
-      threads: cfg.threads, provider: cfg.device, logger: opts.logger,
+      distillWeight: cfg.distill, distillTemperature: cfg.distillTemperature, threads: cfg.threads, provider: cfg.device, logger: opts.logger,
     });
     if (cfg.logitAdjust) {
       const counts = new Array<number>(modelCfg.classes).fill(0);

@@ -71,6 +71,8 @@ export const FL_KNOBS = {
   weightDecay: knob(z.number().min(0).max(1).default(0.01), { flag: '--weight-decay', arg: '<x>', help: 'AdamW weight decay' }),
   logitAdjust: knob(z.boolean().default(false), { flag: '--logit-adjust', help: 'against label skew: local training adds the log of the local label prior to the logits in the loss (balanced softmax, FedLC)' }),
   protoWeight: knob(z.number().min(0).max(100).default(0), { flag: '--proto-weight', arg: '<x>', help: 'weight of the prototype loss term' }),
+  distill: knob(z.number().min(0).max(100).default(0), { flag: '--distill', arg: '<w>', help: "mutual self-distillation between the exits a node trains (DepthFL): each exit also learns the KL to the other exits' softened, detached predictions, with this weight (0: off; 1: DepthFL's)" }),
+  distillTemperature: knob(z.number().positive().max(100).default(1), { flag: '--distill-temperature', arg: '<t>', help: 'temperature of --distill (softmax(logits / t), the term scaled by t^2; 1: DepthFL)' }),
   prototypeEvery: knob(z.number().int().min(0).max(100_000).default(0), { flag: '--prototype-every', arg: '<n>', help: 'send prototype statistics every n rounds (0: last round only; every round when --proto-weight > 0)' }),
   prototypeSamples: knob(z.number().int().min(1).max(1_000_000).default(1000), { flag: '--prototype-samples', arg: '<n>', help: 'shard samples used to compute local prototype statistics' }),
   seed: knob(seedInt.optional(), { flag: '--seed', arg: '<n>', defaultText: 'from the shard', help: "seed of this node's minibatch order and quantization noise" }),

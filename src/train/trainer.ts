@@ -33,6 +33,10 @@ export interface TrainerOptions {
   seed?: number;
   /** Weight of the prototype term in the loss (0: off). */
   protoWeight?: number;
+  /** Mutual self-distillation between the trained exits (DepthFL): weight of the term (0: off; see TrainGraphSpec.distillWeight). */
+  distillWeight?: number;
+  /** Temperature of the distillation term (default 1). */
+  distillTemperature?: number;
   /** Logit adjustment: the training loss adds a per-class bias (setLogitBias; zeros until set) to every exit's logits. */
   logitAdjust?: boolean;
   provider?: ExecutionProvider;
@@ -187,7 +191,7 @@ export class Trainer {
     }
     const protoWeight = opts.protoWeight ?? 0;
     const common = { cfg, lora, trainable: trainedSpecs, frozen, fusedGelu: opts.fusedGelu, blocks: depth };
-    const trainG = buildTrainGraph({ ...common, batch, protoWeight, logitAdjust: opts.logitAdjust });
+    const trainG = buildTrainGraph({ ...common, batch, protoWeight, logitAdjust: opts.logitAdjust, distillWeight: opts.distillWeight, distillTemperature: opts.distillTemperature });
     const evalG = buildInferGraph({ ...common, batch: evalBatch });
     const sOpts = { provider: opts.provider, threads: opts.threads, logger: opts.logger };
     const open = opts.shareSessions === false ? Session.create : Session.shared;
