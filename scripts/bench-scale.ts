@@ -486,8 +486,10 @@ function scaleFigureSpec(points: readonly RunResult[]): ReturnType<typeof panels
   ]);
 }
 
-if (results.length) {
-  const svg = await renderSvg(scaleFigureSpec(results));
+// A point stopped by --max-s has no round time to draw (its JSON says how far it got).
+const drawn = results.filter((r) => !r.timedOut);
+if (drawn.length) {
+  const svg = await renderSvg(scaleFigureSpec(drawn));
   await writeFile(join(outDir, 'bench-scale.svg'), svg);
   if (ASSETS) {
     // The committed copy (README "Scale"): the figure and the document it was drawn from.
