@@ -1,6 +1,7 @@
 /**
  * `npm run bench:scale -- [--json] [--sizes 8,16,32,64] [--proc-sizes 8,16] [--protocols leader,gossip]
- *   [--rounds 3] [--local-steps 2] [--topology full|random-k] [--k 6] [--model default|tiny] [--out out/bench-scale]`
+ *   [--rounds 3] [--local-steps 2] [--topology full|random-k] [--k 6] [--model default|tiny] [--heartbeat-ms <ms>]
+ *   [--max-s 3600] [--append] [--replot [--from <bench-scale.json>]] [--assets scripts/assets] [--out out/bench-scale]`
  *
  * How a federation's cost grows with N. For each size and protocol, a fresh run of that many real nodes (libp2p
  * meshes + onnxruntime trainers) federating a few rounds of few local steps:
@@ -19,23 +20,30 @@
  * - peak RSS: of the child process (in process), or the sum of the node processes' peaks (VmHWM, sampled);
  * - late joiner (leader, in process): after the last round a fresh node joins with no state and one configured
  *   peer; time from its start until it holds the federation's final version (membership, topic mesh, state pull).
- * Prints one JSON document (`--json`: nothing else on stdout) and writes it with SVG plots to --out; each point is
+ * Each point also records its config, topology (and mean degree), heartbeat and the load average over the point (the
+ * machine may be shared). `--heartbeat-ms` overrides the in-process heartbeat period; `--max-s` bounds an in-process
+ * point's rounds (it is then reported as it stands, `timedOut`).
+ * Prints one JSON document (`--json`: nothing else on stdout) and writes it with the figure (bench-scale.svg: training
+ * and the rest of the round, wire bytes and peak RSS per node, vs N) to --out, and with `--assets <dir>` to that
+ * directory too (the README's copy is scripts/assets/); each point is
  * also appended to <out>/results.jsonl as it ends, and `--replot` rebuilds the document and plots from that file
- * without running anything (a long grid stopped early keeps what it measured); `--append` keeps the points already
+ * without running anything (a long grid stopped early keeps what it measured; `--from <file>`: from the points of a
+ * document bench:scale wrote, e.g. scripts/assets/bench-scale.json); `--append` keeps the points already
  * there (a grid measured in several invocations).
  * Not part of `npm test`; no assertion on speed.
  */
 import { cpus, loadavg, totalmem } from 'node:os';
 import { appendFile, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { createMesh, type Mesh } from '../src/mesh/index.ts';
+import { createServer, type AddressInfo, type Server } from 'node:net';
+import { createMesh, loadOrCreateIdentity, type Mesh } from '../src/mesh/index.ts';
 import { Federation, type RoundMetrics } from '../src/round/index.ts';
 import { saveBackbone } from '../src/model/backbone.ts';
 import { backboneSpecs, exitSpecs, initWeights, VitConfigSchema } from '../src/model/vit.ts';
 import { ortVersion } from '../src/runtime/index.ts';
 import { silentLogger } from '../src/util/log.ts';
 import { inprocMeshOptions, linkInWaves } from './lib/inproc.ts';
-import { lineChartSpec, renderSvg } from './lib/report.ts';
+import { lineChartSpec, panelsSpec, renderSvg } from './lib/report.ts';
 import { runChildScript, startProc, type ProcNode } from './lib/procs.ts';
 
 function arg(name: string, def: string): string {
@@ -53,6 +61,10 @@ interface RunSpec {
   topology: 'full' | 'random-k';
   k: number;
   model: 'default' | 'tiny';
+  /** In process: membership heartbeat period (default: scripts/lib/inproc.ts inprocHeartbeat(N)); expiry 6x. */
+  heartbeatMs?: number;
+  /** In process: the most seconds the rounds may take before the point is stopped and reported as it stands. */
+  maxS: number;
   outDir: string;
 }
 
@@ -61,7 +73,13 @@ interface RunResult {
   n: number;
   protocol: RunSpec['protocol'];
   topology: string;
+  /** Mean number of connections per node the topology asks for (N-1 for full). */
+  meanDegree: number;
+  /** What each node ran (points of one grid may come from several invocations, see --append). */
+  config: { model: RunSpec['model']; rounds: number; localSteps: number; batch: number };
   heartbeatMs: number;
+  /** Membership expiry (as processes: PROC_EXPIRY_MS; in process 6 x heartbeatMs). */
+  memberExpiryMs?: number;
   setupMs: number;
   /** In process: time to connect every edge, one dialling node at a time (scripts/lib/inproc.ts linkInWaves). */
   linkMs: number | null;
@@ -80,8 +98,27 @@ interface RunResult {
   stopMs: number | null;
   everyNodeFinished: boolean;
   identicalFinalState: boolean;
+  /** In process: the rounds were stopped after --max-s. */
+  timedOut?: boolean;
+  /** 1-minute load average when the point ended (kept for older points). */
   loadAvg1: number;
+  /** 1-minute load average over the point, sampled every 5 s: the machine is shared, so each point says how loaded it ran. */
+  load?: { start: number; min: number; mean: number; max: number };
   seconds: number;
+}
+
+/** Samples the 1-minute load average every 5 s from now until `stop()`. */
+function loadSampler(): { stop: () => NonNullable<RunResult['load']> } {
+  const xs = [loadavg()[0]];
+  const t = setInterval(() => xs.push(loadavg()[0]), 5000);
+  t.unref();
+  return {
+    stop: () => {
+      clearInterval(t);
+      xs.push(loadavg()[0]);
+      return { start: round1(xs[0]), min: round1(Math.min(...xs)), mean: round1(mean(xs)), max: round1(Math.max(...xs)) };
+    },
+  };
 }
 
 const mean = (xs: number[]): number => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : NaN);
@@ -131,6 +168,17 @@ function roundTable(done: number[][], metrics: RoundMetrics[][], rounds: number)
   return out;
 }
 
+/** The topology and config fields every point records. */
+function pointOf(spec: RunSpec): Pick<RunResult, 'mode' | 'n' | 'protocol' | 'topology' | 'meanDegree' | 'config'> {
+  const e = edges(spec.n, spec.topology, spec.k);
+  const batch = spec.model === 'tiny' ? 16 : 64;
+  return {
+    mode: spec.mode, n: spec.n, protocol: spec.protocol, topology: spec.topology === 'full' || spec.n <= spec.k + 1 ? 'full' : `random-${spec.k}`,
+    meanDegree: round1((2 * new Set(e.map(([a, b]) => `${Math.min(a, b)}-${Math.max(a, b)}`)).size) / spec.n),
+    config: { model: spec.model, rounds: spec.rounds, localSteps: spec.localSteps, batch },
+  };
+}
+
 function summarize(base: Omit<RunResult, 'meanRoundWallMs' | 'meanRoundTrainMs' | 'meanRoundOtherMs' | 'payloadBytesPerNodePerRound' | 'everyNodeFinished' | 'identicalFinalState'>, metrics: RoundMetrics[][], rounds: number): RunResult {
   return {
     ...base,
@@ -148,8 +196,9 @@ function summarize(base: Omit<RunResult, 'meanRoundWallMs' | 'meanRoundTrainMs' 
 
 async function runInproc(spec: RunSpec): Promise<RunResult> {
   const t0 = performance.now();
+  const load = loadSampler();
   const N = spec.n;
-  const hb = inprocMeshOptions(N);
+  const hb = inprocMeshOptions(N, { heartbeatMs: spec.heartbeatMs });
   const model = spec.model === 'tiny' ? await tinyBackbone(join(spec.outDir, 'models')) : {};
   const tag = `bs-${process.pid}`;
   const meshes: Mesh[] = [];
@@ -163,7 +212,7 @@ async function runInproc(spec: RunSpec): Promise<RunResult> {
   const tLink = performance.now();
   const linkMs = await linkInWaves(meshes, edges(N, spec.topology, spec.k));
   let converge: number | null = null;
-  while (performance.now() - tLink < 180_000) {
+  while (performance.now() - tLink < Math.max(180_000, 4 * hb.heartbeatIntervalMs)) {
     if (meshes.every((m) => m.membership.memberIds().length === N - 1)) {
       converge = performance.now() - tLink;
       break;
@@ -174,17 +223,29 @@ async function runInproc(spec: RunSpec): Promise<RunResult> {
   const done: number[][] = meshes.map(() => []);
   const wire: { sent: number; received: number }[][] = meshes.map(() => []);
   const runStart = performance.now();
-  await Promise.all(feds.map((f, i) => f.run({
-    onRound: (m) => {
-      metrics[i].push(m);
-      done[i].push(performance.now() - runStart);
-      wire[i].push({ sent: meshes[i].wire.bytesOut, received: meshes[i].wire.bytesIn });
-    },
-  }).catch((err) => process.stderr.write(`node ${i} failed: ${String(err)}\n`))));
+  // A status line on stderr every 30 s (versions and views over the nodes), and the --max-s bound on the rounds: a
+  // point that does not finish still reports what it measured (everyNodeFinished false, timedOut true).
+  const span = (xs: number[]): string => `${Math.min(...xs)}..${Math.max(...xs)}`;
+  const status = setInterval(() => process.stderr.write(`  t=${Math.round((performance.now() - runStart) / 1000)} s versions ${span(metrics.map((m) => m.at(-1)?.version ?? 0))} views ${span(meshes.map((m) => m.membership.memberIds().length))} of ${N - 1} rss ${Math.round(process.memoryUsage.rss() / 2 ** 20)} MB load ${loadavg()[0].toFixed(1)}\n`), 30_000);
+  let timedOut = false;
+  let bound: NodeJS.Timeout | undefined;
+  await Promise.race([
+    Promise.all(feds.map((f, i) => f.run({
+      onRound: (m) => {
+        metrics[i].push(m);
+        done[i].push(performance.now() - runStart);
+        wire[i].push({ sent: meshes[i].wire.bytesOut, received: meshes[i].wire.bytesIn });
+      },
+    }).catch((err) => process.stderr.write(`node ${i} failed: ${String(err)}\n`)))),
+    new Promise<void>((r) => (bound = setTimeout(() => { timedOut = true; r(); }, spec.maxS * 1000))),
+  ]);
+  clearTimeout(bound);
+  clearInterval(status);
 
   let lateJoinCatchUpMs: number | null = null;
   let lateJoinNote: string | undefined;
-  if (spec.protocol === 'leader') {
+  if (timedOut) lateJoinNote = `rounds stopped after --max-s ${spec.maxS}`;
+  else if (spec.protocol === 'leader') {
     const tl = performance.now();
     const m = await createMesh({ federation: 'bench', listen: [`/memory/${tag}-late`], peers: [meshes[N - 1].multiaddrs()[0]], ...hb });
     await m.start();
@@ -208,12 +269,12 @@ async function runInproc(spec: RunSpec): Promise<RunResult> {
   const perNode = wire.filter((w) => w.length === R && R >= 2).map((w) => ({ sent: (w[R - 1].sent - w[0].sent) / (R - 1), received: (w[R - 1].received - w[0].received) / (R - 1) }));
   const peak = process.resourceUsage().maxRSS / 1024;
   return summarize({
-    mode: 'inproc', n: N, protocol: spec.protocol, topology: spec.topology === 'full' || N <= spec.k + 1 ? 'full' : `random-${spec.k}`, heartbeatMs: hb.heartbeatIntervalMs,
+    ...pointOf(spec), heartbeatMs: hb.heartbeatIntervalMs, memberExpiryMs: hb.memberExpiryMs,
     setupMs: Math.round(setupMs), linkMs: Math.round(linkMs), membershipConvergeMs: converge === null ? null : Math.round(converge),
     rounds: roundTable(done, metrics, R),
     wireBytesPerNodePerRound: perNode.length ? { sent: Math.round(mean(perNode.map((p) => p.sent))), received: Math.round(mean(perNode.map((p) => p.received))) } : null,
     peakRssMB: Math.round(peak), rssPerNodeMB: round1(peak / N),
-    lateJoinCatchUpMs, lateJoinNote, stopMs: Math.round(stopMs), loadAvg1: round1(loadavg()[0]), seconds: Math.round((performance.now() - t0) / 1000),
+    lateJoinCatchUpMs, lateJoinNote, timedOut, stopMs: Math.round(stopMs), loadAvg1: round1(loadavg()[0]), load: load.stop(), seconds: Math.round((performance.now() - t0) / 1000),
   }, metrics, R);
 }
 
@@ -233,8 +294,30 @@ async function vmHwmKB(pid: number): Promise<number> {
   }
 }
 
+/**
+ * Membership heartbeat and expiry of the node processes. The expiry is 30 s rather than 6 x 1 s: on this shared
+ * 2-vCPU machine (load average 18-37 with 16 processes and other jobs) a process's event loop stalled for more than
+ * 6 s during its training steps, and its peers dropped it from their views for the rest of the round (the 8-process
+ * gossip point ran with 6 s: rounds 2 and 3 mixed 1-4 of 7 replicas).
+ */
+const PROC_HEARTBEAT_MS = 1000;
+const PROC_EXPIRY_MS = 30_000;
+
+/** `n` distinct free TCP ports on 127.0.0.1 (bound to port 0 and released; the nodes bind them right after). */
+async function freePorts(n: number): Promise<number[]> {
+  const servers = await Promise.all([...Array(n)].map(() => new Promise<Server>((res, rej) => {
+    const srv = createServer();
+    srv.once('error', rej);
+    srv.listen(0, '127.0.0.1', () => res(srv));
+  })));
+  const ports = servers.map((srv) => (srv.address() as AddressInfo).port);
+  await Promise.all(servers.map((srv) => new Promise((r) => srv.close(r))));
+  return ports;
+}
+
 async function runProcs(spec: RunSpec): Promise<RunResult> {
   const t0 = performance.now();
+  const load = loadSampler();
   const N = spec.n;
   const outDir = join(spec.outDir, `procs-${spec.protocol}-n${N}`);
   await rm(outDir, { recursive: true, force: true });
@@ -259,18 +342,30 @@ async function runProcs(spec: RunSpec): Promise<RunResult> {
   const flags = (i: number): string[] => {
     const c = flConfig(spec, i, N, model);
     const profile = join(outDir, `node-${i}.json`);
-    return ['--federation', 'bench', '--heartbeat-ms', '1000', '--expiry-ms', '6000', '--config', profile, '--protocol', spec.protocol, '--shard', `${i}/${N}`,
+    return ['--federation', 'bench', '--heartbeat-ms', String(PROC_HEARTBEAT_MS), '--expiry-ms', String(PROC_EXPIRY_MS), '--config', profile, '--protocol', spec.protocol, '--shard', `${i}/${N}`,
+      '--listen', `/ip4/127.0.0.1/tcp/${ports[i]}`, '--roster', rosterFile,
+      ...(dials(i).length ? ['--peers', dials(i).map((k) => `/ip4/127.0.0.1/tcp/${ports[k]}/p2p/${ids[k]}`).join(',')] : []),
       '--rounds', String(spec.rounds), '--local-steps', String(spec.localSteps), '--batch', String(c.batch), '--test-slice', '100', '--threads', '1',
       ...(spec.model === 'tiny' ? ['--backbone', 'tiny'] : [])];
   };
   await mkdir(outDir, { recursive: true });
+  // Identities, ports and the roster up front, so that all N processes start at once, each dialling its topology
+  // peers by full address: started one after another (each waiting for the previous one's listen line), 16 processes
+  // took minutes on this loaded machine, longer than a node's 60 s wait for its members (MEMBER_WAIT_MS), so the first
+  // nodes ran round 1 while the last had not started.
+  const ids: string[] = [];
+  for (let i = 0; i < N; i++) ids.push((await loadOrCreateIdentity(join(outDir, `node-${i}`))).peerId.toString());
+  const ports = await freePorts(N);
+  const rosterFile = join(outDir, 'roster.json');
+  await writeFile(rosterFile, JSON.stringify(ids));
+  const dials = (i: number): number[] => E.filter(([a, b]) => Math.max(a, b) === i && a !== b).map(([a, b]) => Math.min(a, b));
   for (let i = 0; i < N; i++) {
     const c = flConfig(spec, i, N, model);
     await writeFile(join(outDir, `node-${i}.json`), JSON.stringify({ fl: { prototypeSamples: c.prototypeSamples, ...(spec.model === 'tiny' ? { backboneDir: c.backboneDir } : {}) } }));
   }
   const opts = {
     n: N, outDir, flags,
-    peersOf: (i: number) => E.filter(([a, b]) => Math.max(a, b) === i && a !== b).map(([a, b]) => Math.min(a, b)),
+    peersOf: () => [],
     onLine: (i: number, line: string) => {
       const j = /^join (\S+)/.exec(line);
       if (j) { (joins.get(i) ?? joins.set(i, new Set()).get(i)!).add(j[1]); check(); }
@@ -281,7 +376,7 @@ async function runProcs(spec: RunSpec): Promise<RunResult> {
       }
     },
   };
-  for (let i = 0; i < N; i++) await startProc(opts, i, nodes);
+  await Promise.all([...Array(N).keys()].map((i) => startProc(opts, i, nodes)));
   const setupMs = performance.now() - t0;
   allStarted = performance.now();
   check();
@@ -301,12 +396,12 @@ async function runProcs(spec: RunSpec): Promise<RunResult> {
   const peakMB = [...peaks.values()].reduce((a, b) => a + b, 0) / 1024;
   if (codes.some((c) => c !== 0)) process.stderr.write(`bench:scale procs n=${N}: exit codes ${codes.join(',')}\n`);
   return summarize({
-    mode: 'procs', n: N, protocol: spec.protocol, topology: spec.topology === 'full' || N <= spec.k + 1 ? 'full' : `random-${spec.k}`, heartbeatMs: 1000,
+    ...pointOf(spec), heartbeatMs: PROC_HEARTBEAT_MS,
     setupMs: Math.round(setupMs), linkMs: null, membershipConvergeMs: converge === null ? null : Math.round(converge),
     rounds: roundTable(done, metrics, R),
     wireBytesPerNodePerRound: perNode.length ? { sent: Math.round(mean(perNode.map((p) => p.sent))), received: Math.round(mean(perNode.map((p) => p.received))) } : null,
     peakRssMB: Math.round(peakMB), rssPerNodeMB: round1(peakMB / N),
-    lateJoinCatchUpMs: null, lateJoinNote: 'measured in process only', stopMs: null, loadAvg1: round1(loadavg()[0]), seconds: Math.round((performance.now() - t0) / 1000),
+    lateJoinCatchUpMs: null, lateJoinNote: 'measured in process only', stopMs: null, memberExpiryMs: PROC_EXPIRY_MS, loadAvg1: round1(loadavg()[0]), load: load.stop(), seconds: Math.round((performance.now() - t0) / 1000),
   }, metrics, R);
 }
 
@@ -329,6 +424,7 @@ await mkdir(outDir, { recursive: true });
 const base = {
   rounds: Number(arg('rounds', '3')), localSteps: Number(arg('local-steps', '2')), topology: arg('topology', 'full') as RunSpec['topology'],
   k: Number(arg('k', '6')), model: arg('model', 'default') as RunSpec['model'], outDir,
+  heartbeatMs: process.argv.includes('--heartbeat-ms') ? Number(arg('heartbeat-ms', '')) : undefined, maxS: Number(arg('max-s', '3600')),
 };
 const protocols = list(arg('protocols', 'leader,gossip')) as RunSpec['protocol'][];
 const specs: RunSpec[] = [
@@ -338,7 +434,12 @@ const specs: RunSpec[] = [
 const t0 = Date.now();
 const results: RunResult[] = [];
 const REPLOT = process.argv.includes('--replot');
-if (REPLOT) {
+const FROM = process.argv.includes('--from') ? resolve(arg('from', '')) : null;
+const ASSETS = process.argv.includes('--assets') ? resolve(arg('assets', 'scripts/assets')) : null;
+if (REPLOT && FROM) {
+  // No runs: the plots from the points of a document bench:scale wrote (e.g. the committed scripts/assets/bench-scale.json).
+  results.push(...(JSON.parse(await readFile(FROM, 'utf8')) as { results: RunResult[] }).results);
+} else if (REPLOT) {
   // No runs: the JSON document and plots from the points out/.../results.jsonl holds (each written as it ended).
   const lines = (await readFile(join(outDir, 'results.jsonl'), 'utf8')).split('\n').filter(Boolean);
   results.push(...lines.map((l) => JSON.parse(l) as RunResult));
@@ -357,21 +458,45 @@ for (const s of REPLOT ? [] : specs) {
 const doc = {
   bench: 'scale',
   machine: { cpu: cpus()[0]?.model ?? 'unknown', cores: cpus().length, memGB: Math.round(totalmem() / 2 ** 30), ort: ortVersion(), node: process.versions.node },
-  settings: { ...base, outDir: undefined, protocols, batch: base.model === 'tiny' ? 16 : 64, threadsPerNode: 1, testSlice: 100 },
+  // A replot's points come from earlier invocations: each point's own config/topology/heartbeatMs say how it ran.
+  settings: REPLOT ? { threadsPerNode: 1, testSlice: 100, note: 'replotted: see each point' } : { ...base, outDir: undefined, protocols, batch: base.model === 'tiny' ? 16 : 64, threadsPerNode: 1, testSlice: 100 },
   results,
   seconds: Math.round((Date.now() - t0) / 1000),
 };
 await writeFile(join(outDir, 'bench-scale.json'), JSON.stringify(doc, null, 1));
-const series = (pick: (r: RunResult) => number | undefined, label: string) => results.length === 0 ? [] : [...new Set(results.map((r) => `${r.mode} ${r.protocol}`))].map((key) => ({
-  name: `${key} ${label}`.trim(),
-  dashed: key.startsWith('procs'),
-  points: results.filter((r) => `${r.mode} ${r.protocol}` === key).map((r) => [r.n, pick(r) ?? NaN] as [number, number]),
-}));
-if (results.length) {
-  const lineChart = (o: Parameters<typeof lineChartSpec>[0]): Promise<string> => renderSvg(lineChartSpec(o));
-  await writeFile(join(outDir, 'round-time-vs-n.svg'), await lineChart({ title: 'seconds per round vs N (total; training)', xLabel: 'nodes N', yLabel: 'seconds per round', series: [...series((r) => r.meanRoundWallMs / 1000, ''), ...series((r) => r.meanRoundTrainMs / 1000, 'train')], yMin: 0 }));
-  await writeFile(join(outDir, 'wire-bytes-vs-n.svg'), await lineChart({ title: 'wire bytes sent per node per round vs N', xLabel: 'nodes N', yLabel: 'bytes', series: series((r) => r.wireBytesPerNodePerRound?.sent, ''), yMin: 0, yBytes: true }));
-  await writeFile(join(outDir, 'rss-vs-n.svg'), await lineChart({ title: 'peak RSS per node vs N', xLabel: 'nodes N', yLabel: 'MB per node', series: series((r) => r.rssPerNodeMB, ''), yMin: 0 }));
+/** One line per mode, protocol, model and topology (a tiny-model or sparse point is not on the default curve). */
+const seriesKey = (r: RunResult): string =>
+  `${r.mode === 'procs' ? 'processes' : 'in process'} ${r.protocol}${r.config?.model === 'tiny' ? ' tiny' : ''}${r.topology !== 'full' ? ` ${r.topology}` : ''}`;
+
+/** The 2x2 figure of the grid: training and the rest of the round, wire bytes and peak RSS per node, vs N (log2). */
+function scaleFigureSpec(points: readonly RunResult[]): ReturnType<typeof panelsSpec> {
+  const keys = [...new Set(points.map(seriesKey))];
+  const series = (pick: (r: RunResult) => number | undefined) => keys.map((key) => ({
+    name: key,
+    dashed: key.startsWith('processes'),
+    points: points.filter((r) => seriesKey(r) === key).sort((a, b) => a.n - b.n).map((r) => [r.n, pick(r) ?? NaN] as [number, number]),
+  }));
+  const panel = (title: string, yLabel: string, pick: (r: RunResult) => number | undefined, yBytes = false) =>
+    lineChartSpec({ title, xLabel: 'nodes N', yLabel, series: series(pick), yMin: 0, yBytes, xLog2: true, width: 360, height: 220 });
+  return panelsSpec('bench:scale: cost per round vs N', [
+    panel('training per round (longest node)', 'seconds', (r) => r.meanRoundTrainMs / 1000),
+    panel('rest of the round (exchange, verification, eval)', 'seconds', (r) => r.meanRoundOtherMs / 1000),
+    panel('wire bytes sent per node per round', 'bytes', (r) => r.wireBytesPerNodePerRound?.sent, true),
+    panel('peak RSS per node', 'MB', (r) => r.rssPerNodeMB),
+  ]);
+}
+
+// A point stopped by --max-s has no round time to draw (its JSON says how far it got).
+const drawn = results.filter((r) => !r.timedOut);
+if (drawn.length) {
+  const svg = await renderSvg(scaleFigureSpec(drawn));
+  await writeFile(join(outDir, 'bench-scale.svg'), svg);
+  if (ASSETS) {
+    // The committed copy (README "Scale"): the figure and the document it was drawn from.
+    await mkdir(ASSETS, { recursive: true });
+    await writeFile(join(ASSETS, 'bench-scale.svg'), svg);
+    await writeFile(join(ASSETS, 'bench-scale.json'), JSON.stringify(doc, null, 1) + '\n');
+  }
 }
 process.stdout.write(JSON.stringify(doc) + '\n');
 log(`plots and JSON: ${outDir}`);

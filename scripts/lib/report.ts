@@ -102,21 +102,39 @@ export interface LineSeries {
   dashed?: boolean;
 }
 
-/** vega-lite spec of a generic line chart (benchmarks): integer x ticks, a bytes y axis with `yBytes`. */
-export function lineChartSpec(o: { title: string; xLabel: string; yLabel: string; series: LineSeries[]; yMin?: number; yBytes?: boolean }): TopLevelSpec {
+/**
+ * vega-lite spec of a generic line chart (benchmarks): integer x ticks, a bytes y axis with `yBytes`, a log2 x axis
+ * ticked at the data's x values with `xLog2`, and `width`/`height` (default 520 x 300).
+ */
+export function lineChartSpec(o: { title: string; xLabel: string; yLabel: string; series: LineSeries[]; yMin?: number; yBytes?: boolean; xLog2?: boolean; width?: number; height?: number }): TopLevelSpec {
   const rows = o.series.flatMap((s) => s.points.filter(([x, y]) => Number.isFinite(x) && Number.isFinite(y)).map(([x, y]) => ({ series: s.name, x, y, dashed: !!s.dashed })));
   return {
     $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
-    title: o.title, width: 520, height: 300, background: 'white',
+    title: o.title, width: o.width ?? 520, height: o.height ?? 300, background: 'white',
     data: { values: rows },
     mark: { type: 'line', point: true },
     encoding: {
-      x: { field: 'x', type: 'quantitative', title: o.xLabel, axis: { format: 'd', tickMinStep: 1 } },
+      x: o.xLog2
+        ? { field: 'x', type: 'quantitative', title: o.xLabel, scale: { type: 'log', base: 2 }, axis: { format: 'd', values: [...new Set(rows.map((r) => r.x))].sort((p, q) => p - q) } }
+        : { field: 'x', type: 'quantitative', title: o.xLabel, axis: { format: 'd', tickMinStep: 1 } },
       y: { field: 'y', type: 'quantitative', title: o.yLabel, scale: o.yMin !== undefined ? { domainMin: o.yMin } : { zero: false }, ...(o.yBytes ? { axis: { labelExpr: BYTES_LABEL.replace(/^indexof[^?]*\? '' : /, '') } } : {}) },
-      color: { field: 'series', type: 'nominal', title: null },
+      color: { field: 'series', type: 'nominal', title: null, legend: { labelLimit: 320 } },
       strokeDash: { field: 'dashed', type: 'nominal', legend: null, scale: { domain: [false, true], range: [[1, 0], [6, 4]] } },
     },
   } as TopLevelSpec;
+}
+
+/** vega-lite spec laying out `panels` (each a spec such as {@link lineChartSpec}'s, with its own data) in a grid of `columns`, under one title. */
+export function panelsSpec(title: string, panels: readonly TopLevelSpec[], columns = 2): TopLevelSpec {
+  const concat = panels.map((p) => {
+    const { $schema: _s, background: _b, ...rest } = p as unknown as Record<string, unknown>;
+    return rest;
+  });
+  return {
+    $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
+    title, background: 'white', columns, concat,
+    resolve: { scale: { color: 'shared' } },
+  } as unknown as TopLevelSpec;
 }
 
 /** Render a vega-lite spec to an SVG document string (headless, no canvas). */

@@ -6,7 +6,7 @@
 import test from 'ava';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { accuracyVsBytesSpec, accuracyVsRoundSpec, lineChartSpec, MEAN_SERIES, renderSvg, writeRunReport, type PlotRound } from '../../scripts/lib/report.ts';
+import { accuracyVsBytesSpec, accuracyVsRoundSpec, lineChartSpec, MEAN_SERIES, panelsSpec, renderSvg, writeRunReport, type PlotRound } from '../../scripts/lib/report.ts';
 import { tempDir } from '../temp-dirs.ts';
 
 const NODES = 3;
@@ -68,4 +68,17 @@ test('the benchmark line chart: one line per series, integer x ticks, a bytes y 
   t.is(linePaths(svg), 2);
   t.true(words.some((w) => / MB$/.test(w)), words.join('|'));
   t.false(words.some((w) => /^\d+\.\d+$/.test(w)), 'integer node counts on the x axis');
+});
+
+test('panels: one SVG with every panel title, a log2 x axis ticked at the data, a line per series per panel', async (t) => {
+  const series = [{ name: 'in process gossip', points: [[8, 2], [16, 5], [32, 9]] as [number, number][] }, { name: 'processes leader', dashed: true, points: [[8, 1], [16, 4]] as [number, number][] }];
+  const panel = (title: string): ReturnType<typeof lineChartSpec> => lineChartSpec({ title, xLabel: 'nodes N', yLabel: 'seconds', series, yMin: 0, xLog2: true, width: 300, height: 200 });
+  const svg = await renderSvg(panelsSpec('cost vs N', [panel('training'), panel('rest'), panel('wire'), panel('rss')]));
+  t.true(svg.startsWith('<svg'));
+  const words = texts(svg);
+  for (const w of ['cost vs N', 'training', 'rest', 'wire', 'rss', 'in process gossip', 'processes leader']) t.true(words.includes(w), w);
+  t.is(linePaths(svg), 4 * series.length);
+  const ticks = words.filter((w) => /^\d+$/.test(w)).map(Number);
+  for (const n of [8, 16, 32]) t.true(ticks.includes(n), `tick ${n}`);
+  t.false(ticks.includes(24), 'no linear tick between 16 and 32');
 });
