@@ -8,7 +8,7 @@ import test from 'ava';
 import { tinyVitOnnx } from '../../scripts/reference/onnx-fixtures.ts';
 import * as G from '../../src/graph/index.ts';
 import { prepareImport } from '../../src/model/onnx/import.ts';
-import { clsOnlyPlanOf, importedConfig, registerImportedGraph, runToExits } from '../../src/model/onnx/architecture.ts';
+import { clsOnlyPlanOf, importedConfig, registerImportedGraph } from '../../src/model/onnx/architecture.ts';
 import { architectureOf } from '../../src/model/architecture.ts';
 import { LAYERNORM_LINEAR_OP, fusedMatMuls } from '../../src/model/onnx/fuse-layernorm-linear.ts';
 import type { ImportedGraph } from '../../src/model/onnx/ir.ts';
