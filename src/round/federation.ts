@@ -286,7 +286,7 @@ export class Federation {
         if (this.accountant && this.cfg.dpNoise !== undefined) this.accountant.step(1, this.cfg.dpNoise, 1);
         this.trainer.loadParams(this.modelAtBudget(this.protocol.model()));
         const ev = await this.trainer.evaluate(this.test, this.testIdx);
-        // The head phase runs at the rate this round's local training started at: the schedule's position after the
+        // The personal phase runs at the rate this round's local training started at: the schedule's position after the
         // round is exactly 0 in the last round of a cosine schedule, which would leave the last personal steps idle.
         const personal = this.personal ? await this.personalPhase(lrOf(0)) : undefined;
         if (this.stopped) break;
