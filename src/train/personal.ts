@@ -13,8 +13,8 @@
  * global test set does not depend on the personal adapters, and the personal heads are purely local state.
  *
  * `--personal lora`: a private copy of the LoRA adapter and the exit heads (a second adapter next to the shared one):
- * Ditto's personal model v over every tensor the node trains. Method: Ditto (Li, Hu, Beirami & Smith, "Ditto: Fair and Robust Federated Learning
- * Through Personalization", ICML 2021). Each round, once the new global state w is applied, the node takes `steps`
+ * Ditto's personal model v over every tensor the node trains. Method: Ditto (Li, Hu, Beirami & Smith, "Ditto: Fair
+ * and Robust Federated Learning Through Personalization", ICML 2021). Each round, once the new global state w is applied, the node takes `steps`
  * local steps on its own shard on min_v F_k(v) + λ/2·||v − w||², starting from the v it kept from the previous round
  * (round 1 starts it at the global model); the gradient of the proximal term, λ(v − w), is added to every stepped
  * tensor's loss gradient before the optimizer step. The shared update (w's) is trained exactly as without personal
@@ -24,8 +24,8 @@
  * step length of w.
  *
  * The personal phase draws minibatches from a generator of its own and steps an AdamW of its own (bound to the
- * trainer's arrays of the personal tensors), so the shared training's order, optimizer state and update are exactly those of a run
- * without personal adapters.
+ * trainer's arrays of the personal tensors), so the shared training's order, optimizer state and update are exactly
+ * those of a run without personal adapters.
  */
 import type { Dataset } from '../data/index.ts';
 import { Rng } from '../util/rng.ts';
