@@ -138,13 +138,16 @@ export const INPROC_GOSSIP_REPAIR_MS = 5_000;
  * connection ends came in one burst every 10 s and, timing out on the busy loop, aborted healthy connections), and a
  * gossipsub heartbeat of 1 s up to 16 nodes, then N/16 s (mesh upkeep and IHAVE gossip of N meshes; messages
  * themselves are flood-published, so this is repair traffic only), a dial / upgrade / stream-negotiation deadline of
- * INPROC_DIAL_TIMEOUT_MS, and the gossipsub outbound-stream repair every INPROC_GOSSIP_REPAIR_MS.
+ * INPROC_DIAL_TIMEOUT_MS, and the gossipsub outbound-stream repair every INPROC_GOSSIP_REPAIR_MS. `fullMesh` (every node
+ * dials every other): membership heartbeats are not relayed (Mesh `relayHeartbeats: false`): the author's flood
+ * publish already reaches every member, and each relayed copy is a duplicate to frame, decrypt and drop.
  */
-export function inprocMeshOptions(n: number, o: { heartbeatMs?: number; memoryLatencyMs?: number } = {}): {
+export function inprocMeshOptions(n: number, o: { heartbeatMs?: number; memoryLatencyMs?: number; fullMesh?: boolean } = {}): {
   heartbeatIntervalMs: number; memberExpiryMs: number; memoryLatencyMs: number; connectionPingMs: number; gossipHeartbeatMs: number; dialTimeoutMs: number;
-  streamNegotiationTimeoutMs: number; gossipStreamRepairMs: number; loopYieldMs: number;
+  streamNegotiationTimeoutMs: number; gossipStreamRepairMs: number; loopYieldMs: number; relayHeartbeats: boolean;
 } {
   return {
+    relayHeartbeats: o.fullMesh !== true,
     dialTimeoutMs: INPROC_DIAL_TIMEOUT_MS,
     streamNegotiationTimeoutMs: INPROC_DIAL_TIMEOUT_MS,
     gossipStreamRepairMs: INPROC_GOSSIP_REPAIR_MS,
