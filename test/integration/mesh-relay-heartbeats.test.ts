@@ -22,9 +22,19 @@ test.serial('relay: false delivers to direct neighbours only; a relayed topic cr
   const relayed = got('relayed');
   const id = (m: typeof a): string => m.peerId.toString();
   await waitFor(() => a.topicPeers('direct').includes(id(b)) && b.topicPeers('direct').includes(id(c)) && b.topicPeers('relayed').includes(id(c)), 'topic peers');
+  // b forwards only to its gossipsub mesh peers, grafted on gossipsub heartbeats: publish relayed messages until one
+  // crosses b to c, so the forwarding path is known to work before the non-relayed message goes out.
+  let k = 0;
+  await waitFor(async () => {
+    if ((relayed.get(id(c)) ?? 0) > 0) return true;
+    await a.publish('relayed', new Uint8Array([4, 5, k++]));
+    await new Promise((r) => setTimeout(r, 300));
+    return false;
+  }, 'a relayed message crosses b to c');
+  const crossed = relayed.get(id(c))!;
   await a.publish('direct', new Uint8Array([1, 2, 3]));
-  await a.publish('relayed', new Uint8Array([4, 5, 6]));
-  await waitFor(() => relayed.get(id(c)) === 1, 'the relayed message crosses b to c');
+  await a.publish('relayed', new Uint8Array([7, 8, 9]));
+  await waitFor(() => relayed.get(id(c))! > crossed, 'the relayed message sent after it crosses b to c');
   await waitFor(() => direct.get(id(b)) === 1, 'the direct neighbour gets the non-relayed message');
   // A few gossipsub heartbeats (200 ms here) for any forward or IHAVE gossip to have reached c.
   await new Promise((r) => setTimeout(r, 1500));
