@@ -6,17 +6,19 @@
  *   train step including AdamW; ms/step, samples/s, the (b)/(a) ratio, batch-1 forward latency and peak RSS.
  * With --backbone <name> (a backbone in models/, e.g. one made by import-model) it times that backbone instead and,
  * in the same interleaved run, the LoRA step of the natively built vit-tiny (fresh weights, LoRA r=8 on q and v):
- * `nativeLoraStep` and `loraStepOverNative`. An imported backbone's LoRA sites are the ones chosen at import.
- * Every case is built first and then timed interleaved (ten rounds of steps/10 runs of each, after warm-up), so
- * that drift in the machine's speed during a run shifts all cases alike and the ratios stay comparable.
+ * `nativeLoraStep`, `loraStepOverNative` (ratio of the medians) and `loraStepOverNativePerRound`. An imported
+ * backbone's LoRA sites are the ones chosen at import. Every case is built first and then timed interleaved (ten
+ * rounds of a block of steps/10 runs of each, after warm-up, the order reversed every other round; a case's figure is
+ * the median of its blocks' means), so that drift in the machine's speed during a run shifts all cases alike and the
+ * ratios stay comparable. `spin`: whether onnxruntime's threads spin-wait (FMFL_ORT_SPIN=1; off by default).
  */
 import { basename } from 'node:path';
 import { Command } from 'commander';
-import { cpus } from 'node:os';
+import { cpus, loadavg } from 'node:os';
 import { buildInferGraph, IMAGES, type BuiltGraph } from '../src/model/graphs.ts';
 import { DEFAULT_LORA, VIT_TINY, backboneSpecs, exitSpecs, initWeights, type Weights } from '../src/model/vit.ts';
 import { architectureOf, trainableTensors } from '../src/model/architecture.ts';
-import { Session, ortVersion, type ExecutionProvider, type FeedValue } from '../src/runtime/index.ts';
+import { Session, ortVersion, spinDefault, type ExecutionProvider, type FeedValue } from '../src/runtime/index.ts';
 import { Trainer } from '../src/train/trainer.ts';
 import { loadDataset } from '../src/data/index.ts';
 
@@ -45,24 +47,27 @@ function median(xs: number[]): number {
 
 type Case = { runs: number; fn: () => Promise<unknown> };
 
-/** Median ms per call of each case, timed in interleaved rounds after 5 warm-up calls each. */
-async function timeInterleaved(cases: Record<string, Case>, rounds = 10): Promise<Record<string, number>> {
-  const samples: Record<string, number[]> = {};
+/**
+ * Times the cases interleaved: 5 warm-up calls each, then `rounds` rounds in which every case runs a block of
+ * runs/rounds calls, the order of the cases reversed every other round (so that no case always follows the same
+ * one). A case's figure is the median over rounds of its block's mean ms per call; `perRound` keeps the blocks.
+ */
+async function timeInterleaved(cases: Record<string, Case>, rounds = 10): Promise<{ ms: Record<string, number>; perRound: Record<string, number[]> }> {
+  const perRound: Record<string, number[]> = {};
   for (const [name, c] of Object.entries(cases)) {
-    samples[name] = [];
+    perRound[name] = [];
     for (let i = 0; i < 5; i++) await c.fn(); // warm-up (first runs allocate arenas)
   }
+  const order = Object.entries(cases);
   for (let r = 0; r < rounds; r++) {
-    for (const [name, c] of Object.entries(cases)) {
+    for (const [name, c] of r % 2 ? [...order].reverse() : order) {
       const per = Math.max(1, Math.round(c.runs / rounds));
-      for (let i = 0; i < per; i++) {
-        const t = performance.now();
-        await c.fn();
-        samples[name].push(performance.now() - t);
-      }
+      const t = performance.now();
+      for (let i = 0; i < per; i++) await c.fn();
+      perRound[name].push((performance.now() - t) / per);
     }
   }
-  return Object.fromEntries(Object.entries(samples).map(([k, v]) => [k, median(v)]));
+  return { ms: Object.fromEntries(Object.entries(perRound).map(([k, v]) => [k, median(v)])), perRound };
 }
 
 let cfg = VIT_TINY;
@@ -128,7 +133,8 @@ if (o.backbone) {
   trainers.native = tr;
   cases.native = { runs: steps, fn: () => tr.step(fm, idx) };
 }
-const ms = await timeInterleaved(cases);
+const loadStart = loadavg().map((x) => round(x));
+const { ms, perRound } = await timeInterleaved(cases);
 const fwdMs = ms.forward;
 const fwd1Ms = ms.forward1;
 const exit1Ms = ms.exit1;
@@ -151,11 +157,14 @@ const result = {
   forward: { msPerBatch: round(fwdMs), samplesPerSec: Math.round((batch * 1000) / fwdMs), batch1Ms: round(fwd1Ms, 3), exit1Batch1Ms: round(exit1Ms, 3) },
   loraStep: { msPerStep: round(lora.ms), samplesPerSec: Math.round((batch * 1000) / lora.ms) },
   fullStep: { msPerStep: round(full.ms), samplesPerSec: Math.round((batch * 1000) / full.ms) },
-  ...(native ? { nativeLoraStep: { config: 'vit-tiny', msPerStep: round(native.ms), samplesPerSec: Math.round((batch * 1000) / native.ms), params: native.params }, loraStepOverNative: round(lora.ms / native.ms, 3) } : {}),
+  ...(native ? { nativeLoraStep: { config: 'vit-tiny', msPerStep: round(native.ms), samplesPerSec: Math.round((batch * 1000) / native.ms), params: native.params }, loraStepOverNative: round(lora.ms / native.ms, 3), loraStepOverNativePerRound: perRound['lora+heads'].map((x, i) => round(x / perRound.native[i], 3)) } : {}),
   referenceForward: referenceMs === null ? null : { file: basename(o.reference!), msPerBatch: round(referenceMs), fmflOverReference: round(fwdMs / referenceMs) },
   ratioLoraStepToForward: round(lora.ms / fwdMs),
   ratioFullStepToForward: round(full.ms / fwdMs),
   peakRssMB: Math.round(process.resourceUsage().maxRSS / 1024),
+  spin: spinDefault(),
+  loadStart,
+  load: loadavg().map((x) => round(x)),
 };
 console.log(JSON.stringify(result, null, o.json ? 0 : 2));
 
