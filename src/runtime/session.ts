@@ -185,10 +185,10 @@ const CPU_ONLY: ort.InferenceSession.SessionOptions = { extra: { optimization: {
 /**
  * Whether intra-op threads spin-wait by default: only with env FMFL_ORT_SPIN=1. onnxruntime's own default (spin)
  * keeps every session's threads busy-waiting between parallel sections; on this project's loaded 2-vCPU machine
- * (other jobs, several sessions per process, a PyTorch process beside it) sleeping instead made the imported
- * ResNet's 2-thread LoRA step 7.6-10.9 ms instead of 15-45 ms and vit-tiny's 169 ms instead of 457 ms (separate
- * processes run back to back, load 5-12; README "Threads that sleep"). A dedicated machine may gain a little from
- * spinning: set FMFL_ORT_SPIN=1.
+ * (other jobs, several sessions per process, a PyTorch process beside it) sleeping made the LoRA steps 1.6-3.8x
+ * faster (imported ResNet 7.6 vs 15-29 ms, vit-tiny 101-206 vs 285-367 ms; README "Threads that sleep"). On a quiet
+ * machine spinning can be faster (ResNet 6.0 vs 7.5 ms at load 2; vit-tiny 35% when it was measured idle): set
+ * FMFL_ORT_SPIN=1 there.
  */
 export function spinDefault(): boolean {
   return process.env.FMFL_ORT_SPIN === '1';
