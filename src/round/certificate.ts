@@ -143,6 +143,18 @@ export class AttestationStore {
     return a.length >= need ? a : null;
   }
 
+  /** Hashes of `round` other than `not` that at least `need` distinct members attested, with their attestations. */
+  certifiedOthers(round: number, not: Uint8Array, need: number): { hash: Uint8Array; attestations: Attestation[] }[] {
+    const out: { hash: Uint8Array; attestations: Attestation[] }[] = [];
+    const skip = hex(not);
+    for (const [h, signers] of this.byRound.get(round) ?? []) {
+      if (h === skip || need < 1 || signers.size < need) continue;
+      const attestations = [...signers.values()];
+      out.push({ hash: attestations[0].newHash, attestations });
+    }
+    return out;
+  }
+
   /** The newest round above `above` with a certified hash (at least `need` distinct signers), or null. */
   newestCertified(above: number, need: number): { round: number; attestations: Attestation[] } | null {
     let best: { round: number; attestations: Attestation[] } | null = null;

@@ -48,6 +48,8 @@ export class LeaderCore {
   readonly noted = new WeakSet<ReceivedGlobal>();
   /** Publishers found faulty per round. */
   readonly faulty = new Map<number, Set<string>>();
+  /** When replaceUncertified last tried each version (leader-sync.ts). */
+  readonly replaceTried = new Map<number, number>();
   readonly attestations = new AttestationStore();
   /** The newest state this node holds with a certificate (what `round.state` serves). */
   certified: { state: GlobalState; cert: Attestation[] } | null;

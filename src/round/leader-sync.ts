@@ -157,15 +157,18 @@ export async function gatherInputs(c: LeaderCore, g: ReceivedGlobal): Promise<Mo
  * Pull `peer`'s certified state if it is ahead; true if adopted. Refused: no valid certificate (a majority of
  * distinct roster attestations over its hash), past the last round, or not ahead.
  */
-export async function syncFrom(c: LeaderCore, peer: string): Promise<boolean> {
+export async function syncFrom(c: LeaderCore, peer: string, replace?: Uint8Array): Promise<boolean> {
   try {
-    const body = StateRequest.encode({ version: ROUND_WIRE_VERSION, haveVersion: BigInt(c.state.version) });
+    // With `replace` (replaceUncertified): this node's own version is also taken, but only with exactly that hash.
+    const have = replace ? c.state.version - 1 : c.state.version;
+    const body = StateRequest.encode({ version: ROUND_WIRE_VERSION, haveVersion: BigInt(have) });
     const res = StateResponse.decode(await c.ctx.mesh.request(peer, STATE_METHOD, body, { timeoutMs: STATE_PULL_TIMEOUT_MS, maxResponseBytes: MAX_PULL_BYTES }), {
       limits: { certificate: MAX_CERTIFICATE_ENTRIES },
     });
     if (res.version !== ROUND_WIRE_VERSION || res.hash.length !== 32) return false;
     const version = Number(res.globalVersion);
-    if (!Number.isSafeInteger(version) || version <= c.state.version) return false;
+    if (!Number.isSafeInteger(version) || version <= have) return false;
+    if (version === c.state.version && !(replace && sameHash(res.hash, replace))) return false;
     if (c.opts.maxRounds !== undefined && version > c.opts.maxRounds) {
       c.refuse(VerifyRefusal.PAST_LAST_ROUND, { from: peer, version, maxRounds: c.opts.maxRounds });
       return false;
@@ -176,7 +179,7 @@ export async function syncFrom(c: LeaderCore, peer: string): Promise<boolean> {
       return false;
     }
     const st = decodeState(res.state, c.ctx.manifest, res.hash, c.ctx.federation);
-    if (st.version !== version || st.version <= c.state.version) return false;
+    if (st.version !== version || st.version <= have) return false;
     c.down.add(c.state.version + 1, res.state.byteLength);
     c.ctx.logger.info({ from: peer, version: st.version, certifiedBy: res.certificate.length }, 'pulled certified global state');
     // Only the checked entries: anything else a responder put in its certificate (other rounds, other hashes, bad
@@ -237,6 +240,31 @@ export async function pullCertifiedAhead(c: LeaderCore): Promise<boolean> {
   c.ctx.logger.info({ version: c.state.version, certified: ahead.round, signers: ahead.attestations.length }, 'a version ahead is certified: pulling it');
   for (const a of ahead.attestations) {
     if (a.signer !== c.ctx.selfId && (await syncFrom(c, a.signer))) return true;
+  }
+  return false;
+}
+
+/**
+ * A fork of this node's own version: it applied a verified global that the federation did not certify, and a roster
+ * majority certified another hash of that version. Under load two leaders' slots open at different times on
+ * different members' clocks (rank 0 late, rank 1 already leading): each global verifies, members split between them,
+ * and only one can gather a majority (measured at 64 in-process nodes: 19 of 64 ended round 3 on the other hash).
+ * The certified one is the federation's state: pull it from its signers (its certificate is checked again, like any
+ * state pull). In the middle of a run the next round's certified state would also move this node; after the last
+ * round nothing else would. At most once per version and leader timeout. True if replaced.
+ */
+export async function replaceUncertified(c: LeaderCore): Promise<boolean> {
+  const v = c.state.version;
+  if (v === 0 || c.certificateOf(v, c.state.hash)) return false;
+  const other = c.attestations.certifiedOthers(v, c.state.hash, c.certNeed())[0];
+  if (!other) return false;
+  const now = Date.now();
+  if (now - (c.replaceTried.get(v) ?? -Infinity) < c.opts.leaderTimeoutMs) return false;
+  c.replaceTried.set(v, now);
+  c.ctx.logger.warn({ version: v, mine: hex(c.state.hash).slice(0, 12), certified: hex(other.hash).slice(0, 12), signers: other.attestations.length },
+    'this node applied a global the federation did not certify; a roster majority certified another state of this version: pulling it');
+  for (const a of other.attestations) {
+    if (a.signer !== c.ctx.selfId && (await syncFrom(c, a.signer, other.hash))) return true;
   }
   return false;
 }

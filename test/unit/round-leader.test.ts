@@ -502,3 +502,30 @@ test.serial('with every attestation lost on gossip, members pull them (round.att
     t.true(await checkCertificate(cert, ROUNDS, Buffer.from(final, 'hex'), 3, FED, (p) => f.ids.includes(p)), `node ${n.i} holds a roster-majority certificate of the final state`);
   }
 });
+
+test.serial("members split between two verified globals of the last round (rank 0's, without a late update, reached one member only): that member replaces its uncertified state with the certified one; all end on one state", async (t) => {
+  const ids = (await fakeMeshes(N, { federation: FED })).ids;
+  const order = leaderOrder(FED, ROUNDS, ids);
+  const [l0, split, late] = [ids.indexOf(order[0]), ids.indexOf(order[2]), ids.indexOf(order[3])];
+  const dropRank0 = dropping(GLOBAL_TOPIC, (p) => { const g = GlobalUpdate.decode(p); return g.round === BigInt(ROUNDS) && g.leaderRank === 0; });
+  const f = await federation({ opts: FAST, everyPort: (port) => (port.selfId === ids[split] ? port : dropRank0(port)) });
+  try {
+    // The late member sends its last update only once the split member applied rank 0's global (which lacks it);
+    // rank 1, whose slot opens a leader timeout later, aggregates it too: two verified globals, two hashes.
+    const loops = f.nodes.map(async (n) => {
+      await runNode(n, ROUNDS, n.i === late ? async (r) => { if (r === ROUNDS) await until(() => f.nodes[split].proto.round >= ROUNDS); } : undefined);
+      await n.proto.finish();
+    });
+    await within(Promise.all(loops), 90_000, 'the rounds did not complete');
+  } finally {
+    await stop(f);
+  }
+  const last = f.nodes[split].outcomes[ROUNDS - 1];
+  t.is(last.leader, ids[l0], "the split member applied rank 0's global of the last round (verified, never certified)");
+  t.false(last.contributors.includes(ids[late]));
+  t.not(f.nodes[split].hashes[ROUNDS - 1], f.nodes[late].hashes[ROUNDS - 1], 'so it held another state of that version than the federation');
+  const finals = new Set(f.nodes.map((n) => hashOf(n)));
+  t.is(finals.size, 1, 'after finish every member holds the one certified final state');
+  t.is(hashOf(f.nodes[split]), f.nodes[late].hashes[ROUNDS - 1], 'the certified one');
+  t.is(f.nodes[split].proto.round, ROUNDS);
+});
