@@ -2,7 +2,8 @@
  * Heterogeneous fleets for the simulator: `--fleet 4:edge,4:full` names groups of nodes whose budgets come from the
  * node profiles `nodes/fleet-<group>.json` (or `nodes/<group>.json`), the one place a group is defined: the budget
  * keys of their `fl` part (maxDepth, rank, globalRank; budget and roundSeconds for a group that sizes itself with
- * `--budget auto`, whose maxDepth and rank are then bounds).
+ * `--budget auto`, whose maxDepth and rank are then bounds) and, for benchmarks, `emulateSlowdown` (a group that
+ * emulates a slower device, e.g. nodes/fleet-edge-slow.json).
  */
 import { existsSync } from 'node:fs';
 import { resolveNodeConfig } from '../../src/node/config.ts';
@@ -14,6 +15,8 @@ export interface GroupBudget {
   globalRank?: number;
   budget?: 'fixed' | 'auto';
   roundSeconds?: number;
+  /** `--emulate-slowdown` of the group's nodes (benchmark emulation of a slower device). */
+  emulateSlowdown?: number;
 }
 
 export interface FleetGroup {
@@ -40,6 +43,7 @@ export async function parseFleet(spec: string, dir = 'nodes'): Promise<FleetGrou
     if (fl.globalRank !== undefined) budget.globalRank = fl.globalRank;
     if (fl.budget === 'auto') budget.budget = 'auto';
     if (fl.roundSeconds !== undefined) budget.roundSeconds = fl.roundSeconds;
+    if (fl.emulateSlowdown !== undefined && fl.emulateSlowdown !== 1) budget.emulateSlowdown = fl.emulateSlowdown;
     groups.push({ name: m[2], count: Number(m[1]), profile, budget, ...(fl.aggregator !== undefined ? { aggregator: fl.aggregator } : {}) });
   }
   if (groups.length === 0) throw new Error('--fleet names no group');

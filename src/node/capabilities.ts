@@ -54,6 +54,8 @@ export interface MeasureOptions {
   device?: 'cpu' | 'cuda' | 'auto';
   steps?: number;
   forwards?: number;
+  /** `--emulate-slowdown`: the measured training steps are slowed down like the node's own (TrainerOptions.slowdown). */
+  slowdown?: number;
   /** Latency already calibrated (the checkpoint a node serves): the backbone's is then not measured again. */
   latency?: ExitLatency | null;
 }
@@ -67,7 +69,7 @@ export function measureOptionsOf(cfg: NodeConfig): MeasureOptions {
 /** The measurement's options from `fl` settings alone (the in-process simulator's nodes have no node config). */
 export function measureOptionsOfFl(input: unknown): MeasureOptions {
   const fl = FederationConfigSchema.partial().parse(input ?? {});
-  return { backbone: fl.backbone, backboneDir: fl.backboneDir, rank: fl.rank, loraAlpha: fl.loraAlpha, loraTargets: fl.loraTargets, batch: fl.batch, threads: fl.threads, device: fl.device };
+  return { backbone: fl.backbone, backboneDir: fl.backboneDir, rank: fl.rank, loraAlpha: fl.loraAlpha, loraTargets: fl.loraTargets, batch: fl.batch, threads: fl.threads, device: fl.device, slowdown: fl.emulateSlowdown };
 }
 
 function syntheticData(n: number, channels: number, size: number, classes: number, seed: number): Dataset {
@@ -90,7 +92,7 @@ export async function measureCapabilities(o: MeasureOptions = {}): Promise<Measu
   const steps = o.steps ?? MEASURE_TRAIN_STEPS;
   const heads = exitTensorNames(bb.cfg);
   const weights = new Map([...bb.weights].filter(([k]) => !heads.has(k)));
-  const trainer = await Trainer.create({ cfg: bb.cfg, lora, norm: bb.input, trainableSet: 'lora+heads', weights, batch, seed: 1, threads: o.threads, provider: o.device, optimizer: { kind: 'adamw', lr: 1e-3, weightDecay: 0.01 } });
+  const trainer = await Trainer.create({ cfg: bb.cfg, lora, norm: bb.input, trainableSet: 'lora+heads', weights, batch, seed: 1, threads: o.threads, provider: o.device, optimizer: { kind: 'adamw', lr: 1e-3, weightDecay: 0.01 }, slowdown: o.slowdown });
   let trainThroughput: number;
   let device: 'cpu' | 'cuda';
   try {

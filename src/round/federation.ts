@@ -54,7 +54,13 @@ export interface RoundMetrics {
   bytesDown: number;
   /** Bytes of this node's own update in the round. */
   updateBytes: number;
+  /** Local steps trained this round (`--local-steps`, or its `--local-steps-auto` share). */
+  localSteps?: number;
+  /** Training samples/s this node advertises (measured at start; 0: not measured). */
+  trainThroughput?: number;
   trainMs: number;
+  /** Evaluation of the round's model on the test slice (ms). */
+  evalMs?: number;
   roundMs: number;
   consensusDistance?: number;
   epsilon?: number;
@@ -161,8 +167,9 @@ export class Federation {
     const trainer = await Trainer.create({
       cfg: modelCfg, lora, norm: bb.input, trainableSet: cfg.trainable as TrainableSet, weights, batch: cfg.batch, seed: cfg.modelSeed, maxDepth: cfg.maxDepth,
       optimizer: { kind: 'adamw', lr: cfg.lr, weightDecay: cfg.weightDecay }, protoWeight: cfg.protoWeight, logitAdjust: cfg.logitAdjust,
-      distillWeight: cfg.distill, distillTemperature: cfg.distillTemperature, threads: cfg.threads, provider: cfg.device, logger: opts.logger,
+      distillWeight: cfg.distill, distillTemperature: cfg.distillTemperature, threads: cfg.threads, provider: cfg.device, logger: opts.logger, slowdown: cfg.emulateSlowdown,
     });
+    if (cfg.emulateSlowdown > 1) opts.logger.warn({ emulateSlowdown: cfg.emulateSlowdown }, `--emulate-slowdown ${cfg.emulateSlowdown}: training is slowed down ${cfg.emulateSlowdown}x on purpose (a benchmark's emulated slow device)`);
     if (cfg.logitAdjust) {
       const counts = new Array<number>(modelCfg.classes).fill(0);
       for (const i of shard) counts[train.labels[i]]++;
@@ -285,7 +292,9 @@ export class Federation {
         const outcome = await this.protocol.exchange({ tensors: this.trainer.snapshot(), prototypes, sampleCount: this.shard.length, budget: this.budget });
         if (this.accountant && this.cfg.dpNoise !== undefined) this.accountant.step(1, this.cfg.dpNoise, 1);
         this.trainer.loadParams(this.modelAtBudget(this.protocol.model()));
+        const te = performance.now();
         const ev = await this.trainer.evaluate(this.test, this.testIdx);
+        const evalMs = performance.now() - te;
         // The personal phase runs at the rate this round's local training started at: the schedule's position after the
         // round is exactly 0 in the last round of a cosine schedule, which would leave the last personal steps idle.
         const personal = this.personal ? await this.personalPhase(lrOf(0)) : undefined;
@@ -294,7 +303,7 @@ export class Federation {
           node: this.mesh.peerId.toString(), round: outcome.round, version: this.protocol.round, hash: this.stateHash().slice(0, 16),
           protocol: this.protocol.name, via: outcome.via, leader: outcome.leader, contributors: outcome.contributors.length,
           trainLoss, accuracy: ev.accuracy, ensembleAccuracy: ev.ensembleAccuracy, bytesUp: outcome.bytesUp, bytesDown: outcome.bytesDown, updateBytes: outcome.updateBytes ?? outcome.bytesUp,
-          trainMs: Math.round(trainMs), roundMs: Math.round(performance.now() - t0), consensusDistance: outcome.consensusDistance,
+          localSteps: steps, trainThroughput: this.mesh.membership.getCapabilities().trainThroughput, trainMs: Math.round(trainMs), evalMs: Math.round(evalMs), roundMs: Math.round(performance.now() - t0), consensusDistance: outcome.consensusDistance,
           epsilon: this.accountant ? this.accountant.epsilon(this.cfg.dpDelta) : undefined,
           ...(personal ? { personal } : {}),
         };

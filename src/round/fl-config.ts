@@ -104,6 +104,7 @@ export const FL_KNOBS = {
   serverLrDecay: knob(z.boolean().default(false), { flag: '--server-lr-decay', help: 'decay --server-lr over the rounds to 1 (cosine)' }),
   // round
   quorum: knob(z.number().gt(0).max(1).optional(), { flag: '--quorum', arg: '<x>', defaultText: 'a roster majority', help: 'leader: fewest contributions a round closes with, as a fraction of the roster' }),
+  deadline: knob(z.enum(['adaptive', 'fixed']).default('adaptive'), { flag: '--deadline', arg: '<d>', help: 'leader: adaptive: the leader waits p90 of recent update arrival delays x 2, within [2 s, --round-timeout-ms]; fixed: always --round-timeout-ms; either way a round closes as soon as every member sent (README: Heterogeneous fleets)' }),
   roundTimeoutMs: knob(z.number().int().min(100).max(3_600_000).default(60_000), { flag: '--round-timeout-ms', arg: '<ms>', help: 'leader: the most a leader waits for updates (cap of the adaptive deadline)' }),
   committee: knob(z.number().int().min(0).max(1024).default(0), { flag: '--committee', arg: '<c>', help: 'leader: only the first c ranks of each round (a verifying committee; c is 0 or at least 3, and tolerates floor((c-1)/2) liars on it) pull every update and recompute the step; the others take the step over round.step and apply it only with the attestations of a committee majority (weaker trust: protocols/round.md "Verifying committee"); 0 = every member verifies' }),
   leaderTimeoutMs: knob(z.number().int().min(100).max(3_600_000).default(15_000), { flag: '--leader-timeout-ms', arg: '<ms>', help: 'leader: backup k takes over after k times this' }),
@@ -120,6 +121,7 @@ export const FL_KNOBS = {
   testSlice: knob(z.number().int().min(1).max(100_000).default(1000), { flag: '--test-slice', arg: '<n>', help: 'test images evaluated each round (a strided slice of the test split)' }),
   finalEval: knob(z.boolean().default(false), { flag: '--final-eval', help: 'after the last round, evaluate on the whole test split' }),
   threads: knob(z.number().int().min(1).max(256).optional(), { flag: '--threads', arg: '<n>', defaultText: 'cores (simulator: cores / nodes)', help: 'onnxruntime threads' }),
+  emulateSlowdown: knob(z.number().min(1).max(100).default(1), { flag: '--emulate-slowdown', arg: '<f>', help: "benchmarks only: emulate a node f times slower at training: after each local step, and each step of the start-up speed measurement, it sleeps (f - 1) x the step's measured compute time (1: off; README: Heterogeneous fleets)" }),
   device: knob(z.enum(['cpu', 'cuda', 'auto']).default('cpu'), { flag: '--device', arg: '<d>', help: 'execution provider (auto: CUDA if it loads, else CPU with one log line)' }),
 } as const;
 
@@ -206,6 +208,7 @@ export function roundOptionsOf(cfg: FederationConfig): RoundOptions {
     aggregator: cfg.aggregator, aggregatorOptions: definedOnly({ weighting: cfg.tensorWeighting === 'depth' && cfg.dpClip === undefined ? ('depth' as const) : undefined, serverLr: cfg.serverLr, serverMomentum: cfg.serverMomentum, targetRank: cfg.trainable === 'lora+heads' ? (cfg.globalRank ?? cfg.rank) : undefined }),
     serverLrDecay: cfg.serverLrDecay ? { rounds: cfg.rounds } : undefined, quorum: cfg.quorum, maxRounds: cfg.rounds, roundTimeoutMs: cfg.roundTimeoutMs, leaderTimeoutMs: cfg.leaderTimeoutMs,
     committee: cfg.committee > 0 ? cfg.committee : undefined,
+    minRoundTimeoutMs: cfg.deadline === 'fixed' ? cfg.roundTimeoutMs : undefined,
     gossipGamma: cfg.gossipGamma, gossipMomentum: cfg.gossipMomentum,
     dp: cfg.dpClip !== undefined ? { clipNorm: cfg.dpClip, noiseMultiplier: cfg.dpNoise! } : undefined,
     secagg: cfg.secagg ? { clip: cfg.secaggClip } : undefined,

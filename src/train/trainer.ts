@@ -12,6 +12,7 @@ import { AdamW, SGD, type Optimizer, type OptimizerState } from './optim.ts';
 import { ConfigError, FmflError } from '../util/errors.ts';
 import { Rng } from '../util/rng.ts';
 import type { Logger } from '../util/log.ts';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 export type OptimizerConfig =
   | { kind: 'adamw'; lr: number; weightDecay?: number; betas?: [number, number] }
@@ -49,6 +50,12 @@ export interface TrainerOptions {
   maxDepth?: number;
   /** Clip gradients to this global L2 norm (off by default). */
   clipNorm?: number;
+  /**
+   * Benchmark emulation of a slower device (`--emulate-slowdown`): after each step of trainSteps, sleep
+   * (slowdown − 1) × the step's measured wall time, so training runs this many times slower whatever the machine's
+   * load. 1 (the default): off. Finite, in [1, MAX_EMULATED_SLOWDOWN].
+   */
+  slowdown?: number;
   /** Per-channel input normalisation (the backbone's input spec; default mean 0.5, std 0.5). */
   norm?: Normalization;
   /**
@@ -104,6 +111,17 @@ export class TrainingError extends FmflError {
   }
 }
 
+/** The largest `slowdown` a trainer accepts (TrainerOptions.slowdown; the `--emulate-slowdown` schema bound). */
+export const MAX_EMULATED_SLOWDOWN = 100;
+
+/**
+ * The pause after a training step of `stepMs` that makes it `slowdown` times slower (TrainerOptions.slowdown):
+ * (slowdown − 1) × stepMs, so the step's compute plus the pause take slowdown × stepMs.
+ */
+export function emulatedPauseMs(slowdown: number, stepMs: number): number {
+  return slowdown > 1 && stepMs > 0 ? (slowdown - 1) * stepMs : 0;
+}
+
 export class Trainer {
   readonly cfg: VitConfig;
   readonly lora: LoraConfig | null;
@@ -120,6 +138,8 @@ export class Trainer {
   readonly frozen: Weights;
   readonly optimizer: Optimizer;
   readonly protoWeight: number;
+  /** Emulated slowdown of training steps (TrainerOptions.slowdown; 1: off). */
+  readonly slowdown: number;
   private readonly trainSession: Session;
   private readonly evalSession: Session;
   private readonly rng: Rng;
@@ -136,9 +156,10 @@ export class Trainer {
   private constructor(o: {
     cfg: VitConfig; lora: LoraConfig | null; set: TrainableSet; batch: number; evalBatch: number; params: Weights; specs: ParamSpec[]; depth: number; trainedSpecs: ParamSpec[];
     frozen: Weights; optimizer: Optimizer; train: Session; evalS: Session; seed: number; protoWeight: number; logitAdjust: boolean;
-    norm?: Normalization;
+    norm?: Normalization; slowdown: number;
   }) {
     if (o.norm) this.norm = o.norm;
+    this.slowdown = o.slowdown;
     this.cfg = o.cfg;
     this.lora = o.lora;
     this.trainableSet = o.set;
@@ -171,6 +192,8 @@ export class Trainer {
     const evalBatch = opts.evalBatch ?? 250;
     if (!Number.isInteger(batch) || batch < 1 || batch > 4096) throw new ConfigError('batch must be an integer in 1..4096');
     if (!Number.isInteger(evalBatch) || evalBatch < 1 || evalBatch > 4096) throw new ConfigError('evalBatch must be an integer in 1..4096');
+    const slowdown = opts.slowdown ?? 1;
+    if (!Number.isFinite(slowdown) || slowdown < 1 || slowdown > MAX_EMULATED_SLOWDOWN) throw new ConfigError(`slowdown (--emulate-slowdown) must be a number in [1, ${MAX_EMULATED_SLOWDOWN}], got ${slowdown}`);
     const seed = opts.seed ?? 0;
     const specs = trainableTensors(cfg, set, lora);
     const depth = opts.maxDepth ?? cfg.depth;
@@ -209,7 +232,7 @@ export class Trainer {
       oc.kind === 'adamw'
         ? new AdamW(stepped, { lr: oc.lr, weightDecay: oc.weightDecay ?? 0.01, betas: oc.betas, ...clip })
         : new SGD(stepped, { lr: oc.lr, momentum: oc.momentum ?? 0.9, weightDecay: oc.weightDecay ?? 0, nesterov: oc.nesterov, ...clip });
-    return new Trainer({ cfg, lora, set, batch, evalBatch, params, specs, depth, trainedSpecs, frozen, optimizer, train, evalS, seed, protoWeight, logitAdjust: !!opts.logitAdjust, norm: opts.norm });
+    return new Trainer({ cfg, lora, set, batch, evalBatch, params, specs, depth, trainedSpecs, frozen, optimizer, train, evalS, seed, protoWeight, logitAdjust: !!opts.logitAdjust, norm: opts.norm, slowdown });
   }
 
   /**
@@ -309,7 +332,9 @@ export class Trainer {
         (scope?.rng ?? this.rng).shuffle(order);
         pos = 0;
       }
+      const ts = this.slowdown > 1 ? performance.now() : 0;
       const { loss } = await this.step(ds, order.subarray(pos * this.batch, (pos + 1) * this.batch), scope);
+      if (this.slowdown > 1) await sleep(emulatedPauseMs(this.slowdown, performance.now() - ts));
       pos++;
       sum += loss;
       done++;

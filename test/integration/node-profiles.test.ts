@@ -21,7 +21,7 @@ const positive = (v: unknown): boolean => typeof v === 'number' && Number.isFini
 
 test('every profile in nodes/ parses, its fl section is a valid federation config, and nothing measured is declared', async (t) => {
   const files = (await readdir('nodes')).filter((f) => f.endsWith('.json')).sort();
-  t.deepEqual(files, ['edge-small.json', 'fl-site.json', 'fleet-auto.json', 'fleet-edge.json', 'fleet-full.json', 'laptop-cpu.json', 'workstation-gpu.json']);
+  t.deepEqual(files, ['edge-small.json', 'fl-site.json', 'fleet-auto.json', 'fleet-edge-slow.json', 'fleet-edge.json', 'fleet-full.json', 'laptop-cpu.json', 'workstation-gpu.json']);
   for (const f of files) {
     const raw = JSON.parse(await readFile(join('nodes', f), 'utf8')) as { capabilities?: Record<string, unknown> };
     t.false('device' in (raw.capabilities ?? {}), `${f}: device is measured`);
@@ -30,7 +30,7 @@ test('every profile in nodes/ parses, its fl section is a valid federation confi
     t.true(cfg.measureCapabilities, f);
     if (cfg.fl) t.notThrows(() => FederationConfigSchema.parse(cfg.fl), f);
   }
-  const train = ['fl-site.json', 'fleet-auto.json', 'fleet-edge.json', 'fleet-full.json', 'laptop-cpu.json', 'workstation-gpu.json'];
+  const train = ['fl-site.json', 'fleet-auto.json', 'fleet-edge-slow.json', 'fleet-edge.json', 'fleet-full.json', 'laptop-cpu.json', 'workstation-gpu.json'];
   for (const f of train) t.truthy((await resolveNodeConfig({ file: join('nodes', f) })).fl, `${f} trains`);
   const edge = await resolveNodeConfig({ file: 'nodes/edge-small.json' });
   t.is(edge.fl, undefined, 'the edge profile does not train');
