@@ -59,6 +59,12 @@ export class TorchLikeOnnx {
     return this.one(scope, 'Constant', [], { value: { tensor: t } });
   }
 
+  /** A Constant node holding a 1-D float32 tensor. */
+  f32s(scope: string, values: number[]): string {
+    const t = onnx.TensorProto.create({ dims: [values.length], dataType: FLOAT, rawData: bytes(Float32Array.from(values)) });
+    return this.one(scope, 'Constant', [], { value: { tensor: t } });
+  }
+
   /** A float initializer with values drawn uniformly from [-bound, bound] (or filled with `fill`). */
   weight(name: string, shape: number[], bound: number, fill?: number): string {
     const n = shape.reduce((a, b) => a * b, 1);
@@ -232,6 +238,11 @@ export interface TinyResNetOptions {
   seed?: number;
   /** The stem's pooling: `max` (MaxPool, default) or `avg` (AveragePool 3x3 / 2, padded, count_include_pad=1). */
   pool?: 'max' | 'avg';
+  /**
+   * A Resize after the stem's pooling (as F.interpolate exports it: roi empty, constant scales or sizes for all four
+   * axes): `mode`, `transform` (coordinate_transformation_mode), `nearest` (nearest_mode).
+   */
+  resize?: { mode: 'nearest' | 'linear' | 'cubic'; transform: string; nearest?: string; scales?: number[]; sizes?: number[] };
 }
 
 /** A ResNet-like CNN exported like torch.onnx.export with BatchNorm kept (see the module comment). */
@@ -256,6 +267,12 @@ export function tinyResNetOnnx(o: TinyResNetOptions = {}): Uint8Array {
   x = o.pool === 'avg'
     ? w.one('/avgpool', 'AveragePool', [x], { ceil_mode: 0, count_include_pad: 1, kernel_shape: [3, 3], pads: [1, 1, 1, 1], strides: [2, 2] })
     : w.one('/maxpool', 'MaxPool', [x], { ceil_mode: 0, kernel_shape: [3, 3], pads: [1, 1, 1, 1], strides: [2, 2] });
+  if (o.resize) {
+    const r = o.resize;
+    const attrs: Record<string, Attr> = { mode: r.mode, coordinate_transformation_mode: r.transform, ...(r.nearest ? { nearest_mode: r.nearest } : {}) };
+    const scales = r.scales ? w.f32s('/Resize', r.scales) : '';
+    x = w.one('', 'Resize', r.sizes ? [x, '', '', w.i64('/Resize', r.sizes)] : [x, '', scales], attrs);
+  }
   for (let i = 0; i < blocks; i++) {
     const p = `/layer1/layer1.${i}`;
     const q = `layer1.${i}`;

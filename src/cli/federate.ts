@@ -56,7 +56,7 @@ export async function runFederation(
   opts: { metrics?: string; progress?: boolean } = {},
 ): Promise<{ rounds: RoundMetrics[]; stoppedBy?: string }> {
   const t0 = performance.now();
-  const budget = await resolveAutoBudget(fl, node.measured);
+  const budget = await resolveAutoBudget(fl, node.measured, node.config.stateDir ? `${node.config.stateDir}/${CHECKPOINT_FILE}` : undefined);
   if (budget.pick) {
     const p = budget.pick;
     node.log.debug({ depth: p.depth, rank: p.rank, outcome: p.outcome, stepSeconds: p.stepSeconds, trainSeconds: p.trainSeconds, depthModel: p.depthModel }, 'budget auto');

@@ -43,12 +43,18 @@ export function pipelinedLatency<T>(source: AsyncIterable<T>, latencyMs: number)
     let head = 0;
     let wake: (() => void) | undefined;
     let ended = false;
+    let stopped = false;
     let failed = false;
     let failure: unknown;
+    const it = source[Symbol.asyncIterator]();
     void (async () => {
       try {
-        for await (const chunk of source) {
-          q.push({ chunk, due: performance.now() + latencyMs });
+        // Stops reading once the consumer is gone (its return(): the connection closed on this side), so the queue
+        // does not keep filling until the remote end closes.
+        while (!stopped) {
+          const r = await it.next();
+          if (r.done || stopped) break;
+          q.push({ chunk: r.value, due: performance.now() + latencyMs });
           wake?.();
         }
       } catch (err) {
@@ -59,24 +65,32 @@ export function pipelinedLatency<T>(source: AsyncIterable<T>, latencyMs: number)
         wake?.();
       }
     })();
-    for (;;) {
-      if (head === q.length) {
-        q.length = 0;
-        head = 0;
-        if (failed) throw failure;
-        if (ended) return;
-        await new Promise<void>((r) => (wake = r));
-        wake = undefined;
-        continue;
+    try {
+      for (;;) {
+        if (head === q.length) {
+          q.length = 0;
+          head = 0;
+          if (failed) throw failure;
+          if (ended) return;
+          await new Promise<void>((r) => (wake = r));
+          wake = undefined;
+          continue;
+        }
+        // Timers fire on a ms clock, up to 1 ms before performance.now() says they are due: every chunk due within
+        // 1 ms goes with this timer.
+        await new Promise((r) => setTimeout(r, Math.max(0, q[head].due - performance.now())));
+        const now = performance.now() + 1;
+        while (head < q.length && q[head].due <= now) {
+          const { chunk } = q[head];
+          q[head++] = undefined as unknown as { chunk: T; due: number };
+          yield chunk;
+        }
       }
-      // Timers fire on a ms clock, up to 1 ms before performance.now() says they are due: every chunk due within
-      // 1 ms goes with this timer.
-      await new Promise((r) => setTimeout(r, Math.max(0, q[head].due - performance.now())));
-      const now = performance.now() + 1;
-      while (head < q.length && q[head].due <= now) {
-        const { chunk } = q[head];
-        q[head++] = undefined as unknown as { chunk: T; due: number };
-        yield chunk;
+    } finally {
+      if (!ended) {
+        stopped = true;
+        q.length = 0;
+        void Promise.resolve(it.return?.()).catch(() => undefined);
       }
     }
   })();

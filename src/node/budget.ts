@@ -4,7 +4,9 @@
  * `globalRank` set to the pick (`globalRank` keeps the federation's rank: the configured `--global-rank`, else the
  * rank bound), and `budget: 'fixed'` so the federation trains exactly that.
  */
+import { existsSync } from 'node:fs';
 import { loadBackboneShared } from '../model/backbone.ts';
+import { loadCheckpoint } from '../model/checkpoint.ts';
 import { checkFederationConfig } from '../round/fl-config.ts';
 import { pickBudget, type BudgetPick } from '../round/budget-auto.ts';
 import type { MeasuredCapabilities } from './capabilities.ts';
@@ -16,7 +18,9 @@ export const RANK_HETEROGENEOUS_AGGREGATORS: readonly string[] = ['hetlora-zero'
  * Resolve `budget: 'auto'` in `fl` (unchanged when it is not auto). @throws ConfigError on invalid settings
  * (e.g. auto without `roundSeconds`).
  */
-export async function resolveAutoBudget(fl: Record<string, unknown>, measured: MeasuredCapabilities | null): Promise<{ fl: Record<string, unknown>; pick: BudgetPick | null }> {
+export async function resolveAutoBudget(
+  fl: Record<string, unknown>, measured: MeasuredCapabilities | null, checkpoint?: string,
+): Promise<{ fl: Record<string, unknown>; pick: BudgetPick | null }> {
   const cfg = checkFederationConfig(fl);
   if (cfg.budget !== 'auto') return { fl, pick: null };
   const bb = await loadBackboneShared(cfg.backbone, cfg.backboneDir);
@@ -24,6 +28,16 @@ export async function resolveAutoBudget(fl: Record<string, unknown>, measured: M
   const maxDepth = Math.min(cfg.maxDepth ?? c.depth, c.depth);
   const lora = cfg.trainable === 'lora+heads';
   const globalRank = cfg.globalRank ?? cfg.rank;
+  const kept = checkpoint ? await storedBudget(checkpoint) : null;
+  if (kept) {
+    // A restart resumes at the budget it trained at: a new measurement can pick differently near a boundary, and
+    // another depth or rank would not fit the checkpoint's tensors and optimizer state.
+    const reason = `budget auto: resuming at depth ${kept.depth ?? c.depth}, rank ${kept.rank} (the pick stored in ${checkpoint}; a fresh --state-dir picks anew)`;
+    return {
+      fl: { ...fl, budget: 'fixed', maxDepth: kept.depth ?? undefined, rank: kept.rank, globalRank },
+      pick: { depth: kept.depth ?? c.depth, rank: kept.rank, outcome: 'resumed', stepSeconds: Number.NaN, trainSeconds: Number.NaN, depthModel: 'linear', reason },
+    };
+  }
   const maxRank = Math.min(cfg.rank, globalRank);
   const pick = pickBudget({
     roundSeconds: cfg.roundSeconds!, localSteps: cfg.localSteps, batch: cfg.batch, maxDepth, maxRank,
@@ -34,4 +48,12 @@ export async function resolveAutoBudget(fl: Record<string, unknown>, measured: M
       : measured ? { trainThroughput: measured.trainThroughput, rank: cfg.rank, exitLatencyMs64: [] } : null,
   });
   return { fl: { ...fl, budget: 'fixed', maxDepth: pick.depth, rank: pick.rank, globalRank }, pick };
+}
+
+/** The depth and rank a federation checkpoint was written at (`maxDepth` null: all blocks), or null without one. */
+async function storedBudget(path: string): Promise<{ depth: number | null; rank: number } | null> {
+  if (!existsSync(path)) return null;
+  const meta = (await loadCheckpoint(path)).metadata as Record<string, unknown> | null;
+  if (!meta || meta.kind !== 'federation' || typeof meta.loraRank !== 'number' || !('maxDepth' in meta)) return null;
+  return { depth: typeof meta.maxDepth === 'number' ? meta.maxDepth : null, rank: meta.loraRank };
 }

@@ -68,8 +68,11 @@ export interface BudgetInput {
 export interface BudgetPick {
   depth: number;
   rank: number;
-  /** `fits`: the prediction is within the target; `none-fits`: the smallest budget, still over; `unmeasured`: the bounds kept. */
-  outcome: 'fits' | 'none-fits' | 'unmeasured';
+  /**
+   * `fits`: the prediction is within the target; `none-fits`: the smallest budget, still over; `unmeasured`: the bounds
+   * kept; `resumed`: the pick a restarted node's checkpoint was written at (src/node/budget.ts).
+   */
+  outcome: 'fits' | 'none-fits' | 'unmeasured' | 'resumed';
   /** Predicted seconds per step and per round of local training at the pick (NaN when unmeasured). */
   stepSeconds: number;
   trainSeconds: number;

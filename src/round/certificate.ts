@@ -14,8 +14,15 @@ import { hex } from './state.ts';
 export const MAX_CERTIFICATE_ENTRIES = 4096;
 /** Rounds of attestations kept below the current version (older ones are dropped). */
 export const ATTESTATION_KEEP_ROUNDS = 4;
-/** Most distinct new-state hashes tracked per round (equivocating leaders cannot grow memory further). */
-export const MAX_HASHES_PER_ROUND = 16;
+/**
+ * Most attestations kept per signer, over all rounds: an honest member attests at most two hashes a round (its own
+ * aggregate as leader, and the certified state), and the store keeps ATTESTATION_KEEP_ROUNDS rounds below the current
+ * version plus the rounds a lagging node hears ahead of it. A signer over the cap loses its oldest entries, so one
+ * member flooding made-up hashes or far-future rounds displaces only its own attestations (memory: roster × this).
+ */
+export const MAX_ATTESTATIONS_PER_SIGNER = 16;
+/** Most distinct hashes one signer may attest for one round (an honest member attests at most two). */
+export const MAX_HASHES_PER_SIGNER_ROUND = 2;
 
 /** Smallest majority of `n` members: more than half. */
 export function majority(n: number): number {
@@ -52,42 +59,72 @@ export async function checkAttestation(a: Attestation, federation: string, onRos
 }
 
 /**
- * Whether `cert` certifies the state of version `round` with hash `hash`: at least `need` attestations of distinct
- * roster members, each for (round, hash) and correctly signed. Never throws.
+ * The attestations of `cert` that certify the state of version `round` with hash `hash`: at least `need` of distinct
+ * roster members, each for (round, hash) and correctly signed; null when there are fewer. Entries for anything else,
+ * repeated signers and bad signatures are left out (each signer's signature is checked at most once). Never throws.
  */
+export async function certifyingSubset(
+  cert: readonly Attestation[], round: number, hash: Uint8Array, need: number, federation: string, onRoster: (p: string) => boolean,
+): Promise<Attestation[] | null> {
+  if (cert.length > MAX_CERTIFICATE_ENTRIES || need < 1) return null;
+  const want = hex(hash);
+  const tried = new Set<string>();
+  const good: Attestation[] = [];
+  for (const a of cert) {
+    if (Number(a.round) !== round || hex(a.newHash) !== want || tried.has(a.signer)) continue;
+    tried.add(a.signer);
+    if ((await checkAttestation(a, federation, onRoster)) !== undefined) continue;
+    good.push(a);
+    if (good.length >= need) return good;
+  }
+  return null;
+}
+
+/** Whether `cert` certifies the state of version `round` with hash `hash` (certifyingSubset). Never throws. */
 export async function checkCertificate(
   cert: readonly Attestation[], round: number, hash: Uint8Array, need: number, federation: string, onRoster: (p: string) => boolean,
 ): Promise<boolean> {
-  if (cert.length > MAX_CERTIFICATE_ENTRIES || need < 1) return false;
-  const want = hex(hash);
-  const signers = new Set<string>();
-  for (const a of cert) {
-    if (Number(a.round) !== round || hex(a.newHash) !== want || signers.has(a.signer)) continue;
-    if ((await checkAttestation(a, federation, onRoster)) !== undefined) continue;
-    signers.add(a.signer);
-    if (signers.size >= need) return true;
-  }
-  return false;
+  return (await certifyingSubset(cert, round, hash, need, federation, onRoster)) !== null;
 }
 
-/** Verified attestations by round and new-state hash, bounded. */
+/** Verified attestations by round and new-state hash, bounded per signer (MAX_ATTESTATIONS_PER_SIGNER). */
 export class AttestationStore {
   private readonly byRound = new Map<number, Map<string, Map<string, Attestation>>>();
+  /** Each signer's entries, oldest first, as `round|hash`. */
+  private readonly bySigner = new Map<string, string[]>();
 
-  /** Add a verified attestation; false when it was already known or the round is full. */
+  /** Add a verified attestation; false when it was already known or the signer attested enough hashes this round. */
   add(a: Attestation): boolean {
     const round = Number(a.round);
+    const h = hex(a.newHash);
+    const mine = this.bySigner.get(a.signer) ?? [];
+    if (mine.includes(`${round}|${h}`)) return false;
+    if (mine.filter((k) => k.startsWith(`${round}|`)).length >= MAX_HASHES_PER_SIGNER_ROUND) return false;
     let hashes = this.byRound.get(round);
     if (!hashes) this.byRound.set(round, (hashes = new Map()));
-    const h = hex(a.newHash);
     let signers = hashes.get(h);
-    if (!signers) {
-      if (hashes.size >= MAX_HASHES_PER_ROUND) return false;
-      hashes.set(h, (signers = new Map()));
-    }
-    if (signers.has(a.signer) || signers.size >= MAX_CERTIFICATE_ENTRIES) return false;
+    if (!signers) hashes.set(h, (signers = new Map()));
     signers.set(a.signer, a);
+    mine.push(`${round}|${h}`);
+    while (mine.length > MAX_ATTESTATIONS_PER_SIGNER) this.drop(a.signer, mine.shift()!);
+    this.bySigner.set(a.signer, mine);
     return true;
+  }
+
+  private drop(signer: string, key: string): void {
+    const [r, h] = key.split('|');
+    const hashes = this.byRound.get(Number(r));
+    const signers = hashes?.get(h);
+    signers?.delete(signer);
+    if (signers?.size === 0) hashes!.delete(h);
+    if (hashes?.size === 0) this.byRound.delete(Number(r));
+  }
+
+  /** Attestations held, over every round and hash. */
+  get size(): number {
+    let n = 0;
+    for (const keys of this.bySigner.values()) n += keys.length;
+    return n;
   }
 
   /** Whether `signer` already attested something for `round`. */
@@ -119,5 +156,10 @@ export class AttestationStore {
   /** Forget rounds older than `round - ATTESTATION_KEEP_ROUNDS`. */
   prune(round: number): void {
     for (const r of this.byRound.keys()) if (r < round - ATTESTATION_KEEP_ROUNDS) this.byRound.delete(r);
+    for (const [signer, keys] of this.bySigner) {
+      const kept = keys.filter((k) => Number(k.split('|')[0]) >= round - ATTESTATION_KEEP_ROUNDS);
+      if (kept.length === 0) this.bySigner.delete(signer);
+      else this.bySigner.set(signer, kept);
+    }
   }
 }

@@ -286,7 +286,9 @@ export class Federation {
         if (this.accountant && this.cfg.dpNoise !== undefined) this.accountant.step(1, this.cfg.dpNoise, 1);
         this.trainer.loadParams(this.modelAtBudget(this.protocol.model()));
         const ev = await this.trainer.evaluate(this.test, this.testIdx);
-        const personal = this.personal ? await this.personalPhase(lrOf(this.cfg.localSteps)) : undefined;
+        // The head phase runs at the rate this round's local training started at: the schedule's position after the
+        // round is exactly 0 in the last round of a cosine schedule, which would leave the last personal steps idle.
+        const personal = this.personal ? await this.personalPhase(lrOf(0)) : undefined;
         if (this.stopped) break;
         const m: RoundMetrics = {
           node: this.mesh.peerId.toString(), round: outcome.round, version: this.protocol.round, hash: this.stateHash().slice(0, 16),
@@ -419,7 +421,7 @@ async function writeFederationCheckpoint(path: string, snap: ProtocolSnapshot, t
   if (mine) for (const [k, v] of mine.tensors) tensors.set(k, v);
   const meta: JsonValue = {
     kind: 'federation', protocol: snap.protocol, version: snap.state.version, hash: hex(snap.state.hash),
-    backbone: cfg.backbone, loraAlpha: cfg.loraAlpha, loraRank: cfg.rank, loraTargets: cfg.loraTargets, trainable: cfg.trainable, labels: [...classes],
+    backbone: cfg.backbone, loraAlpha: cfg.loraAlpha, loraRank: cfg.rank, maxDepth: cfg.maxDepth ?? null, loraTargets: cfg.loraTargets, trainable: cfg.trainable, labels: [...classes],
     prototypeCounts: snap.state.prototypes.map((p) => ({ exit: p.exit, dim: p.dim, counts: p.counts })),
     ...own.meta,
     optimizer: opt.meta as unknown as JsonValue,
@@ -433,6 +435,12 @@ async function readFederationCheckpoint(path: string, manifest: UpdateManifest, 
   const meta = ck.metadata as Record<string, any>;
   if (!meta || meta.kind !== 'federation') throw new FederationError(`${path} is not a federation checkpoint`);
   if (meta.protocol !== cfg.protocol) throw new FederationError(`${path} was written by the ${meta.protocol} protocol; start with --protocol ${meta.protocol} or a fresh --state-dir`);
+  // A different rank or depth changes the trained tensors' set and sizes: say which flag, before the optimizer state
+  // fails to fit (a --budget auto node reuses its stored pick: src/node/budget.ts).
+  if (typeof meta.loraRank === 'number' && meta.loraRank !== cfg.rank) throw new FederationError(`${path} was written at --rank ${meta.loraRank}, not ${cfg.rank}; start with --rank ${meta.loraRank} or a fresh --state-dir`);
+  if (meta.maxDepth !== undefined && (meta.maxDepth ?? null) !== (cfg.maxDepth ?? null)) {
+    throw new FederationError(`${path} was written at --max-depth ${meta.maxDepth ?? 'all blocks'}, not ${cfg.maxDepth ?? 'all blocks'}; start with that --max-depth or a fresh --state-dir`);
+  }
   const pick = (prefix: string): Map<string, Float32Array> => {
     const m = new Map<string, Float32Array>();
     for (const [k, t] of ck.tensors) if (k.startsWith(prefix)) m.set(k.slice(prefix.length), t.data);

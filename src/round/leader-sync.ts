@@ -9,7 +9,7 @@ import type { ModelUpdate } from '../update/index.ts';
 import { AttestRequest, AttestResponse, InputRequest, StateRequest, StateResponse, StepRequest, UpdateRequest } from './pb/round.ts';
 import { applyDelta, decodeState, encodeState, hex, sameHash, type GlobalState } from './state.ts';
 import { ATTEST_METHOD, decodeModelUpdate, INPUT_METHOD, openSignedUpdate, RESIDUAL_METHOD, ROUND_WIRE_VERSION, STATE_METHOD, STEP_METHOD, UPDATE_METHOD, type ReceivedGlobal } from './leader-wire.ts';
-import { checkAttestation, checkCertificate, MAX_CERTIFICATE_ENTRIES } from './certificate.ts';
+import { certifyingSubset, checkAttestation, MAX_CERTIFICATE_ENTRIES } from './certificate.ts';
 import { storeUpdate } from './leader-inbox.ts';
 import type { LeaderCore } from './leader-core.ts';
 import { VerifyRefusal } from './verify.ts';
@@ -213,7 +213,8 @@ export async function syncFrom(c: LeaderCore, peer: string): Promise<boolean> {
       c.refuse(VerifyRefusal.PAST_LAST_ROUND, { from: peer, version, maxRounds: c.opts.maxRounds });
       return false;
     }
-    if (!(await checkCertificate(res.certificate, version, res.hash, c.certNeed(), c.ctx.federation, (p) => c.isMember(p)))) {
+    const cert = await certifyingSubset(res.certificate, version, res.hash, c.certNeed(), c.ctx.federation, (p) => c.isMember(p));
+    if (cert === null) {
       c.refuse(VerifyRefusal.UNCERTIFIED_STATE, { from: peer, version, attestations: res.certificate.length, need: c.certNeed() });
       return false;
     }
@@ -221,9 +222,11 @@ export async function syncFrom(c: LeaderCore, peer: string): Promise<boolean> {
     if (st.version !== version || st.version <= c.state.version) return false;
     c.down.add(c.state.version + 1, res.state.byteLength);
     c.ctx.logger.info({ from: peer, version: st.version, certifiedBy: res.certificate.length }, 'pulled certified global state');
-    for (const a of res.certificate) c.attestations.add(a);
+    // Only the checked entries: anything else a responder put in its certificate (other rounds, other hashes, bad
+    // signatures) would otherwise sit in the store as if verified, and count as committee attestations.
+    for (const a of cert) c.attestations.add(a);
     c.adopt(st);
-    c.certified = { state: st, cert: res.certificate };
+    c.certified = { state: st, cert };
     return true;
   } catch (err) {
     c.ctx.logger.debug({ peer, err: (err as Error).message }, 'state sync failed');
@@ -299,8 +302,11 @@ export async function pullAttestations(c: LeaderCore, round: number, hash: Uint8
           limits: { attestations: MAX_CERTIFICATE_ENTRIES },
         });
         if (res.version !== ROUND_WIRE_VERSION) return;
+        // One signature check per signer and reply: a responder repeating a signer with bad signatures costs one.
+        const tried = new Set<string>();
         for (const a of res.attestations) {
-          if (Number(a.round) !== round || !sameHash(a.newHash, hash) || c.attestations.has(round, hash, a.signer)) continue;
+          if (Number(a.round) !== round || !sameHash(a.newHash, hash) || tried.has(a.signer) || c.attestations.has(round, hash, a.signer)) continue;
+          tried.add(a.signer);
           if ((await checkAttestation(a, c.ctx.federation, (p) => c.isMember(p))) !== undefined) continue;
           if (c.attestations.add(a)) added++;
         }

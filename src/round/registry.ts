@@ -55,6 +55,9 @@ const leaderOptions = z
   })
   .loose()
   .superRefine((o, ctx) => {
+    if (o.committee === 1 || o.committee === 2) {
+      ctx.addIssue({ code: 'custom', path: ['committee'], message: `a verifying committee of ${o.committee} lets ${o.committee === 1 ? 'its one member alone decide' : 'either member stall'} what every other member applies: use 0 (every member verifies) or at least 3` });
+    }
     if (o.committee && ['fedadam', 'fedyogi', 'fedadagrad'].includes(o.aggregator)) {
       ctx.addIssue({ code: 'custom', path: ['committee'], message: `a verifying committee needs a server state every member can derive from the applied step (fedavgm, or a stateless rule): ${o.aggregator}'s moments would be lost off the committee` });
     }

@@ -29,12 +29,24 @@ async function runNode(dir: string, extra: string[]): Promise<{ code: number; ou
 }
 
 test.serial('--budget auto: a tiny time budget trains a shallower, narrower budget than a large one', async (t) => {
-  const tiny = await runNode(await tempDir('fmfl-budget-tiny-'), ['--budget', 'auto', '--round-seconds', '0.0001']);
+  const tinyDir = await tempDir('fmfl-budget-tiny-');
+  const tiny = await runNode(tinyDir, ['--budget', 'auto', '--round-seconds', '0.0001']);
   t.is(tiny.code, 0, tiny.err);
   t.regex(tiny.out, /budget auto: depth 1 of 4, rank 1: \S+ s per step at depth 1, 2 steps = \S+ s > 0\.0001 s: nothing fits/);
   t.regex(tiny.out, /round 1 /);
   t.true(tiny.accuracy.length >= 1);
   t.is(tiny.accuracy[0].length, 1, 'the tiny budget trains and reports exit 1 only');
+
+  // A restart on the same --state-dir resumes at the stored pick, whatever the new target would pick.
+  const resumed = await runNode(tinyDir, ['--budget', 'auto', '--round-seconds', '86400', '--rounds', '2']);
+  t.is(resumed.code, 0, resumed.err);
+  t.regex(resumed.out, /budget auto: resuming at depth 1, rank 1 \(the pick stored in /);
+  t.regex(resumed.out, /round 2 /);
+  t.is(resumed.accuracy.at(-1)!.length, 1, 'round 2 still trains exit 1 only');
+  // Without budget auto, another rank on that checkpoint is a clear error naming the flag, not an optimizer mismatch.
+  const other = await runNode(tinyDir, ['--rounds', '3']);
+  t.not(other.code, 0);
+  t.regex(other.err, /was written at --rank 1, not 8; start with --rank 1 or a fresh --state-dir/);
 
   const large = await runNode(await tempDir('fmfl-budget-large-'), ['--budget', 'auto', '--round-seconds', '86400']);
   t.is(large.code, 0, large.err);

@@ -8,77 +8,21 @@ import test from 'ava';
 import { tinyVitOnnx } from '../../scripts/reference/onnx-fixtures.ts';
 import * as G from '../../src/graph/index.ts';
 import { prepareImport } from '../../src/model/onnx/import.ts';
-import { clsOnlyPlanOf, importedConfig, registerImportedGraph, runToExits } from '../../src/model/onnx/architecture.ts';
+import { clsOnlyPlanOf, importedConfig, registerImportedGraph } from '../../src/model/onnx/architecture.ts';
 import { architectureOf } from '../../src/model/architecture.ts';
 import { LAYERNORM_LINEAR_OP, fusedMatMuls } from '../../src/model/onnx/fuse-layernorm-linear.ts';
 import type { ImportedGraph } from '../../src/model/onnx/ir.ts';
 import type { Weights } from '../../src/model/vit.ts';
 import { Session } from '../../src/runtime/index.ts';
 import { Rng } from '../../src/util/rng.ts';
+import { importedLossAndGrads, worstRel } from '../imported-grads.ts';
 
 const LORA = { rank: 2, alpha: 4, targets: ['q'] as ['q'] };
 const BATCH = 3;
 
-/**
- * Loss (a fixed random projection of each exit's token 0) and its gradients wrt the images and every LoRA factor,
- * with the training forward's CLS-only last block (`clsOnly`) or without it.
- */
-async function lossAndGrads(ir: ImportedGraph, weights: Weights, clsOnly: boolean, blocks = ir.exits.length): Promise<Record<string, Float32Array>> {
-  const g = new G.Graph();
-  const rng = new Rng(4);
-  const images = g.input('images', [BATCH, ir.input.channels, ir.input.size, ir.input.size]);
-  const shapes = new Map(ir.weights.map((w) => [w.name, w.shape]));
-  const made = new Map<string, G.Tensor>();
-  const lora: G.Tensor[] = [];
-  const param = (name: string): G.Tensor => {
-    let x = made.get(name);
-    if (x) return x;
-    const site = ir.lora.find((s) => name === `${s.prefix}.lora_a` || name === `${s.prefix}.lora_b`);
-    if (site) {
-      x = g.input(name, name.endsWith('lora_a') ? [site.in, LORA.rank] : [LORA.rank, site.out]);
-      lora.push(x);
-    } else x = g.initializer(name, weights.get(name)!, shapes.get(name)!);
-    made.set(name, x);
-    return x;
-  };
-  const exits = runToExits(ir, images, param, { lora: LORA }, blocks, clsOnly);
-  let loss: G.Tensor | null = null;
-  exits.forEach((e, i) => {
-    const tok = e.shape[1] === 1 ? e : G.slice(e, [0], [1], [1]);
-    const w = g.initializer(`proj${i}`, Float32Array.from({ length: tok.size / BATCH }, () => rng.uniform(-1, 1)), [1, ...tok.shape.slice(1)]);
-    const term = G.sumAll(G.mul(tok, w));
-    loss = loss ? G.add(loss, term) : term;
-  });
-  const grads = G.grad(loss!, [images, ...lora]);
-  g.output(loss!, 'loss');
-  g.output(exits[exits.length - 1], 'last');
-  grads.forEach((d, i) => g.output(d, `grad:${i === 0 ? 'images' : lora[i - 1].name}`));
-  const s = await Session.create(G.exportOnnx(g), { threads: 1 });
-  try {
-    const feedRng = new Rng(11);
-    const feeds: Record<string, { data: Float32Array; dims: number[] }> = {};
-    for (const t of [images, ...lora]) feeds[t.name] = { data: Float32Array.from({ length: t.size }, () => feedRng.uniform(-0.5, 0.5)), dims: [...t.shape] };
-    const out = (await s.run(feeds)) as Record<string, Float32Array>;
-    // Token 0 of the last exit tensor, [B, d], whichever way it was built.
-    const last = exits[exits.length - 1];
-    const d = last.shape[2];
-    out.last = Float32Array.from({ length: BATCH * d }, (_, k) => out.last[Math.floor(k / d) * last.shape[1] * d + (k % d)]);
-    return out;
-  } finally {
-    await s.release();
-  }
-}
-
-/** Max over the outputs of max |a - b| / max |b|, and the worst one. */
-function worstRel(a: Record<string, Float32Array>, b: Record<string, Float32Array>): { rel: number; key: string } {
-  let worst = { rel: 0, key: '' };
-  for (const k of Object.keys(b)) {
-    const scale = Math.max(1e-6, ...Array.from(b[k], Math.abs));
-    const rel = Math.max(...Array.from(b[k], (v, i) => Math.abs(v - a[k][i]))) / scale;
-    if (!(rel <= worst.rel)) worst = { rel, key: k };
-  }
-  return worst;
-}
+/** Token-0 loss and gradients with the training forward's CLS-only last block (`clsOnly`) or without it. */
+const lossAndGrads = (ir: ImportedGraph, weights: Weights, clsOnly: boolean, blocks?: number): Promise<Record<string, Float32Array>> =>
+  importedLossAndGrads(ir, weights, { batch: BATCH, seed: 4, clsOnly, blocks, tokenZero: true });
 
 test('the CLS-only last block fires on the fixture ViTs (fused, unbind, separate q/k/v); forward and LoRA gradients equal the full build to 1e-5', async (t) => {
   for (const qkv of ['separate', 'fused', 'unbind'] as const) {

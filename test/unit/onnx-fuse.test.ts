@@ -5,9 +5,7 @@
  */
 import test from 'ava';
 import { tinyVitOnnx } from '../../scripts/reference/onnx-fixtures.ts';
-import * as G from '../../src/graph/index.ts';
 import { prepareImport } from '../../src/model/onnx/import.ts';
-import { runToExits } from '../../src/model/onnx/architecture.ts';
 import { readOnnx } from '../../src/model/onnx/read.ts';
 import { fuseGelu } from '../../src/model/onnx/fuse.ts';
 import { ATTENTION_OP, fuseAttention } from '../../src/model/onnx/fuse-attention.ts';
@@ -17,63 +15,12 @@ import { foldBatchNorm } from '../../src/model/onnx/fold-batchnorm.ts';
 import { loraCandidates } from '../../src/model/onnx/structure.ts';
 import type { ImportedGraph, IrNode } from '../../src/model/onnx/ir.ts';
 import type { Weights } from '../../src/model/vit.ts';
-import { Session } from '../../src/runtime/index.ts';
-import { Rng } from '../../src/util/rng.ts';
+import { importedLossAndGrads, worstRel } from '../imported-grads.ts';
 
 const LORA = { rank: 2, alpha: 4, targets: ['q'] as ['q'] };
 
 /** Loss (a fixed random projection of every exit tensor) and its gradients wrt the images and every LoRA factor. */
-async function lossAndGrads(ir: ImportedGraph, weights: Weights, seed: number): Promise<Record<string, Float32Array>> {
-  const g = new G.Graph();
-  const rng = new Rng(seed);
-  const images = g.input('images', [2, ir.input.channels, ir.input.size, ir.input.size]);
-  const shapes = new Map(ir.weights.map((w) => [w.name, w.shape]));
-  const made = new Map<string, G.Tensor>();
-  const lora: G.Tensor[] = [];
-  const param = (name: string): G.Tensor => {
-    let x = made.get(name);
-    if (x) return x;
-    const site = ir.lora.find((s) => name === `${s.prefix}.lora_a` || name === `${s.prefix}.lora_b`);
-    if (site) {
-      const shape = name.endsWith('lora_a') ? [site.in, LORA.rank] : [LORA.rank, site.out];
-      x = g.input(name, shape);
-      lora.push(x);
-    } else x = g.initializer(name, weights.get(name)!, shapes.get(name)!);
-    made.set(name, x);
-    return x;
-  };
-  const exits = runToExits(ir, images, param, { lora: LORA }, ir.exits.length);
-  let loss: G.Tensor | null = null;
-  for (const e of exits) {
-    const w = g.initializer(`proj${e.name}`, Float32Array.from({ length: e.size }, () => rng.uniform(-1, 1)), e.shape);
-    const term = G.sumAll(G.mul(e, w));
-    loss = loss ? G.add(loss, term) : term;
-  }
-  const grads = G.grad(loss!, [images, ...lora]);
-  g.output(loss!, 'loss');
-  grads.forEach((d, i) => g.output(d, `grad:${i === 0 ? 'images' : lora[i - 1].name}`));
-  const s = await Session.create(G.exportOnnx(g), { threads: 1 });
-  try {
-    const feedRng = new Rng(11);
-    const feeds: Record<string, { data: Float32Array; dims: number[] }> = {};
-    for (const t of [images, ...lora]) feeds[t.name] = { data: Float32Array.from({ length: t.size }, () => feedRng.uniform(-0.5, 0.5)), dims: [...t.shape] };
-    return (await s.run(feeds)) as Record<string, Float32Array>;
-  } finally {
-    await s.release();
-  }
-}
-
-/** Max over every output (loss, image and LoRA-factor gradients) of max |a - b| / max |b|, and the worst output. */
-function worstRel(a: Record<string, Float32Array>, b: Record<string, Float32Array>): { rel: number; key: string } {
-  let worst = { rel: 0, key: '' };
-  for (const k of Object.keys(b)) {
-    const ref = b[k];
-    const scale = Math.max(1e-6, ...Array.from(ref, Math.abs));
-    const rel = Math.max(...Array.from(ref, (v, i) => Math.abs(v - a[k][i]))) / scale;
-    if (!(rel <= worst.rel)) worst = { rel, key: k };
-  }
-  return worst;
-}
+const lossAndGrads = (ir: ImportedGraph, weights: Weights, seed: number): Promise<Record<string, Float32Array>> => importedLossAndGrads(ir, weights, { batch: 2, seed });
 
 test('the attention, GELU-Linear and LayerNorm-Linear rewrites: per block one fmfl.Attention, one fmfl.GeluLinear and two fmfl.LayerNormLinear; forward and gradients equal the unrewritten graph; a deliberate break is caught', async (t) => {
   for (const qkv of ['fused', 'separate'] as const) {

@@ -8,42 +8,20 @@
 import test, { type ExecutionContext } from 'ava';
 import { Attestation, GlobalUpdate, SignedUpdate } from '../../src/round/pb/round.ts';
 import { withFaults } from '../../src/round/faults.ts';
-import { DEFAULT_ROUND_OPTIONS, hex, leaderOrder, LeaderProtocol, makeState, VerifyRefusal, type RoundOptions, type RoundOutcome } from '../../src/round/index.ts';
+import { hex, leaderOrder, LeaderProtocol, makeState, VerifyRefusal } from '../../src/round/index.ts';
 import type { MeshPort } from '../../src/round/mesh-port.ts';
 import { ATTEST_TOPIC, GLOBAL_TOPIC, INPUT_METHOD, STEP_METHOD, UPDATE_TOPIC } from '../../src/round/leader-wire.ts';
 import { makeAttestation } from '../../src/round/certificate.ts';
-import { decodeUpdate, type TensorMap, type UpdateManifest } from '../../src/update/index.ts';
-import { Rng } from '../../src/util/rng.ts';
+import { decodeUpdate, type UpdateManifest } from '../../src/update/index.ts';
 import { silentLogger } from '../../src/util/log.ts';
-import { fakeMeshes, type FakePort } from '../fake-mesh.ts';
+import { fakeMeshes } from '../fake-mesh.ts';
+import { ROUNDS, roundNode, roundOptions, runNode, stopAll, type RoundNode } from '../round-harness.ts';
 
 const FED = 'fake';
 const N = 5;
 const C = 3;
-const ROUNDS = 3;
 const manifest: UpdateManifest = { tensors: [{ name: 'w', shape: [32, 32] }, { name: 'b', shape: [32] }] };
 const initial = makeState(0, new Map([['w', new Float32Array(1024).fill(0.1)], ['b', new Float32Array(32)]]), [], manifest);
-const DELTA = 0.01;
-
-function options(o: Partial<RoundOptions>): RoundOptions {
-  return {
-    ...DEFAULT_ROUND_OPTIONS, compression: { topk: 1, bits: 32, errorFeedback: false, downlinkBits: 16, brotli: false },
-    aggregator: 'fedavgm', roundTimeoutMs: 30_000, minRoundTimeoutMs: 20_000, leaderTimeoutMs: 500, maxRounds: ROUNDS, ...o,
-  };
-}
-
-function train(start: TensorMap, i: number, round: number): TensorMap {
-  const rng = new Rng(1000 * i + round);
-  return new Map([...start].map(([k, v]) => [k, Float32Array.from(v, (x) => x + DELTA * (2 * rng.next() - 1))]));
-}
-
-interface Node {
-  i: number;
-  port: FakePort;
-  proto: LeaderProtocol;
-  outcomes: RoundOutcome[];
-  hashes: string[];
-}
 
 /** What the members published on `attest` (every port) and the liar's forged commitments. */
 interface Seen {
@@ -58,7 +36,7 @@ interface Seen {
 async function federation(o: { committee?: number; liar?: number; attestForged?: boolean } = {}) {
   const { net, ports, ids } = await fakeMeshes(N, { federation: FED });
   const seen: Seen = { attestations: [], forged: [] };
-  const nodes: Node[] = [];
+  const nodes: RoundNode[] = [];
   ports.forEach((port, i) => {
     const recording: MeshPort = {
       federation: port.federation, selfId: port.selfId, roster: port.roster, onRoster: (p) => port.onRoster(p), unsubscribe: (n) => port.unsubscribe(n),
@@ -83,21 +61,13 @@ async function federation(o: { committee?: number; liar?: number; attestForged?:
       ? withFaults(recording, { kind: 'scale-global', factor: 20, manifest, loraRank: 0, seed: 3, state: () => nodes[i].proto.globalState(), members: () => net.view(port.selfId) }).port
       : recording;
     const ctx = { mesh, federation: FED, selfId: port.selfId, manifest, loraRank: 0, logger: silentLogger(), seed: 11 + i, members: () => net.view(port.selfId) };
-    nodes.push({ i, port, proto: new LeaderProtocol(ctx, options({ committee: o.committee }), initial), outcomes: [], hashes: [] });
+    nodes.push(roundNode(i, port, new LeaderProtocol(ctx, roundOptions({ committee: o.committee }, 16), initial)));
   });
   for (const n of nodes) await n.proto.start();
-  const loops = nodes.map(async (n) => {
-    await n.proto.catchUp();
-    while (n.proto.round < ROUNDS) {
-      const out = await n.proto.exchange({ tensors: train(n.proto.trainingStart(), n.i, n.proto.round + 1), prototypes: [], sampleCount: 10 + n.i });
-      n.outcomes.push(out);
-      n.hashes.push(hex(n.proto.globalState().hash));
-    }
-  });
+  const loops = nodes.map((n) => runNode(n));
   const honest = nodes.map((n) => n.i).filter((i) => i !== o.liar);
   await Promise.all(honest.map((i) => loops[i]));
-  for (const n of nodes) await n.proto.stop();
-  await net.settle();
+  await stopAll(nodes, net);
   await Promise.all(loops.map((l) => l.catch(() => undefined)));
   return { ids, nodes, honest, seen };
 }
@@ -106,7 +76,7 @@ async function federation(o: { committee?: number; liar?: number; attestForged?:
 const committeeOf = (ids: readonly string[], round: number): string[] => leaderOrder(FED, round, ids).slice(0, C);
 
 /** Every honest node applied rounds 1..ROUNDS once, in order, and all end on one state; returns its hash. */
-function honestAgree(t: ExecutionContext, nodes: Node[], honest: number[]): string {
+function honestAgree(t: ExecutionContext, nodes: RoundNode[], honest: number[]): string {
   for (const i of honest) t.deepEqual(nodes[i].outcomes.map((o) => o.round), [1, 2, 3], `node ${i} took each round once`);
   const hs = new Set(honest.map((i) => nodes[i].hashes.at(-1)));
   t.is(hs.size, 1, 'one state on every honest node');

@@ -7,53 +7,25 @@
 import test, { type ExecutionContext } from 'ava';
 import { Attestation, GlobalUpdate, SignedUpdate } from '../../src/round/pb/round.ts';
 import { withFaults, type FaultKind, type FaultLog } from '../../src/round/faults.ts';
-import { computeGlobalStep, DEFAULT_ROUND_OPTIONS, GLOBAL_TOPIC, hex, leaderOrder, LeaderProtocol, makeState, ROUND_WIRE_VERSION, UPDATE_TOPIC, VerifyRefusal } from '../../src/round/index.ts';
-import type { RoundOptions, RoundOutcome } from '../../src/round/index.ts';
+import { computeGlobalStep, GLOBAL_TOPIC, hex, leaderOrder, LeaderProtocol, makeState, ROUND_WIRE_VERSION, UPDATE_TOPIC, VerifyRefusal } from '../../src/round/index.ts';
+import type { RoundOptions } from '../../src/round/index.ts';
 import type { MeshPort } from '../../src/round/mesh-port.ts';
 import { ATTEST_METHOD, ATTEST_TOPIC, INPUT_METHOD, sha256, STEP_METHOD, updateSigningBytes } from '../../src/round/leader-wire.ts';
 import { checkCertificate, makeAttestation } from '../../src/round/certificate.ts';
 import { RefusalReason, type MessageHandler, type SubscribeOptions } from '../../src/mesh/index.ts';
-import { decodeUpdate, encodeUpdate, type ModelUpdate, type TensorMap, type UpdateManifest } from '../../src/update/index.ts';
-import { Rng } from '../../src/util/rng.ts';
+import { decodeUpdate, encodeUpdate, type ModelUpdate, type UpdateManifest } from '../../src/update/index.ts';
 import { silentLogger } from '../../src/util/log.ts';
 import { fakeMeshes, seededIdentity, type FakeNetwork, type FakePort } from '../fake-mesh.ts';
+import { DELTA, hashOf, ROUNDS, roundNode, roundOptions, runNode, stopAll, type RoundNode } from '../round-harness.ts';
 
 const FED = 'fake';
 const N = 5;
-const ROUNDS = 3;
 const manifest: UpdateManifest = { tensors: [{ name: 'w', shape: [3, 4] }, { name: 'b', shape: [4] }] };
 const initial = makeState(0, new Map([['w', new Float32Array(12).fill(0.1)], ['b', new Float32Array(4)]]), [], manifest);
-/** Largest |delta| the fake trainer produces per value and round. */
-const DELTA = 0.01;
-
-/** Dense fp32 both ways, fedavgm; deadlines long enough that honest rounds close with everyone in. */
-function options(o: Partial<RoundOptions> = {}): RoundOptions {
-  return {
-    ...DEFAULT_ROUND_OPTIONS, compression: { topk: 1, bits: 32, errorFeedback: false, downlinkBits: 32, brotli: false },
-    aggregator: 'fedavgm', roundTimeoutMs: 30_000, minRoundTimeoutMs: 20_000, leaderTimeoutMs: 500, maxRounds: ROUNDS, ...o,
-  };
-}
-
-/** The fake trainer: the start tensors plus a seeded delta of node `i` in round `round`. */
-function train(start: TensorMap, i: number, round: number): TensorMap {
-  const rng = new Rng(1000 * i + round);
-  return new Map([...start].map(([k, v]) => [k, Float32Array.from(v, (x) => x + DELTA * (2 * rng.next() - 1))]));
-}
-
-interface Node {
-  i: number;
-  port: FakePort;
-  proto: LeaderProtocol;
-  outcomes: RoundOutcome[];
-  versions: number[];
-  /** The state hash this node held after each round (what it trained on next). */
-  hashes: string[];
-}
-
 interface Fed {
   net: FakeNetwork;
   ids: string[];
-  nodes: Node[];
+  nodes: RoundNode[];
   log: FaultLog;
   /** Peers left out of node i's live view (a member whose goodbye it received), by node. */
   hidden: Map<number, Set<string>>;
@@ -69,7 +41,7 @@ async function federation(o: {
 } = {}): Promise<Fed> {
   const { net, ports, ids } = await fakeMeshes(N, { federation: FED });
   let log: FaultLog = { forgedGlobals: 0, forgedStates: 0, withheld: 0 };
-  const nodes: Node[] = [];
+  const nodes: RoundNode[] = [];
   const hidden = new Map<number, Set<string>>();
   ports.forEach((port, i) => {
     let mesh: MeshPort = o.everyPort ? o.everyPort(port) : port;
@@ -82,23 +54,10 @@ async function federation(o: {
     const members = (): string[] => net.view(port.selfId).filter((p) => !hidden.get(i)?.has(p));
     const ctx = { mesh, federation: FED, selfId: port.selfId, manifest, loraRank: 0, logger: silentLogger(), seed: 11 + i, members };
     const restore = i === o.unknownServer ? { protocol: 'leader' as const, state: initial, residual: new Map(), serverKnown: false } : undefined;
-    nodes.push({ i, port, proto: new LeaderProtocol(ctx, options(o.opts), initial, restore), outcomes: [], versions: [], hashes: [] });
+    nodes.push(roundNode(i, port, new LeaderProtocol(ctx, roundOptions(o.opts), initial, restore)));
   });
   for (const n of nodes) await n.proto.start();
   return { net, ids, nodes, hidden, get log() { return log; } };
-}
-
-/** One node's loop, as Federation.run: catch up, then train and exchange until the last round (`before`: a slow trainer). */
-async function runNode(n: Node, rounds = ROUNDS, before?: (round: number) => Promise<void>): Promise<void> {
-  await n.proto.catchUp();
-  while (n.proto.round < rounds) {
-    const tensors = train(n.proto.trainingStart(), n.i, n.proto.round + 1);
-    await before?.(n.proto.round + 1);
-    const out = await n.proto.exchange({ tensors, prototypes: [], sampleCount: 10 + n.i });
-    n.outcomes.push(out);
-    n.versions.push(n.proto.round);
-    n.hashes.push(hashOf(n));
-  }
 }
 
 async function until(cond: () => boolean): Promise<void> {
@@ -113,12 +72,8 @@ async function run(f: Fed, honest: number[]): Promise<void> {
   await Promise.all(loops);
 }
 
-async function stop(f: Fed): Promise<void> {
-  for (const n of f.nodes) await n.proto.stop();
-  await f.net.settle();
-}
+const stop = (f: Fed): Promise<void> => stopAll(f.nodes, f.net);
 
-const hashOf = (n: Node): string => hex(n.proto.globalState().hash);
 const others = (liar: number): number[] => Array.from({ length: N }, (_, i) => i).filter((i) => i !== liar);
 const refusals = (f: Fed, honest: number[], why: VerifyRefusal): number => honest.reduce((a, i) => a + f.nodes[i].proto.refusalCount(why), 0);
 

@@ -26,6 +26,9 @@ test('option schemas: secure aggregation only with the leader and a mean-based a
   t.regex(protocolOptionIssues('leader', o({ secagg: { clip: 1 }, aggregator: 'median' })).join(), /aggregator: secure aggregation reveals only the mean update/);
   t.regex(protocolOptionIssues('gossip', o({ secagg: { clip: 1 } })).join(), /secagg: secure aggregation \(secagg\) needs the leader protocol/);
   t.regex(protocolOptionIssues('leader', o({ quorum: 2 })).join(), /quorum/);
+  t.deepEqual(protocolOptionIssues('leader', o({ committee: 3 })), []);
+  for (const committee of [1, 2]) t.regex(protocolOptionIssues('leader', o({ committee })).join(), /committee: a verifying committee of \d .* at least 3/);
+  t.regex(protocolOptionIssues('leader', o({ committee: 3, aggregator: 'fedadam' })).join(), /committee: a verifying committee needs a server state/);
 });
 
 test('snapshot codecs round-trip each protocol\'s own part of a checkpoint', (t) => {

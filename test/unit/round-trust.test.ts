@@ -3,7 +3,7 @@ import test from 'ava';
 import { generateKeyPair } from '@libp2p/crypto/keys';
 import { peerIdFromPrivateKey } from '@libp2p/peer-id';
 import { ArrivalTracker, AttestationStore, checkCertificate, computeGlobalStep, majority, makeState, WithholdRecord } from '../../src/round/index.ts';
-import { makeAttestation } from '../../src/round/certificate.ts';
+import { certifyingSubset, makeAttestation, MAX_ATTESTATIONS_PER_SIGNER, MAX_HASHES_PER_SIGNER_ROUND } from '../../src/round/certificate.ts';
 import { ARRIVAL_SLACK, WITHHOLD_ROUNDS } from '../../src/round/verify.ts';
 import type { ModelUpdate, UpdateManifest } from '../../src/update/index.ts';
 
@@ -40,12 +40,33 @@ test('a certificate needs a majority of distinct roster signatures over the exac
   const forged = { ...three[2], signature: Uint8Array.from(three[2].signature, (b, i) => (i === 0 ? b ^ 1 : b)) };
   t.false(await checkCertificate([three[0], three[1], forged], 4, hash, 3, 'f', onRoster), 'a bad signature does not count');
   t.false(await checkCertificate([{ ...three[1], signer: members[4].id }, three[1], three[2]], 4, hash, 3, 'f', onRoster), 'a signer field swapped onto another signature does not count');
+  const extra = [await att(members[3], 5, other), { ...(await att(members[4])), signature: new Uint8Array(64) }];
+  const subset = await certifyingSubset([...extra, ...three], 4, hash, 3, 'f', onRoster);
+  t.deepEqual(subset?.map((a) => a.signer), three.map((a) => a.signer), 'the certifying subset leaves out other rounds and bad signatures (a state pull stores only it)');
   const store = new AttestationStore();
   for (const a of three.slice(0, 2)) t.true(store.add(a));
   t.false(store.add(three[0]), 'duplicate');
   t.is(store.certificate(4, hash, 3), null);
   store.add(three[2]);
   t.is(store.certificate(4, hash, 3)?.length, 3);
+});
+
+test('one member flooding attestations of made-up hashes and far-future rounds displaces only its own: the honest certificate still forms, memory stays bounded', async (t) => {
+  const [liar, ...honest] = await signers(4);
+  const base = new Uint8Array(32).fill(1);
+  const hash = new Uint8Array(32).fill(2);
+  const store = new AttestationStore();
+  const made = (r: number, i: number) => makeAttestation(liar.sign, 'f', liar.id, r, base, Uint8Array.from({ length: 32 }, (_, k) => (k === 0 ? i & 255 : (i >> 8) & 255) + 3));
+  let kept = 0;
+  for (let i = 0; i < 17; i++) if (store.add(await made(5, i))) kept++;
+  t.is(kept, MAX_HASHES_PER_SIGNER_ROUND, 'one signer holds at most two hashes of one round');
+  for (let r = 6; r < 1006; r++) store.add(await made(r, r));
+  t.is(store.size, MAX_ATTESTATIONS_PER_SIGNER, "the liar's far-future rounds displaced its own older entries only");
+  for (const h of honest) t.true(store.add(await makeAttestation(h.sign, 'f', h.id, 5, base, hash)), 'an honest attestation is still taken');
+  t.is(store.certificate(5, hash, 3)?.length, 3, 'the honest certificate forms');
+  t.is(store.size, MAX_ATTESTATIONS_PER_SIGNER + 3);
+  store.prune(1010);
+  t.is(store.size, 0, 'pruning forgets every round below the kept window');
 });
 
 test('computeGlobalStep is deterministic; any change of inputs or server state changes the announced hash', (t) => {

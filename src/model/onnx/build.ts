@@ -7,6 +7,7 @@ import * as G from '../../graph/index.ts';
 import type { Graph, Tensor } from '../../graph/index.ts';
 import type { LoraConfig, ParamSource } from '../vit.ts';
 import { FOLD, constantNode, broadcast, shapeNode, sliceRanges } from './fold.ts';
+import { planResize, resizeTensor, type ResizeAttrs } from './resize.ts';
 import { OnnxImportError } from './read.ts';
 import { ATTENTION_OP } from './fuse-attention.ts';
 import { GELU_LINEAR_OP } from './fuse-gelu-linear.ts';
@@ -314,6 +315,21 @@ const OPS: Readonly<Record<string, Handler>> = {
   GlobalMaxPool: (cx, n, [a]) => {
     const x = T(cx, a, n);
     return [G.reduceMax(x, x.shape.slice(2).map((_, i) => i + 2), true)];
+  },
+  /** Resize with constant scales or sizes: nearest as a Gather, linear as a MatMul per axis (src/model/onnx/resize.ts). */
+  Resize: (cx, n, ins) => {
+    const x = T(cx, ins[0], n);
+    if (!isFloat32or64(x)) throw unsupported(n, `Resize of a ${x.dtype} tensor`);
+    // opset 10: (X, scales); opset 11+: (X, roi, scales, sizes), absent ones empty.
+    const [scalesV, sizesV] = ins.length === 2 ? [ins[1], undefined] : [ins[2], ins[3]];
+    const nums = (v: Value | undefined, what: string): number[] => (v ? ints(n, v, what) : []);
+    let plan;
+    try {
+      plan = planResize(x.shape, nums(scalesV, 'Resize scales'), nums(sizesV, 'Resize sizes'), n.attrs as ResizeAttrs);
+    } catch (err) {
+      throw unsupported(n, (err as Error).message);
+    }
+    return [resizeTensor(x, plan)];
   },
   Flatten: (cx, n, [a]) => [G.flatten(T(cx, a, n), attrInt(n, 'axis', 1))],
   Reshape: (cx, n, [a, s]) => {

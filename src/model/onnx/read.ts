@@ -138,10 +138,12 @@ export function readOnnx(bytes: Uint8Array, opts: { inputSize?: number } = {}): 
   if (opset < MIN_OPSET || opset > MAX_OPSET) throw new OnnxImportError('version', `opset ${opset} is outside ${MIN_OPSET}..${MAX_OPSET}; re-export with opset_version=17`);
   const weights = new Map<string, { shape: number[]; data: Float32Array }>();
   const consts = new Map<string, ConstValue>();
+  // Float tensors a node reads as arguments, not as weights (Resize's scales), stay constants.
+  const args = new Set(g.node.filter((n) => n.opType === 'Resize').map((n) => (n.input ?? [])[(n.input ?? []).length === 2 ? 1 : 2]).filter((x): x is string => !!x));
   for (const t of g.initializer) {
     if (!t.name) throw new OnnxImportError('malformed', 'an initializer has no name');
     const v = readTensor(t, `initializer ${t.name}`);
-    if ((v.dtype === 'float32' || v.dtype === 'float64') && v.data.length > 1) weights.set(t.name, { shape: v.shape, data: Float32Array.from(v.data) });
+    if ((v.dtype === 'float32' || v.dtype === 'float64') && v.data.length > 1 && !args.has(t.name)) weights.set(t.name, { shape: v.shape, data: Float32Array.from(v.data) });
     else consts.set(t.name, v);
   }
   const nodes: IrNode[] = g.node.map((n, i) => {
@@ -157,7 +159,7 @@ export function readOnnx(bytes: Uint8Array, opts: { inputSize?: number } = {}): 
   for (let i = nodes.length - 1; i >= 0; i--) {
     const n = nodes[i];
     const v = n.op === 'Constant' && n.attrs.value && typeof n.attrs.value === 'object' && 'tensor' in n.attrs.value ? n.attrs.value.tensor : null;
-    if (v && (v.dtype === 'float32' || v.dtype === 'float64') && v.data.length > 1 && n.outputs[0]) {
+    if (v && (v.dtype === 'float32' || v.dtype === 'float64') && v.data.length > 1 && n.outputs[0] && !args.has(n.outputs[0])) {
       weights.set(n.outputs[0], { shape: v.shape, data: Float32Array.from(v.data) });
       nodes.splice(i, 1);
     }
