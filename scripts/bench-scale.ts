@@ -198,7 +198,7 @@ async function runInproc(spec: RunSpec): Promise<RunResult> {
   const t0 = performance.now();
   const load = loadSampler();
   const N = spec.n;
-  const hb = inprocMeshOptions(N, { heartbeatMs: spec.heartbeatMs });
+  const hb = inprocMeshOptions(N, { heartbeatMs: spec.heartbeatMs, fullMesh: spec.topology === 'full' || N <= spec.k + 1 });
   const model = spec.model === 'tiny' ? await tinyBackbone(join(spec.outDir, 'models')) : {};
   const tag = `bs-${process.pid}`;
   const meshes: Mesh[] = [];

@@ -312,7 +312,7 @@ const meshes: (Mesh | null)[] = [];
 const feds: (Federation | null)[] = [];
 const metrics: RoundMetrics[][] = Array.from({ length: N }, () => []);
 const events: { t: number; event: string }[] = [];
-const meshOpts = inprocMeshOptions(N, { heartbeatMs: o.heartbeatMs, memoryLatencyMs: o.memoryLatencyMs });
+const meshOpts = inprocMeshOptions(N, { heartbeatMs: o.heartbeatMs, memoryLatencyMs: o.memoryLatencyMs, fullMesh: o.topology === 'full' });
 const listen = (i: number): string[] => (o.transport === 'memory' ? [`/memory/${name}-${i}-${Date.now()}`] : ['/ip4/127.0.0.1/tcp/0']);
 
 async function startNode(i: number, peers: string[]): Promise<void> {
@@ -416,14 +416,19 @@ for (let i = 0; i < N; i++) runNode(i);
 // A status line every --status-s seconds (default 30): large in-process runs are otherwise silent until the end.
 const lag = monitorEventLoopDelay({ resolution: 20 });
 lag.enable();
+// Gossip messages received by all meshes per topic at the previous status line (first copies; `msgsPerS`).
+let prevReceived = new Map<string, number>();
 const statusTimer = setInterval(() => {
   const live = meshes.filter((m): m is Mesh => m !== null);
+  const received = live.reduce((acc, m) => { for (const [k, c] of m.received) acc.set(k, (acc.get(k) ?? 0) + c); return acc; }, new Map<string, number>());
+  const msgsPerS = [...received].map(([k, c]) => `${k}:${Math.round((c - (prevReceived.get(k) ?? 0)) / Number(o.statusS))}`).join(',') || '-';
+  prevReceived = received;
   const span = (xs: number[]): string => (xs.length ? `${Math.min(...xs)}..${Math.max(...xs)}` : '-');
   log.info({
     t: Math.round((Date.now() - t0) / 1000), version: span(feds.filter((f): f is Federation => f !== null).map((f) => f.protocol.round)),
     members: span(live.map((m) => m.membership.memberIds().length)), connections: span(live.map((m) => m.connectedPeers().length)),
     wireMB: Math.round(live.reduce((a, m) => a + m.wire.bytesOut, 0) / 1e5) / 10, rssMB: Math.round(process.memoryUsage.rss() / 1e6),
-    lagP50Ms: Math.round(lag.percentile(50) / 1e6), lagMaxMs: Math.round(lag.max / 1e6),
+    lagP50Ms: Math.round(lag.percentile(50) / 1e6), lagMaxMs: Math.round(lag.max / 1e6), msgsPerS,
     // Refused messages and streams so far, by reason (all nodes): why views or rounds stall on a large run.
     refused: [...live.reduce((acc, m) => { for (const [r, c] of m.refusals) acc.set(r, (acc.get(r) ?? 0) + c); return acc; }, new Map<number, number>())]
       .map(([r, c]) => `${RefusalReason[r]}:${c}`).join(',') || '-',

@@ -89,17 +89,24 @@ export async function finishInproc(o: {
   return { finals, evaluations: byDigest.size, stopMs, evalMs: performance.now() - t1 };
 }
 
+/** Longest in-process membership heartbeat period (inprocHeartbeat); the expiry is 6x (6 minutes). */
+export const INPROC_HEARTBEAT_MAX_MS = 60_000;
+
 /**
  * Membership heartbeat period and expiry for N meshes in one process: 1 s / 6 s up to 16 nodes (what the process
  * mode uses), then growing with N³ so that the process-wide rate of heartbeat signature checks, N·(N-1) per period,
- * falls below that of 16 nodes (~240/s; 124/s at 32 nodes, 8 s) instead of growing with N²; capped at 15 s. With N²
+ * falls below that of 16 nodes (~240/s; 124/s at 32 nodes, 8 s) instead of growing with N². With N²
  * (4 s at 32 nodes) a 32-node run at load average 17-26 refused thousands of heartbeats as stale (older than the
  * 24 s expiry when they arrived) and every view fell to 0 during round 1; with 8 s the views held at 16..31.
+ * Capped at INPROC_HEARTBEAT_MAX_MS (60 s, reached at 64 nodes): with the former 15 s cap, 64 full-mesh nodes with the
+ * default model received 270-400 heartbeats a second process-wide (first copies, relaying already off), garbage
+ * collection took 31% of the main thread and onnxruntime 11%, and in 7 minutes after the views filled only 2 of 64
+ * nodes finished their 5 local steps; with 60 s all 64 finished round 1 about 3 minutes after the first dial.
  * One node per process only checks N-1 heartbeats per period and keeps the 1 s default. `overrideMs` (a
  * --heartbeat-ms flag) wins.
  */
 export function inprocHeartbeat(n: number, overrideMs?: number): { heartbeatIntervalMs: number; memberExpiryMs: number } {
-  const ms = overrideMs ?? Math.min(15_000, Math.round(1000 * Math.max(1, (n / 16) ** 3)));
+  const ms = overrideMs ?? Math.min(INPROC_HEARTBEAT_MAX_MS, Math.round(1000 * Math.max(1, (n / 16) ** 3)));
   return { heartbeatIntervalMs: ms, memberExpiryMs: 6 * ms };
 }
 
@@ -138,13 +145,16 @@ export const INPROC_GOSSIP_REPAIR_MS = 5_000;
  * connection ends came in one burst every 10 s and, timing out on the busy loop, aborted healthy connections), and a
  * gossipsub heartbeat of 1 s up to 16 nodes, then N/16 s (mesh upkeep and IHAVE gossip of N meshes; messages
  * themselves are flood-published, so this is repair traffic only), a dial / upgrade / stream-negotiation deadline of
- * INPROC_DIAL_TIMEOUT_MS, and the gossipsub outbound-stream repair every INPROC_GOSSIP_REPAIR_MS.
+ * INPROC_DIAL_TIMEOUT_MS, and the gossipsub outbound-stream repair every INPROC_GOSSIP_REPAIR_MS. `fullMesh` (every node
+ * dials every other): membership heartbeats are not relayed (Mesh `relayHeartbeats: false`): the author's flood
+ * publish already reaches every member, and each relayed copy is a duplicate to frame, decrypt and drop.
  */
-export function inprocMeshOptions(n: number, o: { heartbeatMs?: number; memoryLatencyMs?: number } = {}): {
+export function inprocMeshOptions(n: number, o: { heartbeatMs?: number; memoryLatencyMs?: number; fullMesh?: boolean } = {}): {
   heartbeatIntervalMs: number; memberExpiryMs: number; memoryLatencyMs: number; connectionPingMs: number; gossipHeartbeatMs: number; dialTimeoutMs: number;
-  streamNegotiationTimeoutMs: number; gossipStreamRepairMs: number; loopYieldMs: number;
+  streamNegotiationTimeoutMs: number; gossipStreamRepairMs: number; loopYieldMs: number; relayHeartbeats: boolean;
 } {
   return {
+    relayHeartbeats: o.fullMesh !== true,
     dialTimeoutMs: INPROC_DIAL_TIMEOUT_MS,
     streamNegotiationTimeoutMs: INPROC_DIAL_TIMEOUT_MS,
     gossipStreamRepairMs: INPROC_GOSSIP_REPAIR_MS,

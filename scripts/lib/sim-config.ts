@@ -35,7 +35,7 @@ export const SIM_KNOBS = {
   localOnly: m(z.boolean().default(false), { flag: '--local-only', help: 'baseline: every node trains alone for rounds x local-steps' }),
   out: m(z.string().min(1).default('out/sim'), { flag: '--out', arg: '<dir>', help: 'output folder' }),
   name: m(z.string().default(''), { flag: '--name', arg: '<s>', defaultText: 'from the settings', help: 'run name (subfolder of --out)' }),
-  heartbeatMs: m(z.number().int().min(10).max(600_000).optional(), { flag: '--heartbeat-ms', arg: '<n>', defaultText: '1000 up to 16 nodes, then growing with N²', help: 'inproc mode: membership heartbeat period (expiry 6x)' }),
+  heartbeatMs: m(z.number().int().min(10).max(600_000).optional(), { flag: '--heartbeat-ms', arg: '<n>', defaultText: '1000 up to 16 nodes, then growing with N³ up to 60000 at 64', help: 'inproc mode: membership heartbeat period (expiry 6x)' }),
   memoryLatencyMs: m(z.number().min(0).max(1000).optional(), { flag: '--memory-latency-ms', arg: '<n>', defaultText: '1', help: 'inproc mode, memory transport: latency of every frame (0 starves the timers of a large run)' }),
   statusS: m(z.number().positive().default(30), { flag: '--status-s', arg: '<n>', help: 'inproc mode: seconds between status lines' }),
   progress: m(z.boolean().default(true), { flag: '--progress', help: 'a progress bar of the whole federation (rounds done over all nodes, ETA) on a terminal' }),

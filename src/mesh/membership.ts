@@ -73,6 +73,8 @@ export interface MembershipOptions {
   expiryMs: number;
   capabilities: Partial<Capabilities>;
   topic: string;
+  /** Whether heartbeats are relayed (Mesh `relayHeartbeats`). */
+  relay: boolean;
   logger: Logger;
 }
 
@@ -129,6 +131,7 @@ export class Membership extends EventEmitter {
     this.mesh.subscribe(this.opts.topic, (payload, meta) => this.apply(payload, meta), {
       validator: (payload, meta) => this.validate(payload, meta),
       maxPayloadBytes: MAX_HEARTBEAT_BYTES,
+      relay: this.opts.relay,
     });
     this.timer = setInterval(() => void this.beat(false), this.opts.intervalMs);
     this.timer.unref();

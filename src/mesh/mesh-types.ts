@@ -81,6 +81,12 @@ export interface MeshOptions extends DiscoveryOptions {
    * CountingProtector in wire-counter.ts.
    */
   loopYieldMs?: number;
+  /**
+   * Relay membership heartbeats (default true). false when every member connects to every other (a full mesh): the
+   * author's flood publish reaches all of them and each relayed copy is a duplicate (three of every four heartbeat
+   * deliveries with the gossipsub degree of 3). In any other topology members then miss each other's heartbeats.
+   */
+  relayHeartbeats?: boolean;
   /** Logger (default: silent). */
   logger?: Logger;
   /**
@@ -138,6 +144,12 @@ export interface SubscribeOptions {
    * The round protocol's verifying committee uses it so that members off the committee never download updates.
    */
   wantPayload?: (meta: MessageMeta) => boolean;
+  /**
+   * Whether accepted messages are forwarded (default true). false: they reach the handler, but gossipsub neither
+   * forwards them nor offers them in IHAVE gossip, so only the author's direct neighbours receive them (its flood
+   * publish). Only for a full mesh, where every forward is a duplicate of what the author sent everyone.
+   */
+  relay?: boolean;
 }
 
 /** Result of `Mesh.publish`. */

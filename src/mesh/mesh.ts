@@ -63,6 +63,11 @@ export class Mesh extends EventEmitter {
   readonly wire: WireCounters;
   /** Count of refusals of inbound data by reason. */
   readonly refusals = new Map<RefusalReason, number>();
+  /**
+   * Gossip messages received per topic: first copies that reached validation (gossipsub drops later copies of a
+   * message as duplicates before that). For diagnosing large simulations (issue 17: heartbeat traffic per second).
+   */
+  readonly received = new Map<string, number>();
   /** The roster (sorted PeerIds, self included), or undefined for an open mesh. */
   readonly roster: readonly string[] | undefined;
   private readonly rosterSet: Set<string> | undefined;
@@ -138,6 +143,7 @@ export class Mesh extends EventEmitter {
       expiryMs: opts.memberExpiryMs ?? DEFAULT_MEMBER_EXPIRY_MS,
       capabilities: opts.capabilities ?? {},
       topic: MEMBERSHIP_TOPIC,
+      relay: opts.relayHeartbeats ?? true,
       logger: this.log,
     });
   }
@@ -390,6 +396,7 @@ export class Mesh extends EventEmitter {
   private async validateGossip(topic: string, via: PeerId, msg: Message): Promise<TopicValidatorResult> {
     const entry = this.topics.get(topic);
     if (entry === undefined) return TopicValidatorResult.Ignore;
+    this.received.set(entry.name, (this.received.get(entry.name) ?? 0) + 1);
     try {
       if (msg.type !== 'signed') throw new RefusalError(RefusalReason.BAD_SIGNATURE, 'unsigned message');
       // The signer, not the relaying neighbour, must be a member: a member relaying foreign keys gains nothing.
@@ -403,6 +410,11 @@ export class Mesh extends EventEmitter {
         verdict = RefusalReason.APPLICATION;
       }
       if (verdict !== undefined) throw new RefusalError(verdict, 'refused by the topic validator');
+      if (entry.opts.relay === false) {
+        // Delivered here; Ignore keeps gossipsub from forwarding it (no score penalty; duplicates still deduplicated).
+        this.deliver(entry, payload, meta);
+        return TopicValidatorResult.Ignore;
+      }
       this.payloads.set(msg, { payload, meta });
       return TopicValidatorResult.Accept;
     } catch (err) {
@@ -419,13 +431,17 @@ export class Mesh extends EventEmitter {
     this.payloads.delete(msg);
     const entry = this.topics.get(msg.topic);
     if (entry === undefined) return;
+    this.deliver(entry, got.payload, got.meta);
+  };
+
+  private deliver(entry: TopicEntry, payload: Uint8Array, meta: MessageMeta): void {
     try {
-      const r = entry.handler(got.payload, got.meta);
+      const r = entry.handler(payload, meta);
       if (r instanceof Promise) r.catch((err: unknown) => this.log.error({ err: String(err), topic: entry.name }, 'handler failed'));
     } catch (err) {
       this.log.error({ err: String(err), topic: entry.name }, 'handler failed');
     }
-  };
+  }
 
   private readonly onConnect = (evt: CustomEvent<PeerId>): void => {
     const id = evt.detail.toString();

@@ -15,7 +15,7 @@ import { RdpAccountant } from '../privacy/index.ts';
 import { logPriorBias, Trainer } from '../train/trainer.ts';
 import { lrAt } from '../train/schedule.ts';
 import { joinOptimizerState, splitOptimizerState, type OptimizerStateMeta } from '../train/optim.ts';
-import { PersonalHeads } from '../train/personal.ts';
+import { PersonalAdapter, PersonalError } from '../train/personal.ts';
 import { manifestDigest, toUpdateManifest, type PrototypeTable, type TensorMap, type UpdateManifest } from '../update/index.ts';
 import { ConfigError, FmflError } from '../util/errors.ts';
 import type { Logger } from '../util/log.ts';
@@ -59,8 +59,8 @@ export interface RoundMetrics {
   consensusDistance?: number;
   epsilon?: number;
   /**
-   * With `--personal head`: on the node's own test split (its train shard's label distribution), per exit, the global
-   * model's accuracy and the personal model's (global representation + personal heads), after this round.
+   * With `--personal head|lora`: on the node's own test split (its train shard's label distribution), per exit, the
+   * global model's accuracy and the personal model's (personal heads, or personal LoRA and heads), after this round.
    */
   personal?: { n: number; global: number[]; personal: number[]; trainLoss: number };
 }
@@ -88,8 +88,8 @@ export class Federation {
   private readonly testIdx: Uint32Array;
   private readonly stateDir: string | undefined;
   private readonly accountant: RdpAccountant | null;
-  /** Personal adapters (`--personal head`), or null. */
-  readonly personal: PersonalHeads | null;
+  /** Personal adapters (`--personal head|lora`), or null. */
+  readonly personal: PersonalAdapter | null;
   /** The node's own test split (its shard's label distribution), for personal accuracy; empty without --personal. */
   readonly personalTestIdx: Uint32Array;
   /** This node's rank and depth budget against the global adapter. */
@@ -99,7 +99,7 @@ export class Federation {
   private constructor(o: {
     cfg: FederationConfig; protocol: RoundProtocol; trainer: Trainer; manifest: UpdateManifest; mesh: Mesh; logger: Logger; modelDigest: string; classes: string[];
     train: Dataset; test: Dataset; shard: Uint32Array; testIdx: Uint32Array; stateDir?: string; accountant: RdpAccountant | null; budget: NodeBudget;
-    personal: PersonalHeads | null; personalTestIdx: Uint32Array;
+    personal: PersonalAdapter | null; personalTestIdx: Uint32Array;
   }) {
     this.personal = o.personal;
     this.personalTestIdx = o.personalTestIdx;
@@ -172,7 +172,7 @@ export class Federation {
     const initial = makeState(0, global0, [], manifest);
     const budget = budgetOf(trainer.depth < modelCfg.depth ? trainer.trainedSpecs.map((s) => s.name) : undefined);
     const selfSeed = cfg.seed ?? (cfg.modelSeed * 1000 + si);
-    const personal = cfg.personal === 'head' ? PersonalHeads.create(trainer, heads, { lr: cfg.lr, weightDecay: cfg.weightDecay, seed: selfSeed }) : null;
+    const personal = cfg.personal === 'none' ? null : PersonalAdapter.create(cfg.personal, trainer, heads, { lr: cfg.lr, weightDecay: cfg.weightDecay, seed: selfSeed, lambda: cfg.personalLambda });
     // The node's own test split: --test-slice test images with its shard's label proportions, seeded by partition and shard.
     const personalTestIdx = personal ? matchedTestIndices(test.labels, labelHistogram(train.labels, shard, modelCfg.classes), Math.min(cfg.testSlice, test.n), cfg.partitionSeed * 1000 + si) : new Uint32Array(0);
 
@@ -286,7 +286,7 @@ export class Federation {
         if (this.accountant && this.cfg.dpNoise !== undefined) this.accountant.step(1, this.cfg.dpNoise, 1);
         this.trainer.loadParams(this.modelAtBudget(this.protocol.model()));
         const ev = await this.trainer.evaluate(this.test, this.testIdx);
-        // The head phase runs at the rate this round's local training started at: the schedule's position after the
+        // The personal phase runs at the rate this round's local training started at: the schedule's position after the
         // round is exactly 0 in the last round of a cosine schedule, which would leave the last personal steps idle.
         const personal = this.personal ? await this.personalPhase(lrOf(0)) : undefined;
         if (this.stopped) break;
@@ -315,8 +315,9 @@ export class Federation {
   }
 
   /**
-   * FedRep's head phase (src/train/personal.ts), with the trainer holding the new global model: the global model's
-   * accuracy on the node's own test split, then the personal heads trained on the shard and evaluated there.
+   * The personal phase (src/train/personal.ts: FedRep's head phase, or Ditto's personal step), with the trainer holding
+   * the new global model: the global model's accuracy on the node's own test split, then the personal adapter trained
+   * on the shard and evaluated there.
    */
   private async personalPhase(lr: number): Promise<NonNullable<RoundMetrics['personal']>> {
     const g = await this.trainer.evaluate(this.test, this.personalTestIdx);
@@ -408,7 +409,7 @@ function stridedSlice(n: number, i: number, count: number, max: number): Uint32A
   return Uint32Array.from({ length: max }, (_, k) => Math.min(n - 1, Math.floor(k * step) + offset));
 }
 
-async function writeFederationCheckpoint(path: string, snap: ProtocolSnapshot, trainer: Trainer, cfg: FederationConfig, classes: readonly string[], personal: PersonalHeads | null): Promise<void> {
+async function writeFederationCheckpoint(path: string, snap: ProtocolSnapshot, trainer: Trainer, cfg: FederationConfig, classes: readonly string[], personal: PersonalAdapter | null): Promise<void> {
   const tensors = new Map<string, Float32Array>();
   for (const [k, v] of snap.state.tensors) tensors.set(`global/${k}`, v);
   for (const [k, v] of snap.residual) tensors.set(`residual/${k}`, Float32Array.from(v));
@@ -425,12 +426,12 @@ async function writeFederationCheckpoint(path: string, snap: ProtocolSnapshot, t
     prototypeCounts: snap.state.prototypes.map((p) => ({ exit: p.exit, dim: p.dim, counts: p.counts })),
     ...own.meta,
     optimizer: opt.meta as unknown as JsonValue,
-    ...(mine ? { personalOptimizer: mine.meta as unknown as JsonValue } : {}),
+    ...(mine ? { personalOptimizer: mine.meta as unknown as JsonValue, personalKind: personal!.kind } : {}),
   };
   await saveCheckpoint(path, tensors, meta);
 }
 
-async function readFederationCheckpoint(path: string, manifest: UpdateManifest, cfg: FederationConfig, trainer: Trainer, personal: PersonalHeads | null): Promise<ProtocolSnapshot> {
+async function readFederationCheckpoint(path: string, manifest: UpdateManifest, cfg: FederationConfig, trainer: Trainer, personal: PersonalAdapter | null): Promise<ProtocolSnapshot> {
   const ck = await loadCheckpoint(path, { copy: true });
   const meta = ck.metadata as Record<string, any>;
   if (!meta || meta.kind !== 'federation') throw new FederationError(`${path} is not a federation checkpoint`);
@@ -457,6 +458,9 @@ async function readFederationCheckpoint(path: string, manifest: UpdateManifest, 
   const residual = new Map([...pick('residual/')].map(([k, v]) => [k, Float64Array.from(v)]));
   const snap: ProtocolSnapshot = { ...roundProtocol(cfg.protocol).snapshot.decode(meta, pick, state), protocol: cfg.protocol, state, residual };
   if (meta.optimizer) trainer.optimizer.loadState(joinOptimizerState(meta.optimizer, ck.tensors));
+  if (personal && meta.personalOptimizer && (meta.personalKind ?? 'head') !== personal.kind) {
+    throw new PersonalError(`${path} holds --personal ${meta.personalKind ?? 'head'} state; start with --personal ${meta.personalKind ?? 'head'} or a fresh --state-dir`);
+  }
   if (personal && meta.personalOptimizer) personal.restore(ck.tensors, meta.personalOptimizer as OptimizerStateMeta);
   return snap;
 }

@@ -10,7 +10,7 @@ import { AGGREGATOR_NAMES, DEFAULT_AGGREGATOR, DEFAULT_SERVER_MOMENTUM } from '.
 import { DEFAULT_BACKBONE, MODELS_DIR } from '../model/backbone.ts';
 import { LORA_TARGETS } from '../model/vit.ts';
 import { LR_SCHEDULES } from '../train/schedule.ts';
-import { PERSONAL_KINDS } from '../train/personal.ts';
+import { MAX_PERSONAL_LAMBDA, PERSONAL_KINDS } from '../train/personal.ts';
 import { resolveDataSource } from '../data/index.ts';
 import { ConfigError } from '../util/errors.ts';
 import type { RoundOptions } from './types.ts';
@@ -76,8 +76,9 @@ export const FL_KNOBS = {
   prototypeEvery: knob(z.number().int().min(0).max(100_000).default(0), { flag: '--prototype-every', arg: '<n>', help: 'send prototype statistics every n rounds (0: last round only; every round when --proto-weight > 0)' }),
   prototypeSamples: knob(z.number().int().min(1).max(1_000_000).default(1000), { flag: '--prototype-samples', arg: '<n>', help: 'shard samples used to compute local prototype statistics' }),
   seed: knob(seedInt.optional(), { flag: '--seed', arg: '<n>', defaultText: 'from the shard', help: "seed of this node's minibatch order and quantization noise" }),
-  personal: knob(z.enum(PERSONAL_KINDS).default('none'), { flag: '--personal', arg: '<kind>', help: "personal adapters: head keeps private exit heads that never leave the node, trained each round on the node's shard on top of the new global model (FedRep's head phase); reports personal accuracy on the node's own test split" }),
-  personalSteps: knob(z.number().int().min(1).max(1_000_000).default(25), { flag: '--personal-steps', arg: '<n>', help: 'personal adapters: local steps of the head phase per round' }),
+  personal: knob(z.enum(PERSONAL_KINDS).default('none'), { flag: '--personal', arg: '<kind>', help: "personal adapters: head keeps private exit heads that never leave the node, trained each round on the node's shard on top of the new global model (FedRep's head phase); lora keeps a private LoRA adapter and exit heads, trained each round with Ditto's proximal term to the new global model; both report personal accuracy on the node's own test split" }),
+  personalSteps: knob(z.number().int().min(1).max(1_000_000).default(25), { flag: '--personal-steps', arg: '<n>', help: 'personal adapters: local steps of the personal phase per round' }),
+  personalLambda: knob(z.number().min(0).max(MAX_PERSONAL_LAMBDA).default(0.1), { flag: '--personal-lambda', arg: '<λ>', help: "--personal lora: Ditto's proximal weight λ (λ/2·||v − w||² to the global model w; 0 lets the personal adapter move freely, large pins it at w)" }),
   // model
   backbone: knob(z.string().min(1).max(128).default(DEFAULT_BACKBONE), { flag: '--backbone', arg: '<name>', help: 'backbone in models/ (vit-tiny-mnist is the reference recipe; vit-tiny-32-mnist takes 32x32 RGB; npm run pretrain makes others)' }),
   backboneDir: knob(z.string().min(1).optional(), { flag: '--backbone-dir', arg: '<dir>', defaultText: "the project's models/", help: 'folder holding the backbone' }),

@@ -91,6 +91,11 @@ export interface StepScope {
   optimizer: Optimizer;
   names: readonly string[];
   rng: Rng;
+  /**
+   * A proximal term λ/2·||v − anchor||² over `names` (Ditto's personal objective): λ(v − anchor) is added to each
+   * tensor's loss gradient before the optimizer step. `anchor` holds every name, same sizes as `params`.
+   */
+  prox?: { lambda: number; anchor: Weights };
 }
 
 export class TrainingError extends FmflError {
@@ -274,6 +279,7 @@ export class Trainer {
     if (!Number.isFinite(loss)) throw new TrainingError(`loss is ${loss}; lower the learning rate`);
     const grads = new Map<string, Float32Array>();
     for (const n of names) grads.set(n, out[gradName(n)] as Float32Array);
+    if (scope?.prox) addProximal(grads, this.params, scope.prox.anchor, scope.prox.lambda);
     (scope?.optimizer ?? this.optimizer).step(grads);
     return { loss, lossCe };
   }
@@ -420,6 +426,18 @@ export class Trainer {
 
   async release(): Promise<void> {
     await Promise.all([this.trainSession.release(), this.evalSession.release()]);
+  }
+}
+
+/** grads[n] ← grads[n] + λ(params[n] − anchor[n]) for each n of `grads` (copies, so a session's output is untouched). */
+function addProximal(grads: Map<string, Float32Array>, params: Weights, anchor: Weights, lambda: number): void {
+  for (const [n, g] of grads) {
+    const v = params.get(n)!;
+    const w = anchor.get(n);
+    if (!w || w.length !== v.length) throw new TrainingError(`proximal anchor for ${n} is missing or of the wrong size`);
+    const out = new Float32Array(g.length);
+    for (let i = 0; i < g.length; i++) out[i] = g[i] + lambda * (v[i] - w[i]);
+    grads.set(n, out);
   }
 }
 

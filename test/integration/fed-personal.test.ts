@@ -1,17 +1,20 @@
 /**
- * Personal adapters (`--personal head`, FedRep's head phase) in one live federation: four real libp2p nodes on
+ * Personal adapters in one live federation, for each kind: `--personal head` (FedRep's head phase) and `--personal
+ * lora` (Ditto: a personal LoRA adapter and heads with a proximal term to the global model). Four real libp2p nodes on
  * 127.0.0.1 train the tiny ViT on Dirichlet 0.1 shards. Every byte each node's round protocol hands to the mesh
- * (published messages on every topic, request bodies, response bodies) is recorded; the personal heads each node holds
- * after a round never occur in any of them, neither as values nor as a delta against that round's global model, and
- * the updates decoded from the published bytes carry the global heads' step, not the personal one. Every node ends on
+ * (published messages on every topic, request bodies, response bodies) is recorded; the personal tensors each node
+ * holds after a round (heads; for lora also every LoRA A and B) never occur in any of them, neither as values nor as a
+ * delta against that round's global model, and the updates decoded from the published bytes carry the global step,
+ * not the personal one. Every node ends on
  * one global state and reports the global and the personal model's accuracy on its own test split, whose labels
- * follow its shard's. A node restarted on its state folder resumes its personal heads.
+ * follow its shard's. A node restarted on its state folder resumes its personal tensors.
  */
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { Federation, UPDATE_TOPIC } from '../../src/round/index.ts';
 import type { MeshPort } from '../../src/round/mesh-port.ts';
 import { SignedUpdate } from '../../src/round/pb/round.ts';
 import { decodeUpdate, type ModelUpdate } from '../../src/update/index.ts';
+import { PersonalError } from '../../src/train/personal.ts';
 import { silentLogger } from '../../src/util/log.ts';
 import { tempDir } from '../temp-dirs.ts';
 import { tapMeshPort } from '../mesh-port-tap.ts';
@@ -33,14 +36,14 @@ function recording(inner: MeshPort, sent: Sent[]): MeshPort {
 
 const f32bytes = (a: Float32Array, at: number, n: number): Buffer => Buffer.from(a.buffer, a.byteOffset + at * 4, n * 4);
 
-test.serial('--personal head: personal heads never on the wire, personal accuracy on the own split, one global state', async (t) => {
+async function personalRun(t: ExecutionContext, kind: 'head' | 'lora'): Promise<void> {
   const meshes = await startMeshes(N);
   t.teardown(() => stopAll(meshes));
   link(meshes, topologies.full(N));
   await waitFor(() => viewsConverged(meshes), 'membership views');
   const sent: Sent[][] = meshes.map(() => []);
   const cfgOf = (i: number): Promise<Record<string, unknown>> => tinyFl(i, N, {
-    rounds: ROUNDS, localSteps: 2, alpha: 0.1, personal: 'head', personalSteps: 4, testSlice: 100, bits: 32, downlinkBits: 32, brotli: false,
+    rounds: ROUNDS, localSteps: 2, alpha: 0.1, personal: kind, personalSteps: 4, testSlice: 100, bits: 32, downlinkBits: 32, brotli: false,
     errorFeedback: false, topk: 1, prototypeEvery: 0, partitionSeed: 42,
   });
   const stateDir = await tempDir('fmfl-personal-');
@@ -48,7 +51,7 @@ test.serial('--personal head: personal heads never on the wire, personal accurac
     logger: silentLogger(), decorate: (p) => recording(p, sent[i]), stateDir: i === 0 ? stateDir : undefined,
   })));
   t.teardown(() => releaseAll(feds));
-  // Per node, per round: the personal heads and the global model right after the round (what must stay home).
+  // Per node, per round: the personal tensors and the global model right after the round (what must stay home).
   const after: { t: number; personal: Map<string, Float32Array>; global: Map<string, Float32Array> }[][] = feds.map(() => []);
   const metrics = await Promise.all(feds.map((f, i) => f.run({
     onRound: () => after[i].push({ t: performance.now(), personal: f.personal!.tensors(), global: new Map([...f.protocol.model()].map(([k, v]) => [k, Float32Array.from(v)])) }),
@@ -73,9 +76,12 @@ test.serial('--personal head: personal heads never on the wire, personal accurac
     }
   }
 
-  // The personal heads moved away from the global ones (so a leak would be visible).
+  // The personal tensors moved away from the global ones (so a leak would be visible); lora's include every LoRA tensor.
   for (const [i, list] of after.entries()) {
     t.is(list.length, ROUNDS);
+    const lora = feds[i].personal!.names.filter((n) => n.includes('.lora_'));
+    t.is(lora.length, kind === 'lora' ? feds[i].trainer.trainedSpecs.filter((s) => s.name.includes('.lora_')).length : 0);
+    if (kind === 'lora') t.true(lora.length >= 4, `node ${i} personal LoRA tensors: ${lora.join(' ')}`);
     for (const a of list) {
       t.is(a.personal.size, feds[i].personal!.names.length);
       for (const [k, p] of a.personal) {
@@ -114,15 +120,21 @@ test.serial('--personal head: personal heads never on the wire, personal accurac
     for (const [k, p] of a1.personal) {
       const d = r2.deltas.get(k)!;
       const g = a1.global.get(k)!;
-      t.true(d.some((x, j) => Math.abs(g[j] + x - p[j]) > 1e-5), `node ${i} round-2 update of ${k} is not the personal head`);
+      t.true(d.some((x, j) => Math.abs(g[j] + x - p[j]) > 1e-5), `node ${i} round-2 update of ${k} is not the personal tensor`);
     }
   }
 
-  // The personal heads survive a restart: a node created on node 0's state folder resumes them.
+  // The personal tensors survive a restart: a node created on node 0's state folder resumes them.
   const again = await Federation.create(meshes[0], await cfgOf(0), { logger: silentLogger(), stateDir });
   t.teardown(() => again.release());
   const before = feds[0].personal!.tensors();
   const resumed = again.personal!.tensors();
   t.is(resumed.size, before.size);
   for (const [k, v] of before) t.deepEqual([...resumed.get(k)!], [...v], k);
-});
+  // The state folder records the kind: resuming it as the other kind is a typed error, not a silent fresh start.
+  const other = kind === 'lora' ? 'head' : 'lora';
+  await t.throwsAsync(async () => Federation.create(meshes[0], { ...(await cfgOf(0)), personal: other }, { logger: silentLogger(), stateDir }), { instanceOf: PersonalError, message: new RegExp(`--personal ${kind}`) });
+}
+
+test.serial('--personal head: personal heads never on the wire, personal accuracy on the own split, one global state', (t) => personalRun(t, 'head'));
+test.serial('--personal lora: personal LoRA and heads never on the wire, personal accuracy on the own split, one global state', (t) => personalRun(t, 'lora'));

@@ -7,7 +7,7 @@ import test from 'ava';
 import { createMesh, ephemeralIdentity, type Mesh } from '../../src/mesh/index.ts';
 import { loadDataset } from '../../src/data/index.ts';
 import { Session } from '../../src/runtime/index.ts';
-import { finishInproc, inprocHeartbeat, inprocMeshOptions, linkInWaves, modelDigest } from '../../scripts/lib/inproc.ts';
+import { finishInproc, INPROC_HEARTBEAT_MAX_MS, inprocHeartbeat, inprocMeshOptions, linkInWaves, modelDigest } from '../../scripts/lib/inproc.ts';
 import { FAST, link, stopAll, topologies, viewsConverged, waitFor } from './mesh-helpers.ts';
 import { createFeds, finalHashes, releaseAll, runAll, tinyFl } from './fed-helpers.ts';
 
@@ -68,11 +68,15 @@ test('inprocHeartbeat: 1 s up to 16 nodes, then the process-wide heartbeat-check
   t.deepEqual(inprocHeartbeat(16), { heartbeatIntervalMs: 1000, memberExpiryMs: 6000 });
   const rate = (n: number): number => (n * (n - 1)) / (inprocHeartbeat(n).heartbeatIntervalMs / 1000);
   t.true(rate(32) <= rate(16) * 1.1 && rate(48) <= rate(16) * 1.1, `checks/s at 16, 32, 48: ${rate(16)}, ${rate(32)}, ${rate(48)}`);
-  t.is(inprocHeartbeat(1000).heartbeatIntervalMs, 15_000);
+  t.is(inprocHeartbeat(64).heartbeatIntervalMs, INPROC_HEARTBEAT_MAX_MS);
+  t.is(inprocHeartbeat(1000).heartbeatIntervalMs, INPROC_HEARTBEAT_MAX_MS);
+  t.true(rate(64) < rate(16) / 2, `checks/s at 64: ${rate(64)}`);
   t.deepEqual(inprocHeartbeat(64, 500), { heartbeatIntervalMs: 500, memberExpiryMs: 3000 });
   const o = inprocMeshOptions(64);
   t.true(o.memoryLatencyMs > 0 || o.loopYieldMs > 0, 'frames either pass through a timer or the loop is made to turn');
   t.is(inprocMeshOptions(64, { memoryLatencyMs: 0 }).memoryLatencyMs, 0);
+  t.false(inprocMeshOptions(64, { fullMesh: true }).relayHeartbeats, 'a full mesh does not relay heartbeats');
+  t.true(inprocMeshOptions(64).relayHeartbeats, 'any other topology does');
 });
 
 test.serial('leader: 12 in-process nodes with a roster and the simulator mesh options (memory latency, wave linking) end on one final state at version == rounds', async (t) => {
