@@ -1,9 +1,10 @@
 /**
  * `npm run bench:bytes -- [--json] [--sizes 8,16,32] [--rounds 4] [--local-steps 5] [--eval-images 2000]
- *   [--idle-s 10] [--committee 0] [--downlink-bits 16] [--out out/bench-bytes]`
+ *   [--idle-s 10] [--committee 0] [--downlink-bits 16] [--downlink-error-feedback] [--out out/bench-bytes]`
  *
  * `--committee c`: the leader protocol's verifying committee (protocols/round.md "Verifying committee"; 0 = every
- * member verifies, the default). `--downlink-bits`: bits of the encoded step (what travels over round.step).
+ * member verifies, the default). `--downlink-bits`: bits of the encoded step (what travels over round.step);
+ * `--downlink-error-feedback`: carry its encoding error into the next step (round.md "Compressed downlink").
  * Wire bytes of the rotating-leader protocol per node per round against dense client-server FedAvg (issue 14 item 6).
  * For each N, one child process holds N nodes (libp2p meshes over the memory transport, onnxruntime trainers, the
  * product default model and compression) federating `--rounds` rounds over a full mesh. Measured per node:
@@ -46,6 +47,7 @@ interface Spec {
   idleS: number;
   committee: number;
   downlinkBits: number;
+  downlinkErrorFeedback: boolean;
 }
 
 interface SizeResult {
@@ -98,7 +100,7 @@ async function runChild(spec: Spec): Promise<SizeResult> {
   const snap = (): ByteCounts[] => counts.map((c) => ({ ...c }));
   const cfg = (i: number): Record<string, unknown> => ({
     protocol: 'leader', rounds: spec.rounds, localSteps: spec.localSteps, batch: 64, shard: `${i}/${N}`, alpha: 0.5, partitionSeed: 42,
-    testSlice: 100, prototypeSamples: 250, threads: 1, minMembers: N, committee: spec.committee, downlinkBits: spec.downlinkBits ?? 16,
+    testSlice: 100, prototypeSamples: 250, threads: 1, minMembers: N, committee: spec.committee, downlinkBits: spec.downlinkBits ?? 16, downlinkErrorFeedback: spec.downlinkErrorFeedback ?? false,
   });
   const feds = await Promise.all(meshes.map((m, i) => Federation.create(m, cfg(i), { logger: silentLogger() })));
   for (let i = 0; i < N; i++) for (let j = i + 1; j < N; j++) meshes[j].addPeer(meshes[i].multiaddrs()[0]);
@@ -175,7 +177,7 @@ if (childSpec) {
 const json = process.argv.includes('--json');
 const log = (s: string): void => void (json ? process.stderr : process.stdout).write(`${s}\n`);
 const sizes = arg('sizes', '8,16,32').split(',').map(Number).filter((n) => Number.isInteger(n) && n >= 2);
-const base = { rounds: Number(arg('rounds', '4')), localSteps: Number(arg('local-steps', '5')), evalImages: Number(arg('eval-images', '2000')), idleS: Number(arg('idle-s', '10')), committee: Number(arg('committee', '0')), downlinkBits: Number(arg('downlink-bits', '16')) };
+const base = { rounds: Number(arg('rounds', '4')), localSteps: Number(arg('local-steps', '5')), evalImages: Number(arg('eval-images', '2000')), idleS: Number(arg('idle-s', '10')), committee: Number(arg('committee', '0')), downlinkBits: Number(arg('downlink-bits', '16')), downlinkErrorFeedback: process.argv.includes('--downlink-error-feedback') };
 const outDir = resolve(arg('out', 'out/bench-bytes'));
 const results: SizeResult[] = [];
 for (const n of sizes) {

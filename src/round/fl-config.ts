@@ -44,7 +44,7 @@ export const knob = <T extends z.ZodType>(schema: T, meta: KnobMeta): T => schem
 
 const classNames = z.array(z.string().min(1).max(128).regex(/^[^,\n\r]+$/, 'class names hold no commas or line breaks')).min(1).max(256);
 const bitsValues = z.union([z.literal(32), z.literal(16), z.literal(8), z.literal(4), z.literal(1)]);
-const downlinkValues = z.union([z.literal(32), z.literal(16), z.literal(8)]);
+const downlinkValues = z.union([z.literal(32), z.literal(16), z.literal(8), z.literal(4), z.literal(1)]);
 const seedInt = z.number().int().min(0).max(2 ** 31);
 
 /** Every federated-learning setting of a node with its default, its flag and its help. */
@@ -94,7 +94,8 @@ export const FL_KNOBS = {
   topkScope: knob(z.enum(['tensor', 'global']).default('tensor'), { flag: '--topk-scope', arg: '<s>', help: 'top-k per tensor, or one magnitude threshold over all tensors (per tensor measured 2.6 points better on the 8-node reference run)' }),
   bits: knob(bitsValues.default(1), { flag: '--bits', arg: '<n>', help: 'bits per sent value (1: scaled sign, one mean-|x| scale per 1,024 values; best with dense updates and error feedback)' }),
   errorFeedback: knob(z.boolean().default(true), { flag: '--error-feedback', help: 'carry what compression dropped into the next round' }),
-  downlinkBits: knob(downlinkValues.default(16), { flag: '--downlink-bits', arg: '<n>', help: 'bits of the encoded round step (every member recomputes it bit for bit; it travels, over round.step, only to members that cannot recompute)' }),
+  downlinkBits: knob(downlinkValues.default(16), { flag: '--downlink-bits', arg: '<n>', help: 'bits of the encoded round step: 32, 16, 8, 4 or 1 (scaled sign; use with --downlink-error-feedback). Every member recomputes it bit for bit; it travels, over round.step, only to members that cannot recompute (off the --committee)' }),
+  downlinkErrorFeedback: knob(z.boolean().default(false), { flag: '--downlink-error-feedback', help: 'leader: carry what the round step\'s encoding dropped into the next round\'s step; the residual is replicated server state (every verifying member computes it bit for bit; a member joining the committee pulls it, round.residual; protocols/round.md "Compressed downlink")' }),
   brotli: knob(z.boolean().default(true), { flag: '--brotli', help: 'brotli over each update payload, lossless, about 8% smaller' }),
   // aggregation
   aggregator: knob(z.enum(AGGREGATOR_NAMES as [string, ...string[]]).default(DEFAULT_AGGREGATOR), { flag: '--aggregator', arg: '<name>', help: 'aggregation rule (README: Aggregation)' }),
@@ -204,7 +205,7 @@ export function checkFederationConfig(input: unknown, opts: { filesystem?: boole
 /** The round options of a federation config (what the protocol factory and its options schema get). */
 export function roundOptionsOf(cfg: FederationConfig): RoundOptions {
   return {
-    compression: { topk: cfg.topk, topkScope: cfg.topkScope, bits: cfg.bits, errorFeedback: cfg.errorFeedback, downlinkBits: cfg.downlinkBits, brotli: cfg.brotli },
+    compression: { topk: cfg.topk, topkScope: cfg.topkScope, bits: cfg.bits, errorFeedback: cfg.errorFeedback, downlinkBits: cfg.downlinkBits, downlinkErrorFeedback: cfg.downlinkErrorFeedback, brotli: cfg.brotli },
     aggregator: cfg.aggregator, aggregatorOptions: definedOnly({ weighting: cfg.tensorWeighting === 'depth' && cfg.dpClip === undefined ? ('depth' as const) : undefined, serverLr: cfg.serverLr, serverMomentum: cfg.serverMomentum, targetRank: cfg.trainable === 'lora+heads' ? (cfg.globalRank ?? cfg.rank) : undefined }),
     serverLrDecay: cfg.serverLrDecay ? { rounds: cfg.rounds } : undefined, quorum: cfg.quorum, maxRounds: cfg.rounds, roundTimeoutMs: cfg.roundTimeoutMs, leaderTimeoutMs: cfg.leaderTimeoutMs,
     committee: cfg.committee > 0 ? cfg.committee : undefined,

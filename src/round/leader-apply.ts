@@ -10,7 +10,7 @@ import { Attestation, GlobalUpdate } from './pb/round.ts';
 import { hex, sameHash, type GlobalState } from './state.ts';
 import { GLOBAL_TOPIC, ATTEST_TOPIC, leaderOrder, MAX_LEADER_RANKS, ROUND_WIRE_VERSION, type ReceivedGlobal } from './leader-wire.ts';
 import { makeAttestation } from './certificate.ts';
-import { gatherInputs, pullStep, syncFrom } from './leader-sync.ts';
+import { gatherInputs, pullResidual, pullStep, syncFrom } from './leader-sync.ts';
 import type { LeaderCore } from './leader-core.ts';
 import { computeGlobalStep, VerifyRefusal, type GlobalStep } from './verify.ts';
 import type { RoundOutcome } from './types.ts';
@@ -23,7 +23,12 @@ function stepOf(c: LeaderCore, round: number, base: GlobalState, inputs: readonl
     federation: c.ctx.federation, manifest: c.ctx.manifest, round, base, updates: inputs, rule: c.opts.aggregator,
     options: { weighting: c.opts.dp ? 'uniform' : undefined, ...c.aggregatorOptionsFor(round) }, serverState: c.serverOpt,
     sender, loraRank: c.ctx.loraRank, downlinkBits: c.opts.compression.downlinkBits, keepPrototypes: c.secagg !== null,
+    downlinkResidual: c.downlinkEf ? (c.residualOf() ?? noResidual()) : undefined,
   });
+}
+
+function noResidual(): never {
+  throw new Error('the downlink residual of this state is unknown here (error feedback): cannot recompute');
 }
 
 /** Consider the received globals: apply the first verified one for the next round; hold those not yet decidable. */
@@ -106,11 +111,13 @@ async function verifyAndApply(c: LeaderCore, g: ReceivedGlobal, rank: number): P
     // verifying committee does not take the inputs. Pull the step (the commitment carries none) and apply it only
     // once a roster majority attested its result (secure aggregation: on its hash, see round.md), or, off the
     // committee with a known server state, once a majority of the committee attested (round, base, new hash).
-    const evidence = c.secagg ? true : c.canRecompute() ? c.committeeAttested(r, g.msg.baseHash, g.msg.newHash) : c.certificateOf(r, g.msg.newHash) !== null;
+    // (A member off the committee needs the server state, not the downlink residual: it does not recompute.)
+    const known = member ? c.knowsServerState() : c.canRecompute();
+    const evidence = c.secagg ? true : known ? c.committeeAttested(r, g.msg.baseHash, g.msg.newHash) : c.certificateOf(r, g.msg.newHash) !== null;
     if (!evidence) {
       if (!c.noted.has(g)) {
         c.noted.add(g);
-        c.refuse(c.canRecompute() ? VerifyRefusal.AWAITING_COMMITTEE : VerifyRefusal.UNVERIFIABLE, fields, 'debug');
+        c.refuse(known ? VerifyRefusal.AWAITING_COMMITTEE : VerifyRefusal.UNVERIFIABLE, fields, 'debug');
       }
       return 'wait';
     }
@@ -123,6 +130,8 @@ async function verifyAndApply(c: LeaderCore, g: ReceivedGlobal, rank: number): P
     }
     c.adopt(pulled.next, pulled.deltas, undefined, pulled.bytes);
     afterApply(c, r, base, pulled.next, g.msg.contributors);
+    // Downlink error feedback: a member that verifies the next round needs the residual this step left.
+    if (c.downlinkEf && !c.secagg && c.verifies(r + 1)) await pullResidual(c, g.from);
     return 'applied';
   }
   const inputs = await gatherInputs(c, g);
@@ -135,17 +144,28 @@ async function verifyAndApply(c: LeaderCore, g: ReceivedGlobal, rank: number): P
   let step;
   try {
     step = stepOf(c, r, base, inputs, g.from);
+    // A pulled downlink residual that does not reproduce the step may be its server's lie: pull it from the others.
+    const tried = new Set<string>();
+    while (!sameHash(step.next.hash, g.msg.newHash) && c.downRes?.pulled && c.downRes.from && !tried.has(c.downRes.from)) {
+      tried.add(c.downRes.from);
+      if (!(await pullResidual(c, undefined, tried)) || c.state !== base) break;
+      step = stepOf(c, r, base, inputs, g.from);
+    }
   } catch (err) {
     c.refuse(VerifyRefusal.AGGREGATE_FAILED, { ...fields, err: (err as Error).message });
     c.markFaulty(r, g.from);
     return 'refused';
   }
+  if (c.state !== base) return 'refused';
   if (!sameHash(step.next.hash, g.msg.newHash)) {
     c.refuse(VerifyRefusal.AGGREGATE_MISMATCH, { ...fields, announced: hex(g.msg.newHash).slice(0, 12), recomputed: hex(step.next.hash).slice(0, 12) });
     c.markFaulty(r, g.from);
+    // A pulled downlink residual is only as good as its server: after a mismatch this node stops recomputing on it
+    // (it takes the next steps on certificates, and pulls a residual again).
+    if (c.downRes?.pulled) c.downRes = null;
     return 'refused';
   }
-  c.adopt(step.next, step.applied, step.agg.state, step.bytes);
+  c.adopt(step.next, step.applied, step.agg.state, step.bytes, step.residual);
   afterApply(c, r, base, step.next, g.msg.contributors);
   c.ctx.logger.debug({ ...fields, contributors: inputs.length }, 'verified and applied global');
   return 'applied';
@@ -217,6 +237,7 @@ export async function lead(c: LeaderCore, round: number, rank: number, members: 
   c.pending = { round, rank, base, step, contributors, members, bytesUp: bytes.byteLength };
   // The step is servable at once (round.step): members that cannot recompute pull it before they attest.
   c.steps.set(round, { hash: step.next.hash, bytes: step.bytes });
+  if (step.residual) c.residuals.set(round, { hash: step.next.hash, bytes: step.residual.bytes });
   try {
     await c.ctx.mesh.publish(GLOBAL_TOPIC, bytes);
   } catch (err) {
@@ -233,7 +254,7 @@ export function adoptPending(c: LeaderCore, round: number): Omit<RoundOutcome, '
   const p = c.pending;
   if (!p || p.round !== round || c.state !== p.base || !c.certificateOf(round, p.step.next.hash)) return null;
   c.pending = null;
-  c.adopt(p.step.next, p.step.applied, p.step.agg.state, p.step.bytes);
+  c.adopt(p.step.next, p.step.applied, p.step.agg.state, p.step.bytes, p.step.residual);
   c.withheld.record(round, p.members, p.contributors);
   c.ctx.logger.debug({ round, rank: p.rank }, 'own aggregate certified: adopted');
   return { round, via: 'led', leader: c.ctx.selfId, leaderRank: p.rank, contributors: p.contributors, bytesUp: p.bytesUp };

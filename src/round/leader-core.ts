@@ -12,7 +12,7 @@ import { RoundBytes } from './signals.ts';
 import { Attestation } from './pb/round.ts';
 import { SecAggRound } from './secagg-round.ts';
 import type { GlobalState } from './state.ts';
-import type { GlobalStep } from './verify.ts';
+import type { DownlinkResidual, GlobalStep } from './verify.ts';
 import type { ReceivedGlobal, ReceivedUpdate, WireContext } from './leader-wire.ts';
 import { AttestationStore, majority } from './certificate.ts';
 import { sameHash } from './state.ts';
@@ -69,6 +69,14 @@ export class LeaderCore {
    * members that cannot recompute (protocols/round.md). Bytes are identical on every member that applied the step.
    */
   readonly steps = new Map<number, { hash: Uint8Array; bytes: Uint8Array }>();
+  /**
+   * Downlink error feedback (opts.compression.downlinkErrorFeedback): the residual that goes with the current state,
+   * computed by this node (it recomputed or led the step) or pulled (`round.residual`); null when unknown here (a
+   * member off the last committee that did not pull it, or after a state pull): such a node cannot recompute.
+   */
+  downRes: { version: number; residual: DownlinkResidual; pulled: boolean; from?: string } | null = null;
+  /** The residuals the last STEPS_KEPT applied steps left, by round (served over `round.residual`). */
+  readonly residuals = new Map<number, { hash: Uint8Array; bytes: Uint8Array }>();
   /** Payload bytes received per round (updates and globals for that round, state pulls while in it). */
   readonly down = new RoundBytes();
   /**
@@ -108,6 +116,8 @@ export class LeaderCore {
     // Version 0 is every member's own derivation from the federation seed; a restored state is this node's own disk.
     this.certified = this.state.version === 0 || cert.length > 0 ? { state: this.state, cert } : null;
     for (const a of cert) this.attestations.add(a);
+    // Version 0's residual is zero on every member; after a restart (not persisted) it is unknown until pulled.
+    if (this.downlinkEf && this.state.version === 0) this.downRes = { version: 0, residual: { tensors: new Map(), bytes: new Uint8Array(0) }, pulled: false };
     this.rng = new Rng(ctx.seed ^ 0x1ead);
     this.events.setMaxListeners(64);
     this.secagg = opts.secagg
@@ -216,7 +226,22 @@ export class LeaderCore {
   }
 
   canRecompute(): boolean {
+    return this.knowsServerState() && (!this.downlinkEf || this.downRes?.version === this.state.version);
+  }
+
+  /** Whether the server-optimizer state is known here (what a member off the committee needs; not the downlink residual). */
+  knowsServerState(): boolean {
     return canRecompute(this.secagg !== null, this.serverKnown, this.opts.aggregator);
+  }
+
+  /** Whether the downlink step carries error feedback (protocols/round.md "Compressed downlink"). */
+  get downlinkEf(): boolean {
+    return this.opts.compression.downlinkErrorFeedback === true;
+  }
+
+  /** The downlink residual of the current state (error feedback on), or undefined (off, or unknown here). */
+  residualOf(): TensorMap | undefined {
+    return this.downlinkEf && this.downRes?.version === this.state.version ? this.downRes.residual.tensors : undefined;
   }
 
   refuse(reason: VerifyRefusal, fields: Record<string, unknown>, level: 'warn' | 'debug' = 'warn'): void {
@@ -245,9 +270,15 @@ export class LeaderCore {
    * Make `st` the current global state. `applied` is the global step that produced it from the previous state
    * (absent after a state pull) and `server` the recomputed server-optimizer state. Momentum rules (fedavgm) derive
    * their buffer from the applied step on every member; adaptive rules take the recomputed moments. After a state
-   * pull the server state is unknown until the next applied step (momentum) or for good (adaptive rules).
+   * pull the server state is unknown until the next applied step (momentum) or for good (adaptive rules). With
+   * downlink error feedback `residual` is the residual the step left (absent: unknown here until pulled).
    */
-  adopt(st: GlobalState, applied?: TensorMap, server?: ServerOptimizerState, stepBytes?: Uint8Array): void {
+  adopt(st: GlobalState, applied?: TensorMap, server?: ServerOptimizerState, stepBytes?: Uint8Array, residual?: DownlinkResidual): void {
+    if (this.downlinkEf) {
+      this.downRes = residual ? { version: st.version, residual, pulled: false } : null;
+      if (residual) this.residuals.set(st.version, { hash: st.hash, bytes: residual.bytes });
+      for (const r of [...this.residuals.keys()]) if (r <= st.version - STEPS_KEPT) this.residuals.delete(r);
+    }
     if (MOMENTUM_AGGREGATORS.includes(this.opts.aggregator)) {
       this.serverOpt = applied ? momentumFromStep(applied, this.aggregatorOptionsFor(st.version), this.serverOpt?.step ?? 0) : undefined;
       this.serverKnown = applied !== undefined;

@@ -8,7 +8,7 @@ import { RefusalError, RefusalReason } from '../mesh/index.ts';
 import type { ModelUpdate } from '../update/index.ts';
 import { AttestRequest, AttestResponse, InputRequest, StateRequest, StateResponse, StepRequest, UpdateRequest } from './pb/round.ts';
 import { applyDelta, decodeState, encodeState, hex, sameHash, type GlobalState } from './state.ts';
-import { ATTEST_METHOD, decodeModelUpdate, INPUT_METHOD, openSignedUpdate, ROUND_WIRE_VERSION, STATE_METHOD, STEP_METHOD, UPDATE_METHOD, type ReceivedGlobal } from './leader-wire.ts';
+import { ATTEST_METHOD, decodeModelUpdate, INPUT_METHOD, openSignedUpdate, RESIDUAL_METHOD, ROUND_WIRE_VERSION, STATE_METHOD, STEP_METHOD, UPDATE_METHOD, type ReceivedGlobal } from './leader-wire.ts';
 import { certifyingSubset, checkAttestation, MAX_CERTIFICATE_ENTRIES } from './certificate.ts';
 import { storeUpdate } from './leader-inbox.ts';
 import type { LeaderCore } from './leader-core.ts';
@@ -62,6 +62,49 @@ export function serveStep(c: LeaderCore, body: Uint8Array): Uint8Array {
   const s = c.steps.get(Number(req.round));
   if (!s || !sameHash(s.hash, req.newHash)) throw new RefusalError(RefusalReason.UNAVAILABLE, 'no such step here');
   return s.bytes;
+}
+
+/** The downlink residual the step of (round, new_hash) left (downlink error feedback), as its 8-bit Update encoding. */
+export function serveResidual(c: LeaderCore, body: Uint8Array): Uint8Array {
+  const req = decodeRequest(StepRequest, body, 'StepRequest');
+  if (req.newHash.length !== 32) throw new RefusalError(RefusalReason.INVALID_FIELD, 'new_hash is not 32 bytes');
+  const s = c.residuals.get(Number(req.round));
+  if (!s || !sameHash(s.hash, req.newHash)) throw new RefusalError(RefusalReason.UNAVAILABLE, 'no such residual here');
+  return s.bytes;
+}
+
+/**
+ * Downlink error feedback: pull the residual the step that made this node's current state left (`round.residual`,
+ * StepRequest{round = version, new_hash = state hash}) from `first` (the step's publisher), then from up to
+ * STEP_SOURCES members of that round's committee that attested the state, skipping `skip` (a source whose residual
+ * failed). Decoded strictly (an fmfl Update of the round, no prototypes) and kept as this node's residual (`pulled`).
+ * Nothing binds it to the state hash: a wrong one shows when this node recomputes the next step (it mismatches), and
+ * the caller then pulls it again from another source (protocols/round.md "Compressed downlink").
+ */
+export async function pullResidual(c: LeaderCore, first: string | undefined, skip: ReadonlySet<string> = new Set()): Promise<boolean> {
+  const st = c.state;
+  const body = StepRequest.encode({ version: ROUND_WIRE_VERSION, round: BigInt(st.version), newHash: st.hash });
+  const com = c.committee(st.version) ?? c.ranked();
+  const attesters = c.attestations.for(st.version, st.hash).map((a) => a.signer).filter((p) => p !== first && com.includes(p));
+  const sources = [...(first ? [first] : []), ...attesters].filter((p) => p !== c.ctx.selfId && !skip.has(p)).slice(0, 1 + STEP_SOURCES);
+  for (const src of sources) {
+    let bytes: Uint8Array;
+    try {
+      bytes = await c.ctx.mesh.request(src, RESIDUAL_METHOD, body, { timeoutMs: PULL_TIMEOUT_MS, maxResponseBytes: MAX_PULL_BYTES });
+    } catch (err) {
+      c.ctx.logger.debug({ src, round: st.version, err: (err as Error).message }, 'pulling a downlink residual failed');
+      continue;
+    }
+    const u = decodeModelUpdate(bytes, c.wire);
+    if (typeof u === 'number' || u.round !== st.version || u.baseVersion !== st.version - 1 || u.prototypes.length > 0) continue;
+    if (c.state !== st) return false;
+    c.down.add(st.version, bytes.byteLength);
+    c.downRes = { version: st.version, residual: { tensors: u.deltas, bytes }, pulled: true, from: src };
+    c.residuals.set(st.version, { hash: st.hash, bytes });
+    return true;
+  }
+  c.ctx.logger.debug({ round: st.version }, 'no member served the downlink residual: this node takes the next step on a certificate');
+  return false;
 }
 
 /** The attestations this node holds for (round, new_hash): what a member lacking that state's certificate pulls. */

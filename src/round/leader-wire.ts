@@ -32,6 +32,8 @@ export const UPDATE_METHOD = 'round.update';
 export const INPUT_METHOD = 'round.input';
 export const STEP_METHOD = 'round.step';
 export const ATTEST_METHOD = 'round.attest';
+/** The downlink residual a round's step left (downlink error feedback; protocols/round.md "Compressed downlink"). */
+export const RESIDUAL_METHOD = 'round.residual';
 
 /** Rendezvous (highest-random-weight) order of members for a round: every member computes the same list. */
 export function leaderOrder(federation: string, round: number, members: readonly string[]): string[] {
@@ -54,6 +56,11 @@ export function updateSigningBytes(federation: string, digest: Uint8Array): Uint
  */
 export function downlinkSeed(federation: string, round: number): number {
   return createHash('sha256').update(`fmfl-downlink/1|${federation}|${round}`).digest().readUInt32LE(0);
+}
+
+/** Seed of the 8-bit encoding of round `round`'s downlink residual (error feedback), likewise the same on every member. */
+export function residualSeed(federation: string, round: number): number {
+  return createHash('sha256').update(`fmfl-downlink-residual/1|${federation}|${round}`).digest().readUInt32LE(0);
 }
 
 /** An update as received: decoded, with its encoded bytes' digest and the signed wrapper to relay. */

@@ -18,12 +18,12 @@ import { SECAGG_ANNOUNCE_INTERVAL_MS, type SecAggRound } from './secagg-round.ts
 import { budgetDelta } from '../aggregate/index.ts';
 import type { GlobalState } from './state.ts';
 import {
-  ATTEST_METHOD, ATTEST_TOPIC, GLOBAL_TOPIC, INPUT_METHOD, leaderOrder, MAX_LEADER_RANKS, ROUND_WIRE_VERSION, sha256, STATE_METHOD, STEP_METHOD, UPDATE_METHOD, UPDATE_STREAM_CUTOVER_BYTES, UPDATE_TOPIC,
+  ATTEST_METHOD, ATTEST_TOPIC, GLOBAL_TOPIC, INPUT_METHOD, leaderOrder, MAX_LEADER_RANKS, RESIDUAL_METHOD, ROUND_WIRE_VERSION, sha256, STATE_METHOD, STEP_METHOD, UPDATE_METHOD, UPDATE_STREAM_CUTOVER_BYTES, UPDATE_TOPIC,
   updateSigningBytes,
 } from './leader-wire.ts';
 import { LeaderCore } from './leader-core.ts';
 import { onAttestation, onGlobal, onUpdate, storeUpdate, validateAttestation, validateGlobal, validateUpdate } from './leader-inbox.ts';
-import { catchUp, pullAttestations, pullCertifiedAhead, replaceUncertified, pullMissing, pullMissingAttestations, serveAttestations, serveInput, serveState, serveStep, serveUpdate } from './leader-sync.ts';
+import { catchUp, pullAttestations, pullCertifiedAhead, pullMissing, pullMissingAttestations, replaceUncertified, serveAttestations, serveInput, serveResidual, serveState, serveStep, serveUpdate } from './leader-sync.ts';
 import { adoptPending, attest, lead, tryApplyGlobals } from './leader-apply.ts';
 import { waitingRanks } from './leader-schedule.ts';
 import type { VerifyRefusal } from './verify.ts';
@@ -92,6 +92,12 @@ export class LeaderProtocol implements RoundProtocol {
   }
 
   /** Cleartext updates held for rounds not yet applied (none with secure aggregation). */
+  /** Downlink error feedback: the residual this node holds, for which state version, and whether it was pulled; null when unknown or off. */
+  downlinkResidual(): { version: number; bytes: Uint8Array; pulled: boolean } | null {
+    const d = this.core.downRes;
+    return d ? { version: d.version, bytes: d.residual.bytes, pulled: d.pulled } : null;
+  }
+
   heldUpdateCount(): number {
     let n = 0;
     for (const m of this.core.updates.values()) n += m.size;
@@ -126,6 +132,7 @@ export class LeaderProtocol implements RoundProtocol {
     mesh.handleRequest(INPUT_METHOD, (body) => serveInput(c, body));
     mesh.handleRequest(STEP_METHOD, (body) => serveStep(c, body));
     mesh.handleRequest(ATTEST_METHOD, (body) => serveAttestations(c, body));
+    if (c.downlinkEf) mesh.handleRequest(RESIDUAL_METHOD, (body) => serveResidual(c, body));
     await c.secagg?.start();
   }
 

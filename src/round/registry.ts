@@ -51,6 +51,7 @@ const leaderOptions = z
     maxRounds: z.number().int().min(1).optional(),
     secagg: z.object({ clip: z.number().positive() }).optional(),
     committee: z.number().int().min(0).optional(),
+    compression: z.object({ downlinkErrorFeedback: z.boolean().optional() }).loose().optional(),
   })
   .loose()
   .superRefine((o, ctx) => {
@@ -62,6 +63,9 @@ const leaderOptions = z
     }
     if (o.secagg && o.committee) {
       ctx.addIssue({ code: 'custom', path: ['committee'], message: 'a verifying committee needs cleartext updates: secure aggregation (secagg) hides them; drop one of the two' });
+    }
+    if (o.secagg && o.compression?.downlinkErrorFeedback) {
+      ctx.addIssue({ code: 'custom', path: ['compression', 'downlinkErrorFeedback'], message: 'downlink error feedback needs members that recompute the step: secure aggregation hides the updates; drop one of the two' });
     }
     if (o.secagg && !SECAGG_AGGREGATORS.includes(o.aggregator)) {
       ctx.addIssue({

@@ -20,7 +20,12 @@ export interface CompressionOptions {
   /** Error feedback on the uplink (keep what compression dropped, add it next round). Default true. */
   errorFeedback: boolean;
   /** Bits of the leader's global delta (default 16). Every node applies the decoded delta, so state stays identical. */
-  downlinkBits: 32 | 16 | 8;
+  downlinkBits: 32 | 16 | 8 | 4 | 1;
+  /**
+   * Error feedback on the downlink (leader protocol): the round step's encoding error is carried into the next step;
+   * the residual is replicated server state (protocols/round.md "Compressed downlink"). Default false.
+   */
+  downlinkErrorFeedback?: boolean;
   /** Brotli over the encoded payload. */
   brotli: boolean;
 }
@@ -33,7 +38,7 @@ export interface CompressionOptions {
  */
 export const DEFAULT_COMPRESSION: CompressionOptions = {
   topk: FL_DEFAULTS.topk, topkScope: FL_DEFAULTS.topkScope, bits: FL_DEFAULTS.bits, errorFeedback: FL_DEFAULTS.errorFeedback,
-  downlinkBits: FL_DEFAULTS.downlinkBits, brotli: FL_DEFAULTS.brotli,
+  downlinkBits: FL_DEFAULTS.downlinkBits, downlinkErrorFeedback: FL_DEFAULTS.downlinkErrorFeedback, brotli: FL_DEFAULTS.brotli,
 };
 
 /** What a node contributes after its local training in a round. */

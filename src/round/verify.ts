@@ -4,8 +4,8 @@
  * the refusal reasons; the adaptive deadline and the withholding record that keep one member from holding rounds open.
  */
 import { aggregateRound, type AggregateOptions, type RoundAggregate, type RoundFailures, type ServerOptimizerState } from '../aggregate/index.ts';
-import { encodeUpdate, type ModelUpdate, type TensorMap, type UpdateManifest } from '../update/index.ts';
-import { downlinkSeed } from './leader-wire.ts';
+import { decodeUpdate, encodeUpdate, type ModelUpdate, type TensorMap, type UpdateManifest } from '../update/index.ts';
+import { downlinkSeed, residualSeed } from './leader-wire.ts';
 import { applyDelta, type GlobalState } from './state.ts';
 
 /** Why a member did not apply a received aggregate (logged with the round and the publisher). */
@@ -61,9 +61,21 @@ export interface StepInputs {
   /** Publisher and LoRA rank written into the encoded global (they do not change the state). */
   sender: string;
   loraRank: number;
-  downlinkBits: 32 | 16 | 8;
+  downlinkBits: 32 | 16 | 8 | 4 | 1;
+  /**
+   * Downlink error feedback (protocols/round.md "Compressed downlink"): the residual the base state carries (what
+   * the encodings of earlier steps dropped; empty = zeros, the residual of version 0). Absent: no error feedback.
+   */
+  downlinkResidual?: TensorMap;
   /** Keep the base's prototypes instead of merging the updates' (secure aggregation). */
   keepPrototypes?: boolean;
+}
+
+/** The downlink residual a step leaves (error feedback), as replicated server state: its tensors and their encoding. */
+export interface DownlinkResidual {
+  tensors: TensorMap;
+  /** The residual as an fmfl Update (8-bit, the round's residual seed): what `round.residual` serves, byte-identical on every member. */
+  bytes: Uint8Array;
 }
 
 /** A round's global step: the aggregate, the encoded delta, the decoded delta every member applies, the new state. */
@@ -72,7 +84,12 @@ export interface GlobalStep {
   bytes: Uint8Array;
   applied: TensorMap;
   next: GlobalState;
+  /** With downlink error feedback: the residual after this step (the next step's input). */
+  residual?: DownlinkResidual;
 }
+
+/** Bits of the stored downlink residual (8-bit stochastic block quantization, seeded per round). */
+export const RESIDUAL_BITS = 8;
 
 /**
  * Aggregate (aggregateRound), encode the delta for the downlink with the round's deterministic seed, and apply the
@@ -89,9 +106,41 @@ export function computeGlobalStep(p: StepInputs): GlobalStep {
     federation: p.federation, round: p.round, baseVersion: p.base.version, sender: p.sender,
     sampleCount: Math.max(1, Math.round(agg.sampleCount)), loraRank: p.loraRank, deltas: agg.deltas, prototypes: agg.prototypes,
   };
-  const enc = encodeUpdate(global, p.manifest, { bits: p.downlinkBits, prototypeBits: 32, seed: downlinkSeed(p.federation, p.round) });
+  const ef = p.downlinkResidual;
+  const corrected = ef ? withResidual(agg.deltas, ef) : agg.deltas;
+  const enc = encodeUpdate({ ...global, deltas: corrected }, p.manifest, { bits: p.downlinkBits, prototypeBits: 32, seed: downlinkSeed(p.federation, p.round) });
   const next = applyDelta(p.base, enc.reconstruction, agg.prototypes, p.manifest);
-  return { agg, bytes: enc.bytes, applied: enc.reconstruction, next };
+  const residual = ef ? nextResidual(p, corrected, enc.reconstruction) : undefined;
+  return { agg, bytes: enc.bytes, applied: enc.reconstruction, next, ...(residual ? { residual } : {}) };
+}
+
+/** step + residual, tensor by tensor, in float32 (every member computes the same bits). */
+function withResidual(step: TensorMap, residual: TensorMap): TensorMap {
+  const out: TensorMap = new Map();
+  for (const [name, d] of step) {
+    const r = residual.get(name);
+    out.set(name, r && r.length === d.length ? Float32Array.from(d, (x, i) => x + r[i]) : d);
+  }
+  for (const [name, r] of residual) if (!out.has(name)) out.set(name, r);
+  return out;
+}
+
+/**
+ * The residual after a step: corrected − sent, itself stored as its seeded 8-bit encoding (so the residual a member
+ * pulls, `round.residual`, decodes to exactly the bits every committee member holds).
+ */
+function nextResidual(p: StepInputs, corrected: TensorMap, sent: TensorMap): DownlinkResidual {
+  const raw: TensorMap = new Map();
+  for (const [name, c] of corrected) {
+    const s = sent.get(name);
+    raw.set(name, s ? Float32Array.from(c, (x, i) => x - s[i]) : c);
+  }
+  const u: ModelUpdate = {
+    federation: p.federation, round: p.round, baseVersion: p.base.version, sender: p.sender, sampleCount: 1, loraRank: p.loraRank, deltas: raw, prototypes: [],
+  };
+  const enc = encodeUpdate(u, p.manifest, { bits: RESIDUAL_BITS, prototypeBits: 32, seed: residualSeed(p.federation, p.round) });
+  // Its decoded form (every manifest tensor, zeros where none was sent): exactly what a member that pulls it holds.
+  return { tensors: decodeUpdate(enc.bytes, p.manifest).deltas, bytes: enc.bytes };
 }
 
 /** Adaptive round deadline: percentile of measured update arrival delays times a slack, within bounds. */
