@@ -6,7 +6,7 @@
  */
 import { RefusalError, RefusalReason } from '../mesh/index.ts';
 import type { ModelUpdate } from '../update/index.ts';
-import { AttestRequest, AttestResponse, InputRequest, StateRequest, StateResponse, StepRequest, UpdateRequest } from './pb/round.ts';
+import { type Attestation, AttestRequest, AttestResponse, InputRequest, StateRequest, StateResponse, StepRequest, UpdateRequest } from './pb/round.ts';
 import { applyDelta, decodeState, encodeState, hex, sameHash, type GlobalState } from './state.ts';
 import { ATTEST_METHOD, decodeModelUpdate, INPUT_METHOD, openSignedUpdate, RESIDUAL_METHOD, ROUND_WIRE_VERSION, STATE_METHOD, STEP_METHOD, UPDATE_METHOD, type ReceivedGlobal } from './leader-wire.ts';
 import { certifyingSubset, checkAttestation, MAX_CERTIFICATE_ENTRIES } from './certificate.ts';
@@ -297,19 +297,27 @@ export async function pullCertifiedAhead(c: LeaderCore): Promise<boolean> {
  * round nothing else would. At most once per version and leader timeout. True if replaced.
  */
 export async function replaceUncertified(c: LeaderCore): Promise<boolean> {
-  const v = c.state.version;
-  if (v === 0 || c.certificateOf(v, c.state.hash)) return false;
-  const other = c.attestations.certifiedOthers(v, c.state.hash, c.certNeed())[0];
+  const other = replacementOf(c);
   if (!other) return false;
-  const now = Date.now();
-  if (now - (c.replaceTried.get(v) ?? -Infinity) < c.opts.leaderTimeoutMs) return false;
-  c.replaceTried.set(v, now);
+  const v = c.state.version;
+  c.replaceTried.set(v, Date.now());
   c.ctx.logger.warn({ version: v, mine: hex(c.state.hash).slice(0, 12), certified: hex(other.hash).slice(0, 12), signers: other.attestations.length },
     'this node applied a global the federation did not certify; a roster majority certified another state of this version: pulling it');
   for (const a of other.attestations) {
     if (a.signer !== c.ctx.selfId && (await syncFrom(c, a.signer, other.hash))) return true;
   }
   return false;
+}
+
+/**
+ * The certified other state replaceUncertified would pull now, or null; synchronous, so that the round loop awaits
+ * nothing (and misses no change event) in the usual case where there is none.
+ */
+export function replacementOf(c: LeaderCore): { hash: Uint8Array; attestations: Attestation[] } | null {
+  const v = c.state.version;
+  if (v === 0 || c.certificateOf(v, c.state.hash)) return null;
+  if (Date.now() - (c.replaceTried.get(v) ?? -Infinity) < c.opts.leaderTimeoutMs) return null;
+  return c.attestations.certifiedOthers(v, c.state.hash, c.certNeed())[0] ?? null;
 }
 
 /**

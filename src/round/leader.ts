@@ -23,7 +23,7 @@ import {
 } from './leader-wire.ts';
 import { LeaderCore } from './leader-core.ts';
 import { onAttestation, onGlobal, onUpdate, storeUpdate, validateAttestation, validateGlobal, validateUpdate } from './leader-inbox.ts';
-import { catchUp, pullAttestations, pullCertifiedAhead, pullMissing, pullMissingAttestations, replaceUncertified, serveAttestations, serveInput, serveResidual, serveState, serveStep, serveUpdate } from './leader-sync.ts';
+import { catchUp, pullAttestations, pullCertifiedAhead, pullMissing, pullMissingAttestations, replacementOf, replaceUncertified, serveAttestations, serveInput, serveResidual, serveState, serveStep, serveUpdate } from './leader-sync.ts';
 import { adoptPending, attest, lead, tryApplyGlobals } from './leader-apply.ts';
 import { waitingRanks } from './leader-schedule.ts';
 import type { VerifyRefusal } from './verify.ts';
@@ -174,7 +174,7 @@ export class LeaderProtocol implements RoundProtocol {
     while (c.running && c.state.version === v && Date.now() < end) {
       // A final state the federation did not certify (two leaders' globals split the members) is replaced by the
       // certified one; then this node serves and attests that.
-      if (await replaceUncertified(c)) {
+      if (replacementOf(c) && (await replaceUncertified(c))) {
         const cs = c.certified?.state === c.state ? c.certified.cert : null;
         if (cs && cs.length > 0) await attest(c, v, cs[0].baseHash, c.state.hash);
         continue;
@@ -262,7 +262,7 @@ export class LeaderProtocol implements RoundProtocol {
       const applied = await tryApplyGlobals(c, round);
       if (applied) return { ...applied, bytesUp, updateBytes, bytesDown: c.down.take(round) };
       if (await pullCertifiedAhead(c)) continue;
-      await replaceUncertified(c);
+      if (replacementOf(c)) await replaceUncertified(c);
 
       const members = c.ctx.members();
       // Ranks over the roster; lower ranks that are down (or faulty) are skipped: `ahead` counts those still waited for.
