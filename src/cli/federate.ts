@@ -7,6 +7,7 @@ import cliProgress from 'cli-progress';
 import { Option, type Command } from 'commander';
 import type { FmflNode } from '../node/fmfl-node.ts';
 import { resolveAutoBudget } from '../node/budget.ts';
+import { throughputAtDepth } from '../node/capabilities.ts';
 import { join } from 'node:path';
 import { Federation, type FederationConfig, type RoundMetrics } from '../round/index.ts';
 import { CHECKPOINT_FILE } from '../round/federation.ts';
@@ -63,7 +64,11 @@ export async function runFederation(
     io.stdout(`${p.reason}\n`);
   }
   const fed = await Federation.create(node.mesh, budget.fl, { logger: node.log, stateDir: node.config.stateDir });
-  node.mesh.membership.setCapabilities({ datasetSize: fed.shardSize, loraRank: fed.cfg.trainable === 'lora+heads' ? fed.cfg.rank : 0, maxExitDepth: fed.trainer.depth });
+  const atDepth = throughputAtDepth(node.measured, fed.trainer.depth);
+  node.mesh.membership.setCapabilities({
+    datasetSize: fed.shardSize, loraRank: fed.cfg.trainable === 'lora+heads' ? fed.cfg.rank : 0, maxExitDepth: fed.trainer.depth,
+    ...(atDepth !== null ? { trainThroughput: atDepth } : {}),
+  });
   io.stdout(`federating: protocol=${fed.cfg.protocol} rounds=${fed.cfg.rounds} shard=${fed.cfg.shard} samples=${fed.shardSize} topk=${fed.cfg.topk} bits=${fed.cfg.bits} aggregator=${fed.cfg.aggregator}\n`);
   const minMembers = fed.cfg.minMembers ?? Number(fed.cfg.shard.split('/')[1]);
   node.status.federationStarted({ protocol: fed.cfg.protocol, rounds: fed.cfg.rounds, minMembers, roundTimeoutMs: fed.cfg.roundTimeoutMs, localSteps: fed.cfg.localSteps, version: fed.protocol.round });

@@ -11,6 +11,7 @@ import { Trainer } from '../train/trainer.ts';
 import { AnytimeModel, type ExitLatency } from '../infer/anytime.ts';
 import { latencyFeatures } from '../infer/service.ts';
 import { FederationConfigSchema } from '../round/federation.ts';
+import { depthFractions } from '../round/budget-auto.ts';
 import { Rng } from '../util/rng.ts';
 import type { Capabilities } from '../mesh/membership.ts';
 import type { Dataset } from '../data/types.ts';
@@ -140,4 +141,18 @@ export function advertisedCapabilities(declared: Capabilities, m: MeasuredCapabi
     loraRank: o.trains ? cap(o.rank, declared.loraRank) : 0,
     features: [...features, ...latencyFeatures({ batch1: m.exitLatencyMs.batch1.slice(0, exits), batch64: m.exitLatencyMs.batch64.slice(0, exits) })].slice(0, 16),
   };
+}
+
+/**
+ * Training throughput at the depth a node trains (`--max-depth k`): the full-depth measurement over f(k), the
+ * measured share of the forward latency up to exit k (src/round/budget-auto.ts `depthFractions`, k / D when the
+ * latencies are unusable). What the federation advertises once its depth is known, so that `--local-steps-auto`
+ * compares members' step times at the depths they really train: measured at full depth, a depth-2 node was rated as
+ * slow as a full one and given the step floor (bench:fleet-time, 2026-12-03). Null when nothing was measured.
+ */
+export function throughputAtDepth(m: MeasuredCapabilities | null, depth: number): number | null {
+  if (!m || !(Number.isFinite(m.trainThroughput) && m.trainThroughput > 0) || !Number.isInteger(depth) || depth < 1) return null;
+  if (depth >= m.exits) return m.trainThroughput;
+  const f = depthFractions(m.exitLatencyMs.batch64, m.exits).f[depth - 1];
+  return Math.round((m.trainThroughput / f) * 10) / 10;
 }
