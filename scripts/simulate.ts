@@ -32,7 +32,7 @@ import { writeRunReport } from './lib/report.ts';
 import { kill9, readMetrics, startProc, type ProcNode } from './lib/procs.ts';
 import { finishInproc, inprocMeshOptions, linkInWaves } from './lib/inproc.ts';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
-import { parseSimulatorArgs } from './lib/sim-config.ts';
+import { AUTO_FULL_MAX_NODES, parseSimulatorArgs, resolveTopology } from './lib/sim-config.ts';
 import { groupOfNode, groupSummary, parseFleet, type FleetGroup } from './lib/fleet.ts';
 import { federationBar } from './lib/progress.ts';
 import { preflightFederation } from '../src/round/preflight.ts';
@@ -77,6 +77,7 @@ if (fleet && flTyped.aggregator === undefined) {
 const nodeGroup = fleet ? groupOfNode(fleet) : null;
 const N = fleet ? nodeGroup!.length : Number(o.nodes);
 const SHARDS = o.shardCount ?? N;
+const { topology, k } = resolveTopology(o.topology, o.k, N);
 if (SHARDS < N) configError(`--shard-count ${SHARDS} must be at least the ${N} nodes`);
 /** Node i's budget keys (its fleet group's), or none. */
 const budgetOf = (i: number): Record<string, unknown> => ({ ...(nodeGroup?.[i].budget ?? {}) });
@@ -88,6 +89,7 @@ await mkdir(outDir, { recursive: true });
 const log = createLogger({ level: 'info', name: 'sim' });
 const t0 = Date.now();
 const mode = o.mode ?? (N <= 16 ? 'procs' : 'inproc');
+if (o.topology === 'auto' && topology !== 'full') log.info(`--topology auto: ${N} nodes is more than ${AUTO_FULL_MAX_NODES}, so random-k with k = ${k} (a ring plus seeded chords; --topology full to override)`);
 const tty = o.progress && process.stderr.isTTY === true;
 const progress = federationBar(N, rounds, { tty, log: (line) => log.info(line) });
 
@@ -107,7 +109,7 @@ function flConfig(i: number): Record<string, unknown> {
 
 function edges(): [number, number][] {
   const e: [number, number][] = [];
-  switch (o.topology) {
+  switch (topology) {
     case 'full': for (let i = 0; i < N; i++) for (let j = i + 1; j < N; j++) e.push([i, j]); break;
     case 'ring': for (let i = 0; i < N; i++) e.push([i, (i + 1) % N]); break;
     case 'star': for (let i = 1; i < N; i++) e.push([0, i]); break;
@@ -117,10 +119,10 @@ function edges(): [number, number][] {
       for (let i = 0; i < N; i++) e.push([i, (i + 1) % N]);
       let s = o.partitionSeed;
       const rnd = (): number => ((s = (s * 1103515245 + 12345) >>> 0) / 2 ** 32);
-      for (let i = 0; i < N; i++) for (let c = 2; c < Number(o.k); c++) { const j = Math.floor(rnd() * N); if (j !== i) e.push([i, j]); }
+      for (let i = 0; i < N; i++) for (let c = 2; c < k; c++) { const j = Math.floor(rnd() * N); if (j !== i) e.push([i, j]); }
       break;
     }
-    default: throw new Error(`unknown topology ${o.topology}`);
+    default: throw new Error(`unknown topology ${topology as string}`);
   }
   return e;
 }
@@ -177,7 +179,7 @@ function personalSummary(metrics: RoundMetrics[][]): { kind: string; meanGlobal:
 async function report(metrics: RoundMetrics[][], finals: { node: number; accuracy: number[]; ensembleAccuracy: number; hash: string }[], events: { t: number; event: string }[], faults: string[]): Promise<void> {
   const perRound = (key: 'bytesUp' | 'bytesDown' | 'updateBytes'): number => meanOf(metrics.flatMap((m) => m.map((x) => x[key])));
   const summary = {
-    name, mode, nodes: N, protocol: o.protocol, topology: o.topology, rounds, localSteps: Number(o.localSteps),
+    name, mode, nodes: N, protocol: o.protocol, topology, ...(topology === 'random-k' ? { k } : {}), rounds, localSteps: Number(o.localSteps),
     alpha: o.alpha ?? 'iid', topk: o.topk, bits: o.bits, errorFeedback: o.errorFeedback, aggregator: o.aggregator,
     serverLr: o.serverLr === undefined ? undefined : Number(o.serverLr), serverMomentum: o.serverMomentum === undefined ? undefined : Number(o.serverMomentum), serverLrDecay: !!o.serverLrDecay,
     gamma: o.protocol === 'gossip' ? o.gossipGamma : undefined, gossipMomentum: o.protocol === 'gossip' ? o.gossipMomentum : undefined, logitAdjust: o.logitAdjust, lr: o.lr, lrSchedule: o.lrSchedule, backbone: o.backbone, loraTargets: o.loraTargets.join(','),
@@ -289,7 +291,7 @@ if (mode === 'procs') {
     }
   };
   for (let i = 0; i < N; i++) await startProc(procOpts, i, nodes);
-  log.info({ nodes: N, mode, topology: o.topology, protocol: o.protocol, setupMs: Date.now() - t0 }, 'node processes started');
+  log.info({ nodes: N, mode, topology, protocol: o.protocol, setupMs: Date.now() - t0 }, 'node processes started');
   exits = nodes.map((n) => n.exited);
   for (let k = 0; k < exits.length; k++) await exits[k];
   progress.done();
@@ -312,7 +314,7 @@ const meshes: (Mesh | null)[] = [];
 const feds: (Federation | null)[] = [];
 const metrics: RoundMetrics[][] = Array.from({ length: N }, () => []);
 const events: { t: number; event: string }[] = [];
-const meshOpts = inprocMeshOptions(N, { heartbeatMs: o.heartbeatMs, memoryLatencyMs: o.memoryLatencyMs, fullMesh: o.topology === 'full' });
+const meshOpts = inprocMeshOptions(N, { heartbeatMs: o.heartbeatMs, memoryLatencyMs: o.memoryLatencyMs, fullMesh: topology === 'full' });
 const listen = (i: number): string[] => (o.transport === 'memory' ? [`/memory/${name}-${i}-${Date.now()}`] : ['/ip4/127.0.0.1/tcp/0']);
 
 async function startNode(i: number, peers: string[]): Promise<void> {
@@ -349,7 +351,7 @@ for (let i = 0; i < N; i++) await startNode(i, []);
 const linkMs = await linkInWaves(meshes as Mesh[], edges(), {
   onWave: (w) => (w.connected < w.dials || w.node % 8 === 0) && log.info({ ...w, ms: Math.round(w.ms), t: Math.round((Date.now() - t0) / 1000) }, 'linked'),
 });
-log.info({ nodes: N, topology: o.topology, protocol: o.protocol, setupMs: Date.now() - t0, linkMs: Math.round(linkMs), rssMB: Math.round(process.memoryUsage.rss() / 1e6), ...meshOpts }, 'nodes started and linked');
+log.info({ nodes: N, topology, protocol: o.protocol, setupMs: Date.now() - t0, linkMs: Math.round(linkMs), rssMB: Math.round(process.memoryUsage.rss() / 1e6), ...meshOpts }, 'nodes started and linked');
 
 // Fault schedule, triggered when the first node finishes round R-1 (i.e. round R starts).
 const faults: string[] = o.fault;

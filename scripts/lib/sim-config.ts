@@ -21,13 +21,28 @@ const m = <T extends z.ZodType>(schema: T, meta: KnobMeta): T => schema.meta(met
 
 export const FAULT_RE = /^(kill-leader@\d+|kill:\d+@\d+|restart:\d+@\d+|drop:[\d.]+|partition@\d+|heal@\d+|byzantine:\d+:(scale|nan))$/;
 
+/** `--topology auto`: a full mesh up to this many nodes; above, random-k (issue 17: 64 nodes in one process over a
+ * full mesh, 2,016 links, did not reach round 1 on 2 cores; random-6 ran 3 rounds in 9 minutes). */
+export const AUTO_FULL_MAX_NODES = 32;
+/** Degree of `--topology random-k` when `--k` is not given, and of the random-k that `auto` picks. */
+export const DEFAULT_RANDOM_K = 3;
+export const AUTO_RANDOM_K = 6;
+
+export type Topology = 'full' | 'ring' | 'star' | 'line' | 'random-k';
+
+/** The topology a run uses: `auto` resolved by the node count, and the random-k degree (`--k` when given). */
+export function resolveTopology(topology: Topology | 'auto', k: number | undefined, nodes: number): { topology: Topology; k: number } {
+  if (topology !== 'auto') return { topology, k: k ?? DEFAULT_RANDOM_K };
+  return nodes <= AUTO_FULL_MAX_NODES ? { topology: 'full', k: k ?? DEFAULT_RANDOM_K } : { topology: 'random-k', k: k ?? AUTO_RANDOM_K };
+}
+
 /** Simulator-only settings (no node has them). */
 export const SIM_KNOBS = {
   nodes: m(z.number().int().min(1).max(256).default(8), { flag: '--nodes', arg: '<n>', help: 'number of nodes' }),
   mode: m(z.enum(['procs', 'inproc']).optional(), { flag: '--mode', arg: '<m>', defaultText: 'procs up to 16 nodes, else inproc', help: 'one fmfl-node process per node (up to 16), or all nodes in one process' }),
   transport: m(z.enum(['tcp', 'memory']).default('tcp'), { flag: '--transport', arg: '<t>', help: 'inproc mode: TCP loopback or the in-process memory transport' }),
-  topology: m(z.enum(['full', 'ring', 'star', 'line', 'random-k']).default('full'), { flag: '--topology', arg: '<t>', help: 'who dials whom' }),
-  k: m(z.number().int().min(1).max(256).default(3), { flag: '--k', arg: '<n>', help: 'degree of random-k' }),
+  topology: m(z.enum(['auto', 'full', 'ring', 'star', 'line', 'random-k']).default('auto'), { flag: '--topology', arg: '<t>', help: `who dials whom (auto: full up to ${AUTO_FULL_MAX_NODES} nodes, random-k above)` }),
+  k: m(z.number().int().min(1).max(256).optional(), { flag: '--k', arg: '<n>', defaultText: `${DEFAULT_RANDOM_K}, ${AUTO_RANDOM_K} when --topology auto picks random-k`, help: 'degree of random-k' }),
   backboneReference: m(z.boolean().default(false), { flag: '--backbone-reference', help: "the training-engine issue's reference recipe: --backbone vit-tiny-mnist --lora-targets q,v --lora-alpha 16" }),
   fault: m(z.array(z.string().regex(FAULT_RE, 'not a fault: kill-leader@R, kill:I@R, restart:I@R, drop:P, partition@R, heal@R, byzantine:I:scale|nan')).default([]), { flag: '--fault', arg: '<spec>', parse: 'repeat', defaultText: 'none', help: 'fault schedule entry (see scripts/simulate.ts)' }),
   fleet: m(z.string().regex(/^\d+:[a-z0-9-]+(,\d+:[a-z0-9-]+)*$/, 'a fleet looks like 4:edge,4:full').optional(), { flag: '--fleet', arg: '<spec>', defaultText: 'none', help: 'heterogeneous fleet, e.g. 4:edge,4:full: groups of nodes with the budgets (maxDepth, rank, globalRank) of nodes/fleet-<group>.json; sets --nodes' }),

@@ -17,7 +17,7 @@ import { parseNodeConfig, resolveNodeConfig } from '../../src/node/config.ts';
 import { DEFAULT_AGGREGATOR } from '../../src/aggregate/index.ts';
 import { DEFAULT_COMPRESSION, DEFAULT_ROUND_OPTIONS, DEFAULT_SECAGG_CLIP } from '../../src/round/index.ts';
 import { checkFederationConfig, FederationConfigSchema, FL_DEFAULTS, FL_FAULT_KEYS, FL_KEYS, FL_KNOBS } from '../../src/round/fl-config.ts';
-import { parseSimulatorArgs, SIM_ASSIGNED_KEYS, SIM_FL_KEYS, simulatorProgram } from '../../scripts/lib/sim-config.ts';
+import { AUTO_FULL_MAX_NODES, parseSimulatorArgs, resolveTopology, SIM_ASSIGNED_KEYS, SIM_FL_KEYS, simulatorProgram } from '../../scripts/lib/sim-config.ts';
 
 const optionByFlag = (cmd: Command, flag: string): Option | undefined => cmd.options.find((o) => o.long === flag);
 
@@ -142,10 +142,20 @@ test('profile errors name the key and the flag; shard and backbone problems are 
 test('simulator flags: bad values are refused by flag; --backbone-reference fills the reference recipe', (t) => {
   let err = '';
   t.throws(() => parseSimulatorArgs(['--topology', 'mesh'], { writeErr: (s) => void (err += s) }));
-  t.regex(err, /--topology mesh: must be one of full, ring, star, line, random-k/);
+  t.regex(err, /--topology mesh: must be one of auto, full, ring, star, line, random-k/);
   const { sim, fl } = parseSimulatorArgs(['--nodes', '3', '--backbone-reference', '--fault', 'kill:1@2', '--fault', 'drop:0.1', '--rounds', '4']);
-  t.like(sim, { nodes: 3, fault: ['kill:1@2', 'drop:0.1'], mode: undefined, topology: 'full' });
+  t.like(sim, { nodes: 3, fault: ['kill:1@2', 'drop:0.1'], mode: undefined, topology: 'auto', k: undefined });
   t.deepEqual(fl, { rounds: 4, backbone: 'vit-tiny-mnist', loraTargets: ['q', 'v'], loraAlpha: 16 });
+});
+
+test('simulator --topology auto: a full mesh up to AUTO_FULL_MAX_NODES nodes, random-6 above; --k and a named topology win', (t) => {
+  t.deepEqual(resolveTopology('auto', undefined, 8), { topology: 'full', k: 3 });
+  t.deepEqual(resolveTopology('auto', undefined, AUTO_FULL_MAX_NODES), { topology: 'full', k: 3 });
+  t.deepEqual(resolveTopology('auto', undefined, AUTO_FULL_MAX_NODES + 1), { topology: 'random-k', k: 6 });
+  t.deepEqual(resolveTopology('auto', 4, 64), { topology: 'random-k', k: 4 });
+  t.deepEqual(resolveTopology('full', undefined, 64), { topology: 'full', k: 3 });
+  t.deepEqual(resolveTopology('random-k', undefined, 8), { topology: 'random-k', k: 3 });
+  t.deepEqual(resolveTopology('ring', 5, 64), { topology: 'ring', k: 5 });
 });
 
 test('the profiles in nodes/ are valid, and their fl sections pass the full check', async (t) => {
