@@ -56,21 +56,22 @@ export function serveInput(c: LeaderCore, body: Uint8Array): Uint8Array {
   return r.signed;
 }
 
-export function serveStep(c: LeaderCore, body: Uint8Array): Uint8Array {
+/** What `steps` or `residuals` holds for a StepRequest's (round, new_hash), or UNAVAILABLE naming `what`. */
+function servedByRoundHash(held: ReadonlyMap<number, { hash: Uint8Array; bytes: Uint8Array }>, body: Uint8Array, what: string): Uint8Array {
   const req = decodeRequest(StepRequest, body, 'StepRequest');
   if (req.newHash.length !== 32) throw new RefusalError(RefusalReason.INVALID_FIELD, 'new_hash is not 32 bytes');
-  const s = c.steps.get(Number(req.round));
-  if (!s || !sameHash(s.hash, req.newHash)) throw new RefusalError(RefusalReason.UNAVAILABLE, 'no such step here');
+  const s = held.get(Number(req.round));
+  if (!s || !sameHash(s.hash, req.newHash)) throw new RefusalError(RefusalReason.UNAVAILABLE, `no such ${what} here`);
   return s.bytes;
+}
+
+export function serveStep(c: LeaderCore, body: Uint8Array): Uint8Array {
+  return servedByRoundHash(c.steps, body, 'step');
 }
 
 /** The downlink residual the step of (round, new_hash) left (downlink error feedback), as its 8-bit Update encoding. */
 export function serveResidual(c: LeaderCore, body: Uint8Array): Uint8Array {
-  const req = decodeRequest(StepRequest, body, 'StepRequest');
-  if (req.newHash.length !== 32) throw new RefusalError(RefusalReason.INVALID_FIELD, 'new_hash is not 32 bytes');
-  const s = c.residuals.get(Number(req.round));
-  if (!s || !sameHash(s.hash, req.newHash)) throw new RefusalError(RefusalReason.UNAVAILABLE, 'no such residual here');
-  return s.bytes;
+  return servedByRoundHash(c.residuals, body, 'residual');
 }
 
 /**
