@@ -29,29 +29,33 @@ export function majority(n: number): number {
   return Math.floor(n / 2) + 1;
 }
 
-/** What an attestation signs: "fmfl-attest/1|<federation>|<round>|" ‖ base hash ‖ new hash. */
-export function attestationBytes(federation: string, round: number, baseHash: Uint8Array, newHash: Uint8Array): Uint8Array {
-  return Buffer.concat([Buffer.from(`fmfl-attest/1|${federation}|${round}|`), baseHash, newHash]);
+/**
+ * What an attestation signs: "fmfl-attest/1|<federation>|<round>|" ‖ base hash ‖ new hash ‖ residual digest (empty,
+ * or the 32-byte SHA-256 of the downlink residual the step left: the fixed lengths keep the two forms apart).
+ */
+export function attestationBytes(federation: string, round: number, baseHash: Uint8Array, newHash: Uint8Array, residualDigest: Uint8Array = new Uint8Array(0)): Uint8Array {
+  return Buffer.concat([Buffer.from(`fmfl-attest/1|${federation}|${round}|`), baseHash, newHash, residualDigest]);
 }
 
-/** Build this node's attestation (signed with its identity key). */
+/** Build this node's attestation (signed with its identity key); `residualDigest` when it computed the step's residual. */
 export async function makeAttestation(
   sign: (data: Uint8Array) => Promise<Uint8Array>, federation: string, signer: string, round: number, baseHash: Uint8Array, newHash: Uint8Array,
+  residualDigest: Uint8Array = new Uint8Array(0),
 ): Promise<Attestation> {
-  const signature = await sign(attestationBytes(federation, round, baseHash, newHash));
-  return { version: ROUND_WIRE_VERSION, round: BigInt(round), baseHash, newHash, signer, signature };
+  const signature = await sign(attestationBytes(federation, round, baseHash, newHash, residualDigest));
+  return { version: ROUND_WIRE_VERSION, round: BigInt(round), baseHash, newHash, signer, signature, residualDigest };
 }
 
 /** Check one attestation's fields, roster membership and signature; never throws. */
 export async function checkAttestation(a: Attestation, federation: string, onRoster: (p: string) => boolean): Promise<RefusalReason | undefined> {
   if (a.version !== ROUND_WIRE_VERSION) return RefusalReason.UNSUPPORTED_VERSION;
   const round = Number(a.round);
-  if (!Number.isSafeInteger(round) || round < 1 || a.baseHash.length !== 32 || a.newHash.length !== 32) return RefusalReason.INVALID_FIELD;
+  if (!Number.isSafeInteger(round) || round < 1 || a.baseHash.length !== 32 || a.newHash.length !== 32 || (a.residualDigest.length !== 0 && a.residualDigest.length !== 32)) return RefusalReason.INVALID_FIELD;
   if (a.signature.length === 0 || a.signature.length > MAX_SIGNATURE_BYTES || a.signer.length === 0 || a.signer.length > 256) return RefusalReason.INVALID_FIELD;
   if (!onRoster(a.signer)) return RefusalReason.NOT_ALLOWED;
   try {
     const key = peerIdFromString(a.signer).publicKey;
-    if (key === undefined || !(await key.verify(attestationBytes(federation, round, a.baseHash, a.newHash), a.signature))) return RefusalReason.BAD_SIGNATURE;
+    if (key === undefined || !(await key.verify(attestationBytes(federation, round, a.baseHash, a.newHash, a.residualDigest), a.signature))) return RefusalReason.BAD_SIGNATURE;
   } catch {
     return RefusalReason.BAD_SIGNATURE;
   }

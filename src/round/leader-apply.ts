@@ -8,7 +8,7 @@
 import type { ModelUpdate } from '../update/index.ts';
 import { Attestation, GlobalUpdate } from './pb/round.ts';
 import { hex, sameHash, type GlobalState } from './state.ts';
-import { GLOBAL_TOPIC, ATTEST_TOPIC, leaderOrder, MAX_LEADER_RANKS, ROUND_WIRE_VERSION, type ReceivedGlobal } from './leader-wire.ts';
+import { GLOBAL_TOPIC, ATTEST_TOPIC, leaderOrder, MAX_LEADER_RANKS, ROUND_WIRE_VERSION, sha256, type ReceivedGlobal } from './leader-wire.ts';
 import { makeAttestation } from './certificate.ts';
 import { gatherInputs, pullResidual, pullStep, syncFrom } from './leader-sync.ts';
 import type { LeaderCore } from './leader-core.ts';
@@ -143,14 +143,9 @@ async function verifyAndApply(c: LeaderCore, g: ReceivedGlobal, rank: number): P
   }
   let step;
   try {
+    // A pulled downlink residual is one a committee majority vouched for (pullResidual): no retrying other residuals
+    // until one reproduces the announced hash, which would let a leader and one residual server agree on a forgery.
     step = stepOf(c, r, base, inputs, g.from);
-    // A pulled downlink residual that does not reproduce the step may be its server's lie: pull it from the others.
-    const tried = new Set<string>();
-    while (!sameHash(step.next.hash, g.msg.newHash) && c.downRes?.pulled && c.downRes.from && !tried.has(c.downRes.from)) {
-      tried.add(c.downRes.from);
-      if (!(await pullResidual(c, undefined, tried)) || c.state !== base) break;
-      step = stepOf(c, r, base, inputs, g.from);
-    }
   } catch (err) {
     c.refuse(VerifyRefusal.AGGREGATE_FAILED, { ...fields, err: (err as Error).message });
     c.markFaulty(r, g.from);
@@ -160,9 +155,6 @@ async function verifyAndApply(c: LeaderCore, g: ReceivedGlobal, rank: number): P
   if (!sameHash(step.next.hash, g.msg.newHash)) {
     c.refuse(VerifyRefusal.AGGREGATE_MISMATCH, { ...fields, announced: hex(g.msg.newHash).slice(0, 12), recomputed: hex(step.next.hash).slice(0, 12) });
     c.markFaulty(r, g.from);
-    // A pulled downlink residual is only as good as its server: after a mismatch this node stops recomputing on it
-    // (it takes the next steps on certificates, and pulls a residual again).
-    if (c.downRes?.pulled) c.downRes = null;
     return 'refused';
   }
   c.adopt(step.next, step.applied, step.agg.state, step.bytes, step.residual);
@@ -173,7 +165,10 @@ async function verifyAndApply(c: LeaderCore, g: ReceivedGlobal, rank: number): P
 
 function afterApply(c: LeaderCore, round: number, base: GlobalState, next: GlobalState, contributors: readonly string[]): void {
   c.withheld.record(round, c.ctx.members(), contributors);
-  void attest(c, round, base.hash, next.hash);
+  // A member that computed the step's residual (it recomputed the round) vouches for it: what a member joining the next
+  // committee checks a pulled residual against (round.md "Compressed downlink").
+  const own = c.downRes && c.downRes.version === round && !c.downRes.pulled && sameHash(next.hash, c.state.hash) ? sha256(c.downRes.residual.bytes) : undefined;
+  void attest(c, round, base.hash, next.hash, own);
 }
 
 /**
@@ -181,12 +176,12 @@ function afterApply(c: LeaderCore, round: number, base: GlobalState, next: Globa
  * except a hash a roster majority already certified (a node that attested its own aggregate, then took the
  * federation's): such a second attestation cannot make a certificate that did not exist, it only says "I hold it".
  */
-export async function attest(c: LeaderCore, round: number, baseHash: Uint8Array, newHash: Uint8Array): Promise<void> {
+export async function attest(c: LeaderCore, round: number, baseHash: Uint8Array, newHash: Uint8Array, residualDigest?: Uint8Array): Promise<void> {
   const prev = c.attested.get(round);
   if (prev && (sameHash(prev, newHash) || !c.certificateOf(round, newHash))) return;
   c.attested.set(round, newHash);
   try {
-    const a = await makeAttestation((d) => c.ctx.mesh.signWithIdentity(d), c.ctx.federation, c.ctx.selfId, round, baseHash, newHash);
+    const a = await makeAttestation((d) => c.ctx.mesh.signWithIdentity(d), c.ctx.federation, c.ctx.selfId, round, baseHash, newHash, residualDigest);
     c.attestations.add(a);
     c.refreshCertified();
     await c.ctx.mesh.publish(ATTEST_TOPIC, Attestation.encode(a));
@@ -243,7 +238,7 @@ export async function lead(c: LeaderCore, round: number, rank: number, members: 
   } catch (err) {
     c.ctx.logger.warn({ err: (err as Error).message }, 'publishing the global update failed; peers will pull the state');
   }
-  await attest(c, round, base.hash, step.next.hash);
+  await attest(c, round, base.hash, step.next.hash, step.residual ? sha256(step.residual.bytes) : undefined);
   c.ctx.logger.debug({ round, rank, contributors: contributors.length, serverStep: step.agg.serverStep, hash: hex(step.next.hash).slice(0, 12) }, 'led round; adopting it once a roster majority attests it');
   c.events.emit('change');
   return true;

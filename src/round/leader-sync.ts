@@ -8,8 +8,8 @@ import { RefusalError, RefusalReason } from '../mesh/index.ts';
 import type { ModelUpdate } from '../update/index.ts';
 import { type Attestation, AttestRequest, AttestResponse, InputRequest, StateRequest, StateResponse, StepRequest, UpdateRequest } from './pb/round.ts';
 import { applyDelta, decodeState, encodeState, hex, sameHash, type GlobalState } from './state.ts';
-import { ATTEST_METHOD, decodeModelUpdate, INPUT_METHOD, openSignedUpdate, RESIDUAL_METHOD, ROUND_WIRE_VERSION, STATE_METHOD, STEP_METHOD, UPDATE_METHOD, type ReceivedGlobal } from './leader-wire.ts';
-import { certifyingSubset, checkAttestation, MAX_CERTIFICATE_ENTRIES } from './certificate.ts';
+import { ATTEST_METHOD, decodeModelUpdate, INPUT_METHOD, openSignedUpdate, RESIDUAL_METHOD, ROUND_WIRE_VERSION, sha256, STATE_METHOD, STEP_METHOD, UPDATE_METHOD, type ReceivedGlobal } from './leader-wire.ts';
+import { certifyingSubset, checkAttestation, majority, MAX_CERTIFICATE_ENTRIES } from './certificate.ts';
 import { storeUpdate } from './leader-inbox.ts';
 import type { LeaderCore } from './leader-core.ts';
 import { VerifyRefusal } from './verify.ts';
@@ -96,9 +96,13 @@ export async function pullResidual(c: LeaderCore, first: string | undefined, ski
       c.ctx.logger.debug({ src, round: st.version, err: (err as Error).message }, 'pulling a downlink residual failed');
       continue;
     }
+    if (c.state !== st) return false;
+    if (!residualVouched(c, st.version, st.hash, sha256(bytes))) {
+      c.refuse(VerifyRefusal.RESIDUAL_UNVOUCHED, { round: st.version, src });
+      continue;
+    }
     const u = decodeModelUpdate(bytes, c.wire);
     if (typeof u === 'number' || u.round !== st.version || u.baseVersion !== st.version - 1 || u.prototypes.length > 0) continue;
-    if (c.state !== st) return false;
     c.down.add(st.version, bytes.byteLength);
     c.downRes = { version: st.version, residual: { tensors: u.deltas, bytes }, pulled: true, from: src };
     c.residuals.set(st.version, { hash: st.hash, bytes });
@@ -106,6 +110,19 @@ export async function pullResidual(c: LeaderCore, first: string | undefined, ski
   }
   c.ctx.logger.debug({ round: st.version }, 'no member served the downlink residual: this node takes the next step on a certificate');
   return false;
+}
+
+/**
+ * Whether the residual with SHA-256 `digest` is the one the state (round, hash) left: attested (Attestation
+ * residual_digest) by a majority of the round's committee, or without a committee by a roster majority (the
+ * certificate's count). Members that recomputed the round computed it bit for bit, so an honest majority vouches
+ * for exactly one digest; one member serving another residual is not enough, whoever it is.
+ */
+export function residualVouched(c: LeaderCore, round: number, hash: Uint8Array, digest: Uint8Array): boolean {
+  const com = c.committee(round);
+  const need = com ? majority(com.length) : c.certNeed();
+  const signers = new Set(c.attestations.for(round, hash).filter((a) => sameHash(a.residualDigest, digest) && (!com || com.includes(a.signer))).map((a) => a.signer));
+  return need >= 1 && signers.size >= need;
 }
 
 /** The attestations this node holds for (round, new_hash): what a member lacking that state's certificate pulls. */

@@ -44,6 +44,11 @@ export enum VerifyRefusal {
    * attestations of no committee majority (nor a roster-majority certificate) for the aggregate yet (held until then).
    */
   AWAITING_COMMITTEE = 14,
+  /**
+   * Downlink error feedback: a residual pulled over `round.residual` whose SHA-256 a majority of the state's committee
+   * (without a committee, a roster majority) did not attest (Attestation.residual_digest): not taken, whoever served it.
+   */
+  RESIDUAL_UNVOUCHED = 15,
 }
 
 /** Everything that determines a round's global step. */

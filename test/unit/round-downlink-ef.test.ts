@@ -2,8 +2,10 @@
  * Compressed downlink with error feedback (protocols/round.md "Compressed downlink"): a verifying committee of 3 of
  * five members against the in-memory mesh (test/fake-mesh.ts), the step off the committee a 1-bit scaled sign whose
  * encoding error (the residual) is replicated server state: every verifying member computes it, a member joining the
- * next round's committee pulls it (`round.residual`). Asserts one identical state everywhere, the residual carried
- * (byte-identical on every member that holds it, and it changes the result), and a lying leader still refused.
+ * next round's committee pulls it (`round.residual`) and takes it only when a committee majority's attestations vouch
+ * for its digest. Asserts one identical state everywhere, the residual carried (byte-identical on every member that
+ * holds it, and it changes the result), a lying leader still refused, and a lying residual server refused, also
+ * when it leads with a step built on its own tampered residual.
  */
 import { createHash } from 'node:crypto';
 import test, { type ExecutionContext } from 'ava';
@@ -11,6 +13,7 @@ import { GlobalUpdate, SignedUpdate } from '../../src/round/pb/round.ts';
 import { withFaults } from '../../src/round/faults.ts';
 import { DEFAULT_ROUND_OPTIONS, hex, leaderOrder, LeaderProtocol, makeState, VerifyRefusal, type RoundOptions, type RoundOutcome } from '../../src/round/index.ts';
 import type { MeshPort } from '../../src/round/mesh-port.ts';
+import type { LeaderCore } from '../../src/round/leader-core.ts';
 import { GLOBAL_TOPIC, RESIDUAL_METHOD, STEP_METHOD, UPDATE_TOPIC } from '../../src/round/leader-wire.ts';
 import { decodeUpdate, encodeUpdate, type TensorMap, type UpdateManifest } from '../../src/update/index.ts';
 import { Rng } from '../../src/util/rng.ts';
@@ -44,19 +47,26 @@ interface Node { i: number; port: FakePort; proto: LeaderProtocol; outcomes: Rou
  * Five members. `liar` leads with `scale-global` (a x20 step, consistent hashes, served over round.step), or, with
  * `badResidual`, is honest but serves a tampered residual (x5) over round.residual.
  */
-async function federation(o: { committee?: number; ef?: boolean; bits?: 1 | 16; liar?: number; badResidual?: boolean } = {}) {
+async function federation(o: { committee?: number; ef?: boolean; bits?: 1 | 16; liar?: number; badResidual?: boolean; heldResidual?: boolean } = {}) {
   const { net, ports, ids } = await fakeMeshes(N, { federation: FED });
   const forged: string[] = [];
   const nodes: Node[] = [];
+  // heldResidual: the liar itself holds the tampered residual (x5), so it serves it and leads with steps built on it.
+  const tampered = new Set<string>();
+  const tamper = (bytes: Uint8Array): Uint8Array => {
+    if (tampered.has(hex(bytes))) return bytes;
+    const u = decodeUpdate(bytes, manifest);
+    const deltas: TensorMap = new Map([...u.deltas].map(([k, v]) => [k, Float32Array.from(v, (x) => 5 * x + 1e-3)]));
+    const out = encodeUpdate({ ...u, deltas }, manifest, { bits: 8, seed: 1 }).bytes;
+    tampered.add(hex(out));
+    return out;
+  };
+  let liarTampered = false;
   ports.forEach((port, i) => {
     const steps: Uint8Array[] = [];
     const recording: MeshPort = {
       federation: port.federation, selfId: port.selfId, roster: port.roster, onRoster: (p) => port.onRoster(p), unsubscribe: (n) => port.unsubscribe(n),
-      handleRequest: (m, h) => port.handleRequest(m, !(o.badResidual && i === o.liar && m === RESIDUAL_METHOD) ? h : async (body, from) => {
-        const u = decodeUpdate(await h(body, from), manifest);
-        const deltas: TensorMap = new Map([...u.deltas].map(([k, v]) => [k, Float32Array.from(v, (x) => 5 * x + 1e-3)]));
-        return encodeUpdate({ ...u, deltas }, manifest, { bits: 8, seed: 1 }).bytes;
-      }),
+      handleRequest: (m, h) => port.handleRequest(m, !((o.badResidual || o.heldResidual) && i === o.liar && m === RESIDUAL_METHOD) ? h : async (body, from) => tamper(await h(body, from))),
       request: async (p, m, b, x) => {
         const r = await port.request(p, m, b, x);
         if (m === STEP_METHOD) steps.push(r);
@@ -65,11 +75,11 @@ async function federation(o: { committee?: number; ef?: boolean; bits?: 1 | 16; 
       signWithIdentity: (d) => port.signWithIdentity(d),
       subscribe: (n, h, x) => port.subscribe(n, h, x),
       publish: async (name, payload) => {
-        if (name === GLOBAL_TOPIC && i === o.liar && !o.badResidual) forged.push(hex(GlobalUpdate.decode(payload).newHash));
+        if (name === GLOBAL_TOPIC && i === o.liar && !o.badResidual && (!o.heldResidual || liarTampered)) forged.push(hex(GlobalUpdate.decode(payload).newHash));
         return port.publish(name, payload);
       },
     };
-    const mesh = i === o.liar && !o.badResidual
+    const mesh = i === o.liar && !o.badResidual && !o.heldResidual
       ? withFaults(recording, { kind: 'scale-global', factor: 20, manifest, loraRank: 0, seed: 3, state: () => nodes[i].proto.globalState(), members: () => net.view(port.selfId) }).port
       : recording;
     const ctx = { mesh, federation: FED, selfId: port.selfId, manifest, loraRank: 0, logger: process.env.EF_LOG ? createLogger({ level: 'debug', name: String(i) }) : silentLogger(), seed: 11 + i, members: () => net.view(port.selfId) };
@@ -82,6 +92,16 @@ async function federation(o: { committee?: number; ef?: boolean; bits?: 1 | 16; 
       const out = await n.proto.exchange({ tensors: train(n.proto.trainingStart(), n.i, n.proto.round + 1), prototypes: [], sampleCount: 10 + n.i });
       n.outcomes.push(out);
       n.hashes.push(hex(n.proto.globalState().hash));
+      if (o.heldResidual && n.i === o.liar) {
+        // The liar's own copy of the residual becomes the tampered one: what it serves and what its next lead uses.
+        const core = (n.proto as unknown as { core: LeaderCore }).core;
+        if (core.downRes && core.downRes.version === core.state.version && core.downRes.residual.bytes.byteLength > 0) {
+          const bytes = tamper(core.downRes.residual.bytes);
+          core.downRes = { ...core.downRes, residual: { tensors: decodeUpdate(bytes, manifest).deltas, bytes } };
+          core.residuals.set(core.state.version, { hash: core.state.hash, bytes });
+          liarTampered = true;
+        }
+      }
     }
   });
   const honest = nodes.map((n) => n.i).filter((i) => i !== o.liar || o.badResidual);
@@ -157,7 +177,7 @@ test.serial('with error feedback a lying leader\'s x20 step (consistent hashes, 
   t.is(new Set(finals.map((r) => hex(r!.bytes))).size, 1, 'honest holders agree on the residual');
 });
 
-test.serial('a member serving a tampered residual splits no one: every node goes through the same states, and every member that computed the final residual agrees', async (t) => {
+test.serial('a member serving a tampered residual splits no one: every node goes through the same states, and every holder of the final residual holds the honest one', async (t) => {
   const ids = (await fakeMeshes(N, { federation: FED })).ids;
   // The liar leads round 1 honestly, so members joining round 2's committee ask it first for the residual.
   const liar = ids.indexOf(leaderOrder(FED, 1, ids)[0]);
@@ -170,7 +190,27 @@ test.serial('a member serving a tampered residual splits no one: every node goes
   t.log(f.residuals.map((r, i) => `${i}:${r ? `${r.version}/${r.pulled}/${createHash("sha256").update(r.bytes).digest("hex").slice(0, 12)}` : 'none'}`).join(' '));
   const own = f.residuals.filter((r) => r !== null && r.version === ROUNDS && !r.pulled);
   t.true(own.length >= 1);
-  t.is(new Set(own.map((r) => hex(r!.bytes))).size, 1, 'every member that computed the final residual holds the same bytes (a pulled one may be the liar\'s until this node next recomputes: round.md)');
+  const held = f.residuals.filter((r) => r !== null && r.version === ROUNDS);
+  t.is(new Set(held.map((r) => hex(r!.bytes))).size, 1, 'every member holding the final residual, computed or pulled, holds the same bytes: a pulled residual is taken only when a committee majority vouches for its digest');
+  t.true(f.nodes.reduce((a, n) => a + n.proto.refusalCount(VerifyRefusal.RESIDUAL_UNVOUCHED), 0) >= 1, 'the tampered residual was refused where it was served');
   const found = f.nodes.reduce((a, n) => a + n.proto.refusalCount(VerifyRefusal.AGGREGATE_MISMATCH), 0);
   t.log(`recomputations that exposed a step built on the tampered residual: ${found}`);
+});
+
+test.serial('a member that holds a tampered residual, serves it and then leads with a step built on it makes no honest member apply that step (the residual is vouched for by a committee majority)', async (t) => {
+  const ids = (await fakeMeshes(N, { federation: FED })).ids;
+  // The attack of the review: the liar attested round v on its committee (so members joining round v+1's committee
+  // may pull the residual from it) and leads round v+1 with E = enc(s + e'), e' its tampered residual. A joiner that
+  // took e' would reproduce E and attest it: with the liar, a majority of round v+1's committee of 3.
+  const pick = [1, 2, 3].flatMap((v) => committeeOf(ids, v).filter((p) => leaderOrder(FED, v + 1, ids)[0] === p && committeeOf(ids, v + 1).some((q) => !committeeOf(ids, v).includes(q))).map((p) => ({ v, liar: ids.indexOf(p) })))[0];
+  t.truthy(pick, 'the seeded roster has a member on round v\'s committee that leads round v+1 while someone joins');
+  const f = await federation({ committee: C, liar: pick.liar, heldResidual: true });
+  t.true(f.forged.length >= 1, `the liar (node ${pick.liar}, round ${pick.v + 1}'s leader) published steps built on its tampered residual`);
+  honestAgree(t, f.nodes, f.honest);
+  const forged = new Set(f.forged);
+  for (const i of f.honest) for (const h of f.nodes[i].hashes) t.false(forged.has(h), `node ${i} never held a state built on the tampered residual`);
+  const vouched = f.honest.reduce((a, i) => a + f.nodes[i].proto.refusalCount(VerifyRefusal.RESIDUAL_UNVOUCHED), 0);
+  t.true(vouched >= 1, `a member refused the liar's residual for want of a committee majority vouching for it (${vouched})`);
+  const finals = f.honest.map((i) => f.residuals[i]).filter((r) => r !== null && r.version === ROUNDS);
+  t.is(new Set(finals.map((r) => hex(r!.bytes))).size, 1, 'honest holders agree on the residual');
 });

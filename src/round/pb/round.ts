@@ -413,6 +413,7 @@ export interface Attestation {
   newHash: Uint8Array
   signer: string
   signature: Uint8Array
+  residualDigest: Uint8Array
 }
 
 export namespace Attestation {
@@ -455,6 +456,11 @@ export namespace Attestation {
           w.bytes(obj.signature)
         }
 
+        if ((obj.residualDigest != null && obj.residualDigest.byteLength > 0)) {
+          w.uint32(58)
+          w.bytes(obj.residualDigest)
+        }
+
         if (opts.lengthDelimited !== false) {
           w.ldelim()
         }
@@ -465,7 +471,8 @@ export namespace Attestation {
           baseHash: uint8ArrayAlloc(0),
           newHash: uint8ArrayAlloc(0),
           signer: '',
-          signature: uint8ArrayAlloc(0)
+          signature: uint8ArrayAlloc(0),
+          residualDigest: uint8ArrayAlloc(0)
         }
 
         const end = length == null ? reader.len : reader.pos + length
@@ -496,6 +503,10 @@ export namespace Attestation {
             }
             case 6: {
               obj.signature = reader.bytes()
+              break
+            }
+            case 7: {
+              obj.residualDigest = reader.bytes()
               break
             }
             default: {
