@@ -222,14 +222,17 @@ export async function syncFrom(c: LeaderCore, peer: string, replace?: Uint8Array
   try {
     // With `replace` (replaceUncertified): this node's own version is also taken, but only with exactly that hash.
     const have = replace ? c.state.version - 1 : c.state.version;
+    // Checked against the live state after every await: catch-up pulls from several members at once, and a slower
+    // answer must not replace a newer state another pull adopted meanwhile (nor adopt the same replacement twice).
+    const ahead = (version: number, hash: Uint8Array): boolean => version > c.state.version
+      || (replace !== undefined && version === c.state.version && sameHash(hash, replace) && !sameHash(c.state.hash, replace));
     const body = StateRequest.encode({ version: ROUND_WIRE_VERSION, haveVersion: BigInt(have) });
     const res = StateResponse.decode(await c.ctx.mesh.request(peer, STATE_METHOD, body, { timeoutMs: STATE_PULL_TIMEOUT_MS, maxResponseBytes: MAX_PULL_BYTES }), {
       limits: { certificate: MAX_CERTIFICATE_ENTRIES },
     });
     if (res.version !== ROUND_WIRE_VERSION || res.hash.length !== 32) return false;
     const version = Number(res.globalVersion);
-    if (!Number.isSafeInteger(version) || version <= have) return false;
-    if (version === c.state.version && !(replace && sameHash(res.hash, replace))) return false;
+    if (!Number.isSafeInteger(version) || !ahead(version, res.hash)) return false;
     if (c.opts.maxRounds !== undefined && version > c.opts.maxRounds) {
       c.refuse(VerifyRefusal.PAST_LAST_ROUND, { from: peer, version, maxRounds: c.opts.maxRounds });
       return false;
@@ -240,7 +243,7 @@ export async function syncFrom(c: LeaderCore, peer: string, replace?: Uint8Array
       return false;
     }
     const st = decodeState(res.state, c.ctx.manifest, res.hash, c.ctx.federation);
-    if (st.version !== version || st.version <= have) return false;
+    if (st.version !== version || !ahead(version, res.hash)) return false;
     c.down.add(c.state.version + 1, res.state.byteLength);
     c.ctx.logger.info({ from: peer, version: st.version, certifiedBy: res.certificate.length }, 'pulled certified global state');
     // Only the checked entries: anything else a responder put in its certificate (other rounds, other hashes, bad
