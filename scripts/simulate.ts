@@ -300,7 +300,7 @@ if (mode === 'procs') {
   for (let i = 0; i < N; i++) {
     const all = (await readMetrics(nodes[i])) as (RoundMetrics & { final?: boolean })[];
     metrics.push(all.filter((x) => !x.final));
-    const fin = all.find((x) => x.final) as unknown as { accuracy: number[]; ensembleAccuracy: number; hash: string } | undefined;
+    const fin = all.filter((x) => x.final).at(-1) as unknown as { accuracy: number[]; ensembleAccuracy: number; hash: string } | undefined;
     if (fin) finals.push({ node: i, accuracy: fin.accuracy, ensembleAccuracy: fin.ensembleAccuracy, hash: fin.hash });
   }
   await report(metrics, finals, events, faults);
@@ -452,7 +452,8 @@ const done = await finishInproc({
   onEval: (e) => log.info({ node: e.node, sharedBy: e.nodes, ms: Math.round(e.ms) }, 'final evaluation'),
 });
 log.info({ t: Date.now() - t0, stopMs: Math.round(done.stopMs), evalMs: Math.round(done.evalMs), evaluations: done.evaluations }, 'meshes stopped, final models evaluated');
-const finals = done.finals.map(({ node, accuracy, ensembleAccuracy, hash }) => ({ node, accuracy, ensembleAccuracy, hash: metrics[node].at(-1)?.hash ?? hash }));
+// Each node's frozen final state (after finish, which replaces an uncertified final state with the certified one).
+const finals = done.finals.map(({ node, accuracy, ensembleAccuracy, hash }) => ({ node, accuracy, ensembleAccuracy, hash }));
 await report(metrics, finals, events, faults);
 for (const f of feds) await f?.release().catch(() => {});
 process.exit(0);

@@ -82,6 +82,25 @@ export async function runFederation(
     stoppedBy = why;
     await fed.stop();
   });
+  /** A node that also serves predictions switches to each new global model (sessions are reused). */
+  const serveGlobal = (version: number, hash: string): void => {
+    if (!node.inference) return;
+    try {
+      const c = fed.trainer.cfg;
+      const tables = fed.protocol.prototypes();
+      const sums = new Float64Array(c.depth * c.classes * c.dim);
+      const counts = new Float64Array(c.depth * c.classes);
+      for (const t of tables) {
+        if (t.exit >= c.depth || t.dim !== c.dim) continue;
+        t.counts.forEach((n, k) => (counts[t.exit * c.classes + k] = n));
+        sums.set(t.sums.subarray(0, c.classes * c.dim), t.exit * c.classes * c.dim);
+      }
+      const protos = tables.length ? prototypesFromStats({ exits: c.depth, classes: c.classes, dim: c.dim, sums, counts }) : undefined;
+      node.inference.updateModel(fed.modelAtBudget(fed.protocol.model()), `fed-r${version}-${hash.slice(0, 8)}`, protos);
+    } catch (err) {
+      node.log.warn({ err: (err as Error).message }, 'the served model does not match the federation model; keeping the served one');
+    }
+  };
   const rounds = await fed.run({
     onStep: (s, total, loss) => {
       waiting.stop();
@@ -108,29 +127,16 @@ export async function runFederation(
         : 1 + node.mesh.connectedPeers().filter((p) => inView.includes(p)).length;
       const warning = shortRound.next(m, expected);
       if (warning !== null) node.log.warn({ round: m.version, contributors: m.via === 'mixed' ? m.contributors + 1 : m.contributors, expected }, warning);
-      // A node that also serves predictions switches to each new global model (sessions are reused).
-      if (node.inference) {
-        try {
-          const c = fed.trainer.cfg;
-          const tables = fed.protocol.prototypes();
-          const sums = new Float64Array(c.depth * c.classes * c.dim);
-          const counts = new Float64Array(c.depth * c.classes);
-          for (const t of tables) {
-            if (t.exit >= c.depth || t.dim !== c.dim) continue;
-            t.counts.forEach((n, k) => (counts[t.exit * c.classes + k] = n));
-            sums.set(t.sums.subarray(0, c.classes * c.dim), t.exit * c.classes * c.dim);
-          }
-          const protos = tables.length ? prototypesFromStats({ exits: c.depth, classes: c.classes, dim: c.dim, sums, counts }) : undefined;
-          node.inference.updateModel(fed.modelAtBudget(fed.protocol.model()), `fed-r${m.version}-${m.hash.slice(0, 8)}`, protos);
-        } catch (err) {
-          node.log.warn({ err: (err as Error).message }, 'the served model does not match the federation model; keeping the served one');
-        }
-      }
+      serveGlobal(m.version, m.hash);
       // Text mode prints the line below on stdout; JSON-log mode also emits the structured record on stderr.
       if (node.config.jsonLogs) node.log.info({ ...m, accuracy: m.accuracy.map((a) => Math.round(a * 10000) / 10000) }, 'round complete');
       io.stdout(`${formatRound(m)}\n`);
       // wireIn / wireOut: cumulative raw connection bytes of this node (libp2p level, heartbeats included).
       if (opts.metrics) void appendFile(opts.metrics, JSON.stringify({ time: new Date().toISOString(), ...m, wireIn: node.mesh.wire.bytesIn, wireOut: node.mesh.wire.bytesOut }) + '\n').catch(() => {});
+    },
+    onFinalState: (st) => {
+      node.log.warn({ version: st.version, hash: st.hash }, 'the final state was replaced by the one the federation certified; serving and checkpointing that');
+      serveGlobal(st.version, st.hash);
     },
     onFinal: (ev) => {
       io.stdout(`final v${ev.version} test accuracy (${ev.n} images) per exit ${ev.accuracy.map((a) => (a * 100).toFixed(2)).join('/')} exit-ensemble ${(ev.ensembleAccuracy * 100).toFixed(2)}\n`);

@@ -247,6 +247,8 @@ export class Federation {
     onRound?: (m: RoundMetrics) => void;
     onStep?: (step: number, total: number, loss: number) => void;
     onFinal?: (ev: { accuracy: number[]; ensembleAccuracy: number; n: number; version: number; hash: string }) => void;
+    /** The final state changed after the last round was reported (an uncertified one replaced by the certified one). */
+    onFinalState?: (st: { version: number; hash: string }) => void;
   } = {}): Promise<RoundMetrics[]> {
     const out: RoundMetrics[] = [];
     await this.protocol.start();
@@ -314,12 +316,19 @@ export class Federation {
     } catch (err) {
       if (!this.stopped) throw err;
     }
-    if (this.cfg.finalEval && !this.stopped) {
+    const final = async (): Promise<void> => {
+      if (!this.cfg.finalEval || this.stopped) return;
       const ev = await this.evaluate();
       hooks.onFinal?.({ accuracy: ev.accuracy, ensembleAccuracy: ev.ensembleAccuracy, n: ev.n, version: this.protocol.round, hash: this.stateHash().slice(0, 16) });
+    };
+    await final();
+    // Members one round behind still need the final state: serve it a bounded while before the node shuts down. If
+    // this node's final state was one the federation did not certify, finish replaced it: report and serve that one.
+    if (!this.stopped && this.protocol.round >= this.cfg.rounds && (await this.protocol.finish?.()) === true) {
+      await this.checkpoint();
+      hooks.onFinalState?.({ version: this.protocol.round, hash: this.stateHash().slice(0, 16) });
+      await final();
     }
-    // Members one round behind still need the final state: serve it a bounded while before the node shuts down.
-    if (!this.stopped && this.protocol.round >= this.cfg.rounds) await this.protocol.finish?.();
     return out;
   }
 

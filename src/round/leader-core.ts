@@ -296,6 +296,7 @@ export class LeaderCore {
     for (const r of [...this.faulty.keys()]) if (r <= st.version) this.faulty.delete(r);
     for (const r of [...this.attested.keys()]) if (r < st.version - 4) this.attested.delete(r);
     for (const r of [...this.aheadTried.keys()]) if (r <= st.version) this.aheadTried.delete(r);
+    for (const r of [...this.replaceTried.keys()]) if (r < st.version) this.replaceTried.delete(r);
     for (const [k, v] of [...this.attestPullAt]) if (v.round < st.version - 4) this.attestPullAt.delete(k);
     if (this.pending && this.pending.round <= st.version) this.pending = null;
     this.attestations.prune(st.version);

@@ -157,13 +157,15 @@ export class LeaderProtocol implements RoundProtocol {
 
   /**
    * After the last round: keep serving the certified final state until every live roster member attested it, for at
-   * most `graceMs` (FINAL_SERVE_GRACE_MS), so that stragglers still get it. A node that reached the final state by a
+   * most `graceMs` (FINAL_SERVE_GRACE_MS), so that stragglers still get it. True when it replaced this node's
+   * uncertified final state with the certified one (the caller then reports and serves that). A node that reached the final state by a
    * certified pull attests it first (it is already final; the attestation tells the servers this node has it).
    */
-  async finish(graceMs = FINAL_SERVE_GRACE_MS): Promise<void> {
+  async finish(graceMs = FINAL_SERVE_GRACE_MS): Promise<boolean> {
     const c = this.core;
     const v = c.state.version;
-    if (!c.running || v === 0) return;
+    if (!c.running || v === 0) return false;
+    let replaced = false;
     const cert = c.certified?.state === c.state ? c.certified.cert : null;
     if (cert && cert.length > 0) await attest(c, v, cert[0].baseHash, c.state.hash);
     const end = Date.now() + graceMs;
@@ -174,15 +176,14 @@ export class LeaderProtocol implements RoundProtocol {
     while (c.running && c.state.version === v && Date.now() < end) {
       // A final state the federation did not certify (two leaders' globals split the members) is replaced by the
       // certified one; then this node serves and attests that.
-      if (replacementOf(c) && (await replaceUncertified(c))) {
-        const cs = c.certified?.state === c.state ? c.certified.cert : null;
-        if (cs && cs.length > 0) await attest(c, v, cs[0].baseHash, c.state.hash);
+      if (replacementOf(c) && (await replaceAndAttest(c))) {
+        replaced = true;
         continue;
       }
       const done = new Set(c.attestations.for(v, c.state.hash).map((a) => a.signer));
       const alive = c.aliveCheck();
       const waiting = c.ranked().filter((p) => p !== c.ctx.selfId && alive(p) && !done.has(p));
-      if (waiting.length === 0) return;
+      if (waiting.length === 0) return replaced;
       if (!logged) {
         logged = true;
         c.ctx.logger.info({ version: v, waiting: waiting.length, graceS: Math.round(graceMs / 1000) }, 'serving the certified final state until every live member has it');
@@ -195,6 +196,7 @@ export class LeaderProtocol implements RoundProtocol {
       }
       await nextChange(c.events, 500);
     }
+    return replaced;
   }
 
   // ------------------------------------------------------------------------------------------------------
@@ -262,7 +264,7 @@ export class LeaderProtocol implements RoundProtocol {
       const applied = await tryApplyGlobals(c, round);
       if (applied) return { ...applied, bytesUp, updateBytes, bytesDown: c.down.take(round) };
       if (await pullCertifiedAhead(c)) continue;
-      if (replacementOf(c)) await replaceUncertified(c);
+      if (replacementOf(c)) await replaceAndAttest(c);
 
       const members = c.ctx.members();
       // Ranks over the roster; lower ranks that are down (or faulty) are skipped: `ahead` counts those still waited for.
@@ -305,4 +307,15 @@ export class LeaderProtocol implements RoundProtocol {
       await nextChange(c.events, ahead === 0 ? 100 : 250);
     }
   }
+}
+
+/**
+ * Replace an uncertified state with the certified one of its version (replaceUncertified), then attest it: the
+ * replaced node holds and serves the federation's state, and says so like every member that holds it.
+ */
+async function replaceAndAttest(c: LeaderCore): Promise<boolean> {
+  if (!(await replaceUncertified(c))) return false;
+  const cs = c.certified?.state === c.state ? c.certified.cert : null;
+  if (cs && cs.length > 0) await attest(c, c.state.version, cs[0].baseHash, c.state.hash);
+  return true;
 }

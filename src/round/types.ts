@@ -186,8 +186,11 @@ export interface RoundProtocol {
   snapshot(): ProtocolSnapshot;
   /** Pull newer state from members at start (restart, late join); true if the state advanced. Optional. */
   catchUp?(): Promise<boolean>;
-  /** After the last round: keep serving the final state to stragglers for a bounded grace period. Optional. */
-  finish?(): Promise<void>;
+  /**
+   * After the last round: keep serving the final state to stragglers for a bounded grace period; true when this node's
+   * final state was replaced meanwhile (an uncertified one by the certified one). Optional.
+   */
+  finish?(): Promise<boolean>;
   /** Gossip topics this protocol publishes on (the node waits until they have subscribers before round 1). */
   readonly topics: readonly string[];
 }

@@ -509,12 +509,14 @@ test.serial("members split between two verified globals of the last round (rank 
   const [l0, split, late] = [ids.indexOf(order[0]), ids.indexOf(order[2]), ids.indexOf(order[3])];
   const dropRank0 = dropping(GLOBAL_TOPIC, (p) => { const g = GlobalUpdate.decode(p); return g.round === BigInt(ROUNDS) && g.leaderRank === 0; });
   const f = await federation({ opts: FAST, everyPort: (port) => (port.selfId === ids[split] ? port : dropRank0(port)) });
+  const finished: { i: number; replaced: boolean; changed: boolean }[] = [];
   try {
     // The late member sends its last update only once the split member applied rank 0's global (which lacks it);
     // rank 1, whose slot opens a leader timeout later, aggregates it too: two verified globals, two hashes.
     const loops = f.nodes.map(async (n) => {
       await runNode(n, ROUNDS, n.i === late ? async (r) => { if (r === ROUNDS) await until(() => f.nodes[split].proto.round >= ROUNDS); } : undefined);
-      await n.proto.finish();
+      const before = hashOf(n);
+      finished.push({ i: n.i, replaced: await n.proto.finish(), changed: hashOf(n) !== before });
     });
     await within(Promise.all(loops), 90_000, 'the rounds did not complete');
   } finally {
@@ -528,4 +530,6 @@ test.serial("members split between two verified globals of the last round (rank 
   t.is(finals.size, 1, 'after finish every member holds the one certified final state');
   t.is(hashOf(f.nodes[split]), f.nodes[late].hashes[ROUNDS - 1], 'the certified one');
   t.is(f.nodes[split].proto.round, ROUNDS);
+  // finish says whether it replaced the final state (the federation then re-reports and serves the certified one).
+  for (const x of finished) t.is(x.replaced, x.changed, `node ${x.i}: finish() returned ${x.replaced}, its state ${x.changed ? 'changed' : 'did not change'} during it`);
 });
