@@ -33,12 +33,15 @@ export function serveState(c: LeaderCore, body: Uint8Array): Uint8Array {
   c.refreshCertified();
   const cs = c.certified;
   if (!cs || req.haveVersion >= BigInt(cs.state.version)) throw new RefusalError(RefusalReason.UNAVAILABLE, 'no certified state ahead of the requester');
+  // Every attestation held for the state (each checked when it arrived), not only the first majority: a requester
+  // whose majority is larger (an open mesh counts its own view), or that checks residual digests, may need more.
+  const held = c.attestations.for(cs.state.version, cs.state.hash);
   return StateResponse.encode({
     version: ROUND_WIRE_VERSION,
     globalVersion: BigInt(cs.state.version),
     hash: cs.state.hash,
     state: encodeState(cs.state, c.ctx.manifest, c.ctx.federation, c.ctx.selfId, c.ctx.loraRank),
-    certificate: cs.cert,
+    certificate: (held.length > cs.cert.length ? held : cs.cert).slice(0, MAX_CERTIFICATE_ENTRIES),
   });
 }
 
