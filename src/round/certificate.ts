@@ -1,6 +1,6 @@
 /**
  * Attestations and state certificates (protocols/round.md, "Certified state"). After verifying (recomputing) and
- * applying a round's step, a member signs (round, base hash, new hash) with its libp2p key and gossips it on
+ * applying a round's step, a member signs (round, base hash, new hash[, residual digest]) with its libp2p key and gossips it on
  * `attest`. A state is final once a majority of the roster has attested its hash; those attestations are its
  * certificate, which is what justifies adopting a pulled state, never one peer's word.
  */
