@@ -6,7 +6,7 @@ export { serverOptimizerStep, momentumFromStep, momentumOptions, DEFAULT_SERVER_
 export { flexlora, hetlora, ffaLora, loraPairs, resizeLora, resizeRankAxis, DEFAULT_LORA_SUFFIXES } from './lora.ts';
 export type { LoraPair } from './lora.ts';
 export { aggregatePrototypes, prototypeMeans } from './prototypes.ts';
-export { AGGREGATORS, AGGREGATOR_NAMES, DEFAULT_AGGREGATOR, DEFAULT_ROBUST_AGGREGATOR, MOMENTUM_AGGREGATORS, getAggregator } from './registry.ts';
+export { AGGREGATORS, AGGREGATOR_NAMES, DEFAULT_AGGREGATOR, DEFAULT_ROBUST_AGGREGATOR, INNER_RULE_NAMES, MOMENTUM_AGGREGATORS, SERVER_OPTIMIZER_RULES, getAggregator } from './registry.ts';
 export { svd, qr, lowRankSvd, matmul, transpose, mat } from './linalg.ts';
 export type { Mat } from './linalg.ts';
 export { aggregateRound } from './round.ts';

@@ -36,6 +36,11 @@ export const AGGREGATORS: Readonly<Record<string, Aggregator>> = Object.freeze({
   fedadagrad: withServerOptimizer('adagrad', inner),
 });
 
+/** Rules a server optimizer can run on (`AggregateOptions.inner`, `--aggregator-inner`). */
+export const INNER_RULE_NAMES: readonly string[] = Object.freeze(Object.keys(BASE_RULES));
+/** Rules that run a server optimizer on an inner rule's averaged delta. */
+export const SERVER_OPTIMIZER_RULES: readonly string[] = Object.freeze(['fedavgm', 'fedexp', 'fedadam', 'fedyogi', 'fedadagrad']);
+
 /** Names of all rules, for CLI help. */
 export const AGGREGATOR_NAMES: readonly string[] = Object.freeze(Object.keys(AGGREGATORS));
 

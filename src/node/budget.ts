@@ -41,7 +41,7 @@ export async function resolveAutoBudget(
   const maxRank = Math.min(cfg.rank, globalRank);
   const pick = pickBudget({
     roundSeconds: cfg.roundSeconds!, localSteps: cfg.localSteps, batch: cfg.batch, maxDepth, maxRank,
-    rankFlexible: lora && RANK_HETEROGENEOUS_AGGREGATORS.includes(cfg.aggregator),
+    rankFlexible: lora && (RANK_HETEROGENEOUS_AGGREGATORS.includes(cfg.aggregator) || RANK_HETEROGENEOUS_AGGREGATORS.includes(cfg.aggregatorInner ?? '')),
     shape: { depth: c.depth, dim: c.dim, mlp: c.mlp, tokens: (c.image / c.patch) ** 2 + 1, targets: cfg.loraTargets },
     measurement: measured && measured.exits === c.depth
       ? { trainThroughput: measured.trainThroughput, rank: cfg.rank, exitLatencyMs64: measured.exitLatencyMs.batch64 }

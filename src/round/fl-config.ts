@@ -6,7 +6,7 @@
  */
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { z } from 'zod';
-import { AGGREGATOR_NAMES, DEFAULT_AGGREGATOR, DEFAULT_SERVER_MOMENTUM } from '../aggregate/index.ts';
+import { AGGREGATOR_NAMES, DEFAULT_AGGREGATOR, DEFAULT_SERVER_MOMENTUM, INNER_RULE_NAMES, SERVER_OPTIMIZER_RULES } from '../aggregate/index.ts';
 import { DEFAULT_BACKBONE, MODELS_DIR } from '../model/backbone.ts';
 import { LORA_TARGETS } from '../model/vit.ts';
 import { LR_SCHEDULES } from '../train/schedule.ts';
@@ -99,6 +99,7 @@ export const FL_KNOBS = {
   brotli: knob(z.boolean().default(true), { flag: '--brotli', help: 'brotli over each update payload, lossless, about 8% smaller' }),
   // aggregation
   aggregator: knob(z.enum(AGGREGATOR_NAMES as [string, ...string[]]).default(DEFAULT_AGGREGATOR), { flag: '--aggregator', arg: '<name>', help: 'aggregation rule (README: Aggregation)' }),
+  aggregatorInner: knob(z.enum(INNER_RULE_NAMES as [string, ...string[]]).optional(), { flag: '--aggregator-inner', arg: '<rule>', defaultText: 'fedavg', help: `the rule whose averaged delta a server optimizer (${SERVER_OPTIMIZER_RULES.join(', ')}) steps on, e.g. hetlora-zero for mixed ranks; every member must use the same` }),
   tensorWeighting: knob(z.enum(['samples', 'depth']).default('samples'), { flag: '--tensor-weighting', arg: '<w>', help: "per-tensor weight of each update: its samples, or (depth budgets) its samples times the number of its exit losses the tensor was trained through (a shared shallow block follows the deep nodes more); every member must use the same; ignored with DP" }),
   serverLr: knob(z.number().positive().max(100).optional(), { flag: '--server-lr', arg: '<x>', defaultText: "the rule's own", help: 'server learning rate of fedavgm (1) and fedadam / fedyogi / fedadagrad (0.01)' }),
   serverMomentum: knob(z.number().min(0).lt(1).optional(), { flag: '--server-momentum', arg: '<x>', defaultText: String(DEFAULT_SERVER_MOMENTUM), help: 'fedavgm: server momentum in [0, 1)' }),
@@ -188,6 +189,12 @@ export function checkFederationConfig(input: unknown, opts: { filesystem?: boole
   const cfg = parsed.data;
   if (cfg.budget === 'auto' && cfg.roundSeconds === undefined) throw new ConfigError('--budget auto needs --round-seconds <s> (fl.roundSeconds): the target seconds of local training per round');
   if ((cfg.dpClip === undefined) !== (cfg.dpNoise === undefined)) throw new ConfigError('differential privacy needs both --dp-clip and --dp-noise (fl.dpClip, fl.dpNoise)');
+  if (cfg.aggregatorInner !== undefined && !SERVER_OPTIMIZER_RULES.includes(cfg.aggregator)) {
+    throw new ConfigError(`--aggregator-inner ${cfg.aggregatorInner} (fl.aggregatorInner) is the inner rule of a server optimizer: use it with --aggregator ${SERVER_OPTIMIZER_RULES.join(' | ')}, not ${cfg.aggregator}`);
+  }
+  if (cfg.aggregatorInner !== undefined && cfg.aggregatorInner !== 'fedavg' && cfg.secagg) {
+    throw new ConfigError(`--aggregator-inner ${cfg.aggregatorInner}: secure aggregation reveals only the mean update, so the inner rule must be fedavg`);
+  }
   if (opts.filesystem) {
     const dir = cfg.backboneDir ?? MODELS_DIR;
     if (!existsSync(`${dir}/${cfg.backbone}.json`)) {
@@ -206,7 +213,7 @@ export function checkFederationConfig(input: unknown, opts: { filesystem?: boole
 export function roundOptionsOf(cfg: FederationConfig): RoundOptions {
   return {
     compression: { topk: cfg.topk, topkScope: cfg.topkScope, bits: cfg.bits, errorFeedback: cfg.errorFeedback, downlinkBits: cfg.downlinkBits, downlinkErrorFeedback: cfg.downlinkErrorFeedback, brotli: cfg.brotli },
-    aggregator: cfg.aggregator, aggregatorOptions: definedOnly({ weighting: cfg.tensorWeighting === 'depth' && cfg.dpClip === undefined ? ('depth' as const) : undefined, serverLr: cfg.serverLr, serverMomentum: cfg.serverMomentum, targetRank: cfg.trainable === 'lora+heads' ? (cfg.globalRank ?? cfg.rank) : undefined }),
+    aggregator: cfg.aggregator, aggregatorOptions: definedOnly({ weighting: cfg.tensorWeighting === 'depth' && cfg.dpClip === undefined ? ('depth' as const) : undefined, serverLr: cfg.serverLr, serverMomentum: cfg.serverMomentum, inner: cfg.aggregatorInner, targetRank: cfg.trainable === 'lora+heads' ? (cfg.globalRank ?? cfg.rank) : undefined }),
     serverLrDecay: cfg.serverLrDecay ? { rounds: cfg.rounds } : undefined, quorum: cfg.quorum, maxRounds: cfg.rounds, roundTimeoutMs: cfg.roundTimeoutMs, leaderTimeoutMs: cfg.leaderTimeoutMs,
     committee: cfg.committee > 0 ? cfg.committee : undefined,
     minRoundTimeoutMs: cfg.deadline === 'fixed' ? cfg.roundTimeoutMs : undefined,

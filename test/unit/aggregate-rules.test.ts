@@ -123,6 +123,21 @@ test('hetlora: zero padding vs replication padding, hand-computed', (t) => {
   t.throws(() => getAggregator('fedavg')([r1, r2]), { instanceOf: AggregateError, message: /shape-mismatch/ });
 });
 
+test('fedavgm over hetlora-zero (--aggregator-inner): server momentum on the rank-padded mean; the buffer carries into the next round', (t) => {
+  const r1: AggregateInput = { sampleCount: 1, loraRank: 1, deltas: new Map([
+    ['l.lora_a', Float32Array.from([1, 1])], ['l.lora_b', Float32Array.from([1, 1])], ['head', Float32Array.from([0, 2])]]) };
+  const r2: AggregateInput = { sampleCount: 1, loraRank: 2, deltas: new Map([
+    ['l.lora_a', Float32Array.from([3, 5, 3, 5])], ['l.lora_b', Float32Array.from([3, 3, 7, 7])], ['head', Float32Array.from([2, 2])]]) };
+  const opts = { manifest, inner: 'hetlora-zero', serverLr: 1, serverMomentum: 0.5 };
+  t.throws(() => getAggregator('fedavgm')([r1, r2], { manifest, serverLr: 1 }), { instanceOf: AggregateError, message: /shape-mismatch/ }, 'the default inner rule (fedavg) refuses mixed ranks');
+  const first = getAggregator('fedavgm')([r1, r2], opts);
+  close(t, get(first, 'l.lora_a'), [2, 2.5, 2, 2.5]);
+  close(t, get(first, 'head'), [1, 2]);
+  const second = getAggregator('fedavgm')([r1, r2], { ...opts, state: first.state });
+  close(t, get(second, 'l.lora_a'), [3, 3.75, 3, 3.75], 1e-6);
+  close(t, get(second, 'l.lora_b'), [3, 3, 5.25, 5.25], 1e-6);
+});
+
 test('ffa-lora: plain averaging of B is exact when A is frozen; changed A is refused', (t) => {
   const A = [0.3, -1, 2, 0.5]; // shared frozen A (2x2)
   const b1 = [1, 2, 3, 4], b2 = [-1, 0, 5, 2];

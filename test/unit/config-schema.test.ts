@@ -16,7 +16,7 @@ import { helpText, typedFlag } from '../../src/cli/schema-options.ts';
 import { parseNodeConfig, resolveNodeConfig } from '../../src/node/config.ts';
 import { DEFAULT_AGGREGATOR } from '../../src/aggregate/index.ts';
 import { DEFAULT_COMPRESSION, DEFAULT_ROUND_OPTIONS, DEFAULT_SECAGG_CLIP } from '../../src/round/index.ts';
-import { checkFederationConfig, FederationConfigSchema, FL_DEFAULTS, FL_FAULT_KEYS, FL_KEYS, FL_KNOBS } from '../../src/round/fl-config.ts';
+import { checkFederationConfig, FederationConfigSchema, FL_DEFAULTS, FL_FAULT_KEYS, FL_KEYS, FL_KNOBS, roundOptionsOf } from '../../src/round/fl-config.ts';
 import { AUTO_FULL_MAX_NODES, parseSimulatorArgs, resolveTopology, SIM_ASSIGNED_KEYS, SIM_FL_KEYS, simulatorProgram } from '../../scripts/lib/sim-config.ts';
 
 const optionByFlag = (cmd: Command, flag: string): Option | undefined => cmd.options.find((o) => o.long === flag);
@@ -146,6 +146,15 @@ test('simulator flags: bad values are refused by flag; --backbone-reference fill
   const { sim, fl } = parseSimulatorArgs(['--nodes', '3', '--backbone-reference', '--fault', 'kill:1@2', '--fault', 'drop:0.1', '--rounds', '4']);
   t.like(sim, { nodes: 3, fault: ['kill:1@2', 'drop:0.1'], mode: undefined, topology: 'auto', k: undefined });
   t.deepEqual(fl, { rounds: 4, backbone: 'vit-tiny-mnist', loraTargets: ['q', 'v'], loraAlpha: 16 });
+});
+
+test('--aggregator-inner: only under a server optimizer, only fedavg with secure aggregation; passed to the rule', (t) => {
+  t.throws(() => checkFederationConfig({ aggregator: 'flexlora', aggregatorInner: 'hetlora-zero' }), { message: /--aggregator-inner hetlora-zero .* use it with --aggregator fedavgm/ });
+  t.throws(() => checkFederationConfig({ aggregator: 'fedavgm', aggregatorInner: 'hetlora-zero', secagg: true }), { message: /inner rule must be fedavg/ });
+  t.throws(() => checkFederationConfig({ aggregator: 'fedavgm', aggregatorInner: 'fedavgm' }), { message: /--aggregator-inner/ });
+  const cfg = checkFederationConfig({ aggregator: 'fedavgm', aggregatorInner: 'hetlora-zero' });
+  t.is(roundOptionsOf(cfg).aggregatorOptions?.inner, 'hetlora-zero');
+  t.is(roundOptionsOf(checkFederationConfig({})).aggregatorOptions?.inner, undefined);
 });
 
 test('simulator --topology auto: a full mesh up to AUTO_FULL_MAX_NODES nodes, random-6 above; --k and a named topology win', (t) => {
