@@ -83,7 +83,7 @@ export async function computeVerdict(o: {
   });
   const forks = [...byVersion].filter(([, s]) => s.size > 1).map(([v]) => v).sort((a, b) => a - b);
   const increasing = rounds.every((rs, i) => rs.every((r, k) => k === 0 || r.version > rs[k - 1].version) && (rs.length === 0 || rs.at(-1)!.version === cks[i]?.version));
-  const final0 = lines[0]?.find((l) => l.final) as unknown as { accuracy: number[] } | undefined;
+  const final0 = lines[0]?.filter((l) => l.final).at(-1) as unknown as { accuracy: number[] } | undefined;
   const all = rounds.flat();
   return {
     scenario: o.scenario,

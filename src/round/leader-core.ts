@@ -94,6 +94,9 @@ export class LeaderCore {
    */
   readonly attestPullAt = new Map<string, { round: number; at: number }>();
   attestPulling = false;
+  /** Downlink error feedback: when this node last retried a residual pull (retryResidual), and whether one runs. */
+  residualRetryAt = 0;
+  residualPulling = false;
   /** Rotates which members an attestation pull asks, so repeated pulls ask different members. */
   attestPullOffset = 0;
   /** Rotates which members a periodic state pull (catchUp with `batch`) asks. */

@@ -80,17 +80,19 @@ export function serveResidual(c: LeaderCore, body: Uint8Array): Uint8Array {
 /**
  * Downlink error feedback: pull the residual the step that made this node's current state left (`round.residual`,
  * StepRequest{round = version, new_hash = state hash}) from `first` (the step's publisher), then from up to
- * STEP_SOURCES members of that round's committee that attested the state, skipping `skip` (a source whose residual
- * failed). Decoded strictly (an fmfl Update of the round, no prototypes) and kept as this node's residual (`pulled`).
- * Nothing binds it to the state hash: a wrong one shows when this node recomputes the next step (it mismatches), and
- * the caller then pulls it again from another source (protocols/round.md "Compressed downlink").
+ * STEP_SOURCES members of that round's committee that attested the state (those whose attestation carries the
+ * vouched digest first). A response is taken only when a committee majority vouches for its SHA-256
+ * (residualVouched); then decoded strictly (an fmfl Update of the round, no prototypes) and kept as this node's
+ * residual (`pulled`). False when no source served a vouched one: retryResidual tries again as attestations arrive.
  */
-export async function pullResidual(c: LeaderCore, first: string | undefined, skip: ReadonlySet<string> = new Set()): Promise<boolean> {
+export async function pullResidual(c: LeaderCore, first: string | undefined): Promise<boolean> {
   const st = c.state;
   const body = StepRequest.encode({ version: ROUND_WIRE_VERSION, round: BigInt(st.version), newHash: st.hash });
   const com = c.committee(st.version) ?? c.ranked();
-  const attesters = c.attestations.for(st.version, st.hash).map((a) => a.signer).filter((p) => p !== first && com.includes(p));
-  const sources = [...(first ? [first] : []), ...attesters].filter((p) => p !== c.ctx.selfId && !skip.has(p)).slice(0, 1 + STEP_SOURCES);
+  const vouched = vouchedDigest(c, st.version, st.hash);
+  const held = c.attestations.for(st.version, st.hash).filter((a) => a.signer !== first && com.includes(a.signer));
+  const attesters = [...held.filter((a) => vouched && sameHash(a.residualDigest, vouched)), ...held.filter((a) => !vouched || !sameHash(a.residualDigest, vouched))].map((a) => a.signer);
+  const sources = [...(first ? [first] : []), ...attesters].filter((p) => p !== c.ctx.selfId).slice(0, 1 + STEP_SOURCES);
   for (const src of sources) {
     let bytes: Uint8Array;
     try {
@@ -122,10 +124,45 @@ export async function pullResidual(c: LeaderCore, first: string | undefined, ski
  * for exactly one digest; one member serving another residual is not enough, whoever it is.
  */
 export function residualVouched(c: LeaderCore, round: number, hash: Uint8Array, digest: Uint8Array): boolean {
+  const v = vouchedDigest(c, round, hash);
+  return v !== null && sameHash(v, digest);
+}
+
+/** The residual digest of (round, hash) that a committee majority (without a committee, a roster majority) attested, or null. */
+export function vouchedDigest(c: LeaderCore, round: number, hash: Uint8Array): Uint8Array | null {
   const com = c.committee(round);
   const need = com ? majority(com.length) : c.certNeed();
-  const signers = new Set(c.attestations.for(round, hash).filter((a) => sameHash(a.residualDigest, digest) && (!com || com.includes(a.signer))).map((a) => a.signer));
-  return need >= 1 && signers.size >= need;
+  if (need < 1) return null;
+  const count = new Map<string, { digest: Uint8Array; n: number }>();
+  for (const a of c.attestations.for(round, hash)) {
+    if (a.residualDigest.length !== 32 || (com && !com.includes(a.signer))) continue;
+    const k = hex(a.residualDigest);
+    const e = count.get(k) ?? { digest: a.residualDigest, n: 0 };
+    e.n++;
+    count.set(k, e);
+  }
+  for (const e of count.values()) if (e.n >= need) return e.digest;
+  return null;
+}
+
+/**
+ * Downlink error feedback: a member on the next round's committee that holds no residual for its state pulls it again
+ * once the attestations it holds vouch for one. A pull refused for want of vouchers (a committee member that attested
+ * without a digest, or whose attestation had not arrived yet) would otherwise leave it unable to recompute or lead
+ * until its next applied step, and enough such joiners would leave the next committee without a majority. At most
+ * one pull at a time and one per leader timeout; the round loop calls it on every change.
+ */
+export function retryResidual(c: LeaderCore): void {
+  const st = c.state;
+  if (!c.downlinkEf || c.secagg || st.version === 0 || c.downRes?.version === st.version || c.residualPulling) return;
+  if (!c.knowsServerState() || !c.verifies(st.version + 1)) return;
+  if (Date.now() - c.residualRetryAt < c.opts.leaderTimeoutMs || vouchedDigest(c, st.version, st.hash) === null) return;
+  c.residualRetryAt = Date.now();
+  c.residualPulling = true;
+  void pullResidual(c, undefined).finally(() => {
+    c.residualPulling = false;
+    c.events.emit('change');
+  });
 }
 
 /** The attestations this node holds for (round, new_hash): what a member lacking that state's certificate pulls. */

@@ -23,7 +23,7 @@ import {
 } from './leader-wire.ts';
 import { LeaderCore } from './leader-core.ts';
 import { onAttestation, onGlobal, onUpdate, storeUpdate, validateAttestation, validateGlobal, validateUpdate } from './leader-inbox.ts';
-import { catchUp, pullAttestations, pullCertifiedAhead, pullMissing, pullMissingAttestations, replacementOf, replaceUncertified, serveAttestations, serveInput, serveResidual, serveState, serveStep, serveUpdate } from './leader-sync.ts';
+import { catchUp, pullAttestations, pullCertifiedAhead, pullMissing, pullMissingAttestations, replacementOf, replaceUncertified, retryResidual, serveAttestations, serveInput, serveResidual, serveState, serveStep, serveUpdate } from './leader-sync.ts';
 import { adoptPending, attest, lead, tryApplyGlobals } from './leader-apply.ts';
 import { waitingRanks } from './leader-schedule.ts';
 import type { VerifyRefusal } from './verify.ts';
@@ -261,6 +261,7 @@ export class LeaderProtocol implements RoundProtocol {
       // This node's own aggregate, once a roster majority attested it (never before: a late leader could be alone).
       const own = adoptPending(c, round);
       if (own) return { ...own, bytesUp: bytesUp + own.bytesUp, updateBytes, bytesDown: c.down.take(round) };
+      retryResidual(c);
       const applied = await tryApplyGlobals(c, round);
       if (applied) return { ...applied, bytesUp, updateBytes, bytesDown: c.down.take(round) };
       if (await pullCertifiedAhead(c)) continue;

@@ -9,12 +9,13 @@
  */
 import { createHash } from 'node:crypto';
 import test, { type ExecutionContext } from 'ava';
-import { GlobalUpdate, SignedUpdate } from '../../src/round/pb/round.ts';
+import { Attestation, GlobalUpdate, SignedUpdate } from '../../src/round/pb/round.ts';
+import { makeAttestation } from '../../src/round/certificate.ts';
 import { withFaults } from '../../src/round/faults.ts';
 import { DEFAULT_ROUND_OPTIONS, hex, leaderOrder, LeaderProtocol, makeState, VerifyRefusal, type RoundOptions, type RoundOutcome } from '../../src/round/index.ts';
 import type { MeshPort } from '../../src/round/mesh-port.ts';
 import type { LeaderCore } from '../../src/round/leader-core.ts';
-import { GLOBAL_TOPIC, RESIDUAL_METHOD, STEP_METHOD, UPDATE_TOPIC } from '../../src/round/leader-wire.ts';
+import { ATTEST_TOPIC, GLOBAL_TOPIC, RESIDUAL_METHOD, STEP_METHOD, UPDATE_TOPIC } from '../../src/round/leader-wire.ts';
 import { decodeUpdate, encodeUpdate, type TensorMap, type UpdateManifest } from '../../src/update/index.ts';
 import { Rng } from '../../src/util/rng.ts';
 import { createLogger, silentLogger } from '../../src/util/log.ts';
@@ -47,7 +48,7 @@ interface Node { i: number; port: FakePort; proto: LeaderProtocol; outcomes: Rou
  * Five members. `liar` leads with `scale-global` (a x20 step, consistent hashes, served over round.step), or, with
  * `badResidual`, is honest but serves a tampered residual (x5) over round.residual.
  */
-async function federation(o: { committee?: number; ef?: boolean; bits?: 1 | 16; liar?: number; badResidual?: boolean; heldResidual?: boolean } = {}) {
+async function federation(o: { committee?: number; ef?: boolean; bits?: 1 | 16; liar?: number; badResidual?: boolean; heldResidual?: boolean; digestless?: boolean } = {}) {
   const { net, ports, ids } = await fakeMeshes(N, { federation: FED });
   const forged: string[] = [];
   const nodes: Node[] = [];
@@ -75,11 +76,21 @@ async function federation(o: { committee?: number; ef?: boolean; bits?: 1 | 16; 
       signWithIdentity: (d) => port.signWithIdentity(d),
       subscribe: (n, h, x) => port.subscribe(n, h, x),
       publish: async (name, payload) => {
-        if (name === GLOBAL_TOPIC && i === o.liar && !o.badResidual && (!o.heldResidual || liarTampered)) forged.push(hex(GlobalUpdate.decode(payload).newHash));
+        if (name === GLOBAL_TOPIC && i === o.liar && !o.badResidual && !o.digestless && (!o.heldResidual || liarTampered)) forged.push(hex(GlobalUpdate.decode(payload).newHash));
+        if (name === ATTEST_TOPIC && i === o.liar && o.digestless) {
+          // The liar attests the right hash but vouches for no residual (as if it had not recomputed).
+          const a = Attestation.decode(payload);
+          const bare = await makeAttestation((d) => port.signWithIdentity(d), FED, port.selfId, Number(a.round), a.baseHash, a.newHash);
+          return port.publish(name, Attestation.encode(bare));
+        }
+        if (name === ATTEST_TOPIC && o.digestless) {
+          // Honest attestations travel slower (by node), so the liar's often completes a committee majority first.
+          await new Promise((r) => setTimeout(r, 150 * (i + 1)));
+        }
         return port.publish(name, payload);
       },
     };
-    const mesh = i === o.liar && !o.badResidual && !o.heldResidual
+    const mesh = i === o.liar && !o.badResidual && !o.heldResidual && !o.digestless
       ? withFaults(recording, { kind: 'scale-global', factor: 20, manifest, loraRank: 0, seed: 3, state: () => nodes[i].proto.globalState(), members: () => net.view(port.selfId) }).port
       : recording;
     const ctx = { mesh, federation: FED, selfId: port.selfId, manifest, loraRank: 0, logger: process.env.EF_LOG ? createLogger({ level: 'debug', name: String(i) }) : silentLogger(), seed: 11 + i, members: () => net.view(port.selfId) };
@@ -104,7 +115,7 @@ async function federation(o: { committee?: number; ef?: boolean; bits?: 1 | 16; 
       }
     }
   });
-  const honest = nodes.map((n) => n.i).filter((i) => i !== o.liar || o.badResidual);
+  const honest = nodes.map((n) => n.i).filter((i) => i !== o.liar || o.badResidual || o.digestless);
   await Promise.all(honest.map((i) => loops[i]));
   const residuals = nodes.map((n) => n.proto.downlinkResidual());
   for (const n of nodes) await n.proto.stop();
@@ -213,4 +224,24 @@ test.serial('a member that holds a tampered residual, serves it and then leads w
   t.true(vouched >= 1, `a member refused the liar's residual for want of a committee majority vouching for it (${vouched})`);
   const finals = f.honest.map((i) => f.residuals[i]).filter((r) => r !== null && r.version === ROUNDS);
   t.is(new Set(finals.map((r) => hex(r!.bytes))).size, 1, 'honest holders agree on the residual');
+});
+
+test.serial('a committee member that attests without vouching for the residual stalls no one: members refused a residual pull it again once a committee majority vouches', async (t) => {
+  const ids = (await fakeMeshes(N, { federation: FED })).ids;
+  // Review finding: its attestation counts towards applying the step (leader + it = 2 of 3) before the honest third
+  // member's arrives, so members off the committee applied and pulled the residual with one voucher, were refused,
+  // and never pulled again: the next committee could neither recompute nor lead, and the federation stalled.
+  const liar = ids.indexOf(committeeOf(ids, 2).find((p) => p !== leaderOrder(FED, 2, ids)[0])!);
+  const f = await Promise.race([
+    federation({ committee: C, liar, digestless: true }),
+    new Promise<null>((r) => setTimeout(() => r(null), 60_000)),
+  ]);
+  t.truthy(f, 'every member finished all rounds (no stall)');
+  if (!f) return;
+  honestAgree(t, f.nodes, f.nodes.map((n) => n.i));
+  const finals = f.residuals.filter((r) => r !== null && r.version === ROUNDS);
+  t.true(finals.length >= C - 1, `${finals.length} members hold the final residual`);
+  t.is(new Set(finals.map((r) => hex(r!.bytes))).size, 1, 'one residual on every holder');
+  const refused = f.nodes.reduce((a, n) => a + n.proto.refusalCount(VerifyRefusal.RESIDUAL_UNVOUCHED), 0);
+  t.true(refused >= 1, `the scenario happened: ${refused} residual pulls were refused for want of vouchers, and retried`);
 });
