@@ -27,19 +27,20 @@ function inner(name: string): Aggregator {
  * Every aggregation rule by the name `--aggregator <name>` accepts. Server optimizers (fedavgm, fedadam, fedyogi,
  * fedadagrad) run on the output of `opts.inner` (default fedavg).
  */
-export const AGGREGATORS: Readonly<Record<string, Aggregator>> = Object.freeze({
-  ...BASE_RULES,
+const SERVER_OPTIMIZERS: Record<string, Aggregator> = {
   fedavgm: withServerMomentum(inner),
   fedexp: fedExP(inner),
   fedadam: withServerOptimizer('adam', inner),
   fedyogi: withServerOptimizer('yogi', inner),
   fedadagrad: withServerOptimizer('adagrad', inner),
-});
+};
+
+export const AGGREGATORS: Readonly<Record<string, Aggregator>> = Object.freeze({ ...BASE_RULES, ...SERVER_OPTIMIZERS });
 
 /** Rules a server optimizer can run on (`AggregateOptions.inner`, `--aggregator-inner`). */
 export const INNER_RULE_NAMES: readonly string[] = Object.freeze(Object.keys(BASE_RULES));
 /** Rules that run a server optimizer on an inner rule's averaged delta. */
-export const SERVER_OPTIMIZER_RULES: readonly string[] = Object.freeze(['fedavgm', 'fedexp', 'fedadam', 'fedyogi', 'fedadagrad']);
+export const SERVER_OPTIMIZER_RULES: readonly string[] = Object.freeze(Object.keys(SERVER_OPTIMIZERS));
 
 /** Names of all rules, for CLI help. */
 export const AGGREGATOR_NAMES: readonly string[] = Object.freeze(Object.keys(AGGREGATORS));

@@ -74,7 +74,7 @@ export class LeaderCore {
    * computed by this node (it recomputed or led the step) or pulled (`round.residual`); null when unknown here (a
    * member off the last committee that did not pull it, or after a state pull): such a node cannot recompute.
    */
-  downRes: { version: number; residual: DownlinkResidual; pulled: boolean; from?: string } | null = null;
+  downRes: { version: number; residual: DownlinkResidual; pulled: boolean } | null = null;
   /** The residuals the last STEPS_KEPT applied steps left, by round (served over `round.residual`). */
   readonly residuals = new Map<number, { hash: Uint8Array; bytes: Uint8Array }>();
   /** Payload bytes received per round (updates and globals for that round, state pulls while in it). */

@@ -82,7 +82,7 @@ export function serveResidual(c: LeaderCore, body: Uint8Array): Uint8Array {
  * StepRequest{round = version, new_hash = state hash}) from `first` (the step's publisher), then from up to
  * STEP_SOURCES members of that round's committee that attested the state (those whose attestation carries the
  * vouched digest first). A response is taken only when a committee majority vouches for its SHA-256
- * (residualVouched); then decoded strictly (an fmfl Update of the round, no prototypes) and kept as this node's
+ * (vouchedDigest); then decoded strictly (an fmfl Update of the round, no prototypes) and kept as this node's
  * residual (`pulled`). False when no source served a vouched one: retryResidual tries again as attestations arrive.
  */
 export async function pullResidual(c: LeaderCore, first: string | undefined): Promise<boolean> {
@@ -91,7 +91,8 @@ export async function pullResidual(c: LeaderCore, first: string | undefined): Pr
   const com = c.committee(st.version) ?? c.ranked();
   const vouched = vouchedDigest(c, st.version, st.hash);
   const held = c.attestations.for(st.version, st.hash).filter((a) => a.signer !== first && com.includes(a.signer));
-  const attesters = [...held.filter((a) => vouched && sameHash(a.residualDigest, vouched)), ...held.filter((a) => !vouched || !sameHash(a.residualDigest, vouched))].map((a) => a.signer);
+  const vouches = (a: Attestation): number => (vouched && sameHash(a.residualDigest, vouched) ? 1 : 0);
+  const attesters = held.sort((a, b) => vouches(b) - vouches(a)).map((a) => a.signer);
   const sources = [...(first ? [first] : []), ...attesters].filter((p) => p !== c.ctx.selfId).slice(0, 1 + STEP_SOURCES);
   for (const src of sources) {
     let bytes: Uint8Array;
@@ -102,14 +103,15 @@ export async function pullResidual(c: LeaderCore, first: string | undefined): Pr
       continue;
     }
     if (c.state !== st) return false;
-    if (!residualVouched(c, st.version, st.hash, sha256(bytes))) {
+    const vouchedNow = vouchedDigest(c, st.version, st.hash);
+    if (!vouchedNow || !sameHash(vouchedNow, sha256(bytes))) {
       c.refuse(VerifyRefusal.RESIDUAL_UNVOUCHED, { round: st.version, src });
       continue;
     }
     const u = decodeModelUpdate(bytes, c.wire);
     if (typeof u === 'number' || u.round !== st.version || u.baseVersion !== st.version - 1 || u.prototypes.length > 0) continue;
     c.down.add(st.version, bytes.byteLength);
-    c.downRes = { version: st.version, residual: { tensors: u.deltas, bytes }, pulled: true, from: src };
+    c.downRes = { version: st.version, residual: { tensors: u.deltas, bytes }, pulled: true };
     c.residuals.set(st.version, { hash: st.hash, bytes });
     return true;
   }
@@ -118,17 +120,11 @@ export async function pullResidual(c: LeaderCore, first: string | undefined): Pr
 }
 
 /**
- * Whether the residual with SHA-256 `digest` is the one the state (round, hash) left: attested (Attestation
- * residual_digest) by a majority of the round's committee, or without a committee by a roster majority (the
- * certificate's count). Members that recomputed the round computed it bit for bit, so an honest majority vouches
- * for exactly one digest; one member serving another residual is not enough, whoever it is.
+ * The residual digest of the state (round, hash): the one attested (Attestation residual_digest) by a majority of the
+ * round's committee, or without a committee by a roster majority (the certificate's count), else null. Members that
+ * recomputed the round computed the residual bit for bit, so an honest majority vouches for exactly one digest; one
+ * member serving another residual is not enough, whoever it is.
  */
-export function residualVouched(c: LeaderCore, round: number, hash: Uint8Array, digest: Uint8Array): boolean {
-  const v = vouchedDigest(c, round, hash);
-  return v !== null && sameHash(v, digest);
-}
-
-/** The residual digest of (round, hash) that a committee majority (without a committee, a roster majority) attested, or null. */
 export function vouchedDigest(c: LeaderCore, round: number, hash: Uint8Array): Uint8Array | null {
   const com = c.committee(round);
   const need = com ? majority(com.length) : c.certNeed();

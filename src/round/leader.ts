@@ -166,8 +166,7 @@ export class LeaderProtocol implements RoundProtocol {
     const v = c.state.version;
     if (!c.running || v === 0) return false;
     let replaced = false;
-    const cert = c.certified?.state === c.state ? c.certified.cert : null;
-    if (cert && cert.length > 0) await attest(c, v, cert[0].baseHash, c.state.hash);
+    await attestCertified(c);
     const end = Date.now() + graceMs;
     let logged = false;
     // A lost attestation of the final state would hold this node for the whole grace: ask the members it still
@@ -316,7 +315,12 @@ export class LeaderProtocol implements RoundProtocol {
  */
 async function replaceAndAttest(c: LeaderCore): Promise<boolean> {
   if (!(await replaceUncertified(c))) return false;
-  const cs = c.certified?.state === c.state ? c.certified.cert : null;
-  if (cs && cs.length > 0) await attest(c, c.state.version, cs[0].baseHash, c.state.hash);
+  await attestCertified(c);
   return true;
+}
+
+/** Attest this node's current state when it holds its certificate (a state it pulled or took in place of its own). */
+async function attestCertified(c: LeaderCore): Promise<void> {
+  const cert = c.certified?.state === c.state ? c.certified.cert : null;
+  if (cert && cert.length > 0) await attest(c, c.state.version, cert[0].baseHash, c.state.hash);
 }
